@@ -1,0 +1,75 @@
+//! `fleetprep`: bake Windows golden images, name and release Auto Scaling instances, roll out
+//! new images, and run every one of those state machines locally on the embedded engine.
+//!
+//! `main` is deliberately thin (the ripgrep habit): parse arguments, call one fallible
+//! function per subcommand, print the error and pick the exit code. Each subcommand lives in
+//! its own module under `cmd/`, and the CLI is the only crate that prints or reads the
+//! environment.
+
+mod cmd;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "fleetprep", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole job locally: bake an image, scale a simulated group, roll out.
+    Demo(cmd::demo::Args),
+    /// Bake a golden AMI from a config file.
+    Bake(cmd::bake::Args),
+    /// Drive the simulated fleet.
+    #[command(subcommand)]
+    Fleet(cmd::fleet::Command),
+    /// Inspect executions stored by the embedded engine (or on AWS with --engine aws).
+    #[command(subcommand)]
+    Executions(cmd::executions::Command),
+    /// Draw a workflow's state machine as Mermaid or Graphviz.
+    Graph(cmd::graph::Args),
+    /// Amazon States Language tools: validate and execute definitions.
+    #[command(subcommand)]
+    States(cmd::states::Command),
+    /// Sysprep tools: diagnose failures, print pre-flight scripts and agent commands.
+    #[command(subcommand)]
+    Sysprep(cmd::sysprep::Command),
+    /// Render unattend.xml answer files.
+    #[command(subcommand)]
+    Unattend(cmd::unattend::Command),
+    /// Check hostnames against the Windows rules.
+    #[command(subcommand)]
+    Hostname(cmd::hostname::Command),
+    /// Benchmarks that print figures (never timed assertions).
+    #[command(subcommand)]
+    Bench(cmd::bench::Command),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(args) => cmd::demo::run(args),
+        Command::Bake(args) => cmd::bake::run(args),
+        Command::Fleet(command) => cmd::fleet::run(command),
+        Command::Executions(command) => cmd::executions::run(command),
+        Command::Graph(args) => cmd::graph::run(args),
+        Command::States(command) => cmd::states::run(command),
+        Command::Sysprep(command) => cmd::sysprep::run(command),
+        Command::Unattend(command) => cmd::unattend::run(command),
+        Command::Hostname(command) => cmd::hostname::run(command),
+        Command::Bench(command) => cmd::bench::run(command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! TODO(#2-#5): see ARCHITECTURE.md
