@@ -1,1 +1,512 @@
-//! TODO(#2)
+//! Execution history events in the exact shape of Step Functions `GetExecutionHistory`.
+//!
+//! Source: AWS Step Functions API Reference, `HistoryEvent` and the `*EventDetails` types. One
+//! [`HistoryEvent`] carries `timestamp`, `type`, `id`, `previousEventId` and at most one
+//! `*EventDetails` member; serde names are camelCase exactly like the API's JSON, so the
+//! embedded engine's history, the CLI's progress display and the AWS mode (which converts SDK
+//! events) share this one type.
+//!
+//! `input`/`output` inside details are JSON *text*, as the API returns them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// One entry of an execution's history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEvent {
+    /// RFC 3339 time the event was recorded (UTC, milliseconds).
+    pub timestamp: String,
+    /// The event type, e.g. `PassStateEntered`.
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    /// 1-based, strictly increasing within an execution.
+    pub id: i64,
+    /// The event this one follows causally (0 for none), as AWS assigns it.
+    pub previous_event_id: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_started_event_details: Option<ExecutionStartedEventDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_succeeded_event_details: Option<ExecutionSucceededEventDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_failed_event_details: Option<ErrorCauseDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_aborted_event_details: Option<ErrorCauseDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_timed_out_event_details: Option<ErrorCauseDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_entered_event_details: Option<StateEnteredEventDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_exited_event_details: Option<StateExitedEventDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_state_started_event_details: Option<MapStateStartedEventDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_iteration_started_event_details: Option<MapIterationEventDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_iteration_succeeded_event_details: Option<MapIterationEventDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_iteration_failed_event_details: Option<MapIterationEventDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_iteration_aborted_event_details: Option<MapIterationEventDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_scheduled_event_details: Option<TaskScheduledEventDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_started_event_details: Option<TaskResourceDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_succeeded_event_details: Option<TaskSucceededEventDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_failed_event_details: Option<TaskFailedEventDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_timed_out_event_details: Option<TaskFailedEventDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lambda_function_scheduled_event_details: Option<LambdaFunctionScheduledEventDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lambda_function_succeeded_event_details: Option<ExecutionSucceededEventDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lambda_function_failed_event_details: Option<ErrorCauseDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lambda_function_timed_out_event_details: Option<ErrorCauseDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation_failed_event_details: Option<EvaluationFailedEventDetails>,
+}
+
+impl HistoryEvent {
+    /// An event with no details; the caller fills the one details member that fits the type.
+    pub fn new(event_type: EventType, id: i64, previous_event_id: i64, timestamp: String) -> Self {
+        HistoryEvent {
+            timestamp,
+            event_type,
+            id,
+            previous_event_id,
+            execution_started_event_details: None,
+            execution_succeeded_event_details: None,
+            execution_failed_event_details: None,
+            execution_aborted_event_details: None,
+            execution_timed_out_event_details: None,
+            state_entered_event_details: None,
+            state_exited_event_details: None,
+            map_state_started_event_details: None,
+            map_iteration_started_event_details: None,
+            map_iteration_succeeded_event_details: None,
+            map_iteration_failed_event_details: None,
+            map_iteration_aborted_event_details: None,
+            task_scheduled_event_details: None,
+            task_started_event_details: None,
+            task_succeeded_event_details: None,
+            task_failed_event_details: None,
+            task_timed_out_event_details: None,
+            lambda_function_scheduled_event_details: None,
+            lambda_function_succeeded_event_details: None,
+            lambda_function_failed_event_details: None,
+            lambda_function_timed_out_event_details: None,
+            evaluation_failed_event_details: None,
+        }
+    }
+
+    /// The state name this event is about, when it names one (entered/exited, map iteration).
+    pub fn state_name(&self) -> Option<&str> {
+        if let Some(d) = &self.state_entered_event_details {
+            return Some(&d.name);
+        }
+        if let Some(d) = &self.state_exited_event_details {
+            return Some(&d.name);
+        }
+        [
+            &self.map_iteration_started_event_details,
+            &self.map_iteration_succeeded_event_details,
+            &self.map_iteration_failed_event_details,
+            &self.map_iteration_aborted_event_details,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|d| d.name.as_str())
+        .next()
+    }
+
+    /// The error and cause this event reports, if it is a failure event.
+    pub fn error_cause(&self) -> Option<(Option<&str>, Option<&str>)> {
+        let ec = [
+            &self.execution_failed_event_details,
+            &self.execution_aborted_event_details,
+            &self.execution_timed_out_event_details,
+            &self.lambda_function_failed_event_details,
+            &self.lambda_function_timed_out_event_details,
+        ]
+        .into_iter()
+        .flatten()
+        .next();
+        if let Some(d) = ec {
+            return Some((d.error.as_deref(), d.cause.as_deref()));
+        }
+        if let Some(d) = self
+            .task_failed_event_details
+            .as_ref()
+            .or(self.task_timed_out_event_details.as_ref())
+        {
+            return Some((d.error.as_deref(), d.cause.as_deref()));
+        }
+        self.evaluation_failed_event_details
+            .as_ref()
+            .map(|d| (d.error.as_deref(), d.cause.as_deref()))
+    }
+}
+
+/// `HistoryEventExecutionDataDetails`: whether a payload was truncated in the history.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataDetails {
+    pub truncated: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionStartedEventDetails {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_details: Option<DataDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionSucceededEventDetails {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_details: Option<DataDetails>,
+}
+
+/// `ExecutionFailedEventDetails`, `ExecutionAbortedEventDetails`, `ExecutionTimedOutEventDetails`
+/// and the Lambda failure details all share this shape.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ErrorCauseDetails {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateEnteredEventDetails {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_details: Option<DataDetails>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateExitedEventDetails {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_details: Option<DataDetails>,
+    /// Variable name → JSON text of the assigned value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigned_variables: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigned_variables_details: Option<DataDetails>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapStateStartedEventDetails {
+    pub length: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapIterationEventDetails {
+    pub name: String,
+    pub index: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskScheduledEventDetails {
+    pub resource_type: String,
+    pub resource: String,
+    pub region: String,
+    /// JSON text of the task's parameters.
+    pub parameters: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_in_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_in_seconds: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskResourceDetails {
+    pub resource_type: String,
+    pub resource: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSucceededEventDetails {
+    pub resource_type: String,
+    pub resource: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_details: Option<DataDetails>,
+}
+
+/// `TaskFailedEventDetails` and `TaskTimedOutEventDetails`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskFailedEventDetails {
+    pub resource_type: String,
+    pub resource: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LambdaFunctionScheduledEventDetails {
+    pub resource: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_details: Option<DataDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_in_seconds: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EvaluationFailedEventDetails {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    pub state: String,
+}
+
+macro_rules! event_types {
+    ($($name:ident),* $(,)?) => {
+        /// Every `HistoryEventType` of the Step Functions API (serialised by its API name).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum EventType { $($name),* }
+
+        impl EventType {
+            /// The API name, e.g. `"PassStateEntered"`.
+            pub fn as_str(self) -> &'static str {
+                match self { $(EventType::$name => stringify!($name)),* }
+            }
+        }
+    };
+}
+
+event_types!(
+    ActivityFailed,
+    ActivityScheduled,
+    ActivityScheduleFailed,
+    ActivityStarted,
+    ActivitySucceeded,
+    ActivityTimedOut,
+    ChoiceStateEntered,
+    ChoiceStateExited,
+    ExecutionAborted,
+    ExecutionFailed,
+    ExecutionStarted,
+    ExecutionSucceeded,
+    ExecutionTimedOut,
+    FailStateEntered,
+    LambdaFunctionFailed,
+    LambdaFunctionScheduled,
+    LambdaFunctionScheduleFailed,
+    LambdaFunctionStarted,
+    LambdaFunctionStartFailed,
+    LambdaFunctionSucceeded,
+    LambdaFunctionTimedOut,
+    MapIterationAborted,
+    MapIterationFailed,
+    MapIterationStarted,
+    MapIterationSucceeded,
+    MapStateAborted,
+    MapStateEntered,
+    MapStateExited,
+    MapStateFailed,
+    MapStateStarted,
+    MapStateSucceeded,
+    ParallelStateAborted,
+    ParallelStateEntered,
+    ParallelStateExited,
+    ParallelStateFailed,
+    ParallelStateStarted,
+    ParallelStateSucceeded,
+    PassStateEntered,
+    PassStateExited,
+    SucceedStateEntered,
+    SucceedStateExited,
+    TaskFailed,
+    TaskScheduled,
+    TaskStarted,
+    TaskStartFailed,
+    TaskStateAborted,
+    TaskStateEntered,
+    TaskStateExited,
+    TaskSubmitFailed,
+    TaskSubmitted,
+    TaskSucceeded,
+    TaskTimedOut,
+    WaitStateAborted,
+    WaitStateEntered,
+    WaitStateExited,
+    MapRunAborted,
+    MapRunFailed,
+    MapRunStarted,
+    MapRunSucceeded,
+    ExecutionRedriven,
+    MapRunRedriven,
+    EvaluationFailed,
+);
+
+impl std::fmt::Display for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Formats a time as AWS-style RFC 3339 UTC with milliseconds, e.g.
+/// `2024-05-01T12:00:00.000Z`. Pure arithmetic (civil-from-days), no clock read.
+pub fn format_timestamp(time: std::time::SystemTime) -> String {
+    let d = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let millis = d.subsec_millis();
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, day) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+// Howard Hinnant's days → civil date algorithm (public domain).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Parses an RFC 3339 timestamp (`Z` or `±hh:mm` offset, optional fraction) into a
+/// `SystemTime`. Returns `None` when the text is not such a timestamp.
+pub fn parse_timestamp(text: &str) -> Option<std::time::SystemTime> {
+    let b = text.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let s = text.get(r)?;
+        if !s.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut nanos: u64 = 0;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        let frac = &text[start..i.min(start + 9)];
+        nanos = frac.parse::<u64>().ok()? * 10u64.pow(9 - frac.len() as u32);
+    }
+    let offset_secs: i64 = match b.get(i) {
+        Some(b'Z') | Some(b'z') if i + 1 == b.len() => 0,
+        Some(&sign @ (b'+' | b'-')) if i + 6 == b.len() && b[i + 3] == b':' => {
+            let oh = num(i + 1..i + 3)?;
+            let om = num(i + 4..i + 6)?;
+            let v = oh * 3600 + om * 60;
+            if sign == b'+' { v } else { -v }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(y, mo as u32, d as u32);
+    let secs = days * 86_400 + h * 3600 + mi * 60 + s - offset_secs;
+    if secs < 0 {
+        return None;
+    }
+    Some(std::time::UNIX_EPOCH + std::time::Duration::new(secs as u64, nanos as u32))
+}
+
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 } as i64;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn event_serialises_like_the_api() {
+        let mut e = HistoryEvent::new(EventType::PassStateEntered, 2, 0, "t".into());
+        e.state_entered_event_details = Some(StateEnteredEventDetails {
+            name: "A".into(),
+            input: Some("{}".into()),
+            input_details: Some(DataDetails { truncated: false }),
+        });
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"timestamp":"t","type":"PassStateEntered","id":2,"previousEventId":0,
+                "stateEnteredEventDetails":{"name":"A","input":"{}","inputDetails":{"truncated":false}}})
+        );
+        let back: HistoryEvent = serde_json::from_value(v).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn timestamps_round_trip() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let s = format_timestamp(t);
+        assert_eq!(s, "2023-11-14T22:13:20.123Z");
+        assert_eq!(parse_timestamp(&s), Some(t));
+        assert_eq!(
+            parse_timestamp("2023-11-14T23:13:20.123+01:00"),
+            Some(t)
+        );
+        assert_eq!(parse_timestamp("2023-11-14 22:13:20Z"), None);
+        assert_eq!(parse_timestamp("2023-13-14T22:13:20Z"), None);
+    }
+}

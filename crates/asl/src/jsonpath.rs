@@ -1,1 +1,1045 @@
-//! TODO(#2)
+//! JSONPath as Step Functions uses it (Jayway JsonPath syntax), plus the evaluation context
+//! shared by every expression kind.
+//!
+//! API (stable; only additions from here on):
+//! - [`EvalContext`]: what an expression sees while a state runs — the state's effective input
+//!   (`$`), the context object (`$$`), the visible variables (`$name`), the task result and
+//!   error output (JSONata `$states.result` / `$states.errorOutput`), and an [`Entropy`]
+//!   source for `States.MathRandom`/`States.UUID`/`$random()`/`$uuid()`. Build it with
+//!   [`EvalContext::new`] and the `with_*` methods.
+//! - [`Variables`]: name → value lookup; implemented for `serde_json::Map`, `HashMap`,
+//!   `BTreeMap` and `()` (no variables). Nested scopes (Map/Parallel) implement it themselves.
+//! - [`Entropy`] + [`SplitMix64`] (a deterministic, seedable implementation).
+//! - [`JsonPath::parse`] → [`JsonPath`] (root `$`, `$$` or `$name`; `.name`, `['name']`,
+//!   `[n]`, `[-n]`, `[a,b]`, `[*]`, `..`, `[start:end:step]`, `[?(@.x > 1 && @.y)]`).
+//!   [`JsonPath::select`] returns `None` when a *definite* path finds nothing (callers turn
+//!   that into the AWS error with [`JsonPath::not_found_in_field`] or
+//!   [`JsonPath::not_found_invalid_path`]); an *indefinite* path (wildcards, slices, filters,
+//!   `..`, unions) always returns an array of the matches, as Jayway does.
+//! - [`ReferencePath`]: the restricted form for ResultPath/ItemsPath/InputPath-style fields
+//!   (`$`, `.name`, `['name']`, `[n]` only); [`ReferencePath::set`] implements ResultPath's
+//!   merge, raising `States.ResultPathMatchFailure` when the target is not an object/array.
+//!
+//! Selection borrows from the input whenever the path is definite: no cloning on the hot path.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::Value;
+
+use crate::error::{StatesError, SyntaxError};
+
+/// Source of randomness for `States.MathRandom`, `States.UUID`, `$random()`, `$uuid()`.
+/// The crate has none of its own, so a run is reproducible given the entropy.
+pub trait Entropy {
+    /// The next 64 random bits.
+    fn next_u64(&mut self) -> u64;
+}
+
+/// SplitMix64: a tiny deterministic generator, good enough for jitter and UUIDs in tests and
+/// on the local engine (seed it from the execution id for reproducible runs).
+#[derive(Debug, Clone)]
+pub struct SplitMix64(pub u64);
+
+impl Entropy for SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// Variables visible to a state (`$name` in JSONPath, intrinsics and JSONata).
+pub trait Variables {
+    /// The value of variable `name` (without the `$`), if it is visible.
+    fn get(&self, name: &str) -> Option<&Value>;
+}
+
+impl Variables for () {
+    fn get(&self, _name: &str) -> Option<&Value> {
+        None
+    }
+}
+
+impl Variables for serde_json::Map<String, Value> {
+    fn get(&self, name: &str) -> Option<&Value> {
+        serde_json::Map::get(self, name)
+    }
+}
+
+impl<S: std::hash::BuildHasher> Variables for HashMap<String, Value, S> {
+    fn get(&self, name: &str) -> Option<&Value> {
+        HashMap::get(self, name)
+    }
+}
+
+impl Variables for BTreeMap<String, Value> {
+    fn get(&self, name: &str) -> Option<&Value> {
+        BTreeMap::get(self, name)
+    }
+}
+
+/// Everything an expression can read while a state runs.
+pub struct EvalContext<'a> {
+    /// The state's effective input (`$`, JSONata `$states.input`).
+    pub input: &'a Value,
+    /// The context object (`$$`, JSONata `$states.context`).
+    pub context: &'a Value,
+    /// Visible variables.
+    pub variables: &'a dyn Variables,
+    /// Task/Parallel/Map result (JSONata `$states.result`), when there is one.
+    pub result: Option<&'a Value>,
+    /// Error output in a Catch (JSONata `$states.errorOutput`), when there is one.
+    pub error_output: Option<&'a Value>,
+    /// Randomness for the random/UUID functions.
+    pub entropy: &'a mut dyn Entropy,
+}
+
+impl<'a> EvalContext<'a> {
+    /// A context with input, context object, variables and entropy; no result/error output.
+    pub fn new(
+        input: &'a Value,
+        context: &'a Value,
+        variables: &'a dyn Variables,
+        entropy: &'a mut dyn Entropy,
+    ) -> Self {
+        EvalContext {
+            input,
+            context,
+            variables,
+            result: None,
+            error_output: None,
+            entropy,
+        }
+    }
+
+    /// Sets `$states.result`.
+    pub fn with_result(mut self, result: &'a Value) -> Self {
+        self.result = Some(result);
+        self
+    }
+
+    /// Sets `$states.errorOutput`.
+    pub fn with_error_output(mut self, error_output: &'a Value) -> Self {
+        self.error_output = Some(error_output);
+        self
+    }
+}
+
+/// What a path starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathRoot {
+    /// `$`: the state's effective input.
+    Input,
+    /// `$$`: the context object.
+    Context,
+    /// `$name`: a variable.
+    Variable(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Segment {
+    Name(String),
+    Index(i64),
+    Wildcard,
+    Names(Vec<String>),
+    Indexes(Vec<i64>),
+    Slice(Option<i64>, Option<i64>, Option<i64>),
+    Filter(Box<Filter>),
+    /// `..` followed by the segment applied at every level.
+    Descendant(Box<Segment>),
+}
+
+impl Segment {
+    fn is_definite(&self) -> bool {
+        matches!(self, Segment::Name(_) | Segment::Index(_))
+    }
+}
+
+/// A parsed JSONPath (compile once, select many times).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonPath {
+    text: String,
+    root: PathRoot,
+    segments: Vec<Segment>,
+    definite: bool,
+}
+
+/// Guards recursion when walking arbitrarily deep values with `..`.
+const MAX_DEPTH: usize = 1000;
+
+impl JsonPath {
+    /// Parses a path starting with `$`, `$$` or `$name`.
+    pub fn parse(text: &str) -> Result<JsonPath, SyntaxError> {
+        let err = |m: String| SyntaxError::new("JSONPath", text, m);
+        let bytes = text.as_bytes();
+        if bytes.first() != Some(&b'$') {
+            return Err(err("a path must start with '$'".into()));
+        }
+        let (root, start) = if bytes.get(1) == Some(&b'$') {
+            (PathRoot::Context, 2)
+        } else if bytes.get(1).is_some_and(|c| is_ident_start(*c)) {
+            let mut end = 2;
+            while end < bytes.len() && is_ident_char(bytes[end]) {
+                end += 1;
+            }
+            (PathRoot::Variable(text[1..end].to_owned()), end)
+        } else {
+            (PathRoot::Input, 1)
+        };
+        let mut cur = Cursor {
+            text,
+            pos: start,
+            depth: 0,
+        };
+        let segments = cur.segments(false).map_err(err)?;
+        if cur.pos < text.len() {
+            return Err(err(format!(
+                "unexpected '{}' at offset {}",
+                cur.rest().chars().next().unwrap_or(' '),
+                cur.pos
+            )));
+        }
+        let definite = segments.iter().all(Segment::is_definite);
+        Ok(JsonPath {
+            text: text.to_owned(),
+            root,
+            segments,
+            definite,
+        })
+    }
+
+    /// The path as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// What the path starts from.
+    pub fn root(&self) -> &PathRoot {
+        &self.root
+    }
+
+    /// True when the path names at most one node (only `.name`, `['name']`, `[n]`).
+    pub fn is_definite(&self) -> bool {
+        self.definite
+    }
+
+    /// Selects against the context: `$` → input, `$$` → context object, `$name` → variable.
+    /// `None` when a definite path finds nothing or the variable is not visible.
+    pub fn select<'v>(&self, ctx: &EvalContext<'v>) -> Option<Cow<'v, Value>> {
+        let root: &'v Value = match &self.root {
+            PathRoot::Input => ctx.input,
+            PathRoot::Context => ctx.context,
+            PathRoot::Variable(name) => ctx.variables.get(name)?,
+        };
+        self.select_in(root)
+    }
+
+    /// Applies the path's segments to `root`, whatever the path's root kind.
+    pub fn select_in<'v>(&self, root: &'v Value) -> Option<Cow<'v, Value>> {
+        if self.definite {
+            let mut node = root;
+            for seg in &self.segments {
+                node = step_definite(node, seg)?;
+            }
+            return Some(Cow::Borrowed(node));
+        }
+        let matches = select_all(root, root, &self.segments);
+        Some(Cow::Owned(Value::Array(matches.into_iter().cloned().collect())))
+    }
+
+    /// Jayway's normalized form, as AWS prints it in errors: `$['a']['b'][0]`.
+    pub fn normalized(&self) -> String {
+        let mut out = match &self.root {
+            PathRoot::Input => "$".to_owned(),
+            PathRoot::Context => "$$".to_owned(),
+            PathRoot::Variable(n) => format!("${n}"),
+        };
+        for seg in &self.segments {
+            push_normalized(&mut out, seg);
+        }
+        out
+    }
+
+    /// AWS's error when a Parameters/ResultSelector/ItemSelector/Fail `*Path` field's path
+    /// finds nothing: `States.Runtime` "The JSONPath '$.x' specified for the field 'f.$'
+    /// could not be found in the input '{...}'".
+    pub fn not_found_in_field(&self, field: &str, input: &Value) -> StatesError {
+        StatesError::runtime(format!(
+            "The JSONPath '{}' specified for the field '{field}' could not be found in the input '{}'",
+            self.text,
+            compact(input)
+        ))
+    }
+
+    /// AWS's error when InputPath/OutputPath/ItemsPath finds nothing: `States.Runtime`
+    /// "Invalid path '$.x' : No results for path: $['x']".
+    pub fn not_found_invalid_path(&self) -> StatesError {
+        StatesError::runtime(format!(
+            "Invalid path '{}' : No results for path: {}",
+            self.text,
+            self.normalized()
+        ))
+    }
+}
+
+impl std::fmt::Display for JsonPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Compact JSON text of a value, as AWS embeds inputs in causes.
+pub fn compact(value: &Value) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+fn push_normalized(out: &mut String, seg: &Segment) {
+    match seg {
+        Segment::Name(n) => {
+            out.push_str("['");
+            out.push_str(n);
+            out.push_str("']");
+        }
+        Segment::Index(i) => out.push_str(&format!("[{i}]")),
+        Segment::Wildcard => out.push_str("[*]"),
+        Segment::Names(ns) => {
+            let parts: Vec<String> = ns.iter().map(|n| format!("'{n}'")).collect();
+            out.push_str(&format!("[{}]", parts.join(",")));
+        }
+        Segment::Indexes(is) => {
+            let parts: Vec<String> = is.iter().map(|i| i.to_string()).collect();
+            out.push_str(&format!("[{}]", parts.join(",")));
+        }
+        Segment::Slice(a, b, c) => {
+            let f = |x: &Option<i64>| x.map(|v| v.to_string()).unwrap_or_default();
+            match c {
+                Some(_) => out.push_str(&format!("[{}:{}:{}]", f(a), f(b), f(c))),
+                None => out.push_str(&format!("[{}:{}]", f(a), f(b))),
+            }
+        }
+        Segment::Filter(_) => out.push_str("[?]"),
+        Segment::Descendant(inner) => {
+            out.push_str("..");
+            push_normalized(out, inner);
+        }
+    }
+}
+
+fn step_definite<'v>(node: &'v Value, seg: &Segment) -> Option<&'v Value> {
+    match (seg, node) {
+        (Segment::Name(n), Value::Object(m)) => m.get(n),
+        (Segment::Index(i), Value::Array(a)) => a.get(resolve_index(*i, a.len())?),
+        _ => None,
+    }
+}
+
+fn resolve_index(i: i64, len: usize) -> Option<usize> {
+    if i >= 0 {
+        usize::try_from(i).ok().filter(|u| *u < len)
+    } else {
+        let back = usize::try_from(i.unsigned_abs()).ok()?;
+        len.checked_sub(back)
+    }
+}
+
+fn select_all<'v>(root: &'v Value, start: &'v Value, segments: &[Segment]) -> Vec<&'v Value> {
+    let mut current = vec![start];
+    for seg in segments {
+        let mut next = Vec::new();
+        for node in current {
+            apply(root, node, seg, &mut next);
+        }
+        current = next;
+    }
+    current
+}
+
+fn apply<'v>(root: &'v Value, node: &'v Value, seg: &Segment, out: &mut Vec<&'v Value>) {
+    match seg {
+        Segment::Name(_) | Segment::Index(_) => {
+            if let Some(v) = step_definite(node, seg) {
+                out.push(v);
+            }
+        }
+        Segment::Wildcard => match node {
+            Value::Object(m) => out.extend(m.values()),
+            Value::Array(a) => out.extend(a.iter()),
+            _ => {}
+        },
+        Segment::Names(ns) => {
+            if let Value::Object(m) = node {
+                out.extend(ns.iter().filter_map(|n| m.get(n)));
+            }
+        }
+        Segment::Indexes(is) => {
+            if let Value::Array(a) = node {
+                out.extend(
+                    is.iter()
+                        .filter_map(|i| resolve_index(*i, a.len()).and_then(|u| a.get(u))),
+                );
+            }
+        }
+        Segment::Slice(start, end, step) => {
+            if let Value::Array(a) = node {
+                slice(a, *start, *end, *step, out);
+            }
+        }
+        Segment::Filter(f) => match node {
+            Value::Array(a) => out.extend(a.iter().filter(|item| f.test(root, item))),
+            Value::Object(m) => {
+                // Jayway applies a filter on an object to the object itself.
+                if f.test(root, node) {
+                    out.push(node);
+                } else {
+                    let _ = m;
+                }
+            }
+            _ => {}
+        },
+        Segment::Descendant(inner) => {
+            // Iterative walk (no recursion) so deep values cannot overflow the stack.
+            let mut stack: Vec<(&Value, usize)> = vec![(node, 0)];
+            let mut nodes = Vec::new();
+            while let Some((v, depth)) = stack.pop() {
+                nodes.push(v);
+                if depth >= MAX_DEPTH {
+                    continue;
+                }
+                match v {
+                    Value::Object(m) => {
+                        for child in m.values().rev() {
+                            stack.push((child, depth + 1));
+                        }
+                    }
+                    Value::Array(a) => {
+                        for child in a.iter().rev() {
+                            stack.push((child, depth + 1));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            for v in nodes {
+                apply(root, v, inner, out);
+            }
+        }
+    }
+}
+
+fn slice<'v>(
+    a: &'v [Value],
+    start: Option<i64>,
+    end: Option<i64>,
+    step: Option<i64>,
+    out: &mut Vec<&'v Value>,
+) {
+    let len = i64::try_from(a.len()).unwrap_or(i64::MAX);
+    let norm = |x: i64| if x < 0 { (len + x).max(0) } else { x.min(len) };
+    let step = step.unwrap_or(1);
+    if step <= 0 {
+        return;
+    }
+    let s = norm(start.unwrap_or(0));
+    let e = norm(end.unwrap_or(len));
+    let mut i = s;
+    while i < e {
+        if let Some(v) = usize::try_from(i).ok().and_then(|u| a.get(u)) {
+            out.push(v);
+        }
+        i = i.saturating_add(step);
+    }
+}
+
+// ---------------------------------------------------------------- filter expressions
+
+#[derive(Debug, Clone, PartialEq)]
+enum Filter {
+    Or(Box<Filter>, Box<Filter>),
+    And(Box<Filter>, Box<Filter>),
+    Not(Box<Filter>),
+    Compare(Operand, CmpOp, Operand),
+    Exists(Operand),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    In,
+    Nin,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Operand {
+    Literal(Value),
+    /// `@...` (relative) when the flag is true, `$...` otherwise.
+    Path(bool, Vec<Segment>),
+}
+
+impl Operand {
+    fn resolve<'v>(&'v self, root: &'v Value, current: &'v Value) -> Option<Cow<'v, Value>> {
+        match self {
+            Operand::Literal(v) => Some(Cow::Borrowed(v)),
+            Operand::Path(relative, segs) => {
+                let start = if *relative { current } else { root };
+                if segs.iter().all(Segment::is_definite) {
+                    let mut node = start;
+                    for s in segs {
+                        node = step_definite(node, s)?;
+                    }
+                    Some(Cow::Borrowed(node))
+                } else {
+                    let all = select_all(root, start, segs);
+                    Some(Cow::Owned(Value::Array(all.into_iter().cloned().collect())))
+                }
+            }
+        }
+    }
+}
+
+impl Filter {
+    fn test(&self, root: &Value, current: &Value) -> bool {
+        match self {
+            Filter::Or(a, b) => a.test(root, current) || b.test(root, current),
+            Filter::And(a, b) => a.test(root, current) && b.test(root, current),
+            Filter::Not(a) => !a.test(root, current),
+            Filter::Exists(op) => op.resolve(root, current).is_some(),
+            Filter::Compare(l, op, r) => {
+                let (Some(l), Some(r)) = (l.resolve(root, current), r.resolve(root, current))
+                else {
+                    return false;
+                };
+                compare(&l, *op, &r)
+            }
+        }
+    }
+}
+
+fn compare(l: &Value, op: CmpOp, r: &Value) -> bool {
+    use std::cmp::Ordering;
+    let ord = match (l, r) {
+        (Value::Number(a), Value::Number(b)) => a
+            .as_f64()
+            .zip(b.as_f64())
+            .and_then(|(a, b)| a.partial_cmp(&b)),
+        (Value::String(a), Value::String(b)) => Some(a.cmp(b)),
+        _ => None,
+    };
+    match op {
+        CmpOp::Eq => ord == Some(Ordering::Equal) || (ord.is_none() && json_eq(l, r)),
+        CmpOp::Ne => !(ord == Some(Ordering::Equal) || (ord.is_none() && json_eq(l, r))),
+        CmpOp::Lt => ord == Some(Ordering::Less),
+        CmpOp::Le => matches!(ord, Some(Ordering::Less | Ordering::Equal)),
+        CmpOp::Gt => ord == Some(Ordering::Greater),
+        CmpOp::Ge => matches!(ord, Some(Ordering::Greater | Ordering::Equal)),
+        CmpOp::In => r
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| compare(l, CmpOp::Eq, x))),
+        CmpOp::Nin => r
+            .as_array()
+            .is_some_and(|a| !a.iter().any(|x| compare(l, CmpOp::Eq, x))),
+    }
+}
+
+/// JSON equality where numbers compare by value (`1 == 1.0`).
+pub fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
+            (Some(x), Some(y)) => x == y,
+            _ => x == y,
+        },
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+// ---------------------------------------------------------------- parser
+
+fn is_ident_start(c: u8) -> bool {
+    c.is_ascii_alphabetic() || c == b'_'
+}
+
+fn is_ident_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+struct Cursor<'t> {
+    text: &'t str,
+    pos: usize,
+    depth: usize,
+}
+
+impl<'t> Cursor<'t> {
+    fn rest(&self) -> &'t str {
+        self.text.get(self.pos..).unwrap_or("")
+    }
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.pos).copied()
+    }
+    fn peek_at(&self, n: usize) -> Option<u8> {
+        self.text.as_bytes().get(self.pos + n).copied()
+    }
+    fn skip_ws(&mut self) {
+        while self.peek().is_some_and(|c| c.is_ascii_whitespace()) {
+            self.pos += 1;
+        }
+    }
+    fn eat(&mut self, s: &str) -> bool {
+        if self.rest().starts_with(s) {
+            self.pos += s.len();
+            true
+        } else {
+            false
+        }
+    }
+    fn expect(&mut self, s: &str) -> Result<(), String> {
+        if self.eat(s) {
+            Ok(())
+        } else {
+            Err(format!("expected '{s}' at offset {}", self.pos))
+        }
+    }
+
+    /// Parses segments; inside a filter (`in_filter`) stops at operators and `)`.
+    fn segments(&mut self, in_filter: bool) -> Result<Vec<Segment>, String> {
+        let mut segs = Vec::new();
+        loop {
+            match self.peek() {
+                Some(b'.') if self.peek_at(1) == Some(b'.') => {
+                    self.pos += 2;
+                    let inner = if self.peek() == Some(b'[') {
+                        self.bracket()?
+                    } else if self.eat("*") {
+                        Segment::Wildcard
+                    } else {
+                        Segment::Name(self.dot_name(in_filter)?)
+                    };
+                    segs.push(Segment::Descendant(Box::new(inner)));
+                }
+                Some(b'.') => {
+                    self.pos += 1;
+                    if self.eat("*") {
+                        segs.push(Segment::Wildcard);
+                    } else {
+                        segs.push(Segment::Name(self.dot_name(in_filter)?));
+                    }
+                }
+                Some(b'[') => segs.push(self.bracket()?),
+                _ => return Ok(segs),
+            }
+        }
+    }
+
+    fn dot_name(&mut self, in_filter: bool) -> Result<String, String> {
+        let start = self.pos;
+        while let Some(c) = self.peek() {
+            let stop = c == b'.'
+                || c == b'['
+                || c == b']'
+                || c.is_ascii_whitespace()
+                || (in_filter && (c.is_ascii_whitespace() || b")=!<>&|,]".contains(&c)));
+            if stop {
+                break;
+            }
+            // Advance by whole UTF-8 characters.
+            let ch_len = self.rest().chars().next().map_or(1, char::len_utf8);
+            self.pos += ch_len;
+        }
+        if self.pos == start {
+            return Err(format!("empty property name at offset {start}"));
+        }
+        Ok(self.text[start..self.pos].to_owned())
+    }
+
+    fn bracket(&mut self) -> Result<Segment, String> {
+        self.expect("[")?;
+        self.skip_ws();
+        let seg = match self.peek() {
+            Some(b'*') => {
+                self.pos += 1;
+                Segment::Wildcard
+            }
+            Some(b'?') => {
+                self.pos += 1;
+                self.skip_ws();
+                self.expect("(")?;
+                self.depth += 1;
+                if self.depth > 32 {
+                    return Err("filter nested too deeply".into());
+                }
+                let f = self.filter_or()?;
+                self.depth -= 1;
+                self.skip_ws();
+                self.expect(")")?;
+                Segment::Filter(Box::new(f))
+            }
+            Some(b'\'') | Some(b'"') => {
+                let mut names = vec![self.quoted()?];
+                self.skip_ws();
+                while self.eat(",") {
+                    self.skip_ws();
+                    names.push(self.quoted()?);
+                    self.skip_ws();
+                }
+                if names.len() == 1 {
+                    Segment::Name(names.pop().unwrap_or_default())
+                } else {
+                    Segment::Names(names)
+                }
+            }
+            _ => self.index_or_slice()?,
+        };
+        self.skip_ws();
+        self.expect("]")?;
+        Ok(seg)
+    }
+
+    fn quoted(&mut self) -> Result<String, String> {
+        let q = self.peek().ok_or("unterminated bracket")?;
+        if q != b'\'' && q != b'"' {
+            return Err(format!("expected a quoted name at offset {}", self.pos));
+        }
+        self.pos += 1;
+        let mut out = String::new();
+        let mut chars = self.rest().char_indices();
+        loop {
+            let Some((i, c)) = chars.next() else {
+                return Err("unterminated quoted name".into());
+            };
+            if c == '\\' {
+                // Only an escaped quote is an escape; any other backslash is literal (Jayway).
+                if let Some((_, n)) = chars.clone().next()
+                    && n as u32 == u32::from(q)
+                {
+                    chars.next();
+                    out.push(n);
+                    continue;
+                }
+                out.push(c);
+            } else if c as u32 == u32::from(q) {
+                self.pos += i + 1;
+                return Ok(out);
+            } else {
+                out.push(c);
+            }
+        }
+    }
+
+    fn int(&mut self) -> Result<Option<i64>, String> {
+        self.skip_ws();
+        let start = self.pos;
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+            self.pos += 1;
+        }
+        let s = &self.text[start..self.pos];
+        if s.is_empty() {
+            return Ok(None);
+        }
+        s.parse::<i64>()
+            .map(Some)
+            .map_err(|_| format!("invalid index '{s}' at offset {start}"))
+    }
+
+    fn index_or_slice(&mut self) -> Result<Segment, String> {
+        let first = self.int()?;
+        self.skip_ws();
+        if self.peek() == Some(b':') {
+            self.pos += 1;
+            let end = self.int()?;
+            self.skip_ws();
+            let step = if self.eat(":") { self.int()? } else { None };
+            return Ok(Segment::Slice(first, end, step));
+        }
+        let Some(first) = first else {
+            return Err(format!(
+                "expected an index, a quoted name, '*' or '?(' at offset {}",
+                self.pos
+            ));
+        };
+        self.skip_ws();
+        if self.peek() == Some(b',') {
+            let mut all = vec![first];
+            while self.eat(",") {
+                all.push(self.int()?.ok_or("expected an index after ','")?);
+                self.skip_ws();
+            }
+            return Ok(Segment::Indexes(all));
+        }
+        Ok(Segment::Index(first))
+    }
+
+    fn filter_or(&mut self) -> Result<Filter, String> {
+        let mut left = self.filter_and()?;
+        loop {
+            self.skip_ws();
+            if self.eat("||") {
+                let right = self.filter_and()?;
+                left = Filter::Or(Box::new(left), Box::new(right));
+            } else {
+                return Ok(left);
+            }
+        }
+    }
+
+    fn filter_and(&mut self) -> Result<Filter, String> {
+        let mut left = self.filter_unary()?;
+        loop {
+            self.skip_ws();
+            if self.eat("&&") {
+                let right = self.filter_unary()?;
+                left = Filter::And(Box::new(left), Box::new(right));
+            } else {
+                return Ok(left);
+            }
+        }
+    }
+
+    fn filter_unary(&mut self) -> Result<Filter, String> {
+        self.skip_ws();
+        if self.peek() == Some(b'!') && self.peek_at(1) != Some(b'=') {
+            self.pos += 1;
+            return Ok(Filter::Not(Box::new(self.filter_unary()?)));
+        }
+        if self.peek() == Some(b'(') {
+            self.pos += 1;
+            self.depth += 1;
+            if self.depth > 32 {
+                return Err("filter nested too deeply".into());
+            }
+            let f = self.filter_or()?;
+            self.depth -= 1;
+            self.skip_ws();
+            self.expect(")")?;
+            return Ok(f);
+        }
+        let left = self.operand()?;
+        self.skip_ws();
+        let op = if self.eat("==") {
+            CmpOp::Eq
+        } else if self.eat("!=") {
+            CmpOp::Ne
+        } else if self.eat("<=") {
+            CmpOp::Le
+        } else if self.eat(">=") {
+            CmpOp::Ge
+        } else if self.eat("<") {
+            CmpOp::Lt
+        } else if self.eat(">") {
+            CmpOp::Gt
+        } else if self.rest().starts_with("nin ") || self.rest().starts_with("nin[") {
+            self.pos += 3;
+            CmpOp::Nin
+        } else if self.rest().starts_with("in ") || self.rest().starts_with("in[") {
+            self.pos += 2;
+            CmpOp::In
+        } else {
+            return match left {
+                Operand::Path(..) => Ok(Filter::Exists(left)),
+                Operand::Literal(_) => Err(format!(
+                    "expected a comparison operator at offset {}",
+                    self.pos
+                )),
+            };
+        };
+        let right = self.operand()?;
+        Ok(Filter::Compare(left, op, right))
+    }
+
+    fn operand(&mut self) -> Result<Operand, String> {
+        self.skip_ws();
+        match self.peek() {
+            Some(b'@') => {
+                self.pos += 1;
+                Ok(Operand::Path(true, self.segments(true)?))
+            }
+            Some(b'$') => {
+                self.pos += 1;
+                Ok(Operand::Path(false, self.segments(true)?))
+            }
+            Some(b'\'') | Some(b'"') => Ok(Operand::Literal(Value::String(self.quoted()?))),
+            Some(b'[') => {
+                self.pos += 1;
+                let mut items = Vec::new();
+                loop {
+                    self.skip_ws();
+                    if self.eat("]") {
+                        break;
+                    }
+                    match self.operand()? {
+                        Operand::Literal(v) => items.push(v),
+                        Operand::Path(..) => return Err("paths are not allowed in a list".into()),
+                    }
+                    self.skip_ws();
+                    if !self.eat(",") {
+                        self.skip_ws();
+                        self.expect("]")?;
+                        break;
+                    }
+                }
+                Ok(Operand::Literal(Value::Array(items)))
+            }
+            _ => {
+                for (word, v) in [
+                    ("true", Value::Bool(true)),
+                    ("false", Value::Bool(false)),
+                    ("null", Value::Null),
+                ] {
+                    if self.eat(word) {
+                        return Ok(Operand::Literal(v));
+                    }
+                }
+                let start = self.pos;
+                while self
+                    .peek()
+                    .is_some_and(|c| c.is_ascii_digit() || b"-+.eE".contains(&c))
+                {
+                    self.pos += 1;
+                }
+                let s = &self.text[start..self.pos];
+                let n: Value = serde_json::from_str(s)
+                    .ok()
+                    .filter(Value::is_number)
+                    .ok_or_else(|| format!("expected a value at offset {start}"))?;
+                Ok(Operand::Literal(n))
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- reference paths
+
+/// A Reference Path: a definite path from `$` with only `.name`, `['name']` and `[n]` steps.
+/// Used for ResultPath (with [`ReferencePath::set`]) and wherever ASL requires one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReferencePath {
+    path: JsonPath,
+}
+
+impl ReferencePath {
+    /// Parses a Reference Path; rejects `$$`, variables, wildcards, filters, slices, `..`.
+    pub fn parse(text: &str) -> Result<ReferencePath, SyntaxError> {
+        let path = JsonPath::parse(text)?;
+        if path.root != PathRoot::Input {
+            return Err(SyntaxError::new(
+                "JSONPath",
+                text,
+                "a reference path must start with '$' (not '$$' or a variable)",
+            ));
+        }
+        if !path.definite {
+            return Err(SyntaxError::new(
+                "JSONPath",
+                text,
+                "a reference path may only use '.name', \"['name']\" and '[n]' (no wildcards, filters, slices or '..')",
+            ));
+        }
+        Ok(ReferencePath { path })
+    }
+
+    /// The underlying path.
+    pub fn path(&self) -> &JsonPath {
+        &self.path
+    }
+
+    /// The path as written.
+    pub fn as_str(&self) -> &str {
+        self.path.as_str()
+    }
+
+    /// The node at the path, if any.
+    pub fn get<'v>(&self, root: &'v Value) -> Option<&'v Value> {
+        let mut node = root;
+        for seg in &self.path.segments {
+            node = step_definite(node, seg)?;
+        }
+        Some(node)
+    }
+
+    /// ResultPath semantics: returns `target` with `value` placed at the path, creating
+    /// missing intermediate objects. `$` replaces the whole target. Fails with
+    /// `States.ResultPathMatchFailure` when a step meets a non-object (or an out-of-range
+    /// index), as AWS does.
+    pub fn set(&self, mut target: Value, value: Value) -> Result<Value, StatesError> {
+        if self.path.segments.is_empty() {
+            return Ok(value);
+        }
+        let fail = |t: &Value| {
+            StatesError::result_path(format!(
+                "Unable to apply ReferencePath {} to input {}",
+                self.path.text,
+                compact(t)
+            ))
+        };
+        // Check first (so the error can show the untouched input), then write.
+        {
+            let mut node = &target;
+            for seg in &self.path.segments {
+                match (seg, node) {
+                    (Segment::Name(n), Value::Object(m)) => match m.get(n) {
+                        Some(child) => node = child,
+                        None => break,
+                    },
+                    (Segment::Index(i), Value::Array(a)) => {
+                        match resolve_index(*i, a.len()).and_then(|u| a.get(u)) {
+                            Some(child) => node = child,
+                            None => return Err(fail(&target)),
+                        }
+                    }
+                    _ => return Err(fail(&target)),
+                }
+            }
+        }
+        let mut node = &mut target;
+        let last = self.path.segments.len() - 1;
+        for (i, seg) in self.path.segments.iter().enumerate() {
+            node = match (seg, node) {
+                (Segment::Name(n), Value::Object(m)) => {
+                    if i == last {
+                        m.insert(n.clone(), value);
+                        return Ok(target);
+                    }
+                    m.entry(n.clone())
+                        .or_insert_with(|| Value::Object(Default::default()))
+                }
+                (Segment::Index(ix), Value::Array(a)) => {
+                    let len = a.len();
+                    let Some(slot) = resolve_index(*ix, len).and_then(|u| a.get_mut(u)) else {
+                        return Err(StatesError::result_path(format!(
+                            "Unable to apply ReferencePath {}: index out of range",
+                            self.path.text
+                        )));
+                    };
+                    if i == last {
+                        *slot = value;
+                        return Ok(target);
+                    }
+                    slot
+                }
+                (_, _) => {
+                    return Err(StatesError::result_path(format!(
+                        "Unable to apply ReferencePath {}: a step is not an object",
+                        self.path.text
+                    )));
+                }
+            };
+        }
+        Ok(target)
+    }
+}

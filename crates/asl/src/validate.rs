@@ -1,1 +1,897 @@
-//! TODO(#2)
+//! Static validation of a state machine definition: every problem, not just the first.
+//!
+//! [`validate`] walks the raw JSON (so it can report fields the model has no place for) and
+//! returns one [`Diagnostic`] per problem, each naming the JSON path and, where there is one,
+//! the state. Checks, following the ASL spec (states-language.net) and what Step Functions'
+//! `ValidateStateMachineDefinition` rejects:
+//! - structure: `StartAt`/`States` present, `StartAt` and every `Next`/`Default` name a state in
+//!   the same block, state names unique across the whole definition and at most 80 characters;
+//! - each state: a known `Type`, only the fields that type allows in its query language, the
+//!   required fields, mutually exclusive pairs (`Seconds`/`SecondsPath`, `Error`/`ErrorPath`,
+//!   `TimeoutSeconds`/`TimeoutSecondsPath`, `Next`/`End`, …);
+//! - `Retry`/`Catch` shape (`ErrorEquals` non-empty list of strings, `States.ALL` last);
+//! - paths are syntactically valid JSONPath (ResultPath a reference path, no variables),
+//!   intrinsic calls well-formed, JSONata `{% … %}` strings well-formed;
+//! - graph: every state reachable from `StartAt`, at least one terminal state reachable.
+
+use std::collections::{HashMap, HashSet};
+use crate::jsonata::{Expression, JsonataTemplate, is_expression};
+use crate::jsonpath::{JsonPath, ReferencePath};
+use crate::template::Template;
+
+use serde_json::{Map, Value};
+
+use crate::model::QueryLanguage;
+
+pub use crate::error::Diagnostic;
+
+fn diag(path: &str, state: Option<&str>, message: impl Into<String>) -> Diagnostic {
+    let d = Diagnostic::new(path, message);
+    match state {
+        Some(s) => d.in_state(s),
+        None => d,
+    }
+}
+
+/// Validates a whole definition; an empty list means valid.
+pub fn validate(def: &Value) -> Vec<Diagnostic> {
+    let mut v = Validator {
+        diags: Vec::new(),
+        names: HashMap::new(),
+    };
+    let Some(top) = def.as_object() else {
+        v.err("", None, "a state machine definition must be a JSON object");
+        return v.diags;
+    };
+    for key in top.keys() {
+        if !matches!(
+            key.as_str(),
+            "Comment" | "StartAt" | "States" | "Version" | "TimeoutSeconds" | "QueryLanguage"
+        ) {
+            v.err(
+                &format!("/{key}"),
+                None,
+                format!("field \"{key}\" is not allowed at the top level of a definition"),
+            );
+        }
+    }
+    if let Some(t) = top.get("TimeoutSeconds") {
+        if !is_non_negative_int(t) {
+            v.err("/TimeoutSeconds", None, "must be a non-negative integer");
+        }
+    }
+    if let Some(ver) = top.get("Version") {
+        if !ver.is_string() {
+            v.err("/Version", None, "must be a string such as \"1.0\"");
+        }
+    }
+    if let Some(c) = top.get("Comment") {
+        if !c.is_string() {
+            v.err("/Comment", None, "must be a string");
+        }
+    }
+    let ql = match top.get("QueryLanguage") {
+        None => QueryLanguage::JsonPath,
+        Some(q) => QueryLanguage::from_field(Some(q)).unwrap_or_else(|| {
+            v.err(
+                "/QueryLanguage",
+                None,
+                "must be \"JSONPath\" or \"JSONata\"",
+            );
+            QueryLanguage::JsonPath
+        }),
+    };
+    v.machine(top, "", ql);
+    v.diags
+}
+
+struct Validator {
+    diags: Vec<Diagnostic>,
+    // Invariant: state name → JSON path of its first definition (names are unique per definition).
+    names: HashMap<String, String>,
+}
+
+fn is_non_negative_int(v: &Value) -> bool {
+    v.as_u64().is_some() || v.as_f64().is_some_and(|f| f >= 0.0 && f.fract() == 0.0 && v.is_u64())
+}
+
+fn is_positive_int(v: &Value) -> bool {
+    v.as_u64().is_some_and(|n| n > 0)
+}
+
+fn esc(seg: &str) -> String {
+    seg.replace('~', "~0").replace('/', "~1")
+}
+
+const COMMON: &[&str] = &["Type", "Comment", "QueryLanguage"];
+
+impl Validator {
+    fn err(&mut self, path: &str, state: Option<&str>, msg: impl Into<String>) {
+        self.diags.push(diag(path, state, msg));
+    }
+
+    fn machine(&mut self, m: &Map<String, Value>, base: &str, ql: QueryLanguage) {
+        let start = match m.get("StartAt") {
+            Some(Value::String(s)) => Some(s.as_str()),
+            Some(_) => {
+                self.err(&format!("{base}/StartAt"), None, "must be a string naming a state");
+                None
+            }
+            None => {
+                self.err(&format!("{base}/StartAt"), None, "missing required field \"StartAt\"");
+                None
+            }
+        };
+        let Some(states) = m.get("States").and_then(Value::as_object) else {
+            self.err(
+                &format!("{base}/States"),
+                None,
+                "missing required field \"States\" (an object of state name → state)",
+            );
+            return;
+        };
+        if states.is_empty() {
+            self.err(&format!("{base}/States"), None, "must define at least one state");
+        }
+        if let Some(s) = start {
+            if !states.contains_key(s) {
+                self.err(
+                    &format!("{base}/StartAt"),
+                    None,
+                    format!("StartAt names \"{s}\", which is not a state in this States block"),
+                );
+            }
+        }
+        // Graph: edges per state, terminal flags.
+        let mut edges: HashMap<&str, Vec<&str>> = HashMap::new();
+        let mut terminal: HashSet<&str> = HashSet::new();
+        for (name, st) in states {
+            let path = format!("{base}/States/{}", esc(name));
+            if let Some(prev) = self.names.insert(name.clone(), path.clone()) {
+                self.err(
+                    &path,
+                    Some(name),
+                    format!("state name is already used at {prev}; state names must be unique in the whole definition"),
+                );
+            }
+            if name.chars().count() > 80 {
+                self.err(&path, Some(name), "state name is longer than 80 characters");
+            }
+            let Some(obj) = st.as_object() else {
+                self.err(&path, Some(name), "a state must be a JSON object");
+                continue;
+            };
+            let (next, is_terminal) = self.state(name, obj, &path, ql);
+            if is_terminal {
+                terminal.insert(name.as_str());
+            }
+            for (field, target) in &next {
+                if !states.contains_key(*target) {
+                    self.err(
+                        &format!("{path}/{field}"),
+                        Some(name),
+                        format!("names \"{target}\", which is not a state in this States block"),
+                    );
+                }
+            }
+            edges.insert(name.as_str(), next.into_iter().map(|(_, t)| t).collect());
+        }
+        // Reachability from StartAt.
+        if let Some(s) = start.filter(|s| states.contains_key(*s)) {
+            let mut seen: HashSet<&str> = HashSet::new();
+            let mut stack = vec![s];
+            while let Some(n) = stack.pop() {
+                if seen.insert(n) {
+                    if let Some(es) = edges.get(n) {
+                        stack.extend(es.iter().copied().filter(|t| states.contains_key(*t)));
+                    }
+                }
+            }
+            for name in states.keys() {
+                if !seen.contains(name.as_str()) {
+                    self.err(
+                        &format!("{base}/States/{}", esc(name)),
+                        Some(name),
+                        "state is unreachable from StartAt; remove it or add a Next that names it",
+                    );
+                }
+            }
+            if !seen.iter().any(|n| terminal.contains(n)) {
+                self.err(
+                    &format!("{base}/States"),
+                    None,
+                    "no terminal state is reachable: add \"End\": true or a Succeed/Fail state",
+                );
+            }
+        }
+    }
+
+    /// Returns (transition field → target) and whether the state can end the block.
+    fn state<'a>(
+        &mut self,
+        name: &str,
+        s: &'a Map<String, Value>,
+        path: &str,
+        parent_ql: QueryLanguage,
+    ) -> (Vec<(String, &'a str)>, bool) {
+        let st = Some(name);
+        let mut next: Vec<(String, &'a str)> = Vec::new();
+        let ql = match s.get("QueryLanguage") {
+            None => parent_ql,
+            Some(q) => match QueryLanguage::from_field(Some(q)) {
+                Some(QueryLanguage::JsonPath) if parent_ql == QueryLanguage::Jsonata => {
+                    self.err(
+                        &format!("{path}/QueryLanguage"),
+                        st,
+                        "a state cannot use JSONPath when the definition's QueryLanguage is JSONata",
+                    );
+                    QueryLanguage::JsonPath
+                }
+                Some(q) => q,
+                None => {
+                    self.err(
+                        &format!("{path}/QueryLanguage"),
+                        st,
+                        "must be \"JSONPath\" or \"JSONata\"",
+                    );
+                    parent_ql
+                }
+            },
+        };
+        let ty = match s.get("Type") {
+            Some(Value::String(t)) => t.as_str(),
+            Some(_) => {
+                self.err(&format!("{path}/Type"), st, "must be a string");
+                return (next, true);
+            }
+            None => {
+                self.err(&format!("{path}/Type"), st, "missing required field \"Type\"");
+                return (next, true);
+            }
+        };
+        let jp = ql == QueryLanguage::JsonPath;
+        // Fields allowed per type (ASL spec "Common State Fields" table + JSONata variants).
+        let (io_jp, io_ja): (&[&str], &[&str]) = (
+            &["InputPath", "OutputPath"],
+            &["Output"],
+        );
+        let mut allowed: Vec<&str> = COMMON.to_vec();
+        let flow: &[&str] = &["Next", "End"];
+        match ty {
+            "Pass" => {
+                allowed.extend(flow);
+                allowed.push("Assign");
+                if jp {
+                    allowed.extend(io_jp);
+                    allowed.extend(["Parameters", "ResultPath", "Result"]);
+                } else {
+                    allowed.extend(io_ja);
+                }
+            }
+            "Task" => {
+                allowed.extend(flow);
+                allowed.extend(["Resource", "Retry", "Catch", "Assign", "TimeoutSeconds", "HeartbeatSeconds", "Credentials"]);
+                if jp {
+                    allowed.extend(io_jp);
+                    allowed.extend(["Parameters", "ResultPath", "ResultSelector", "TimeoutSecondsPath", "HeartbeatSecondsPath"]);
+                } else {
+                    allowed.extend(io_ja);
+                    allowed.push("Arguments");
+                }
+            }
+            "Choice" => {
+                allowed.extend(["Choices", "Default", "Assign"]);
+                if jp {
+                    allowed.extend(io_jp);
+                } else {
+                    allowed.extend(io_ja);
+                }
+            }
+            "Wait" => {
+                allowed.extend(flow);
+                allowed.extend(["Seconds", "Timestamp", "Assign"]);
+                if jp {
+                    allowed.extend(io_jp);
+                    allowed.extend(["SecondsPath", "TimestampPath"]);
+                } else {
+                    allowed.extend(io_ja);
+                }
+            }
+            "Succeed" => {
+                if jp {
+                    allowed.extend(io_jp);
+                } else {
+                    allowed.extend(io_ja);
+                }
+            }
+            "Fail" => {
+                allowed.extend(["Error", "Cause"]);
+                if jp {
+                    allowed.extend(["ErrorPath", "CausePath"]);
+                }
+            }
+            "Parallel" => {
+                allowed.extend(flow);
+                allowed.extend(["Branches", "Retry", "Catch", "Assign"]);
+                if jp {
+                    allowed.extend(io_jp);
+                    allowed.extend(["Parameters", "ResultPath", "ResultSelector"]);
+                } else {
+                    allowed.extend(io_ja);
+                    allowed.push("Arguments");
+                }
+            }
+            "Map" => {
+                allowed.extend(flow);
+                allowed.extend([
+                    "Iterator", "ItemProcessor", "ItemReader", "ItemSelector", "ItemBatcher",
+                    "ResultWriter", "MaxConcurrency", "ToleratedFailurePercentage",
+                    "ToleratedFailureCount", "Retry", "Catch", "Assign", "Label",
+                ]);
+                if jp {
+                    allowed.extend(io_jp);
+                    allowed.extend([
+                        "Parameters", "ResultPath", "ResultSelector", "ItemsPath",
+                        "MaxConcurrencyPath", "ToleratedFailurePercentagePath",
+                        "ToleratedFailureCountPath",
+                    ]);
+                } else {
+                    allowed.extend(io_ja);
+                    allowed.push("Items");
+                }
+            }
+            other => {
+                self.err(
+                    &format!("{path}/Type"),
+                    st,
+                    format!("unknown state type \"{other}\" (expected Pass, Task, Choice, Wait, Succeed, Fail, Parallel or Map)"),
+                );
+                return (next, true);
+            }
+        }
+        for key in s.keys() {
+            if !allowed.contains(&key.as_str()) {
+                let hint = if jp { "JSONPath" } else { "JSONata" };
+                self.err(
+                    &format!("{path}/{}", esc(key)),
+                    st,
+                    format!("field \"{key}\" is not allowed in a {ty} state using {hint}"),
+                );
+            }
+        }
+        // Transitions.
+        let mut is_terminal = false;
+        if flow.iter().all(|f| allowed.contains(f)) {
+            match (s.get("Next"), s.get("End")) {
+                (Some(_), Some(_)) => self.err(
+                    path,
+                    st,
+                    "has both \"Next\" and \"End\"; use exactly one",
+                ),
+                (None, None) => self.err(
+                    path,
+                    st,
+                    "needs \"Next\" or \"End\": true",
+                ),
+                (Some(Value::String(n)), None) => next.push(("Next".into(), n.as_str())),
+                (Some(_), None) => self.err(&format!("{path}/Next"), st, "must be a state name"),
+                (None, Some(Value::Bool(true))) => is_terminal = true,
+                (None, Some(_)) => {
+                    self.err(&format!("{path}/End"), st, "must be true (or use Next)")
+                }
+            }
+        }
+        if matches!(ty, "Succeed" | "Fail") {
+            is_terminal = true;
+        }
+        // Paths and templates shared by types.
+        for f in ["InputPath", "OutputPath"] {
+            if let Some(p) = s.get(f) {
+                self.path_field(p, &format!("{path}/{f}"), st, false, true);
+            }
+        }
+        if let Some(p) = s.get("ResultPath") {
+            self.path_field(p, &format!("{path}/ResultPath"), st, true, true);
+        }
+        for f in ["Parameters", "ResultSelector", "Assign", "Arguments", "Output", "ItemSelector", "Credentials"] {
+            if let Some(t) = s.get(f) {
+                self.template(t, &format!("{path}/{f}"), st, ql, f == "Assign");
+            }
+        }
+        if let Some(r) = s.get("Retry") {
+            self.retry(r, &format!("{path}/Retry"), st);
+        }
+        if let Some(c) = s.get("Catch") {
+            for (field, t) in self.catch(c, &format!("{path}/Catch"), st, ql) {
+                next.push((field, t));
+            }
+        }
+        self.exclusive(s, path, st, &[("TimeoutSeconds", "TimeoutSecondsPath"), ("HeartbeatSeconds", "HeartbeatSecondsPath")]);
+        match ty {
+            "Task" => {
+                match s.get("Resource") {
+                    Some(Value::String(r)) => self.resource(r, &format!("{path}/Resource"), st),
+                    Some(_) => self.err(&format!("{path}/Resource"), st, "must be a string (an ARN)"),
+                    None => self.err(path, st, "missing required field \"Resource\""),
+                }
+                for f in ["TimeoutSeconds", "HeartbeatSeconds"] {
+                    if let Some(t) = s.get(f) {
+                        if !(is_positive_int(t) || (!jp && is_jsonata(t))) {
+                            self.err(&format!("{path}/{f}"), st, "must be a positive integer");
+                        }
+                    }
+                }
+                for f in ["TimeoutSecondsPath", "HeartbeatSecondsPath"] {
+                    if let Some(p) = s.get(f) {
+                        self.path_field(p, &format!("{path}/{f}"), st, true, false);
+                    }
+                }
+                if let Some(c) = s.get("Credentials") {
+                    if !c.is_object() {
+                        self.err(&format!("{path}/Credentials"), st, "must be an object");
+                    }
+                }
+            }
+            "Choice" => {
+                match s.get("Choices").and_then(Value::as_array) {
+                    Some(rules) if !rules.is_empty() => {
+                        for (i, rule) in rules.iter().enumerate() {
+                            let rp = format!("{path}/Choices/{i}");
+                            match rule.get("Next") {
+                                Some(Value::String(n)) => next.push((format!("Choices/{i}/Next"), n.as_str())),
+                                _ => self.err(&rp, st, "a Choice rule needs \"Next\" naming a state"),
+                            }
+                            self.choice_rule(rule, &rp, st, ql);
+                        }
+                    }
+                    _ => self.err(&format!("{path}/Choices"), st, "must be a non-empty array of rules"),
+                }
+                match s.get("Default") {
+                    Some(Value::String(d)) => next.push(("Default".into(), d.as_str())),
+                    Some(_) => self.err(&format!("{path}/Default"), st, "must be a state name"),
+                    None => {}
+                }
+            }
+            "Wait" => {
+                let present: Vec<&str> = ["Seconds", "SecondsPath", "Timestamp", "TimestampPath"]
+                    .into_iter()
+                    .filter(|f| s.contains_key(*f))
+                    .collect();
+                if present.len() != 1 {
+                    self.err(
+                        path,
+                        st,
+                        format!("a Wait state needs exactly one of Seconds, SecondsPath, Timestamp, TimestampPath (found {})", if present.is_empty() { "none".to_owned() } else { present.join(", ") }),
+                    );
+                }
+                if let Some(v) = s.get("Seconds") {
+                    if !(is_non_negative_int(v) || (!jp && is_jsonata(v))) {
+                        self.err(&format!("{path}/Seconds"), st, "must be a non-negative integer");
+                    }
+                }
+                if let Some(v) = s.get("Timestamp") {
+                    let ok = match v {
+                        Value::String(t) => (!jp && is_jsonata(v)) || crate::history::parse_timestamp(t).is_some(),
+                        _ => false,
+                    };
+                    if !ok {
+                        self.err(&format!("{path}/Timestamp"), st, "must be an RFC 3339 timestamp such as \"2016-03-14T01:59:00Z\"");
+                    }
+                }
+                for f in ["SecondsPath", "TimestampPath"] {
+                    if let Some(p) = s.get(f) {
+                        self.path_field(p, &format!("{path}/{f}"), st, true, false);
+                    }
+                }
+            }
+            "Fail" => {
+                self.exclusive(s, path, st, &[("Error", "ErrorPath"), ("Cause", "CausePath")]);
+                for f in ["Error", "Cause"] {
+                    if let Some(v) = s.get(f) {
+                        if !v.is_string() {
+                            self.err(&format!("{path}/{f}"), st, "must be a string");
+                        } else if !jp {
+                            self.jsonata_string(v, &format!("{path}/{f}"), st);
+                        }
+                    }
+                }
+                for f in ["ErrorPath", "CausePath"] {
+                    if let Some(p) = s.get(f) {
+                        self.path_field(p, &format!("{path}/{f}"), st, false, false);
+                    }
+                }
+            }
+            "Parallel" => match s.get("Branches").and_then(Value::as_array) {
+                Some(bs) if !bs.is_empty() => {
+                    for (i, b) in bs.iter().enumerate() {
+                        match b.as_object() {
+                            Some(bo) => self.machine(bo, &format!("{path}/Branches/{i}"), ql),
+                            None => self.err(&format!("{path}/Branches/{i}"), st, "a branch must be an object with StartAt and States"),
+                        }
+                    }
+                }
+                _ => self.err(&format!("{path}/Branches"), st, "a Parallel state needs \"Branches\": a non-empty array of {StartAt, States}"),
+            },
+            "Map" => self.map(s, path, st, ql),
+            _ => {}
+        }
+        (next, is_terminal)
+    }
+
+    fn map(&mut self, s: &Map<String, Value>, path: &str, st: Option<&str>, ql: QueryLanguage) {
+        self.exclusive(s, path, st, &[
+            ("Iterator", "ItemProcessor"),
+            ("Parameters", "ItemSelector"),
+            ("MaxConcurrency", "MaxConcurrencyPath"),
+            ("ToleratedFailureCount", "ToleratedFailureCountPath"),
+            ("ToleratedFailurePercentage", "ToleratedFailurePercentagePath"),
+            ("Items", "ItemsPath"),
+        ]);
+        let proc_field = if s.contains_key("ItemProcessor") { "ItemProcessor" } else { "Iterator" };
+        match s.get(proc_field).and_then(Value::as_object) {
+            Some(p) => {
+                let pp = format!("{path}/{proc_field}");
+                if let Some(cfg) = p.get("ProcessorConfig") {
+                    match cfg.get("Mode").and_then(Value::as_str) {
+                        None | Some("INLINE") | Some("DISTRIBUTED") => {}
+                        Some(m) => self.err(&format!("{pp}/ProcessorConfig/Mode"), st, format!("unknown mode \"{m}\" (INLINE or DISTRIBUTED)")),
+                    }
+                }
+                for k in p.keys() {
+                    if !matches!(k.as_str(), "StartAt" | "States" | "ProcessorConfig" | "Comment") {
+                        self.err(&format!("{pp}/{}", esc(k)), st, format!("field \"{k}\" is not allowed in {proc_field}"));
+                    }
+                }
+                self.machine(p, &pp, ql);
+            }
+            None => self.err(path, st, "a Map state needs \"ItemProcessor\" (or legacy \"Iterator\") with StartAt and States"),
+        }
+        if let Some(p) = s.get("ItemsPath") {
+            self.path_field(p, &format!("{path}/ItemsPath"), st, false, false);
+        }
+        for f in ["MaxConcurrencyPath", "ToleratedFailureCountPath", "ToleratedFailurePercentagePath"] {
+            if let Some(p) = s.get(f) {
+                self.path_field(p, &format!("{path}/{f}"), st, true, false);
+            }
+        }
+        let jp = ql == QueryLanguage::JsonPath;
+        for f in ["MaxConcurrency", "ToleratedFailureCount"] {
+            if let Some(v) = s.get(f) {
+                if !(is_non_negative_int(v) || (!jp && is_jsonata(v))) {
+                    self.err(&format!("{path}/{f}"), st, "must be a non-negative integer");
+                }
+            }
+        }
+        if let Some(v) = s.get("ToleratedFailurePercentage") {
+            let ok = v.as_f64().is_some_and(|p| (0.0..=100.0).contains(&p)) || (!jp && is_jsonata(v));
+            if !ok {
+                self.err(&format!("{path}/ToleratedFailurePercentage"), st, "must be a number between 0 and 100");
+            }
+        }
+        if let Some(b) = s.get("ItemBatcher").and_then(Value::as_object) {
+            self.exclusive(b, &format!("{path}/ItemBatcher"), st, &[
+                ("MaxItemsPerBatch", "MaxItemsPerBatchPath"),
+                ("MaxInputBytesPerBatch", "MaxInputBytesPerBatchPath"),
+            ]);
+        }
+        if let Some(r) = s.get("ItemReader").and_then(Value::as_object) {
+            if let Some(c) = r.get("ReaderConfig").and_then(Value::as_object) {
+                self.exclusive(c, &format!("{path}/ItemReader/ReaderConfig"), st, &[("MaxItems", "MaxItemsPath")]);
+            }
+        }
+    }
+
+    fn exclusive(&mut self, s: &Map<String, Value>, path: &str, st: Option<&str>, pairs: &[(&str, &str)]) {
+        for (a, b) in pairs {
+            if s.contains_key(*a) && s.contains_key(*b) {
+                self.err(path, st, format!("has both \"{a}\" and \"{b}\"; use only one"));
+            }
+        }
+    }
+
+    fn resource(&mut self, r: &str, path: &str, st: Option<&str>) {
+        if !r.starts_with("arn:") {
+            self.err(path, st, format!("\"{r}\" is not an ARN (expected arn:partition:service:…)"));
+            return;
+        }
+        let parts: Vec<&str> = r.split(':').collect();
+        if parts.len() < 6 {
+            self.err(path, st, format!("\"{r}\" is not a valid ARN (too few ':'-separated parts)"));
+            return;
+        }
+        if parts[2] == "lambda" && parts.get(5) == Some(&"function") {
+            // arn:aws:lambda:region:account:function:name[:alias|version]
+            let valid_name = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            let ok = match parts.len() {
+                7 => valid_name(parts[6]),
+                8 => valid_name(parts[6]) && (valid_name(parts[7]) || parts[7] == "$LATEST"),
+                _ => false,
+            };
+            if !ok {
+                self.err(path, st, format!("\"{r}\" is not a valid Lambda function ARN (function name and optional alias/version use letters, digits, - and _)"));
+            }
+        }
+    }
+
+    fn retry(&mut self, r: &Value, path: &str, st: Option<&str>) {
+        let Some(list) = r.as_array() else {
+            self.err(path, st, "must be an array of retriers");
+            return;
+        };
+        for (i, item) in list.iter().enumerate() {
+            let p = format!("{path}/{i}");
+            let Some(o) = item.as_object() else {
+                self.err(&p, st, "a retrier must be an object");
+                continue;
+            };
+            for k in o.keys() {
+                if !matches!(k.as_str(), "ErrorEquals" | "IntervalSeconds" | "MaxAttempts" | "BackoffRate" | "MaxDelaySeconds" | "JitterStrategy" | "Comment") {
+                    self.err(&format!("{p}/{}", esc(k)), st, format!("field \"{k}\" is not allowed in a retrier"));
+                }
+            }
+            self.error_equals(o.get("ErrorEquals"), &p, st, i + 1 == list.len());
+            if let Some(v) = o.get("IntervalSeconds") {
+                if !is_positive_int(v) {
+                    self.err(&format!("{p}/IntervalSeconds"), st, "must be a positive integer");
+                }
+            }
+            if let Some(v) = o.get("MaxAttempts") {
+                if !is_non_negative_int(v) {
+                    self.err(&format!("{p}/MaxAttempts"), st, "must be a non-negative integer");
+                }
+            }
+            if let Some(v) = o.get("BackoffRate") {
+                if !v.as_f64().is_some_and(|b| b >= 1.0) {
+                    self.err(&format!("{p}/BackoffRate"), st, "must be a number ≥ 1.0");
+                }
+            }
+            if let Some(v) = o.get("MaxDelaySeconds") {
+                if !is_positive_int(v) {
+                    self.err(&format!("{p}/MaxDelaySeconds"), st, "must be a positive integer");
+                }
+            }
+            if let Some(v) = o.get("JitterStrategy") {
+                if !matches!(v.as_str(), Some("FULL" | "NONE")) {
+                    self.err(&format!("{p}/JitterStrategy"), st, "must be \"FULL\" or \"NONE\"");
+                }
+            }
+        }
+    }
+
+    fn catch<'a>(&mut self, c: &'a Value, path: &str, st: Option<&str>, ql: QueryLanguage) -> Vec<(String, &'a str)> {
+        let mut next = Vec::new();
+        let Some(list) = c.as_array() else {
+            self.err(path, st, "must be an array of catchers");
+            return next;
+        };
+        for (i, item) in list.iter().enumerate() {
+            let p = format!("{path}/{i}");
+            let Some(o) = item.as_object() else {
+                self.err(&p, st, "a catcher must be an object");
+                continue;
+            };
+            let jp = ql == QueryLanguage::JsonPath;
+            for k in o.keys() {
+                let ok = match k.as_str() {
+                    "ErrorEquals" | "Next" | "Comment" | "Assign" => true,
+                    "ResultPath" => jp,
+                    "Output" => !jp,
+                    _ => false,
+                };
+                if !ok {
+                    self.err(&format!("{p}/{}", esc(k)), st, format!("field \"{k}\" is not allowed in a catcher"));
+                }
+            }
+            self.error_equals(o.get("ErrorEquals"), &p, st, i + 1 == list.len());
+            match o.get("Next") {
+                Some(Value::String(n)) => next.push((format!("Catch/{i}/Next"), n.as_str())),
+                _ => self.err(&p, st, "a catcher needs \"Next\" naming a state"),
+            }
+            if let Some(rp) = o.get("ResultPath") {
+                self.path_field(rp, &format!("{p}/ResultPath"), st, true, true);
+            }
+            for f in ["Output", "Assign"] {
+                if let Some(t) = o.get(f) {
+                    self.template(t, &format!("{p}/{f}"), st, ql, f == "Assign");
+                }
+            }
+        }
+        next
+    }
+
+    fn error_equals(&mut self, v: Option<&Value>, p: &str, st: Option<&str>, is_last: bool) {
+        match v.and_then(Value::as_array) {
+            Some(list) if !list.is_empty() => {
+                for (j, e) in list.iter().enumerate() {
+                    match e.as_str() {
+                        Some("States.ALL") => {
+                            if list.len() != 1 {
+                                self.err(&format!("{p}/ErrorEquals/{j}"), st, "\"States.ALL\" must appear alone in ErrorEquals");
+                            } else if !is_last {
+                                self.err(&format!("{p}/ErrorEquals/{j}"), st, "a retrier or catcher with \"States.ALL\" must be the last one");
+                            }
+                        }
+                        Some(_) => {}
+                        None => self.err(&format!("{p}/ErrorEquals/{j}"), st, "error names must be strings"),
+                    }
+                }
+            }
+            _ => self.err(&format!("{p}/ErrorEquals"), st, "needs \"ErrorEquals\": a non-empty array of error names"),
+        }
+    }
+
+    fn choice_rule(&mut self, rule: &Value, p: &str, st: Option<&str>, ql: QueryLanguage) {
+        if let Err(diags) = crate::choice::ChoiceRule::parse(rule, p, true) {
+            for d in diags {
+                self.diags.push(match st {
+                    Some(s) => d.in_state(s),
+                    None => d,
+                });
+            }
+        }
+        for f in ["Assign", "Output"] {
+            if let Some(t) = rule.get(f) {
+                self.template(t, &format!("{p}/{f}"), st, ql, f == "Assign");
+            }
+        }
+        if ql == QueryLanguage::Jsonata {
+            if let Some(c) = rule.get("Condition") {
+                self.jsonata_string(c, &format!("{p}/Condition"), st);
+            }
+        }
+    }
+
+    fn path_field(&mut self, v: &Value, path: &str, st: Option<&str>, reference: bool, nullable: bool) {
+        match v {
+            Value::Null if nullable => {}
+            Value::String(s) => self.path_string(s, path, st, reference),
+            _ => self.err(path, st, if nullable { "must be a path string or null" } else { "must be a path string" }),
+        }
+    }
+
+    fn path_string(&mut self, s: &str, path: &str, st: Option<&str>, reference: bool) {
+        let r = if reference {
+            ReferencePath::parse(s).map(|_| ())
+        } else {
+            JsonPath::parse(s).map(|_| ())
+        };
+        if let Err(e) = r {
+            self.err(path, st, e.to_string());
+        }
+    }
+
+    /// Payload templates (JSONPath `.$` fields or JSONata `{% %}` strings), compiled by the
+    /// expression layer, plus the JSONata delimiter rules AWS enforces.
+    fn template(&mut self, t: &Value, path: &str, st: Option<&str>, ql: QueryLanguage, _assign: bool) {
+        let field = path.rsplit('/').next().unwrap_or_default().to_owned();
+        let result = if ql == QueryLanguage::JsonPath {
+            Template::compile(t).map(|_| ())
+        } else {
+            self.jsonata_delimiters(t, path, st, 0);
+            JsonataTemplate::compile(t, &field).map(|_| ())
+        };
+        if let Err(diags) = result {
+            for d in diags {
+                let d = d.under(path);
+                self.diags.push(match st {
+                    Some(s) => d.in_state(s),
+                    None => d,
+                });
+            }
+        }
+    }
+
+    fn jsonata_delimiters(&mut self, t: &Value, path: &str, st: Option<&str>, depth: usize) {
+        if depth > 256 {
+            return;
+        }
+        match t {
+            Value::String(_) => {
+                self.jsonata_surround(t, path, st);
+            }
+            Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    self.jsonata_delimiters(v, &format!("{path}/{i}"), st, depth + 1);
+                }
+            }
+            Value::Object(o) => {
+                for (k, v) in o {
+                    self.jsonata_delimiters(v, &format!("{path}/{}", esc(k)), st, depth + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// AWS accepts `{% expr %}` only: both delimiters, whitespace inside them, and no
+    /// line breaks padding the expression.
+    fn jsonata_surround(&mut self, v: &Value, path: &str, st: Option<&str>) -> bool {
+        let Some(s) = v.as_str() else { return true };
+        let opens = s.starts_with("{%");
+        let closes = s.ends_with("%}");
+        if !opens && !closes {
+            return true;
+        }
+        if !(opens && closes) || s.len() < 4 {
+            self.err(path, st, "a JSONata expression must be written \"{% expression %}\"");
+            return false;
+        }
+        let inner = &s[2..s.len() - 2];
+        if !inner.starts_with(char::is_whitespace) || !inner.ends_with(char::is_whitespace) {
+            self.err(path, st, "a JSONata expression needs a space after \"{%\" and before \"%}\"");
+            return false;
+        }
+        if inner.trim_start_matches(' ').starts_with(char::is_whitespace)
+            || inner.trim_end_matches(' ').ends_with(char::is_whitespace)
+            || inner.ends_with("  ")
+        {
+            self.err(path, st, "a JSONata expression may be padded by single spaces only");
+            return false;
+        }
+        true
+    }
+
+    fn jsonata_string(&mut self, v: &Value, path: &str, st: Option<&str>) {
+        if self.jsonata_surround(v, path, st) {
+            if let Some(s) = v.as_str().filter(|s| is_expression(s)) {
+                if let Err(e) = Expression::parse(s) {
+                    self.err(path, st, e.to_string());
+                }
+            }
+        }
+    }
+}
+
+fn is_jsonata(v: &Value) -> bool {
+    v.as_str().is_some_and(|s| s.starts_with("{%") && s.ends_with("%}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn errs(v: Value) -> Vec<String> {
+        validate(&v).into_iter().map(|d| d.to_string()).collect()
+    }
+
+    #[test]
+    fn minimal_definition_is_valid() {
+        assert!(errs(json!({"StartAt":"A","States":{"A":{"Type":"Pass","End":true}}})).is_empty());
+    }
+
+    #[test]
+    fn reports_every_problem_with_state_and_path() {
+        let e = errs(json!({"StartAt":"A","States":{
+            "A":{"Type":"Pass","Next":"Nope","End":true},
+            "B":{"Type":"Wait","Seconds":1,"SecondsPath":"$.x","End":true},
+            "C":{"Type":"Task","Resource":"arn:aws:lambda:r:1:function:f","ResultPath":"$foo","End":true}
+        }}));
+        let all = e.join("\n");
+        assert!(all.contains("/States/A: state \"A\": has both \"Next\" and \"End\""), "{all}");
+        assert!(all.contains("/States/A/Next: state \"A\": names \"Nope\""), "{all}");
+        assert!(all.contains("/States/B: state \"B\": a Wait state needs exactly one"), "{all}");
+        assert!(all.contains("/States/C/ResultPath: state \"C\": invalid path"), "{all}");
+        assert!(all.contains("state \"B\": state is unreachable"), "{all}");
+    }
+
+    #[test]
+    fn bad_paths_and_intrinsics_are_reported() {
+        let e = errs(json!({"StartAt":"A","States":{
+            "A":{"Type":"Pass","InputPath":"bug$.x","Parameters":{"v.$":"States.MathAdd(1,'-1')"},"Next":"B"},
+            "B":{"Type":"Pass","ResultPath":"$.a[*]","End":true}
+        }}))
+        .join("\n");
+        assert!(e.contains("/States/A/InputPath"), "{e}");
+        assert!(e.contains("/States/A/Parameters/v.$"), "{e}");
+        assert!(e.contains("/States/B/ResultPath"), "{e}");
+    }
+
+    #[test]
+    fn jsonata_delimiters() {
+        for (out, ok) in [("{% 10 %}", true), ("{%10%}", false), ("10 %}", false), ("{% \n10 %}", false), ("plain", true)] {
+            let e = errs(json!({"QueryLanguage":"JSONata","StartAt":"A","States":{"A":{"Type":"Pass","Output":out,"End":true}}}));
+            assert_eq!(e.is_empty(), ok, "{out:?}: {e:?}");
+        }
+    }
+}

@@ -1,1 +1,22 @@
-//! TODO(#2-#5): see ARCHITECTURE.md
+//! Everything fleetprep knows about preparing Windows, as pure logic.
+//!
+//! - [`agent`]: the launch-agent detection script and its parser ([`agent::AgentReport`]).
+//! - [`commands`]: per-agent Sysprep command sequences and rename commands.
+//! - [`hostname`]: Windows computer-name rules and the naming [`hostname::HostnamePolicy`].
+//! - [`powershell`]: quoting values into generated scripts.
+//!
+//! This crate deliberately does no I/O (beyond reading a `BufRead` the caller hands it), makes
+//! no AWS calls and knows no AWS SDK types: the workflows glue it to the cloud.
+//!
+//! ```
+//! use sysprep::hostname::{HostnamePolicy, NameContext};
+//!
+//! let policy = HostnamePolicy::from_pattern("{prefix}-{seq:3}", "WEB").unwrap();
+//! let context = NameContext { instance_id: "i-0abc", availability_zone: None };
+//! assert_eq!(policy.candidate(1, &context).unwrap().as_str(), "WEB-001");
+//! ```
+
+pub mod agent;
+pub mod commands;
+pub mod hostname;
+pub mod powershell;

@@ -1,1 +1,170 @@
-//! TODO(#2-#5): see ARCHITECTURE.md
+//! fleetprep's state machines and their task handlers.
+//!
+//! The four state machines live in `statemachines/*.asl.json`: `bake`, `name-on-launch`,
+//! `release-on-terminate` and `rollout`. They are the files that get deployed to AWS Step
+//! Functions, so they use standard ASL only: every task is `arn:aws:states:::lambda:invoke`
+//! with `FunctionName` `${FleetprepFunctionArn}` (a DefinitionSubstitutions placeholder) and a
+//! `Payload` of `{"action": "...", ...}`. [`definition`] loads one with the placeholders
+//! substituted, for the embedded engine.
+//!
+//! Handlers are plain async functions of `(input, &Context)`; [`dispatch`] routes a payload to
+//! one by its `action`. The Lambda function and the embedded engine call the same [`dispatch`],
+//! so handlers never know where they run. Handlers only talk to AWS through
+//! [`cloud::Cloud`], only read time through [`clock::Clock`], and are idempotent: client tokens
+//! are derived from the execution id and state name the payload carries.
+//!
+//! Errors are a documented contract ([`errors`]): the state machines `Retry` and `Catch` on these
+//! names, so they are tested and never renamed. [`iam`] lists the IAM actions each handler may
+//! call (for least-privilege policies). [`batch::Batcher`] coalesces SSM SendCommand and describe
+//! calls from many concurrent executions when they share one process (the local fleet);
+//! on Lambda every invocation sends its own.
+//!
+//! This crate deliberately does not run state machines (the `engine` crate does), does not print
+//! (the CLI does), and does not decide Windows policy (the `sysprep` crate does).
+//!
+//! ```
+//! let bake = workflows::definition("bake", "arn:aws:lambda:local:0:function:fleetprep").unwrap();
+//! assert!(bake.contains("arn:aws:lambda:local:0:function:fleetprep"));
+//! assert!(!bake.contains("${FleetprepFunctionArn}"));
+//! ```
+
+pub mod batch;
+pub mod errors;
+pub mod handlers;
+pub mod iam;
+pub mod metrics;
+pub mod scripts;
+
+use std::sync::Arc;
+
+use clock::Clock;
+use cloud::Cloud;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use errors::HandlerError;
+
+/// The placeholder every task's `FunctionName` uses (a DefinitionSubstitutions key).
+pub const FUNCTION_ARN_PLACEHOLDER: &str = "${FleetprepFunctionArn}";
+
+/// The workflow names, in the order they run in the demo.
+pub const WORKFLOWS: [&str; 4] = ["bake", "name-on-launch", "release-on-terminate", "rollout"];
+
+/// The checked-in ASL text of a workflow, placeholders untouched (what gets deployed).
+pub fn raw_definition(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "bake" => include_str!("../statemachines/bake.asl.json"),
+        "name-on-launch" => include_str!("../statemachines/name-on-launch.asl.json"),
+        "release-on-terminate" => include_str!("../statemachines/release-on-terminate.asl.json"),
+        "rollout" => include_str!("../statemachines/rollout.asl.json"),
+        _ => return None,
+    })
+}
+
+/// A workflow's ASL with `${FleetprepFunctionArn}` replaced by `function_arn` (what
+/// DefinitionSubstitutions does on deployment).
+pub fn definition(name: &str, function_arn: &str) -> Result<String, HandlerError> {
+    let raw = raw_definition(name).ok_or_else(|| {
+        HandlerError::new(
+            errors::INVALID_INPUT,
+            format!(
+                "unknown workflow {name:?}; expected one of {}",
+                WORKFLOWS.join(", ")
+            ),
+        )
+    })?;
+    Ok(raw.replace(FUNCTION_ARN_PLACEHOLDER, function_arn))
+}
+
+/// How instances get their names at launch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NamingMode {
+    /// Rename-Computer and reboot (fast; keeps the image's SID, fine for most fleets).
+    #[default]
+    Rename,
+    /// Generalize with an unattend ComputerName and reboot (new machine SID; slower).
+    Sysprep,
+}
+
+/// Settings the handlers read that are not in the execution input (on AWS they come from the
+/// Lambda's environment; locally from the CLI config).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub naming_mode: NamingMode,
+    /// Seconds the launch hook waits without a heartbeat (the hook's HeartbeatTimeout).
+    pub hook_timeout_seconds: u64,
+    /// Optional PowerShell run on terminate (e.g. leave the AD domain).
+    pub cleanup_script: Option<String>,
+    /// How long to wait for the SSM agent of a launched instance.
+    pub ssm_timeout_seconds: u64,
+    /// CloudWatch namespace for metrics.
+    pub metric_namespace: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            naming_mode: NamingMode::Rename,
+            hook_timeout_seconds: 900,
+            cleanup_script: None,
+            ssm_timeout_seconds: 1200,
+            metric_namespace: "Fleetprep".into(),
+        }
+    }
+}
+
+/// Everything a handler may use. Cheap to clone.
+#[derive(Clone)]
+pub struct Context {
+    pub cloud: Arc<dyn Cloud>,
+    pub clock: Arc<dyn Clock>,
+    pub settings: Settings,
+    /// Coalesces SendCommand and describe calls across executions sharing this process.
+    pub batcher: Option<Arc<batch::Batcher>>,
+    /// Actions that hang forever (fault injection: the Task's TimeoutSeconds must fire).
+    pub hanging_actions: Vec<String>,
+}
+
+impl Context {
+    pub fn new(cloud: Arc<dyn Cloud>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            cloud,
+            clock,
+            settings: Settings::default(),
+            batcher: None,
+            hanging_actions: Vec::new(),
+        }
+    }
+
+    pub fn with_settings(mut self, settings: Settings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    pub fn with_batcher(mut self) -> Self {
+        self.batcher = Some(Arc::new(batch::Batcher::new()));
+        self
+    }
+}
+
+/// Routes `{"action": "...", ...}` to its handler. The one entry point for the Lambda and the
+/// embedded engine.
+pub async fn dispatch(payload: Value, context: &Context) -> Result<Value, HandlerError> {
+    let action = payload
+        .get("action")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            HandlerError::new(
+                errors::INVALID_INPUT,
+                "payload has no string field \"action\"; expected {\"action\": \"<handler>\", ...}",
+            )
+        })?
+        .to_string();
+    if context.hanging_actions.iter().any(|a| a == &action) {
+        // Fault injection: behave like a Lambda that never returns.
+        std::future::pending::<()>().await;
+    }
+    handlers::call(&action, payload, context).await
+}

@@ -1,0 +1,562 @@
+//! JSONata tokenizer and parser (top-down operator precedence, as the reference
+//! implementation does). Produces [`Node`] trees; nesting is limited so hostile input cannot
+//! overflow the stack.
+
+/// Binary operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinOp {
+    /// `+`
+    Add,
+    /// `-`
+    Sub,
+    /// `*`
+    Mul,
+    /// `/`
+    Div,
+    /// `%`
+    Mod,
+    /// `=`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+    /// `&`
+    Concat,
+    /// `and`
+    And,
+    /// `or`
+    Or,
+    /// `in`
+    In,
+    /// `..` (inside an array constructor)
+    Range,
+}
+
+/// JSONata syntax tree.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Node {
+    /// Number literal.
+    Num(f64),
+    /// String literal.
+    Str(String),
+    /// `true` / `false`.
+    Bool(bool),
+    /// `null`.
+    Null,
+    /// A field name step (`name` or `` `name` ``).
+    Name(String),
+    /// `$name`; `""` is the context item `$`, `"$"` is the root `$$`.
+    Var(String),
+    /// `*`
+    Wildcard,
+    /// `**`
+    Descendants,
+    /// `a.b.c`
+    Path(Vec<Node>),
+    /// `expr[pred]` (a step with a predicate or index).
+    Filter(Box<Node>, Box<Node>),
+    /// `-expr`
+    Neg(Box<Node>),
+    /// Binary operation.
+    Binary(BinOp, Box<Node>, Box<Node>),
+    /// `[a, b, ...]`
+    Array(Vec<Node>),
+    /// `{k: v, ...}`
+    Object(Vec<(Node, Node)>),
+    /// `cond ? a : b`
+    Condition(Box<Node>, Box<Node>, Option<Box<Node>>),
+    /// `(a; b; c)`
+    Block(Vec<Node>),
+    /// `$x := value`
+    Bind(String, Box<Node>),
+    /// `function($a, $b) { body }`
+    Lambda(Vec<String>, std::rc::Rc<Node>),
+    /// `f(args)`
+    Call(Box<Node>, Vec<Node>),
+    /// `a ~> f(args)`: the left side becomes the first argument.
+    Chain(Box<Node>, Box<Node>),
+    /// `expr^(<a, >b)`: order by keys; `true` = descending.
+    Sort(Box<Node>, Vec<(Node, bool)>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Num(f64),
+    Str(String),
+    Name(String),
+    Var(String),
+    Op(&'static str),
+    End,
+}
+
+const MAX_DEPTH: usize = 200;
+
+const OPS: &[&str] = &[
+    "..", ":=", "!=", "<=", ">=", "**", "~>", "^(", ".", "[", "]", "{", "}", "(", ")", ",", ":",
+    ";", "?", "+", "-", "*", "/", "%", "&", "=", "<", ">", "|", "@", "#",
+];
+
+fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>, String> {
+    let mut out = Vec::new();
+    let b = src.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c.is_ascii_whitespace() {
+            i += 1;
+            continue;
+        }
+        if src[i..].starts_with("/*") {
+            match src[i + 2..].find("*/") {
+                Some(end) => {
+                    i += end + 4;
+                    continue;
+                }
+                None => return Err(format!("unterminated comment at offset {i}")),
+            }
+        }
+        let start = i;
+        if c.is_ascii_digit() {
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            if i + 1 < b.len() && b[i] == b'.' && b[i + 1].is_ascii_digit() {
+                i += 1;
+                while i < b.len() && b[i].is_ascii_digit() {
+                    i += 1;
+                }
+            }
+            if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+                let mut j = i + 1;
+                if j < b.len() && (b[j] == b'+' || b[j] == b'-') {
+                    j += 1;
+                }
+                if j < b.len() && b[j].is_ascii_digit() {
+                    while j < b.len() && b[j].is_ascii_digit() {
+                        j += 1;
+                    }
+                    i = j;
+                }
+            }
+            let n: f64 = src[start..i]
+                .parse()
+                .map_err(|_| format!("invalid number at offset {start}"))?;
+            out.push((Tok::Num(n), start));
+            continue;
+        }
+        if c == b'"' || c == b'\'' {
+            let (s, next) = string_literal(src, i)?;
+            out.push((Tok::Str(s), start));
+            i = next;
+            continue;
+        }
+        if c == b'`' {
+            let end = src[i + 1..]
+                .find('`')
+                .ok_or_else(|| format!("unterminated `name` at offset {i}"))?;
+            out.push((Tok::Name(src[i + 1..i + 1 + end].to_owned()), start));
+            i += end + 2;
+            continue;
+        }
+        if c == b'$' {
+            i += 1;
+            if i < b.len() && b[i] == b'$' {
+                i += 1;
+                out.push((Tok::Var("$".into()), start));
+                continue;
+            }
+            let s = i;
+            while i < src.len() {
+                let ch = src[i..].chars().next().unwrap_or(' ');
+                if ch.is_alphanumeric() || ch == '_' {
+                    i += ch.len_utf8();
+                } else {
+                    break;
+                }
+            }
+            out.push((Tok::Var(src[s..i].to_owned()), start));
+            continue;
+        }
+        if let Some(op) = OPS.iter().find(|op| src[i..].starts_with(**op)) {
+            out.push((Tok::Op(op), start));
+            i += op.len();
+            continue;
+        }
+        let ch = src[i..].chars().next().unwrap_or(' ');
+        if ch.is_alphabetic() || ch == '_' || ch == 'λ' {
+            while i < src.len() {
+                let ch = src[i..].chars().next().unwrap_or(' ');
+                if ch.is_alphanumeric() || ch == '_' || ch == 'λ' {
+                    i += ch.len_utf8();
+                } else {
+                    break;
+                }
+            }
+            out.push((Tok::Name(src[start..i].to_owned()), start));
+            continue;
+        }
+        return Err(format!("unexpected character '{ch}' at offset {i}"));
+    }
+    out.push((Tok::End, src.len()));
+    Ok(out)
+}
+
+fn string_literal(src: &str, start: usize) -> Result<(String, usize), String> {
+    let quote = src.as_bytes()[start] as char;
+    let mut out = String::new();
+    let mut it = src[start + 1..].char_indices();
+    while let Some((i, c)) = it.next() {
+        if c == quote {
+            return Ok((out, start + 1 + i + 1));
+        }
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        let Some((_, e)) = it.next() else { break };
+        match e {
+            '"' => out.push('"'),
+            '\'' => out.push('\''),
+            '\\' => out.push('\\'),
+            '/' => out.push('/'),
+            'b' => out.push('\u{8}'),
+            'f' => out.push('\u{c}'),
+            'n' => out.push('\n'),
+            'r' => out.push('\r'),
+            't' => out.push('\t'),
+            'u' => {
+                let mut code = 0u32;
+                for _ in 0..4 {
+                    let d = it
+                        .next()
+                        .and_then(|(_, h)| h.to_digit(16))
+                        .ok_or("invalid \\u escape in string")?;
+                    code = code * 16 + d;
+                }
+                out.push(char::from_u32(code).unwrap_or('\u{FFFD}'));
+            }
+            other => return Err(format!("unsupported escape '\\{other}' in string")),
+        }
+    }
+    Err(format!("unterminated string starting at offset {start}"))
+}
+
+struct Parser {
+    toks: Vec<(Tok, usize)>,
+    pos: usize,
+    depth: usize,
+}
+
+fn lbp(tok: &Tok) -> u8 {
+    match tok {
+        Tok::Op(op) => match *op {
+            "." => 75,
+            "[" | "{" | "(" | "^(" => 80,
+            "*" | "/" | "%" => 60,
+            "+" | "-" => 50,
+            "&" => 50,
+            "=" | "!=" | "<" | "<=" | ">" | ">=" => 40,
+            "~>" => 40,
+            ".." => 20,
+            "?" => 20,
+            ":=" => 10,
+            _ => 0,
+        },
+        Tok::Name(n) => match n.as_str() {
+            "and" => 30,
+            "or" => 25,
+            "in" => 40,
+            _ => 0,
+        },
+        _ => 0,
+    }
+}
+
+/// Parses a JSONata expression.
+pub(crate) fn parse(src: &str) -> Result<Node, String> {
+    let toks = tokenize(src)?;
+    let mut p = Parser {
+        toks,
+        pos: 0,
+        depth: 0,
+    };
+    if matches!(p.peek(), Tok::End) {
+        return Err("empty expression".into());
+    }
+    let node = p.expression(0)?;
+    if !matches!(p.peek(), Tok::End) {
+        return Err(format!("unexpected token at offset {}", p.offset()));
+    }
+    Ok(node)
+}
+
+impl Parser {
+    fn peek(&self) -> &Tok {
+        self.toks.get(self.pos).map_or(&Tok::End, |t| &t.0)
+    }
+    fn offset(&self) -> usize {
+        self.toks.get(self.pos).map_or(0, |t| t.1)
+    }
+    fn next(&mut self) -> Tok {
+        let t = self.peek().clone();
+        if self.pos < self.toks.len() {
+            self.pos += 1;
+        }
+        t
+    }
+    fn is_op(&self, op: &str) -> bool {
+        matches!(self.peek(), Tok::Op(o) if *o == op)
+    }
+    fn expect(&mut self, op: &str) -> Result<(), String> {
+        if self.is_op(op) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(format!("expected '{op}' at offset {}", self.offset()))
+        }
+    }
+
+    fn expression(&mut self, rbp: u8) -> Result<Node, String> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(format!("expression nested more than {MAX_DEPTH} levels deep"));
+        }
+        let mut left = self.nud()?;
+        while rbp < lbp(self.peek()) {
+            left = self.led(left)?;
+        }
+        self.depth -= 1;
+        Ok(left)
+    }
+
+    fn nud(&mut self) -> Result<Node, String> {
+        let at = self.offset();
+        match self.next() {
+            Tok::Num(n) => Ok(Node::Num(n)),
+            Tok::Str(s) => Ok(Node::Str(s)),
+            Tok::Var(v) => Ok(Node::Var(v)),
+            Tok::Name(n) => match n.as_str() {
+                "true" => Ok(Node::Bool(true)),
+                "false" => Ok(Node::Bool(false)),
+                "null" => Ok(Node::Null),
+                "function" | "λ" if self.is_op("(") => self.lambda(),
+                _ => Ok(Node::Name(n)),
+            },
+            Tok::Op("-") => Ok(Node::Neg(Box::new(self.expression(70)?))),
+            Tok::Op("*") => Ok(Node::Wildcard),
+            Tok::Op("**") => Ok(Node::Descendants),
+            Tok::Op("(") => {
+                let mut items = Vec::new();
+                while !self.is_op(")") {
+                    items.push(self.expression(0)?);
+                    if !self.is_op(";") {
+                        break;
+                    }
+                    self.pos += 1;
+                }
+                self.expect(")")?;
+                Ok(Node::Block(items))
+            }
+            Tok::Op("[") => {
+                let mut items = Vec::new();
+                if !self.is_op("]") {
+                    loop {
+                        let item = self.expression(0)?;
+                        let item = if self.is_op("..") {
+                            self.pos += 1;
+                            let end = self.expression(0)?;
+                            Node::Binary(BinOp::Range, Box::new(item), Box::new(end))
+                        } else {
+                            item
+                        };
+                        items.push(item);
+                        if !self.is_op(",") {
+                            break;
+                        }
+                        self.pos += 1;
+                    }
+                }
+                self.expect("]")?;
+                Ok(Node::Array(items))
+            }
+            Tok::Op("{") => Ok(Node::Object(self.object_body()?)),
+            Tok::End => Err("unexpected end of expression".into()),
+            other => Err(format!("unexpected {other:?} at offset {at}")),
+        }
+    }
+
+    fn object_body(&mut self) -> Result<Vec<(Node, Node)>, String> {
+        let mut pairs = Vec::new();
+        if !self.is_op("}") {
+            loop {
+                let k = self.expression(0)?;
+                self.expect(":")?;
+                let v = self.expression(0)?;
+                pairs.push((k, v));
+                if !self.is_op(",") {
+                    break;
+                }
+                self.pos += 1;
+            }
+        }
+        self.expect("}")?;
+        Ok(pairs)
+    }
+
+    fn lambda(&mut self) -> Result<Node, String> {
+        self.expect("(")?;
+        let mut params = Vec::new();
+        if !self.is_op(")") {
+            loop {
+                match self.next() {
+                    Tok::Var(v) => params.push(v),
+                    _ => return Err(format!("expected a $parameter at offset {}", self.offset())),
+                }
+                if !self.is_op(",") {
+                    break;
+                }
+                self.pos += 1;
+            }
+        }
+        self.expect(")")?;
+        // Optional signature `<...>` is not supported; the body follows.
+        self.expect("{")?;
+        let body = self.expression(0)?;
+        self.expect("}")?;
+        Ok(Node::Lambda(params, std::rc::Rc::new(body)))
+    }
+
+    fn led(&mut self, left: Node) -> Result<Node, String> {
+        let at = self.offset();
+        let tok = self.next();
+        let bp = lbp(&tok);
+        let bin = |op: BinOp, p: &mut Parser| -> Result<Node, String> {
+            let right = p.expression(bp)?;
+            Ok(Node::Binary(op, Box::new(left.clone()), Box::new(right)))
+        };
+        match tok {
+            Tok::Op(".") => {
+                let right = self.expression(bp)?;
+                let mut steps = match left {
+                    Node::Path(s) => s,
+                    other => vec![other],
+                };
+                match right {
+                    Node::Path(s) => steps.extend(s),
+                    other => steps.push(other),
+                }
+                Ok(Node::Path(steps))
+            }
+            Tok::Op("[") => {
+                if self.is_op("]") {
+                    // `expr[]`: keep as array; evaluation treats it like the value itself.
+                    self.pos += 1;
+                    return Ok(left);
+                }
+                let pred = self.expression(0)?;
+                self.expect("]")?;
+                Ok(attach_filter(left, pred))
+            }
+            Tok::Op("(") => {
+                let mut args = Vec::new();
+                if !self.is_op(")") {
+                    loop {
+                        args.push(self.expression(0)?);
+                        if !self.is_op(",") {
+                            break;
+                        }
+                        self.pos += 1;
+                    }
+                }
+                self.expect(")")?;
+                Ok(Node::Call(Box::new(left), args))
+            }
+            Tok::Op("^(") => {
+                let mut terms = Vec::new();
+                loop {
+                    let desc = if self.is_op(">") {
+                        self.pos += 1;
+                        true
+                    } else {
+                        if self.is_op("<") {
+                            self.pos += 1;
+                        }
+                        false
+                    };
+                    terms.push((self.expression(0)?, desc));
+                    if !self.is_op(",") {
+                        break;
+                    }
+                    self.pos += 1;
+                }
+                self.expect(")")?;
+                Ok(Node::Sort(Box::new(left), terms))
+            }
+            Tok::Op("{") => Err(format!(
+                "grouping with a postfix object constructor is not supported (offset {at})"
+            )),
+            Tok::Op("+") => bin(BinOp::Add, self),
+            Tok::Op("-") => bin(BinOp::Sub, self),
+            Tok::Op("*") => bin(BinOp::Mul, self),
+            Tok::Op("/") => bin(BinOp::Div, self),
+            Tok::Op("%") => bin(BinOp::Mod, self),
+            Tok::Op("=") => bin(BinOp::Eq, self),
+            Tok::Op("!=") => bin(BinOp::Ne, self),
+            Tok::Op("<") => bin(BinOp::Lt, self),
+            Tok::Op("<=") => bin(BinOp::Le, self),
+            Tok::Op(">") => bin(BinOp::Gt, self),
+            Tok::Op(">=") => bin(BinOp::Ge, self),
+            Tok::Op("&") => bin(BinOp::Concat, self),
+            Tok::Op("..") => bin(BinOp::Range, self),
+            Tok::Name(n) if n == "and" => bin(BinOp::And, self),
+            Tok::Name(n) if n == "or" => bin(BinOp::Or, self),
+            Tok::Name(n) if n == "in" => bin(BinOp::In, self),
+            Tok::Op("~>") => {
+                let right = self.expression(bp)?;
+                Ok(Node::Chain(Box::new(left), Box::new(right)))
+            }
+            Tok::Op("?") => {
+                let then = self.expression(0)?;
+                let otherwise = if self.is_op(":") {
+                    self.pos += 1;
+                    Some(Box::new(self.expression(0)?))
+                } else {
+                    None
+                };
+                Ok(Node::Condition(Box::new(left), Box::new(then), otherwise))
+            }
+            Tok::Op(":=") => {
+                let Node::Var(name) = left else {
+                    return Err(format!(
+                        "the left side of ':=' must be a $variable (offset {at})"
+                    ));
+                };
+                // Right-associative: `$a := $b := 1`.
+                let right = self.expression(bp - 1)?;
+                Ok(Node::Bind(name, Box::new(right)))
+            }
+            other => Err(format!("unexpected {other:?} at offset {at}")),
+        }
+    }
+}
+
+/// Attaches a predicate to the last step of a path, so `a.b[0]` filters `b` per input item
+/// (JSONata's step semantics), while `(a.b)[0]` filters the whole result.
+fn attach_filter(left: Node, pred: Node) -> Node {
+    match left {
+        Node::Path(mut steps) => {
+            if let Some(last) = steps.pop() {
+                steps.push(Node::Filter(Box::new(last), Box::new(pred)));
+            }
+            Node::Path(steps)
+        }
+        other => Node::Filter(Box::new(other), Box::new(pred)),
+    }
+}

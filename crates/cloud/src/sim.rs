@@ -1,0 +1,2210 @@
+//! The simulated fleet: EC2, SSM, Auto Scaling and CloudWatch on a [`Clock`].
+//!
+//! [`SimCloud`] implements [`Cloud`] the way AWS behaves, on virtual time:
+//!
+//! - instances go `pending` → `running` in tens of seconds; the SSM agent comes online minutes
+//!   later; Windows identity (computer name, machine SID) is tracked, the SID changes after a
+//!   generalize;
+//! - SSM commands are understood by what the PowerShell does (Sysprep, Rename-Computer, the
+//!   fleetprep pre-flight / identity / agent-detection scripts, anything else succeeds): a
+//!   Sysprep run takes 8-20 minutes then shuts the instance down, and its command invocation is
+//!   cut off (stays `InProgress`) as on a real instance;
+//! - CreateImage takes 10-30 minutes; Auto Scaling groups launch instances behind lifecycle
+//!   hooks and queue [`LifecycleEvent`]s that the driver turns into `name-on-launch` /
+//!   `release-on-terminate` executions; instance refreshes replace instances batch by batch;
+//! - the EC2 API is throttled by token buckets (`RequestLimitExceeded`), refilled on the clock.
+//!
+//! Everything random is a hash of the scenario seed and a stable key (the instance id, the
+//! command id), so a run is deterministic whatever order concurrent calls arrive in. Time-driven
+//! changes are queued as events and applied lazily whenever the simulation is touched at a later
+//! time; nothing runs in the background.
+//!
+//! Faults come from a TOML [`Scenario`] (see [`FaultKind`] for the twelve kinds). The simulator
+//! does not run any workflow itself: that is the engine's job. It also keeps API-call counters
+//! per operation ([`SimCloud::api_calls`]) so the scale benchmark can report them.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use clock::Clock;
+use names::NamePool;
+use serde::{Deserialize, Serialize};
+
+use crate::*;
+
+// ==================================================================== scenario
+
+/// A fault to inject (the issue-4 list).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// The SSM agent never comes online on the target instances.
+    SsmNeverOnline,
+    /// The pre-flight script reports AppX packages installed for a user but not provisioned.
+    PreflightAppxBlocker,
+    /// Sysprep fails validation ("Sysprep was not able to validate your Windows installation").
+    SysprepValidationFailure,
+    /// The instance is terminated (by someone else) while Sysprep runs.
+    TerminatedMidSysprep,
+    /// After Sysprep the instance stays in `stopping` until force-stopped.
+    StuckStopping,
+    /// Every EC2 call is throttled (`RequestLimitExceeded`) for `duration_seconds`.
+    ThrottleStorm,
+    /// CreateImage ends in state `failed`.
+    CreateImageFails,
+    /// CreateImage never leaves `pending`.
+    ImageStuckPending,
+    /// The named handler action never returns (the Task's TimeoutSeconds must fire). The
+    /// simulator only records it; the workflow dispatcher honours it.
+    HandlerTimeout,
+    /// Lifecycle heartbeats are lost and the hook's timeout is `heartbeat_timeout_seconds`.
+    LifecycleHeartbeatTimeout,
+    /// The hostname pool is (nearly) exhausted: the driver builds a pool with
+    /// `pool_capacity` names.
+    NamePoolExhausted,
+    /// Another writer holds `preallocated` names of the pool before the fleet launches, so
+    /// allocations race with it.
+    ConcurrentAllocationConflict,
+}
+
+/// Which instances a fault hits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultTarget {
+    /// Every instance.
+    #[default]
+    All,
+    /// Only instances launched by RunInstances (image builders).
+    Builder,
+    /// Only instances launched by an Auto Scaling group.
+    Group,
+}
+
+/// One injected fault.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    pub kind: FaultKind,
+    #[serde(default)]
+    pub target: FaultTarget,
+    /// ThrottleStorm: how long the storm lasts from the start of the run.
+    #[serde(default)]
+    pub duration_seconds: Option<u64>,
+    /// HandlerTimeout: the handler action that hangs, e.g. `check_ssm_online`.
+    #[serde(default)]
+    pub action: Option<String>,
+    /// LifecycleHeartbeatTimeout: the hook timeout.
+    #[serde(default)]
+    pub heartbeat_timeout_seconds: Option<u64>,
+    /// NamePoolExhausted: how many names the pool holds.
+    #[serde(default)]
+    pub pool_capacity: Option<u64>,
+    /// ConcurrentAllocationConflict: names held by another writer.
+    #[serde(default)]
+    pub preallocated: Option<u64>,
+}
+
+/// A scenario file: a seed and faults.
+///
+/// ```toml
+/// seed = 42
+/// [[fault]]
+/// kind = "sysprep-validation-failure"
+/// target = "builder"
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default, rename = "fault")]
+    pub faults: Vec<Fault>,
+}
+
+/// A scenario file that could not be read, with its location.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}: {message}")]
+pub struct ScenarioError {
+    pub origin: String,
+    pub message: String,
+}
+
+impl Scenario {
+    /// Parses scenario TOML; errors name the origin (file name), line and key.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, ScenarioError> {
+        toml::from_str(text).map_err(|error| {
+            let location = error
+                .span()
+                .map(|span| {
+                    let line = text[..span.start.min(text.len())].lines().count().max(1);
+                    format!(":{line}")
+                })
+                .unwrap_or_default();
+            ScenarioError {
+                origin: format!("{origin}{location}"),
+                message: error.message().trim().to_string(),
+            }
+        })
+    }
+
+    /// The first fault of `kind` that hits an instance launched the given way.
+    pub fn fault(&self, kind: FaultKind, from_group: bool) -> Option<&Fault> {
+        self.faults.iter().find(|fault| {
+            fault.kind == kind
+                && match fault.target {
+                    FaultTarget::All => true,
+                    FaultTarget::Builder => !from_group,
+                    FaultTarget::Group => from_group,
+                }
+        })
+    }
+
+    /// The first fault of `kind` regardless of target.
+    pub fn any(&self, kind: FaultKind) -> Option<&Fault> {
+        self.faults.iter().find(|fault| fault.kind == kind)
+    }
+}
+
+// ==================================================================== timings
+
+/// Realistic durations (seconds) as ranges; one value per instance is drawn from the seed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timings {
+    pub pending_to_running: (u64, u64),
+    pub ssm_online_after_running: (u64, u64),
+    pub sysprep: (u64, u64),
+    pub stopping: (u64, u64),
+    pub create_image: (u64, u64),
+    pub command: (u64, u64),
+    pub reboot: (u64, u64),
+    pub shutting_down: (u64, u64),
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self {
+            pending_to_running: (20, 60),
+            ssm_online_after_running: (120, 300),
+            sysprep: (8 * 60, 20 * 60),
+            stopping: (20, 60),
+            create_image: (10 * 60, 30 * 60),
+            command: (5, 30),
+            reboot: (60, 150),
+            shutting_down: (30, 90),
+        }
+    }
+}
+
+// ==================================================================== public sim-only types
+
+/// What an Auto Scaling lifecycle hook announces (the EventBridge "EC2 Instance-launch
+/// Lifecycle Action" / "EC2 Instance-terminate Lifecycle Action" detail).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleEvent {
+    /// `autoscaling:EC2_INSTANCE_LAUNCHING` or `autoscaling:EC2_INSTANCE_TERMINATING`.
+    pub lifecycle_transition: String,
+    pub auto_scaling_group_name: String,
+    pub lifecycle_hook_name: String,
+    pub lifecycle_action_token: String,
+    pub instance_id: String,
+    pub time: SystemTime,
+}
+
+impl LifecycleEvent {
+    pub const LAUNCHING: &'static str = "autoscaling:EC2_INSTANCE_LAUNCHING";
+    pub const TERMINATING: &'static str = "autoscaling:EC2_INSTANCE_TERMINATING";
+
+    /// The EventBridge event `detail` object, shaped as AWS sends it.
+    pub fn detail(&self) -> serde_json::Value {
+        serde_json::json!({
+            "LifecycleActionToken": self.lifecycle_action_token,
+            "AutoScalingGroupName": self.auto_scaling_group_name,
+            "LifecycleHookName": self.lifecycle_hook_name,
+            "EC2InstanceId": self.instance_id,
+            "LifecycleTransition": self.lifecycle_transition,
+        })
+    }
+}
+
+/// An Auto Scaling group definition for the simulator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupSpec {
+    pub name: String,
+    pub launch_template_id: String,
+    pub instance_type: String,
+    /// Launch hook timeout (HeartbeatTimeout), seconds.
+    pub launch_hook_timeout_seconds: u64,
+    /// Terminate hook timeout, seconds.
+    pub terminate_hook_timeout_seconds: u64,
+}
+
+/// One Windows instance's identity, as the sim sees it (for checks and the demo summary).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimInstanceView {
+    pub instance_id: String,
+    pub state: InstanceState,
+    pub group: Option<String>,
+    /// `Pending:Wait`, `InService`, `Terminating:Wait`, ...
+    pub lifecycle_state: Option<String>,
+    pub computer_name: String,
+    pub machine_sid: String,
+    pub image_id: String,
+}
+
+/// Things the sim found still running or half-made (nothing should be after a workflow ends).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leftovers {
+    /// Builder instances (not in a group) that are not terminated.
+    pub builder_instances: Vec<String>,
+    /// Images still `pending` or `failed` and not deregistered.
+    pub half_made_images: Vec<String>,
+    /// Group instances waiting on a lifecycle hook.
+    pub waiting_on_hooks: Vec<String>,
+}
+
+impl Leftovers {
+    pub fn is_empty(&self) -> bool {
+        self.builder_instances.is_empty()
+            && self.half_made_images.is_empty()
+            && self.waiting_on_hooks.is_empty()
+    }
+}
+
+// ==================================================================== the simulator
+
+/// The simulated fleet. Cheap to share as `Arc<SimCloud>`.
+pub struct SimCloud {
+    clock: Arc<dyn Clock>,
+    pool: Arc<dyn NamePool>,
+    scenario: Scenario,
+    timings: Timings,
+    world: Mutex<World>,
+    started_at: SystemTime,
+}
+
+impl std::fmt::Debug for SimCloud {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimCloud")
+            .field("scenario", &self.scenario)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct World {
+    next_seq: u64,
+    events: BinaryHeap<Reverse<(SystemTime, u64, Event)>>,
+    instances: BTreeMap<String, SimInstance>,
+    run_tokens: HashMap<String, Vec<String>>,
+    commands: HashMap<(String, String), SimInvocation>,
+    command_seq: u64,
+    images: BTreeMap<String, SimImage>,
+    image_tokens: HashMap<String, String>,
+    templates: BTreeMap<String, SimTemplate>,
+    template_tokens: HashMap<String, i64>,
+    groups: BTreeMap<String, SimGroup>,
+    refreshes: BTreeMap<String, SimRefresh>,
+    lifecycle_queue: Vec<LifecycleEvent>,
+    metrics: Vec<(String, MetricDatum)>,
+    secrets: BTreeMap<String, SecretMetadata>,
+    calls: BTreeMap<String, u64>,
+    throttled: BTreeMap<String, u64>,
+    buckets: HashMap<&'static str, Bucket>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    Running(String),
+    SsmOnline(String),
+    CommandDone(String, String),
+    Stopped(String),
+    Terminated(String),
+    RebootUp(String),
+    ImageDone(String),
+    HookTimeout(String, u64),
+    OutOfBandTerminate(String),
+    RefreshStep(String),
+}
+
+struct SimInstance {
+    id: String,
+    image_id: String,
+    instance_type: String,
+    state: InstanceState,
+    state_reason: Option<String>,
+    launch_time: SystemTime,
+    tags: Vec<Tag>,
+    from_group: Option<String>,
+    lifecycle_state: Option<String>,
+    hook_token: Option<String>,
+    // Bumped by every heartbeat: a HookTimeout event only fires for the current generation.
+    hook_gen: u64,
+    ssm_online: bool,
+    ever_online: bool,
+    computer_name: String,
+    pending_name: Option<String>,
+    machine_sid: String,
+    generalized: bool,
+    sysprep_running: bool,
+    console: String,
+    generation: u64,
+}
+
+struct SimInvocation {
+    status: CommandStatus,
+    details: String,
+    code: i32,
+    stdout: String,
+    stderr: String,
+    effect: Effect,
+    visible_at: SystemTime,
+}
+
+#[derive(Clone, Debug)]
+enum Effect {
+    None,
+    Rename(String),
+    Sysprep { reboot: bool, name: Option<String> },
+    SysprepFails,
+}
+
+struct SimImage {
+    image: Image,
+    fails: bool,
+}
+
+struct SimTemplate {
+    versions: Vec<LaunchTemplateVersion>,
+    default_version: i64,
+}
+
+struct SimGroup {
+    spec: GroupSpec,
+    template_version: String,
+}
+
+struct SimRefresh {
+    refresh: InstanceRefresh,
+    request: StartInstanceRefreshRequest,
+    old_instances: Vec<String>,
+    replaced: usize,
+    batch: Vec<String>,
+}
+
+#[derive(Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    capacity: f64,
+    refill_per_second: f64,
+    at: SystemTime,
+}
+
+const WINDOWS_AMI: &str = "ami-0windows2022base";
+
+impl SimCloud {
+    /// A simulated account with one Windows base image and one launch template (`lt-fleet`,
+    /// version 1, default) ready for groups.
+    pub fn new(clock: Arc<dyn Clock>, pool: Arc<dyn NamePool>, scenario: Scenario) -> Self {
+        let now = clock.now();
+        let mut world = World::default();
+        world.images.insert(
+            WINDOWS_AMI.to_string(),
+            SimImage {
+                image: Image {
+                    image_id: WINDOWS_AMI.to_string(),
+                    name: "Windows_Server-2022-English-Full-Base".into(),
+                    state: ImageState::Available,
+                    state_reason: None,
+                    source_instance_id: None,
+                    creation_date: now,
+                    tags: vec![],
+                },
+                fails: false,
+            },
+        );
+        world.templates.insert(
+            "lt-fleet".into(),
+            SimTemplate {
+                versions: vec![LaunchTemplateVersion {
+                    launch_template_id: "lt-fleet".into(),
+                    version_number: 1,
+                    image_id: WINDOWS_AMI.into(),
+                    default_version: true,
+                }],
+                default_version: 1,
+            },
+        );
+        for (key, arn) in [
+            (
+                "secretsmanager:fleetprep/domain-join",
+                "arn:aws:secretsmanager:us-east-1:123456789012:secret:fleetprep/domain-join-AbCdEf",
+            ),
+            (
+                "ssm:/fleetprep/local-admin",
+                "arn:aws:ssm:us-east-1:123456789012:parameter/fleetprep/local-admin",
+            ),
+        ] {
+            let reference = if let Some(id) = key.strip_prefix("secretsmanager:") {
+                SecretRef::SecretsManager {
+                    secret_id: id.into(),
+                }
+            } else {
+                SecretRef::SsmParameter {
+                    name: key.trim_start_matches("ssm:").into(),
+                }
+            };
+            world.secrets.insert(
+                key.to_string(),
+                SecretMetadata {
+                    reference,
+                    arn: arn.into(),
+                    last_changed: Some(now),
+                },
+            );
+        }
+        Self {
+            clock,
+            pool,
+            scenario,
+            timings: Timings::default(),
+            world: Mutex::new(world),
+            started_at: now,
+        }
+    }
+
+    /// Overrides the default timings.
+    pub fn with_timings(mut self, timings: Timings) -> Self {
+        self.timings = timings;
+        self
+    }
+
+    pub fn scenario(&self) -> &Scenario {
+        &self.scenario
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The Windows base image id every builder starts from.
+    pub fn base_image_id(&self) -> &'static str {
+        WINDOWS_AMI
+    }
+
+    fn lock(&self) -> MutexGuard<'_, World> {
+        // A poisoned lock means a panic elsewhere already failed the run; keep the data.
+        let mut world = self.world.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.clock.now();
+        self.settle(&mut world, now);
+        world
+    }
+
+    fn draw(&self, key: &str, range: (u64, u64)) -> Duration {
+        let (low, high) = range;
+        let span = high.saturating_sub(low) + 1;
+        Duration::from_secs(low + mix(self.scenario.seed, key) % span)
+    }
+
+    fn schedule(world: &mut World, at: SystemTime, event: Event) {
+        world.next_seq += 1;
+        let seq = world.next_seq;
+        world.events.push(Reverse((at, seq, event)));
+    }
+
+    /// Applies every queued event due at or before `now`.
+    fn settle(&self, world: &mut World, now: SystemTime) {
+        while let Some(Reverse((at, _, _))) = world.events.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((at, _, event))) = world.events.pop() else {
+                break;
+            };
+            self.apply(world, at, event);
+        }
+    }
+
+    /// Forces pending time-driven changes to apply (the driver calls this between steps).
+    pub fn tick(&self) {
+        drop(self.lock());
+    }
+
+    /// The earliest time at which the simulation will change by itself, if any.
+    pub fn next_event_at(&self) -> Option<SystemTime> {
+        let world = self.lock();
+        world.events.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    fn apply(&self, world: &mut World, at: SystemTime, event: Event) {
+        match event {
+            Event::Running(id) => {
+                if let Some(instance) = world.instances.get_mut(&id)
+                    && instance.state == InstanceState::Pending
+                {
+                    instance.state = InstanceState::Running;
+                    instance.console.push_str(&format!(
+                        "{} EC2Launch: Windows is being configured. SysprepState=IMAGE_STATE_COMPLETE\n",
+                        rfc3339(at)
+                    ));
+                    let never_online = self
+                        .scenario
+                        .fault(FaultKind::SsmNeverOnline, instance.from_group.is_some())
+                        .is_some();
+                    if !never_online {
+                        let delay =
+                            self.draw(&format!("ssm/{id}"), self.timings.ssm_online_after_running);
+                        let generation = instance.generation;
+                        let _ = generation;
+                        Self::schedule(world, at + delay, Event::SsmOnline(id));
+                    } else {
+                        instance.console.push_str(&format!(
+                            "{} Amazon SSM Agent: failed to register: unable to retrieve instance identity (IMAGE_STATE_UNDEPLOYABLE)\n",
+                            rfc3339(at)
+                        ));
+                    }
+                }
+            }
+            Event::SsmOnline(id) => {
+                if let Some(instance) = world.instances.get_mut(&id)
+                    && instance.state == InstanceState::Running
+                {
+                    instance.ssm_online = true;
+                    instance.ever_online = true;
+                }
+            }
+            Event::CommandDone(command_id, instance_id) => {
+                let key = (command_id.clone(), instance_id.clone());
+                let effect = match world.commands.get_mut(&key) {
+                    Some(invocation) if !invocation.status.is_terminal() => {
+                        let effect = invocation.effect.clone();
+                        match effect {
+                            Effect::SysprepFails => {
+                                invocation.status = CommandStatus::Failed;
+                                invocation.details = "Failed".into();
+                                invocation.code = 1;
+                                invocation.stderr = PANTHER_VALIDATION_FAILED.into();
+                            }
+                            Effect::Sysprep { .. } => {
+                                // Cut off by the shutdown: the agent never reports completion.
+                            }
+                            _ => {
+                                invocation.status = CommandStatus::Success;
+                                invocation.details = "Success".into();
+                                invocation.code = 0;
+                            }
+                        }
+                        effect
+                    }
+                    _ => Effect::None,
+                };
+                let Some(instance) = world.instances.get_mut(&instance_id) else {
+                    return;
+                };
+                match effect {
+                    Effect::Rename(name) => {
+                        // Rename-Computer takes effect at the restart the script asks for.
+                        instance.pending_name = Some(name);
+                        instance.ssm_online = false;
+                        let delay = self.draw(
+                            &format!("reboot/{command_id}/{instance_id}"),
+                            self.timings.reboot,
+                        );
+                        Self::schedule(world, at + delay, Event::RebootUp(instance_id));
+                    }
+                    Effect::Sysprep { reboot, name } => {
+                        instance.sysprep_running = false;
+                        instance.generalized = true;
+                        instance.machine_sid =
+                            sid(self.scenario.seed, &format!("{instance_id}/{command_id}"));
+                        instance.console.push_str(&format!(
+                            "{} Windows sysprep configuration complete.\n",
+                            rfc3339(at)
+                        ));
+                        instance.ssm_online = false;
+                        if reboot {
+                            instance.pending_name = Some(name.unwrap_or_else(|| {
+                                format!("WIN-{}", &sid_hex(self.scenario.seed, &instance_id)[..11])
+                            }));
+                            let delay = self.draw(&format!("oobe/{instance_id}"), (180, 420));
+                            Self::schedule(world, at + delay, Event::RebootUp(instance_id));
+                        } else {
+                            instance.state = InstanceState::Stopping;
+                            instance.state_reason = Some("Client.InstanceInitiatedShutdown".into());
+                            let stuck = self
+                                .scenario
+                                .fault(FaultKind::StuckStopping, instance.from_group.is_some())
+                                .is_some();
+                            if !stuck {
+                                let delay = self
+                                    .draw(&format!("stop/{instance_id}"), self.timings.stopping);
+                                Self::schedule(world, at + delay, Event::Stopped(instance_id));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Event::Stopped(id) => {
+                if let Some(instance) = world.instances.get_mut(&id)
+                    && instance.state == InstanceState::Stopping
+                {
+                    instance.state = InstanceState::Stopped;
+                }
+            }
+            Event::Terminated(id) => {
+                if let Some(instance) = world.instances.get_mut(&id)
+                    && instance.state == InstanceState::ShuttingDown
+                {
+                    instance.state = InstanceState::Terminated;
+                    instance.lifecycle_state =
+                        instance.from_group.as_ref().map(|_| "Terminated".into());
+                }
+            }
+            Event::RebootUp(id) => {
+                if let Some(instance) = world.instances.get_mut(&id)
+                    && instance.state == InstanceState::Running
+                {
+                    if let Some(name) = instance.pending_name.take() {
+                        instance.computer_name = name;
+                    }
+                    if self
+                        .scenario
+                        .fault(FaultKind::SsmNeverOnline, instance.from_group.is_some())
+                        .is_none()
+                    {
+                        instance.ssm_online = true;
+                    }
+                }
+            }
+            Event::ImageDone(image_id) => {
+                if let Some(image) = world.images.get_mut(&image_id)
+                    && image.image.state == ImageState::Pending
+                {
+                    if image.fails {
+                        image.image.state = ImageState::Failed;
+                        image.image.state_reason =
+                            Some("Client.InternalError: snapshot creation failed".into());
+                    } else {
+                        image.image.state = ImageState::Available;
+                    }
+                }
+            }
+            Event::OutOfBandTerminate(id) => self.begin_terminate(world, at, &id, false),
+            Event::HookTimeout(id, generation) => {
+                let Some(instance) = world.instances.get_mut(&id) else {
+                    return;
+                };
+                if instance.hook_token.is_none() || instance.hook_gen != generation {
+                    return;
+                }
+                instance.hook_token = None;
+                // Both hooks default to ABANDON here: a launch that times out is terminated,
+                // a terminate that times out proceeds (DefaultResult, Auto Scaling docs).
+                self.begin_terminate(world, at, &id, false);
+            }
+            Event::RefreshStep(refresh_id) => self.step_refresh(world, at, &refresh_id),
+        }
+    }
+
+    fn count(&self, world: &mut World, operation: &str) {
+        *world.calls.entry(operation.to_string()).or_default() += 1;
+    }
+
+    /// Counts the call and applies EC2 throttling (token buckets per API class, refilled on
+    /// the clock; sizes from the EC2 API throttling documentation).
+    fn ec2_call(&self, world: &mut World, operation: &str) -> Result<(), CloudError> {
+        self.count(world, operation);
+        let now = self.clock.now();
+        if let Some(fault) = self.scenario.any(FaultKind::ThrottleStorm) {
+            let until =
+                self.started_at + Duration::from_secs(fault.duration_seconds.unwrap_or(600));
+            if now < until {
+                *world.throttled.entry(operation.to_string()).or_default() += 1;
+                return Err(CloudError::throttled(
+                    "RequestLimitExceeded",
+                    format!("Request limit exceeded ({operation})."),
+                ));
+            }
+        }
+        let class: &'static str =
+            if operation.starts_with("ec2:Describe") || operation.starts_with("ec2:Get") {
+                "non-mutating"
+            } else if operation == "ec2:RunInstances" {
+                "run-instances"
+            } else {
+                "mutating"
+            };
+        let (capacity, refill) = match class {
+            "non-mutating" => (100.0, 20.0),
+            "run-instances" => (1000.0, 2.0),
+            _ => (200.0, 5.0),
+        };
+        let bucket = world.buckets.entry(class).or_insert(Bucket {
+            tokens: capacity,
+            capacity,
+            refill_per_second: refill,
+            at: now,
+        });
+        let elapsed = now
+            .duration_since(bucket.at)
+            .unwrap_or_default()
+            .as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * bucket.refill_per_second).min(bucket.capacity);
+        bucket.at = now;
+        if bucket.tokens < 1.0 {
+            *world.throttled.entry(operation.to_string()).or_default() += 1;
+            return Err(CloudError::throttled(
+                "RequestLimitExceeded",
+                format!("Request limit exceeded ({operation})."),
+            ));
+        }
+        bucket.tokens -= 1.0;
+        Ok(())
+    }
+
+    fn new_instance_id(&self, world: &mut World, salt: &str) -> String {
+        world.next_seq += 1;
+        let n = world.next_seq;
+        format!("i-{:017x}", mix(self.scenario.seed, &format!("{salt}/{n}")))
+    }
+
+    fn launch(
+        &self,
+        world: &mut World,
+        image_id: &str,
+        instance_type: &str,
+        tags: Vec<Tag>,
+        group: Option<String>,
+    ) -> String {
+        let now = self.clock.now();
+        let salt = group.clone().unwrap_or_else(|| "run".into());
+        let mut id = self.new_instance_id(world, &salt);
+        while world.instances.contains_key(&id) {
+            id = self.new_instance_id(world, &salt);
+        }
+        let delay = self.draw(&format!("boot/{id}"), self.timings.pending_to_running);
+        let name = format!(
+            "EC2AMAZ-{}",
+            &sid_hex(self.scenario.seed, &id)[..7].to_uppercase()
+        );
+        let sid = sid(self.scenario.seed, &format!("{image_id}/base"));
+        world.instances.insert(
+            id.clone(),
+            SimInstance {
+                id: id.clone(),
+                image_id: image_id.to_string(),
+                instance_type: instance_type.to_string(),
+                state: InstanceState::Pending,
+                state_reason: None,
+                launch_time: now,
+                tags,
+                from_group: group,
+                lifecycle_state: None,
+                hook_token: None,
+                hook_gen: 0,
+                ssm_online: false,
+                ever_online: false,
+                computer_name: name,
+                pending_name: None,
+                // Instances cloned from one image share its SID until generalized.
+                machine_sid: sid,
+                generalized: false,
+                sysprep_running: false,
+                console: format!(
+                    "{} Instance {} launching from {}\n",
+                    rfc3339(now),
+                    id,
+                    image_id
+                ),
+                generation: 0,
+            },
+        );
+        Self::schedule(world, now + delay, Event::Running(id.clone()));
+        id
+    }
+
+    fn begin_terminate(&self, world: &mut World, at: SystemTime, id: &str, hook: bool) {
+        let Some(instance) = world.instances.get_mut(id) else {
+            return;
+        };
+        if matches!(
+            instance.state,
+            InstanceState::ShuttingDown | InstanceState::Terminated
+        ) {
+            return;
+        }
+        instance.ssm_online = false;
+        instance.sysprep_running = false;
+        if hook && let Some(group) = instance.from_group.clone() {
+            // Terminate lifecycle hook: wait for CONTINUE (or the timeout) before terminating.
+            let token = format!("{:032x}", mix(self.scenario.seed, &format!("term/{id}")));
+            instance.lifecycle_state = Some("Terminating:Wait".into());
+            instance.hook_token = Some(token.clone());
+            instance.hook_gen += 1;
+            let generation = instance.hook_gen;
+            let timeout = world
+                .groups
+                .get(&group)
+                .map(|g| g.spec.terminate_hook_timeout_seconds)
+                .unwrap_or(600);
+            world.lifecycle_queue.push(LifecycleEvent {
+                lifecycle_transition: LifecycleEvent::TERMINATING.into(),
+                auto_scaling_group_name: group,
+                lifecycle_hook_name: "fleetprep-terminate".into(),
+                lifecycle_action_token: token.clone(),
+                instance_id: id.to_string(),
+                time: at,
+            });
+            Self::schedule(
+                world,
+                at + Duration::from_secs(timeout),
+                Event::HookTimeout(id.to_string(), generation),
+            );
+            return;
+        }
+        instance.state = InstanceState::ShuttingDown;
+        instance.state_reason = Some("Client.UserInitiatedShutdown".into());
+        if instance.from_group.is_some() {
+            instance.lifecycle_state = Some("Terminating".into());
+        }
+        let delay = self.draw(&format!("term/{id}"), self.timings.shutting_down);
+        Self::schedule(world, at + delay, Event::Terminated(id.to_string()));
+    }
+
+    fn instance_view(instance: &SimInstance) -> Instance {
+        Instance {
+            instance_id: instance.id.clone(),
+            image_id: instance.image_id.clone(),
+            instance_type: instance.instance_type.clone(),
+            state: instance.state,
+            state_reason: instance.state_reason.clone(),
+            launch_time: instance.launch_time,
+            platform: Some("windows".into()),
+            private_dns_name: Some(format!("ip-10-0-{}.ec2.internal", &instance.id[2..8])),
+            tags: instance.tags.clone(),
+        }
+    }
+
+    // ------------------------------------------------------------ Auto Scaling (sim side)
+
+    /// Creates an Auto Scaling group with a launch and a terminate lifecycle hook.
+    pub fn create_group(&self, spec: GroupSpec) {
+        let mut world = self.lock();
+        world.groups.insert(
+            spec.name.clone(),
+            SimGroup {
+                spec,
+                template_version: "$Default".into(),
+            },
+        );
+    }
+
+    fn group_instances(world: &World, group: &str) -> Vec<String> {
+        world
+            .instances
+            .values()
+            .filter(|i| {
+                i.from_group.as_deref() == Some(group)
+                    && !matches!(
+                        i.state,
+                        InstanceState::ShuttingDown | InstanceState::Terminated
+                    )
+                    && i.lifecycle_state.as_deref() != Some("Terminating:Wait")
+            })
+            .map(|i| i.id.clone())
+            .collect()
+    }
+
+    fn template_image(world: &World, template_id: &str, version: &str) -> String {
+        let Some(template) = world.templates.get(template_id) else {
+            return WINDOWS_AMI.into();
+        };
+        let wanted = match version {
+            "$Default" => template.default_version,
+            "$Latest" => template
+                .versions
+                .iter()
+                .map(|v| v.version_number)
+                .max()
+                .unwrap_or(1),
+            other => other.parse().unwrap_or(template.default_version),
+        };
+        template
+            .versions
+            .iter()
+            .find(|v| v.version_number == wanted)
+            .map(|v| v.image_id.clone())
+            .unwrap_or_else(|| WINDOWS_AMI.into())
+    }
+
+    fn launch_into_group(&self, world: &mut World, group: &str, version: &str) -> Option<String> {
+        let (template, instance_type, timeout) = {
+            let g = world.groups.get(group)?;
+            (
+                g.spec.launch_template_id.clone(),
+                g.spec.instance_type.clone(),
+                g.spec.launch_hook_timeout_seconds,
+            )
+        };
+        let image = Self::template_image(world, &template, version);
+        let now = self.clock.now();
+        let tags = vec![Tag::new("aws:autoscaling:groupName", group)];
+        let id = self.launch(world, &image, &instance_type, tags, Some(group.to_string()));
+        let token = format!("{:032x}", mix(self.scenario.seed, &format!("launch/{id}")));
+        let timeout = self
+            .scenario
+            .fault(FaultKind::LifecycleHeartbeatTimeout, true)
+            .and_then(|f| f.heartbeat_timeout_seconds)
+            .unwrap_or(timeout);
+        let mut generation = 0;
+        if let Some(instance) = world.instances.get_mut(&id) {
+            instance.lifecycle_state = Some("Pending:Wait".into());
+            instance.hook_token = Some(token.clone());
+            instance.hook_gen += 1;
+            generation = instance.hook_gen;
+        }
+        world.lifecycle_queue.push(LifecycleEvent {
+            lifecycle_transition: LifecycleEvent::LAUNCHING.into(),
+            auto_scaling_group_name: group.to_string(),
+            lifecycle_hook_name: "fleetprep-launch".into(),
+            lifecycle_action_token: token.clone(),
+            instance_id: id.clone(),
+            time: now,
+        });
+        Self::schedule(
+            world,
+            now + Duration::from_secs(timeout),
+            Event::HookTimeout(id.clone(), generation),
+        );
+        Some(id)
+    }
+
+    /// SetDesiredCapacity: launches or terminates (newest first) to reach `desired`.
+    pub fn set_desired_capacity(&self, group: &str, desired: usize) -> Result<(), CloudError> {
+        let mut world = self.lock();
+        self.count(&mut world, "autoscaling:SetDesiredCapacity");
+        let version = world
+            .groups
+            .get(group)
+            .map(|g| g.template_version.clone())
+            .ok_or_else(|| {
+                CloudError::invalid_parameter(
+                    "ValidationError",
+                    format!("AutoScalingGroup name not found - {group}"),
+                )
+            })?;
+        let mut current = Self::group_instances(&world, group);
+        while current.len() < desired {
+            if let Some(id) = self.launch_into_group(&mut world, group, &version) {
+                current.push(id);
+            }
+        }
+        let now = self.clock.now();
+        while current.len() > desired {
+            if let Some(id) = current.pop() {
+                self.begin_terminate(&mut world, now, &id, true);
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the lifecycle events queued since the last call (the driver starts executions).
+    pub fn drain_lifecycle_events(&self) -> Vec<LifecycleEvent> {
+        std::mem::take(&mut self.lock().lifecycle_queue)
+    }
+
+    /// Every instance the sim knows, with its Windows identity.
+    pub fn instances(&self) -> Vec<SimInstanceView> {
+        let world = self.lock();
+        world
+            .instances
+            .values()
+            .map(|i| SimInstanceView {
+                instance_id: i.id.clone(),
+                state: i.state,
+                group: i.from_group.clone(),
+                lifecycle_state: i.lifecycle_state.clone(),
+                computer_name: i.computer_name.clone(),
+                machine_sid: i.machine_sid.clone(),
+                image_id: i.image_id.clone(),
+            })
+            .collect()
+    }
+
+    /// In-service instances of a group.
+    pub fn in_service(&self, group: &str) -> Vec<SimInstanceView> {
+        self.instances()
+            .into_iter()
+            .filter(|i| {
+                i.group.as_deref() == Some(group)
+                    && i.lifecycle_state.as_deref() == Some("InService")
+            })
+            .collect()
+    }
+
+    /// API calls per operation (`ec2:DescribeInstances` → n).
+    pub fn api_calls(&self) -> BTreeMap<String, u64> {
+        self.lock().calls.clone()
+    }
+
+    /// Calls rejected with RequestLimitExceeded, per operation.
+    pub fn throttled_calls(&self) -> BTreeMap<String, u64> {
+        self.lock().throttled.clone()
+    }
+
+    /// Every PutMetricData datum received, with its namespace.
+    pub fn metrics(&self) -> Vec<(String, MetricDatum)> {
+        self.lock().metrics.clone()
+    }
+
+    /// Records a metric without counting an API call (EMF lines parsed by the driver).
+    pub fn record_metric(&self, namespace: &str, datum: MetricDatum) {
+        self.lock().metrics.push((namespace.to_string(), datum));
+    }
+
+    /// Anything still running or half-made outside Auto Scaling groups.
+    pub fn leftovers(&self) -> Leftovers {
+        let world = self.lock();
+        let mut leftovers = Leftovers::default();
+        for instance in world.instances.values() {
+            if instance.from_group.is_none()
+                && instance.state != InstanceState::Terminated
+                && instance.state != InstanceState::ShuttingDown
+            {
+                leftovers.builder_instances.push(instance.id.clone());
+            }
+            if instance
+                .lifecycle_state
+                .as_deref()
+                .is_some_and(|s| s.ends_with(":Wait"))
+            {
+                leftovers.waiting_on_hooks.push(instance.id.clone());
+            }
+        }
+        for image in world.images.values() {
+            if matches!(image.image.state, ImageState::Pending | ImageState::Failed) {
+                leftovers
+                    .half_made_images
+                    .push(image.image.image_id.clone());
+            }
+        }
+        leftovers
+    }
+
+    /// Images the sim holds (for summaries).
+    pub fn images(&self) -> Vec<Image> {
+        self.lock()
+            .images
+            .values()
+            .map(|i| i.image.clone())
+            .collect()
+    }
+
+    /// Terminates an instance behind everyone's back (used by the TerminatedMidSysprep fault
+    /// and by tests).
+    pub fn terminate_out_of_band(&self, instance_id: &str) {
+        let mut world = self.lock();
+        let now = self.clock.now();
+        self.begin_terminate(&mut world, now, instance_id, false);
+    }
+
+    fn step_refresh(&self, world: &mut World, at: SystemTime, refresh_id: &str) {
+        let Some(refresh) = world.refreshes.get(refresh_id) else {
+            return;
+        };
+        if refresh.refresh.status != InstanceRefreshStatus::InProgress {
+            return;
+        }
+        let group = refresh.refresh.auto_scaling_group_name.clone();
+        // Wait for the current batch of replacements to be in service.
+        let batch_ready = refresh.batch.iter().all(|id| {
+            world
+                .instances
+                .get(id)
+                .is_some_and(|i| i.lifecycle_state.as_deref() == Some("InService"))
+        });
+        let batch_failed = refresh.batch.iter().any(|id| {
+            world.instances.get(id).is_some_and(|i| {
+                matches!(
+                    i.state,
+                    InstanceState::ShuttingDown | InstanceState::Terminated
+                )
+            })
+        });
+        let warmup = Duration::from_secs(u64::from(refresh.request.instance_warmup_seconds));
+        if batch_failed {
+            let refresh = world.refreshes.get_mut(refresh_id).expect("checked above");
+            refresh.refresh.status = InstanceRefreshStatus::Failed;
+            refresh.refresh.status_reason =
+                Some("A replacement instance failed its launch lifecycle hook".into());
+            return;
+        }
+        if !batch_ready {
+            Self::schedule(
+                world,
+                at + Duration::from_secs(15),
+                Event::RefreshStep(refresh_id.into()),
+            );
+            return;
+        }
+        let (template, version, total, min_healthy) = {
+            let r = &world.refreshes[refresh_id];
+            let lt = r.request.launch_template.clone();
+            (
+                lt.as_ref().map(|l| l.launch_template_id.clone()),
+                lt.map(|l| l.version).unwrap_or_else(|| "$Default".into()),
+                r.old_instances.len(),
+                r.request.min_healthy_percentage,
+            )
+        };
+        let _ = template;
+        // Terminate the old instances the finished batch replaced.
+        let finished: Vec<String> = {
+            let r = world.refreshes.get_mut(refresh_id).expect("checked above");
+            let done = r.batch.len();
+            let from = r.replaced;
+            r.replaced += done;
+            r.batch.clear();
+            r.old_instances[from..(from + done).min(total)].to_vec()
+        };
+        for old in finished {
+            self.begin_terminate(world, at, &old, true);
+        }
+        let replaced = world.refreshes[refresh_id].replaced;
+        let percent = if total == 0 {
+            100
+        } else {
+            (replaced * 100 / total) as u32
+        };
+        if replaced >= total {
+            let r = world.refreshes.get_mut(refresh_id).expect("checked above");
+            r.refresh.status = InstanceRefreshStatus::Successful;
+            r.refresh.percentage_complete = 100;
+            if let Some(g) = world.groups.get_mut(&group) {
+                g.template_version = version;
+            }
+            return;
+        }
+        // Next batch: as many as min healthy percentage allows, at least one.
+        let batch_size = ((total * (100 - min_healthy.min(100)) as usize) / 100).max(1);
+        let batch_size = batch_size.min(total - replaced);
+        let mut batch = Vec::new();
+        for _ in 0..batch_size {
+            if let Some(id) = self.launch_into_group(world, &group, &version) {
+                batch.push(id);
+            }
+        }
+        let r = world.refreshes.get_mut(refresh_id).expect("checked above");
+        r.batch = batch;
+        r.refresh.percentage_complete = percent;
+        Self::schedule(
+            world,
+            at + warmup.max(Duration::from_secs(15)),
+            Event::RefreshStep(refresh_id.into()),
+        );
+    }
+}
+
+#[async_trait]
+impl Cloud for SimCloud {
+    async fn run_instances(
+        &self,
+        request: RunInstancesRequest,
+    ) -> Result<Vec<Instance>, CloudError> {
+        let mut world = self.lock();
+        self.ec2_call(&mut world, "ec2:RunInstances")?;
+        if request.client_token.is_empty() || request.client_token.len() > 64 {
+            return Err(CloudError::invalid_parameter(
+                "InvalidParameterValue",
+                "ClientToken must be 1-64 ASCII characters",
+            ));
+        }
+        if let Some(ids) = world.run_tokens.get(&request.client_token) {
+            return Ok(ids
+                .iter()
+                .filter_map(|id| world.instances.get(id).map(Self::instance_view))
+                .collect());
+        }
+        let image_id = match &request.launch_template {
+            Some(lt) if request.image_id.is_empty() => {
+                Self::template_image(&world, &lt.launch_template_id, &lt.version)
+            }
+            _ => request.image_id.clone(),
+        };
+        match world.images.get(&image_id) {
+            Some(image) if image.image.state == ImageState::Available => {}
+            _ => {
+                return Err(CloudError::not_found(
+                    "InvalidAMIID.NotFound",
+                    format!("The image id '[{image_id}]' does not exist"),
+                ));
+            }
+        }
+        if request.count == 0 {
+            return Err(CloudError::invalid_parameter(
+                "InvalidParameterValue",
+                "MinCount and MaxCount must be at least 1",
+            ));
+        }
+        let mut ids = Vec::new();
+        for _ in 0..request.count {
+            let id = self.launch(
+                &mut world,
+                &image_id,
+                &request.instance_type,
+                request.tags.clone(),
+                None,
+            );
+            ids.push(id);
+        }
+        world
+            .run_tokens
+            .insert(request.client_token.clone(), ids.clone());
+        Ok(ids
+            .iter()
+            .filter_map(|id| world.instances.get(id).map(Self::instance_view))
+            .collect())
+    }
+
+    async fn describe_instances(
+        &self,
+        instance_ids: &[String],
+    ) -> Result<Vec<Instance>, CloudError> {
+        let mut world = self.lock();
+        self.ec2_call(&mut world, "ec2:DescribeInstances")?;
+        let mut out = Vec::new();
+        for id in instance_ids {
+            match world.instances.get(id) {
+                Some(instance) => out.push(Self::instance_view(instance)),
+                None => {
+                    return Err(CloudError::not_found(
+                        "InvalidInstanceID.NotFound",
+                        format!("The instance ID '{id}' does not exist"),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn start_instances(
+        &self,
+        instance_ids: &[String],
+    ) -> Result<Vec<InstanceStateChange>, CloudError> {
+        let mut world = self.lock();
+        self.ec2_call(&mut world, "ec2:StartInstances")?;
+        let now = self.clock.now();
+        let mut out = Vec::new();
+        for id in instance_ids {
+            let instance = world.instances.get_mut(id).ok_or_else(|| {
+                CloudError::not_found(
+                    "InvalidInstanceID.NotFound",
+                    format!("The instance ID '{id}' does not exist"),
+                )
+            })?;
+            let previous = instance.state;
+            match previous {
+                InstanceState::Stopped => {
+                    instance.state = InstanceState::Pending;
+                    instance.generation += 1;
+                    let delay = self.draw(
+                        &format!("start/{id}/{}", instance.generation),
+                        self.timings.pending_to_running,
+                    );
+                    out.push(InstanceStateChange {
+                        instance_id: id.clone(),
+                        previous_state: previous,
+                        current_state: InstanceState::Pending,
+                    });
+                    Self::schedule(&mut world, now + delay, Event::Running(id.clone()));
+                }
+                InstanceState::Running | InstanceState::Pending => out.push(InstanceStateChange {
+                    instance_id: id.clone(),
+                    previous_state: previous,
+                    current_state: previous,
+                }),
+                other => {
+                    return Err(CloudError::incorrect_state(
+                        "IncorrectInstanceState",
+                        format!(
+                            "The instance '{id}' is not in a state from which it can be started ({}).",
+                            other.as_str()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn stop_instances(
+        &self,
+        instance_ids: &[String],
+        force: bool,
+    ) -> Result<Vec<InstanceStateChange>, CloudError> {
+        let mut world = self.lock();
+        self.ec2_call(&mut world, "ec2:StopInstances")?;
+        let now = self.clock.now();
+        let mut out = Vec::new();
+        for id in instance_ids {
+            let instance = world.instances.get_mut(id).ok_or_else(|| {
+                CloudError::not_found(
+                    "InvalidInstanceID.NotFound",
+                    format!("The instance ID '{id}' does not exist"),
+                )
+            })?;
+            let previous = instance.state;
+            match previous {
+                InstanceState::Running | InstanceState::Pending => {
+                    instance.state = InstanceState::Stopping;
+                    instance.ssm_online = false;
+                    instance.sysprep_running = false;
+                    instance.state_reason = Some("Client.UserInitiatedShutdown".into());
+                    let delay = self.draw(&format!("stop/{id}"), self.timings.stopping);
+                    Self::schedule(&mut world, now + delay, Event::Stopped(id.clone()));
+                }
+                InstanceState::Stopping if force => {
+                    // A forced stop cuts a hung shutdown short (EC2 StopInstances Force=true).
+                    Self::schedule(
+                        &mut world,
+                        now + Duration::from_secs(30),
+                        Event::Stopped(id.clone()),
+                    );
+                }
+                InstanceState::Stopping | InstanceState::Stopped => {}
+                other => {
+                    return Err(CloudError::incorrect_state(
+                        "IncorrectInstanceState",
+                        format!(
+                            "This instance '{id}' is not in a state from which it can be stopped ({}).",
+                            other.as_str()
+                        ),
+                    ));
+                }
+            }
+            let current = world.instances.get(id).map(|i| i.state).unwrap_or(previous);
+            out.push(InstanceStateChange {
+                instance_id: id.clone(),
+                previous_state: previous,
+                current_state: current,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn terminate_instances(
+        &self,
+        instance_ids: &[String],
+    ) -> Result<Vec<InstanceStateChange>, CloudError> {
+        let mut world = self.lock();
+        self.ec2_call(&mut world, "ec2:TerminateInstances")?;
+        let now = self.clock.now();
+        let mut out = Vec::new();
+        for id in instance_ids {
+            let previous = world.instances.get(id).map(|i| i.state).ok_or_else(|| {
+                CloudError::not_found(
+                    "InvalidInstanceID.NotFound",
+                    format!("The instance ID '{id}' does not exist"),
+                )
+            })?;
+            self.begin_terminate(&mut world, now, id, false);
+            let current = world.instances.get(id).map(|i| i.state).unwrap_or(previous);
+            out.push(InstanceStateChange {
+                instance_id: id.clone(),
+                previous_state: previous,
+                current_state: current,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn get_console_output(&self, instance_id: &str) -> Result<ConsoleOutput, CloudError> {
+        let mut world = self.lock();
+        self.ec2_call(&mut world, "ec2:GetConsoleOutput")?;
+        let instance = world.instances.get(instance_id).ok_or_else(|| {
+            CloudError::not_found(
+                "InvalidInstanceID.NotFound",
+                format!("The instance ID '{instance_id}' does not exist"),
+            )
+        })?;
+        Ok(ConsoleOutput {
+            instance_id: instance_id.to_string(),
+            output: instance.console.clone(),
+            timestamp: Some(self.clock.now()),
+        })
+    }
+
+    async fn create_image(&self, request: CreateImageRequest) -> Result<String, CloudError> {
+        let mut world = self.lock();
+        self.ec2_call(&mut world, "ec2:CreateImage")?;
+        if let Some(id) = world.image_tokens.get(&request.client_token) {
+            return Ok(id.clone());
+        }
+        if world
+            .images
+            .values()
+            .any(|i| i.image.name == request.name && i.image.state != ImageState::Deregistered)
+        {
+            return Err(CloudError::invalid_parameter(
+                "InvalidAMIName.Duplicate",
+                format!("AMI name {} is already in use by another AMI", request.name),
+            ));
+        }
+        let (from_group, state) = match world.instances.get(&request.instance_id) {
+            Some(i) => (i.from_group.is_some(), i.state),
+            None => {
+                return Err(CloudError::not_found(
+                    "InvalidInstanceID.NotFound",
+                    format!("The instance ID '{}' does not exist", request.instance_id),
+                ));
+            }
+        };
+        if !matches!(state, InstanceState::Running | InstanceState::Stopped) {
+            return Err(CloudError::incorrect_state(
+                "IncorrectInstanceState",
+                format!(
+                    "Instance '{}' is not in a state from which an image can be created ({}).",
+                    request.instance_id,
+                    state.as_str()
+                ),
+            ));
+        }
+        let now = self.clock.now();
+        let id = format!(
+            "ami-{:017x}",
+            mix(
+                self.scenario.seed,
+                &format!("image/{}", request.client_token)
+            )
+        );
+        let fails = self
+            .scenario
+            .fault(FaultKind::CreateImageFails, from_group)
+            .is_some();
+        let stuck = self
+            .scenario
+            .fault(FaultKind::ImageStuckPending, from_group)
+            .is_some();
+        world.images.insert(
+            id.clone(),
+            SimImage {
+                image: Image {
+                    image_id: id.clone(),
+                    name: request.name.clone(),
+                    state: ImageState::Pending,
+                    state_reason: None,
+                    source_instance_id: Some(request.instance_id.clone()),
+                    creation_date: now,
+                    tags: request.tags.clone(),
+                },
+                fails,
+            },
+        );
+        world
+            .image_tokens
+            .insert(request.client_token.clone(), id.clone());
+        if !stuck {
+            let delay = self.draw(&format!("image/{id}"), self.timings.create_image);
+            Self::schedule(&mut world, now + delay, Event::ImageDone(id.clone()));
+        }
+        Ok(id)
+    }
+
+    async fn describe_images(&self, image_ids: &[String]) -> Result<Vec<Image>, CloudError> {
+        let mut world = self.lock();
+        self.ec2_call(&mut world, "ec2:DescribeImages")?;
+        let mut out = Vec::new();
+        for id in image_ids {
+            match world.images.get(id) {
+                Some(image) if image.image.state != ImageState::Deregistered => {
+                    out.push(image.image.clone())
+                }
+                _ => {
+                    return Err(CloudError::not_found(
+                        "InvalidAMIID.NotFound",
+                        format!("The image id '[{id}]' does not exist"),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn deregister_image(&self, image_id: &str) -> Result<(), CloudError> {
+        let mut world = self.lock();
+        self.ec2_call(&mut world, "ec2:DeregisterImage")?;
+        match world.images.get_mut(image_id) {
+            Some(image) if image.image.state != ImageState::Deregistered => {
+                image.image.state = ImageState::Deregistered;
+                Ok(())
+            }
+            _ => Err(CloudError::not_found(
+                "InvalidAMIID.Unavailable",
+                format!("The image id '[{image_id}]' is no longer available"),
+            )),
+        }
+    }
+
+    async fn create_tags(&self, resource_ids: &[String], tags: &[Tag]) -> Result<(), CloudError> {
+        let mut world = self.lock();
+        self.ec2_call(&mut world, "ec2:CreateTags")?;
+        for id in resource_ids {
+            let target: Option<&mut Vec<Tag>> = if id.starts_with("ami-") {
+                world.images.get_mut(id).map(|i| &mut i.image.tags)
+            } else {
+                world.instances.get_mut(id).map(|i| &mut i.tags)
+            };
+            let Some(existing) = target else {
+                return Err(CloudError::not_found(
+                    if id.starts_with("ami-") {
+                        "InvalidAMIID.NotFound"
+                    } else {
+                        "InvalidInstanceID.NotFound"
+                    },
+                    format!("The resource '{id}' does not exist"),
+                ));
+            };
+            for tag in tags {
+                existing.retain(|t| t.key != tag.key);
+                existing.push(tag.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn create_launch_template_version(
+        &self,
+        request: CreateLaunchTemplateVersionRequest,
+    ) -> Result<LaunchTemplateVersion, CloudError> {
+        let mut world = self.lock();
+        self.ec2_call(&mut world, "ec2:CreateLaunchTemplateVersion")?;
+        let token_key = format!("{}/{}", request.launch_template_id, request.client_token);
+        let template = world
+            .templates
+            .get(&request.launch_template_id)
+            .ok_or_else(|| {
+                CloudError::not_found(
+                    "InvalidLaunchTemplateId.NotFound",
+                    format!(
+                        "The specified launch template, with template ID {}, does not exist.",
+                        request.launch_template_id
+                    ),
+                )
+            })?;
+        if let Some(version) = world.template_tokens.get(&token_key) {
+            let v = template
+                .versions
+                .iter()
+                .find(|v| v.version_number == *version)
+                .cloned();
+            if let Some(v) = v {
+                return Ok(v);
+            }
+        }
+        let number = template
+            .versions
+            .iter()
+            .map(|v| v.version_number)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let version = LaunchTemplateVersion {
+            launch_template_id: request.launch_template_id.clone(),
+            version_number: number,
+            image_id: request.image_id.clone(),
+            default_version: false,
+        };
+        if let Some(template) = world.templates.get_mut(&request.launch_template_id) {
+            template.versions.push(version.clone());
+        }
+        world.template_tokens.insert(token_key, number);
+        Ok(version)
+    }
+
+    async fn set_default_launch_template_version(
+        &self,
+        launch_template_id: &str,
+        version: i64,
+    ) -> Result<i64, CloudError> {
+        let mut world = self.lock();
+        self.ec2_call(&mut world, "ec2:ModifyLaunchTemplate")?;
+        let template = world.templates.get_mut(launch_template_id).ok_or_else(|| {
+            CloudError::not_found(
+                "InvalidLaunchTemplateId.NotFound",
+                format!("The specified launch template, with template ID {launch_template_id}, does not exist."),
+            )
+        })?;
+        if !template
+            .versions
+            .iter()
+            .any(|v| v.version_number == version)
+        {
+            return Err(CloudError::invalid_parameter(
+                "InvalidLaunchTemplateId.VersionNotFound",
+                format!(
+                    "Could not find launch template version {version} for {launch_template_id}"
+                ),
+            ));
+        }
+        let previous = template.default_version;
+        template.default_version = version;
+        for v in &mut template.versions {
+            v.default_version = v.version_number == version;
+        }
+        Ok(previous)
+    }
+
+    async fn describe_default_launch_template_version(
+        &self,
+        launch_template_id: &str,
+    ) -> Result<LaunchTemplateVersion, CloudError> {
+        let mut world = self.lock();
+        self.ec2_call(&mut world, "ec2:DescribeLaunchTemplateVersions")?;
+        let template = world.templates.get(launch_template_id).ok_or_else(|| {
+            CloudError::not_found(
+                "InvalidLaunchTemplateId.NotFound",
+                format!("The specified launch template, with template ID {launch_template_id}, does not exist."),
+            )
+        })?;
+        template
+            .versions
+            .iter()
+            .find(|v| v.version_number == template.default_version)
+            .cloned()
+            .ok_or_else(|| {
+                CloudError::not_found(
+                    "InvalidLaunchTemplateId.VersionNotFound",
+                    "default version missing",
+                )
+            })
+    }
+
+    async fn describe_instance_information(
+        &self,
+        instance_ids: &[String],
+    ) -> Result<Vec<InstanceInformation>, CloudError> {
+        let mut world = self.lock();
+        self.count(&mut world, "ssm:DescribeInstanceInformation");
+        if instance_ids.len() > 50 {
+            return Err(CloudError::invalid_parameter(
+                "InvalidInstanceInformationFilterValue",
+                format!(
+                    "{} instance ids given; the InstanceIds filter takes at most 50",
+                    instance_ids.len()
+                ),
+            ));
+        }
+        let now = self.clock.now();
+        Ok(instance_ids
+            .iter()
+            .filter_map(|id| world.instances.get(id))
+            .filter(|i| i.ever_online)
+            .map(|i| InstanceInformation {
+                instance_id: i.id.clone(),
+                ping_status: if i.ssm_online {
+                    PingStatus::Online
+                } else {
+                    PingStatus::ConnectionLost
+                },
+                last_ping: now,
+                platform_type: "Windows".into(),
+                platform_name: "Microsoft Windows Server 2022 Datacenter".into(),
+                platform_version: "10.0.20348".into(),
+                agent_version: "3.3.1142.0".into(),
+                computer_name: i.computer_name.clone(),
+            })
+            .collect())
+    }
+
+    async fn send_command(&self, request: SendCommandRequest) -> Result<String, CloudError> {
+        let mut world = self.lock();
+        self.count(&mut world, "ssm:SendCommand");
+        check_send_command_limits(&request)?;
+        let now = self.clock.now();
+        for id in &request.instance_ids {
+            let online = world.instances.get(id).is_some_and(|i| i.ssm_online);
+            if !online {
+                return Err(CloudError::invalid_parameter(
+                    "InvalidInstanceId",
+                    format!(
+                        "Instance {id} is not in a valid state for SendCommand: the SSM agent is not online"
+                    ),
+                ));
+            }
+        }
+        world.command_seq += 1;
+        let command_id = format!(
+            "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+            mix(self.scenario.seed, &format!("cmd/{}", world.command_seq)) as u32,
+            world.command_seq & 0xffff,
+            world.command_seq & 0xfff,
+            0,
+            world.command_seq
+        );
+        let script = request.commands.join("\n");
+        for id in &request.instance_ids {
+            let Some(instance) = world.instances.get(id) else {
+                continue;
+            };
+            let from_group = instance.from_group.is_some();
+            let mut stdout = String::new();
+            let mut effect = Effect::None;
+            let mut delay = self.draw(&format!("cmd/{command_id}/{id}"), self.timings.command);
+            let mut status_failed = false;
+            let lower = script.to_ascii_lowercase();
+            if lower.contains("sysprep")
+                && (lower.contains("/generalize")
+                    || lower.contains("ec2launch sysprep")
+                    || lower.contains("sysprepinstance.ps1")
+                    || lower.contains("-sysprep"))
+            {
+                if self
+                    .scenario
+                    .fault(FaultKind::SysprepValidationFailure, from_group)
+                    .is_some()
+                {
+                    effect = Effect::SysprepFails;
+                    delay = Duration::from_secs(90);
+                } else {
+                    let reboot = lower.contains("/reboot") && !lower.contains("/shutdown");
+                    effect = Effect::Sysprep {
+                        reboot,
+                        name: extract_between(&script, "<ComputerName>", "</ComputerName>"),
+                    };
+                    delay = self.draw(&format!("sysprep/{id}"), self.timings.sysprep);
+                    if self
+                        .scenario
+                        .fault(FaultKind::TerminatedMidSysprep, from_group)
+                        .is_some()
+                    {
+                        // Someone terminates the builder halfway through.
+                        let half = delay / 2;
+                        Self::schedule(
+                            &mut world,
+                            now + half,
+                            Event::OutOfBandTerminate(id.clone()),
+                        );
+                    }
+                }
+                if let Some(i) = world.instances.get_mut(id) {
+                    i.sysprep_running = true;
+                }
+            } else if lower.contains("rename-computer") {
+                let name = rename_target(&script, id).unwrap_or_default();
+                effect = Effect::Rename(name);
+            } else if lower.contains("fleetprep:preflight") {
+                stdout = if self
+                    .scenario
+                    .fault(FaultKind::PreflightAppxBlocker, from_group)
+                    .is_some()
+                {
+                    PREFLIGHT_APPX.into()
+                } else {
+                    PREFLIGHT_CLEAN.into()
+                };
+            } else if lower.contains("fleetprep:identity") {
+                let instance = &world.instances[id];
+                stdout = serde_json::json!({
+                    "ComputerName": instance.computer_name,
+                    "MachineSid": instance.machine_sid,
+                    "Generalized": instance.generalized,
+                })
+                .to_string();
+            } else if lower.contains("fleetprep:detect-agent") {
+                stdout = serde_json::json!({"agent": "ec2launch-v2", "version": "2.0.2107.0"})
+                    .to_string();
+            } else if lower.contains("exit 1") || lower.contains("throw") {
+                status_failed = true;
+            }
+            let effect = if status_failed {
+                Effect::SysprepFails
+            } else {
+                effect
+            };
+            let sysprep = matches!(effect, Effect::Sysprep { .. });
+            world.commands.insert(
+                (command_id.clone(), id.clone()),
+                SimInvocation {
+                    status: CommandStatus::InProgress,
+                    details: "InProgress".into(),
+                    code: -1,
+                    stdout,
+                    stderr: String::new(),
+                    effect,
+                    // Invocations appear a moment after SendCommand returns.
+                    visible_at: now + Duration::from_secs(2),
+                },
+            );
+            let _ = sysprep;
+            Self::schedule(
+                &mut world,
+                now + delay,
+                Event::CommandDone(command_id.clone(), id.clone()),
+            );
+        }
+        Ok(command_id)
+    }
+
+    async fn get_command_invocation(
+        &self,
+        command_id: &str,
+        instance_id: &str,
+    ) -> Result<CommandInvocation, CloudError> {
+        let mut world = self.lock();
+        self.count(&mut world, "ssm:GetCommandInvocation");
+        let now = self.clock.now();
+        let invocation = world
+            .commands
+            .get(&(command_id.to_string(), instance_id.to_string()))
+            .filter(|i| i.visible_at <= now)
+            .ok_or_else(|| {
+                CloudError::not_found(
+                    "InvocationDoesNotExist",
+                    format!("no invocation of command {command_id} on {instance_id} (yet)"),
+                )
+            })?;
+        Ok(CommandInvocation {
+            command_id: command_id.to_string(),
+            instance_id: instance_id.to_string(),
+            status: invocation.status,
+            status_details: invocation.details.clone(),
+            response_code: invocation.code,
+            stdout: if invocation.status.is_terminal() {
+                invocation.stdout.clone()
+            } else {
+                String::new()
+            },
+            stderr: invocation.stderr.clone(),
+        })
+    }
+
+    async fn complete_lifecycle_action(
+        &self,
+        request: CompleteLifecycleActionRequest,
+    ) -> Result<(), CloudError> {
+        let mut world = self.lock();
+        self.count(&mut world, "autoscaling:CompleteLifecycleAction");
+        let now = self.clock.now();
+        let hook = &request.hook;
+        let instance = world.instances.get_mut(&hook.instance_id);
+        let Some(instance) = instance else {
+            return Err(no_active_action(hook));
+        };
+        let token_matches = match (&instance.hook_token, &hook.lifecycle_action_token) {
+            (Some(active), Some(given)) => active == given,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if !token_matches {
+            return Err(no_active_action(hook));
+        }
+        instance.hook_token = None;
+        let state = instance.lifecycle_state.clone().unwrap_or_default();
+        match (state.as_str(), request.result) {
+            ("Pending:Wait", LifecycleActionResult::Continue) => {
+                instance.lifecycle_state = Some("InService".into());
+            }
+            ("Pending:Wait", LifecycleActionResult::Abandon) => {
+                let id = hook.instance_id.clone();
+                self.begin_terminate(&mut world, now, &id, false);
+            }
+            ("Terminating:Wait", _) => {
+                let id = hook.instance_id.clone();
+                self.begin_terminate(&mut world, now, &id, false);
+            }
+            _ => return Err(no_active_action(hook)),
+        }
+        Ok(())
+    }
+
+    async fn record_lifecycle_action_heartbeat(
+        &self,
+        hook: LifecycleHookRef,
+    ) -> Result<(), CloudError> {
+        let mut world = self.lock();
+        self.count(&mut world, "autoscaling:RecordLifecycleActionHeartbeat");
+        let now = self.clock.now();
+        let lost = self
+            .scenario
+            .fault(FaultKind::LifecycleHeartbeatTimeout, true)
+            .is_some();
+        let group = match world.instances.get(&hook.instance_id) {
+            Some(i)
+                if i.hook_token.is_some()
+                    && (hook.lifecycle_action_token.is_none()
+                        || hook.lifecycle_action_token == i.hook_token) =>
+            {
+                i.from_group.clone()
+            }
+            _ => return Err(no_active_action(&hook)),
+        };
+        if lost {
+            // The heartbeat never reaches Auto Scaling; the hook keeps its old deadline.
+            return Ok(());
+        }
+        let timeout = group
+            .and_then(|g| {
+                world
+                    .groups
+                    .get(&g)
+                    .map(|g| g.spec.launch_hook_timeout_seconds)
+            })
+            .unwrap_or(3600);
+        // Restart the timeout: a new generation supersedes the old deadline.
+        let mut generation = 0;
+        if let Some(i) = world.instances.get_mut(&hook.instance_id) {
+            i.hook_gen += 1;
+            generation = i.hook_gen;
+        }
+        Self::schedule(
+            &mut world,
+            now + Duration::from_secs(timeout),
+            Event::HookTimeout(hook.instance_id.clone(), generation),
+        );
+        Ok(())
+    }
+
+    async fn start_instance_refresh(
+        &self,
+        request: StartInstanceRefreshRequest,
+    ) -> Result<String, CloudError> {
+        let mut world = self.lock();
+        self.count(&mut world, "autoscaling:StartInstanceRefresh");
+        if !world.groups.contains_key(&request.auto_scaling_group_name) {
+            return Err(CloudError::invalid_parameter(
+                "ValidationError",
+                format!(
+                    "AutoScalingGroup name not found - {}",
+                    request.auto_scaling_group_name
+                ),
+            ));
+        }
+        if world.refreshes.values().any(|r| {
+            r.refresh.auto_scaling_group_name == request.auto_scaling_group_name
+                && matches!(
+                    r.refresh.status,
+                    InstanceRefreshStatus::Pending | InstanceRefreshStatus::InProgress
+                )
+        }) {
+            return Err(CloudError::new(
+                ErrorKind::Conflict,
+                "InstanceRefreshInProgress",
+                format!(
+                    "An Instance Refresh is already in progress for {}",
+                    request.auto_scaling_group_name
+                ),
+            ));
+        }
+        let now = self.clock.now();
+        let id = format!(
+            "{:08x}-refresh-{}",
+            mix(
+                self.scenario.seed,
+                &format!("refresh/{}", world.refreshes.len())
+            ) as u32,
+            world.refreshes.len() + 1
+        );
+        let old: Vec<String> = world
+            .instances
+            .values()
+            .filter(|i| {
+                i.from_group.as_deref() == Some(&request.auto_scaling_group_name)
+                    && i.lifecycle_state.as_deref() == Some("InService")
+            })
+            .map(|i| i.id.clone())
+            .collect();
+        world.refreshes.insert(
+            id.clone(),
+            SimRefresh {
+                refresh: InstanceRefresh {
+                    instance_refresh_id: id.clone(),
+                    auto_scaling_group_name: request.auto_scaling_group_name.clone(),
+                    status: InstanceRefreshStatus::InProgress,
+                    status_reason: None,
+                    percentage_complete: 0,
+                    instances_to_update: old.len() as u32,
+                },
+                request,
+                old_instances: old,
+                replaced: 0,
+                batch: Vec::new(),
+            },
+        );
+        Self::schedule(
+            &mut world,
+            now + Duration::from_secs(5),
+            Event::RefreshStep(id.clone()),
+        );
+        Ok(id)
+    }
+
+    async fn describe_instance_refresh(
+        &self,
+        auto_scaling_group_name: &str,
+        instance_refresh_id: &str,
+    ) -> Result<InstanceRefresh, CloudError> {
+        let mut world = self.lock();
+        self.count(&mut world, "autoscaling:DescribeInstanceRefreshes");
+        let _ = auto_scaling_group_name;
+        world
+            .refreshes
+            .get(instance_refresh_id)
+            .map(|r| {
+                let mut refresh = r.refresh.clone();
+                refresh.instances_to_update =
+                    (r.old_instances.len() - r.replaced.min(r.old_instances.len())) as u32;
+                refresh
+            })
+            .ok_or_else(|| {
+                CloudError::not_found(
+                    "ValidationError",
+                    format!("instance refresh {instance_refresh_id} not found"),
+                )
+            })
+    }
+
+    async fn put_metric_data(
+        &self,
+        namespace: &str,
+        data: &[MetricDatum],
+    ) -> Result<(), CloudError> {
+        let mut world = self.lock();
+        self.count(&mut world, "cloudwatch:PutMetricData");
+        if data.len() > 1000 {
+            return Err(CloudError::invalid_parameter(
+                "InvalidParameterValue",
+                "at most 1000 metric data per PutMetricData call",
+            ));
+        }
+        for datum in data {
+            world.metrics.push((namespace.to_string(), datum.clone()));
+        }
+        Ok(())
+    }
+
+    fn name_pool(&self) -> Arc<dyn NamePool> {
+        self.pool.clone()
+    }
+
+    async fn check_secret(&self, reference: &SecretRef) -> Result<SecretMetadata, CloudError> {
+        let mut world = self.lock();
+        let key = match reference {
+            SecretRef::SecretsManager { secret_id } => {
+                self.count(&mut world, "secretsmanager:DescribeSecret");
+                format!("secretsmanager:{secret_id}")
+            }
+            SecretRef::SsmParameter { name } => {
+                self.count(&mut world, "ssm:GetParameter");
+                format!("ssm:{name}")
+            }
+        };
+        world
+            .secrets
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| match reference {
+                SecretRef::SecretsManager { secret_id } => CloudError::not_found(
+                    "ResourceNotFoundException",
+                    format!("Secrets Manager can't find the specified secret: {secret_id}"),
+                ),
+                SecretRef::SsmParameter { name } => CloudError::not_found(
+                    "ParameterNotFound",
+                    format!("parameter {name} not found"),
+                ),
+            })
+    }
+}
+
+fn no_active_action(hook: &LifecycleHookRef) -> CloudError {
+    CloudError::invalid_parameter(
+        "ValidationError",
+        format!(
+            "No active Lifecycle Action found with instance ID {} (hook {}, group {})",
+            hook.instance_id, hook.lifecycle_hook_name, hook.auto_scaling_group_name
+        ),
+    )
+}
+
+/// The name a (possibly batched) rename script gives `instance_id`: either the single
+/// `-NewName 'X'` or the `'i-…' = 'X'` entry of the per-instance table.
+fn rename_target(script: &str, instance_id: &str) -> Option<String> {
+    let key = format!("'{instance_id}' = '");
+    if let Some(start) = script.find(&key) {
+        let rest = &script[start + key.len()..];
+        return rest.split('\'').next().map(str::to_string);
+    }
+    let start = script.find("-NewName '")? + "-NewName '".len();
+    script[start..].split('\'').next().map(str::to_string)
+}
+
+fn extract_between(text: &str, open: &str, close: &str) -> Option<String> {
+    let start = text.find(open)? + open.len();
+    let end = text[start..].find(close)? + start;
+    Some(text[start..end].trim().to_string())
+}
+
+/// A stable 64-bit hash of (seed, key): splitmix64 over FNV-1a. Deterministic across runs and
+/// platforms, unlike `std`'s randomly keyed hasher.
+fn mix(seed: u64, key: &str) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64 ^ seed;
+    for byte in key.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut z = hash.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn sid_hex(seed: u64, key: &str) -> String {
+    format!("{:016x}", mix(seed, key))
+}
+
+/// A machine SID (`S-1-5-21-a-b-c`) derived from the key.
+fn sid(seed: u64, key: &str) -> String {
+    let h = mix(seed, key);
+    let g = mix(seed ^ 0x5eed, key);
+    format!("S-1-5-21-{}-{}-{}", h as u32, (h >> 32) as u32, g as u32)
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm) keeps this dependency-free.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// setupact.log lines (Panther) for a validation failure, in the real format.
+const PANTHER_VALIDATION_FAILED: &str = "2026-11-26 15:04:11, Error                 SYSPRP Sysprep_Clean_Validate_Opk: There are one or more Windows updates that require a reboot.\n2026-11-26 15:04:11, Error                 SYSPRP ActionPlatform::LaunchModule: Failure occurred while executing 'Sysprep_Clean_Validate_Opk' from C:\\Windows\\System32\\spopk.dll; dwRet = 0x3cf2\n2026-11-26 15:04:11, Error                 SYSPRP SysprepSession::Validate: Error in validating actions from C:\\Windows\\System32\\Sysprep\\ActionFiles\\Cleanup.xml; dwRet = 0x3cf2\n2026-11-26 15:04:11, Error      [0x0f0070] SYSPRP RunDlls:An error occurred while running registry sysprep DLLs, halting sysprep execution. dwRet = 0x3cf2\nSysprep was not able to validate your Windows installation.\n";
+
+/// Pre-flight script output with no findings.
+const PREFLIGHT_CLEAN: &str = r#"{"appx_not_provisioned":[],"reboot_pending":{"cbs":false,"windows_update":false,"pending_file_rename":false},"rearm_count":1001,"skip_rearm":0,"bitlocker_os_volume":"FullyDecrypted","agent_run_once":false,"copy_profile":false,"domain_joined":false,"free_disk_gb":42.5}"#;
+
+/// Pre-flight script output with an AppX package installed for a user but not provisioned.
+const PREFLIGHT_APPX: &str = r#"{"appx_not_provisioned":["Microsoft.BingWeather_4.53.51922.0_x64__8wekyb3d8bbwe"],"reboot_pending":{"cbs":false,"windows_update":false,"pending_file_rename":false},"rearm_count":1001,"skip_rearm":0,"bitlocker_os_volume":"FullyDecrypted","agent_run_once":false,"copy_profile":false,"domain_joined":false,"free_disk_gb":42.5}"#;
+
+/// The Panther line Sysprep writes for an AppX blocker (for console/diagnostics).
+pub const PANTHER_APPX_LINE: &str = "2026-11-26 15:04:11, Error                 SYSPRP Package Microsoft.BingWeather_4.53.51922.0_x64__8wekyb3d8bbwe was installed for a user, but not provisioned for all users. This package will not function properly in the sysprep image.";

@@ -1,0 +1,288 @@
+//! The simulated fleet behaves like EC2/SSM/Auto Scaling on the virtual clock.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use cloud::sim::{FaultKind, GroupSpec, LifecycleEvent, Scenario, SimCloud};
+use cloud::*;
+use clock::{Clock, VirtualClock};
+use names::{PoolOptions, SqliteNamePool};
+use sysprep::hostname::HostnamePolicy;
+
+fn sim(scenario: Scenario) -> (Arc<VirtualClock>, SimCloud) {
+    let clock = Arc::new(VirtualClock::new(UNIX_EPOCH + Duration::from_secs(1_790_000_000)));
+    let policy = HostnamePolicy::from_pattern("{prefix}-{seq:3}", "WEB").unwrap();
+    let pool = SqliteNamePool::in_memory(policy, clock.clone(), PoolOptions::default()).unwrap();
+    let cloud = SimCloud::new(clock.clone(), Arc::new(pool), scenario);
+    (clock, cloud)
+}
+
+fn scenario(text: &str) -> Scenario {
+    Scenario::from_toml(text, "test.toml").unwrap()
+}
+
+async fn launch_builder(cloud: &SimCloud, token: &str) -> String {
+    let instances = cloud
+        .run_instances(RunInstancesRequest {
+            image_id: cloud.base_image_id().into(),
+            instance_type: "m5.large".into(),
+            count: 1,
+            client_token: token.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    instances[0].instance_id.clone()
+}
+
+async fn state(cloud: &SimCloud, id: &str) -> InstanceState {
+    cloud.describe_instances(&[id.to_string()]).await.unwrap()[0].state
+}
+
+fn advance(clock: &VirtualClock, secs: u64) {
+    clock.advance_by(Duration::from_secs(secs));
+}
+
+#[tokio::test]
+async fn builder_goes_running_then_online_then_sysprep_shuts_it_down() {
+    let (clock, cloud) = sim(Scenario::default());
+    let id = launch_builder(&cloud, "bake-1").await;
+    // Idempotent ClientToken: the same instance comes back.
+    assert_eq!(launch_builder(&cloud, "bake-1").await, id);
+    assert_eq!(state(&cloud, &id).await, InstanceState::Pending);
+    advance(&clock, 61);
+    assert_eq!(state(&cloud, &id).await, InstanceState::Running);
+    let info = cloud.describe_instance_information(&[id.clone()]).await.unwrap();
+    assert!(info.is_empty(), "agent not registered yet: {info:?}");
+    advance(&clock, 301);
+    let info = cloud.describe_instance_information(&[id.clone()]).await.unwrap();
+    assert_eq!(info[0].ping_status, PingStatus::Online);
+
+    let identity = cloud
+        .send_command(SendCommandRequest {
+            instance_ids: vec![id.clone()],
+            document_name: "AWS-RunPowerShellScript".into(),
+            commands: vec!["# fleetprep:identity".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Right after SendCommand the invocation does not exist yet (as on AWS).
+    let early = cloud.get_command_invocation(&identity, &id).await.unwrap_err();
+    assert_eq!(early.code, "InvocationDoesNotExist");
+    advance(&clock, 31);
+    let before: serde_json::Value = serde_json::from_str(
+        &cloud.get_command_invocation(&identity, &id).await.unwrap().stdout,
+    )
+    .unwrap();
+
+    let command = cloud
+        .send_command(SendCommandRequest {
+            instance_ids: vec![id.clone()],
+            document_name: "AWS-RunPowerShellScript".into(),
+            commands: vec!["& $env:WINDIR\\System32\\Sysprep\\Sysprep.exe /generalize /oobe /shutdown /quiet".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    advance(&clock, 7 * 60);
+    assert_eq!(state(&cloud, &id).await, InstanceState::Running);
+    advance(&clock, 14 * 60);
+    let now = state(&cloud, &id).await;
+    assert!(matches!(now, InstanceState::Stopping | InstanceState::Stopped), "{now:?}");
+    // The command was cut off by the shutdown: it never reports Success.
+    let invocation = cloud.get_command_invocation(&command, &id).await.unwrap();
+    assert_eq!(invocation.status, CommandStatus::InProgress);
+    advance(&clock, 61);
+    assert_eq!(state(&cloud, &id).await, InstanceState::Stopped);
+
+    let image = cloud
+        .create_image(CreateImageRequest {
+            instance_id: id.clone(),
+            name: "golden-1".into(),
+            client_token: "img-1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let again = cloud
+        .create_image(CreateImageRequest {
+            instance_id: id.clone(),
+            name: "golden-1".into(),
+            client_token: "img-1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(image, again);
+    advance(&clock, 9 * 60);
+    assert_eq!(cloud.describe_images(&[image.clone()]).await.unwrap()[0].state, ImageState::Pending);
+    advance(&clock, 21 * 60 + 1);
+    assert_eq!(cloud.describe_images(&[image.clone()]).await.unwrap()[0].state, ImageState::Available);
+    cloud.terminate_instances(&[id.clone()]).await.unwrap();
+    advance(&clock, 120);
+    assert_eq!(state(&cloud, &id).await, InstanceState::Terminated);
+    assert!(cloud.leftovers().is_empty(), "{:?}", cloud.leftovers());
+    let _ = before;
+}
+
+#[tokio::test]
+async fn generalize_changes_the_machine_sid_and_applies_the_unattend_name() {
+    let (clock, cloud) = sim(Scenario::default());
+    let id = launch_builder(&cloud, "sid").await;
+    let other = launch_builder(&cloud, "sid-2").await;
+    advance(&clock, 400);
+    let sid_of = |id: &str| {
+        cloud
+            .instances()
+            .into_iter()
+            .find(|i| i.instance_id == id)
+            .unwrap()
+    };
+    // Clones of one image share its SID until generalized.
+    assert_eq!(sid_of(&id).machine_sid, sid_of(&other).machine_sid);
+    cloud
+        .send_command(SendCommandRequest {
+            instance_ids: vec![id.clone()],
+            document_name: "AWS-RunPowerShellScript".into(),
+            commands: vec![
+                "Set-Content C:\\unattend.xml '<ComputerName>WEB-007</ComputerName>'".into(),
+                "Sysprep.exe /generalize /oobe /reboot /unattend:C:\\unattend.xml".into(),
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    advance(&clock, 20 * 60 + 421);
+    let after = sid_of(&id);
+    assert_ne!(after.machine_sid, sid_of(&other).machine_sid);
+    assert_eq!(after.computer_name, "WEB-007");
+    assert_eq!(after.state, InstanceState::Running);
+}
+
+#[tokio::test]
+async fn send_command_rejects_more_than_fifty_instances() {
+    let (_clock, cloud) = sim(Scenario::default());
+    let error = cloud
+        .send_command(SendCommandRequest {
+            instance_ids: (0..51).map(|i| format!("i-{i}")).collect(),
+            document_name: "AWS-RunPowerShellScript".into(),
+            commands: vec!["hostname".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::InvalidParameter);
+    assert!(error.message.contains("at most 50"), "{error}");
+}
+
+#[tokio::test]
+async fn describe_calls_are_throttled_by_a_token_bucket_refilled_on_the_clock() {
+    let (clock, cloud) = sim(Scenario::default());
+    let id = launch_builder(&cloud, "t").await;
+    let mut throttled = 0;
+    for _ in 0..150 {
+        if let Err(error) = cloud.describe_instances(&[id.clone()]).await {
+            assert_eq!(error.code, "RequestLimitExceeded");
+            assert!(error.is_retryable());
+            throttled += 1;
+        }
+    }
+    // A 100-token bucket: exactly 50 of 150 back-to-back calls are rejected.
+    assert_eq!(throttled, 50);
+    advance(&clock, 1);
+    assert!(cloud.describe_instances(&[id.clone()]).await.is_ok());
+    assert_eq!(cloud.throttled_calls()["ec2:DescribeInstances"], 50);
+}
+
+#[tokio::test]
+async fn throttle_storm_rejects_every_ec2_call_for_its_duration() {
+    let (clock, cloud) = sim(scenario(
+        "[[fault]]\nkind = \"throttle-storm\"\nduration_seconds = 60\n",
+    ));
+    let error = cloud
+        .run_instances(RunInstancesRequest {
+            image_id: cloud.base_image_id().into(),
+            instance_type: "m5.large".into(),
+            count: 1,
+            client_token: "x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Throttled);
+    advance(&clock, 61);
+    launch_builder(&cloud, "x").await;
+}
+
+#[tokio::test]
+async fn group_launch_waits_on_the_hook_and_abandons_on_timeout() {
+    let (clock, cloud) = sim(Scenario::default());
+    cloud.create_group(GroupSpec {
+        name: "web".into(),
+        launch_template_id: "lt-fleet".into(),
+        instance_type: "m5.large".into(),
+        launch_hook_timeout_seconds: 600,
+        terminate_hook_timeout_seconds: 300,
+    });
+    cloud.set_desired_capacity("web", 3).unwrap();
+    let events = cloud.drain_lifecycle_events();
+    assert_eq!(events.len(), 3);
+    assert!(events.iter().all(|e| e.lifecycle_transition == LifecycleEvent::LAUNCHING));
+    let first = &events[0];
+    cloud
+        .complete_lifecycle_action(CompleteLifecycleActionRequest {
+            hook: LifecycleHookRef {
+                auto_scaling_group_name: "web".into(),
+                lifecycle_hook_name: first.lifecycle_hook_name.clone(),
+                instance_id: first.instance_id.clone(),
+                lifecycle_action_token: Some(first.lifecycle_action_token.clone()),
+            },
+            result: LifecycleActionResult::Continue,
+        })
+        .await
+        .unwrap();
+    // Heartbeat keeps the second alive past the first timeout.
+    advance(&clock, 500);
+    cloud
+        .record_lifecycle_action_heartbeat(LifecycleHookRef {
+            auto_scaling_group_name: "web".into(),
+            lifecycle_hook_name: events[1].lifecycle_hook_name.clone(),
+            instance_id: events[1].instance_id.clone(),
+            lifecycle_action_token: Some(events[1].lifecycle_action_token.clone()),
+        })
+        .await
+        .unwrap();
+    advance(&clock, 200);
+    let views = cloud.instances();
+    let by_id = |id: &str| views.iter().find(|v| v.instance_id == id).unwrap().clone();
+    assert_eq!(by_id(&events[0].instance_id).lifecycle_state.as_deref(), Some("InService"));
+    assert_eq!(by_id(&events[1].instance_id).lifecycle_state.as_deref(), Some("Pending:Wait"));
+    let third = by_id(&events[2].instance_id);
+    assert!(matches!(third.state, InstanceState::ShuttingDown | InstanceState::Terminated), "{third:?}");
+    // Completing an expired action is the AWS ValidationError.
+    let late = cloud
+        .complete_lifecycle_action(CompleteLifecycleActionRequest {
+            hook: LifecycleHookRef {
+                auto_scaling_group_name: "web".into(),
+                lifecycle_hook_name: events[2].lifecycle_hook_name.clone(),
+                instance_id: events[2].instance_id.clone(),
+                lifecycle_action_token: Some(events[2].lifecycle_action_token.clone()),
+            },
+            result: LifecycleActionResult::Continue,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(late.code, "ValidationError");
+    let _ = clock.now();
+}
+
+#[test]
+fn scenario_errors_name_the_line_and_key() {
+    let error = Scenario::from_toml("seed = 1\n[[fault]]\nkind = \"volcano\"\n", "storm.toml").unwrap_err();
+    assert!(error.to_string().starts_with("storm.toml:3"), "{error}");
+    assert!(error.to_string().contains("volcano"), "{error}");
+    let parsed = scenario("[[fault]]\nkind = \"stuck-stopping\"\ntarget = \"builder\"\n");
+    assert!(parsed.fault(FaultKind::StuckStopping, false).is_some());
+    assert!(parsed.fault(FaultKind::StuckStopping, true).is_none());
+}

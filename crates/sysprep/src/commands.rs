@@ -1,0 +1,439 @@
+//! The exact commands that generalize and shut down an instance, per launch agent, and the
+//! commands that rename one.
+//!
+//! Sources (AWS EC2 User Guide): "Use Windows Sysprep with EC2Launch v2" and the EC2Launch v2
+//! CLI reference (`ec2launch reset [--clean] [--block]`, `ec2launch sysprep [--clean]
+//! [--shutdown] [--block]`); "Use Windows Sysprep with EC2Launch" (v1:
+//! `InitializeInstance.ps1 -Schedule`, then `SysprepInstance.ps1 [-NoShutdown]`); "Use
+//! Windows Sysprep with EC2Config" (`ec2config.exe -sysprep`); Microsoft "Sysprep
+//! command-line options" (`sysprep.exe /generalize /oobe /shutdown|/reboot|/quit /quiet
+//! /unattend:<file>`).
+//!
+//! Why `detach`: under SSM Run Command the shutdown kills the command mid-flight, so its status
+//! ends as a failure or never arrives. Detached, the command starts Sysprep with
+//! `Start-Process` and returns success; the workflow then polls EC2 for `stopped`.
+//! Why `block`: `--block` makes the EC2Launch v2 CLI wait until the agent's own tasks finish.
+//! It is safe under SSM; inside an EC2Launch v2 `executeScript` task it deadlocks unless
+//! that task has `detach: true` (the CLI reference's Example 4), which fleetprep never uses.
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent::LaunchAgent;
+use crate::hostname::Hostname;
+use crate::powershell::{PathError, check_windows_path, quote};
+
+/// What Windows does once Sysprep finishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterSysprep {
+    /// Shut down: the state an image is captured in.
+    #[default]
+    Shutdown,
+    /// Reboot straight into specialize/OOBE (launch-time `sysprep` naming mode).
+    Reboot,
+    /// Stay running (debugging).
+    Quit,
+}
+
+/// Options for the generalize command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SysprepOptions {
+    pub after: AfterSysprep,
+    /// EC2Launch v2 `--clean`: delete the agent's instance logs first.
+    pub clean: bool,
+    /// EC2Launch v2 `--block`: wait for the agent's running tasks first.
+    pub block: bool,
+    /// Start Sysprep detached so the SSM command reports success before the shutdown.
+    pub detach: bool,
+    /// Answer file for plain `sysprep.exe` (agents use their own, see
+    /// [`LaunchAgent::unattend_path`]).
+    pub unattend_path: Option<String>,
+    /// Plain `sysprep.exe` `/mode:vm` (skips hardware re-detection; only for the same
+    /// hypervisor and instance family).
+    pub mode_vm: bool,
+}
+
+impl Default for SysprepOptions {
+    fn default() -> Self {
+        Self {
+            after: AfterSysprep::Shutdown,
+            clean: false,
+            block: true,
+            detach: true,
+            unattend_path: None,
+            mode_vm: false,
+        }
+    }
+}
+
+/// One command of a sequence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    pub description: String,
+    /// PowerShell; fails (throws) when the command fails.
+    pub script: String,
+}
+
+/// The commands for one job, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandSequence {
+    pub agent: LaunchAgent,
+    pub steps: Vec<Step>,
+    /// True when the last step returns before Sysprep finishes (poll EC2 for the outcome).
+    pub detached: bool,
+}
+
+impl CommandSequence {
+    /// One script running every step, for `AWS-RunPowerShellScript`.
+    pub fn script(&self) -> String {
+        let mut out = String::from("$ErrorActionPreference = 'Stop'\n");
+        for step in &self.steps {
+            out.push_str("\n# ");
+            out.push_str(&step.description.replace(['\r', '\n'], " "));
+            out.push('\n');
+            out.push_str(&step.script);
+            if !step.script.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+/// Why a command cannot be generated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("{agent}: {reason}")]
+    Unsupported { agent: LaunchAgent, reason: String },
+    #[error(transparent)]
+    Path(#[from] PathError),
+}
+
+const CHECK_EXIT: &str = "if ($LASTEXITCODE -ne 0) { throw ('{0} failed with exit code {1}' -f $command, $LASTEXITCODE) }\n";
+
+/// A native argument inside a `Start-Process -ArgumentList` string: quoted with `"` when it
+/// has spaces (callers have rejected `"` and trailing backslashes already).
+fn native_arg(arg: &str) -> String {
+    if arg.contains(char::is_whitespace) {
+        format!("\"{arg}\"")
+    } else {
+        arg.to_owned()
+    }
+}
+
+/// `exe_expr` is a PowerShell expression for the program; `args` are literal arguments.
+fn run_native(name: &str, exe_expr: &str, args: &[String], detach: bool) -> String {
+    let mut out = format!("$command = {}\n$program = {exe_expr}\n", quote(name));
+    if detach {
+        let joined: Vec<String> = args.iter().map(|a| native_arg(a)).collect();
+        out.push_str(&format!(
+            "Start-Process -FilePath $program -ArgumentList {} -WindowStyle Hidden\n",
+            quote(&joined.join(" "))
+        ));
+    } else {
+        out.push_str("& $program");
+        for arg in args {
+            out.push(' ');
+            out.push_str(&quote(arg));
+        }
+        out.push('\n');
+        out.push_str(CHECK_EXIT);
+    }
+    out
+}
+
+const EC2LAUNCH_V2: &str = "Join-Path $env:ProgramFiles 'Amazon\\EC2Launch\\EC2Launch.exe'";
+const EC2LAUNCH_V1_SCRIPTS: &str = "Join-Path $env:ProgramData 'Amazon\\EC2-Windows\\Launch\\Scripts'";
+const EC2CONFIG: &str = "Join-Path $env:ProgramFiles 'Amazon\\Ec2ConfigService\\Ec2Config.exe'";
+const SYSPREP_EXE: &str = "Join-Path $env:SystemRoot 'System32\\Sysprep\\sysprep.exe'";
+
+/// The generalize-and-shut-down sequence for `agent`, as AWS documents it.
+pub fn sysprep_commands(
+    agent: LaunchAgent,
+    options: &SysprepOptions,
+) -> Result<CommandSequence, CommandError> {
+    let unsupported = |reason: &str| CommandError::Unsupported {
+        agent,
+        reason: reason.to_owned(),
+    };
+    if agent != LaunchAgent::None && options.unattend_path.is_some() {
+        return Err(unsupported(&format!(
+            "launch agents use their own answer file ({}); write it there instead of setting unattend_path",
+            agent.unattend_path()
+        )));
+    }
+    if agent != LaunchAgent::None && options.mode_vm {
+        return Err(unsupported(
+            "/mode:vm is only available with plain sysprep.exe (agent none)",
+        ));
+    }
+    let steps = match agent {
+        LaunchAgent::Ec2LaunchV2 => {
+            if options.after == AfterSysprep::Reboot {
+                return Err(unsupported(
+                    "ec2launch sysprep can shut down (--shutdown) or stay up, not reboot; use agent none for /reboot",
+                ));
+            }
+            let mut reset = vec!["reset".to_owned()];
+            let mut sysprep = vec!["sysprep".to_owned()];
+            for args in [&mut reset, &mut sysprep] {
+                if options.clean {
+                    args.push("--clean".to_owned());
+                }
+                if options.block {
+                    args.push("--block".to_owned());
+                }
+            }
+            if options.after == AfterSysprep::Shutdown {
+                sysprep.push("--shutdown".to_owned());
+            }
+            vec![
+                Step {
+                    description: "EC2Launch v2: clear run-once state so new instances run once-tasks again".into(),
+                    script: run_native("ec2launch reset", EC2LAUNCH_V2, &reset, false),
+                },
+                Step {
+                    description: "EC2Launch v2: update unattend.xml, disable RDP, run Sysprep".into(),
+                    script: run_native("ec2launch sysprep", EC2LAUNCH_V2, &sysprep, options.detach),
+                },
+            ]
+        }
+        LaunchAgent::Ec2LaunchV1 => {
+            if options.after == AfterSysprep::Reboot {
+                return Err(unsupported(
+                    "SysprepInstance.ps1 can shut down or not (-NoShutdown), not reboot; use agent none for /reboot",
+                ));
+            }
+            let no_shutdown = options.after == AfterSysprep::Quit;
+            let initialize = format!(
+                "$command = 'InitializeInstance.ps1 -Schedule'\n$scripts = {EC2LAUNCH_V1_SCRIPTS}\n& (Join-Path $scripts 'InitializeInstance.ps1') -Schedule\n"
+            );
+            let sysprep = if options.detach {
+                format!(
+                    "$command = 'SysprepInstance.ps1'\n$scripts = {EC2LAUNCH_V1_SCRIPTS}\n$arguments = '-NoProfile -ExecutionPolicy Bypass -File \"{{0}}\"{}' -f (Join-Path $scripts 'SysprepInstance.ps1')\nStart-Process -FilePath 'powershell.exe' -ArgumentList $arguments -WindowStyle Hidden\n",
+                    if no_shutdown { " -NoShutdown" } else { "" }
+                )
+            } else {
+                format!(
+                    "$command = 'SysprepInstance.ps1'\n$scripts = {EC2LAUNCH_V1_SCRIPTS}\n& (Join-Path $scripts 'SysprepInstance.ps1'){}\n",
+                    if no_shutdown { " -NoShutdown" } else { "" }
+                )
+            };
+            vec![
+                Step {
+                    description: "EC2Launch v1: schedule instance initialization for the next boot".into(),
+                    script: initialize,
+                },
+                Step {
+                    description: "EC2Launch v1: run Sysprep with the agent's answer file".into(),
+                    script: sysprep,
+                },
+            ]
+        }
+        LaunchAgent::Ec2Config => {
+            if options.after != AfterSysprep::Shutdown {
+                return Err(unsupported(
+                    "ec2config.exe -sysprep always shuts down; use agent none for /reboot or /quit",
+                ));
+            }
+            // --clean/--block are EC2Launch v2 flags with no EC2Config equivalent; they are
+            // ignored rather than rejected so the defaults work for every agent.
+            vec![Step {
+                description: "EC2Config: run Sysprep with sysprep2008.xml and shut down".into(),
+                script: run_native(
+                    "ec2config.exe -sysprep",
+                    EC2CONFIG,
+                    &["-sysprep".to_owned()],
+                    options.detach,
+                ),
+            }]
+        }
+        LaunchAgent::None => {
+            let unattend = options
+                .unattend_path
+                .clone()
+                .unwrap_or_else(|| LaunchAgent::None.unattend_path().to_owned());
+            check_windows_path("unattend_path", &unattend)?;
+            if unattend.ends_with('\\') {
+                return Err(PathError {
+                    what: "unattend_path",
+                    value: unattend,
+                    reason: "must name a file, not a folder".into(),
+                }
+                .into());
+            }
+            let after = match options.after {
+                AfterSysprep::Shutdown => "/shutdown",
+                AfterSysprep::Reboot => "/reboot",
+                AfterSysprep::Quit => "/quit",
+            };
+            let mut args: Vec<String> = ["/generalize", "/oobe", after, "/quiet"]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect();
+            if options.mode_vm {
+                args.push("/mode:vm".to_owned());
+            }
+            args.push(format!("/unattend:{unattend}"));
+            vec![Step {
+                description: "Sysprep: generalize, OOBE, with the answer file".into(),
+                script: run_native("sysprep.exe", SYSPREP_EXE, &args, options.detach),
+            }]
+        }
+    };
+    Ok(CommandSequence {
+        agent,
+        steps,
+        detached: options.detach,
+    })
+}
+
+/// How the rename takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RenameRestart {
+    /// `exit 3010`: SSM Run Command reboots the instance and runs the script again, which
+    /// then finds the name already set and succeeds (AWS "Rebooting managed nodes from
+    /// scripts").
+    #[default]
+    SsmExit3010,
+    /// `Rename-Computer -Restart` (outside SSM).
+    RestartComputer,
+}
+
+/// Idempotent rename: does nothing when the computer already has `name` (compared
+/// case-insensitively, as Windows does), and prints the final name with the identity marker.
+pub fn rename_commands(name: &Hostname, restart: RenameRestart) -> CommandSequence {
+    let rename = match restart {
+        RenameRestart::SsmExit3010 => "    Rename-Computer -NewName $desired -Force\n    exit 3010\n",
+        RenameRestart::RestartComputer => "    Rename-Computer -NewName $desired -Force -Restart\n    exit 0\n",
+    };
+    let script = format!(
+        "$desired = {}\nif ($env:COMPUTERNAME -ne $desired) {{\n{rename}}}\n",
+        quote(name.as_str())
+    );
+    CommandSequence {
+        agent: LaunchAgent::None,
+        steps: vec![
+            Step {
+                description: format!("Rename the computer to {name} and restart"),
+                script,
+            },
+            Step {
+                description: "Report the computer name and machine SID".into(),
+                script: crate::agent::identity_script(),
+            },
+        ],
+        detached: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn script(agent: LaunchAgent, options: &SysprepOptions) -> String {
+        sysprep_commands(agent, options).unwrap().script()
+    }
+
+    #[test]
+    fn ec2launch_v2_resets_then_syspreps_with_shutdown() {
+        let s = script(LaunchAgent::Ec2LaunchV2, &SysprepOptions::default());
+        let reset = s.find("'reset' '--block'").expect("reset --block");
+        let sysprep = s
+            .find("-ArgumentList 'sysprep --block --shutdown'")
+            .expect("detached sysprep");
+        assert!(reset < sysprep);
+        let attached = script(
+            LaunchAgent::Ec2LaunchV2,
+            &SysprepOptions {
+                detach: false,
+                clean: true,
+                ..SysprepOptions::default()
+            },
+        );
+        assert!(attached.contains("& $program 'sysprep' '--clean' '--block' '--shutdown'"));
+        assert!(attached.contains("$LASTEXITCODE"));
+    }
+
+    #[test]
+    fn ec2launch_v1_schedules_then_runs_sysprep_instance() {
+        let s = script(LaunchAgent::Ec2LaunchV1, &SysprepOptions::default());
+        assert!(s.contains("'InitializeInstance.ps1') -Schedule"));
+        assert!(s.contains("SysprepInstance.ps1"));
+        assert!(!s.contains("-NoShutdown"));
+        let quit = script(
+            LaunchAgent::Ec2LaunchV1,
+            &SysprepOptions {
+                after: AfterSysprep::Quit,
+                detach: false,
+                ..SysprepOptions::default()
+            },
+        );
+        assert!(quit.contains("'SysprepInstance.ps1') -NoShutdown"));
+    }
+
+    #[test]
+    fn ec2config_and_plain_sysprep() {
+        let s = script(LaunchAgent::Ec2Config, &SysprepOptions::default());
+        assert!(s.contains("Ec2Config.exe") && s.contains("-ArgumentList '-sysprep'"));
+        let plain = script(
+            LaunchAgent::None,
+            &SysprepOptions {
+                after: AfterSysprep::Reboot,
+                detach: false,
+                unattend_path: Some(r"C:\Answer Files\unattend.xml".into()),
+                ..SysprepOptions::default()
+            },
+        );
+        assert!(plain.contains(
+            r"& $program '/generalize' '/oobe' '/reboot' '/quiet' '/unattend:C:\Answer Files\unattend.xml'"
+        ));
+        let detached = script(
+            LaunchAgent::None,
+            &SysprepOptions {
+                unattend_path: Some(r"C:\Answer Files\unattend.xml".into()),
+                ..SysprepOptions::default()
+            },
+        );
+        assert!(detached.contains(
+            r#"-ArgumentList '/generalize /oobe /shutdown /quiet "/unattend:C:\Answer Files\unattend.xml"'"#
+        ));
+    }
+
+    #[test]
+    fn unsupported_combinations_say_why() {
+        let reboot = SysprepOptions {
+            after: AfterSysprep::Reboot,
+            ..SysprepOptions::default()
+        };
+        for agent in [
+            LaunchAgent::Ec2LaunchV2,
+            LaunchAgent::Ec2LaunchV1,
+            LaunchAgent::Ec2Config,
+        ] {
+            let error = sysprep_commands(agent, &reboot).unwrap_err().to_string();
+            assert!(error.contains("agent none"), "{error}");
+        }
+        let error = sysprep_commands(
+            LaunchAgent::None,
+            &SysprepOptions {
+                unattend_path: Some("C:\\a\"b.xml".into()),
+                ..SysprepOptions::default()
+            },
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("unattend_path"));
+    }
+
+    #[test]
+    fn rename_is_idempotent_and_quoted() {
+        let name = Hostname::parse("WEB-001").unwrap();
+        let s = rename_commands(&name, RenameRestart::SsmExit3010).script();
+        assert!(s.contains("$desired = 'WEB-001'"));
+        assert!(s.contains("if ($env:COMPUTERNAME -ne $desired)"));
+        assert!(s.contains("exit 3010"));
+        assert!(s.contains(crate::agent::IDENTITY_MARKER));
+    }
+}

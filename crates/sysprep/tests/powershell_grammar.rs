@@ -1,0 +1,145 @@
+//! Every script fleetprep generates, parsed by a real PowerShell grammar (tree-sitter): zero
+//! ERROR or MISSING nodes, for every agent and option combination, and hostile values stay
+//! inside one string literal.
+
+use sysprep::agent::{LaunchAgent, detection_script, identity_script};
+use sysprep::commands::{AfterSysprep, RenameRestart, SysprepOptions, rename_commands, sysprep_commands};
+use sysprep::hostname::Hostname;
+use sysprep::powershell::quote;
+
+fn parse(script: &str) -> tree_sitter::Tree {
+    let mut parser = tree_sitter::Parser::new();
+    parser
+        .set_language(&tree_sitter_powershell::LANGUAGE.into())
+        .expect("load the PowerShell grammar");
+    parser.parse(script, None).expect("parse")
+}
+
+/// Returns the first ERROR/MISSING node with its position and the surrounding line.
+fn first_error(script: &str) -> Option<String> {
+    let tree = parse(script);
+    let mut cursor = tree.walk();
+    let mut stack = vec![tree.root_node()];
+    while let Some(node) = stack.pop() {
+        if node.is_error() || node.is_missing() {
+            let row = node.start_position().row;
+            let line = script.lines().nth(row).unwrap_or("");
+            return Some(format!(
+                "{} at {}:{}: {line:?}",
+                if node.is_missing() { "MISSING" } else { "ERROR" },
+                row + 1,
+                node.start_position().column + 1
+            ));
+        }
+        if node.has_error() {
+            stack.extend(node.children(&mut cursor));
+        }
+    }
+    None
+}
+
+fn assert_parses(what: &str, script: &str) {
+    if let Some(error) = first_error(script) {
+        panic!("{what}: {error}\n---\n{script}");
+    }
+}
+
+#[test]
+fn detection_and_identity_scripts_parse() {
+    assert_parses("detection", &detection_script());
+    assert_parses("identity", &identity_script());
+}
+
+#[test]
+fn every_sysprep_command_combination_parses() {
+    let mut generated = 0;
+    for agent in LaunchAgent::ALL {
+        for after in [AfterSysprep::Shutdown, AfterSysprep::Reboot, AfterSysprep::Quit] {
+            for clean in [false, true] {
+                for block in [false, true] {
+                    for detach in [false, true] {
+                        for mode_vm in [false, true] {
+                            for unattend_path in [None, Some(r"C:\Answer Files\it's.xml".to_owned())] {
+                                let options = SysprepOptions {
+                                    after,
+                                    clean,
+                                    block,
+                                    detach,
+                                    unattend_path,
+                                    mode_vm,
+                                };
+                                if let Ok(sequence) = sysprep_commands(agent, &options) {
+                                    generated += 1;
+                                    assert_parses(&format!("{agent} {options:?}"), &sequence.script());
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // v2: 2 afters x 8; v1: 2 x 8; ec2config: 1 x 8; none: 3 x 8 x 2 x 2.
+    assert_eq!(generated, 16 + 16 + 8 + 96);
+}
+
+#[test]
+fn rename_scripts_parse() {
+    for restart in [RenameRestart::SsmExit3010, RenameRestart::RestartComputer] {
+        let name = Hostname::parse("WEB-a001").unwrap();
+        assert_parses("rename", &rename_commands(&name, restart).script());
+    }
+}
+
+const HOSTILE: &[&str] = &[
+    "it's",
+    "'; Remove-Item -Recurse C:\\ ; '",
+    "$(Stop-Computer -Force)",
+    "`n`$env:PATH",
+    "line one\nline two\r\n'$x'",
+    "\u{2018}smart\u{2019} \u{201A}quotes\u{201B}",
+    "@'\n'@",
+    "\"double\" $var ${braced}",
+    "",
+    "#<not a comment>#",
+];
+
+/// Each hostile value, quoted, is one verbatim string literal: nothing inside it is parsed
+/// as code, and the text between the quotes decodes back to the value.
+#[test]
+fn hostile_values_stay_one_verbatim_string() {
+    for value in HOSTILE {
+        let script = format!("$value = {}\nWrite-Output $value\n", quote(value));
+        assert_parses(&format!("quote({value:?})"), &script);
+        let tree = parse(&script);
+        let mut literals = Vec::new();
+        let mut expandable = 0;
+        let mut stack = vec![tree.root_node()];
+        let mut cursor = tree.walk();
+        while let Some(node) = stack.pop() {
+            match node.kind() {
+                "verbatim_string_characters" | "verbatim_here_string_characters" => {
+                    literals.push(node.utf8_text(script.as_bytes()).unwrap().to_owned())
+                }
+                "expandable_string_literal" | "sub_expression" | "command" if node.start_position().row == 0 && node.kind() != "command" => expandable += 1,
+                _ => {}
+            }
+            stack.extend(node.children(&mut cursor));
+        }
+        assert_eq!(expandable, 0, "{value:?} produced an expandable part");
+        assert_eq!(literals.len(), 1, "{value:?}: literals {literals:?}");
+        let decoded = literals[0]
+            .strip_prefix('\'')
+            .and_then(|s| s.strip_suffix('\''))
+            .unwrap_or_else(|| panic!("{:?} is not quoted", literals[0]));
+        let mut value_back = String::new();
+        let mut chars = decoded.chars().peekable();
+        while let Some(c) = chars.next() {
+            value_back.push(c);
+            if matches!(c, '\'' | '\u{2018}' | '\u{2019}' | '\u{201A}' | '\u{201B}') {
+                assert_eq!(chars.next(), Some(c), "{value:?}: lone quote");
+            }
+        }
+        assert_eq!(&value_back, value);
+    }
+}
