@@ -168,7 +168,11 @@ const MAX_DEPTH: usize = 100;
 
 impl ChoiceRule {
     /// Parses a rule at JSON pointer `pointer` (used in diagnostics).
-    pub fn parse(value: &Value, pointer: &str, top_level: bool) -> Result<ChoiceRule, Vec<Diagnostic>> {
+    pub fn parse(
+        value: &Value,
+        pointer: &str,
+        top_level: bool,
+    ) -> Result<ChoiceRule, Vec<Diagnostic>> {
         let mut diags = Vec::new();
         let rule = parse_rule(value, pointer, top_level, 0, &mut diags);
         match rule {
@@ -358,7 +362,13 @@ pub fn parse_timestamp(s: &str) -> Option<i128> {
         }
         part.parse().ok()
     };
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
@@ -429,11 +439,17 @@ fn parse_rule(
     diags: &mut Vec<Diagnostic>,
 ) -> Option<ChoiceRule> {
     if depth > MAX_DEPTH {
-        diags.push(Diagnostic::new(pointer, format!("Choice rules nested more than {MAX_DEPTH} deep")));
+        diags.push(Diagnostic::new(
+            pointer,
+            format!("Choice rules nested more than {MAX_DEPTH} deep"),
+        ));
         return None;
     }
     let Some(obj) = value.as_object() else {
-        diags.push(Diagnostic::new(pointer, "a Choice rule must be a JSON object"));
+        diags.push(Diagnostic::new(
+            pointer,
+            "a Choice rule must be a JSON object",
+        ));
         return None;
     };
     let at = |k: &str| format!("{pointer}/{}", crate::error::pointer_token(k));
@@ -447,7 +463,9 @@ fn parse_rule(
             if !top_level && k != "Comment" {
                 diags.push(Diagnostic::new(
                     at(k),
-                    format!("'{k}' is only allowed in a top-level Choice rule, not inside And/Or/Not"),
+                    format!(
+                        "'{k}' is only allowed in a top-level Choice rule, not inside And/Or/Not"
+                    ),
                 ));
             }
             continue;
@@ -465,7 +483,10 @@ fn parse_rule(
         }
     }
     if top_level && !obj.contains_key("Next") {
-        diags.push(Diagnostic::new(pointer, "a top-level Choice rule must have 'Next'"));
+        diags.push(Diagnostic::new(
+            pointer,
+            "a top-level Choice rule must have 'Next'",
+        ));
     }
     let op = match ops.as_slice() {
         [one] => *one,
@@ -479,7 +500,10 @@ fn parse_rule(
         many => {
             diags.push(Diagnostic::new(
                 pointer,
-                format!("a Choice rule must have exactly one operator, found: {}", many.join(", ")),
+                format!(
+                    "a Choice rule must have exactly one operator, found: {}",
+                    many.join(", ")
+                ),
             ));
             return None;
         }
@@ -489,10 +513,16 @@ fn parse_rule(
     match op {
         "And" | "Or" => {
             if obj.contains_key("Variable") {
-                diags.push(Diagnostic::new(at("Variable"), format!("'{op}' rules take no Variable")));
+                diags.push(Diagnostic::new(
+                    at("Variable"),
+                    format!("'{op}' rules take no Variable"),
+                ));
             }
             let Some(items) = operand.as_array().filter(|a| !a.is_empty()) else {
-                diags.push(Diagnostic::new(here, format!("'{op}' must be a non-empty array of Choice rules")));
+                diags.push(Diagnostic::new(
+                    here,
+                    format!("'{op}' must be a non-empty array of Choice rules"),
+                ));
                 return None;
             };
             let rules: Vec<ChoiceRule> = items
@@ -503,17 +533,28 @@ fn parse_rule(
             if rules.len() != items.len() {
                 return None;
             }
-            Some(if op == "And" { ChoiceRule::And(rules) } else { ChoiceRule::Or(rules) })
+            Some(if op == "And" {
+                ChoiceRule::And(rules)
+            } else {
+                ChoiceRule::Or(rules)
+            })
         }
         "Not" => {
             if obj.contains_key("Variable") {
-                diags.push(Diagnostic::new(at("Variable"), "'Not' rules take no Variable"));
+                diags.push(Diagnostic::new(
+                    at("Variable"),
+                    "'Not' rules take no Variable",
+                ));
             }
-            parse_rule(operand, &here, false, depth + 1, diags).map(|r| ChoiceRule::Not(Box::new(r)))
+            parse_rule(operand, &here, false, depth + 1, diags)
+                .map(|r| ChoiceRule::Not(Box::new(r)))
         }
         "Condition" => {
             if obj.contains_key("Variable") {
-                diags.push(Diagnostic::new(at("Variable"), "'Condition' rules take no Variable"));
+                diags.push(Diagnostic::new(
+                    at("Variable"),
+                    "'Condition' rules take no Variable",
+                ));
             }
             match operand {
                 Value::Bool(b) => Expression::parse(if *b { "true" } else { "false" })
@@ -545,17 +586,26 @@ fn parse_rule(
                     }
                 },
                 Some(_) => {
-                    diags.push(Diagnostic::new(at("Variable"), "'Variable' must be a JSONPath string"));
+                    diags.push(Diagnostic::new(
+                        at("Variable"),
+                        "'Variable' must be a JSONPath string",
+                    ));
                     return None;
                 }
                 None => {
-                    diags.push(Diagnostic::new(pointer, format!("'{op}' needs a 'Variable' (a JSONPath)")));
+                    diags.push(Diagnostic::new(
+                        pointer,
+                        format!("'{op}' needs a 'Variable' (a JSONPath)"),
+                    ));
                     return None;
                 }
             };
             if op == "StringMatches" {
                 let Some(p) = operand.as_str() else {
-                    diags.push(Diagnostic::new(here, "'StringMatches' must be a string pattern"));
+                    diags.push(Diagnostic::new(
+                        here,
+                        "'StringMatches' must be a string pattern",
+                    ));
                     return None;
                 };
                 return Some(ChoiceRule::Matches {
@@ -565,7 +615,10 @@ fn parse_rule(
             }
             if let Some(test) = type_test(op) {
                 let Some(b) = operand.as_bool() else {
-                    diags.push(Diagnostic::new(here, format!("'{op}' must be true or false")));
+                    diags.push(Diagnostic::new(
+                        here,
+                        format!("'{op}' must be true or false"),
+                    ));
                     return None;
                 };
                 return Some(ChoiceRule::Test {
@@ -583,7 +636,10 @@ fn parse_rule(
                         return None;
                     }
                     None => {
-                        diags.push(Diagnostic::new(here, format!("'{op}' must be a JSONPath string")));
+                        diags.push(Diagnostic::new(
+                            here,
+                            format!("'{op}' must be a JSONPath string"),
+                        ));
                         return None;
                     }
                 }
@@ -599,7 +655,9 @@ fn parse_rule(
                         Kind::String => "a string",
                         Kind::Numeric => "a number",
                         Kind::Boolean => "true or false",
-                        Kind::Timestamp => "an RFC 3339 timestamp string such as \"2016-03-14T01:59:00Z\"",
+                        Kind::Timestamp => {
+                            "an RFC 3339 timestamp string such as \"2016-03-14T01:59:00Z\""
+                        }
                     };
                     diags.push(Diagnostic::new(here, format!("'{op}' must be {want}")));
                     return None;

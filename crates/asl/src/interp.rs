@@ -526,7 +526,7 @@ impl Execution {
                         let mut e = run.event(EventType::ExecutionFailed, last);
                         if let Some(e) = e.as_mut() {
                             e.execution_failed_event_details = Some(history::ErrorCauseDetails {
-                                error: Some(f.error.clone()),
+                                error: non_empty(&f.error),
                                 cause: f.cause.clone(),
                             });
                         }
@@ -558,12 +558,17 @@ impl Execution {
         match done {
             Some(Outcome::Ok(v)) => self.finish(Status::Succeeded, Some(v), None, None, &mut step),
             Some(Outcome::Err(f)) => {
-                self.finish(Status::Failed, None, Some(f.error), f.cause, &mut step)
+                self.finish(Status::Failed, None, non_empty(&f.error), f.cause, &mut step)
             }
             None => {}
         }
         step
     }
+}
+
+/// A Fail state without Error has no error name (AWS reports none, not "").
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
 }
 
 fn json_text(v: &Value) -> String {
@@ -1921,12 +1926,17 @@ fn setting_u64(
 ) -> Result<Option<u64>, StatesError> {
     match setting_value(s, ec, field)? {
         None => Ok(None),
-        Some((v, path)) => match v.as_u64() {
+        Some((v, path)) => match v.as_u64().or_else(|| {
+            // A *Path may point at a numeric string ("1"), which AWS parses.
+            path.as_ref()
+                .and(v.as_str())
+                .and_then(|s| s.trim().parse::<u64>().ok())
+        }) {
             Some(n) => Ok(Some(n)),
             None => Err(match path {
                 Some(p) => StatesError::runtime(format!(
                     "The {field}Path field refers to value \"{}\" which is not a valid integer: {}",
-                    json_text(&v),
+                    v.as_str().map(str::to_owned).unwrap_or_else(|| json_text(&v)),
                     p.as_str()
                 )),
                 None => StatesError::query(format!(

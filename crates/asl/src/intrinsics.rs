@@ -158,8 +158,9 @@ pub struct IntrinsicCall {
     args: Vec<Arg>,
 }
 
-/// Nesting limit for calls, so hostile input cannot overflow the stack.
-const MAX_NESTING: usize = 32;
+/// AWS: "You can nest up to 10 intrinsic functions within a field" (its example counts every
+/// call in the field, the outer one included). Also keeps hostile input off the stack.
+const MAX_CALLS: usize = 10;
 /// AWS's limit on ArrayRange results.
 const MAX_RANGE_ITEMS: usize = 1000;
 /// AWS's input limit for Base64Encode/Decode and Hash.
@@ -365,8 +366,8 @@ impl IntrinsicCall {
                 let s = arg(0);
                 let s = self.str_arg(&s, "first")?;
                 self.check_len(s)?;
-                let bytes = base64_decode(s)
-                    .ok_or_else(|| self.fail("the string is not valid Base64"))?;
+                let bytes =
+                    base64_decode(s).ok_or_else(|| self.fail("the string is not valid Base64"))?;
                 String::from_utf8(bytes)
                     .map(Value::String)
                     .map_err(|_| self.fail("the decoded data is not valid UTF-8 text"))
@@ -447,7 +448,10 @@ impl IntrinsicCall {
                     .collect();
                 Ok(Value::Array(parts))
             }
-            Uuid => Ok(Value::String(uuid_v4(ctx.entropy.next_u64(), ctx.entropy.next_u64()))),
+            Uuid => Ok(Value::String(uuid_v4(
+                ctx.entropy.next_u64(),
+                ctx.entropy.next_u64(),
+            ))),
         }
     }
 
@@ -468,7 +472,9 @@ fn fix_negative_zero(v: &mut Value, depth: usize) {
         return;
     }
     match v {
-        Value::Number(n) if n.as_f64() == Some(0.0) && n.is_f64() && n.to_string().starts_with('-') => {
+        Value::Number(n)
+            if n.as_f64() == Some(0.0) && n.is_f64() && n.to_string().starts_with('-') =>
+        {
             *v = Value::from(0);
         }
         Value::Array(a) => a.iter_mut().for_each(|x| fix_negative_zero(x, depth + 1)),
@@ -616,6 +622,75 @@ pub fn uuid_v4(hi: u64, lo: u64) -> String {
     )
 }
 
+/// What a literal argument must be, checked when the call is parsed (AWS rejects such
+/// definitions up front, e.g. `States.MathAdd(1, '-1')`).
+#[derive(Clone, Copy, PartialEq)]
+enum Want {
+    Any,
+    Number,
+    String,
+    /// An array or object: only a path or a call can produce one.
+    Structured,
+    False,
+}
+
+fn check_literal_types(function: Function, args: &[Arg]) -> Result<(), String> {
+    use Function::*;
+    use Want::*;
+    let wants: &[Want] = match function {
+        Format => &[String],
+        StringToJson | Base64Encode | Base64Decode => &[String],
+        ArrayPartition | ArrayGetItem => &[Structured, Number],
+        ArrayContains => &[Structured, Any],
+        ArrayRange | MathRandom => &[Number, Number, Number],
+        ArrayLength | ArrayUnique => &[Structured],
+        Hash => &[Any, String],
+        JsonMerge => &[Structured, Structured, False],
+        MathAdd => &[Number, Number],
+        StringSplit => &[String, String],
+        JsonToString | Array | Uuid => &[],
+    };
+    for (i, (arg, want)) in args.iter().zip(wants).enumerate() {
+        let Arg::Literal { value, .. } = arg else {
+            continue;
+        };
+        let ok = match want {
+            Any => true,
+            Number => value.is_number(),
+            String => value.is_string(),
+            Structured => false,
+            False => *value == Value::Bool(false),
+        };
+        if !ok {
+            let what = match want {
+                Any => "any value",
+                Number => "a number",
+                String => "a string",
+                Structured => "a path or a nested call (a literal cannot be an array or object)",
+                False => "false (only shallow merges are supported)",
+            };
+            return Err(format!(
+                "argument {} of {} must be {what}, but is {}",
+                i + 1,
+                function.name(),
+                compact(value)
+            ));
+        }
+    }
+    if function == Hash
+        && let Some(Arg::Literal {
+            value: Value::String(alg),
+            ..
+        }) = args.get(1)
+        && hash(alg, b"").is_none()
+    {
+        return Err(format!(
+            "unknown hash algorithm '{alg}'; use MD5, SHA-1, SHA-256, SHA-384 or SHA-512"
+        ));
+    }
+    Ok(())
+}
+
 struct Parser<'t> {
     text: &'t str,
     pos: usize,
@@ -637,8 +712,10 @@ impl Parser<'_> {
 
     fn call(&mut self) -> Result<IntrinsicCall, String> {
         self.depth += 1;
-        if self.depth > MAX_NESTING {
-            return Err(format!("calls nested more than {MAX_NESTING} deep"));
+        if self.depth > MAX_CALLS {
+            return Err(format!(
+                "a field may nest at most {MAX_CALLS} intrinsic functions"
+            ));
         }
         self.skip_ws();
         let start = self.pos;
@@ -650,7 +727,9 @@ impl Parser<'_> {
         }
         let name = &self.text[start..self.pos];
         let function = Function::from_name(name).ok_or_else(|| {
-            format!("unknown intrinsic function '{name}' (names are case-sensitive, e.g. States.Format)")
+            format!(
+                "unknown intrinsic function '{name}' (names are case-sensitive, e.g. States.Format)"
+            )
         })?;
         self.skip_ws();
         if self.peek() != Some(b'(') {
@@ -694,13 +773,7 @@ impl Parser<'_> {
                 args.len()
             ));
         }
-        if function == Function::Format
-            && let Some(Arg::Literal { value, .. }) = args.first()
-            && !value.is_string()
-        {
-            return Err("the first argument of States.Format must be a string".into());
-        }
-        self.depth -= 1;
+        check_literal_types(function, &args)?;
         Ok(IntrinsicCall {
             text: self.text[start..self.pos].to_owned(),
             function,
@@ -766,9 +839,7 @@ impl Parser<'_> {
                     self.pos += 1;
                 }
                 let text = self.text.get(start..self.pos).unwrap_or("").trim_end();
-                JsonPath::parse(text)
-                    .map(Arg::Path)
-                    .map_err(|e| e.message)
+                JsonPath::parse(text).map(Arg::Path).map_err(|e| e.message)
             }
             Some(c) if c.is_ascii_digit() || c == b'-' => {
                 let start = self.pos;

@@ -21,10 +21,15 @@
 //! execution's entropy), pulls clap/chrono/rand/uuid/regress into a pure crate, and calls itself
 //! incomplete. Step Functions usage is dominated by paths, predicates, operators, object and
 //! array constructors, conditionals, variable binding and the standard function library; this
-//! module implements those (see the list of functions in `call_builtin`), with a recursion
-//! limit so hostile input cannot overflow the stack. Not implemented: regular expressions,
-//! `$eval`, date-picture formatting (`$fromMillis` with a picture), the `@`/`#` binding
-//! operators and `~>` with partial application `?`.
+//! module implements those: paths with predicates, wildcards and `**`, order-by `^( )`,
+//! grouping `expr{k: v}`, every operator, object/array constructors, ranges, conditionals,
+//! blocks and `:=` bindings, lambdas with closures, `~>`, regular expression literals (via the
+//! `regex` crate: JavaScript syntax where the two agree, flags `i`/`m`) and the function
+//! library listed in `eval::BUILTINS`. Limits: evaluation depth and stack use, range size and
+//! total work are bounded, so hostile input ends in an error instead of a crash. Not
+//! implemented: `$eval`, function signatures `<...>`, partial application `?`, the `@`/`#`
+//! binding operators, date-picture formatting (`$fromMillis` with a picture), `$formatNumber`.
+//! `$now()`/`$millis()` read `$$.State.EnteredTime` (the crate has no clock).
 
 use serde_json::Value;
 
@@ -63,8 +68,17 @@ impl Expression {
     /// Parses a JSONata expression, with or without the `{% %}` delimiters.
     pub fn parse(text: &str) -> Result<Expression, SyntaxError> {
         let body = strip_delimiters(text);
-        let ast = parse::parse(body)
-            .map_err(|m| SyntaxError::new("JSONata expression", body, m))?;
+        let ast =
+            parse::parse(body).map_err(|m| SyntaxError::new("JSONata expression", body, m))?;
+        if let Some(what) = parse::top_level_context_use(&ast) {
+            return Err(SyntaxError::new(
+                "JSONata expression",
+                body,
+                format!(
+                    "{what} cannot be used at the top level of an expression in Step Functions; read the state input with $states.input (e.g. $states.input.name)"
+                ),
+            ));
+        }
         Ok(Expression {
             text: body.to_owned(),
             ast,
@@ -178,7 +192,10 @@ fn compile_t(
                 .map(|(k, v)| {
                     let sub_field = format!("{field}/{k}");
                     let sub_ptr = format!("{pointer}/{}", pointer_token(k));
-                    (k.clone(), compile_t(v, &sub_field, &sub_ptr, depth + 1, diags))
+                    (
+                        k.clone(),
+                        compile_t(v, &sub_field, &sub_ptr, depth + 1, diags),
+                    )
                 })
                 .collect();
             if entries.iter().all(|(_, n)| matches!(n, TNode::Static(_))) {
@@ -192,7 +209,13 @@ fn compile_t(
                 .iter()
                 .enumerate()
                 .map(|(i, v)| {
-                    compile_t(v, &format!("{field}[{i}]"), &format!("{pointer}/{i}"), depth + 1, diags)
+                    compile_t(
+                        v,
+                        &format!("{field}[{i}]"),
+                        &format!("{pointer}/{i}"),
+                        depth + 1,
+                        diags,
+                    )
                 })
                 .collect();
             if items.iter().all(|n| matches!(n, TNode::Static(_))) {

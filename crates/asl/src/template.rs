@@ -74,7 +74,10 @@ enum Node {
     Object(Vec<(String, Node)>),
     Array(Vec<Node>),
     /// A `.$` entry; `field` is the key as written (with `.$`), for error texts.
-    Dynamic { field: String, expr: PayloadExpr },
+    Dynamic {
+        field: String,
+        expr: PayloadExpr,
+    },
 }
 
 /// A compiled payload template.

@@ -423,7 +423,7 @@ impl Validator {
                 }
                 for f in ["TimeoutSecondsPath", "HeartbeatSecondsPath"] {
                     if let Some(p) = s.get(f) {
-                        self.path_field(p, &format!("{path}/{f}"), st, true, false);
+                        self.path_field(p, &format!("{path}/{f}"), st, false, false);
                     }
                 }
                 if let Some(c) = s.get("Credentials") {
@@ -480,7 +480,7 @@ impl Validator {
                 }
                 for f in ["SecondsPath", "TimestampPath"] {
                     if let Some(p) = s.get(f) {
-                        self.path_field(p, &format!("{path}/{f}"), st, true, false);
+                        self.path_field(p, &format!("{path}/{f}"), st, false, false);
                     }
                 }
             }
@@ -496,8 +496,14 @@ impl Validator {
                     }
                 }
                 for f in ["ErrorPath", "CausePath"] {
-                    if let Some(p) = s.get(f) {
-                        self.path_field(p, &format!("{path}/{f}"), st, false, false);
+                    match s.get(f) {
+                        Some(Value::String(p)) => {
+                            if let Err(e) = crate::template::PayloadExpr::parse(p) {
+                                self.err(&format!("{path}/{f}"), st, e.to_string());
+                            }
+                        }
+                        Some(_) => self.err(&format!("{path}/{f}"), st, "must be a path or intrinsic function string"),
+                        None => {}
                     }
                 }
             }
@@ -551,7 +557,7 @@ impl Validator {
         }
         for f in ["MaxConcurrencyPath", "ToleratedFailureCountPath", "ToleratedFailurePercentagePath"] {
             if let Some(p) = s.get(f) {
-                self.path_field(p, &format!("{path}/{f}"), st, true, false);
+                self.path_field(p, &format!("{path}/{f}"), st, false, false);
             }
         }
         let jp = ql == QueryLanguage::JsonPath;

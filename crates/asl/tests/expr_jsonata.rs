@@ -21,8 +21,10 @@ fn input() -> Value {
 
 fn eval_on(expr: &str, input: &Value, seed: u64) -> Result<Option<Value>, asl::error::StatesError> {
     let context = json!({"State": {"Name": "S", "EnteredTime": "2024-01-02T03:04:05.678Z"}, "Map": {"Item": {"Value": 7}}});
-    let vars: serde_json::Map<String, Value> =
-        serde_json::from_value(json!({"theAnswer": 42, "varname": {"varfield": "vf"}, "list": [3, 1, 2]})).unwrap();
+    let vars: serde_json::Map<String, Value> = serde_json::from_value(
+        json!({"theAnswer": 42, "varname": {"varfield": "vf"}, "list": [3, 1, 2]}),
+    )
+    .unwrap();
     let result = json!({"ok": true});
     let mut entropy = SplitMix64(seed);
     let mut ctx = EvalContext::new(input, &context, &vars, &mut entropy).with_result(&result);
@@ -66,9 +68,9 @@ fn states_bindings_and_variables() {
     check("$varname.varfield", Some(json!("vf")));
     check("$doesNotExist", None);
     check("$states.input.nope", None);
-    // A bare path reads from the input, like `$`.
-    check("name", Some(json!("fleet")));
-    check("$.n", Some(json!(5)));
+    // Inside predicates and lambdas `$` and field names read the current item.
+    check("$states.input.items[$.price > 20].id", Some(json!(2)));
+    check("$map($states.input.items, function($v) { $v.id * 10 })", Some(json!([10, 20, 30])));
 }
 
 #[test]
@@ -101,7 +103,10 @@ fn operators() {
     check("'a' < 'b' and 2 >= 2", Some(json!(true)));
     check("false or 1 > 2", Some(json!(false)));
     check("'x' & 1 & true & null", Some(json!("x1truenull")));
-    check("$states.input.name & '-' & $states.input.missing", Some(json!("fleet-")));
+    check(
+        "$states.input.name & '-' & $states.input.missing",
+        Some(json!("fleet-")),
+    );
     check("3 in [1, 2, 3]", Some(json!(true)));
     check("$states.input.n > 3 ? 'big' : 'small'", Some(json!("big")));
     check("$states.input.n > 30 ? 'big'", None);
@@ -120,19 +125,40 @@ fn constructors_blocks_and_lambdas() {
         Some(json!({"name": "fleet", "count": 3})),
     );
     check("($x := 2; $y := $x * 3; $x + $y)", Some(json!(8)));
-    check("($double := function($v) { $v * 2 }; $double(21))", Some(json!(42)));
+    check(
+        "($double := function($v) { $v * 2 }; $double(21))",
+        Some(json!(42)),
+    );
     check(
         "($fact := function($n) { $n <= 1 ? 1 : $n * $fact($n - 1) }; $fact(10))",
         Some(json!(3628800)),
     );
-    check("$map([1, 2, 3], function($v, $i) { $v + $i })", Some(json!([1, 3, 5])));
-    check("$filter($states.input.items, function($v) { $v.price < 20 }).id", Some(json!([1, 3])));
-    check("$reduce([1, 2, 3, 4], function($a, $b) { $a + $b })", Some(json!(10)));
-    check("$reduce([1, 2], function($a, $b) { $a + $b }, 10)", Some(json!(13)));
+    check(
+        "$map([1, 2, 3], function($v, $i) { $v + $i })",
+        Some(json!([1, 3, 5])),
+    );
+    check(
+        "$filter($states.input.items, function($v) { $v.price < 20 }).id",
+        Some(json!([1, 3])),
+    );
+    check(
+        "$reduce([1, 2, 3, 4], function($a, $b) { $a + $b })",
+        Some(json!(10)),
+    );
+    check(
+        "$reduce([1, 2], function($a, $b) { $a + $b }, 10)",
+        Some(json!(13)),
+    );
     check("[1, 2, 3] ~> $sum()", Some(json!(6)));
     check("$sort($list)", Some(json!([1, 2, 3])));
-    check("$sort($list, function($a, $b) { $a < $b })", Some(json!([3, 2, 1])));
-    check("$each({'a': 1, 'b': 2}, function($v, $k) { $k & $v })", Some(json!(["a1", "b2"])));
+    check(
+        "$sort($list, function($a, $b) { $a < $b })",
+        Some(json!([3, 2, 1])),
+    );
+    check(
+        "$each({'a': 1, 'b': 2}, function($v, $k) { $k & $v })",
+        Some(json!(["a1", "b2"])),
+    );
     check_err("($f := function($n) { $f($n) }; $f(1))", "U1001");
     check_err("$nope()", "T1006");
 }
@@ -163,19 +189,37 @@ fn standard_functions() {
     check("$replace('a.b.c', '.', '/')", Some(json!("a/b/c")));
     check("$keys({'a': 1, 'b': 2})", Some(json!(["a", "b"])));
     check("$lookup({'a': 1}, 'a')", Some(json!(1)));
-    check("$merge([{'a': 1}, {'b': 2, 'a': 3}])", Some(json!({"a": 3, "b": 2})));
+    check(
+        "$merge([{'a': 1}, {'b': 2, 'a': 3}])",
+        Some(json!({"a": 3, "b": 2})),
+    );
     check("$append([1], [2, 3])", Some(json!([1, 2, 3])));
     check("$reverse([1, 2, 3])", Some(json!([3, 2, 1])));
     check("$distinct([1, 1, 'a', 'a'])", Some(json!([1, "a"])));
-    check("$zip([1, 2], ['a', 'b'])", Some(json!([[1, "a"], [2, "b"]])));
-    check("$type('x') & $type(1) & $type(null)", Some(json!("stringnumbernull")));
-    check("$abs(-2) + $floor(1.7) + $ceil(1.2) + $sqrt(16) + $power(2, 3)", Some(json!(17)));
-    check("$round(2.5) & ',' & $round(3.5) & ',' & $round(1.2345, 2)", Some(json!("2,4,1.23")));
+    check(
+        "$zip([1, 2], ['a', 'b'])",
+        Some(json!([[1, "a"], [2, "b"]])),
+    );
+    check(
+        "$type('x') & $type(1) & $type(null)",
+        Some(json!("stringnumbernull")),
+    );
+    check(
+        "$abs(-2) + $floor(1.7) + $ceil(1.2) + $sqrt(16) + $power(2, 3)",
+        Some(json!(17)),
+    );
+    check(
+        "$round(2.5) & ',' & $round(3.5) & ',' & $round(1.2345, 2)",
+        Some(json!("2,4,1.23")),
+    );
     check("$base64decode($base64encode('hi'))", Some(json!("hi")));
     check("$now()", Some(json!("2024-01-02T03:04:05.678Z")));
     check("$toMillis('1970-01-01T00:00:01Z')", Some(json!(1000)));
     check("$fromMillis(1000)", Some(json!("1970-01-01T00:00:01.000Z")));
-    check("$single([1, 2, 3], function($v) { $v = 2 })", Some(json!(2)));
+    check(
+        "$single([1, 2, 3], function($v) { $v = 2 })",
+        Some(json!(2)),
+    );
     check("$formatBase(255, 16)", Some(json!("ff")));
     check_err("$error('boom')", "boom");
 }
@@ -192,9 +236,14 @@ fn step_functions_functions() {
     check("$range(5, 1, -2)", Some(json!([5, 3, 1])));
     check(
         "$hash('input data', 'SHA-256')",
-        Some(json!("b4a697a057313163aee33cd8d40c66e9f0f177e00cac2de32475ffff6169c3e3")),
+        Some(json!(
+            "b4a697a057313163aee33cd8d40c66e9f0f177e00cac2de32475ffff6169c3e3"
+        )),
     );
-    check("$parse('{\"a\": [1, {\"b\": null}]}')", Some(json!({"a": [1, {"b": null}]})));
+    check(
+        "$parse('{\"a\": [1, {\"b\": null}]}')",
+        Some(json!({"a": [1, {"b": null}]})),
+    );
     check("$parse('[1,2]')[1]", Some(json!(2)));
     check_err("$parse('{bad')", "could not parse");
     check_err("$partition([1], 0)", "positive integer");
@@ -202,8 +251,15 @@ fn step_functions_functions() {
     let a = eval_on("$random()", &input(), 9).unwrap().unwrap();
     let f = a.as_f64().unwrap();
     assert!((0.0..1.0).contains(&f), "{f}");
-    assert_eq!(eval_on("$random()", &input(), 9).unwrap().unwrap(), a, "same entropy, same value");
-    assert_eq!(eval_on("$random(5)", &input(), 1).unwrap(), eval_on("$random(5)", &input(), 2).unwrap());
+    assert_eq!(
+        eval_on("$random()", &input(), 9).unwrap().unwrap(),
+        a,
+        "same entropy, same value"
+    );
+    assert_eq!(
+        eval_on("$random(5)", &input(), 1).unwrap(),
+        eval_on("$random(5)", &input(), 2).unwrap()
+    );
     let u = eval_on("$uuid()", &input(), 3).unwrap().unwrap();
     assert_eq!(u.as_str().map(str::len), Some(36));
     assert_ne!(Some(u), eval_on("$uuid()", &input(), 4).unwrap());
@@ -221,13 +277,26 @@ fn parse_errors() {
         ("{'a' 1}", "expected ':'"),
         ("1 := 2", "must be a $variable"),
         ("/* open", "unterminated comment"),
-        ("a{b: 1}", "not supported"),
+        ("$states.input{b 1}", "expected ':'"),
+        // Step Functions forbids reading the context at the top level.
+        ("name", "unqualified field name cannot be used at the top level"),
+        ("$.n", "'$' cannot be used at the top level"),
+        ("$$.x", "'$$' cannot be used at the top level"),
+        ("{'a': x}", "unqualified field name"),
+        ("1 + *", "a wildcard"),
+        ("/unterminated", "unterminated regular expression"),
+        ("$x ~> /a/g", "unsupported regular expression flag"),
     ] {
         let err = Expression::parse(bad).expect_err(bad);
         assert!(err.to_string().contains(needle), "{bad}: {err}");
     }
     let deep = format!("{}1{}", "(".repeat(500), ")".repeat(500));
-    assert!(Expression::parse(&deep).unwrap_err().to_string().contains("nested"));
+    assert!(
+        Expression::parse(&deep)
+            .unwrap_err()
+            .to_string()
+            .contains("nested")
+    );
 }
 
 fn render(template: Value, field: &str, input: Value) -> Result<Value, asl::error::StatesError> {
@@ -257,13 +326,22 @@ fn templates_evaluate_nested_expressions_and_copy_literals() {
         out,
         json!({"sum": 4, "literal": " {% not evaluated %} ", "path_like": "$states.input", "list": [1, 1, {"in": 1}]})
     );
-    assert!(JsonataTemplate::compile(&json!({"a": [1, "x"]}), "Output").unwrap().is_static());
+    assert!(
+        JsonataTemplate::compile(&json!({"a": [1, "x"]}), "Output")
+            .unwrap()
+            .is_static()
+    );
 }
 
 #[test]
 fn undefined_results_use_aws_text_with_the_field_path() {
     // Recorded on AWS: BASE_UNDEFINED_ASSIGN / _OUTPUT / _OUTPUT_FIELD.
-    let e = render(json!({"result": "{% $doesNotExist %}"}), "Assign", json!({})).unwrap_err();
+    let e = render(
+        json!({"result": "{% $doesNotExist %}"}),
+        "Assign",
+        json!({}),
+    )
+    .unwrap_err();
     assert_eq!(e.error, "States.QueryEvaluationError");
     assert_eq!(
         e.cause,
@@ -296,4 +374,41 @@ fn runaway_recursion_is_an_error_even_on_a_small_stack() {
         })
         .unwrap();
     assert_eq!(handle.join().unwrap(), (true, true));
+}
+
+#[test]
+fn regular_expressions() {
+    check("$contains('fleet-01', /[0-9]+$/)", Some(json!(true)));
+    check("$contains('fleet', /^[0-9]+$/)", Some(json!(false)));
+    check("$split('a1b22c', /[0-9]+/)", Some(json!(["a", "b", "c"])));
+    check("$replace('a1b22c', /[0-9]+/, '#')", Some(json!("a#b#c")));
+    check("$replace('John Smith', /(\\w+)\\s(\\w+)/, '$2, $1')", Some(json!("Smith, John")));
+    check(
+        "$match('ababbabbcc', /a(b+)/)",
+        Some(json!([
+            {"match": "ab", "index": 0, "groups": ["b"]},
+            {"match": "abb", "index": 2, "groups": ["bb"]},
+            {"match": "abb", "index": 5, "groups": ["bb"]}
+        ])),
+    );
+    check("$match('x', /y/)", None);
+    check("$boolean($match('A@B.io', /^[a-z]+@[a-z.]+$/i))", Some(json!(true)));
+    // Division still divides.
+    check("$states.input.n / 5 / 1", Some(json!(1)));
+    check("(10)/2", Some(json!(5)));
+    let err = Expression::parse("/(/").unwrap_err();
+    assert!(err.to_string().contains("invalid regular expression"), "{err}");
+}
+
+#[test]
+fn grouping_object_constructor() {
+    let input = json!({"sales": [
+        {"region": "eu", "amount": 10},
+        {"region": "us", "amount": 5},
+        {"region": "eu", "amount": 7}
+    ]});
+    let out = eval_on("$states.input.sales{region: $sum(amount)}", &input, 0).unwrap();
+    assert_eq!(out, Some(json!({"eu": 17, "us": 5})));
+    let out = eval_on("$states.input.sales[amount > 6]{'big': region}", &input, 0).unwrap();
+    assert_eq!(out, Some(json!({"big": ["eu", "eu"]})));
 }

@@ -34,6 +34,8 @@ fn definite_paths() {
     check("$.a.b[3]", doc.clone(), None);
     check("$.a.b.c", doc.clone(), None);
     check("$[0]", json!(["first"]), Some(json!("first")));
+    // Jayway's `(@.length-N)` script form (asl-validator's valid-path-array-context.json).
+    check("$[(@.length-1)].bar", json!([{"bar": 1}, {"bar": 2}]), Some(json!(2)));
 }
 
 #[test]
@@ -46,7 +48,8 @@ fn quoted_names_keep_backslashes_like_jayway() {
 
 #[test]
 fn indefinite_paths_return_arrays() {
-    let doc = json!({"items": [{"id": 1, "p": 5}, {"id": 2, "p": 15}, {"id": 3}], "o": {"x": 1, "y": 2}});
+    let doc =
+        json!({"items": [{"id": 1, "p": 5}, {"id": 2, "p": 15}, {"id": 3}], "o": {"x": 1, "y": 2}});
     check("$.items[*].id", doc.clone(), Some(json!([1, 2, 3])));
     check("$.items[*].p", doc.clone(), Some(json!([5, 15])));
     check("$.o.*", doc.clone(), Some(json!([1, 2])));
@@ -69,15 +72,39 @@ fn filters() {
     ], "limit": 10});
     check("$.items[?(@.p > 10)].id", doc.clone(), Some(json!([2, 3])));
     check("$.items[?(@.p <= 15)].id", doc.clone(), Some(json!([1, 2])));
-    check("$.items[?(@.tag == 'a')].id", doc.clone(), Some(json!([1, 3])));
-    check("$.items[?(@.tag != \"a\")].id", doc.clone(), Some(json!([2])));
+    check(
+        "$.items[?(@.tag == 'a')].id",
+        doc.clone(),
+        Some(json!([1, 3])),
+    );
+    check(
+        "$.items[?(@.tag != \"a\")].id",
+        doc.clone(),
+        Some(json!([2])),
+    );
     check("$.items[?(@.ok)].id", doc.clone(), Some(json!([1, 3])));
     check("$.items[?(!@.ok)].id", doc.clone(), Some(json!([2])));
-    check("$.items[?(@.p > 1 && @.tag == 'a')].id", doc.clone(), Some(json!([1, 3])));
-    check("$.items[?(@.p < 10 || @.p > 20)].id", doc.clone(), Some(json!([1, 3])));
-    check("$.items[?(@.p > $.limit)].id", doc.clone(), Some(json!([2, 3])));
+    check(
+        "$.items[?(@.p > 1 && @.tag == 'a')].id",
+        doc.clone(),
+        Some(json!([1, 3])),
+    );
+    check(
+        "$.items[?(@.p < 10 || @.p > 20)].id",
+        doc.clone(),
+        Some(json!([1, 3])),
+    );
+    check(
+        "$.items[?(@.p > $.limit)].id",
+        doc.clone(),
+        Some(json!([2, 3])),
+    );
     check("$.items[?(@.ok == true)].id", doc.clone(), Some(json!([1])));
-    check("$.items[?(@.id in [1, 2])].id", doc.clone(), Some(json!([1, 2])));
+    check(
+        "$.items[?(@.id in [1, 2])].id",
+        doc.clone(),
+        Some(json!([1, 2])),
+    );
     // A type mismatch compares false rather than failing.
     check("$.items[?(@.tag > 1)].id", doc, Some(json!([])));
 }
@@ -87,7 +114,11 @@ fn context_and_variables() {
     let input = json!({"x": 1});
     check("$$.Execution.Name", input.clone(), Some(json!("exec")));
     check("$$.Execution.Input.x", input.clone(), Some(json!(1)));
-    check("$$", input.clone(), Some(json!({"Execution": {"Name": "exec", "Input": {"x": 1}}})));
+    check(
+        "$$",
+        input.clone(),
+        Some(json!({"Execution": {"Name": "exec", "Input": {"x": 1}}})),
+    );
     check("$v.a[1]", input.clone(), Some(json!(2)));
     check("$s", input.clone(), Some(json!("text")));
     check("$nosuch", input, None);
@@ -134,24 +165,46 @@ fn result_path_merges_like_aws() {
         ReferencePath::parse(path).unwrap().set(target, value)
     };
     assert_eq!(set("$", json!({"a": 1}), json!(5)).unwrap(), json!(5));
-    assert_eq!(set("$.r", json!({"a": 1}), json!(5)).unwrap(), json!({"a": 1, "r": 5}));
-    assert_eq!(set("$.a", json!({"a": 1}), json!(5)).unwrap(), json!({"a": 5}));
+    assert_eq!(
+        set("$.r", json!({"a": 1}), json!(5)).unwrap(),
+        json!({"a": 1, "r": 5})
+    );
+    assert_eq!(
+        set("$.a", json!({"a": 1}), json!(5)).unwrap(),
+        json!({"a": 5})
+    );
     assert_eq!(
         set("$.x.y.z", json!({"a": 1}), json!(true)).unwrap(),
         json!({"a": 1, "x": {"y": {"z": true}}})
     );
-    assert_eq!(set("$.l[1]", json!({"l": [0, 0]}), json!(9)).unwrap(), json!({"l": [0, 9]}));
+    assert_eq!(
+        set("$.l[1]", json!({"l": [0, 0]}), json!(9)).unwrap(),
+        json!({"l": [0, 9]})
+    );
     let err = set("$.a.b", json!({"a": "str"}), json!(1)).unwrap_err();
     assert_eq!(err.error, "States.ResultPathMatchFailure");
-    assert_eq!(err.cause, "Unable to apply ReferencePath $.a.b to input {\"a\":\"str\"}");
+    assert_eq!(
+        err.cause,
+        "Unable to apply ReferencePath $.a.b to input {\"a\":\"str\"}"
+    );
     let err = set("$.r", json!("scalar"), json!(1)).unwrap_err();
     assert_eq!(err.error, "States.ResultPathMatchFailure");
 }
 
 #[test]
 fn reference_paths_reject_indefinite_forms() {
-    for bad in ["$.a[*]", "$..a", "$.a[1:2]", "$$.Execution", "$var.x", "$.a[?(@.b)]"] {
-        assert!(ReferencePath::parse(bad).is_err(), "{bad} should be rejected");
+    for bad in [
+        "$.a[*]",
+        "$..a",
+        "$.a[1:2]",
+        "$$.Execution",
+        "$var.x",
+        "$.a[?(@.b)]",
+    ] {
+        assert!(
+            ReferencePath::parse(bad).is_err(),
+            "{bad} should be rejected"
+        );
     }
     let r = ReferencePath::parse("$.a['b'][0]").unwrap();
     assert_eq!(r.get(&json!({"a": {"b": [7]}})), Some(&json!(7)));

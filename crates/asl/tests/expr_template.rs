@@ -56,8 +56,16 @@ fn missing_path_uses_aws_text_with_the_field() {
 
 #[test]
 fn static_templates_are_flagged() {
-    assert!(Template::compile(&json!({"a": [1, {"b": "$.x"}]})).unwrap().is_static());
-    assert!(!Template::compile(&json!({"a": [1, {"b.$": "$.x"}]})).unwrap().is_static());
+    assert!(
+        Template::compile(&json!({"a": [1, {"b": "$.x"}]}))
+            .unwrap()
+            .is_static()
+    );
+    assert!(
+        !Template::compile(&json!({"a": [1, {"b.$": "$.x"}]}))
+            .unwrap()
+            .is_static()
+    );
 }
 
 #[test]
@@ -71,13 +79,27 @@ fn compile_reports_every_bad_entry_with_its_pointer() {
     .unwrap_err();
     let paths: Vec<&str> = diags.iter().map(|d| d.path.as_str()).collect();
     assert_eq!(paths, vec!["/a.$", "/b/c.$", "/d.$"]);
-    assert!(diags[0].message.contains("field 'a.$'"), "{}", diags[0].message);
-    assert!(diags[2].message.contains("unknown intrinsic function"), "{}", diags[2].message);
+    assert!(
+        diags[0].message.contains("field 'a.$'"),
+        "{}",
+        diags[0].message
+    );
+    assert!(
+        diags[2].message.contains("unknown intrinsic function"),
+        "{}",
+        diags[2].message
+    );
 }
 
 #[test]
 fn payload_expr_accepts_paths_and_calls() {
-    assert!(matches!(PayloadExpr::parse("$.a"), Ok(PayloadExpr::Path(_))));
-    assert!(matches!(PayloadExpr::parse("States.UUID()"), Ok(PayloadExpr::Intrinsic(_))));
+    assert!(matches!(
+        PayloadExpr::parse("$.a"),
+        Ok(PayloadExpr::Path(_))
+    ));
+    assert!(matches!(
+        PayloadExpr::parse("States.UUID()"),
+        Ok(PayloadExpr::Intrinsic(_))
+    ));
     assert!(PayloadExpr::parse("plain").is_err());
 }

@@ -62,8 +62,8 @@ pub enum FaultKind {
     HandlerTimeout,
     /// Lifecycle heartbeats are lost and the hook's timeout is `heartbeat_timeout_seconds`.
     LifecycleHeartbeatTimeout,
-    /// The hostname pool is (nearly) exhausted: the driver builds a pool with
-    /// `pool_capacity` names.
+    /// The hostname pool is (nearly) exhausted: the driver builds a pool with a one-digit
+    /// sequence (`{prefix}-{seq:1}`), so the tenth launch finds no free name.
     NamePoolExhausted,
     /// Another writer holds `preallocated` names of the pool before the fleet launches, so
     /// allocations race with it.
@@ -99,9 +99,6 @@ pub struct Fault {
     /// LifecycleHeartbeatTimeout: the hook timeout.
     #[serde(default)]
     pub heartbeat_timeout_seconds: Option<u64>,
-    /// NamePoolExhausted: how many names the pool holds.
-    #[serde(default)]
-    pub pool_capacity: Option<u64>,
     /// ConcurrentAllocationConflict: names held by another writer.
     #[serde(default)]
     pub preallocated: Option<u64>,
@@ -1757,7 +1754,7 @@ impl Cloud for SimCloud {
             let lower = script.to_ascii_lowercase();
             if lower.contains("sysprep")
                 && (lower.contains("/generalize")
-                    || lower.contains("ec2launch sysprep")
+                    || (lower.contains("ec2launch") && lower.contains(" sysprep"))
                     || lower.contains("sysprepinstance.ps1")
                     || lower.contains("-sysprep"))
             {
@@ -1772,7 +1769,8 @@ impl Cloud for SimCloud {
                     let reboot = lower.contains("/reboot") && !lower.contains("/shutdown");
                     effect = Effect::Sysprep {
                         reboot,
-                        name: extract_between(&script, "<ComputerName>", "</ComputerName>"),
+                        name: rename_target(&script, id)
+                            .or_else(|| extract_between(&script, "<ComputerName>", "</ComputerName>")),
                     };
                     delay = self.draw(&format!("sysprep/{id}"), self.timings.sysprep);
                     if self

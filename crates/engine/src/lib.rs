@@ -1,1 +1,705 @@
-//! TODO(#2-#5): see ARCHITECTURE.md
+//! The embedded Step Functions runtime: runs ASL state machines durably on a laptop.
+//!
+//! [`Engine`] owns a SQLite store (file or in-memory), a [`clock::Clock`] and a registry of
+//! [`TaskHandler`]s keyed by resource ARN. It feeds the pure decider from `asl::interp` with
+//! events (task results, fired timers, stop requests), persists every decider step as ONE
+//! transaction (the step's input event, the history events it produced, pending-command
+//! changes) *before* acting on it, then performs the step's commands: dispatching tasks to
+//! handlers (concurrently, on tokio) and arming timers.
+//!
+//! - Crash safety: on [`Engine::open`] every `RUNNING` execution is rebuilt by replaying its
+//!   input log through the (deterministic) decider; in-flight tasks are dispatched again
+//!   (handlers must be idempotent: key side effects on [`TaskContext::idempotency_key`]) and
+//!   timers are re-armed from their persisted deadlines.
+//! - Time: only from the clock. With a virtual clock, when no task is running and every
+//!   execution waits on a timer, the engine jumps the clock to the earliest timer (ties broken
+//!   by execution ARN and token, so runs are deterministic). A real clock sleeps instead.
+//! - Lambda: a handler registered for a function ARN (or bare function name) serves both
+//!   `"Resource": "arn:aws:lambda:…:function:NAME"` and `arn:aws:states:::lambda:invoke` with
+//!   `FunctionName`; the decider wraps lambda:invoke results in AWS's response envelope.
+//! - An unregistered resource fails the task (catchable) with a cause naming the state and
+//!   the resource.
+//!
+//! Not here: ASL semantics (crate `asl`), printing (crate `cli`), AWS (crate `cloud`).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), engine::EngineError> {
+//! use std::sync::Arc;
+//! use engine::{Engine, EngineConfig, handler_fn, TaskError};
+//!
+//! let engine = Engine::open(EngineConfig::in_memory_virtual())?;
+//! engine.register("arn:aws:lambda:us-east-1:123456789012:function:Echo",
+//!     handler_fn(|input, _ctx| async move { Ok::<_, TaskError>(input) }));
+//! engine.create_state_machine("demo", r#"{"StartAt":"A","States":{"A":{"Type":"Pass","End":true}}}"#)?;
+//! let arn = engine.start_execution("demo", None, serde_json::json!({"x": 1}))?;
+//! let done = engine.run_until_complete(&arn).await?;
+//! assert_eq!(done.status, engine::Status::Succeeded);
+//! # Ok(()) }
+//! ```
+
+mod store;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use asl::history::HistoryEvent;
+use asl::interp::{Command, DecideError, Event, Execution, ExecutionInfo, Options};
+use asl::model::Definition;
+use async_trait::async_trait;
+use clock::Clock;
+use serde_json::Value;
+use tokio::sync::broadcast;
+use tokio::task::JoinSet;
+
+pub use asl::interp::Status;
+
+use store::{NewExecution, Pending, StepRecord, Store};
+
+/// Errors of the engine API. Task failures are not errors here: they are execution events.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("store: {0}")]
+    Store(String),
+    #[error("state machine \"{0}\" does not exist; create it with create_state_machine")]
+    NoStateMachine(String),
+    #[error("execution \"{0}\" does not exist")]
+    NoExecution(String),
+    #[error("execution \"{0}\" already exists")]
+    ExecutionExists(String),
+    #[error("state machine \"{name}\": {source}")]
+    Definition {
+        name: String,
+        #[source]
+        source: asl::model::DefinitionError,
+    },
+    #[error("execution \"{0}\" is not running")]
+    NotRunning(String),
+}
+
+/// A task's failure, as the handler reports it: `error` is the name Retry/Catch match on.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{error}: {cause}")]
+pub struct TaskError {
+    pub error: String,
+    pub cause: String,
+}
+
+impl TaskError {
+    pub fn new(error: impl Into<String>, cause: impl Into<String>) -> Self {
+        TaskError {
+            error: error.into(),
+            cause: cause.into(),
+        }
+    }
+}
+
+/// What a handler knows about the task it runs.
+#[derive(Clone, Debug)]
+pub struct TaskContext {
+    pub execution_arn: String,
+    pub state_name: String,
+    /// The state's `Resource` as written.
+    pub resource: String,
+    /// Unique per scheduled attempt within the execution.
+    pub token: u64,
+    /// `execution ARN + "/" + state name`: stable across retries and crash re-dispatch; use it
+    /// as the client token for side effects.
+    pub idempotency_key: String,
+}
+
+/// Runs one kind of task. Must be idempotent: after a crash a task may run again.
+#[async_trait]
+pub trait TaskHandler: Send + Sync {
+    async fn invoke(&self, input: Value, ctx: TaskContext) -> Result<Value, TaskError>;
+}
+
+struct FnHandler<F>(F);
+
+#[async_trait]
+impl<F, Fut> TaskHandler for FnHandler<F>
+where
+    F: Fn(Value, TaskContext) -> Fut + Send + Sync,
+    Fut: Future<Output = Result<Value, TaskError>> + Send + 'static,
+{
+    async fn invoke(&self, input: Value, ctx: TaskContext) -> Result<Value, TaskError> {
+        (self.0)(input, ctx).await
+    }
+}
+
+/// Wraps an async closure as a handler.
+pub fn handler_fn<F, Fut>(f: F) -> Arc<dyn TaskHandler>
+where
+    F: Fn(Value, TaskContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, TaskError>> + Send + 'static,
+{
+    Arc::new(FnHandler(f))
+}
+
+/// How to open an engine.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// SQLite file; `None` = in-memory (nothing survives the process).
+    pub store: Option<PathBuf>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl EngineConfig {
+    /// In-memory store on a virtual clock starting at a fixed instant (2024-01-01T00:00:00Z),
+    /// for tests and `states exec`.
+    pub fn in_memory_virtual() -> Self {
+        EngineConfig {
+            store: None,
+            clock: Arc::new(clock::VirtualClock::new(
+                UNIX_EPOCH + std::time::Duration::from_secs(1_704_067_200),
+            )),
+        }
+    }
+}
+
+/// One history event of one execution, as broadcast to subscribers.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    pub execution_arn: String,
+    pub event: HistoryEvent,
+}
+
+/// DescribeExecution, locally.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExecutionSummary {
+    pub execution_arn: String,
+    pub name: String,
+    pub state_machine: String,
+    pub status: Status,
+    pub input: Value,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    pub cause: Option<String>,
+    pub start_date: SystemTime,
+    pub stop_date: Option<SystemTime>,
+}
+
+/// The engine. Cheap to clone (shared inside).
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    clock: Arc<dyn Clock>,
+    store: Mutex<Store>,
+    handlers: RwLock<HashMap<String, Arc<dyn TaskHandler>>>,
+    rt: Mutex<Runtime>,
+    progress: broadcast::Sender<Progress>,
+    driver: tokio::sync::Mutex<()>,
+}
+
+struct Live {
+    def: Arc<Definition>,
+    exec: Execution,
+    // Invariant: number of events in the execution's input log.
+    seq: i64,
+}
+
+#[derive(Default)]
+struct Runtime {
+    live: HashMap<String, Live>,
+    dispatch: VecDeque<(String, Command)>,
+    // Ordered by deadline, then execution and token (deterministic ties).
+    timers: BTreeMap<(SystemTime, String, u64), ()>,
+    timer_index: HashMap<(String, u64), SystemTime>,
+    names: u64,
+}
+
+impl Runtime {
+    fn arm(&mut self, arn: &str, token: u64, at: SystemTime) {
+        self.timers.insert((at, arn.to_owned(), token), ());
+        self.timer_index.insert((arn.to_owned(), token), at);
+    }
+
+    fn disarm(&mut self, arn: &str, token: u64) {
+        if let Some(at) = self.timer_index.remove(&(arn.to_owned(), token)) {
+            self.timers.remove(&(at, arn.to_owned(), token));
+        }
+    }
+
+    fn forget(&mut self, arn: &str) {
+        self.live.remove(arn);
+        let keys: Vec<(String, u64)> = self
+            .timer_index
+            .keys()
+            .filter(|(a, _)| a == arn)
+            .cloned()
+            .collect();
+        for (a, t) in keys {
+            self.disarm(&a, t);
+        }
+        self.dispatch.retain(|(a, _)| a != arn);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock is a bug elsewhere; the data is still consistent
+    // because every mutation is a whole step.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn seed_of(arn: &str) -> u64 {
+    // FNV-1a: a stable seed per execution, so replays draw the same jitter/UUIDs.
+    arn.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn lambda_function_name(target: &str) -> Option<&str> {
+    // arn:aws:lambda:region:account:function:NAME[:qualifier]
+    let parts: Vec<&str> = target.split(':').collect();
+    if parts.len() >= 7 && parts[2] == "lambda" && parts[5] == "function" {
+        Some(parts[6])
+    } else {
+        None
+    }
+}
+
+impl Engine {
+    /// Opens (creating if needed) the store and resumes every running execution.
+    pub fn open(config: EngineConfig) -> Result<Engine, EngineError> {
+        let store = Store::open(config.store.as_deref())?;
+        let (tx, _) = broadcast::channel(4096);
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                clock: config.clock,
+                store: Mutex::new(store),
+                handlers: RwLock::new(HashMap::new()),
+                rt: Mutex::new(Runtime::default()),
+                progress: tx,
+                driver: tokio::sync::Mutex::new(()),
+            }),
+        };
+        engine.resume()?;
+        Ok(engine)
+    }
+
+    /// The engine's clock.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.inner.clock.clone()
+    }
+
+    fn resume(&self) -> Result<(), EngineError> {
+        let store = lock(&self.inner.store);
+        let running = store.executions(Some("RUNNING"))?;
+        let mut rt = lock(&self.inner.rt);
+        for row in running {
+            let text = store.definition_of(&row.arn)?;
+            let def = Definition::parse(&text).map_err(|source| EngineError::Definition {
+                name: row.state_machine.clone(),
+                source,
+            })?;
+            let info = ExecutionInfo::local(&row.state_machine, &row.name);
+            let (mut exec, _) = Execution::start(
+                &def,
+                info,
+                row.input.clone(),
+                row.seed,
+                store::from_nanos(row.start_nanos),
+                Options::default(),
+            );
+            let inputs = store.inputs(&row.arn)?;
+            let seq = inputs.len() as i64;
+            for (now, ev) in inputs {
+                // Replaying logged events reproduces the state; their effects are already
+                // persisted (history, pending), so the produced steps are dropped.
+                let _ = exec.handle(&def, ev, now);
+            }
+            for p in store.pending(&row.arn)? {
+                match p {
+                    Pending::Task(cmd) => rt.dispatch.push_back((row.arn.clone(), cmd)),
+                    Pending::Timer { token, fire_at } => rt.arm(&row.arn, token, fire_at),
+                }
+            }
+            rt.live.insert(
+                row.arn.clone(),
+                Live {
+                    def: Arc::new(def),
+                    exec,
+                    seq,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Registers the handler for a resource ARN (or a bare Lambda function name).
+    pub fn register(&self, resource: &str, handler: Arc<dyn TaskHandler>) {
+        let mut h = self
+            .inner
+            .handlers
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        h.insert(resource.to_owned(), handler);
+    }
+
+    fn handler_for(&self, target: &str) -> Option<Arc<dyn TaskHandler>> {
+        let h = self
+            .inner
+            .handlers
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(x) = h.get(target) {
+            return Some(x.clone());
+        }
+        let name = lambda_function_name(target).unwrap_or(target);
+        if let Some(x) = h.get(name) {
+            return Some(x.clone());
+        }
+        h.iter()
+            .find(|(k, _)| lambda_function_name(k) == Some(name))
+            .map(|(_, v)| v.clone())
+    }
+
+    /// Creates (or replaces) a state machine after validating the definition fully.
+    pub fn create_state_machine(&self, name: &str, definition: &str) -> Result<(), EngineError> {
+        Definition::parse(definition).map_err(|source| EngineError::Definition {
+            name: name.to_owned(),
+            source,
+        })?;
+        lock(&self.inner.store).put_state_machine(name, definition, self.inner.clock.now())
+    }
+
+    /// Names of the stored state machines.
+    pub fn state_machines(&self) -> Result<Vec<String>, EngineError> {
+        lock(&self.inner.store).state_machines()
+    }
+
+    /// Starts an execution of a stored state machine; returns its ARN. The first decider step
+    /// (everything up to the first Task or Wait) runs and is committed before this returns;
+    /// tasks and timers run when the engine is driven (`run_until_*`).
+    pub fn start_execution(
+        &self,
+        state_machine: &str,
+        name: Option<&str>,
+        input: Value,
+    ) -> Result<String, EngineError> {
+        let text = lock(&self.inner.store)
+            .state_machine(state_machine)?
+            .ok_or_else(|| EngineError::NoStateMachine(state_machine.to_owned()))?;
+        let def = Definition::parse(&text).map_err(|source| EngineError::Definition {
+            name: state_machine.to_owned(),
+            source,
+        })?;
+        let now = self.inner.clock.now();
+        let name = match name {
+            Some(n) => n.to_owned(),
+            None => {
+                let mut rt = lock(&self.inner.rt);
+                rt.names += 1;
+                let nanos = store::to_nanos(now);
+                format!("exec-{nanos:x}-{}", rt.names)
+            }
+        };
+        let info = ExecutionInfo::local(state_machine, &name);
+        let arn = info.execution_arn.clone();
+        if lock(&self.inner.store).execution(&arn)?.is_some() {
+            return Err(EngineError::ExecutionExists(arn));
+        }
+        let seed = seed_of(&arn);
+        let (exec, step) = Execution::start(&def, info, input.clone(), seed, now, Options::default());
+        lock(&self.inner.store).commit_step(&StepRecord {
+            arn: &arn,
+            now,
+            new_execution: Some(NewExecution {
+                name: &name,
+                state_machine,
+                definition: &text,
+                input: &input,
+                seed,
+            }),
+            input: None,
+            consumed: None,
+            history: &step.history,
+            commands: &step.commands,
+        })?;
+        let mut rt = lock(&self.inner.rt);
+        rt.live.insert(
+            arn.clone(),
+            Live {
+                def: Arc::new(def),
+                exec,
+                seq: 0,
+            },
+        );
+        self.effects(&mut rt, &arn, step.history, step.commands);
+        Ok(arn)
+    }
+
+    fn effects(&self, rt: &mut Runtime, arn: &str, history: Vec<HistoryEvent>, commands: Vec<Command>) {
+        for event in history {
+            let _ = self.inner.progress.send(Progress {
+                execution_arn: arn.to_owned(),
+                event,
+            });
+        }
+        for c in commands {
+            match c {
+                Command::ScheduleTask { .. } => rt.dispatch.push_back((arn.to_owned(), c)),
+                Command::StartTimer { token, fire_at } => rt.arm(arn, token, fire_at),
+                Command::CancelTimer { token } => rt.disarm(arn, token),
+                Command::Complete { .. } => rt.forget(arn),
+            }
+        }
+    }
+
+    /// Applies one event to one execution: decide, commit, then act.
+    fn apply(&self, arn: &str, event: Event) -> Result<(), EngineError> {
+        let now = self.inner.clock.now();
+        let consumed = match &event {
+            Event::TaskSucceeded { token, .. }
+            | Event::TaskFailed { token, .. }
+            | Event::TimerFired { token } => Some(*token),
+            Event::Abort { .. } => None,
+        };
+        let mut rt = lock(&self.inner.rt);
+        let Some(live) = rt.live.get_mut(arn) else {
+            if let Some(t) = consumed {
+                lock(&self.inner.store).drop_pending(arn, t)?;
+            }
+            return Ok(());
+        };
+        let def = live.def.clone();
+        let step = match live.exec.handle(&def, event.clone(), now) {
+            Ok(s) => s,
+            Err(DecideError::UnknownToken(t)) => {
+                // A stale token (task finished after its timeout, aborted iteration): no
+                // state change, nothing to log.
+                lock(&self.inner.store).drop_pending(arn, t)?;
+                return Ok(());
+            }
+            Err(DecideError::NotRunning(_)) => return Err(EngineError::NotRunning(arn.to_owned())),
+        };
+        live.seq += 1;
+        let seq = live.seq;
+        lock(&self.inner.store).commit_step(&StepRecord {
+            arn,
+            now,
+            new_execution: None,
+            input: Some((seq, &event)),
+            consumed,
+            history: &step.history,
+            commands: &step.commands,
+        })?;
+        self.effects(&mut rt, arn, step.history, step.commands);
+        Ok(())
+    }
+
+    /// Stops a running execution (`ExecutionAborted`).
+    pub fn stop_execution(
+        &self,
+        arn: &str,
+        error: Option<&str>,
+        cause: Option<&str>,
+    ) -> Result<(), EngineError> {
+        if !lock(&self.inner.rt).live.contains_key(arn) {
+            return Err(EngineError::NotRunning(arn.to_owned()));
+        }
+        self.apply(
+            arn,
+            Event::Abort {
+                error: error.map(str::to_owned),
+                cause: cause.map(str::to_owned),
+            },
+        )
+    }
+
+    /// Drives until `arn` is no longer running, then describes it.
+    pub async fn run_until_complete(&self, arn: &str) -> Result<ExecutionSummary, EngineError> {
+        self.drive(Some(arn)).await?;
+        self.describe(arn)
+    }
+
+    /// Drives until no execution can make progress (all complete, or nothing pending).
+    pub async fn run_until_idle(&self) -> Result<(), EngineError> {
+        self.drive(None).await
+    }
+
+    async fn drive(&self, target: Option<&str>) -> Result<(), EngineError> {
+        let _one_driver = self.inner.driver.lock().await;
+        let mut tasks: JoinSet<(String, u64, Result<Value, TaskError>)> = JoinSet::new();
+        loop {
+            if let Some(a) = target {
+                if !lock(&self.inner.rt).live.contains_key(a) {
+                    return Ok(());
+                }
+            }
+            // Dispatch scheduled tasks.
+            let to_run: Vec<(String, Command)> = lock(&self.inner.rt).dispatch.drain(..).collect();
+            for (arn, cmd) in to_run {
+                let Command::ScheduleTask {
+                    token,
+                    state,
+                    resource,
+                    target: what,
+                    input,
+                    ..
+                } = cmd
+                else {
+                    continue;
+                };
+                let ctx = TaskContext {
+                    idempotency_key: format!("{arn}/{state}"),
+                    execution_arn: arn.clone(),
+                    state_name: state.clone(),
+                    resource: resource.clone(),
+                    token,
+                };
+                match self.handler_for(&what) {
+                    Some(h) => {
+                        tasks.spawn(async move {
+                            let r = h.invoke(input, ctx).await;
+                            (arn, token, r)
+                        });
+                    }
+                    None => {
+                        let error = if lambda_function_name(&what).is_some()
+                            || resource.contains(":lambda:")
+                        {
+                            "Lambda.ResourceNotFoundException"
+                        } else {
+                            "States.TaskFailed"
+                        };
+                        self.apply(
+                            &arn,
+                            Event::TaskFailed {
+                                token,
+                                error: error.to_owned(),
+                                cause: Some(format!(
+                                    "state \"{state}\": no handler is registered for resource \"{what}\"; register one with Engine::register"
+                                )),
+                            },
+                        )?;
+                    }
+                }
+            }
+            // Fire due timers.
+            let now = self.inner.clock.now();
+            let due: Vec<(String, u64)> = {
+                let mut rt = lock(&self.inner.rt);
+                let mut out = Vec::new();
+                while let Some(((at, arn, token), ())) = rt.timers.first_key_value() {
+                    if *at > now {
+                        break;
+                    }
+                    let (arn, token) = (arn.clone(), *token);
+                    rt.disarm(&arn, token);
+                    out.push((arn, token));
+                }
+                out
+            };
+            if !due.is_empty() {
+                for (arn, token) in due {
+                    self.apply(&arn, Event::TimerFired { token })?;
+                }
+                continue;
+            }
+            if !lock(&self.inner.rt).dispatch.is_empty() {
+                continue;
+            }
+            let next_timer = lock(&self.inner.rt)
+                .timers
+                .first_key_value()
+                .map(|((at, _, _), _)| *at);
+            if !tasks.is_empty() {
+                let joined = if self.inner.clock.is_virtual() || next_timer.is_none() {
+                    tasks.join_next().await
+                } else {
+                    let wait = next_timer
+                        .and_then(|t| t.duration_since(now).ok())
+                        .unwrap_or_default();
+                    #[allow(clippy::disallowed_methods)] // the engine's real-time timer
+                    let sleep = tokio::time::sleep(wait);
+                    tokio::select! {
+                        j = tasks.join_next() => j,
+                        _ = sleep => None,
+                    }
+                };
+                if let Some(j) = joined {
+                    match j {
+                        Ok((arn, token, Ok(output))) => {
+                            self.apply(&arn, Event::TaskSucceeded { token, output })?
+                        }
+                        Ok((arn, token, Err(e))) => self.apply(
+                            &arn,
+                            Event::TaskFailed {
+                                token,
+                                error: e.error,
+                                cause: Some(e.cause),
+                            },
+                        )?,
+                        Err(join_error) => {
+                            // A panicking handler is a bug in the handler; report it as a
+                            // task failure of unknown token is impossible, so log and go on.
+                            tracing::error!(%join_error, "task handler panicked");
+                        }
+                    }
+                }
+                continue;
+            }
+            match next_timer {
+                Some(at) => {
+                    if self.inner.clock.is_virtual() {
+                        self.inner.clock.advance_to(at);
+                    } else if let Ok(wait) = at.duration_since(now) {
+                        #[allow(clippy::disallowed_methods)] // the engine's real-time timer
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// DescribeExecution.
+    pub fn describe(&self, arn: &str) -> Result<ExecutionSummary, EngineError> {
+        let row = lock(&self.inner.store)
+            .execution(arn)?
+            .ok_or_else(|| EngineError::NoExecution(arn.to_owned()))?;
+        Ok(summary(row))
+    }
+
+    /// ListExecutions (oldest first), optionally only those with `status`.
+    pub fn list_executions(&self, status: Option<Status>) -> Result<Vec<ExecutionSummary>, EngineError> {
+        let rows = lock(&self.inner.store).executions(status.map(Status::as_str))?;
+        Ok(rows.into_iter().map(summary).collect())
+    }
+
+    /// GetExecutionHistory (all events, oldest first).
+    pub fn history(&self, arn: &str) -> Result<Vec<HistoryEvent>, EngineError> {
+        let store = lock(&self.inner.store);
+        if store.execution(arn)?.is_none() {
+            return Err(EngineError::NoExecution(arn.to_owned()));
+        }
+        store.history(arn)
+    }
+
+    /// Every history event as it is committed, for live displays. Slow receivers may lag
+    /// (tokio broadcast semantics); the store has the full history.
+    pub fn subscribe(&self) -> broadcast::Receiver<Progress> {
+        self.inner.progress.subscribe()
+    }
+}
+
+fn summary(row: store::ExecutionRow) -> ExecutionSummary {
+    ExecutionSummary {
+        execution_arn: row.arn,
+        name: row.name,
+        state_machine: row.state_machine,
+        status: Status::parse(&row.status).unwrap_or(Status::Failed),
+        input: row.input,
+        output: row.output,
+        error: row.error,
+        cause: row.cause,
+        start_date: store::from_nanos(row.start_nanos),
+        stop_date: row.stop_nanos.map(store::from_nanos),
+    }
+}

@@ -279,7 +279,7 @@ impl Store {
     pub(crate) fn commit_step(&mut self, step: &StepRecord<'_>) -> Result<(), EngineError> {
         let tx = self.conn.transaction().map_err(sql)?;
         {
-            if let Some(new) = step.new_execution {
+            if let Some(new) = &step.new_execution {
                 tx.execute(
                     "INSERT INTO executions(arn, name, state_machine, definition, status, input, start_nanos, seed)
                      VALUES (?1, ?2, ?3, ?4, 'RUNNING', ?5, ?6, ?7)",

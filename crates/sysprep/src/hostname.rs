@@ -191,7 +191,9 @@ pub struct NameContext<'a> {
 }
 
 /// A checked naming pattern: every name it can produce is a valid computer name.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Deserializes from a [`HostnameConfig`] table, running the checks.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "HostnameConfig")]
 pub struct HostnamePolicy {
     pattern: String,
     // Invariant: adjacent literals merged, no empty literal, at least one Seq or Hash, at
@@ -458,6 +460,13 @@ impl HostnamePolicy {
             pattern: self.pattern.clone(),
             reason: format!("produced invalid name {name:?}: {error}"),
         })
+    }
+}
+
+impl TryFrom<HostnameConfig> for HostnamePolicy {
+    type Error = PolicyError;
+    fn try_from(config: HostnameConfig) -> Result<Self, Self::Error> {
+        Self::new(&config)
     }
 }
 

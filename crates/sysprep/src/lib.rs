@@ -2,8 +2,12 @@
 //!
 //! - [`agent`]: the launch-agent detection script and its parser ([`agent::AgentReport`]).
 //! - [`commands`]: per-agent Sysprep command sequences and rename commands.
+//! - [`config`]: this crate's sections of a TOML config file, with located errors.
+//! - [`diagnose`]: Panther log and console output classification ([`diagnose::Category`]).
 //! - [`hostname`]: Windows computer-name rules and the naming [`hostname::HostnamePolicy`].
 //! - [`powershell`]: quoting values into generated scripts.
+//! - [`preflight`]: the pre-flight blocker script and its findings.
+//! - [`unattend`]: unattend.xml rendering/parsing and the on-instance writer script.
 //!
 //! This crate deliberately does no I/O (beyond reading a `BufRead` the caller hands it), makes
 //! no AWS calls and knows no AWS SDK types: the workflows glue it to the cloud.
@@ -18,5 +22,9 @@
 
 pub mod agent;
 pub mod commands;
+pub mod config;
+pub mod diagnose;
 pub mod hostname;
 pub mod powershell;
+pub mod preflight;
+pub mod unattend;

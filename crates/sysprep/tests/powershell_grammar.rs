@@ -121,7 +121,7 @@ fn hostile_values_stay_one_verbatim_string() {
                 "verbatim_string_characters" | "verbatim_here_string_characters" => {
                     literals.push(node.utf8_text(script.as_bytes()).unwrap().to_owned())
                 }
-                "expandable_string_literal" | "sub_expression" | "command" if node.start_position().row == 0 && node.kind() != "command" => expandable += 1,
+                "expandable_string_literal" | "expandable_here_string_literal" | "sub_expression" => expandable += 1,
                 _ => {}
             }
             stack.extend(node.children(&mut cursor));
@@ -141,5 +141,42 @@ fn hostile_values_stay_one_verbatim_string() {
             }
         }
         assert_eq!(&value_back, value);
+    }
+}
+
+/// The harness itself can fail: broken PowerShell is reported, and an unquoted value would be
+/// seen as code.
+#[test]
+fn the_grammar_check_catches_broken_scripts() {
+    assert!(first_error("if ($x {\n").is_some());
+    assert!(first_error("$a = 'unterminated\n").is_some());
+    let tree = parse("$value = \"$(Stop-Computer)\"\n");
+    assert!(tree.root_node().to_sexp().contains("sub_expression"));
+}
+
+#[test]
+fn preflight_scripts_parse() {
+    assert_parses("preflight default", &sysprep::preflight::preflight_script(None));
+    assert_parses(
+        "preflight hostile path",
+        &sysprep::preflight::preflight_script(Some("C:\\it's $(here)\\unattend.xml")),
+    );
+}
+
+#[test]
+fn unattend_writer_scripts_parse() {
+    use sysprep::unattend::{PasswordRef, UnattendConfig, writer_script};
+    let sources = [
+        None,
+        Some(PasswordRef::SsmParameter { name: "/fleet/it's $(admin)".into() }),
+        Some(PasswordRef::SecretsManager { secret_id: "arn:aws:secretsmanager:us-east-1:1:secret:x".into(), json_key: None }),
+        Some(PasswordRef::SecretsManager { secret_id: "name`with\"quotes".into(), json_key: Some("pass'word".into()) }),
+    ];
+    for source in sources {
+        let config = UnattendConfig { admin_password: source.clone(), ..UnattendConfig::default() };
+        for agent in LaunchAgent::ALL {
+            let script = writer_script(&config, agent.unattend_path()).expect("writer script");
+            assert_parses(&format!("writer {source:?} {agent}"), &script);
+        }
     }
 }

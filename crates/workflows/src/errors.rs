@@ -50,6 +50,9 @@ pub const SECRET_MISSING: &str = "Fleetprep.SecretMissing";
 /// The instance refresh failed or was cancelled.
 pub const REFRESH_FAILED: &str = "Fleetprep.RefreshFailed";
 
+/// Lambda killed the function at its timeout (the Lambda service's own error name).
+pub const LAMBDA_TIMEOUT: &str = "Sandbox.Timedout";
+
 /// Every name above, for documentation and the contract test.
 pub const ALL: &[&str] = &[
     THROTTLED,
@@ -73,6 +76,7 @@ pub const ALL: &[&str] = &[
     LIFECYCLE_ACTION_EXPIRED,
     SECRET_MISSING,
     REFRESH_FAILED,
+    LAMBDA_TIMEOUT,
 ];
 
 /// The names the state machines retry with backoff and full jitter.

@@ -32,6 +32,7 @@ pub mod batch;
 pub mod errors;
 pub mod handlers;
 pub mod iam;
+pub mod local;
 pub mod metrics;
 pub mod scripts;
 
@@ -123,8 +124,11 @@ pub struct Context {
     pub settings: Settings,
     /// Coalesces SendCommand and describe calls across executions sharing this process.
     pub batcher: Option<Arc<batch::Batcher>>,
-    /// Actions that hang forever (fault injection: the Task's TimeoutSeconds must fire).
+    /// Actions whose Lambda hangs until the function timeout (fault injection).
     pub hanging_actions: Vec<String>,
+    /// The Lambda function timeout a hanging action runs into (must stay below the Task
+    /// states' TimeoutSeconds of 120).
+    pub lambda_timeout_seconds: u64,
 }
 
 impl Context {
@@ -135,6 +139,7 @@ impl Context {
             settings: Settings::default(),
             batcher: None,
             hanging_actions: Vec::new(),
+            lambda_timeout_seconds: 60,
         }
     }
 
@@ -163,8 +168,109 @@ pub async fn dispatch(payload: Value, context: &Context) -> Result<Value, Handle
         })?
         .to_string();
     if context.hanging_actions.iter().any(|a| a == &action) {
-        // Fault injection: behave like a Lambda that never returns.
-        std::future::pending::<()>().await;
+        // Fault injection: a Lambda that hangs burns its whole function timeout and is then
+        // killed by the Lambda service, which reports `Sandbox.Timedout`. On a virtual clock
+        // the burnt time is simulated by moving the clock; on a real one it is waited out.
+        let timeout = std::time::Duration::from_secs(context.lambda_timeout_seconds);
+        if context.clock.is_virtual() {
+            context.clock.advance_to(context.clock.now() + timeout);
+        } else {
+            std::future::pending::<()>().await;
+        }
+        return Err(HandlerError::new(
+            errors::LAMBDA_TIMEOUT,
+            format!(
+                "Task timed out after {}.00 seconds (action {action})",
+                context.lambda_timeout_seconds
+            ),
+        ));
     }
     handlers::call(&action, payload, context).await
+}
+
+/// What a bake needs; serialised as the `bake` execution input (`{"config": ...}`). Every field
+/// has a default so the input always carries every path the state machine reads.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BakeConfig {
+    /// Image name prefix (the execution adds a unique suffix).
+    pub name: String,
+    /// The Windows base AMI to start from.
+    pub image_id: String,
+    pub instance_type: String,
+    pub subnet_id: Option<String>,
+    pub security_group_ids: Vec<String>,
+    /// Instance profile with AmazonSSMManagedInstanceCore.
+    pub instance_profile: Option<String>,
+    /// PowerShell scripts run in order before pre-flight.
+    pub customization_scripts: Vec<String>,
+    /// Secrets the scripts read on the instance; checked to exist, never read here.
+    pub secrets: Vec<cloud::SecretRef>,
+    /// Tags for the finished image.
+    pub tags: std::collections::BTreeMap<String, String>,
+    pub ssm_timeout_seconds: u64,
+    pub stop_timeout_seconds: u64,
+    pub force_stop_after_seconds: u64,
+    pub image_timeout_seconds: u64,
+}
+
+impl Default for BakeConfig {
+    fn default() -> Self {
+        Self {
+            name: "fleetprep-golden".into(),
+            image_id: String::new(),
+            instance_type: "m5.large".into(),
+            subnet_id: None,
+            security_group_ids: Vec::new(),
+            instance_profile: None,
+            customization_scripts: Vec::new(),
+            secrets: Vec::new(),
+            tags: std::collections::BTreeMap::new(),
+            ssm_timeout_seconds: 1200,
+            stop_timeout_seconds: 3600,
+            force_stop_after_seconds: 1500,
+            image_timeout_seconds: 3600,
+        }
+    }
+}
+
+impl BakeConfig {
+    /// The `bake` execution input.
+    pub fn input(&self) -> Value {
+        serde_json::json!({ "config": self })
+    }
+}
+
+/// What a rollout needs; serialised as the `rollout` execution input.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RolloutConfig {
+    pub group: String,
+    pub launch_template_id: String,
+    pub image_id: String,
+    pub min_healthy_percentage: u32,
+    pub instance_warmup_seconds: u32,
+    pub checkpoint_percentages: Vec<u32>,
+    pub timeout_seconds: u64,
+}
+
+impl Default for RolloutConfig {
+    fn default() -> Self {
+        Self {
+            group: String::new(),
+            launch_template_id: String::new(),
+            image_id: String::new(),
+            min_healthy_percentage: 90,
+            instance_warmup_seconds: 300,
+            checkpoint_percentages: Vec::new(),
+            timeout_seconds: 6 * 3600,
+        }
+    }
+}
+
+impl RolloutConfig {
+    /// The `rollout` execution input.
+    pub fn input(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
 }

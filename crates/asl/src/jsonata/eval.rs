@@ -44,6 +44,7 @@ pub(crate) enum Func<'a> {
         env: Env<'a>,
     },
     Builtin(&'static str),
+    Regex(Rc<regex::Regex>),
 }
 
 type Env<'a> = Rc<Scope<'a>>;
@@ -350,7 +351,9 @@ fn stringify(v: &V<'_>) -> R<String> {
         V::Json(Value::String(s)) => s.clone(),
         V::Num(n) => {
             if !n.is_finite() {
-                return Err("D3001: Attempting to invoke string function on Infinity or NaN".into());
+                return Err(
+                    "D3001: Attempting to invoke string function on Infinity or NaN".into(),
+                );
             }
             fmt_num(*n)
         }
@@ -401,7 +404,9 @@ impl<'c, 'a> Ev<'c, 'a> {
             || self.stack_base.abs_diff(stack_address(&marker)) > STACK_BUDGET
         {
             self.depth -= 1;
-            return Err("U1001: Stack overflow error: check for non-terminating recursive function".into());
+            return Err(
+                "U1001: Stack overflow error: check for non-terminating recursive function".into(),
+            );
         }
         let r = self.eval_inner(node, input, env);
         self.depth -= 1;
@@ -418,7 +423,11 @@ impl<'c, 'a> Ev<'c, 'a> {
             Node::Name(name) => lookup_name(input, name),
             Node::Wildcard => {
                 let mut out = Vec::new();
-                let items = if input.is_array() { input.to_vec() } else { vec![input.clone()] };
+                let items = if input.is_array() {
+                    input.to_vec()
+                } else {
+                    vec![input.clone()]
+                };
                 for item in items {
                     if let Some(entries) = item.entries() {
                         for (_, v) in entries {
@@ -443,9 +452,10 @@ impl<'c, 'a> Ev<'c, 'a> {
             }
             Node::Neg(e) => match self.eval(e, input, env)? {
                 None => None,
-                Some(v) => Some(V::Num(-v.as_f64().ok_or(
-                    "D1002: Cannot negate a non-numeric value",
-                )?)),
+                Some(v) => Some(V::Num(
+                    -v.as_f64()
+                        .ok_or("D1002: Cannot negate a non-numeric value")?,
+                )),
             },
             Node::Binary(op, l, r) => self.binary(*op, l, r, input, env)?,
             Node::Array(items) => {
@@ -555,6 +565,52 @@ impl<'c, 'a> Ev<'c, 'a> {
                         _ => return Err("T2006: The right side of the function application operator ~> must be a function".into()),
                     },
                 }
+            }
+            Node::Regex(re) => Some(V::Func(Rc::new(Func::Regex(re.0.clone())))),
+            Node::Group(expr, pairs) => {
+                let Some(v) = self.eval(expr, input, env)? else {
+                    return Ok(None);
+                };
+                // Group the items by key (keeping first-seen order), then evaluate each
+                // group's value with the group's items as the context.
+                let mut groups: Vec<(String, usize, Vec<V<'a>>)> = Vec::new();
+                for item in v.to_vec() {
+                    for (pi, (k, _)) in pairs.iter().enumerate() {
+                        let Some(key) = self.eval(k, &item, env)? else {
+                            continue;
+                        };
+                        let key = key
+                            .as_str()
+                            .ok_or_else(|| {
+                                format!(
+                                    "T1003: Key in object structure must evaluate to a string; got: {}",
+                                    key.type_name()
+                                )
+                            })?
+                            .to_owned();
+                        match groups.iter_mut().find(|(k2, _, _)| *k2 == key) {
+                            Some((_, gpi, items)) => {
+                                if *gpi != pi {
+                                    return Err(format!("D1009: Multiple key definitions evaluate to same key: \"{key}\""));
+                                }
+                                items.push(item.clone());
+                            }
+                            None => groups.push((key, pi, vec![item.clone()])),
+                        }
+                    }
+                }
+                let mut entries = Vec::with_capacity(groups.len());
+                for (key, pi, mut items) in groups {
+                    let ctx = if items.len() == 1 {
+                        items.pop().unwrap_or(V::Null)
+                    } else {
+                        V::seq(items)
+                    };
+                    if let Some(val) = self.eval(&pairs[pi].1, &ctx, env)? {
+                        entries.push((key, val));
+                    }
+                }
+                Some(V::Obj(Rc::new(entries)))
             }
             Node::Sort(expr, terms) => {
                 let Some(v) = self.eval(expr, input, env)? else {
@@ -677,7 +733,11 @@ impl<'c, 'a> Ev<'c, 'a> {
                     let n = if n < 0.0 { n + len as f64 } else { n };
                     n == i as f64
                 }
-                Some(rv) if rv.is_array() && rv.to_vec().iter().all(|x| x.as_f64().is_some()) && rv.len() > 0 => {
+                Some(rv)
+                    if rv.is_array()
+                        && rv.to_vec().iter().all(|x| x.as_f64().is_some())
+                        && rv.len() > 0 =>
+                {
                     rv.to_vec().iter().any(|x| {
                         let n = x.as_f64().unwrap_or(-1.0).floor();
                         let n = if n < 0.0 { n + len as f64 } else { n };
@@ -693,7 +753,14 @@ impl<'c, 'a> Ev<'c, 'a> {
         Ok(collapse(out))
     }
 
-    fn binary(&mut self, op: BinOp, l: &Node, r: &Node, input: &V<'a>, env: &Env<'a>) -> R<Option<V<'a>>> {
+    fn binary(
+        &mut self,
+        op: BinOp,
+        l: &Node,
+        r: &Node,
+        input: &V<'a>,
+        env: &Env<'a>,
+    ) -> R<Option<V<'a>>> {
         match op {
             BinOp::And => {
                 let lv = self.eval(l, input, env)?;
@@ -734,8 +801,12 @@ impl<'c, 'a> Ev<'c, 'a> {
                     check_num(&rv, "right", sym)?;
                     return Ok(None);
                 };
-                let x = a.as_f64().ok_or_else(|| format!("T2001: The left side of the {sym} operator must evaluate to a number"))?;
-                let y = b.as_f64().ok_or_else(|| format!("T2002: The right side of the {sym} operator must evaluate to a number"))?;
+                let x = a.as_f64().ok_or_else(|| {
+                    format!("T2001: The left side of the {sym} operator must evaluate to a number")
+                })?;
+                let y = b.as_f64().ok_or_else(|| {
+                    format!("T2002: The right side of the {sym} operator must evaluate to a number")
+                })?;
                 let n = match op {
                     BinOp::Add => x + y,
                     BinOp::Sub => x - y,
@@ -768,7 +839,9 @@ impl<'c, 'a> Ev<'c, 'a> {
                         "T2010: The expressions either side of operator \"{sym}\" must be of the same data type and either a number or a string"
                     ));
                 };
-                let Some(ord) = ord else { return Ok(Some(V::Bool(false))) };
+                let Some(ord) = ord else {
+                    return Ok(Some(V::Bool(false)));
+                };
                 use std::cmp::Ordering::*;
                 Some(V::Bool(match op {
                     BinOp::Lt => ord == Less,
@@ -822,7 +895,12 @@ impl<'c, 'a> Ev<'c, 'a> {
         })
     }
 
-    fn apply(&mut self, func: &Func<'a>, args: Vec<Option<V<'a>>>, input: &V<'a>) -> R<Option<V<'a>>> {
+    fn apply(
+        &mut self,
+        func: &Func<'a>,
+        args: Vec<Option<V<'a>>>,
+        input: &V<'a>,
+    ) -> R<Option<V<'a>>> {
         match func {
             Func::Lambda { params, body, env } => {
                 let scope = Scope::child(env);
@@ -834,6 +912,13 @@ impl<'c, 'a> Ev<'c, 'a> {
                 self.eval(body, input, &scope)
             }
             Func::Builtin(name) => self.builtin(name, args, input),
+            Func::Regex(re) => {
+                let text = args.first().cloned().flatten();
+                let Some(text) = text.as_ref().and_then(V::as_str) else {
+                    return Ok(None);
+                };
+                Ok(regex_matches(re, text, Some(1)).into_iter().next())
+            }
         }
     }
 
@@ -844,7 +929,7 @@ impl<'c, 'a> Ev<'c, 'a> {
                 // Pass only as many arguments as a lambda declares (JSONata's HOF convention).
                 let args = match func.as_ref() {
                     Func::Lambda { params, .. } => args.into_iter().take(params.len()).collect(),
-                    Func::Builtin(_) => args,
+                    Func::Builtin(_) | Func::Regex(_) => args,
                 };
                 self.apply(&func, args, input)
             }
@@ -931,14 +1016,94 @@ fn descendants<'a>(v: &V<'a>, out: &mut Vec<V<'a>>, depth: usize) {
 
 // ------------------------------------------------------------------ function library
 
+/// `$match` results: `{match, index, groups}` per match (index in characters, as in
+/// JavaScript for BMP text).
+fn regex_matches<'a>(re: &regex::Regex, text: &str, limit: Option<usize>) -> Vec<V<'a>> {
+    let mut out = Vec::new();
+    for caps in re.captures_iter(text) {
+        if limit.is_some_and(|l| out.len() >= l) {
+            break;
+        }
+        let Some(m) = caps.get(0) else { continue };
+        let groups: Vec<V<'a>> = caps
+            .iter()
+            .skip(1)
+            .map(|g| V::str(g.map_or("", |g| g.as_str())))
+            .collect();
+        out.push(V::Obj(Rc::new(vec![
+            ("match".to_owned(), V::str(m.as_str())),
+            (
+                "index".to_owned(),
+                V::Num(text[..m.start()].chars().count() as f64),
+            ),
+            ("groups".to_owned(), V::array(groups)),
+        ])));
+    }
+    out
+}
+
 const BUILTINS: &[&str] = &[
-    "string", "number", "boolean", "not", "exists", "count", "sum", "max", "min", "average",
-    "length", "substring", "substringBefore", "substringAfter", "uppercase", "lowercase", "trim",
-    "pad", "contains", "split", "join", "replace", "keys", "values", "lookup", "merge", "append",
-    "reverse", "sort", "distinct", "zip", "map", "filter", "reduce", "each", "single", "sift",
-    "spread", "type", "abs", "floor", "ceil", "round", "power", "sqrt", "random", "millis", "now",
-    "toMillis", "fromMillis", "base64encode", "base64decode", "error", "assert", "shuffle",
-    "formatBase", "partition", "range", "hash", "uuid", "parse",
+    "match", "string",
+    "number",
+    "boolean",
+    "not",
+    "exists",
+    "count",
+    "sum",
+    "max",
+    "min",
+    "average",
+    "length",
+    "substring",
+    "substringBefore",
+    "substringAfter",
+    "uppercase",
+    "lowercase",
+    "trim",
+    "pad",
+    "contains",
+    "split",
+    "join",
+    "replace",
+    "keys",
+    "values",
+    "lookup",
+    "merge",
+    "append",
+    "reverse",
+    "sort",
+    "distinct",
+    "zip",
+    "map",
+    "filter",
+    "reduce",
+    "each",
+    "single",
+    "sift",
+    "spread",
+    "type",
+    "abs",
+    "floor",
+    "ceil",
+    "round",
+    "power",
+    "sqrt",
+    "random",
+    "millis",
+    "now",
+    "toMillis",
+    "fromMillis",
+    "base64encode",
+    "base64decode",
+    "error",
+    "assert",
+    "shuffle",
+    "formatBase",
+    "partition",
+    "range",
+    "hash",
+    "uuid",
+    "parse",
 ];
 
 impl<'c, 'a> Ev<'c, 'a> {
@@ -989,7 +1154,10 @@ impl<'c, 'a> Ev<'c, 'a> {
                         })?;
                         Some(V::Num(n))
                     } else {
-                        return Err(format!("D3030: Unable to cast value to a number: {}", v.type_name()));
+                        return Err(format!(
+                            "D3030: Unable to cast value to a number: {}",
+                            v.type_name()
+                        ));
                     }
                 }
             },
@@ -1018,7 +1186,11 @@ impl<'c, 'a> Ev<'c, 'a> {
                 None => None,
                 Some(v) => {
                     let ns = nums(&v)?;
-                    if ns.is_empty() { None } else { Some(V::Num(ns.iter().sum::<f64>() / ns.len() as f64)) }
+                    if ns.is_empty() {
+                        None
+                    } else {
+                        Some(V::Num(ns.iter().sum::<f64>() / ns.len() as f64))
+                    }
                 }
             },
             "length" => need_str(0)?.map(|s| V::Num(s.chars().count() as f64)),
@@ -1052,7 +1224,9 @@ impl<'c, 'a> Ev<'c, 'a> {
             },
             "uppercase" => need_str(0)?.map(|s| V::str(&s.to_uppercase())),
             "lowercase" => need_str(0)?.map(|s| V::str(&s.to_lowercase())),
-            "trim" => need_str(0)?.map(|s| V::str(&s.split_whitespace().collect::<Vec<_>>().join(" "))),
+            "trim" => {
+                need_str(0)?.map(|s| V::str(&s.split_whitespace().collect::<Vec<_>>().join(" ")))
+            }
             "pad" => match need_str(0)? {
                 None => None,
                 Some(s) => {
@@ -1068,6 +1242,51 @@ impl<'c, 'a> Ev<'c, 'a> {
                         Some(V::str(&if width < 0.0 { fill + &s } else { s + &fill }))
                     }
                 }
+            },
+            "match" => match need_str(0)? {
+                None => None,
+                Some(text) => {
+                    let Some(V::Func(f)) = arg(1) else {
+                        return Err("T0410: Argument 2 of function $match must be a regular expression".into());
+                    };
+                    let Func::Regex(re) = f.as_ref() else {
+                        return Err("T0410: Argument 2 of function $match must be a regular expression".into());
+                    };
+                    let limit = need_num(2)?.map(|n| n.max(0.0) as usize);
+                    collapse(regex_matches(re, &text, limit))
+                }
+            },
+            "contains" if matches!(arg(1), Some(V::Func(_))) => match (need_str(0)?, arg(1)) {
+                (Some(text), Some(V::Func(f))) => match f.as_ref() {
+                    Func::Regex(re) => Some(V::Bool(re.is_match(&text))),
+                    _ => return Err("T0410: Argument 2 of function $contains must be a string or a regular expression".into()),
+                },
+                _ => None,
+            },
+            "split" if matches!(arg(1), Some(V::Func(_))) => match (need_str(0)?, arg(1)) {
+                (Some(text), Some(V::Func(f))) => match f.as_ref() {
+                    Func::Regex(re) => {
+                        let limit = need_num(2)?.map(|n| n.max(0.0) as usize);
+                        let parts = re.split(&text).map(V::str);
+                        Some(V::array(match limit {
+                            Some(l) => parts.take(l).collect(),
+                            None => parts.collect(),
+                        }))
+                    }
+                    _ => return Err("T0410: Argument 2 of function $split must be a string or a regular expression".into()),
+                },
+                _ => None,
+            },
+            "replace" if matches!(arg(1), Some(V::Func(_))) => match (need_str(0)?, arg(1)) {
+                (Some(text), Some(V::Func(f))) => match f.as_ref() {
+                    Func::Regex(re) => {
+                        let rep = need_str(2)?.unwrap_or_default();
+                        let limit = need_num(3)?.map(|n| n.max(0.0) as usize).unwrap_or(0);
+                        Some(V::str(&re.replacen(&text, limit, rep.as_str())))
+                    }
+                    _ => return Err("T0410: Argument 2 of function $replace must be a string or a regular expression".into()),
+                },
+                _ => None,
             },
             "contains" => match (need_str(0)?, need_str(1)?) {
                 (Some(s), Some(p)) => Some(V::Bool(s.contains(&p))),
@@ -1102,20 +1321,22 @@ impl<'c, 'a> Ev<'c, 'a> {
                     Some(V::str(&strs?.join(&sep)))
                 }
             },
-            "replace" => match need_str(0)? {
-                None => None,
-                Some(s) => {
-                    let pat = need_str(1)?.ok_or("T0410: Argument 2 of function $replace must be a string (regular expressions are not supported)")?;
-                    if pat.is_empty() {
-                        return Err("D3010: Second argument of replace function cannot be an empty string".into());
-                    }
-                    let rep = need_str(2)?.unwrap_or_default();
-                    match need_num(3)? {
-                        Some(l) => Some(V::str(&s.replacen(&pat, &rep, l.max(0.0) as usize))),
-                        None => Some(V::str(&s.replace(&pat, &rep))),
+            "replace" => {
+                match need_str(0)? {
+                    None => None,
+                    Some(s) => {
+                        let pat = need_str(1)?.ok_or("T0410: Argument 2 of function $replace must be a string (regular expressions are not supported)")?;
+                        if pat.is_empty() {
+                            return Err("D3010: Second argument of replace function cannot be an empty string".into());
+                        }
+                        let rep = need_str(2)?.unwrap_or_default();
+                        match need_num(3)? {
+                            Some(l) => Some(V::str(&s.replacen(&pat, &rep, l.max(0.0) as usize))),
+                            None => Some(V::str(&s.replace(&pat, &rep))),
+                        }
                     }
                 }
-            },
+            }
             "keys" => match arg(0) {
                 None => None,
                 Some(v) => {
@@ -1130,7 +1351,15 @@ impl<'c, 'a> Ev<'c, 'a> {
                     collapse(keys.iter().map(|k| V::str(k)).collect())
                 }
             },
-            "values" => arg(0).and_then(|v| collapse(v.entries().unwrap_or_default().into_iter().map(|(_, x)| x).collect())),
+            "values" => arg(0).and_then(|v| {
+                collapse(
+                    v.entries()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(_, x)| x)
+                        .collect(),
+                )
+            }),
             "lookup" => match (arg(0), need_str(1)?) {
                 (Some(v), Some(k)) => lookup_name(&v, &k),
                 _ => None,
@@ -1140,7 +1369,9 @@ impl<'c, 'a> Ev<'c, 'a> {
                 Some(v) => {
                     let mut out: Vec<(String, V<'a>)> = Vec::new();
                     for item in v.to_vec() {
-                        for (k, x) in item.entries().ok_or("T0412: Argument 1 of function $merge must be an array of objects")? {
+                        for (k, x) in item.entries().ok_or(
+                            "T0412: Argument 1 of function $merge must be an array of objects",
+                        )? {
                             if let Some(slot) = out.iter_mut().find(|(k2, _)| *k2 == k) {
                                 slot.1 = x;
                             } else {
@@ -1190,7 +1421,11 @@ impl<'c, 'a> Ev<'c, 'a> {
                             for item in items {
                                 let mut pos = sorted.len();
                                 while pos > 0 {
-                                    let after = self.call_fn(&f, vec![Some(sorted[pos - 1].clone()), Some(item.clone())], input)?;
+                                    let after = self.call_fn(
+                                        &f,
+                                        vec![Some(sorted[pos - 1].clone()), Some(item.clone())],
+                                        input,
+                                    )?;
                                     if truthy(&after) {
                                         pos -= 1;
                                     } else {
@@ -1226,19 +1461,32 @@ impl<'c, 'a> Ev<'c, 'a> {
                 V::array(items)
             }),
             "zip" => {
-                let arrays: Vec<Vec<V<'a>>> = args.iter().map(|a| a.as_ref().map(V::to_vec).unwrap_or_default()).collect();
+                let arrays: Vec<Vec<V<'a>>> = args
+                    .iter()
+                    .map(|a| a.as_ref().map(V::to_vec).unwrap_or_default())
+                    .collect();
                 let n = arrays.iter().map(Vec::len).min().unwrap_or(0);
-                Some(V::array((0..n).map(|i| V::array(arrays.iter().map(|a| a[i].clone()).collect())).collect()))
+                Some(V::array(
+                    (0..n)
+                        .map(|i| V::array(arrays.iter().map(|a| a[i].clone()).collect()))
+                        .collect(),
+                ))
             }
             "map" | "filter" | "each" => {
                 let Some(f) = arg(1) else {
-                    return Err(format!("T0410: Argument 2 of function ${name} must be a function"));
+                    return Err(format!(
+                        "T0410: Argument 2 of function ${name} must be a function"
+                    ));
                 };
                 let Some(v) = arg(0) else { return Ok(None) };
                 let mut out = Vec::new();
                 if name == "each" {
                     for (k, x) in v.entries().unwrap_or_default() {
-                        if let Some(r) = self.call_fn(&f, vec![Some(x), Some(V::str(&k)), Some(v.clone())], input)? {
+                        if let Some(r) = self.call_fn(
+                            &f,
+                            vec![Some(x), Some(V::str(&k)), Some(v.clone())],
+                            input,
+                        )? {
                             out.push(r);
                         }
                     }
@@ -1247,7 +1495,11 @@ impl<'c, 'a> Ev<'c, 'a> {
                 let items = v.to_vec();
                 let whole = V::array(items.clone());
                 for (i, x) in items.into_iter().enumerate() {
-                    let r = self.call_fn(&f, vec![Some(x.clone()), Some(V::Num(i as f64)), Some(whole.clone())], input)?;
+                    let r = self.call_fn(
+                        &f,
+                        vec![Some(x.clone()), Some(V::Num(i as f64)), Some(whole.clone())],
+                        input,
+                    )?;
                     if name == "map" {
                         if let Some(r) = r {
                             out.push(r);
@@ -1264,7 +1516,11 @@ impl<'c, 'a> Ev<'c, 'a> {
                     let mut found = Vec::new();
                     for (i, x) in v.to_vec().into_iter().enumerate() {
                         let keep = match arg(1) {
-                            Some(f) => truthy(&self.call_fn(&f, vec![Some(x.clone()), Some(V::Num(i as f64)), Some(v.clone())], input)?),
+                            Some(f) => truthy(&self.call_fn(
+                                &f,
+                                vec![Some(x.clone()), Some(V::Num(i as f64)), Some(v.clone())],
+                                input,
+                            )?),
                             None => true,
                         };
                         if keep {
@@ -1297,11 +1553,19 @@ impl<'c, 'a> Ev<'c, 'a> {
                 (Some(v), Some(f)) => {
                     let mut out = Vec::new();
                     for (k, x) in v.entries().unwrap_or_default() {
-                        if truthy(&self.call_fn(&f, vec![Some(x.clone()), Some(V::str(&k)), Some(v.clone())], input)?) {
+                        if truthy(&self.call_fn(
+                            &f,
+                            vec![Some(x.clone()), Some(V::str(&k)), Some(v.clone())],
+                            input,
+                        )?) {
                             out.push((k, x));
                         }
                     }
-                    if out.is_empty() { None } else { Some(V::Obj(Rc::new(out))) }
+                    if out.is_empty() {
+                        None
+                    } else {
+                        Some(V::Obj(Rc::new(out)))
+                    }
                 }
                 _ => None,
             },
@@ -1309,7 +1573,9 @@ impl<'c, 'a> Ev<'c, 'a> {
                 let mut out = Vec::new();
                 for item in if v.is_array() { v.to_vec() } else { vec![v] } {
                     match item.entries() {
-                        Some(es) => out.extend(es.into_iter().map(|(k, x)| V::Obj(Rc::new(vec![(k, x)])))),
+                        Some(es) => {
+                            out.extend(es.into_iter().map(|(k, x)| V::Obj(Rc::new(vec![(k, x)]))))
+                        }
                         None => out.push(item),
                     }
                 }
@@ -1320,7 +1586,11 @@ impl<'c, 'a> Ev<'c, 'a> {
             "floor" => need_num(0)?.map(|n| V::Num(n.floor())),
             "ceil" => need_num(0)?.map(|n| V::Num(n.ceil())),
             "sqrt" => match need_num(0)? {
-                Some(n) if n < 0.0 => return Err("D3060: The sqrt function cannot be applied to a negative number".into()),
+                Some(n) if n < 0.0 => {
+                    return Err(
+                        "D3060: The sqrt function cannot be applied to a negative number".into(),
+                    );
+                }
                 n => n.map(|n| V::Num(n.sqrt())),
             },
             "power" => match (need_num(0)?, need_num(1)?) {
@@ -1341,14 +1611,20 @@ impl<'c, 'a> Ev<'c, 'a> {
                     let x = n * f;
                     // Round half to even, as JSONata does.
                     let r = x.round();
-                    let r = if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 { r - x.signum() } else { r };
+                    let r = if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
+                        r - x.signum()
+                    } else {
+                        r
+                    };
                     Some(V::Num(r / f))
                 }
             },
             "random" => {
                 // Step Functions' $random([seed]): a float in [0, 1).
                 let bits = match need_num(0)? {
-                    Some(seed) => crate::jsonpath::Entropy::next_u64(&mut SplitMix64(seed as i64 as u64)),
+                    Some(seed) => {
+                        crate::jsonpath::Entropy::next_u64(&mut SplitMix64(seed as i64 as u64))
+                    }
                     None => self.ctx.entropy.next_u64(),
                 };
                 Some(V::Num((bits >> 11) as f64 / (1u64 << 53) as f64))
@@ -1362,25 +1638,27 @@ impl<'c, 'a> Ev<'c, 'a> {
                     .pointer("/State/EnteredTime")
                     .or_else(|| self.ctx.context.pointer("/Execution/StartTime"))
                     .and_then(Value::as_str)
-                    .ok_or("D3100: $now()/$millis() need State.EnteredTime in the context object")?;
+                    .ok_or(
+                        "D3100: $now()/$millis() need State.EnteredTime in the context object",
+                    )?;
                 if name == "now" {
                     Some(V::str(entered))
                 } else {
-                    let ns = crate::choice::parse_timestamp(entered).ok_or("D3110: invalid EnteredTime")?;
+                    let ns = crate::choice::parse_timestamp(entered)
+                        .ok_or("D3110: invalid EnteredTime")?;
                     Some(V::Num((ns / 1_000_000) as f64))
                 }
             }
             "toMillis" => match need_str(0)? {
                 None => None,
                 Some(s) => {
-                    let ns = crate::choice::parse_timestamp(&s).ok_or_else(|| format!("D3110: The timestamp '{s}' is not ISO 8601 (RFC 3339)"))?;
+                    let ns = crate::choice::parse_timestamp(&s).ok_or_else(|| {
+                        format!("D3110: The timestamp '{s}' is not ISO 8601 (RFC 3339)")
+                    })?;
                     Some(V::Num((ns.div_euclid(1_000_000)) as f64))
                 }
             },
-            "fromMillis" => match need_num(0)? {
-                None => None,
-                Some(ms) => Some(V::str(&format_millis(ms as i64))),
-            },
+            "fromMillis" => need_num(0)?.map(|ms| V::str(&format_millis(ms as i64))),
             "base64encode" => need_str(0)?.map(|s| V::str(&base64_encode(s.as_bytes()))),
             "base64decode" => match need_str(0)? {
                 None => None,
@@ -1394,60 +1672,91 @@ impl<'c, 'a> Ev<'c, 'a> {
                 return Err(format!("D3137: {msg}"));
             }
             "assert" => {
-                let ok = arg(0).and_then(|v| v.as_bool()).ok_or("T0410: Argument 1 of function $assert must be a boolean")?;
+                let ok = arg(0)
+                    .and_then(|v| v.as_bool())
+                    .ok_or("T0410: Argument 1 of function $assert must be a boolean")?;
                 if !ok {
                     let msg = need_str(1)?.unwrap_or_else(|| "$assert() statement failed".into());
                     return Err(format!("D3141: {msg}"));
                 }
                 None
             }
-            "formatBase" => match need_num(0)? {
-                None => None,
-                Some(n) => {
-                    let radix = need_num(1)?.unwrap_or(10.0) as u32;
-                    if !(2..=36).contains(&radix) {
-                        return Err("D3100: The radix of the formatBase function must be between 2 and 36".into());
-                    }
-                    let mut x = n.round() as i64;
-                    let neg = x < 0;
-                    x = x.abs();
-                    let mut digits = Vec::new();
-                    loop {
-                        digits.push(std::char::from_digit((x % i64::from(radix)) as u32, radix).unwrap_or('0'));
-                        x /= i64::from(radix);
-                        if x == 0 {
-                            break;
+            "formatBase" => {
+                match need_num(0)? {
+                    None => None,
+                    Some(n) => {
+                        let radix = need_num(1)?.unwrap_or(10.0) as u32;
+                        if !(2..=36).contains(&radix) {
+                            return Err("D3100: The radix of the formatBase function must be between 2 and 36".into());
                         }
+                        let mut x = n.round() as i64;
+                        let neg = x < 0;
+                        x = x.abs();
+                        let mut digits = Vec::new();
+                        loop {
+                            digits.push(
+                                std::char::from_digit((x % i64::from(radix)) as u32, radix)
+                                    .unwrap_or('0'),
+                            );
+                            x /= i64::from(radix);
+                            if x == 0 {
+                                break;
+                            }
+                        }
+                        if neg {
+                            digits.push('-');
+                        }
+                        Some(V::str(&digits.iter().rev().collect::<String>()))
                     }
-                    if neg {
-                        digits.push('-');
-                    }
-                    Some(V::str(&digits.iter().rev().collect::<String>()))
                 }
-            },
+            }
             // ---- Step Functions additions
             "partition" => {
                 let Some(v) = arg(0) else { return Ok(None) };
                 let size = need_num(1)?.ok_or("The $partition function needs a chunk size")?;
                 if size.fract() != 0.0 || size <= 0.0 {
-                    return Err(format!("The chunk size argument of $partition must be a positive integer, but was {}", fmt_num(size)));
+                    return Err(format!(
+                        "The chunk size argument of $partition must be a positive integer, but was {}",
+                        fmt_num(size)
+                    ));
                 }
                 let items = v.to_vec();
-                let chunks: Vec<V<'a>> = items.chunks(size.min(1e9) as usize).map(|c| V::array(c.to_vec())).collect();
+                let chunks: Vec<V<'a>> = items
+                    .chunks(size.min(1e9) as usize)
+                    .map(|c| V::array(c.to_vec()))
+                    .collect();
                 Some(V::Arr(Rc::new(chunks), ArrKind::Cons))
             }
             "range" => {
                 let start = need_num(0)?.ok_or("The $range function needs a start")?;
                 let end = need_num(1)?.ok_or("The $range function needs an end")?;
                 let step = need_num(2)?.unwrap_or(1.0);
-                if step == 0.0 || start.fract() != 0.0 || end.fract() != 0.0 || step.fract() != 0.0 {
-                    return Err("The arguments of $range must be integers and the step must not be 0".into());
+                if step == 0.0 || start.fract() != 0.0 || end.fract() != 0.0 || step.fract() != 0.0
+                {
+                    return Err(
+                        "The arguments of $range must be integers and the step must not be 0"
+                            .into(),
+                    );
                 }
-                let count = if (step > 0.0 && end >= start) || (step < 0.0 && end <= start) { ((end - start) / step).floor() + 1.0 } else { 0.0 };
+                let count = if (step > 0.0 && end >= start) || (step < 0.0 && end <= start) {
+                    ((end - start) / step).floor() + 1.0
+                } else {
+                    0.0
+                };
                 if count > 1000.0 {
-                    return Err(format!("The $range function can create at most 1000 items, but {} were requested", fmt_num(count)));
+                    return Err(format!(
+                        "The $range function can create at most 1000 items, but {} were requested",
+                        fmt_num(count)
+                    ));
                 }
-                Some(V::Arr(Rc::new((0..count as i64).map(|i| V::Num(start + i as f64 * step)).collect()), ArrKind::Cons))
+                Some(V::Arr(
+                    Rc::new(
+                        (0..count as i64)
+                            .map(|i| V::Num(start + i as f64 * step))
+                            .collect(),
+                    ),
+                    ArrKind::Cons,
+                ))
             }
             "hash" => match (arg(0), need_str(1)?) {
                 (Some(v), alg) => {
@@ -1464,11 +1773,17 @@ impl<'c, 'a> Ev<'c, 'a> {
             "parse" => match need_str(0)? {
                 None => None,
                 Some(s) => {
-                    let v: Value = serde_json::from_str(&s).map_err(|e| format!("The $parse function could not parse its argument as JSON: {e}"))?;
+                    let v: Value = serde_json::from_str(&s).map_err(|e| {
+                        format!("The $parse function could not parse its argument as JSON: {e}")
+                    })?;
                     Some(from_json(v))
                 }
             },
-            other => return Err(format!("T1006: Attempted to invoke a non-function (${other})")),
+            other => {
+                return Err(format!(
+                    "T1006: Attempted to invoke a non-function (${other})"
+                ));
+            }
         })
     }
 }
@@ -1487,7 +1802,9 @@ fn from_json<'a>(v: Value) -> V<'a> {
         Value::Number(n) => V::Num(n.as_f64().unwrap_or(0.0)),
         Value::String(s) => V::Str(Rc::from(s.as_str())),
         Value::Array(a) => V::array(a.into_iter().map(from_json).collect()),
-        Value::Object(m) => V::Obj(Rc::new(m.into_iter().map(|(k, v)| (k, from_json(v))).collect())),
+        Value::Object(m) => V::Obj(Rc::new(
+            m.into_iter().map(|(k, v)| (k, from_json(v))).collect(),
+        )),
     }
 }
 

@@ -84,6 +84,21 @@ pub enum Node {
     Chain(Box<Node>, Box<Node>),
     /// `expr^(<a, >b)`: order by keys; `true` = descending.
     Sort(Box<Node>, Vec<(Node, bool)>),
+    /// `/pattern/flags`
+    Regex(Regex),
+    /// `expr{key: value, ...}`: group the items of `expr` by key.
+    Group(Box<Node>, Vec<(Node, Node)>),
+}
+
+/// A compiled regular expression literal (JavaScript syntax as far as the `regex` crate
+/// shares it; flags `i` and `m`).
+#[derive(Debug, Clone)]
+pub struct Regex(pub std::rc::Rc<regex::Regex>);
+
+impl PartialEq for Regex {
+    fn eq(&self, other: &Regex) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -93,6 +108,7 @@ enum Tok {
     Name(String),
     Var(String),
     Op(&'static str),
+    Regex(String),
     End,
 }
 
@@ -184,6 +200,12 @@ fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>, String> {
             out.push((Tok::Var(src[s..i].to_owned()), start));
             continue;
         }
+        if c == b'/' && !src[i..].starts_with("/*") && regex_allowed(out.last().map(|t| &t.0)) {
+            let (pattern, next) = regex_literal(src, i)?;
+            out.push((Tok::Regex(pattern), start));
+            i = next;
+            continue;
+        }
         if let Some(op) = OPS.iter().find(|op| src[i..].starts_with(**op)) {
             out.push((Tok::Op(op), start));
             i += op.len();
@@ -206,6 +228,57 @@ fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>, String> {
     }
     out.push((Tok::End, src.len()));
     Ok(out)
+}
+
+/// A `/` starts a regular expression unless it follows something that ends a value (then it
+/// divides), as in the reference tokenizer.
+fn regex_allowed(prev: Option<&Tok>) -> bool {
+    match prev {
+        None => true,
+        Some(Tok::Num(_) | Tok::Str(_) | Tok::Var(_) | Tok::Regex(_)) => false,
+        Some(Tok::Name(n)) => matches!(n.as_str(), "and" | "or" | "in"),
+        Some(Tok::Op(op)) => !matches!(*op, ")" | "]" | "}" | "*"),
+        Some(Tok::End) => true,
+    }
+}
+
+/// Reads `/pattern/flags` and returns the pattern in `regex` crate syntax (`(?im)` prefix).
+fn regex_literal(src: &str, start: usize) -> Result<(String, usize), String> {
+    let b = src.as_bytes();
+    let mut i = start + 1;
+    let mut in_class = false;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 1,
+            b'[' => in_class = true,
+            b']' => in_class = false,
+            b'/' if !in_class => break,
+            _ => {}
+        }
+        i += 1;
+    }
+    if i >= b.len() {
+        return Err(format!("unterminated regular expression at offset {start}"));
+    }
+    let pattern = &src[start + 1..i];
+    if pattern.is_empty() {
+        return Err(format!("empty regular expression at offset {start}"));
+    }
+    i += 1;
+    let flags_start = i;
+    while i < b.len() && b[i].is_ascii_alphabetic() {
+        i += 1;
+    }
+    let flags = &src[flags_start..i];
+    if let Some(bad) = flags.chars().find(|c| !matches!(c, 'i' | 'm')) {
+        return Err(format!("unsupported regular expression flag '{bad}'"));
+    }
+    let full = if flags.is_empty() {
+        pattern.to_owned()
+    } else {
+        format!("(?{flags}){pattern}")
+    };
+    Ok((full, i))
 }
 
 fn string_literal(src: &str, start: usize) -> Result<(String, usize), String> {
@@ -258,7 +331,8 @@ fn lbp(tok: &Tok) -> u8 {
     match tok {
         Tok::Op(op) => match *op {
             "." => 75,
-            "[" | "{" | "(" | "^(" => 80,
+            "[" | "(" | "^(" => 80,
+            "{" => 70,
             "*" | "/" | "%" => 60,
             "+" | "-" => 50,
             "&" => 50,
@@ -326,7 +400,9 @@ impl Parser {
     fn expression(&mut self, rbp: u8) -> Result<Node, String> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return Err(format!("expression nested more than {MAX_DEPTH} levels deep"));
+            return Err(format!(
+                "expression nested more than {MAX_DEPTH} levels deep"
+            ));
         }
         let mut left = self.nud()?;
         while rbp < lbp(self.peek()) {
@@ -387,6 +463,11 @@ impl Parser {
                 Ok(Node::Array(items))
             }
             Tok::Op("{") => Ok(Node::Object(self.object_body()?)),
+            Tok::Regex(p) => regex::RegexBuilder::new(&p)
+                .size_limit(1 << 20)
+                .build()
+                .map(|r| Node::Regex(Regex(std::rc::Rc::new(r))))
+                .map_err(|e| format!("invalid regular expression at offset {at}: {e}")),
             Tok::End => Err("unexpected end of expression".into()),
             other => Err(format!("unexpected {other:?} at offset {at}")),
         }
@@ -499,9 +580,7 @@ impl Parser {
                 self.expect(")")?;
                 Ok(Node::Sort(Box::new(left), terms))
             }
-            Tok::Op("{") => Err(format!(
-                "grouping with a postfix object constructor is not supported (offset {at})"
-            )),
+            Tok::Op("{") => Ok(Node::Group(Box::new(left), self.object_body()?)),
             Tok::Op("+") => bin(BinOp::Add, self),
             Tok::Op("-") => bin(BinOp::Sub, self),
             Tok::Op("*") => bin(BinOp::Mul, self),
@@ -558,5 +637,56 @@ fn attach_filter(left: Node, pred: Node) -> Node {
             Node::Path(steps)
         }
         other => Node::Filter(Box::new(other), Box::new(pred)),
+    }
+}
+
+/// Step Functions rejects expressions that read the context at the top level: `$`, `$$`, an
+/// unqualified field name or a wildcard outside a predicate, lambda, order-by or grouping
+/// (the developer guide: "You cannot use `$` or `$$` at the top level", "You cannot use
+/// unqualified field names at top level"). Returns what was used, for the error message.
+pub(crate) fn top_level_context_use(node: &Node) -> Option<&'static str> {
+    walk_top(node, true, 0)
+}
+
+fn walk_top(n: &Node, top: bool, depth: usize) -> Option<&'static str> {
+    if depth > MAX_DEPTH * 4 {
+        return None;
+    }
+    let d = depth + 1;
+    match n {
+        Node::Name(_) if top => Some("an unqualified field name"),
+        Node::Var(v) if top && v.is_empty() => Some("'$'"),
+        Node::Var(v) if top && v == "$" => Some("'$$'"),
+        Node::Wildcard | Node::Descendants if top => Some("a wildcard"),
+        Node::Path(steps) => {
+            let mut it = steps.iter();
+            let first = it.next().and_then(|f| walk_top(f, top, d));
+            first.or_else(|| it.find_map(|s| walk_top(s, false, d)))
+        }
+        Node::Filter(e, pred) => walk_top(e, top, d).or_else(|| walk_top(pred, false, d)),
+        Node::Lambda(_, body) => walk_top(body, false, d),
+        Node::Sort(e, terms) => {
+            walk_top(e, top, d).or_else(|| terms.iter().find_map(|(t, _)| walk_top(t, false, d)))
+        }
+        Node::Group(e, pairs) => walk_top(e, top, d).or_else(|| {
+            pairs
+                .iter()
+                .find_map(|(k, v)| walk_top(k, false, d).or_else(|| walk_top(v, false, d)))
+        }),
+        Node::Neg(e) | Node::Bind(_, e) => walk_top(e, top, d),
+        Node::Binary(_, l, r) | Node::Chain(l, r) => {
+            walk_top(l, top, d).or_else(|| walk_top(r, top, d))
+        }
+        Node::Array(items) | Node::Block(items) => items.iter().find_map(|i| walk_top(i, top, d)),
+        Node::Object(pairs) => pairs
+            .iter()
+            .find_map(|(k, v)| walk_top(k, top, d).or_else(|| walk_top(v, top, d))),
+        Node::Condition(c, a, b) => walk_top(c, top, d)
+            .or_else(|| walk_top(a, top, d))
+            .or_else(|| b.as_ref().and_then(|b| walk_top(b, top, d))),
+        Node::Call(f, args) => {
+            walk_top(f, top, d).or_else(|| args.iter().find_map(|a| walk_top(a, top, d)))
+        }
+        _ => None,
     }
 }

@@ -73,19 +73,27 @@ pub const CLOUD_OPERATIONS: &[(&str, &[&str])] = &[
         &["autoscaling:DescribeInstanceRefreshes"],
     ),
     ("put_metric_data", &["cloudwatch:PutMetricData"]),
+    // The name pool (`Cloud::name_pool`, DynamoDB): one entry per NamePool method.
     (
-        "allocate_hostname",
+        "name_pool.allocate",
         &[
             "dynamodb:GetItem",
             "dynamodb:PutItem",
-            "dynamodb:ConditionCheckItem",
+            "dynamodb:UpdateItem",
             "dynamodb:Query",
         ],
     ),
     (
-        "release_hostname",
+        "name_pool.confirm",
+        &["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+    ),
+    (
+        "name_pool.release",
         &["dynamodb:GetItem", "dynamodb:DeleteItem"],
     ),
+    ("name_pool.get_by_instance", &["dynamodb:GetItem"]),
+    ("name_pool.get_by_name", &["dynamodb:GetItem"]),
+    ("name_pool.list", &["dynamodb:Query"]),
     (
         "check_secret",
         &["secretsmanager:DescribeSecret", "ssm:DescribeParameters"],
@@ -147,7 +155,7 @@ pub fn actions_for_call(service: &str, operation: &str) -> Vec<String> {
         // action (DynamoDB developer guide, "Using IAM with DynamoDB transactions").
         ("dynamodb", "TransactWriteItems") => vec![
             "dynamodb:PutItem".to_owned(),
-            "dynamodb:ConditionCheckItem".to_owned(),
+            "dynamodb:UpdateItem".to_owned(),
         ],
         ("dynamodb", "TransactGetItems") => vec!["dynamodb:GetItem".to_owned()],
         _ => vec![format!("{prefix}:{operation}")],

@@ -26,7 +26,7 @@ pub mod iam;
 pub mod sfn;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use aws_sdk_autoscaling::types::{DesiredConfiguration, RefreshPreferences};
@@ -36,7 +36,7 @@ use aws_sdk_ec2::types::{
 };
 use aws_sdk_ssm::types::{InstanceInformationStringFilter, ParameterStringFilter};
 use clock::Clock;
-use names::{AllocationRequest, NamePool, PoolOptions};
+use names::{NamePool, PoolOptions};
 use sysprep::hostname::HostnamePolicy;
 
 pub use config::{AwsConfig, DEFAULT_MAX_ATTEMPTS};
@@ -46,11 +46,11 @@ pub use hostnames::{DynamoHostnames, DynamoNamePool};
 pub use iam::CallRecorder;
 
 use crate::{
-    AllocateHostnameRequest, Cloud, CloudError, CommandInvocation, CompleteLifecycleActionRequest,
-    ConsoleOutput, CreateImageRequest, CreateLaunchTemplateVersionRequest, HostnameLease, Image,
-    Instance, InstanceInformation, InstanceRefresh, InstanceStateChange, LaunchTemplateVersion,
-    LifecycleHookRef, MetricDatum, ReleasedHostname, RunInstancesRequest, SecretMetadata,
-    SecretRef, SendCommandRequest, StartInstanceRefreshRequest, Tag, check_send_command_limits,
+    Cloud, CloudError, CommandInvocation, CompleteLifecycleActionRequest, ConsoleOutput,
+    CreateImageRequest, CreateLaunchTemplateVersionRequest, Image, Instance, InstanceInformation,
+    InstanceRefresh, InstanceStateChange, LaunchTemplateVersion, LifecycleHookRef, MetricDatum,
+    RunInstancesRequest, SecretMetadata, SecretRef, SendCommandRequest,
+    StartInstanceRefreshRequest, Tag, check_send_command_limits,
 };
 
 /// Instance ids per DescribeInstances call. The API takes more, but a request URL/body of
@@ -75,7 +75,17 @@ pub struct AwsCloud {
     cloudwatch: aws_sdk_cloudwatch::Client,
     secrets: aws_sdk_secretsmanager::Client,
     hostnames: DynamoHostnames,
-    clock: Arc<dyn Clock>,
+    name_pool: Arc<DynamoNamePool>,
+}
+
+/// Which hostname pool the Cloud hands out: the DynamoDB table, the pool's namespace in it
+/// (one per Auto Scaling group in practice), the naming policy and lease options.
+#[derive(Clone, Debug)]
+pub struct HostnameStore {
+    pub table: String,
+    pub namespace: String,
+    pub policy: HostnamePolicy,
+    pub options: PoolOptions,
 }
 
 macro_rules! client {
@@ -89,27 +99,30 @@ macro_rules! client {
 }
 
 impl AwsCloud {
-    /// Resolves `config` once and builds every client. `hostname_table` is the DynamoDB table
-    /// of hostname leases; `clock` dates leases (the system clock in production).
-    pub async fn connect(
-        config: &AwsConfig,
-        hostname_table: impl Into<String>,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
+    /// Resolves `config` once and builds every client. `clock` dates hostname leases (the
+    /// system clock in production).
+    pub async fn connect(config: &AwsConfig, hostnames: HostnameStore, clock: Arc<dyn Clock>) -> Self {
         let sdk = config.load().await;
         let dynamodb = client!(aws_sdk_dynamodb, &sdk, config);
+        let table = DynamoHostnames::new(dynamodb, hostnames.table);
+        let name_pool = Arc::new(table.pool(
+            hostnames.namespace,
+            hostnames.policy,
+            clock,
+            hostnames.options,
+        ));
         Self {
             ec2: client!(aws_sdk_ec2, &sdk, config),
             ssm: client!(aws_sdk_ssm, &sdk, config),
             autoscaling: client!(aws_sdk_autoscaling, &sdk, config),
             cloudwatch: client!(aws_sdk_cloudwatch, &sdk, config),
             secrets: client!(aws_sdk_secretsmanager, &sdk, config),
-            hostnames: DynamoHostnames::new(dynamodb, hostname_table),
-            clock,
+            hostnames: table,
+            name_pool,
         }
     }
 
-    /// The hostname store (for setup, listing and the names contract tests).
+    /// The hostname table (for setup: [`DynamoHostnames::create_table`]).
     pub fn hostnames(&self) -> &DynamoHostnames {
         &self.hostnames
     }
@@ -659,61 +672,8 @@ impl Cloud for AwsCloud {
         Ok(())
     }
 
-    async fn allocate_hostname(
-        &self,
-        request: AllocateHostnameRequest,
-    ) -> Result<HostnameLease, CloudError> {
-        let pattern = format!("{{prefix}}{{seq:{}}}", request.digits);
-        let policy = HostnamePolicy::from_pattern(&pattern, &request.prefix).map_err(|e| {
-            CloudError::invalid_parameter(
-                "InvalidNameRequest",
-                format!("hostname pool {:?}: {e}", request.pool),
-            )
-        })?;
-        let pool = self.hostnames.pool(
-            &request.pool,
-            policy,
-            self.clock.clone(),
-            PoolOptions {
-                lease_ttl: Duration::from_secs(request.lease_seconds),
-            },
-        );
-        let allocation = pool
-            .allocate_counting(&AllocationRequest::new(&request.instance_id))
-            .await
-            .map_err(hostnames::cloud_error)?;
-        let lease = allocation.lease;
-        Ok(HostnameLease {
-            pool: request.pool,
-            instance_id: lease.instance_id,
-            hostname: lease.name.as_str().to_owned(),
-            // A confirmed lease does not expire; report the end of time rather than invent one.
-            expires_at: lease
-                .expires_at
-                .unwrap_or(SystemTime::UNIX_EPOCH + Duration::MAX / 2),
-            conflicts: allocation.conflicts,
-        })
-    }
-
-    async fn release_hostname(
-        &self,
-        pool: &str,
-        instance_id: &str,
-    ) -> Result<ReleasedHostname, CloudError> {
-        // Release is by instance id and never consults the naming policy; any valid policy
-        // serves to address the pool.
-        let policy = HostnamePolicy::from_pattern("{prefix}{seq:1}", "x")
-            .map_err(|e| CloudError::invalid_parameter("InvalidNameRequest", e.to_string()))?;
-        let released = self
-            .hostnames
-            .pool(pool, policy, self.clock.clone(), PoolOptions::default())
-            .release(instance_id)
-            .await
-            .map_err(hostnames::cloud_error)?;
-        Ok(ReleasedHostname {
-            released: released.is_some(),
-            hostname: released.map(|l| l.name.as_str().to_owned()),
-        })
+    fn name_pool(&self) -> Arc<dyn NamePool> {
+        self.name_pool.clone()
     }
 
     async fn check_secret(&self, reference: &SecretRef) -> Result<SecretMetadata, CloudError> {

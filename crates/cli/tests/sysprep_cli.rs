@@ -1,0 +1,197 @@
+//! The sysprep, unattend and hostname verbs, run as a user would: the built binary, real
+//! files from the repository (fixtures and examples), exit codes and output checked.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fleetprep(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fleetprep"))
+        .args(args)
+        .output()
+        .expect("run fleetprep")
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+}
+
+fn fixture(case: &str, file: &str) -> String {
+    repo(&format!("crates/sysprep/tests/data/diagnose/{case}/{file}"))
+        .display()
+        .to_string()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn diagnose_prints_the_documented_json() {
+    let output = fleetprep(&[
+        "sysprep",
+        "diagnose",
+        "--log",
+        &fixture("appx-not-provisioned", "setupact.log"),
+        "--output",
+        "json",
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["category", "retriable", "evidence", "remediation"]);
+    assert_eq!(json["category"], "appx-not-provisioned");
+    assert_eq!(json["retriable"], false);
+    assert!(
+        json["evidence"][0]
+            .as_str()
+            .unwrap()
+            .contains("Microsoft.BingWeather_4.53.51922.0_x64__8wekyb3d8bbwe")
+    );
+}
+
+#[test]
+fn diagnose_uses_console_and_context() {
+    let output = fleetprep(&[
+        "sysprep",
+        "diagnose",
+        "--console",
+        &fixture("agent-unreachable", "console.txt"),
+        "--output",
+        "json",
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(json["category"], "agent-unreachable");
+
+    let output = fleetprep(&[
+        "sysprep",
+        "diagnose",
+        "--log",
+        &fixture("timeout", "setupact.log"),
+        "--timed-out",
+    ]);
+    assert!(output.status.success());
+    assert!(stdout(&output).starts_with("category: timeout (retriable)"), "{}", stdout(&output));
+}
+
+#[test]
+fn diagnose_errors_name_the_missing_file() {
+    let output = fleetprep(&["sysprep", "diagnose", "--log", "no-such-setupact.log"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no-such-setupact.log"));
+    let output = fleetprep(&["sysprep", "diagnose"]);
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn command_for_every_agent() {
+    for (agent, needle) in [
+        ("v2", "'reset' '--block'"),
+        ("v1", "InitializeInstance.ps1') -Schedule"),
+        ("ec2config", "-ArgumentList '-sysprep'"),
+        ("none", "/generalize /oobe /shutdown /quiet"),
+    ] {
+        let output = fleetprep(&["sysprep", "command", "--agent", agent]);
+        assert!(output.status.success(), "{agent}: {output:?}");
+        assert!(stdout(&output).contains(needle), "{agent}: {}", stdout(&output));
+    }
+    let output = fleetprep(&["sysprep", "command", "--agent", "v2", "--output", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(json["agent"], "ec2launch-v2");
+    assert_eq!(json["steps"].as_array().unwrap().len(), 2);
+
+    let output = fleetprep(&["sysprep", "command", "--agent", "v3"]);
+    assert_eq!(output.status.code(), Some(2));
+    let output = fleetprep(&["sysprep", "command", "--agent", "v1", "--after", "reboot"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("agent none"));
+}
+
+#[test]
+fn scripts_are_printed() {
+    let output = fleetprep(&["sysprep", "preflight-script"]);
+    assert!(output.status.success());
+    assert!(stdout(&output).contains("FLEETPREP-PREFLIGHT:"));
+    let output = fleetprep(&["sysprep", "detect-script"]);
+    assert!(stdout(&output).contains("FLEETPREP-DETECT:"));
+}
+
+#[test]
+fn preflight_check_exits_1_when_blocked() {
+    let dir = repo("crates/sysprep/tests/data/preflight");
+    let output = fleetprep(&[
+        "sysprep",
+        "preflight-check",
+        "--input",
+        &dir.join("blocked.txt").display().to_string(),
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(stdout(&output).contains("BLOCK appx-not-provisioned"));
+    let output = fleetprep(&[
+        "sysprep",
+        "preflight-check",
+        "--input",
+        &dir.join("clean.txt").display().to_string(),
+        "--output",
+        "json",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(json["blocked"], false);
+}
+
+#[test]
+fn unattend_render_never_prints_the_password_source_in_the_xml() {
+    let config = repo("examples/unattend-secrets-manager.toml").display().to_string();
+    let output = fleetprep(&["unattend", "render", "--config", &config]);
+    assert!(output.status.success(), "{output:?}");
+    let xml = stdout(&output);
+    assert!(xml.starts_with("<?xml"));
+    assert!(xml.contains("<SkipRearm>1</SkipRearm>"));
+    assert!(!xml.contains("AdministratorPassword") && !xml.contains("secretsmanager"));
+    let output = fleetprep(&["unattend", "render", "--config", &config, "--script"]);
+    let script = stdout(&output);
+    assert!(script.contains("Get-SECSecretValue"));
+    assert!(script.contains(r"C:\ProgramData\Amazon\EC2Launch\sysprep\unattend.xml"));
+}
+
+#[test]
+fn unattend_render_reports_config_errors_with_the_line() {
+    let config = repo("crates/sysprep/tests/data/config/bad-unattend.toml")
+        .display()
+        .to_string();
+    let output = fleetprep(&["unattend", "render", "--config", &config]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("bad-unattend.toml"), "{stderr}");
+    assert!(stderr.contains("line 4"), "{stderr}");
+    assert!(stderr.contains("time_zone"), "{stderr}");
+}
+
+#[test]
+fn hostname_check_exit_codes() {
+    let output = fleetprep(&["hostname", "check", "WEB-001"]);
+    assert_eq!(output.status.code(), Some(0));
+    for (name, reason) in [
+        ("web_01", "'_'"),
+        ("1234", "all digits"),
+        ("-web", "start with a hyphen"),
+        ("abcdefghijklmnop", "at most 15"),
+    ] {
+        let output = fleetprep(&["hostname", "check", name]);
+        assert_eq!(output.status.code(), Some(1), "{name}");
+        assert!(stdout(&output).contains(reason), "{name}: {}", stdout(&output));
+    }
+    let output = fleetprep(&["hostname", "check", "web_01", "--output", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(json["valid"], false);
+}
+
+#[test]
+fn hostname_preview_checks_the_pattern() {
+    let output = fleetprep(&["hostname", "preview", "--pattern", "{prefix}-{seq:3}", "--prefix", "WEB", "--count", "2"]);
+    assert!(output.status.success());
+    assert!(stdout(&output).contains("WEB-001") && stdout(&output).contains("WEB-002"));
+    let output = fleetprep(&["hostname", "preview", "--pattern", "{seq:4}"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("all-digit"));
+}

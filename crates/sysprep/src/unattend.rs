@@ -1,0 +1,784 @@
+//! unattend.xml answer files, rendered with an XML writer (quick-xml) and parsed back.
+//!
+//! Layout follows Microsoft's "Unattended Windows Setup Reference": `generalize`
+//! (Microsoft-Windows-Security-SPP `SkipRearm`, Microsoft-Windows-PnpSysprep
+//! `PersistAllDeviceInstalls`), `specialize` (Microsoft-Windows-Shell-Setup `ComputerName`,
+//! `CopyProfile`, `RegisteredOwner`, `RegisteredOrganization`, `TimeZone`) and `oobeSystem`
+//! (Shell-Setup `OOBE`).
+//!
+//! The administrator password is never rendered by fleetprep. [`writer_script`] produces the
+//! PowerShell that, *on the instance*, fetches the password from Secrets Manager or an SSM
+//! SecureString parameter named in the config, adds `UserAccounts/AdministratorPassword` (in
+//! the obfuscated `PlainText=false` form) through the XML DOM, and saves the file. Plaintext
+//! never crosses the workflow, the logs or the command output.
+
+use std::fmt;
+
+use quick_xml::Writer;
+use quick_xml::events::{BytesDecl, BytesText, Event};
+use serde::{Deserialize, Serialize};
+
+use crate::hostname::Hostname;
+use crate::powershell::{check_windows_path, quote};
+
+pub const UNATTEND_NS: &str = "urn:schemas-microsoft-com:unattend";
+const WCM_NS: &str = "http://schemas.microsoft.com/WMIConfig/2002/State";
+const XSI_NS: &str = "http://www.w3.org/2001/XMLSchema-instance";
+/// Microsoft's public key token for inbox components.
+const PUBLIC_KEY_TOKEN: &str = "31bf3856ad364e35";
+/// The marker the writer script prints (with the path, never the content).
+pub const UNATTEND_MARKER: &str = "FLEETPREP-UNATTEND:";
+
+/// Why a value cannot go into an answer file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnattendError {
+    #[error("unattend.{key}: {reason}")]
+    InvalidValue { key: &'static str, reason: String },
+    #[error("unattend.xml is not well-formed: {0}")]
+    Xml(String),
+    #[error("unattend.xml: {0}")]
+    Structure(String),
+}
+
+/// Text that can appear in XML 1.0 (no control characters besides tab/newline/CR).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct XmlText(
+    // Invariant: no character outside XML 1.0's Char production.
+    String,
+);
+
+impl XmlText {
+    pub fn new(value: &str) -> Result<Self, String> {
+        if let Some(ch) = value
+            .chars()
+            .find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+        {
+            return Err(format!(
+                "control character {ch:?} cannot appear in an XML answer file"
+            ));
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for XmlText {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::new(&value)
+    }
+}
+
+impl From<XmlText> for String {
+    fn from(value: XmlText) -> Self {
+        value.0
+    }
+}
+
+/// `ComputerName`: a valid name, or `*` for a random one chosen by Windows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum ComputerName {
+    Random,
+    Name(Hostname),
+}
+
+impl TryFrom<String> for ComputerName {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        if value == "*" {
+            return Ok(ComputerName::Random);
+        }
+        Hostname::parse(&value)
+            .map(ComputerName::Name)
+            .map_err(|e| format!("computer_name {value:?}: {e} (or use \"*\" for a random name)"))
+    }
+}
+
+impl From<ComputerName> for String {
+    fn from(value: ComputerName) -> Self {
+        value.to_string()
+    }
+}
+
+impl fmt::Display for ComputerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ComputerName::Random => f.write_str("*"),
+            ComputerName::Name(name) => f.write_str(name.as_str()),
+        }
+    }
+}
+
+/// A Windows time zone id such as `UTC` or `Pacific Standard Time` (tzutil /l).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TimeZone(
+    // Invariant: 1..=64 chars of letters, digits, space and ()+-.,_
+    String,
+);
+
+impl TryFrom<String> for TimeZone {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        let ok = !value.is_empty()
+            && value.len() <= 64
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || " ()+-.,_".contains(c));
+        if ok {
+            Ok(Self(value))
+        } else {
+            Err(format!(
+                "time_zone {value:?} is not a Windows time zone id (e.g. \"UTC\", \"W. Europe Standard Time\"; see tzutil /l)"
+            ))
+        }
+    }
+}
+
+impl From<TimeZone> for String {
+    fn from(value: TimeZone) -> Self {
+        value.0
+    }
+}
+
+impl TimeZone {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// `processorArchitecture` of every component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Architecture {
+    #[default]
+    Amd64,
+    Arm64,
+    X86,
+}
+
+impl Architecture {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Architecture::Amd64 => "amd64",
+            Architecture::Arm64 => "arm64",
+            Architecture::X86 => "x86",
+        }
+    }
+
+    fn parse(value: &str) -> Option<Self> {
+        match value {
+            "amd64" => Some(Architecture::Amd64),
+            "arm64" => Some(Architecture::Arm64),
+            "x86" => Some(Architecture::X86),
+            _ => None,
+        }
+    }
+}
+
+/// Where the instance reads the administrator password from. Exactly one source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawPasswordRef", into = "RawPasswordRef")]
+pub enum PasswordRef {
+    /// A Secrets Manager secret id or ARN; `json_key` picks a field of a JSON secret.
+    SecretsManager {
+        secret_id: String,
+        json_key: Option<String>,
+    },
+    /// An SSM Parameter Store SecureString name.
+    SsmParameter { name: String },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPasswordRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    secrets_manager: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    json_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ssm_parameter: Option<String>,
+}
+
+impl TryFrom<RawPasswordRef> for PasswordRef {
+    type Error = String;
+    fn try_from(raw: RawPasswordRef) -> Result<Self, Self::Error> {
+        let reference = |what: &str, value: String| -> Result<String, String> {
+            if value.trim().is_empty() || value.chars().any(char::is_control) || value.len() > 2048 {
+                Err(format!("admin_password.{what} must be a non-empty name or ARN without control characters"))
+            } else {
+                Ok(value)
+            }
+        };
+        match (raw.secrets_manager, raw.ssm_parameter) {
+            (Some(secret), None) => Ok(PasswordRef::SecretsManager {
+                secret_id: reference("secrets_manager", secret)?,
+                json_key: raw.json_key.map(|k| reference("json_key", k)).transpose()?,
+            }),
+            (None, Some(name)) => {
+                if raw.json_key.is_some() {
+                    return Err("admin_password.json_key only applies to secrets_manager".into());
+                }
+                Ok(PasswordRef::SsmParameter {
+                    name: reference("ssm_parameter", name)?,
+                })
+            }
+            (Some(_), Some(_)) => Err(
+                "admin_password: set either secrets_manager or ssm_parameter, not both".into(),
+            ),
+            (None, None) => Err(
+                "admin_password: set secrets_manager = \"<secret id or ARN>\" or ssm_parameter = \"<SecureString name>\"".into(),
+            ),
+        }
+    }
+}
+
+impl From<PasswordRef> for RawPasswordRef {
+    fn from(value: PasswordRef) -> Self {
+        match value {
+            PasswordRef::SecretsManager { secret_id, json_key } => RawPasswordRef {
+                secrets_manager: Some(secret_id),
+                json_key,
+                ssm_parameter: None,
+            },
+            PasswordRef::SsmParameter { name } => RawPasswordRef {
+                ssm_parameter: Some(name),
+                ..RawPasswordRef::default()
+            },
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_time_zone() -> TimeZone {
+    TimeZone("UTC".to_owned())
+}
+
+/// The `[unattend]` section of a config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnattendConfig {
+    /// Set at launch by name-on-launch in `sysprep` mode; `*` lets Windows pick.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub computer_name: Option<ComputerName>,
+    #[serde(default = "default_time_zone")]
+    pub time_zone: TimeZone,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_owner: Option<XmlText>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_organization: Option<XmlText>,
+    /// Copy the builder's administrator profile to the default profile (off by default:
+    /// a frequent cause of specialize failures).
+    #[serde(default)]
+    pub copy_profile: bool,
+    /// Keep the licensing state instead of spending one of the limited rearms.
+    #[serde(default = "default_true")]
+    pub skip_rearm: bool,
+    /// Keep drivers across generalize (the AWS launch agents' default).
+    #[serde(default = "default_true")]
+    pub persist_all_device_installs: bool,
+    #[serde(default)]
+    pub processor_architecture: Architecture,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_password: Option<PasswordRef>,
+}
+
+impl Default for UnattendConfig {
+    fn default() -> Self {
+        Self {
+            computer_name: None,
+            time_zone: default_time_zone(),
+            registered_owner: None,
+            registered_organization: None,
+            copy_profile: false,
+            skip_rearm: true,
+            persist_all_device_installs: true,
+            processor_architecture: Architecture::Amd64,
+            admin_password: None,
+        }
+    }
+}
+
+/// A rendered answer file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub xml: String,
+    pub warnings: Vec<String>,
+}
+
+fn io_err(e: std::io::Error) -> UnattendError {
+    UnattendError::Xml(e.to_string())
+}
+
+/// Renders the answer file (no password: see [`writer_script`]).
+pub fn render(config: &UnattendConfig) -> Result<Rendered, UnattendError> {
+    let mut warnings = Vec::new();
+    if config.copy_profile {
+        warnings.push("copy_profile = true: the builder's administrator profile becomes the default profile; CopyProfile failures are a common cause of specialize errors".to_owned());
+    }
+    if !config.skip_rearm {
+        warnings.push("skip_rearm = false: every bake spends one of Windows' limited rearms (see the rearm-limit diagnosis)".to_owned());
+    }
+    let arch = config.processor_architecture.as_str();
+    let mut writer = Writer::new_with_indent(Vec::new(), b' ', 2);
+    writer
+        .write_event(Event::Decl(BytesDecl::new("1.0", Some("utf-8"), None)))
+        .map_err(io_err)?;
+    let component = |writer: &mut Writer<Vec<u8>>,
+                     name: &str,
+                     body: &dyn Fn(&mut Writer<Vec<u8>>) -> std::io::Result<()>|
+     -> std::io::Result<()> {
+        writer
+            .create_element("component")
+            .with_attribute(("name", name))
+            .with_attribute(("processorArchitecture", arch))
+            .with_attribute(("publicKeyToken", PUBLIC_KEY_TOKEN))
+            .with_attribute(("language", "neutral"))
+            .with_attribute(("versionScope", "nonSxS"))
+            .with_attribute(("xmlns:wcm", WCM_NS))
+            .with_attribute(("xmlns:xsi", XSI_NS))
+            .write_inner_content(body)?;
+        Ok(())
+    };
+    let text = |writer: &mut Writer<Vec<u8>>, name: &str, value: &str| -> std::io::Result<()> {
+        writer
+            .create_element(name)
+            .write_text_content(BytesText::new(value))?;
+        Ok(())
+    };
+    let bool_text = |b: bool| if b { "true" } else { "false" };
+    writer
+        .create_element("unattend")
+        .with_attribute(("xmlns", UNATTEND_NS))
+        .write_inner_content(|w| {
+            w.create_element("settings")
+                .with_attribute(("pass", "generalize"))
+                .write_inner_content(|w| {
+                    component(w, "Microsoft-Windows-Security-SPP", &|w| {
+                        text(w, "SkipRearm", if config.skip_rearm { "1" } else { "0" })
+                    })?;
+                    component(w, "Microsoft-Windows-PnpSysprep", &|w| {
+                        text(
+                            w,
+                            "PersistAllDeviceInstalls",
+                            bool_text(config.persist_all_device_installs),
+                        )
+                    })
+                })?;
+            w.create_element("settings")
+                .with_attribute(("pass", "specialize"))
+                .write_inner_content(|w| {
+                    component(w, "Microsoft-Windows-Shell-Setup", &|w| {
+                        if let Some(name) = &config.computer_name {
+                            text(w, "ComputerName", &name.to_string())?;
+                        }
+                        text(w, "CopyProfile", bool_text(config.copy_profile))?;
+                        if let Some(owner) = &config.registered_owner {
+                            text(w, "RegisteredOwner", owner.as_str())?;
+                        }
+                        if let Some(org) = &config.registered_organization {
+                            text(w, "RegisteredOrganization", org.as_str())?;
+                        }
+                        text(w, "TimeZone", config.time_zone.as_str())
+                    })
+                })?;
+            w.create_element("settings")
+                .with_attribute(("pass", "oobeSystem"))
+                .write_inner_content(|w| {
+                    component(w, "Microsoft-Windows-Shell-Setup", &|w| {
+                        w.create_element("OOBE").write_inner_content(|w| {
+                            text(w, "HideEULAPage", "true")?;
+                            text(w, "HideLocalAccountScreen", "true")?;
+                            text(w, "HideOEMRegistrationScreen", "true")?;
+                            text(w, "HideOnlineAccountScreens", "true")?;
+                            text(w, "HideWirelessSetupInOOBE", "true")?;
+                            text(w, "ProtectYourPC", "3")
+                        })?;
+                        Ok(())
+                    })
+                })?;
+            Ok(())
+        })
+        .map_err(io_err)?;
+    let mut xml = String::from_utf8(writer.into_inner())
+        .map_err(|e| UnattendError::Xml(e.to_string()))?;
+    xml.push('\n');
+    Ok(Rendered { xml, warnings })
+}
+
+/// A parsed element: local name, attributes, text and children.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Element {
+    pub name: String,
+    pub attributes: Vec<(String, String)>,
+    pub text: String,
+    pub children: Vec<Element>,
+}
+
+impl Element {
+    pub fn attribute(&self, name: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn child(&self, name: &str) -> Option<&Element> {
+        self.children.iter().find(|c| c.name == name)
+    }
+}
+
+fn local(name: &str) -> String {
+    match name.rsplit_once(':') {
+        Some((_, local)) => local.to_owned(),
+        None => name.to_owned(),
+    }
+}
+
+fn resolve_entity(entity: &quick_xml::events::BytesRef<'_>) -> Result<String, UnattendError> {
+    if entity.is_char_ref() {
+        return match entity.resolve_char_ref() {
+            Ok(Some(ch)) => Ok(ch.to_string()),
+            Ok(None) | Err(_) => Err(UnattendError::Xml(format!(
+                "invalid character reference &{};",
+                &**entity
+            ))),
+        };
+    }
+    match &**entity {
+        "amp" => Ok("&".into()),
+        "lt" => Ok("<".into()),
+        "gt" => Ok(">".into()),
+        "quot" => Ok("\"".into()),
+        "apos" => Ok("'".into()),
+        other => Err(UnattendError::Xml(format!("unknown entity &{other};"))),
+    }
+}
+
+/// Parses any XML document into an [`Element`] tree (the root element).
+pub fn parse_xml(xml: &str) -> Result<Element, UnattendError> {
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut stack: Vec<Element> = Vec::new();
+    let mut root = None;
+    let start = |e: &quick_xml::events::BytesStart<'_>| -> Result<Element, UnattendError> {
+        let mut element = Element {
+            name: local(e.name().as_ref()),
+            ..Element::default()
+        };
+        for attribute in e.attributes() {
+            let attribute = attribute.map_err(|e| UnattendError::Xml(e.to_string()))?;
+            let value = attribute
+                .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .map_err(|e| UnattendError::Xml(e.to_string()))?;
+            element.attributes.push((
+                attribute.key.as_ref().to_owned(),
+                value.into_owned(),
+            ));
+        }
+        Ok(element)
+    };
+    loop {
+        let event = reader
+            .read_event()
+            .map_err(|e| UnattendError::Xml(format!("at byte {}: {e}", reader.buffer_position())))?;
+        match event {
+            Event::Start(e) => stack.push(start(&e)?),
+            Event::Empty(e) => {
+                let element = start(&e)?;
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(element),
+                    None => root = Some(element),
+                }
+            }
+            Event::End(_) => {
+                let Some(element) = stack.pop() else {
+                    return Err(UnattendError::Xml("unbalanced end tag".into()));
+                };
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(element),
+                    None => root = Some(element),
+                }
+            }
+            Event::Text(t) => {
+                if let Some(element) = stack.last_mut() {
+                    element.text.push_str(&t.xml10_content());
+                }
+            }
+            Event::CData(t) => {
+                if let Some(element) = stack.last_mut() {
+                    element.text.push_str(&t.into_inner());
+                }
+            }
+            Event::GeneralRef(entity) => {
+                let resolved = resolve_entity(&entity)?;
+                if let Some(element) = stack.last_mut() {
+                    element.text.push_str(&resolved);
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if !stack.is_empty() {
+        return Err(UnattendError::Xml(format!(
+            "element <{}> is never closed",
+            stack.last().map(|e| e.name.as_str()).unwrap_or("?")
+        )));
+    }
+    root.ok_or_else(|| UnattendError::Xml("no root element".into()))
+}
+
+/// Reads an answer file back into the settings fleetprep manages (the round trip of
+/// [`render`]; `admin_password` is never in the file, so it is `None`).
+pub fn parse(xml: &str) -> Result<UnattendConfig, UnattendError> {
+    let root = parse_xml(xml)?;
+    if root.name != "unattend" || root.attribute("xmlns") != Some(UNATTEND_NS) {
+        return Err(UnattendError::Structure(format!(
+            "the root must be <unattend xmlns=\"{UNATTEND_NS}\">"
+        )));
+    }
+    let component = |pass: &str, name: &str| -> Option<&Element> {
+        root.children
+            .iter()
+            .filter(|s| s.name == "settings" && s.attribute("pass") == Some(pass))
+            .flat_map(|s| s.children.iter())
+            .find(|c| c.name == "component" && c.attribute("name") == Some(name))
+    };
+    let value = |pass: &str, name: &str, field: &str| -> Option<String> {
+        component(pass, name)
+            .and_then(|c| c.child(field))
+            .map(|e| e.text.trim().to_owned())
+    };
+    let invalid = |key: &'static str, reason: String| UnattendError::InvalidValue { key, reason };
+    let mut config = UnattendConfig::default();
+    let mut architecture = None;
+    for settings in &root.children {
+        for c in &settings.children {
+            if let Some(arch) = c.attribute("processorArchitecture") {
+                let arch = Architecture::parse(arch).ok_or_else(|| {
+                    invalid("processor_architecture", format!("unknown architecture {arch:?}"))
+                })?;
+                if architecture.is_some_and(|a| a != arch) {
+                    return Err(invalid(
+                        "processor_architecture",
+                        "components disagree on processorArchitecture".into(),
+                    ));
+                }
+                architecture = Some(arch);
+            }
+        }
+    }
+    config.processor_architecture = architecture.unwrap_or_default();
+    if let Some(v) = value("generalize", "Microsoft-Windows-Security-SPP", "SkipRearm") {
+        config.skip_rearm = v == "1";
+    }
+    if let Some(v) = value("generalize", "Microsoft-Windows-PnpSysprep", "PersistAllDeviceInstalls") {
+        config.persist_all_device_installs = v == "true";
+    }
+    let shell = "Microsoft-Windows-Shell-Setup";
+    if let Some(v) = value("specialize", shell, "ComputerName") {
+        config.computer_name = Some(ComputerName::try_from(v).map_err(|r| invalid("computer_name", r))?);
+    }
+    if let Some(v) = value("specialize", shell, "CopyProfile") {
+        config.copy_profile = v == "true";
+    }
+    // Owner and organization keep their exact text (no trim): they are free text.
+    let exact = |field: &str| {
+        component("specialize", shell)
+            .and_then(|c| c.child(field))
+            .map(|e| e.text.clone())
+    };
+    if let Some(v) = exact("RegisteredOwner") {
+        config.registered_owner = Some(XmlText::new(&v).map_err(|r| invalid("registered_owner", r))?);
+    }
+    if let Some(v) = exact("RegisteredOrganization") {
+        config.registered_organization =
+            Some(XmlText::new(&v).map_err(|r| invalid("registered_organization", r))?);
+    }
+    if let Some(v) = value("specialize", shell, "TimeZone") {
+        config.time_zone = TimeZone::try_from(v).map_err(|r| invalid("time_zone", r))?;
+    }
+    Ok(config)
+}
+
+/// The PowerShell that writes the answer file on the instance: it decodes the rendered XML,
+/// adds the administrator password fetched *there* from the configured source (AWS Tools for
+/// PowerShell, preinstalled on AWS Windows AMIs: `Get-SECSecretValue`, `Get-SSMParameter`),
+/// and saves it to `destination`. It prints only the destination.
+pub fn writer_script(config: &UnattendConfig, destination: &str) -> Result<String, UnattendError> {
+    check_windows_path("destination", destination).map_err(|e| UnattendError::InvalidValue {
+        key: "destination",
+        reason: e.to_string(),
+    })?;
+    let rendered = render(config)?;
+    let encoded = base64(rendered.xml.as_bytes());
+    let mut script = format!(
+        "# fleetprep: write unattend.xml; the administrator password is read here, on the instance.\n$ErrorActionPreference = 'Stop'\n$destination = {}\n$xmlText = [System.Text.Encoding]::UTF8.GetString([System.Convert]::FromBase64String({}))\n$answer = New-Object System.Xml.XmlDocument\n$answer.PreserveWhitespace = $false\n$answer.LoadXml($xmlText)\n",
+        quote(destination),
+        quote(&encoded)
+    );
+    if let Some(source) = &config.admin_password {
+        match source {
+            PasswordRef::SecretsManager { secret_id, json_key } => {
+                script.push_str(&format!(
+                    "$password = (Get-SECSecretValue -SecretId {}).SecretString\n",
+                    quote(secret_id)
+                ));
+                if let Some(key) = json_key {
+                    script.push_str(&format!(
+                        "$password = ($password | ConvertFrom-Json).PSObject.Properties[{}].Value\n",
+                        quote(key)
+                    ));
+                }
+            }
+            PasswordRef::SsmParameter { name } => {
+                script.push_str(&format!(
+                    "$password = (Get-SSMParameter -Name {} -WithDecryption $true).Value\n",
+                    quote(name)
+                ));
+            }
+        }
+        script.push_str(&format!(
+            r#"if ([string]::IsNullOrEmpty($password)) {{ throw 'the administrator password source returned an empty value' }}
+$ns = New-Object System.Xml.XmlNamespaceManager($answer.NameTable)
+$ns.AddNamespace('u', {ns})
+$shell = $answer.SelectSingleNode("//u:settings[@pass='oobeSystem']/u:component[@name='Microsoft-Windows-Shell-Setup']", $ns)
+if ($null -eq $shell) {{ throw 'the rendered answer file has no oobeSystem Shell-Setup component' }}
+$accounts = $answer.CreateElement('UserAccounts', {ns})
+$admin = $answer.CreateElement('AdministratorPassword', {ns})
+$value = $answer.CreateElement('Value', {ns})
+# Windows' obfuscated form: base64 of UTF-16LE(password + 'AdministratorPassword').
+$value.InnerText = [System.Convert]::ToBase64String([System.Text.Encoding]::Unicode.GetBytes($password + 'AdministratorPassword'))
+$plain = $answer.CreateElement('PlainText', {ns})
+$plain.InnerText = 'false'
+[void]$admin.AppendChild($value)
+[void]$admin.AppendChild($plain)
+[void]$accounts.AppendChild($admin)
+[void]$shell.AppendChild($accounts)
+Remove-Variable -Name password
+"#,
+            ns = quote(UNATTEND_NS)
+        ));
+    }
+    script.push_str(&format!(
+        "[void](New-Item -ItemType Directory -Force -Path (Split-Path -Parent $destination))\n$answer.Save($destination)\nWrite-Output ({} + $destination)\n",
+        quote(UNATTEND_MARKER)
+    ));
+    Ok(script)
+}
+
+/// Standard base64 (RFC 4648) for embedding the XML in the script.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full() -> UnattendConfig {
+        UnattendConfig {
+            computer_name: Some(ComputerName::Name(Hostname::parse("WEB-001").unwrap())),
+            time_zone: TimeZone::try_from("W. Europe Standard Time".to_owned()).unwrap(),
+            registered_owner: Some(XmlText::new("Ops <ops@example.com> & \"friends\" ]]>").unwrap()),
+            registered_organization: Some(XmlText::new("Example 'Corp'\nLine two").unwrap()),
+            copy_profile: true,
+            skip_rearm: false,
+            persist_all_device_installs: false,
+            processor_architecture: Architecture::Arm64,
+            admin_password: None,
+        }
+    }
+
+    #[test]
+    fn render_parse_round_trip() {
+        for config in [UnattendConfig::default(), full()] {
+            let rendered = render(&config).unwrap();
+            assert_eq!(parse(&rendered.xml).unwrap(), config, "{}", rendered.xml);
+        }
+    }
+
+    #[test]
+    fn copy_profile_and_rearm_warn() {
+        assert!(render(&UnattendConfig::default()).unwrap().warnings.is_empty());
+        let warnings = render(&full()).unwrap().warnings;
+        assert_eq!(warnings.len(), 2);
+        assert!(warnings[0].contains("copy_profile"));
+    }
+
+    #[test]
+    fn structure_follows_the_reference() {
+        let root = parse_xml(&render(&full()).unwrap().xml).unwrap();
+        let passes: Vec<&str> = root
+            .children
+            .iter()
+            .filter_map(|s| s.attribute("pass"))
+            .collect();
+        assert_eq!(passes, ["generalize", "specialize", "oobeSystem"]);
+        for settings in &root.children {
+            for component in &settings.children {
+                assert_eq!(component.attribute("processorArchitecture"), Some("arm64"));
+                assert_eq!(component.attribute("publicKeyToken"), Some(PUBLIC_KEY_TOKEN));
+            }
+        }
+    }
+
+    #[test]
+    fn the_password_is_never_rendered() {
+        let mut config = full();
+        config.admin_password = Some(PasswordRef::SecretsManager {
+            secret_id: "arn:aws:secretsmanager:us-east-1:123456789012:secret:admin-AbCdEf".into(),
+            json_key: Some("password".into()),
+        });
+        let xml = render(&config).unwrap().xml;
+        assert!(!xml.contains("AdministratorPassword"));
+        assert!(!xml.contains("secretsmanager"));
+        let script = writer_script(&config, r"C:\Windows\Panther\unattend.xml").unwrap();
+        assert!(script.contains("Get-SECSecretValue -SecretId 'arn:aws:secretsmanager"));
+        assert!(script.contains("Properties['password']"));
+        assert!(script.contains("Remove-Variable -Name password"));
+        let ssm = UnattendConfig {
+            admin_password: Some(PasswordRef::SsmParameter { name: "/fleet/admin".into() }),
+            ..UnattendConfig::default()
+        };
+        let script = writer_script(&ssm, r"C:\x\u.xml").unwrap();
+        assert!(script.contains("Get-SSMParameter -Name '/fleet/admin' -WithDecryption $true"));
+    }
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (input, expected) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
+            assert_eq!(base64(input.as_bytes()), expected);
+        }
+    }
+
+    #[test]
+    fn invalid_values_are_rejected() {
+        assert!(XmlText::new("bell\u{7}").is_err());
+        assert!(TimeZone::try_from("UTC; rm".to_owned()).is_err());
+        assert!(ComputerName::try_from("bad_name".to_owned()).is_err());
+        assert!(parse("<unattend/>").is_err());
+        assert!(parse("<unattend xmlns=\"urn:schemas-microsoft-com:unattend\">").is_err());
+    }
+}

@@ -1,0 +1,213 @@
+//! Coalescing SSM calls from many concurrent executions in one process.
+//!
+//! When thousands of `name-on-launch` executions run at once on the embedded engine, each wants
+//! its own SendCommand and its own DescribeInstanceInformation polls. The [`Batcher`] turns that
+//! into at most one SendCommand per 50 instances and one DescribeInstanceInformation per 50
+//! watched instances per refresh:
+//!
+//! - *Commands*: a send only queues the request and returns a ticket; the first status check
+//!   (which the state machine makes after its Wait, when every execution of the wave has queued
+//!   its request) flushes the queue, grouping identical script templates and filling each group's
+//!   per-instance lookup table ([`crate::scripts::TABLE_LINE`]) with up to 50 instances.
+//! - *Describes*: an SSM-online check registers its instance as watched and answers from a
+//!   snapshot refreshed at most every [`Batcher::REFRESH_SECONDS`] of clock time, one call per
+//!   50 watched instances.
+//!
+//! Tickets live in this process only: a batched ticket does not survive a restart (the local
+//! engine re-sends on a fresh run). Lambda invocations never share a process, so there the
+//! handlers send directly and the ticket is the SSM command id.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use cloud::{
+    Cloud, CloudError, CommandInvocation, InstanceInformation, SEND_COMMAND_MAX_INSTANCES,
+    SendCommandRequest,
+};
+
+use crate::scripts;
+
+/// The SSM document every fleetprep command uses.
+pub const DOCUMENT: &str = "AWS-RunPowerShellScript";
+
+/// A command for one instance: a script template (with [`scripts::TABLE_LINE`]) plus the
+/// instance's value for the table.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CommandSpec {
+    pub template: Vec<String>,
+    pub value: String,
+    pub execution_timeout_seconds: u32,
+    pub comment: String,
+}
+
+#[derive(Default)]
+struct State {
+    next_ticket: u64,
+    pending: BTreeMap<(Vec<String>, u32), Vec<(String, String, String)>>,
+    sent: HashMap<String, Result<(String, String), CloudError>>,
+    watched: BTreeSet<String>,
+    snapshot_at: Option<SystemTime>,
+    snapshot: HashMap<String, InstanceInformation>,
+    // The ids the last refresh asked about (absent from `snapshot` = not registered yet).
+    covered: BTreeSet<String>,
+}
+
+/// See the module docs.
+#[derive(Default)]
+pub struct Batcher {
+    state: Mutex<State>,
+    // Serialises flushes so concurrent checks do not send the same queue twice.
+    flush_lock: tokio::sync::Mutex<()>,
+}
+
+impl Batcher {
+    /// Maximum age of the DescribeInstanceInformation snapshot.
+    pub const REFRESH_SECONDS: u64 = 10;
+
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a command for `instance_id`; returns the ticket to check.
+    pub fn submit(&self, instance_id: &str, spec: CommandSpec) -> String {
+        let mut state = self.state();
+        state.next_ticket += 1;
+        let ticket = format!("batch-{}", state.next_ticket);
+        state
+            .pending
+            .entry((spec.template, spec.execution_timeout_seconds))
+            .or_default()
+            .push((ticket.clone(), instance_id.to_string(), spec.value));
+        ticket
+    }
+
+    /// Sends everything queued, at most 50 instances per SendCommand.
+    pub async fn flush(&self, cloud: &dyn Cloud) {
+        let _guard = self.flush_lock.lock().await;
+        let pending = std::mem::take(&mut self.state().pending);
+        for ((template, timeout), entries) in pending {
+            for chunk in entries.chunks(SEND_COMMAND_MAX_INSTANCES) {
+                let table: Vec<(String, String)> = chunk
+                    .iter()
+                    .map(|(_, id, value)| (id.clone(), value.clone()))
+                    .collect();
+                let request = SendCommandRequest {
+                    instance_ids: chunk.iter().map(|(_, id, _)| id.clone()).collect(),
+                    document_name: DOCUMENT.into(),
+                    commands: scripts::render(&template, &table),
+                    execution_timeout_seconds: Some(timeout),
+                    comment: Some(format!("fleetprep batch of {}", chunk.len())),
+                };
+                let result = cloud.send_command(request).await;
+                let mut state = self.state();
+                for (ticket, id, _) in chunk {
+                    let entry = match &result {
+                        Ok(command_id) => Ok((command_id.clone(), id.clone())),
+                        Err(error) => Err(error.clone()),
+                    };
+                    state.sent.insert(ticket.clone(), entry);
+                }
+            }
+        }
+    }
+
+    /// Sends the queue if `ticket` is still in it; reports a failed batch send.
+    pub async fn ensure_sent(&self, cloud: &dyn Cloud, ticket: &str) -> Result<(), CloudError> {
+        let queued = self.state().pending.values().flatten().any(|(t, _, _)| t == ticket);
+        if queued {
+            self.flush(cloud).await;
+        }
+        match self.state().sent.get(ticket) {
+            Some(Err(error)) => Err(error.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The invocation behind a ticket, flushing the queue first if the ticket is still queued.
+    /// `Ok(None)` means "not visible yet" (InvocationDoesNotExist right after sending).
+    pub async fn check(
+        &self,
+        cloud: &dyn Cloud,
+        ticket: &str,
+    ) -> Result<Option<CommandInvocation>, CloudError> {
+        let queued = !self.state().sent.contains_key(ticket);
+        if queued {
+            self.flush(cloud).await;
+        }
+        let sent = self.state().sent.get(ticket).cloned();
+        let (command_id, instance_id) = match sent {
+            Some(Ok(pair)) => pair,
+            Some(Err(error)) => {
+                // A failed batch send is retried by the state machine through a fresh send.
+                self.state().sent.remove(ticket);
+                return Err(error);
+            }
+            None => {
+                return Err(CloudError::not_found(
+                    "InvocationDoesNotExist",
+                    format!(
+                        "ticket {ticket} is unknown to this process (batched tickets do not \
+                         survive a restart); send the command again"
+                    ),
+                ));
+            }
+        };
+        match cloud.get_command_invocation(&command_id, &instance_id).await {
+            // Finished tickets stay answerable: several states may read the same command.
+            Ok(invocation) => Ok(Some(invocation)),
+            Err(error) if error.code == "InvocationDoesNotExist" => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The SSM view of `instance_id` from a snapshot no older than [`Self::REFRESH_SECONDS`];
+    /// refreshing covers every watched instance, 50 per call.
+    pub async fn instance_information(
+        &self,
+        cloud: &dyn Cloud,
+        now: SystemTime,
+        instance_id: &str,
+    ) -> Result<Option<InstanceInformation>, CloudError> {
+        let fresh = {
+            let mut state = self.state();
+            state.watched.insert(instance_id.to_string());
+            state.snapshot_at.is_some_and(|at| {
+                now.duration_since(at).unwrap_or_default()
+                    < Duration::from_secs(Self::REFRESH_SECONDS)
+            }) && state.covered.contains(instance_id)
+        };
+        if !fresh {
+            let _guard = self.flush_lock.lock().await;
+            let (still_stale, watched) = {
+                let state = self.state();
+                (
+                    state.snapshot_at != Some(now) || !state.covered.contains(instance_id),
+                    state.watched.iter().cloned().collect::<Vec<_>>(),
+                )
+            };
+            if still_stale {
+                let mut snapshot = HashMap::new();
+                for chunk in watched.chunks(50) {
+                    for info in cloud.describe_instance_information(chunk).await? {
+                        snapshot.insert(info.instance_id.clone(), info);
+                    }
+                }
+                let mut state = self.state();
+                state.snapshot = snapshot;
+                state.snapshot_at = Some(now);
+                state.covered = watched.into_iter().collect();
+            }
+        }
+        Ok(self.state().snapshot.get(instance_id).cloned())
+    }
+
+    /// Stops watching an instance (it is online, or its workflow ended).
+    pub fn unwatch(&self, instance_id: &str) {
+        self.state().watched.remove(instance_id);
+    }
+}

@@ -1,0 +1,103 @@
+//! Auto Scaling lifecycle hooks end to end: name-on-launch, release-on-terminate, rollout.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use cloud::{Cloud, InstanceState};
+use engine::Status;
+use workflows::{NamingMode, RolloutConfig, Settings};
+
+#[tokio::test(flavor = "current_thread")]
+async fn scaling_out_names_every_instance_uniquely_and_scaling_in_releases_names() {
+    let fleet = common::fleet("").await;
+    common::group(&fleet, 900);
+    fleet.sim.set_desired_capacity("web", 20).unwrap();
+    fleet.run_until_idle().await.unwrap();
+    let statuses = common::statuses(&fleet, "name-on-launch");
+    assert_eq!(statuses.len(), 20);
+    assert!(statuses.iter().all(|(s, _)| *s == Status::Succeeded), "{statuses:?}");
+    let in_service = fleet.sim.in_service("web");
+    assert_eq!(in_service.len(), 20);
+    let names: BTreeSet<String> = in_service.iter().map(|i| i.computer_name.clone()).collect();
+    assert_eq!(names.len(), 20, "names must be unique: {names:?}");
+    assert!(names.iter().all(|n| n.starts_with("WEB-")), "{names:?}");
+    // Batching: instances that come online in the same poll wave share one SendCommand, so
+    // 40 commands (20 renames, 20 identity checks) take far fewer calls.
+    let calls = fleet.sim.api_calls();
+    assert!(calls["ssm:SendCommand"] <= 20, "{calls:?}");
+
+    fleet.sim.set_desired_capacity("web", 15).unwrap();
+    fleet.run_until_idle().await.unwrap();
+    let released = common::statuses(&fleet, "release-on-terminate");
+    assert_eq!(released.len(), 5);
+    assert!(released.iter().all(|(s, _)| *s == Status::Succeeded), "{released:?}");
+    let leases = fleet.sim.name_pool().list().await.unwrap();
+    assert_eq!(leases.len(), 15);
+    // Shutting down takes a minute or so after the hook completes.
+    let clock = fleet.sim.clock().clone();
+    clock.advance_to(clock.now() + std::time::Duration::from_secs(120));
+    let terminated = fleet
+        .sim
+        .instances()
+        .iter()
+        .filter(|i| i.state == InstanceState::Terminated)
+        .count();
+    assert_eq!(terminated, 5);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn sysprep_naming_mode_changes_the_machine_sid() {
+    let fleet = common::fleet_with(
+        "",
+        "{prefix}-{seq:3}",
+        Settings {
+            naming_mode: NamingMode::Sysprep,
+            ..Settings::default()
+        },
+    )
+    .await;
+    common::group(&fleet, 900);
+    fleet.sim.set_desired_capacity("web", 3).unwrap();
+    fleet.run_until_idle().await.unwrap();
+    let statuses = common::statuses(&fleet, "name-on-launch");
+    assert!(statuses.iter().all(|(s, _)| *s == Status::Succeeded), "{statuses:?}");
+    let sids: BTreeSet<String> = fleet
+        .sim
+        .in_service("web")
+        .iter()
+        .map(|i| i.machine_sid.clone())
+        .collect();
+    assert_eq!(sids.len(), 3, "each generalized instance has its own SID");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn bake_then_rollout_replaces_the_group_onto_the_new_image() {
+    let fleet = common::fleet("").await;
+    common::group(&fleet, 900);
+    fleet.sim.set_desired_capacity("web", 4).unwrap();
+    fleet.run_until_idle().await.unwrap();
+    let baked = common::bake(&fleet).await;
+    assert_eq!(baked.status, Status::Succeeded);
+    let image_id = baked.output.unwrap()["image_id"].as_str().unwrap().to_string();
+    let input = RolloutConfig {
+        group: "web".into(),
+        launch_template_id: "lt-fleet".into(),
+        image_id: image_id.clone(),
+        min_healthy_percentage: 50,
+        instance_warmup_seconds: 60,
+        ..RolloutConfig::default()
+    }
+    .input();
+    let arn = fleet.engine.start_execution("rollout", Some("roll-1"), input).unwrap();
+    fleet.run_until_idle().await.unwrap();
+    let done = fleet.engine.describe(&arn).unwrap();
+    assert_eq!(done.status, Status::Succeeded, "{:?} {:?}", done.error, done.cause);
+    let in_service = fleet.sim.in_service("web");
+    assert_eq!(in_service.len(), 4);
+    assert!(in_service.iter().all(|i| i.image_id == image_id), "{in_service:?}");
+    let names: BTreeSet<String> = in_service.iter().map(|i| i.computer_name.clone()).collect();
+    assert_eq!(names.len(), 4);
+    let released = common::statuses(&fleet, "release-on-terminate");
+    assert_eq!(released.len(), 4, "{released:?}");
+}
