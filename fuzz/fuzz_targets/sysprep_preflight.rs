@@ -8,7 +8,10 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     for input in [text.to_string(), format!("{PREFLIGHT_MARKER}{text}")] {
         if let Ok(result) = check_output(&input) {
-            let any_block = result.findings.iter().any(|f| f.severity == Severity::Block);
+            let any_block = result
+                .findings
+                .iter()
+                .any(|f| f.severity == Severity::Block);
             assert_eq!(result.blocked, any_block);
             assert!(result.findings.iter().all(|f| !f.remediation.is_empty()));
         }

@@ -502,10 +502,7 @@ mod tests {
         let s = format_timestamp(t);
         assert_eq!(s, "2023-11-14T22:13:20.123Z");
         assert_eq!(parse_timestamp(&s), Some(t));
-        assert_eq!(
-            parse_timestamp("2023-11-14T23:13:20.123+01:00"),
-            Some(t)
-        );
+        assert_eq!(parse_timestamp("2023-11-14T23:13:20.123+01:00"), Some(t));
         assert_eq!(parse_timestamp("2023-11-14 22:13:20Z"), None);
         assert_eq!(parse_timestamp("2023-13-14T22:13:20Z"), None);
     }

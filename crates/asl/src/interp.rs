@@ -25,7 +25,7 @@ use serde_json::{Map, Value, json};
 
 use crate::error::{self, StatesError};
 use crate::history::{self, EventType, HistoryEvent};
-use crate::jsonpath::{EvalContext, Entropy, JsonPath, SplitMix64};
+use crate::jsonpath::{Entropy, EvalContext, JsonPath, SplitMix64};
 use crate::model::{
     Assign, Catcher, Definition, Expr, FailField, Jitter, Kind, PathField, ResultPathField,
     Setting, State, StateMachine, Transition, WaitFor,
@@ -339,18 +339,24 @@ impl Execution {
             history_limit: options.history_limit,
         };
         let mut step = Step::default();
-        ex.with_run(def, now, |run, root, ex_input| {
-            let mut e = run.event(EventType::ExecutionStarted, 0);
-            if let Some(e) = e.as_mut() {
-                e.execution_started_event_details = Some(history::ExecutionStartedEventDetails {
-                    input: Some(json_text(ex_input)),
-                    input_details: Some(history::DataDetails::default()),
-                    role_arn: Some(run.info.role_arn.clone()),
-                });
-            }
-            run.push(e);
-            let _ = root;
-        }, &mut step);
+        ex.with_run(
+            def,
+            now,
+            |run, root, ex_input| {
+                let mut e = run.event(EventType::ExecutionStarted, 0);
+                if let Some(e) = e.as_mut() {
+                    e.execution_started_event_details =
+                        Some(history::ExecutionStartedEventDetails {
+                            input: Some(json_text(ex_input)),
+                            input_details: Some(history::DataDetails::default()),
+                            role_arn: Some(run.info.role_arn.clone()),
+                        });
+                }
+                run.push(e);
+                let _ = root;
+            },
+            &mut step,
+        );
         if let Some(t) = def.timeout_seconds {
             let token = ex.next_token;
             ex.next_token += 1;
@@ -379,40 +385,56 @@ impl Execution {
         let mut step = Step::default();
         match event {
             Event::Abort { error, cause } => {
-                self.with_run(def, now, |run, _root, _| {
-                    let mut e = run.event(EventType::ExecutionAborted, *run.next_event_id - 1);
-                    if let Some(e) = e.as_mut() {
-                        e.execution_aborted_event_details = Some(history::ErrorCauseDetails {
-                            error: error.clone(),
-                            cause: cause.clone(),
-                        });
-                    }
-                    run.push(e);
-                }, &mut step);
+                self.with_run(
+                    def,
+                    now,
+                    |run, _root, _| {
+                        let mut e = run.event(EventType::ExecutionAborted, *run.next_event_id - 1);
+                        if let Some(e) = e.as_mut() {
+                            e.execution_aborted_event_details = Some(history::ErrorCauseDetails {
+                                error: error.clone(),
+                                cause: cause.clone(),
+                            });
+                        }
+                        run.push(e);
+                    },
+                    &mut step,
+                );
                 self.finish(Status::Aborted, None, error, cause, &mut step);
                 return Ok(step);
             }
             Event::TimerFired { token } if Some(token) == self.timeout_token => {
                 let error = Some(error::TIMEOUT.to_owned());
                 let cause = Some("The execution timed out (TimeoutSeconds elapsed).".to_owned());
-                self.with_run(def, now, |run, _root, _| {
-                    let mut e = run.event(EventType::ExecutionTimedOut, *run.next_event_id - 1);
-                    if let Some(e) = e.as_mut() {
-                        e.execution_timed_out_event_details = Some(history::ErrorCauseDetails {
-                            error: error.clone(),
-                            cause: cause.clone(),
-                        });
-                    }
-                    run.push(e);
-                }, &mut step);
+                self.with_run(
+                    def,
+                    now,
+                    |run, _root, _| {
+                        let mut e = run.event(EventType::ExecutionTimedOut, *run.next_event_id - 1);
+                        if let Some(e) = e.as_mut() {
+                            e.execution_timed_out_event_details =
+                                Some(history::ErrorCauseDetails {
+                                    error: error.clone(),
+                                    cause: cause.clone(),
+                                });
+                        }
+                        run.push(e);
+                    },
+                    &mut step,
+                );
                 self.finish(Status::TimedOut, None, error, cause, &mut step);
                 return Ok(step);
             }
             other => {
                 let mut delivered = Ok(false);
-                self.with_run(def, now, |run, root, _| {
-                    delivered = run.deliver(root, &other);
-                }, &mut step);
+                self.with_run(
+                    def,
+                    now,
+                    |run, root, _| {
+                        delivered = run.deliver(root, &other);
+                    },
+                    &mut step,
+                );
                 match delivered {
                     Ok(true) => {}
                     Ok(false) => {
@@ -557,9 +579,13 @@ impl Execution {
         let _ = last;
         match done {
             Some(Outcome::Ok(v)) => self.finish(Status::Succeeded, Some(v), None, None, &mut step),
-            Some(Outcome::Err(f)) => {
-                self.finish(Status::Failed, None, non_empty(&f.error), f.cause, &mut step)
-            }
+            Some(Outcome::Err(f)) => self.finish(
+                Status::Failed,
+                None,
+                non_empty(&f.error),
+                f.cause,
+                &mut step,
+            ),
             None => {}
         }
         step
@@ -824,7 +850,9 @@ impl Run<'_> {
                     }
                     let token = self.token();
                     let fire_at = self.now + Duration::from_secs_f64(delay.clamp(0.0, 1e9));
-                    self.step.commands.push(Command::StartTimer { token, fire_at });
+                    self.step
+                        .commands
+                        .push(Command::StartTimer { token, fire_at });
                     th.phase = Phase::Sleep { token, retry: true };
                     return;
                 }
@@ -1008,10 +1036,7 @@ impl Run<'_> {
                     (Some(c), _) => c.next.clone(),
                     (None, Some(d)) => d.clone(),
                     (None, None) => {
-                        return Err(StatesError::new(
-                            error::NO_CHOICE_MATCHED,
-                            "No Matches!",
-                        ));
+                        return Err(StatesError::new(error::NO_CHOICE_MATCHED, "No Matches!"));
                     }
                 };
                 // Rule-level Assign/Output (JSONata) win over the state's.
@@ -1043,7 +1068,10 @@ impl Run<'_> {
                 self.step
                     .commands
                     .push(Command::StartTimer { token, fire_at });
-                th.phase = Phase::Sleep { token, retry: false };
+                th.phase = Phase::Sleep {
+                    token,
+                    retry: false,
+                };
                 Ok(None)
             }
             Kind::Task {
@@ -1135,7 +1163,11 @@ impl Run<'_> {
                     }
                 };
                 let mut ec = EvalContext::new(&effective, ctx, &th.vars, ent);
-                let tc = setting_f64(tolerated_failure_count.as_ref(), &mut ec, "ToleratedFailureCount")?;
+                let tc = setting_f64(
+                    tolerated_failure_count.as_ref(),
+                    &mut ec,
+                    "ToleratedFailureCount",
+                )?;
                 let tp = setting_f64(
                     tolerated_failure_percentage.as_ref(),
                     &mut ec,
@@ -1143,9 +1175,10 @@ impl Run<'_> {
                 )?;
                 let mut ev = self.event(EventType::MapStateStarted, th.cursor);
                 if let Some(e) = ev.as_mut() {
-                    e.map_state_started_event_details = Some(history::MapStateStartedEventDetails {
-                        length: list.len() as u64,
-                    });
+                    e.map_state_started_event_details =
+                        Some(history::MapStateStartedEventDetails {
+                            length: list.len() as u64,
+                        });
                 }
                 self.push(ev);
                 let started = self.last_id();
@@ -1242,7 +1275,11 @@ impl Run<'_> {
             let payload = args.get("Payload").cloned().unwrap_or(Value::Null);
             (Some(LambdaKind::Invoke), fname, payload)
         } else if resource.starts_with("arn:aws:lambda:") {
-            (Some(LambdaKind::Function), resource.to_owned(), args.clone())
+            (
+                Some(LambdaKind::Function),
+                resource.to_owned(),
+                args.clone(),
+            )
         } else {
             (None, resource.to_owned(), args.clone())
         };
@@ -1411,14 +1448,7 @@ impl Run<'_> {
                         Ok(true)
                     }
                     Event::TimerFired { token: t } if Some(*t) == timeout_token => {
-                        self.task_failed(
-                            th,
-                            st,
-                            lambda,
-                            error::TIMEOUT.to_owned(),
-                            None,
-                            true,
-                        );
+                        self.task_failed(th, st, lambda, error::TIMEOUT.to_owned(), None, true);
                         Ok(true)
                     }
                     _ => Ok(false),
@@ -1525,7 +1555,9 @@ impl Run<'_> {
                 cause: cause.clone(),
             };
             match ty {
-                EventType::LambdaFunctionFailed => e.lambda_function_failed_event_details = Some(ec),
+                EventType::LambdaFunctionFailed => {
+                    e.lambda_function_failed_event_details = Some(ec)
+                }
                 EventType::LambdaFunctionTimedOut => {
                     e.lambda_function_timed_out_event_details = Some(ec)
                 }
@@ -1607,7 +1639,9 @@ impl Run<'_> {
                                 }
                                 ch.results[idx] = Some(Value::Object(err_out));
                             } else {
-                                let f = if ch.is_map && (ch.tolerated_count.is_some() || ch.tolerated_pct.is_some()) {
+                                let f = if ch.is_map
+                                    && (ch.tolerated_count.is_some() || ch.tolerated_pct.is_some())
+                                {
                                     Failure {
                                         error: error::EXCEED_TOLERATED_FAILURE_THRESHOLD.into(),
                                         cause: Some(format!(
@@ -1630,7 +1664,7 @@ impl Run<'_> {
             if failed.is_some() {
                 break;
             }
-            while ch.running.len() < limit && ch.next < ch.items.len() {
+            if ch.running.len() < limit && ch.next < ch.items.len() {
                 let idx = ch.next;
                 ch.next += 1;
                 progressed = true;
@@ -1663,12 +1697,22 @@ impl Run<'_> {
                     let m = machine_at(self.def, &path);
                     (m, std::mem::take(&mut ch.items[idx]), None)
                 };
-                let cursor = if ch.is_map { self.last_id() } else { ch.started_id };
-                let mut child = Thread::new(path, child_machine, cursor, th.vars.clone(), map_item, input);
+                let cursor = if ch.is_map {
+                    self.last_id()
+                } else {
+                    ch.started_id
+                };
+                let mut child = Thread::new(
+                    path,
+                    child_machine,
+                    cursor,
+                    th.vars.clone(),
+                    map_item,
+                    input,
+                );
                 self.advance(&mut child, child_machine);
-                ch.running.push((idx, child));
                 // Loop back to collect it if it finished synchronously.
-                break;
+                ch.running.push((idx, child));
             }
             if failed.is_some() {
                 break;
@@ -1697,7 +1741,9 @@ impl Run<'_> {
                 .retry
                 .iter()
                 .position(|r| error_matches(&r.error_equals, &f.error))
-                .is_some_and(|i| th.attempts.get(i).copied().unwrap_or(0) < st.retry[i].max_attempts)
+                .is_some_and(|i| {
+                    th.attempts.get(i).copied().unwrap_or(0) < st.retry[i].max_attempts
+                })
                 && f.error != error::RUNTIME;
             if !will_retry {
                 let ty = if ch.is_map {
@@ -1721,7 +1767,11 @@ impl Run<'_> {
             return None;
         }
         // All done.
-        let results: Vec<Value> = ch.results.iter_mut().map(|r| r.take().unwrap_or(Value::Null)).collect();
+        let results: Vec<Value> = ch
+            .results
+            .iter_mut()
+            .map(|r| r.take().unwrap_or(Value::Null))
+            .collect();
         let ty = if ch.is_map {
             EventType::MapStateSucceeded
         } else {
@@ -1736,7 +1786,16 @@ impl Run<'_> {
         let ctx = self.context(th, st);
         let mut ent = self.entropy.clone();
         let jsonata = st.query_language == crate::model::QueryLanguage::Jsonata;
-        let r = self.finish_state(th, st, &ctx, &mut ent, &raw, Value::Array(results), next_of(st), jsonata);
+        let r = self.finish_state(
+            th,
+            st,
+            &ctx,
+            &mut ent,
+            &raw,
+            Value::Array(results),
+            next_of(st),
+            jsonata,
+        );
         self.entropy = ent;
         Some(match r {
             Ok(p) => p,
@@ -1802,10 +1861,7 @@ fn error_matches(list: &[String], error: &str) -> bool {
     list.iter().any(|e| {
         e == error
             || (e == error::ALL && error != error::RUNTIME && error != error::DATA_LIMIT_EXCEEDED)
-            || (e == error::TASK_FAILED
-                && error != error::TIMEOUT
-                && !error.starts_with("States.")
-                )
+            || (e == error::TASK_FAILED && error != error::TIMEOUT && !error.starts_with("States."))
     })
 }
 
@@ -1936,7 +1992,9 @@ fn setting_u64(
             None => Err(match path {
                 Some(p) => StatesError::runtime(format!(
                     "The {field}Path field refers to value \"{}\" which is not a valid integer: {}",
-                    v.as_str().map(str::to_owned).unwrap_or_else(|| json_text(&v)),
+                    v.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| json_text(&v)),
                     p.as_str()
                 )),
                 None => StatesError::query(format!(

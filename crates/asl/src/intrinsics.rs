@@ -3,8 +3,9 @@
 //! API (stable; only additions from here on):
 //! - [`IntrinsicCall::parse`] parses a call once (`States.Name(arg, ...)`; arguments are
 //!   `'strings'` with `\'` `\{` `\}` `\\` escapes, numbers, `true`/`false`/`null`, paths
-//!   `$...`/`$$...`/`$var...`, and nested calls). Unknown names and wrong argument counts are
-//!   parse errors, so `states validate` catches them.
+//!   `$...`/`$$...`/`$var...`, and nested calls). Unknown names, wrong argument counts,
+//!   literal arguments of the wrong type (`States.MathAdd(1, '-1')`) and more than 10 calls
+//!   in one field are parse errors, so `states validate` catches them.
 //! - [`IntrinsicCall::evaluate`] runs it against an [`EvalContext`]; `field` (e.g. `"value.$"`)
 //!   names the field in the error text when a path argument finds nothing. Failures are
 //!   `States.IntrinsicFailure` (bad argument type/value, limits) or `States.Runtime` (a path
@@ -14,6 +15,9 @@
 //! AWS limits enforced: ArrayRange at most 1000 items, Base64Encode/Decode and Hash inputs at
 //! most 10,000 characters, JsonMerge shallow only, MathAdd/MathRandom/ArrayRange take
 //! integers (AWS rounds non-integral numbers half up, as Java's `Math.round`).
+//!
+//! `States.IntrinsicFailure` causes read "Invalid arguments in States.X: <what is wrong>"; the
+//! corpus recorded no failing intrinsic call, so AWS's exact wording per case is not known.
 //!
 //! Source of behaviour: the "Intrinsic functions" page of the Step Functions developer guide
 //! and the AWS-recorded conformance executions (e.g. StringSplit drops empty tokens,

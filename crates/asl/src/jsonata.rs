@@ -26,9 +26,13 @@
 //! blocks and `:=` bindings, lambdas with closures, `~>`, regular expression literals (via the
 //! `regex` crate: JavaScript syntax where the two agree, flags `i`/`m`) and the function
 //! library listed in `eval::BUILTINS`. Limits: evaluation depth and stack use, range size and
-//! total work are bounded, so hostile input ends in an error instead of a crash. Not
-//! implemented: `$eval`, function signatures `<...>`, partial application `?`, the `@`/`#`
-//! binding operators, date-picture formatting (`$fromMillis` with a picture), `$formatNumber`.
+//! total work are bounded, so hostile input ends in an error instead of a crash. `$eval` is
+//! an error, as on AWS ("use $parse"). Not implemented: function signatures `<...>`, partial
+//! application `?`, the `@`/`#` binding operators, date pictures (`$fromMillis`/`$now` with a
+//! picture), exponent/per-mille pictures in `$formatNumber`, word pictures in
+//! `$formatInteger`/`$parseInteger`, the transform operator `| ... |`.
+//! Expressions that read the context at the top level (`$`, `$$`, a bare field name) are
+//! rejected at parse time, as Step Functions does.
 //! `$now()`/`$millis()` read `$$.State.EnteredTime` (the crate has no clock).
 
 use serde_json::Value;

@@ -402,14 +402,8 @@ fn apply<'v>(root: &'v Value, node: &'v Value, seg: &Segment, out: &mut Vec<&'v 
         }
         Segment::Filter(f) => match node {
             Value::Array(a) => out.extend(a.iter().filter(|item| f.test(root, item))),
-            Value::Object(m) => {
-                // Jayway applies a filter on an object to the object itself.
-                if f.test(root, node) {
-                    out.push(node);
-                } else {
-                    let _ = m;
-                }
-            }
+            // Jayway applies a filter on an object to the object itself.
+            Value::Object(_) if f.test(root, node) => out.push(node),
             _ => {}
         },
         Segment::Descendant(inner) => {
@@ -940,10 +934,16 @@ impl<'t> Cursor<'t> {
                     }
                 }
                 let start = self.pos;
-                if self.peek().is_some_and(|c| c.is_ascii_alphabetic() || c == b'_') {
+                if self
+                    .peek()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+                {
                     // Jayway reads an unquoted word as a string (asl-validator accepts
                     // `[?(@.OutputKey == FooBar)]`).
-                    while self.peek().is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_') {
+                    while self
+                        .peek()
+                        .is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_')
+                    {
                         self.pos += 1;
                     }
                     return Ok(Operand::Literal(Value::String(

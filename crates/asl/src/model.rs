@@ -160,6 +160,8 @@ pub enum Setting {
 }
 
 /// The per-type part of a state.
+// Built once per definition, so the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Kind {
     Pass {
@@ -274,7 +276,10 @@ impl Definition {
             return Err(DefinitionError::Invalid(b.diags));
         }
         Ok(Definition {
-            comment: value.get("Comment").and_then(Value::as_str).map(str::to_owned),
+            comment: value
+                .get("Comment")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             timeout_seconds: value.get("TimeoutSeconds").and_then(Value::as_u64),
             query_language: ql,
             machine,
@@ -289,7 +294,11 @@ fn esc(seg: &str) -> String {
 
 fn string_list(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -369,30 +378,51 @@ impl Builder {
         match Template::compile(v?) {
             Ok(t) => Some(t),
             Err(ds) => {
-                self.diags.extend(ds.into_iter().map(|d| d.under(at).in_state(st)));
+                self.diags
+                    .extend(ds.into_iter().map(|d| d.under(at).in_state(st)));
                 None
             }
         }
     }
 
-    fn jsonata(&mut self, v: Option<&Value>, field: &str, at: &str, st: &str) -> Option<JsonataTemplate> {
+    fn jsonata(
+        &mut self,
+        v: Option<&Value>,
+        field: &str,
+        at: &str,
+        st: &str,
+    ) -> Option<JsonataTemplate> {
         match JsonataTemplate::compile(v?, field) {
             Ok(t) => Some(t),
             Err(ds) => {
-                self.diags.extend(ds.into_iter().map(|d| d.under(at).in_state(st)));
+                self.diags
+                    .extend(ds.into_iter().map(|d| d.under(at).in_state(st)));
                 None
             }
         }
     }
 
-    fn assign(&mut self, v: Option<&Value>, ql: QueryLanguage, at: &str, st: &str) -> Option<Assign> {
+    fn assign(
+        &mut self,
+        v: Option<&Value>,
+        ql: QueryLanguage,
+        at: &str,
+        st: &str,
+    ) -> Option<Assign> {
         match ql {
             QueryLanguage::JsonPath => self.template(v, at, st).map(Assign::JsonPath),
             QueryLanguage::Jsonata => self.jsonata(v, "Assign", at, st).map(Assign::Jsonata),
         }
     }
 
-    fn expr(&mut self, v: Option<&Value>, ql: QueryLanguage, field: &str, at: &str, st: &str) -> Option<Expr> {
+    fn expr(
+        &mut self,
+        v: Option<&Value>,
+        ql: QueryLanguage,
+        field: &str,
+        at: &str,
+        st: &str,
+    ) -> Option<Expr> {
         let v = v?;
         match ql {
             QueryLanguage::Jsonata => self.jsonata(Some(v), field, at, st).map(Expr::Jsonata),
@@ -400,7 +430,14 @@ impl Builder {
         }
     }
 
-    fn setting(&mut self, s: &Value, field: &str, ql: QueryLanguage, base: &str, st: &str) -> Option<Setting> {
+    fn setting(
+        &mut self,
+        s: &Value,
+        field: &str,
+        ql: QueryLanguage,
+        base: &str,
+        st: &str,
+    ) -> Option<Setting> {
         let path_field = format!("{field}Path");
         if let Some(p) = self.json_path(s.get(&path_field), &format!("{base}/{path_field}"), st) {
             return Some(Setting::Path(p));
@@ -438,7 +475,12 @@ impl Builder {
                         rule,
                         next: r["Next"].as_str().unwrap_or_default().to_owned(),
                         assign: self.assign(r.get("Assign"), ql, &format!("{rp}/Assign"), name),
-                        output: self.jsonata(r.get("Output"), "Output", &format!("{rp}/Output"), name),
+                        output: self.jsonata(
+                            r.get("Output"),
+                            "Output",
+                            &format!("{rp}/Output"),
+                            name,
+                        ),
                     });
                 }
                 Kind::Choice {
@@ -447,11 +489,17 @@ impl Builder {
                 }
             }
             "Wait" => {
-                let wait = if let Some(p) = self.json_path(s.get("SecondsPath"), &at("SecondsPath"), name) {
+                let wait = if let Some(p) =
+                    self.json_path(s.get("SecondsPath"), &at("SecondsPath"), name)
+                {
                     WaitFor::SecondsPath(p)
-                } else if let Some(p) = self.json_path(s.get("TimestampPath"), &at("TimestampPath"), name) {
+                } else if let Some(p) =
+                    self.json_path(s.get("TimestampPath"), &at("TimestampPath"), name)
+                {
                     WaitFor::TimestampPath(p)
-                } else if let Some(e) = self.expr(s.get("Timestamp"), ql, "Timestamp", &at("Timestamp"), name) {
+                } else if let Some(e) =
+                    self.expr(s.get("Timestamp"), ql, "Timestamp", &at("Timestamp"), name)
+                {
                     WaitFor::Timestamp(e)
                 } else {
                     WaitFor::Seconds(
@@ -519,8 +567,20 @@ impl Builder {
                     items: self.expr(s.get("Items"), ql, "Items", &at("Items"), name),
                     item_selector,
                     max_concurrency: self.setting(s, "MaxConcurrency", ql, base, name),
-                    tolerated_failure_count: self.setting(s, "ToleratedFailureCount", ql, base, name),
-                    tolerated_failure_percentage: self.setting(s, "ToleratedFailurePercentage", ql, base, name),
+                    tolerated_failure_count: self.setting(
+                        s,
+                        "ToleratedFailureCount",
+                        ql,
+                        base,
+                        name,
+                    ),
+                    tolerated_failure_percentage: self.setting(
+                        s,
+                        "ToleratedFailurePercentage",
+                        ql,
+                        base,
+                        name,
+                    ),
                 }
             }
         };
@@ -535,7 +595,10 @@ impl Builder {
             .flatten()
             .map(|r| Retrier {
                 error_equals: string_list(r.get("ErrorEquals")),
-                interval_seconds: r.get("IntervalSeconds").and_then(Value::as_f64).unwrap_or(1.0),
+                interval_seconds: r
+                    .get("IntervalSeconds")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(1.0),
                 max_attempts: r.get("MaxAttempts").and_then(Value::as_u64).unwrap_or(3),
                 backoff_rate: r.get("BackoffRate").and_then(Value::as_f64).unwrap_or(2.0),
                 max_delay_seconds: r.get("MaxDelaySeconds").and_then(Value::as_f64),
@@ -552,7 +615,11 @@ impl Builder {
             catch.push(Catcher {
                 error_equals: string_list(c.get("ErrorEquals")),
                 next: c["Next"].as_str().unwrap_or_default().to_owned(),
-                result_path: self.result_path(c.get("ResultPath"), &format!("{cp}/ResultPath"), name),
+                result_path: self.result_path(
+                    c.get("ResultPath"),
+                    &format!("{cp}/ResultPath"),
+                    name,
+                ),
                 output: self.jsonata(c.get("Output"), "Output", &format!("{cp}/Output"), name),
                 assign: self.assign(c.get("Assign"), ql, &format!("{cp}/Assign"), name),
             });

@@ -14,10 +14,10 @@
 //!   intrinsic calls well-formed, JSONata `{% … %}` strings well-formed;
 //! - graph: every state reachable from `StartAt`, at least one terminal state reachable.
 
-use std::collections::{HashMap, HashSet};
 use crate::jsonata::{Expression, JsonataTemplate, is_expression};
 use crate::jsonpath::{JsonPath, ReferencePath};
 use crate::template::Template;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value};
 
@@ -92,7 +92,9 @@ struct Validator {
 }
 
 fn is_non_negative_int(v: &Value) -> bool {
-    v.as_u64().is_some() || v.as_f64().is_some_and(|f| f >= 0.0 && f.fract() == 0.0 && v.is_u64())
+    v.as_u64().is_some()
+        || v.as_f64()
+            .is_some_and(|f| f >= 0.0 && f.fract() == 0.0 && v.is_u64())
 }
 
 fn is_positive_int(v: &Value) -> bool {
@@ -114,11 +116,19 @@ impl Validator {
         let start = match m.get("StartAt") {
             Some(Value::String(s)) => Some(s.as_str()),
             Some(_) => {
-                self.err(&format!("{base}/StartAt"), None, "must be a string naming a state");
+                self.err(
+                    &format!("{base}/StartAt"),
+                    None,
+                    "must be a string naming a state",
+                );
                 None
             }
             None => {
-                self.err(&format!("{base}/StartAt"), None, "missing required field \"StartAt\"");
+                self.err(
+                    &format!("{base}/StartAt"),
+                    None,
+                    "missing required field \"StartAt\"",
+                );
                 None
             }
         };
@@ -131,7 +141,11 @@ impl Validator {
             return;
         };
         if states.is_empty() {
-            self.err(&format!("{base}/States"), None, "must define at least one state");
+            self.err(
+                &format!("{base}/States"),
+                None,
+                "must define at least one state",
+            );
         }
         if let Some(s) = start {
             if !states.contains_key(s) {
@@ -219,14 +233,6 @@ impl Validator {
         let ql = match s.get("QueryLanguage") {
             None => parent_ql,
             Some(q) => match QueryLanguage::from_field(Some(q)) {
-                Some(QueryLanguage::JsonPath) if parent_ql == QueryLanguage::Jsonata => {
-                    self.err(
-                        &format!("{path}/QueryLanguage"),
-                        st,
-                        "a state cannot use JSONPath when the definition's QueryLanguage is JSONata",
-                    );
-                    QueryLanguage::JsonPath
-                }
                 Some(q) => q,
                 None => {
                     self.err(
@@ -245,16 +251,17 @@ impl Validator {
                 return (next, true);
             }
             None => {
-                self.err(&format!("{path}/Type"), st, "missing required field \"Type\"");
+                self.err(
+                    &format!("{path}/Type"),
+                    st,
+                    "missing required field \"Type\"",
+                );
                 return (next, true);
             }
         };
         let jp = ql == QueryLanguage::JsonPath;
         // Fields allowed per type (ASL spec "Common State Fields" table + JSONata variants).
-        let (io_jp, io_ja): (&[&str], &[&str]) = (
-            &["InputPath", "OutputPath"],
-            &["Output"],
-        );
+        let (io_jp, io_ja): (&[&str], &[&str]) = (&["InputPath", "OutputPath"], &["Output"]);
         let mut allowed: Vec<&str> = COMMON.to_vec();
         let flow: &[&str] = &["Next", "End"];
         match ty {
@@ -270,10 +277,24 @@ impl Validator {
             }
             "Task" => {
                 allowed.extend(flow);
-                allowed.extend(["Resource", "Retry", "Catch", "Assign", "TimeoutSeconds", "HeartbeatSeconds", "Credentials"]);
+                allowed.extend([
+                    "Resource",
+                    "Retry",
+                    "Catch",
+                    "Assign",
+                    "TimeoutSeconds",
+                    "HeartbeatSeconds",
+                    "Credentials",
+                ]);
                 if jp {
                     allowed.extend(io_jp);
-                    allowed.extend(["Parameters", "ResultPath", "ResultSelector", "TimeoutSecondsPath", "HeartbeatSecondsPath"]);
+                    allowed.extend([
+                        "Parameters",
+                        "ResultPath",
+                        "ResultSelector",
+                        "TimeoutSecondsPath",
+                        "HeartbeatSecondsPath",
+                    ]);
                 } else {
                     allowed.extend(io_ja);
                     allowed.push("Arguments");
@@ -324,15 +345,29 @@ impl Validator {
             "Map" => {
                 allowed.extend(flow);
                 allowed.extend([
-                    "Iterator", "ItemProcessor", "ItemReader", "ItemSelector", "ItemBatcher",
-                    "ResultWriter", "MaxConcurrency", "ToleratedFailurePercentage",
-                    "ToleratedFailureCount", "Retry", "Catch", "Assign", "Label",
+                    "Iterator",
+                    "ItemProcessor",
+                    "ItemReader",
+                    "ItemSelector",
+                    "ItemBatcher",
+                    "ResultWriter",
+                    "MaxConcurrency",
+                    "ToleratedFailurePercentage",
+                    "ToleratedFailureCount",
+                    "Retry",
+                    "Catch",
+                    "Assign",
+                    "Label",
                 ]);
                 if jp {
                     allowed.extend(io_jp);
                     allowed.extend([
-                        "Parameters", "ResultPath", "ResultSelector", "ItemsPath",
-                        "MaxConcurrencyPath", "ToleratedFailurePercentagePath",
+                        "Parameters",
+                        "ResultPath",
+                        "ResultSelector",
+                        "ItemsPath",
+                        "MaxConcurrencyPath",
+                        "ToleratedFailurePercentagePath",
                         "ToleratedFailureCountPath",
                     ]);
                 } else {
@@ -363,16 +398,10 @@ impl Validator {
         let mut is_terminal = false;
         if flow.iter().all(|f| allowed.contains(f)) {
             match (s.get("Next"), s.get("End")) {
-                (Some(_), Some(_)) => self.err(
-                    path,
-                    st,
-                    "has both \"Next\" and \"End\"; use exactly one",
-                ),
-                (None, None) => self.err(
-                    path,
-                    st,
-                    "needs \"Next\" or \"End\": true",
-                ),
+                (Some(_), Some(_)) => {
+                    self.err(path, st, "has both \"Next\" and \"End\"; use exactly one")
+                }
+                (None, None) => self.err(path, st, "needs \"Next\" or \"End\": true"),
                 (Some(Value::String(n)), None) => next.push(("Next".into(), n.as_str())),
                 (Some(_), None) => self.err(&format!("{path}/Next"), st, "must be a state name"),
                 (None, Some(Value::Bool(true))) => is_terminal = true,
@@ -393,7 +422,15 @@ impl Validator {
         if let Some(p) = s.get("ResultPath") {
             self.path_field(p, &format!("{path}/ResultPath"), st, true, true);
         }
-        for f in ["Parameters", "ResultSelector", "Assign", "Arguments", "Output", "ItemSelector", "Credentials"] {
+        for f in [
+            "Parameters",
+            "ResultSelector",
+            "Assign",
+            "Arguments",
+            "Output",
+            "ItemSelector",
+            "Credentials",
+        ] {
             if let Some(t) = s.get(f) {
                 self.template(t, &format!("{path}/{f}"), st, ql, f == "Assign");
             }
@@ -406,12 +443,22 @@ impl Validator {
                 next.push((field, t));
             }
         }
-        self.exclusive(s, path, st, &[("TimeoutSeconds", "TimeoutSecondsPath"), ("HeartbeatSeconds", "HeartbeatSecondsPath")]);
+        self.exclusive(
+            s,
+            path,
+            st,
+            &[
+                ("TimeoutSeconds", "TimeoutSecondsPath"),
+                ("HeartbeatSeconds", "HeartbeatSecondsPath"),
+            ],
+        );
         match ty {
             "Task" => {
                 match s.get("Resource") {
                     Some(Value::String(r)) => self.resource(r, &format!("{path}/Resource"), st),
-                    Some(_) => self.err(&format!("{path}/Resource"), st, "must be a string (an ARN)"),
+                    Some(_) => {
+                        self.err(&format!("{path}/Resource"), st, "must be a string (an ARN)")
+                    }
                     None => self.err(path, st, "missing required field \"Resource\""),
                 }
                 for f in ["TimeoutSeconds", "HeartbeatSeconds"] {
@@ -438,13 +485,21 @@ impl Validator {
                         for (i, rule) in rules.iter().enumerate() {
                             let rp = format!("{path}/Choices/{i}");
                             match rule.get("Next") {
-                                Some(Value::String(n)) => next.push((format!("Choices/{i}/Next"), n.as_str())),
-                                _ => self.err(&rp, st, "a Choice rule needs \"Next\" naming a state"),
+                                Some(Value::String(n)) => {
+                                    next.push((format!("Choices/{i}/Next"), n.as_str()))
+                                }
+                                _ => {
+                                    self.err(&rp, st, "a Choice rule needs \"Next\" naming a state")
+                                }
                             }
                             self.choice_rule(rule, &rp, st, ql);
                         }
                     }
-                    _ => self.err(&format!("{path}/Choices"), st, "must be a non-empty array of rules"),
+                    _ => self.err(
+                        &format!("{path}/Choices"),
+                        st,
+                        "must be a non-empty array of rules",
+                    ),
                 }
                 match s.get("Default") {
                     Some(Value::String(d)) => next.push(("Default".into(), d.as_str())),
@@ -466,16 +521,26 @@ impl Validator {
                 }
                 if let Some(v) = s.get("Seconds") {
                     if !(is_non_negative_int(v) || (!jp && is_jsonata(v))) {
-                        self.err(&format!("{path}/Seconds"), st, "must be a non-negative integer");
+                        self.err(
+                            &format!("{path}/Seconds"),
+                            st,
+                            "must be a non-negative integer",
+                        );
                     }
                 }
                 if let Some(v) = s.get("Timestamp") {
                     let ok = match v {
-                        Value::String(t) => (!jp && is_jsonata(v)) || crate::history::parse_timestamp(t).is_some(),
+                        Value::String(t) => {
+                            (!jp && is_jsonata(v)) || crate::history::parse_timestamp(t).is_some()
+                        }
                         _ => false,
                     };
                     if !ok {
-                        self.err(&format!("{path}/Timestamp"), st, "must be an RFC 3339 timestamp such as \"2016-03-14T01:59:00Z\"");
+                        self.err(
+                            &format!("{path}/Timestamp"),
+                            st,
+                            "must be an RFC 3339 timestamp such as \"2016-03-14T01:59:00Z\"",
+                        );
                     }
                 }
                 for f in ["SecondsPath", "TimestampPath"] {
@@ -485,7 +550,12 @@ impl Validator {
                 }
             }
             "Fail" => {
-                self.exclusive(s, path, st, &[("Error", "ErrorPath"), ("Cause", "CausePath")]);
+                self.exclusive(
+                    s,
+                    path,
+                    st,
+                    &[("Error", "ErrorPath"), ("Cause", "CausePath")],
+                );
                 for f in ["Error", "Cause"] {
                     if let Some(v) = s.get(f) {
                         if !v.is_string() {
@@ -502,7 +572,11 @@ impl Validator {
                                 self.err(&format!("{path}/{f}"), st, e.to_string());
                             }
                         }
-                        Some(_) => self.err(&format!("{path}/{f}"), st, "must be a path or intrinsic function string"),
+                        Some(_) => self.err(
+                            &format!("{path}/{f}"),
+                            st,
+                            "must be a path or intrinsic function string",
+                        ),
                         None => {}
                     }
                 }
@@ -512,11 +586,19 @@ impl Validator {
                     for (i, b) in bs.iter().enumerate() {
                         match b.as_object() {
                             Some(bo) => self.machine(bo, &format!("{path}/Branches/{i}"), ql),
-                            None => self.err(&format!("{path}/Branches/{i}"), st, "a branch must be an object with StartAt and States"),
+                            None => self.err(
+                                &format!("{path}/Branches/{i}"),
+                                st,
+                                "a branch must be an object with StartAt and States",
+                            ),
                         }
                     }
                 }
-                _ => self.err(&format!("{path}/Branches"), st, "a Parallel state needs \"Branches\": a non-empty array of {StartAt, States}"),
+                _ => self.err(
+                    &format!("{path}/Branches"),
+                    st,
+                    "a Parallel state needs \"Branches\": a non-empty array of {StartAt, States}",
+                ),
             },
             "Map" => self.map(s, path, st, ql),
             _ => {}
@@ -525,15 +607,27 @@ impl Validator {
     }
 
     fn map(&mut self, s: &Map<String, Value>, path: &str, st: Option<&str>, ql: QueryLanguage) {
-        self.exclusive(s, path, st, &[
-            ("Iterator", "ItemProcessor"),
-            ("Parameters", "ItemSelector"),
-            ("MaxConcurrency", "MaxConcurrencyPath"),
-            ("ToleratedFailureCount", "ToleratedFailureCountPath"),
-            ("ToleratedFailurePercentage", "ToleratedFailurePercentagePath"),
-            ("Items", "ItemsPath"),
-        ]);
-        let proc_field = if s.contains_key("ItemProcessor") { "ItemProcessor" } else { "Iterator" };
+        self.exclusive(
+            s,
+            path,
+            st,
+            &[
+                ("Iterator", "ItemProcessor"),
+                ("Parameters", "ItemSelector"),
+                ("MaxConcurrency", "MaxConcurrencyPath"),
+                ("ToleratedFailureCount", "ToleratedFailureCountPath"),
+                (
+                    "ToleratedFailurePercentage",
+                    "ToleratedFailurePercentagePath",
+                ),
+                ("Items", "ItemsPath"),
+            ],
+        );
+        let proc_field = if s.contains_key("ItemProcessor") {
+            "ItemProcessor"
+        } else {
+            "Iterator"
+        };
         match s.get(proc_field).and_then(Value::as_object) {
             Some(p) => {
                 let pp = format!("{path}/{proc_field}");
@@ -555,7 +649,11 @@ impl Validator {
         if let Some(p) = s.get("ItemsPath") {
             self.path_field(p, &format!("{path}/ItemsPath"), st, false, false);
         }
-        for f in ["MaxConcurrencyPath", "ToleratedFailureCountPath", "ToleratedFailurePercentagePath"] {
+        for f in [
+            "MaxConcurrencyPath",
+            "ToleratedFailureCountPath",
+            "ToleratedFailurePercentagePath",
+        ] {
             if let Some(p) = s.get(f) {
                 self.path_field(p, &format!("{path}/{f}"), st, false, false);
             }
@@ -569,45 +667,82 @@ impl Validator {
             }
         }
         if let Some(v) = s.get("ToleratedFailurePercentage") {
-            let ok = v.as_f64().is_some_and(|p| (0.0..=100.0).contains(&p)) || (!jp && is_jsonata(v));
+            let ok =
+                v.as_f64().is_some_and(|p| (0.0..=100.0).contains(&p)) || (!jp && is_jsonata(v));
             if !ok {
-                self.err(&format!("{path}/ToleratedFailurePercentage"), st, "must be a number between 0 and 100");
+                self.err(
+                    &format!("{path}/ToleratedFailurePercentage"),
+                    st,
+                    "must be a number between 0 and 100",
+                );
             }
         }
         if let Some(b) = s.get("ItemBatcher").and_then(Value::as_object) {
-            self.exclusive(b, &format!("{path}/ItemBatcher"), st, &[
-                ("MaxItemsPerBatch", "MaxItemsPerBatchPath"),
-                ("MaxInputBytesPerBatch", "MaxInputBytesPerBatchPath"),
-            ]);
+            self.exclusive(
+                b,
+                &format!("{path}/ItemBatcher"),
+                st,
+                &[
+                    ("MaxItemsPerBatch", "MaxItemsPerBatchPath"),
+                    ("MaxInputBytesPerBatch", "MaxInputBytesPerBatchPath"),
+                ],
+            );
         }
         if let Some(r) = s.get("ItemReader").and_then(Value::as_object) {
             if let Some(c) = r.get("ReaderConfig").and_then(Value::as_object) {
-                self.exclusive(c, &format!("{path}/ItemReader/ReaderConfig"), st, &[("MaxItems", "MaxItemsPath")]);
+                self.exclusive(
+                    c,
+                    &format!("{path}/ItemReader/ReaderConfig"),
+                    st,
+                    &[("MaxItems", "MaxItemsPath")],
+                );
             }
         }
     }
 
-    fn exclusive(&mut self, s: &Map<String, Value>, path: &str, st: Option<&str>, pairs: &[(&str, &str)]) {
+    fn exclusive(
+        &mut self,
+        s: &Map<String, Value>,
+        path: &str,
+        st: Option<&str>,
+        pairs: &[(&str, &str)],
+    ) {
         for (a, b) in pairs {
             if s.contains_key(*a) && s.contains_key(*b) {
-                self.err(path, st, format!("has both \"{a}\" and \"{b}\"; use only one"));
+                self.err(
+                    path,
+                    st,
+                    format!("has both \"{a}\" and \"{b}\"; use only one"),
+                );
             }
         }
     }
 
     fn resource(&mut self, r: &str, path: &str, st: Option<&str>) {
         if !r.starts_with("arn:") {
-            self.err(path, st, format!("\"{r}\" is not an ARN (expected arn:partition:service:…)"));
+            self.err(
+                path,
+                st,
+                format!("\"{r}\" is not an ARN (expected arn:partition:service:…)"),
+            );
             return;
         }
         let parts: Vec<&str> = r.split(':').collect();
         if parts.len() < 6 {
-            self.err(path, st, format!("\"{r}\" is not a valid ARN (too few ':'-separated parts)"));
+            self.err(
+                path,
+                st,
+                format!("\"{r}\" is not a valid ARN (too few ':'-separated parts)"),
+            );
             return;
         }
         if parts[2] == "lambda" && parts.get(5) == Some(&"function") {
             // arn:aws:lambda:region:account:function:name[:alias|version]
-            let valid_name = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            let valid_name = |s: &str| {
+                !s.is_empty()
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            };
             let ok = match parts.len() {
                 7 => valid_name(parts[6]),
                 8 => valid_name(parts[6]) && (valid_name(parts[7]) || parts[7] == "$LATEST"),
@@ -631,19 +766,40 @@ impl Validator {
                 continue;
             };
             for k in o.keys() {
-                if !matches!(k.as_str(), "ErrorEquals" | "IntervalSeconds" | "MaxAttempts" | "BackoffRate" | "MaxDelaySeconds" | "JitterStrategy" | "Comment") {
-                    self.err(&format!("{p}/{}", esc(k)), st, format!("field \"{k}\" is not allowed in a retrier"));
+                if !matches!(
+                    k.as_str(),
+                    "ErrorEquals"
+                        | "IntervalSeconds"
+                        | "MaxAttempts"
+                        | "BackoffRate"
+                        | "MaxDelaySeconds"
+                        | "JitterStrategy"
+                        | "Comment"
+                ) {
+                    self.err(
+                        &format!("{p}/{}", esc(k)),
+                        st,
+                        format!("field \"{k}\" is not allowed in a retrier"),
+                    );
                 }
             }
             self.error_equals(o.get("ErrorEquals"), &p, st, i + 1 == list.len());
             if let Some(v) = o.get("IntervalSeconds") {
                 if !is_positive_int(v) {
-                    self.err(&format!("{p}/IntervalSeconds"), st, "must be a positive integer");
+                    self.err(
+                        &format!("{p}/IntervalSeconds"),
+                        st,
+                        "must be a positive integer",
+                    );
                 }
             }
             if let Some(v) = o.get("MaxAttempts") {
                 if !is_non_negative_int(v) {
-                    self.err(&format!("{p}/MaxAttempts"), st, "must be a non-negative integer");
+                    self.err(
+                        &format!("{p}/MaxAttempts"),
+                        st,
+                        "must be a non-negative integer",
+                    );
                 }
             }
             if let Some(v) = o.get("BackoffRate") {
@@ -653,18 +809,32 @@ impl Validator {
             }
             if let Some(v) = o.get("MaxDelaySeconds") {
                 if !is_positive_int(v) {
-                    self.err(&format!("{p}/MaxDelaySeconds"), st, "must be a positive integer");
+                    self.err(
+                        &format!("{p}/MaxDelaySeconds"),
+                        st,
+                        "must be a positive integer",
+                    );
                 }
             }
             if let Some(v) = o.get("JitterStrategy") {
                 if !matches!(v.as_str(), Some("FULL" | "NONE")) {
-                    self.err(&format!("{p}/JitterStrategy"), st, "must be \"FULL\" or \"NONE\"");
+                    self.err(
+                        &format!("{p}/JitterStrategy"),
+                        st,
+                        "must be \"FULL\" or \"NONE\"",
+                    );
                 }
             }
         }
     }
 
-    fn catch<'a>(&mut self, c: &'a Value, path: &str, st: Option<&str>, ql: QueryLanguage) -> Vec<(String, &'a str)> {
+    fn catch<'a>(
+        &mut self,
+        c: &'a Value,
+        path: &str,
+        st: Option<&str>,
+        ql: QueryLanguage,
+    ) -> Vec<(String, &'a str)> {
         let mut next = Vec::new();
         let Some(list) = c.as_array() else {
             self.err(path, st, "must be an array of catchers");
@@ -685,7 +855,11 @@ impl Validator {
                     _ => false,
                 };
                 if !ok {
-                    self.err(&format!("{p}/{}", esc(k)), st, format!("field \"{k}\" is not allowed in a catcher"));
+                    self.err(
+                        &format!("{p}/{}", esc(k)),
+                        st,
+                        format!("field \"{k}\" is not allowed in a catcher"),
+                    );
                 }
             }
             self.error_equals(o.get("ErrorEquals"), &p, st, i + 1 == list.len());
@@ -712,17 +886,33 @@ impl Validator {
                     match e.as_str() {
                         Some("States.ALL") => {
                             if list.len() != 1 {
-                                self.err(&format!("{p}/ErrorEquals/{j}"), st, "\"States.ALL\" must appear alone in ErrorEquals");
+                                self.err(
+                                    &format!("{p}/ErrorEquals/{j}"),
+                                    st,
+                                    "\"States.ALL\" must appear alone in ErrorEquals",
+                                );
                             } else if !is_last {
-                                self.err(&format!("{p}/ErrorEquals/{j}"), st, "a retrier or catcher with \"States.ALL\" must be the last one");
+                                self.err(
+                                    &format!("{p}/ErrorEquals/{j}"),
+                                    st,
+                                    "a retrier or catcher with \"States.ALL\" must be the last one",
+                                );
                             }
                         }
                         Some(_) => {}
-                        None => self.err(&format!("{p}/ErrorEquals/{j}"), st, "error names must be strings"),
+                        None => self.err(
+                            &format!("{p}/ErrorEquals/{j}"),
+                            st,
+                            "error names must be strings",
+                        ),
                     }
                 }
             }
-            _ => self.err(&format!("{p}/ErrorEquals"), st, "needs \"ErrorEquals\": a non-empty array of error names"),
+            _ => self.err(
+                &format!("{p}/ErrorEquals"),
+                st,
+                "needs \"ErrorEquals\": a non-empty array of error names",
+            ),
         }
     }
 
@@ -747,11 +937,26 @@ impl Validator {
         }
     }
 
-    fn path_field(&mut self, v: &Value, path: &str, st: Option<&str>, reference: bool, nullable: bool) {
+    fn path_field(
+        &mut self,
+        v: &Value,
+        path: &str,
+        st: Option<&str>,
+        reference: bool,
+        nullable: bool,
+    ) {
         match v {
             Value::Null if nullable => {}
             Value::String(s) => self.path_string(s, path, st, reference),
-            _ => self.err(path, st, if nullable { "must be a path string or null" } else { "must be a path string" }),
+            _ => self.err(
+                path,
+                st,
+                if nullable {
+                    "must be a path string or null"
+                } else {
+                    "must be a path string"
+                },
+            ),
         }
     }
 
@@ -768,9 +973,17 @@ impl Validator {
 
     /// Payload templates (JSONPath `.$` fields or JSONata `{% %}` strings), compiled by the
     /// expression layer, plus the JSONata delimiter rules AWS enforces.
-    fn template(&mut self, t: &Value, path: &str, st: Option<&str>, ql: QueryLanguage, _assign: bool) {
+    fn template(
+        &mut self,
+        t: &Value,
+        path: &str,
+        st: Option<&str>,
+        ql: QueryLanguage,
+        _assign: bool,
+    ) {
         let field = path.rsplit('/').next().unwrap_or_default().to_owned();
         let result = if ql == QueryLanguage::JsonPath {
+            self.duplicate_keys(t, path, st, 0);
             Template::compile(t).map(|_| ())
         } else {
             self.jsonata_delimiters(t, path, st, 0);
@@ -784,6 +997,36 @@ impl Validator {
                     None => d,
                 });
             }
+        }
+    }
+
+    /// `"a"` and `"a.$"` in one object both produce the key `a`: AWS rejects that.
+    fn duplicate_keys(&mut self, t: &Value, path: &str, st: Option<&str>, depth: usize) {
+        if depth > 256 {
+            return;
+        }
+        match t {
+            Value::Object(o) => {
+                let mut seen: HashSet<&str> = HashSet::new();
+                for (k, v) in o {
+                    let base = k.strip_suffix(".$").unwrap_or(k);
+                    let kp = format!("{path}/{}", esc(k));
+                    if !seen.insert(base) {
+                        self.err(
+                            &kp,
+                            st,
+                            format!("field \"{base}\" is given twice (with and without .$)"),
+                        );
+                    }
+                    self.duplicate_keys(v, &kp, st, depth + 1);
+                }
+            }
+            Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    self.duplicate_keys(v, &format!("{path}/{i}"), st, depth + 1);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -819,19 +1062,32 @@ impl Validator {
             return true;
         }
         if !(opens && closes) || s.len() < 4 {
-            self.err(path, st, "a JSONata expression must be written \"{% expression %}\"");
+            self.err(
+                path,
+                st,
+                "a JSONata expression must be written \"{% expression %}\"",
+            );
             return false;
         }
         let inner = &s[2..s.len() - 2];
         if !inner.starts_with(char::is_whitespace) || !inner.ends_with(char::is_whitespace) {
-            self.err(path, st, "a JSONata expression needs a space after \"{%\" and before \"%}\"");
+            self.err(
+                path,
+                st,
+                "a JSONata expression needs a space after \"{%\" and before \"%}\"",
+            );
             return false;
         }
-        if inner.trim_start_matches(' ').starts_with(char::is_whitespace)
+        if inner
+            .trim_start_matches(' ')
+            .starts_with(char::is_whitespace)
             || inner.trim_end_matches(' ').ends_with(char::is_whitespace)
-            || inner.ends_with("  ")
         {
-            self.err(path, st, "a JSONata expression may be padded by single spaces only");
+            self.err(
+                path,
+                st,
+                "a JSONata expression may be padded by single spaces only",
+            );
             return false;
         }
         true
@@ -849,7 +1105,8 @@ impl Validator {
 }
 
 fn is_jsonata(v: &Value) -> bool {
-    v.as_str().is_some_and(|s| s.starts_with("{%") && s.ends_with("%}"))
+    v.as_str()
+        .is_some_and(|s| s.starts_with("{%") && s.ends_with("%}"))
 }
 
 #[cfg(test)]
@@ -874,10 +1131,22 @@ mod tests {
             "C":{"Type":"Task","Resource":"arn:aws:lambda:r:1:function:f","ResultPath":"$foo","End":true}
         }}));
         let all = e.join("\n");
-        assert!(all.contains("/States/A: state \"A\": has both \"Next\" and \"End\""), "{all}");
-        assert!(all.contains("/States/A/Next: state \"A\": names \"Nope\""), "{all}");
-        assert!(all.contains("/States/B: state \"B\": a Wait state needs exactly one"), "{all}");
-        assert!(all.contains("/States/C/ResultPath: state \"C\": invalid path"), "{all}");
+        assert!(
+            all.contains("/States/A: state \"A\": has both \"Next\" and \"End\""),
+            "{all}"
+        );
+        assert!(
+            all.contains("/States/A/Next: state \"A\": names \"Nope\""),
+            "{all}"
+        );
+        assert!(
+            all.contains("/States/B: state \"B\": a Wait state needs exactly one"),
+            "{all}"
+        );
+        assert!(
+            all.contains("/States/C/ResultPath: state \"C\": invalid path"),
+            "{all}"
+        );
         assert!(all.contains("state \"B\": state is unreachable"), "{all}");
     }
 
@@ -895,8 +1164,16 @@ mod tests {
 
     #[test]
     fn jsonata_delimiters() {
-        for (out, ok) in [("{% 10 %}", true), ("{%10%}", false), ("10 %}", false), ("{% \n10 %}", false), ("plain", true)] {
-            let e = errs(json!({"QueryLanguage":"JSONata","StartAt":"A","States":{"A":{"Type":"Pass","Output":out,"End":true}}}));
+        for (out, ok) in [
+            ("{% 10 %}", true),
+            ("{%10%}", false),
+            ("10 %}", false),
+            ("{% \n10 %}", false),
+            ("plain", true),
+        ] {
+            let e = errs(
+                json!({"QueryLanguage":"JSONata","StartAt":"A","States":{"A":{"Type":"Pass","Output":out,"End":true}}}),
+            );
             assert_eq!(e.is_empty(), ok, "{out:?}: {e:?}");
         }
     }

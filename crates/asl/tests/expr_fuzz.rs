@@ -122,6 +122,27 @@ proptest! {
     fn parsers_never_panic_on_syntax_like_text(text in fragments()) {
         exercise(&text);
     }
+
+    /// A definite path and its normalized form (`$['a'][0]`, as AWS prints it in errors)
+    /// select the same node.
+    #[test]
+    fn normalized_paths_round_trip(
+        steps in prop::collection::vec(
+            prop_oneof![
+                "[a-z][a-z0-9_-]{0,6}".prop_map(|n| format!(".{n}")),
+                "[A-Za-z .]{1,6}".prop_map(|n| format!("['{n}']")),
+                (-3i64..4).prop_map(|i| format!("[{i}]")),
+            ],
+            0..6,
+        )
+    ) {
+        let text = format!("${}", steps.concat());
+        let doc = json!({"a": [{"b": 1}, [2, 3], {"c d": {"e": [4]}}], "b-c": {"x": null}});
+        let p = JsonPath::parse(&text).unwrap();
+        prop_assert!(p.is_definite());
+        let again = JsonPath::parse(&p.normalized()).unwrap();
+        prop_assert_eq!(again.select_in(&doc), p.select_in(&doc));
+    }
 }
 
 #[test]
@@ -146,6 +167,12 @@ fn known_tricky_inputs() {
         "{% $round(1, 1e9) %}",
         "{% $formatBase(1e300, 2) %}",
         "{% $partition([1], 1e300) %}",
+        "{% $formatBase(-1e300, 2) %}",
+        "{% $formatNumber(1e308, '#,##0.00') %}",
+        "{% $formatNumber(-1e-308, '.') %}",
+        "{% $decodeUrl('%') %}",
+        "{% $fromMillis(-1e300) %}",
+        "{% $substring('abc', -1e300, 1e300) %}",
         "{% $fromMillis(1e300) %}",
         "{% $split('abc', '', -1) %}",
         "{% ($a := [1]; $a[1e300]) %}",

@@ -377,8 +377,14 @@ fn parse_errors() {
         ("States.Array(@)", "expected an argument"),
         // Literal arguments of the wrong type are rejected up front (asl-validator's
         // invalid-math-add.json).
-        ("States.MathAdd(1,'-1')", "argument 2 of States.MathAdd must be a number"),
-        ("States.ArrayLength('abc')", "must be a path or a nested call"),
+        (
+            "States.MathAdd(1,'-1')",
+            "argument 2 of States.MathAdd must be a number",
+        ),
+        (
+            "States.ArrayLength('abc')",
+            "must be a path or a nested call",
+        ),
         ("States.JsonMerge($.a, $.b, true)", "must be false"),
         ("States.Hash($.d, 'SHA-999')", "unknown hash algorithm"),
         ("States.StringSplit($.s, 1)", "must be a string"),

@@ -70,7 +70,10 @@ fn states_bindings_and_variables() {
     check("$states.input.nope", None);
     // Inside predicates and lambdas `$` and field names read the current item.
     check("$states.input.items[$.price > 20].id", Some(json!(2)));
-    check("$map($states.input.items, function($v) { $v.id * 10 })", Some(json!([10, 20, 30])));
+    check(
+        "$map($states.input.items, function($v) { $v.id * 10 })",
+        Some(json!([10, 20, 30])),
+    );
 }
 
 #[test]
@@ -80,6 +83,9 @@ fn paths_and_predicates() {
     check("$states.input.items[-1].id", Some(json!(3)));
     check("$states.input.items[price > 8].id", Some(json!([1, 2])));
     check("$states.input.items[price > 20].id", Some(json!(2)));
+    check("$states.input.items[price > 20].id[]", Some(json!([2])));
+    check("$states.input.items[price > 8].id[]", Some(json!([1, 2])));
+    check("$states.input.items[].id", Some(json!([1, 2, 3])));
     check("$states.input.items[price > 100].id", None);
     check("$states.input.items.tags", Some(json!(["a", "b", "c"])));
     check("$states.input.items[0].tags", Some(json!(["a", "b"])));
@@ -113,6 +119,9 @@ fn operators() {
     check("[1..4]", Some(json!([1, 2, 3, 4])));
     check("[0, [1, 2], $list]", Some(json!([0, [1, 2], 3, 1, 2])));
     check("$states.input.missing = 1", Some(json!(false)));
+    check("$states.input.missing > 1", Some(json!(false)));
+    check("$states.input.missing + 1", None);
+    check_err("true > 1", "T2010");
     check("$states.input = '\"'", Some(json!(false)));
     check_err("'a' + 1", "T2001");
     check_err("1 < 'a'", "T2010");
@@ -161,6 +170,7 @@ fn constructors_blocks_and_lambdas() {
     );
     check_err("($f := function($n) { $f($n) }; $f(1))", "U1001");
     check_err("$nope()", "T1006");
+    check_err("function($x) { $x }", "returned a function");
 }
 
 #[test]
@@ -221,6 +231,33 @@ fn standard_functions() {
         Some(json!(2)),
     );
     check("$formatBase(255, 16)", Some(json!("ff")));
+    check(
+        "$formatNumber(1234.5678, '#,##0.00')",
+        Some(json!("1,234.57")),
+    );
+    check("$formatNumber(0.5, '#.00')", Some(json!(".50")));
+    check("$formatNumber(12, '000')", Some(json!("012")));
+    check("$formatNumber(-3.14159, '0.0##')", Some(json!("-3.142")));
+    check("$formatNumber(0.25, '#0%')", Some(json!("25%")));
+    check(
+        "$formatNumber(1234567, '$#,##0')",
+        Some(json!("$1,234,567")),
+    );
+    check("$formatInteger(42.9, '000')", Some(json!("042")));
+    check("$parseInteger('1,234')", Some(json!(1234)));
+    check(
+        "$encodeUrlComponent('a b&c=d/é')",
+        Some(json!("a%20b%26c%3Dd%2F%C3%A9")),
+    );
+    check(
+        "$encodeUrl('https://x.io/a b?q=1')",
+        Some(json!("https://x.io/a%20b?q=1")),
+    );
+    check(
+        "$decodeUrlComponent('a%20b%26c%3Dd%2F%C3%A9')",
+        Some(json!("a b&c=d/é")),
+    );
+    check_err("$decodeUrl('%zz')", "Malformed URL");
     check_err("$error('boom')", "boom");
 }
 
@@ -246,6 +283,7 @@ fn step_functions_functions() {
     );
     check("$parse('[1,2]')[1]", Some(json!(2)));
     check_err("$parse('{bad')", "could not parse");
+    check_err("$eval('1')", "use $parse");
     check_err("$partition([1], 0)", "positive integer");
     check_err("$range(0, 5000, 1)", "at most 1000");
     let a = eval_on("$random()", &input(), 9).unwrap().unwrap();
@@ -279,7 +317,10 @@ fn parse_errors() {
         ("/* open", "unterminated comment"),
         ("$states.input{b 1}", "expected ':'"),
         // Step Functions forbids reading the context at the top level.
-        ("name", "unqualified field name cannot be used at the top level"),
+        (
+            "name",
+            "unqualified field name cannot be used at the top level",
+        ),
         ("$.n", "'$' cannot be used at the top level"),
         ("$$.x", "'$$' cannot be used at the top level"),
         ("{'a': x}", "unqualified field name"),
@@ -382,7 +423,10 @@ fn regular_expressions() {
     check("$contains('fleet', /^[0-9]+$/)", Some(json!(false)));
     check("$split('a1b22c', /[0-9]+/)", Some(json!(["a", "b", "c"])));
     check("$replace('a1b22c', /[0-9]+/, '#')", Some(json!("a#b#c")));
-    check("$replace('John Smith', /(\\w+)\\s(\\w+)/, '$2, $1')", Some(json!("Smith, John")));
+    check(
+        "$replace('John Smith', /(\\w+)\\s(\\w+)/, '$2, $1')",
+        Some(json!("Smith, John")),
+    );
     check(
         "$match('ababbabbcc', /a(b+)/)",
         Some(json!([
@@ -392,12 +436,18 @@ fn regular_expressions() {
         ])),
     );
     check("$match('x', /y/)", None);
-    check("$boolean($match('A@B.io', /^[a-z]+@[a-z.]+$/i))", Some(json!(true)));
+    check(
+        "$boolean($match('A@B.io', /^[a-z]+@[a-z.]+$/i))",
+        Some(json!(true)),
+    );
     // Division still divides.
     check("$states.input.n / 5 / 1", Some(json!(1)));
     check("(10)/2", Some(json!(5)));
     let err = Expression::parse("/(/").unwrap_err();
-    assert!(err.to_string().contains("invalid regular expression"), "{err}");
+    assert!(
+        err.to_string().contains("invalid regular expression"),
+        "{err}"
+    );
 }
 
 #[test]

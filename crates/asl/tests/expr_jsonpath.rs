@@ -35,7 +35,11 @@ fn definite_paths() {
     check("$.a.b.c", doc.clone(), None);
     check("$[0]", json!(["first"]), Some(json!("first")));
     // Jayway's `(@.length-N)` script form (asl-validator's valid-path-array-context.json).
-    check("$[(@.length-1)].bar", json!([{"bar": 1}, {"bar": 2}]), Some(json!(2)));
+    check(
+        "$[(@.length-1)].bar",
+        json!([{"bar": 1}, {"bar": 2}]),
+        Some(json!(2)),
+    );
 }
 
 #[test]

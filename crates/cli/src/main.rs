@@ -7,7 +7,9 @@
 //! environment.
 
 mod cmd;
+mod fleetconfig;
 mod output;
+mod report;
 
 use std::process::ExitCode;
 

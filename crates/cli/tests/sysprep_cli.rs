@@ -12,7 +12,9 @@ fn fleetprep(args: &[&str]) -> Output {
 }
 
 fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
 }
 
 fn fixture(case: &str, file: &str) -> String {
@@ -37,7 +39,12 @@ fn diagnose_prints_the_documented_json() {
     ]);
     assert!(output.status.success(), "{output:?}");
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
-    let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+    let keys: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(keys, ["category", "retriable", "evidence", "remediation"]);
     assert_eq!(json["category"], "appx-not-provisioned");
     assert_eq!(json["retriable"], false);
@@ -70,7 +77,11 @@ fn diagnose_uses_console_and_context() {
         "--timed-out",
     ]);
     assert!(output.status.success());
-    assert!(stdout(&output).starts_with("category: timeout (retriable)"), "{}", stdout(&output));
+    assert!(
+        stdout(&output).starts_with("category: timeout (retriable)"),
+        "{}",
+        stdout(&output)
+    );
 }
 
 #[test]
@@ -92,7 +103,11 @@ fn command_for_every_agent() {
     ] {
         let output = fleetprep(&["sysprep", "command", "--agent", agent]);
         assert!(output.status.success(), "{agent}: {output:?}");
-        assert!(stdout(&output).contains(needle), "{agent}: {}", stdout(&output));
+        assert!(
+            stdout(&output).contains(needle),
+            "{agent}: {}",
+            stdout(&output)
+        );
     }
     let output = fleetprep(&["sysprep", "command", "--agent", "v2", "--output", "json"]);
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
@@ -141,7 +156,9 @@ fn preflight_check_exits_1_when_blocked() {
 
 #[test]
 fn unattend_render_never_prints_the_password_source_in_the_xml() {
-    let config = repo("examples/unattend-secrets-manager.toml").display().to_string();
+    let config = repo("examples/unattend-secrets-manager.toml")
+        .display()
+        .to_string();
     let output = fleetprep(&["unattend", "render", "--config", &config]);
     assert!(output.status.success(), "{output:?}");
     let xml = stdout(&output);
@@ -179,7 +196,11 @@ fn hostname_check_exit_codes() {
     ] {
         let output = fleetprep(&["hostname", "check", name]);
         assert_eq!(output.status.code(), Some(1), "{name}");
-        assert!(stdout(&output).contains(reason), "{name}: {}", stdout(&output));
+        assert!(
+            stdout(&output).contains(reason),
+            "{name}: {}",
+            stdout(&output)
+        );
     }
     let output = fleetprep(&["hostname", "check", "web_01", "--output", "json"]);
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
@@ -188,7 +209,16 @@ fn hostname_check_exit_codes() {
 
 #[test]
 fn hostname_preview_checks_the_pattern() {
-    let output = fleetprep(&["hostname", "preview", "--pattern", "{prefix}-{seq:3}", "--prefix", "WEB", "--count", "2"]);
+    let output = fleetprep(&[
+        "hostname",
+        "preview",
+        "--pattern",
+        "{prefix}-{seq:3}",
+        "--prefix",
+        "WEB",
+        "--count",
+        "2",
+    ]);
     assert!(output.status.success());
     assert!(stdout(&output).contains("WEB-001") && stdout(&output).contains("WEB-002"));
     let output = fleetprep(&["hostname", "preview", "--pattern", "{seq:4}"]);

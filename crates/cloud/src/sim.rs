@@ -343,6 +343,8 @@ struct SimInstance {
     ever_online: bool,
     computer_name: String,
     pending_name: Option<String>,
+    // The command the SSM agent re-runs after the reboot it is rebooting for (exit 3010).
+    rerun_command: Option<String>,
     machine_sid: String,
     generalized: bool,
     sysprep_running: bool,
@@ -364,6 +366,8 @@ struct SimInvocation {
 enum Effect {
     None,
     Rename(String),
+    /// The script runs again after the reboot its exit code 3010 asked for.
+    Rerun,
     Sysprep { reboot: bool, name: Option<String> },
     SysprepFails,
 }
@@ -553,8 +557,6 @@ impl SimCloud {
                     if !never_online {
                         let delay =
                             self.draw(&format!("ssm/{id}"), self.timings.ssm_online_after_running);
-                        let generation = instance.generation;
-                        let _ = generation;
                         Self::schedule(world, at + delay, Event::SsmOnline(id));
                     } else {
                         instance.console.push_str(&format!(
@@ -587,6 +589,9 @@ impl SimCloud {
                             Effect::Sysprep { .. } => {
                                 // Cut off by the shutdown: the agent never reports completion.
                             }
+                            Effect::Rename(_) => {
+                                // Decided below, once the instance's current name is known.
+                            }
                             _ => {
                                 invocation.status = CommandStatus::Success;
                                 invocation.details = "Success".into();
@@ -601,15 +606,27 @@ impl SimCloud {
                     return;
                 };
                 match effect {
-                    Effect::Rename(name) => {
-                        // Rename-Computer takes effect at the restart the script asks for.
+                    Effect::Rename(name) if sysprep_key(&instance.computer_name) != sysprep_key(&name) => {
+                        // Rename-Computer takes effect at the restart the script asks for
+                        // (exit 3010); the agent then runs the script again.
                         instance.pending_name = Some(name);
                         instance.ssm_online = false;
+                        instance.rerun_command = Some(command_id.clone());
                         let delay = self.draw(
                             &format!("reboot/{command_id}/{instance_id}"),
                             self.timings.reboot,
                         );
                         Self::schedule(world, at + delay, Event::RebootUp(instance_id));
+                    }
+                    Effect::Rename(_) | Effect::Rerun => {
+                        // Already named: the script prints the identity and exits 0.
+                        let stdout = identity_json(instance);
+                        if let Some(invocation) = world.commands.get_mut(&key) {
+                            invocation.status = CommandStatus::Success;
+                            invocation.details = "Success".into();
+                            invocation.code = 0;
+                            invocation.stdout = stdout;
+                        }
                     }
                     Effect::Sysprep { reboot, name } => {
                         instance.sysprep_running = false;
@@ -667,12 +684,22 @@ impl SimCloud {
                     if let Some(name) = instance.pending_name.take() {
                         instance.computer_name = name;
                     }
+                    let rerun = instance.rerun_command.take();
                     if self
                         .scenario
                         .fault(FaultKind::SsmNeverOnline, instance.from_group.is_some())
                         .is_none()
                     {
                         instance.ssm_online = true;
+                    }
+                    if let Some(command_id) = rerun {
+                        if let Some(invocation) =
+                            world.commands.get_mut(&(command_id.clone(), id.clone()))
+                        {
+                            invocation.effect = Effect::Rerun;
+                        }
+                        let delay = self.draw(&format!("rerun/{command_id}/{id}"), self.timings.command);
+                        Self::schedule(world, at + delay, Event::CommandDone(command_id, id));
                     }
                 }
             }
@@ -806,6 +833,7 @@ impl SimCloud {
                 ever_online: false,
                 computer_name: name,
                 pending_name: None,
+                rerun_command: None,
                 // Instances cloned from one image share its SID until generalized.
                 machine_sid: sid,
                 generalized: false,
@@ -1147,17 +1175,15 @@ impl SimCloud {
             );
             return;
         }
-        let (template, version, total, min_healthy) = {
+        let (version, total, min_healthy) = {
             let r = &world.refreshes[refresh_id];
             let lt = r.request.launch_template.clone();
             (
-                lt.as_ref().map(|l| l.launch_template_id.clone()),
                 lt.map(|l| l.version).unwrap_or_else(|| "$Default".into()),
                 r.old_instances.len(),
                 r.request.min_healthy_percentage,
             )
         };
-        let _ = template;
         // Terminate the old instances the finished batch replaced.
         let finished: Vec<String> = {
             let r = world.refreshes.get_mut(refresh_id).expect("checked above");
@@ -1171,11 +1197,7 @@ impl SimCloud {
             self.begin_terminate(world, at, &old, true);
         }
         let replaced = world.refreshes[refresh_id].replaced;
-        let percent = if total == 0 {
-            100
-        } else {
-            (replaced * 100 / total) as u32
-        };
+        let percent = (replaced * 100).checked_div(total).unwrap_or(100) as u32;
         if replaced >= total {
             let r = world.refreshes.get_mut(refresh_id).expect("checked above");
             r.refresh.status = InstanceRefreshStatus::Successful;
@@ -1231,6 +1253,25 @@ impl Cloud for SimCloud {
             }
             _ => request.image_id.clone(),
         };
+        if !world.images.contains_key(&image_id) && image_id.starts_with("ami-") {
+            // The simulated account owns any AMI a config names: it becomes a Windows base image.
+            let now = self.clock.now();
+            world.images.insert(
+                image_id.clone(),
+                SimImage {
+                    image: Image {
+                        image_id: image_id.clone(),
+                        name: format!("simulated-windows-base-{image_id}"),
+                        state: ImageState::Available,
+                        state_reason: None,
+                        source_instance_id: None,
+                        creation_date: now,
+                        tags: vec![],
+                    },
+                    fails: false,
+                },
+            );
+        }
         match world.images.get(&image_id) {
             Some(image) if image.image.state == ImageState::Available => {}
             _ => {
@@ -1769,8 +1810,9 @@ impl Cloud for SimCloud {
                     let reboot = lower.contains("/reboot") && !lower.contains("/shutdown");
                     effect = Effect::Sysprep {
                         reboot,
-                        name: rename_target(&script, id)
-                            .or_else(|| extract_between(&script, "<ComputerName>", "</ComputerName>")),
+                        name: rename_target(&script, id).or_else(|| {
+                            extract_between(&script, "<ComputerName>", "</ComputerName>")
+                        }),
                     };
                     delay = self.draw(&format!("sysprep/{id}"), self.timings.sysprep);
                     if self
@@ -1822,7 +1864,6 @@ impl Cloud for SimCloud {
             } else {
                 effect
             };
-            let sysprep = matches!(effect, Effect::Sysprep { .. });
             world.commands.insert(
                 (command_id.clone(), id.clone()),
                 SimInvocation {
@@ -1836,7 +1877,6 @@ impl Cloud for SimCloud {
                     visible_at: now + Duration::from_secs(2),
                 },
             );
-            let _ = sysprep;
             Self::schedule(
                 &mut world,
                 now + delay,
@@ -2046,10 +2086,11 @@ impl Cloud for SimCloud {
     ) -> Result<InstanceRefresh, CloudError> {
         let mut world = self.lock();
         self.count(&mut world, "autoscaling:DescribeInstanceRefreshes");
-        let _ = auto_scaling_group_name;
         world
             .refreshes
             .get(instance_refresh_id)
+            // A refresh id of another group is unknown, as on AWS.
+            .filter(|r| r.refresh.auto_scaling_group_name == auto_scaling_group_name)
             .map(|r| {
                 let mut refresh = r.refresh.clone();
                 refresh.instances_to_update =
@@ -2114,6 +2155,21 @@ impl Cloud for SimCloud {
                 ),
             })
     }
+}
+
+/// What the fleetprep identity snippet prints on this instance.
+fn identity_json(instance: &SimInstance) -> String {
+    serde_json::json!({
+        "ComputerName": instance.computer_name,
+        "MachineSid": instance.machine_sid,
+        "Generalized": instance.generalized,
+    })
+    .to_string()
+}
+
+/// Windows compares computer names case-insensitively.
+fn sysprep_key(name: &str) -> String {
+    name.to_ascii_uppercase()
 }
 
 fn no_active_action(hook: &LifecycleHookRef) -> CloudError {

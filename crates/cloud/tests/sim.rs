@@ -3,14 +3,16 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use clock::{Clock, VirtualClock};
 use cloud::sim::{FaultKind, GroupSpec, LifecycleEvent, Scenario, SimCloud};
 use cloud::*;
-use clock::{Clock, VirtualClock};
 use names::{PoolOptions, SqliteNamePool};
 use sysprep::hostname::HostnamePolicy;
 
 fn sim(scenario: Scenario) -> (Arc<VirtualClock>, SimCloud) {
-    let clock = Arc::new(VirtualClock::new(UNIX_EPOCH + Duration::from_secs(1_790_000_000)));
+    let clock = Arc::new(VirtualClock::new(
+        UNIX_EPOCH + Duration::from_secs(1_790_000_000),
+    ));
     let policy = HostnamePolicy::from_pattern("{prefix}-{seq:3}", "WEB").unwrap();
     let pool = SqliteNamePool::in_memory(policy, clock.clone(), PoolOptions::default()).unwrap();
     let cloud = SimCloud::new(clock.clone(), Arc::new(pool), scenario);
@@ -52,10 +54,16 @@ async fn builder_goes_running_then_online_then_sysprep_shuts_it_down() {
     assert_eq!(state(&cloud, &id).await, InstanceState::Pending);
     advance(&clock, 61);
     assert_eq!(state(&cloud, &id).await, InstanceState::Running);
-    let info = cloud.describe_instance_information(&[id.clone()]).await.unwrap();
+    let info = cloud
+        .describe_instance_information(std::slice::from_ref(&id))
+        .await
+        .unwrap();
     assert!(info.is_empty(), "agent not registered yet: {info:?}");
     advance(&clock, 301);
-    let info = cloud.describe_instance_information(&[id.clone()]).await.unwrap();
+    let info = cloud
+        .describe_instance_information(std::slice::from_ref(&id))
+        .await
+        .unwrap();
     assert_eq!(info[0].ping_status, PingStatus::Online);
 
     let identity = cloud
@@ -68,11 +76,18 @@ async fn builder_goes_running_then_online_then_sysprep_shuts_it_down() {
         .await
         .unwrap();
     // Right after SendCommand the invocation does not exist yet (as on AWS).
-    let early = cloud.get_command_invocation(&identity, &id).await.unwrap_err();
+    let early = cloud
+        .get_command_invocation(&identity, &id)
+        .await
+        .unwrap_err();
     assert_eq!(early.code, "InvocationDoesNotExist");
     advance(&clock, 31);
     let before: serde_json::Value = serde_json::from_str(
-        &cloud.get_command_invocation(&identity, &id).await.unwrap().stdout,
+        &cloud
+            .get_command_invocation(&identity, &id)
+            .await
+            .unwrap()
+            .stdout,
     )
     .unwrap();
 
@@ -80,7 +95,10 @@ async fn builder_goes_running_then_online_then_sysprep_shuts_it_down() {
         .send_command(SendCommandRequest {
             instance_ids: vec![id.clone()],
             document_name: "AWS-RunPowerShellScript".into(),
-            commands: vec!["& $env:WINDIR\\System32\\Sysprep\\Sysprep.exe /generalize /oobe /shutdown /quiet".into()],
+            commands: vec![
+                "& $env:WINDIR\\System32\\Sysprep\\Sysprep.exe /generalize /oobe /shutdown /quiet"
+                    .into(),
+            ],
             ..Default::default()
         })
         .await
@@ -89,7 +107,10 @@ async fn builder_goes_running_then_online_then_sysprep_shuts_it_down() {
     assert_eq!(state(&cloud, &id).await, InstanceState::Running);
     advance(&clock, 14 * 60);
     let now = state(&cloud, &id).await;
-    assert!(matches!(now, InstanceState::Stopping | InstanceState::Stopped), "{now:?}");
+    assert!(
+        matches!(now, InstanceState::Stopping | InstanceState::Stopped),
+        "{now:?}"
+    );
     // The command was cut off by the shutdown: it never reports Success.
     let invocation = cloud.get_command_invocation(&command, &id).await.unwrap();
     assert_eq!(invocation.status, CommandStatus::InProgress);
@@ -116,14 +137,21 @@ async fn builder_goes_running_then_online_then_sysprep_shuts_it_down() {
         .unwrap();
     assert_eq!(image, again);
     advance(&clock, 9 * 60);
-    assert_eq!(cloud.describe_images(&[image.clone()]).await.unwrap()[0].state, ImageState::Pending);
+    assert_eq!(
+        cloud.describe_images(std::slice::from_ref(&image)).await.unwrap()[0].state,
+        ImageState::Pending
+    );
     advance(&clock, 21 * 60 + 1);
-    assert_eq!(cloud.describe_images(&[image.clone()]).await.unwrap()[0].state, ImageState::Available);
-    cloud.terminate_instances(&[id.clone()]).await.unwrap();
+    assert_eq!(
+        cloud.describe_images(std::slice::from_ref(&image)).await.unwrap()[0].state,
+        ImageState::Available
+    );
+    cloud.terminate_instances(std::slice::from_ref(&id)).await.unwrap();
     advance(&clock, 120);
     assert_eq!(state(&cloud, &id).await, InstanceState::Terminated);
     assert!(cloud.leftovers().is_empty(), "{:?}", cloud.leftovers());
-    let _ = before;
+    assert!(before["ComputerName"].as_str().unwrap().starts_with("EC2AMAZ-"), "{before}");
+    assert_eq!(before["Generalized"], false);
 }
 
 #[tokio::test]
@@ -182,7 +210,7 @@ async fn describe_calls_are_throttled_by_a_token_bucket_refilled_on_the_clock() 
     let id = launch_builder(&cloud, "t").await;
     let mut throttled = 0;
     for _ in 0..150 {
-        if let Err(error) = cloud.describe_instances(&[id.clone()]).await {
+        if let Err(error) = cloud.describe_instances(std::slice::from_ref(&id)).await {
             assert_eq!(error.code, "RequestLimitExceeded");
             assert!(error.is_retryable());
             throttled += 1;
@@ -191,7 +219,7 @@ async fn describe_calls_are_throttled_by_a_token_bucket_refilled_on_the_clock() 
     // A 100-token bucket: exactly 50 of 150 back-to-back calls are rejected.
     assert_eq!(throttled, 50);
     advance(&clock, 1);
-    assert!(cloud.describe_instances(&[id.clone()]).await.is_ok());
+    assert!(cloud.describe_instances(std::slice::from_ref(&id)).await.is_ok());
     assert_eq!(cloud.throttled_calls()["ec2:DescribeInstances"], 50);
 }
 
@@ -228,7 +256,11 @@ async fn group_launch_waits_on_the_hook_and_abandons_on_timeout() {
     cloud.set_desired_capacity("web", 3).unwrap();
     let events = cloud.drain_lifecycle_events();
     assert_eq!(events.len(), 3);
-    assert!(events.iter().all(|e| e.lifecycle_transition == LifecycleEvent::LAUNCHING));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.lifecycle_transition == LifecycleEvent::LAUNCHING)
+    );
     let first = &events[0];
     cloud
         .complete_lifecycle_action(CompleteLifecycleActionRequest {
@@ -256,10 +288,22 @@ async fn group_launch_waits_on_the_hook_and_abandons_on_timeout() {
     advance(&clock, 200);
     let views = cloud.instances();
     let by_id = |id: &str| views.iter().find(|v| v.instance_id == id).unwrap().clone();
-    assert_eq!(by_id(&events[0].instance_id).lifecycle_state.as_deref(), Some("InService"));
-    assert_eq!(by_id(&events[1].instance_id).lifecycle_state.as_deref(), Some("Pending:Wait"));
+    assert_eq!(
+        by_id(&events[0].instance_id).lifecycle_state.as_deref(),
+        Some("InService")
+    );
+    assert_eq!(
+        by_id(&events[1].instance_id).lifecycle_state.as_deref(),
+        Some("Pending:Wait")
+    );
     let third = by_id(&events[2].instance_id);
-    assert!(matches!(third.state, InstanceState::ShuttingDown | InstanceState::Terminated), "{third:?}");
+    assert!(
+        matches!(
+            third.state,
+            InstanceState::ShuttingDown | InstanceState::Terminated
+        ),
+        "{third:?}"
+    );
     // Completing an expired action is the AWS ValidationError.
     let late = cloud
         .complete_lifecycle_action(CompleteLifecycleActionRequest {
@@ -279,7 +323,8 @@ async fn group_launch_waits_on_the_hook_and_abandons_on_timeout() {
 
 #[test]
 fn scenario_errors_name_the_line_and_key() {
-    let error = Scenario::from_toml("seed = 1\n[[fault]]\nkind = \"volcano\"\n", "storm.toml").unwrap_err();
+    let error =
+        Scenario::from_toml("seed = 1\n[[fault]]\nkind = \"volcano\"\n", "storm.toml").unwrap_err();
     assert!(error.to_string().starts_with("storm.toml:3"), "{error}");
     assert!(error.to_string().contains("volcano"), "{error}");
     let parsed = scenario("[[fault]]\nkind = \"stuck-stopping\"\ntarget = \"builder\"\n");

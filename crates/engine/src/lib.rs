@@ -181,6 +181,15 @@ pub struct ExecutionSummary {
     pub stop_date: Option<SystemTime>,
 }
 
+// The engine is shared across tokio tasks and threads: keep it Send + Sync.
+const _: () = {
+    fn assert_send_sync<T: Send + Sync>() {}
+    fn check() {
+        assert_send_sync::<Engine>();
+    }
+    let _ = check;
+};
+
 /// The engine. Cheap to clone (shared inside).
 #[derive(Clone)]
 pub struct Engine {
@@ -291,6 +300,11 @@ impl Engine {
         let store = lock(&self.inner.store);
         let running = store.executions(Some("RUNNING"))?;
         let mut rt = lock(&self.inner.rt);
+        // A virtual clock restarts at its configured time: move it to the latest persisted
+        // instant so resumed history never goes back in time (a no-op on a real clock).
+        if let Some(latest) = store.latest_time()? {
+            self.inner.clock.advance_to(latest);
+        }
         for row in running {
             let text = store.definition_of(&row.arn)?;
             let def = Definition::parse(&text).map_err(|source| EngineError::Definition {
@@ -405,7 +419,8 @@ impl Engine {
             return Err(EngineError::ExecutionExists(arn));
         }
         let seed = seed_of(&arn);
-        let (exec, step) = Execution::start(&def, info, input.clone(), seed, now, Options::default());
+        let (exec, step) =
+            Execution::start(&def, info, input.clone(), seed, now, Options::default());
         lock(&self.inner.store).commit_step(&StepRecord {
             arn: &arn,
             now,
@@ -434,7 +449,13 @@ impl Engine {
         Ok(arn)
     }
 
-    fn effects(&self, rt: &mut Runtime, arn: &str, history: Vec<HistoryEvent>, commands: Vec<Command>) {
+    fn effects(
+        &self,
+        rt: &mut Runtime,
+        arn: &str,
+        history: Vec<HistoryEvent>,
+        commands: Vec<Command>,
+    ) {
         for event in history {
             let _ = self.inner.progress.send(Progress {
                 execution_arn: arn.to_owned(),
@@ -668,7 +689,10 @@ impl Engine {
     }
 
     /// ListExecutions (oldest first), optionally only those with `status`.
-    pub fn list_executions(&self, status: Option<Status>) -> Result<Vec<ExecutionSummary>, EngineError> {
+    pub fn list_executions(
+        &self,
+        status: Option<Status>,
+    ) -> Result<Vec<ExecutionSummary>, EngineError> {
         let rows = lock(&self.inner.store).executions(status.map(Status::as_str))?;
         Ok(rows.into_iter().map(summary).collect())
     }

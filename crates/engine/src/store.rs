@@ -164,6 +164,21 @@ impl Store {
         rows.collect::<Result<Vec<String>, _>>().map_err(sql)
     }
 
+    /// The latest instant any step was recorded at.
+    pub(crate) fn latest_time(&self) -> Result<Option<SystemTime>, EngineError> {
+        let n: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT MAX(t) FROM (SELECT MAX(now_nanos) AS t FROM inputs
+                   UNION ALL SELECT MAX(start_nanos) FROM executions
+                   UNION ALL SELECT MAX(stop_nanos) FROM executions)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(sql)?;
+        Ok(n.map(from_nanos))
+    }
+
     pub(crate) fn definition_of(&self, arn: &str) -> Result<String, EngineError> {
         self.conn
             .query_row(
@@ -204,7 +219,10 @@ impl Store {
             .map_err(sql)
     }
 
-    pub(crate) fn executions(&self, status: Option<&str>) -> Result<Vec<ExecutionRow>, EngineError> {
+    pub(crate) fn executions(
+        &self,
+        status: Option<&str>,
+    ) -> Result<Vec<ExecutionRow>, EngineError> {
         let q = format!(
             "SELECT {} FROM executions WHERE (?1 IS NULL OR status = ?1) ORDER BY start_nanos, arn",
             Self::COLS
@@ -220,7 +238,9 @@ impl Store {
             .prepare("SELECT now_nanos, event FROM inputs WHERE execution = ?1 ORDER BY seq")
             .map_err(sql)?;
         let rows = st
-            .query_map(params![arn], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .query_map(params![arn], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
             .map_err(sql)?;
         let mut out = Vec::new();
         for row in rows {
@@ -298,7 +318,12 @@ impl Store {
             if let Some((seq, ev)) = step.input {
                 tx.execute(
                     "INSERT INTO inputs(execution, seq, now_nanos, event) VALUES (?1, ?2, ?3, ?4)",
-                    params![step.arn, seq, to_nanos(step.now), serde_json::to_string(ev).map_err(js)?],
+                    params![
+                        step.arn,
+                        seq,
+                        to_nanos(step.now),
+                        serde_json::to_string(ev).map_err(js)?
+                    ],
                 )
                 .map_err(sql)?;
             }
@@ -313,8 +338,12 @@ impl Store {
                 .prepare_cached("INSERT INTO history(execution, id, event) VALUES (?1, ?2, ?3)")
                 .map_err(sql)?;
             for e in step.history {
-                ins.execute(params![step.arn, e.id, serde_json::to_string(e).map_err(js)?])
-                    .map_err(sql)?;
+                ins.execute(params![
+                    step.arn,
+                    e.id,
+                    serde_json::to_string(e).map_err(js)?
+                ])
+                .map_err(sql)?;
             }
             for c in step.commands {
                 use asl::interp::Command as C;
@@ -355,8 +384,11 @@ impl Store {
                             params![step.arn, status.as_str(), out, error, cause, to_nanos(step.now)],
                         )
                         .map_err(sql)?;
-                        tx.execute("DELETE FROM pending WHERE execution = ?1", params![step.arn])
-                            .map_err(sql)?;
+                        tx.execute(
+                            "DELETE FROM pending WHERE execution = ?1",
+                            params![step.arn],
+                        )
+                        .map_err(sql)?;
                     }
                 }
             }

@@ -123,7 +123,11 @@ impl Comparator {
         if self.tokens.is_empty() || self.tokens.iter().any(|t| t == e) {
             return true;
         }
-        let present: Vec<&String> = self.tokens.iter().filter(|t| e.contains(t.as_str())).collect();
+        let present: Vec<&String> = self
+            .tokens
+            .iter()
+            .filter(|t| e.contains(t.as_str()))
+            .collect();
         if present.is_empty() {
             return true;
         }
@@ -165,7 +169,9 @@ impl Comparator {
             if self.placeholder_match(exp.unwrap_or(&Value::Null), act) {
                 return None;
             }
-            return Some(format!("{path}: {act:?} does not match placeholder {exp:?}"));
+            return Some(format!(
+                "{path}: {act:?} does not match placeholder {exp:?}"
+            ));
         }
         let (te, ta) = (type_name(exp), type_name(act));
         if te != ta {
@@ -184,7 +190,8 @@ impl Comparator {
                     }
                 }
                 for (k, ev) in e {
-                    if let Some(r) = self.compare(Some(ev), a.get(k), &format!("{path}/{}", esc(k))) {
+                    if let Some(r) = self.compare(Some(ev), a.get(k), &format!("{path}/{}", esc(k)))
+                    {
                         return Some(r);
                     }
                 }
@@ -192,7 +199,11 @@ impl Comparator {
             }
             (Some(Value::Array(e)), Some(Value::Array(a))) => {
                 if e.len() != a.len() {
-                    return Some(format!("{path}: expected array of {}, got {}", e.len(), a.len()));
+                    return Some(format!(
+                        "{path}: expected array of {}, got {}",
+                        e.len(),
+                        a.len()
+                    ));
                 }
                 for (i, (x, y)) in e.iter().zip(a).enumerate() {
                     if let Some(r) = self.compare(Some(x), Some(y), &format!("{path}/{i}")) {
@@ -300,7 +311,10 @@ fn is_placeholder(ev: &Value) -> bool {
 fn compare_event(cmp: &Comparator, exp: &Value, act: &Value, idx: usize) -> Option<String> {
     let base = format!("/expected/history/{idx}");
     if exp.get("type") != act.get("type") {
-        return Some(format!("event {idx}: expected type {}, got {}", exp["type"], act["type"]));
+        return Some(format!(
+            "event {idx}: expected type {}, got {}",
+            exp["type"], act["type"]
+        ));
     }
     for key in ["id", "previousEventId"] {
         if let Some(r) = cmp.compare(exp.get(key), act.get(key), &format!("{base}/{key}")) {
@@ -338,7 +352,10 @@ fn compare_event(cmp: &Comparator, exp: &Value, act: &Value, idx: usize) -> Opti
 }
 
 fn compare_history(case: &Value, cmp: &Comparator, actual: &Value) -> Option<String> {
-    let expected = case["expected"]["history"].as_array().cloned().unwrap_or_default();
+    let expected = case["expected"]["history"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let Some(actual) = actual.as_array() else {
         return Some("history is not an array".into());
     };
@@ -352,7 +369,10 @@ fn compare_history(case: &Value, cmp: &Comparator, actual: &Value) -> Option<Str
                         if let Some(d) = v.as_object_mut() {
                             for f in ["input", "output"] {
                                 if let Some(x) = d.get(f).cloned() {
-                                    d.insert(f.into(), decode_json_text(Some(&x)).unwrap_or(Value::Null));
+                                    d.insert(
+                                        f.into(),
+                                        decode_json_text(Some(&x)).unwrap_or(Value::Null),
+                                    );
                                 }
                             }
                         }
@@ -375,14 +395,18 @@ fn compare_history(case: &Value, cmp: &Comparator, actual: &Value) -> Option<Str
             }
             let run: Vec<&Value> = actual.iter().skip(i).take(j - i).collect();
             if run.len() != j - i || !run.iter().all(|a| is_placeholder(a)) {
-                return Some(format!("events {i}..{}: expected {} parallel-branch events", j - 1, j - i));
+                return Some(format!(
+                    "events {i}..{}: expected {} parallel-branch events",
+                    j - 1,
+                    j - i
+                ));
             }
             let mut unused: Vec<usize> = (0..run.len()).collect();
-            for k in i..j {
+            for (k, exp_k) in expected.iter().enumerate().take(j).skip(i) {
                 let mut hit = None;
                 let mut first_err = None;
                 for &u in &unused {
-                    match compare_event(cmp, &expected[k], run[u], k) {
+                    match compare_event(cmp, exp_k, run[u], k) {
                         None => {
                             hit = Some(u);
                             break;
@@ -394,14 +418,21 @@ fn compare_history(case: &Value, cmp: &Comparator, actual: &Value) -> Option<Str
                 }
                 match hit {
                     Some(u) => unused.retain(|&x| x != u),
-                    None => return Some(format!("parallel-branch event {k} has no match: {first_err:?}")),
+                    None => {
+                        return Some(format!(
+                            "parallel-branch event {k} has no match: {first_err:?}"
+                        ));
+                    }
                 }
             }
             i = j;
             continue;
         }
         if i >= actual.len() {
-            return Some(format!("history too short: {} events, expected {n}", actual.len()));
+            return Some(format!(
+                "history too short: {} events, expected {n}",
+                actual.len()
+            ));
         }
         if let Some(r) = compare_event(cmp, &expected[i], &actual[i], i) {
             return Some(r);
@@ -419,7 +450,11 @@ fn compare_outcome(case: &Value, cmp: &Comparator, res: &Value) -> Option<String
             exp["status"], res["status"], res["error"], res["cause"]
         ));
     }
-    if let Some(r) = cmp.compare(exp.get("output"), Some(res.get("output").unwrap_or(&Value::Null)), "/expected/output") {
+    if let Some(r) = cmp.compare(
+        exp.get("output"),
+        Some(res.get("output").unwrap_or(&Value::Null)),
+        "/expected/output",
+    ) {
         return Some(r);
     }
     for f in ["error", "cause"] {
@@ -438,7 +473,11 @@ fn compare_outcome(case: &Value, cmp: &Comparator, res: &Value) -> Option<String
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_bars_and_known_failures() {
     let cases = load_cases();
-    assert!(cases.len() >= 200, "expected the vendored corpus, found {} cases", cases.len());
+    assert!(
+        cases.len() >= 200,
+        "expected the vendored corpus, found {} cases",
+        cases.len()
+    );
     let mut failures: Vec<(String, &'static str, String)> = Vec::new();
     let (mut outcome_ok, mut history_ok) = (0usize, 0usize);
     for (name, case) in &cases {
@@ -463,10 +502,22 @@ async fn conformance_bars_and_known_failures() {
         .iter()
         .filter(|(kn, kl, _)| !failures.iter().any(|(n, l, _)| n == kn && l == kl))
         .collect();
-    assert!(unexpected.is_empty(), "failures not in KNOWN_FAILURES: {unexpected:#?}");
-    assert!(fixed.is_empty(), "these now pass; remove them from KNOWN_FAILURES: {fixed:#?}");
-    assert!(outcome_ok * 100 >= total * 95, "OUTCOME {outcome_ok}/{total} is below 95%");
-    assert!(history_ok * 100 >= total * 85, "HISTORY {history_ok}/{total} is below 85%");
+    assert!(
+        unexpected.is_empty(),
+        "failures not in KNOWN_FAILURES: {unexpected:#?}"
+    );
+    assert!(
+        fixed.is_empty(),
+        "these now pass; remove them from KNOWN_FAILURES: {fixed:#?}"
+    );
+    assert!(
+        outcome_ok * 100 >= total * 95,
+        "OUTCOME {outcome_ok}/{total} is below 95%"
+    );
+    assert!(
+        history_ok * 100 >= total * 85,
+        "HISTORY {history_ok}/{total} is below 85%"
+    );
 }
 
 #[test]
@@ -475,10 +526,36 @@ fn scorer_port_matches_run_py_rules() {
     let case = json!({"ignore_paths": ["/expected/cause", "/expected/output/Id"],
                       "placeholder_tokens": ["<json-input:1>", "snf"]});
     let cmp = Comparator::new(&case);
-    assert!(cmp.compare(Some(&json!("x '<json-input:1>' y")), Some(&json!("x '{\"a\":1}' y")), "/expected/cause").is_none());
-    assert!(cmp.compare(Some(&json!("x '<json-input:1>' y")), Some(&json!("x '{}' z")), "/expected/cause").is_some());
-    assert!(cmp.compare(Some(&json!("snf")), Some(&json!(42)), "/expected/output/Id").is_none());
-    assert!(cmp.compare(Some(&json!(1)), Some(&json!(1.0)), "/x").is_none());
-    assert!(cmp.compare(Some(&json!(true)), Some(&json!(1)), "/x").is_some());
-    assert!(cmp.compare(Some(&json!({"a": 1})), Some(&json!({"a": 1, "b": 2})), "/x").is_some());
+    assert!(
+        cmp.compare(
+            Some(&json!("x '<json-input:1>' y")),
+            Some(&json!("x '{\"a\":1}' y")),
+            "/expected/cause"
+        )
+        .is_none()
+    );
+    assert!(
+        cmp.compare(
+            Some(&json!("x '<json-input:1>' y")),
+            Some(&json!("x '{}' z")),
+            "/expected/cause"
+        )
+        .is_some()
+    );
+    assert!(
+        cmp.compare(Some(&json!("snf")), Some(&json!(42)), "/expected/output/Id")
+            .is_none()
+    );
+    assert!(
+        cmp.compare(Some(&json!(1)), Some(&json!(1.0)), "/x")
+            .is_none()
+    );
+    assert!(
+        cmp.compare(Some(&json!(true)), Some(&json!(1)), "/x")
+            .is_some()
+    );
+    assert!(
+        cmp.compare(Some(&json!({"a": 1})), Some(&json!({"a": 1, "b": 2})), "/x")
+            .is_some()
+    );
 }

@@ -28,9 +28,11 @@ use crate::{AllocationRequest, LeaseState, NamePool, PoolError, PoolOptions};
 /// What a factory builds a pool from.
 #[derive(Debug, Clone)]
 pub struct PoolSpec {
+    /// The naming policy the pool must use.
     pub policy: HostnamePolicy,
     /// A virtual clock the checks advance; pass it to the pool as its `Arc<dyn Clock>`.
     pub clock: Arc<VirtualClock>,
+    /// Lease TTL and other tunables.
     pub options: PoolOptions,
 }
 
@@ -44,6 +46,7 @@ impl PoolSpec {
 /// Builds a pool over a fresh namespace.
 #[async_trait::async_trait]
 pub trait PoolFactory: Send + Sync {
+    /// A pool over a fresh, empty namespace built from `spec`.
     async fn create(&self, spec: PoolSpec) -> Arc<dyn NamePool>;
 }
 

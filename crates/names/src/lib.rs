@@ -39,6 +39,8 @@
 //! # });
 //! ```
 
+#![warn(missing_docs)]
+
 #[cfg(any(test, feature = "contract-tests"))]
 pub mod contract;
 mod sqlite;
@@ -53,6 +55,7 @@ pub use sqlite::SqliteNamePool;
 /// What the workflow asks for when an instance launches.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AllocationRequest {
+    /// The EC2 instance id; allocation is idempotent per id.
     pub instance_id: String,
     /// Needed when the pattern has `{zone}`, e.g. `us-east-1a`.
     #[serde(default)]
@@ -60,6 +63,7 @@ pub struct AllocationRequest {
 }
 
 impl AllocationRequest {
+    /// A request for `instance_id` with no availability zone.
     pub fn new(instance_id: impl Into<String>) -> Self {
         Self {
             instance_id: instance_id.into(),
@@ -67,6 +71,7 @@ impl AllocationRequest {
         }
     }
 
+    /// Adds the availability zone (needed by `{zone}` patterns).
     pub fn in_zone(mut self, availability_zone: impl Into<String>) -> Self {
         self.availability_zone = Some(availability_zone.into());
         self
@@ -84,13 +89,19 @@ pub enum LeaseState {
 }
 
 /// One instance's claim on one name.
+///
+/// Times serialize as milliseconds since the Unix epoch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
+    /// The leased computer name, as the pattern spells it.
     pub name: Hostname,
+    /// The instance holding it.
     pub instance_id: String,
     /// The `{seq}` number, or the hash attempt for hash-only patterns.
     pub sequence: u64,
+    /// Leased (expiring) or confirmed (permanent).
     pub state: LeaseState,
+    /// When the lease was created, on the pool's clock.
     #[serde(with = "epoch_millis")]
     pub allocated_at: SystemTime,
     /// `None` once confirmed.
@@ -134,13 +145,28 @@ pub enum PoolError {
     #[error(
         "name pool exhausted: pattern {pattern:?} has {capacity} names and all are leased; release names or widen {{seq:N}}"
     )]
-    Exhausted { pattern: String, capacity: u64 },
+    /// Every candidate name is held.
+    Exhausted {
+        /// The naming pattern.
+        pattern: String,
+        /// How many names it has.
+        capacity: u64,
+    },
     #[error("instance {instance_id:?} holds no live lease (never allocated, released or expired)")]
-    NotFound { instance_id: String },
+    /// The instance holds no live lease.
+    NotFound {
+        /// The instance asked about.
+        instance_id: String,
+    },
     #[error("invalid allocation request: {0}")]
+    /// The request cannot produce a name (e.g. no zone for a `{zone}` pattern).
     InvalidRequest(#[from] PolicyError),
     #[error("name store unavailable: {message}")]
-    Unavailable { message: String },
+    /// The store failed; worth retrying.
+    Unavailable {
+        /// What failed, naming the store and the operation.
+        message: String,
+    },
 }
 
 impl PoolError {

@@ -19,10 +19,13 @@ pub const IDENTITY_MARKER: &str = "FLEETPREP-IDENTITY:";
 /// A Windows launch agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum LaunchAgent {
+    /// EC2Launch v2 (`EC2Launch.exe`, Windows Server 2022+ and newer 2016/2019 AMIs).
     #[serde(rename = "ec2launch-v2")]
     Ec2LaunchV2,
+    /// EC2Launch v1 (PowerShell scripts, Windows Server 2016/2019).
     #[serde(rename = "ec2launch-v1")]
     Ec2LaunchV1,
+    /// EC2Config (Windows Server 2012 R2 and earlier).
     #[serde(rename = "ec2config")]
     Ec2Config,
     /// No agent: plain `sysprep.exe`.
@@ -31,6 +34,7 @@ pub enum LaunchAgent {
 }
 
 impl LaunchAgent {
+    /// Every agent, for exhaustive tests.
     pub const ALL: [LaunchAgent; 4] = [
         LaunchAgent::Ec2LaunchV2,
         LaunchAgent::Ec2LaunchV1,
@@ -53,7 +57,9 @@ impl LaunchAgent {
     pub fn unattend_path(self) -> &'static str {
         match self {
             LaunchAgent::Ec2LaunchV2 => r"C:\ProgramData\Amazon\EC2Launch\sysprep\unattend.xml",
-            LaunchAgent::Ec2LaunchV1 => r"C:\ProgramData\Amazon\EC2-Windows\Launch\Sysprep\Unattend.xml",
+            LaunchAgent::Ec2LaunchV1 => {
+                r"C:\ProgramData\Amazon\EC2-Windows\Launch\Sysprep\Unattend.xml"
+            }
             LaunchAgent::Ec2Config => r"C:\Program Files\Amazon\Ec2ConfigService\sysprep2008.xml",
             LaunchAgent::None => r"C:\Windows\System32\Sysprep\unattend.xml",
         }
@@ -92,9 +98,13 @@ pub enum ImageState {
     Undeployable,
     /// Generalized and sealed to OOBE: the state a captured image should be in.
     GeneralizeResealToOobe,
+    /// Specialized and sealed to OOBE.
     SpecializeResealToOobe,
+    /// Generalized and sealed to audit mode.
     GeneralizeResealToAudit,
+    /// Specialized and sealed to audit mode.
     SpecializeResealToAudit,
+    /// A state this crate does not know, kept verbatim.
     Other(String),
 }
 
@@ -119,6 +129,7 @@ impl From<ImageState> for String {
 }
 
 impl ImageState {
+    /// The registry value, e.g. `IMAGE_STATE_COMPLETE`.
     pub fn as_str(&self) -> &str {
         match self {
             ImageState::Complete => "IMAGE_STATE_COMPLETE",
@@ -136,8 +147,10 @@ impl ImageState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentReport {
+    /// The launch agent found.
     pub agent: LaunchAgent,
-    #[serde(default)]
+    /// The agent executable or module version.
+    #[serde(default, alias = "version")]
     pub agent_version: Option<String>,
     /// The agent's Windows service status (`Running`, `Stopped`), when it has one.
     #[serde(default)]
@@ -145,8 +158,10 @@ pub struct AgentReport {
     /// `Major.Minor.Build.UBR`, e.g. `10.0.20348.2340`.
     #[serde(default)]
     pub os_build: Option<String>,
+    /// The OS caption, e.g. `Microsoft Windows Server 2022 Datacenter`.
     #[serde(default)]
     pub os_caption: Option<String>,
+    /// `ImageState` from the registry.
     #[serde(default)]
     pub image_state: Option<ImageState>,
     /// EC2Launch v2 has recorded its run-once tasks as done (`state\.run-once` exists), so an
@@ -162,28 +177,39 @@ pub struct AgentReport {
 /// Why detection output could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DetectError {
+    /// The script's marker line is missing.
     #[error(
-        "no line starting with {marker} in the command output: did the script run (check the SSM command's stderr)?"
+        "no line starting with {marker} (or a JSON object) in the command output: did the script run (check the SSM command's stderr)?"
     )]
-    MissingMarker { marker: &'static str },
+    MissingMarker {
+        /// The marker looked for.
+        marker: &'static str,
+    },
+    /// The JSON on the marker line does not parse.
     #[error("output line {line}: the JSON after {marker} is invalid: {message}")]
     InvalidJson {
+        /// The marker of the line.
         marker: &'static str,
+        /// 1-based line number in the output.
         line: usize,
+        /// The JSON error.
         message: String,
     },
 }
 
 fn find_marked<'a>(output: &'a str, marker: &'static str) -> Result<(usize, &'a str), DetectError> {
+    let lines = || {
+        output
+            .lines()
+            .enumerate()
+            .map(|(i, line)| (i + 1, line.trim_start_matches('\u{feff}').trim()))
+    };
     // The last marked line wins: a script re-run after a reboot (exit 3010) prints again.
-    output
-        .lines()
-        .enumerate()
-        .filter_map(|(i, line)| {
-            let line = line.trim_start_matches('\u{feff}').trim();
-            line.strip_prefix(marker).map(|json| (i + 1, json))
-        })
+    // Without a marker, the last line that is a JSON object (scripts that print bare JSON).
+    lines()
+        .filter_map(|(i, line)| line.strip_prefix(marker).map(|json| (i, json)))
         .last()
+        .or_else(|| lines().filter(|(_, line)| line.starts_with('{')).last())
         .ok_or(DetectError::MissingMarker { marker })
 }
 
@@ -277,7 +303,11 @@ Write-Output ('{IDENTITY_MARKER}' + ($identity | ConvertTo-Json -Compress))
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Identity {
+    /// `$env:COMPUTERNAME` (NetBIOS name, upper case).
+    #[serde(alias = "ComputerName")]
     pub computer_name: String,
+    /// The machine SID (`S-1-5-21-...`, without a RID).
+    #[serde(alias = "MachineSid")]
     pub machine_sid: String,
 }
 
@@ -339,6 +369,18 @@ mod tests {
         }
         assert_eq!("v2".parse::<LaunchAgent>(), Ok(LaunchAgent::Ec2LaunchV2));
         assert!("v3".parse::<LaunchAgent>().is_err());
+    }
+
+    #[test]
+    fn bare_json_and_pascal_case_are_accepted() {
+        let report =
+            parse_detection_output("{\"agent\":\"ec2config\",\"version\":\"4.9.5288\"}\n").unwrap();
+        assert_eq!(report.agent, LaunchAgent::Ec2Config);
+        assert_eq!(report.agent_version.as_deref(), Some("4.9.5288"));
+        let id =
+            parse_identity_output("{\"ComputerName\":\"WEB-001\",\"MachineSid\":\"S-1-5-21-9\"}")
+                .unwrap();
+        assert_eq!(id.machine_sid, "S-1-5-21-9");
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub enum AfterSysprep {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SysprepOptions {
+    /// What Windows does after Sysprep.
     pub after: AfterSysprep,
     /// EC2Launch v2 `--clean`: delete the agent's instance logs first.
     pub clean: bool,
@@ -70,6 +71,7 @@ impl Default for SysprepOptions {
 /// One command of a sequence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
+    /// What the step does, for logs.
     pub description: String,
     /// PowerShell; fails (throws) when the command fails.
     pub script: String,
@@ -78,7 +80,9 @@ pub struct Step {
 /// The commands for one job, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandSequence {
+    /// The agent the sequence is for.
     pub agent: LaunchAgent,
+    /// The steps, in order.
     pub steps: Vec<Step>,
     /// True when the last step returns before Sysprep finishes (poll EC2 for the outcome).
     pub detached: bool,
@@ -104,10 +108,20 @@ impl CommandSequence {
 /// Why a command cannot be generated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
+    /// The agent cannot do what the options ask.
     #[error("{agent}: {reason}")]
-    Unsupported { agent: LaunchAgent, reason: String },
+    Unsupported {
+        /// The agent.
+        agent: LaunchAgent,
+        /// Why, and what to use instead.
+        reason: String,
+    },
+    /// A path option is not a usable Windows path.
     #[error(transparent)]
     Path(#[from] PathError),
+    /// The answer file for the sequence could not be produced.
+    #[error(transparent)]
+    Unattend(#[from] crate::unattend::UnattendError),
 }
 
 const CHECK_EXIT: &str = "if ($LASTEXITCODE -ne 0) { throw ('{0} failed with exit code {1}' -f $command, $LASTEXITCODE) }\n";
@@ -144,7 +158,8 @@ fn run_native(name: &str, exe_expr: &str, args: &[String], detach: bool) -> Stri
 }
 
 const EC2LAUNCH_V2: &str = "Join-Path $env:ProgramFiles 'Amazon\\EC2Launch\\EC2Launch.exe'";
-const EC2LAUNCH_V1_SCRIPTS: &str = "Join-Path $env:ProgramData 'Amazon\\EC2-Windows\\Launch\\Scripts'";
+const EC2LAUNCH_V1_SCRIPTS: &str =
+    "Join-Path $env:ProgramData 'Amazon\\EC2-Windows\\Launch\\Scripts'";
 const EC2CONFIG: &str = "Join-Path $env:ProgramFiles 'Amazon\\Ec2ConfigService\\Ec2Config.exe'";
 const SYSPREP_EXE: &str = "Join-Path $env:SystemRoot 'System32\\Sysprep\\sysprep.exe'";
 
@@ -190,11 +205,14 @@ pub fn sysprep_commands(
             }
             vec![
                 Step {
-                    description: "EC2Launch v2: clear run-once state so new instances run once-tasks again".into(),
+                    description:
+                        "EC2Launch v2: clear run-once state so new instances run once-tasks again"
+                            .into(),
                     script: run_native("ec2launch reset", EC2LAUNCH_V2, &reset, false),
                 },
                 Step {
-                    description: "EC2Launch v2: update unattend.xml, disable RDP, run Sysprep".into(),
+                    description: "EC2Launch v2: update unattend.xml, disable RDP, run Sysprep"
+                        .into(),
                     script: run_native("ec2launch sysprep", EC2LAUNCH_V2, &sysprep, options.detach),
                 },
             ]
@@ -222,7 +240,8 @@ pub fn sysprep_commands(
             };
             vec![
                 Step {
-                    description: "EC2Launch v1: schedule instance initialization for the next boot".into(),
+                    description: "EC2Launch v1: schedule instance initialization for the next boot"
+                        .into(),
                     script: initialize,
                 },
                 Step {
@@ -306,8 +325,12 @@ pub enum RenameRestart {
 /// case-insensitively, as Windows does), and prints the final name with the identity marker.
 pub fn rename_commands(name: &Hostname, restart: RenameRestart) -> CommandSequence {
     let rename = match restart {
-        RenameRestart::SsmExit3010 => "    Rename-Computer -NewName $desired -Force\n    exit 3010\n",
-        RenameRestart::RestartComputer => "    Rename-Computer -NewName $desired -Force -Restart\n    exit 0\n",
+        RenameRestart::SsmExit3010 => {
+            "    Rename-Computer -NewName $desired -Force\n    exit 3010\n"
+        }
+        RenameRestart::RestartComputer => {
+            "    Rename-Computer -NewName $desired -Force -Restart\n    exit 0\n"
+        }
     };
     let script = format!(
         "$desired = {}\nif ($env:COMPUTERNAME -ne $desired) {{\n{rename}}}\n",
@@ -327,6 +350,37 @@ pub fn rename_commands(name: &Hostname, restart: RenameRestart) -> CommandSequen
         ],
         detached: false,
     }
+}
+
+/// The launch-time `sysprep` naming mode: write an answer file whose `ComputerName` is `name`
+/// (the rest, including the password source, from `base`), then generalize with plain
+/// `sysprep.exe /reboot` so specialize applies the name and a new machine SID on the next
+/// boot. The last step is detached: the reboot cuts the command.
+pub fn generalize_with_name(
+    name: &Hostname,
+    base: &crate::unattend::UnattendConfig,
+) -> Result<CommandSequence, CommandError> {
+    let mut config = base.clone();
+    config.computer_name = Some(crate::unattend::ComputerName::Name(name.clone()));
+    let path = LaunchAgent::None.unattend_path();
+    let writer = crate::unattend::writer_script(&config, path)?;
+    let mut sequence = sysprep_commands(
+        LaunchAgent::None,
+        &SysprepOptions {
+            after: AfterSysprep::Reboot,
+            detach: true,
+            unattend_path: Some(path.to_owned()),
+            ..SysprepOptions::default()
+        },
+    )?;
+    sequence.steps.insert(
+        0,
+        Step {
+            description: format!("Write unattend.xml with ComputerName {name}"),
+            script: writer,
+        },
+    );
+    Ok(sequence)
 }
 
 #[cfg(test)]
@@ -425,6 +479,31 @@ mod tests {
         )
         .unwrap_err();
         assert!(error.to_string().contains("unattend_path"));
+    }
+
+    #[test]
+    fn generalize_with_name_writes_the_name_then_reboots() {
+        let name = Hostname::parse("APP-0042").unwrap();
+        let sequence =
+            generalize_with_name(&name, &crate::unattend::UnattendConfig::default()).unwrap();
+        assert_eq!(sequence.steps.len(), 2);
+        assert!(sequence.detached);
+        let script = sequence.script();
+        let write = script
+            .find("$answer.Save($destination)")
+            .expect("writes the file");
+        let run = script.find("/reboot").expect("reboots");
+        assert!(write < run);
+        // The first step is exactly the writer for the base config plus this ComputerName.
+        let named = crate::unattend::UnattendConfig {
+            computer_name: Some(crate::unattend::ComputerName::Name(name)),
+            ..crate::unattend::UnattendConfig::default()
+        };
+        let expected =
+            crate::unattend::writer_script(&named, LaunchAgent::None.unattend_path()).unwrap();
+        assert_eq!(sequence.steps[0].script, expected);
+        let xml = crate::unattend::render(&named).unwrap().xml;
+        assert!(xml.contains("<ComputerName>APP-0042</ComputerName>"));
     }
 
     #[test]

@@ -111,7 +111,9 @@ clean = true
     #[test]
     fn errors_name_the_file_line_and_key() {
         let text = "[hostname]\nprefix = \"webfarm\"\npattern = \"{prefix}-{seq:8}\"\n";
-        let error = load_hostname_policy(text, "fleet.toml").unwrap_err().to_string();
+        let error = load_hostname_policy(text, "fleet.toml")
+            .unwrap_err()
+            .to_string();
         assert!(error.starts_with("fleet.toml: "), "{error}");
         assert!(error.contains("line 1"), "{error}");
         assert!(error.contains("16-character"), "{error}");
@@ -123,12 +125,20 @@ clean = true
 
         let text = "[unattend]\ncopy_profil = true\n";
         let error = load_unattend(text, "u.toml").unwrap_err().to_string();
-        assert!(error.contains("line 2") && error.contains("copy_profil"), "{error}");
+        assert!(
+            error.contains("line 2") && error.contains("copy_profil"),
+            "{error}"
+        );
 
         let text = "[unattend.admin_password]\nsecrets_manager = \"a\"\nssm_parameter = \"b\"\n";
         let error = load_unattend(text, "u.toml").unwrap_err().to_string();
         assert!(error.contains("not both"), "{error}");
 
-        assert!(load_unattend("", "empty.toml").unwrap_err().to_string().contains("[unattend]"));
+        assert!(
+            load_unattend("", "empty.toml")
+                .unwrap_err()
+                .to_string()
+                .contains("[unattend]")
+        );
     }
 }

@@ -46,10 +46,12 @@ pub enum Category {
     AgentUnreachable,
     /// Sysprep did not finish in time and the logs show no cause.
     Timeout,
+    /// Nothing known matched; read the evidence.
     Unknown,
 }
 
 impl Category {
+    /// Every category, in the order the issue lists them.
     pub const ALL: [Category; 8] = [
         Category::AppxNotProvisioned,
         Category::CopyprofileFailed,
@@ -61,6 +63,7 @@ impl Category {
         Category::Unknown,
     ];
 
+    /// The fixed name (`appx-not-provisioned`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Category::AppxNotProvisioned => "appx-not-provisioned",
@@ -82,6 +85,7 @@ impl Category {
         )
     }
 
+    /// What to do about it.
     pub fn remediation(self) -> &'static str {
         match self {
             Category::AppxNotProvisioned => {
@@ -133,10 +137,13 @@ impl std::fmt::Display for Category {
 /// The classified result, as the CLI prints it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Diagnosis {
+    /// The category (one of the fixed names).
     pub category: Category,
+    /// Whether baking again without a fix can succeed ([`Category::retriable`]).
     pub retriable: bool,
     /// The decisive lines, verbatim (trimmed, capped in length).
     pub evidence: Vec<String>,
+    /// What to do about it.
     pub remediation: String,
 }
 
@@ -162,6 +169,7 @@ pub struct Progress {
     pub image_state: Option<ImageState>,
     /// Lines read from the Panther log and the console.
     pub log_lines: u64,
+    /// Non-empty console lines read.
     pub console_lines: u64,
     /// Error-level Panther lines.
     pub error_lines: u64,
@@ -170,20 +178,28 @@ pub struct Progress {
 /// Level of a Panther line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
+    /// `Info`.
     Info,
+    /// `Warning`.
     Warning,
+    /// `Error`.
     Error,
+    /// Anything else (or not a Panther line).
     Other,
 }
 
 /// One parsed Panther line (borrowing from the input).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PantherLine<'a> {
+    /// `YYYY-MM-DD HH:MM:SS`.
     pub timestamp: Option<&'a str>,
+    /// The level word.
     pub level: Level,
     /// The `[0x0f0082]` Sysprep code, without brackets.
     pub code: Option<&'a str>,
+    /// `SYSPRP`, `[shell unattend]`, ...
     pub component: Option<&'a str>,
+    /// The rest of the line.
     pub message: &'a str,
 }
 
@@ -228,7 +244,11 @@ pub fn parse_panther_line(line: &str) -> PantherLine<'_> {
         }
     } else {
         match rest.split_once(char::is_whitespace) {
-            Some((component, message)) if component.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()) => {
+            Some((component, message))
+                if component
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()) =>
+            {
                 (Some(component), message.trim_start())
             }
             _ => (None, rest),
@@ -244,47 +264,50 @@ pub fn parse_panther_line(line: &str) -> PantherLine<'_> {
 }
 
 fn contains_ci(haystack: &str, needle: &str) -> bool {
-    // Needles are ASCII; a byte-window compare avoids allocating per line.
-    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
-    n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+    // std's lowercase and substring search are optimized even in debug builds, which keeps
+    // huge logs fast in tests; needles are ASCII.
+    haystack
+        .to_ascii_lowercase()
+        .contains(&needle.to_ascii_lowercase())
 }
 
 /// The category a single log line is evidence for, if any.
 fn classify_log_line(line: &PantherLine<'_>) -> Option<Category> {
-    let m = line.message;
+    let m = line.message.to_ascii_lowercase();
+    let has = |needle: &str| m.contains(needle);
     if line.level == Level::Info {
         // Almost every line of a huge log is Info; only Sysprep's own summary sentence
         // matters there, so skip the other patterns (this keeps big logs fast).
-        return contains_ci(m, "not able to validate your Windows installation")
+        return has("not able to validate your windows installation")
             .then_some(Category::ValidationFailed);
     }
-    let failing = line.level == Level::Error || contains_ci(m, "fail") || contains_ci(m, "error");
-    if contains_ci(m, "was installed for a user, but not provisioned for all users")
-        || (failing && contains_ci(m, "AppxSysprep.dll"))
-        || contains_ci(m, "0x80073cf2")
+    let failing = line.level == Level::Error || has("fail") || has("error");
+    if has("was installed for a user, but not provisioned for all users")
+        || (failing && has("appxsysprep.dll"))
+        || has("0x80073cf2")
     {
         return Some(Category::AppxNotProvisioned);
     }
-    if contains_ci(m, "0xc004d307")
-        || (failing && contains_ci(m, "SLReArmWindows"))
-        || contains_ci(m, "maximum allowed number of re-arms")
+    if has("0xc004d307")
+        || (failing && has("slrearmwindows"))
+        || has("maximum allowed number of re-arms")
     {
         return Some(Category::RearmLimit);
     }
-    if failing && contains_ci(m, "CopyProfile") {
+    if failing && has("copyprofile") {
         return Some(Category::CopyprofileFailed);
     }
-    if contains_ci(m, "not able to validate your Windows installation")
-        || contains_ci(m, "Sysprep will not run on an upgraded OS")
-        || (failing && contains_ci(m, "Sysprep_Clean_Validate_Opk"))
-        || contains_ci(m, "require a reboot")
+    if has("not able to validate your windows installation")
+        || has("sysprep will not run on an upgraded os")
+        || (failing && has("sysprep_clean_validate_opk"))
+        || has("require a reboot")
     {
         return Some(Category::ValidationFailed);
     }
     if line.level == Level::Error
-        && (contains_ci(m, "Failure occurred while executing")
-            || contains_ci(m, "Error in executing action")
-            || contains_ci(m, "Sysprep_Generalize"))
+        && (has("failure occurred while executing")
+            || has("error in executing action")
+            || has("sysprep_generalize"))
     {
         return Some(Category::ProviderFailure);
     }
@@ -319,6 +342,7 @@ fn push_bounded(lines: &mut Vec<String>, line: &str) {
 }
 
 impl Diagnoser {
+    /// An empty diagnoser.
     pub fn new() -> Self {
         Self::default()
     }
@@ -468,7 +492,12 @@ pub fn for_each_line<R: BufRead, F: FnMut(&str)>(mut reader: R, mut f: F) -> io:
         };
         if !overflow {
             let room = MAX_LINE_BYTES.saturating_sub(line.len());
-            line.extend(chunk.iter().take(room).filter(|&&b| b != 0));
+            let take = &chunk[..chunk.len().min(room)];
+            if take.contains(&0) {
+                line.extend(take.iter().filter(|&&b| b != 0));
+            } else {
+                line.extend_from_slice(take);
+            }
             overflow = chunk.len() > room;
         }
         let used = match newline {
@@ -549,15 +578,30 @@ mod tests {
         };
         assert_eq!(finish(DiagnosisContext::default(), ""), Category::Unknown);
         assert_eq!(
-            finish(DiagnosisContext { timed_out: true, agent_online: None }, ""),
+            finish(
+                DiagnosisContext {
+                    timed_out: true,
+                    agent_online: None
+                },
+                ""
+            ),
             Category::Timeout
         );
         assert_eq!(
-            finish(DiagnosisContext { timed_out: true, agent_online: Some(false) }, ""),
+            finish(
+                DiagnosisContext {
+                    timed_out: true,
+                    agent_online: Some(false)
+                },
+                ""
+            ),
             Category::AgentUnreachable
         );
         assert_eq!(
-            finish(DiagnosisContext::default(), "2024/03/12 14:30:00Z: SysprepState=IMAGE_STATE_UNDEPLOYABLE"),
+            finish(
+                DiagnosisContext::default(),
+                "2024/03/12 14:30:00Z: SysprepState=IMAGE_STATE_UNDEPLOYABLE"
+            ),
             Category::AgentUnreachable
         );
     }
@@ -566,7 +610,13 @@ mod tests {
     fn category_names_are_the_documented_ones() {
         let names: Vec<String> = Category::ALL
             .iter()
-            .map(|c| serde_json::to_value(c).unwrap().as_str().unwrap().to_owned())
+            .map(|c| {
+                serde_json::to_value(c)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
             .collect();
         assert_eq!(
             names,

@@ -20,18 +20,32 @@ pub const MAX_LEN: usize = 15;
 /// Why a string is not a valid Windows computer name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HostnameError {
+    /// The name is empty.
     #[error("a computer name cannot be empty")]
     Empty,
+    /// Over 15 characters.
     #[error("{len} characters is too long: a Windows computer name has at most 15")]
-    TooLong { len: usize },
+    TooLong {
+        /// The name's length.
+        len: usize,
+    },
+    /// A character outside letters, digits and hyphen.
     #[error(
         "character {ch:?} at position {position} is not allowed: use letters, digits and hyphens"
     )]
-    InvalidChar { ch: char, position: usize },
+    InvalidChar {
+        /// The character.
+        ch: char,
+        /// 1-based position.
+        position: usize,
+    },
+    /// Only digits.
     #[error("a computer name cannot be all digits")]
     AllDigits,
+    /// Starts with `-`.
     #[error("a computer name cannot start with a hyphen")]
     LeadingHyphen,
+    /// Ends with `-`.
     #[error("a computer name cannot end with a hyphen")]
     TrailingHyphen,
 }
@@ -126,8 +140,10 @@ pub struct HostnameConfig {
     /// `{seq:N}` (sequence zero-padded to N digits), `{hash:N}` (first N hex digits of a hash
     /// of the instance id). Everything else is literal.
     pub pattern: String,
+    /// Value of `{prefix}`.
     #[serde(default)]
     pub prefix: String,
+    /// Value of `{group}` (e.g. a short Auto Scaling group code).
     #[serde(default)]
     pub group: String,
     /// The first sequence number handed out (default 1, so names start at `...001`).
@@ -142,20 +158,40 @@ fn default_sequence_start() -> u64 {
 /// Why a naming pattern was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
+    /// The pattern can produce invalid names or does not parse.
     #[error("pattern {pattern:?}: {reason}")]
-    InvalidPattern { pattern: String, reason: String },
-    #[error("hostname.{key} {value:?}: {reason}")]
-    InvalidValue {
-        key: &'static str,
-        value: String,
+    InvalidPattern {
+        /// The pattern.
+        pattern: String,
+        /// Why.
         reason: String,
     },
+    /// A token value (prefix, group, sequence_start) is unusable.
+    #[error("hostname.{key} {value:?}: {reason}")]
+    InvalidValue {
+        /// The config key.
+        key: &'static str,
+        /// The value.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// The per-instance inputs cannot produce a name.
     #[error("instance {instance_id:?}: {reason}")]
-    InvalidContext { instance_id: String, reason: String },
+    InvalidContext {
+        /// The instance.
+        instance_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// A sequence outside the pattern's range.
     #[error("sequence {sequence} is outside the pattern's range {first}..={last}")]
     SequenceOutOfRange {
+        /// The sequence asked for.
         sequence: u64,
+        /// The first valid sequence.
         first: u64,
+        /// The last valid sequence.
         last: u64,
     },
 }
@@ -173,10 +209,18 @@ enum Segment {
 pub enum CandidateSpace {
     /// The pattern has `{seq:N}`: candidate `n` for `n` in `first..=last`; distinct sequences
     /// give distinct names, so a pool only has to keep sequences unique.
-    Sequence { first: u64, last: u64 },
+    Sequence {
+        /// The first sequence (`sequence_start`).
+        first: u64,
+        /// The last sequence (`10^N - 1`).
+        last: u64,
+    },
     /// The pattern has only `{hash:N}`: attempt 0 hashes the instance id, attempt `k` rehashes
     /// it with `k`; names can collide, so a pool must check each candidate's key.
-    Hash { attempts: u64 },
+    Hash {
+        /// How many attempts before the pool is exhausted.
+        attempts: u64,
+    },
 }
 
 /// How many rehashes a pool tries before calling a hash-only pattern exhausted.
@@ -185,6 +229,7 @@ pub const HASH_ATTEMPTS: u64 = 64;
 /// Per-instance inputs to a name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NameContext<'a> {
+    /// The instance the name is for (hashed by `{hash:N}`).
     pub instance_id: &'a str,
     /// The availability zone, e.g. `us-east-1a`; required when the pattern has `{zone}`.
     pub availability_zone: Option<&'a str>,

@@ -29,31 +29,53 @@ pub const WARN_FREE_BYTES: u64 = 5 << 30;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct PreflightReport {
-    #[serde(deserialize_with = "one_or_many")]
+    /// AppX packages installed for a user but not provisioned for all users.
+    #[serde(deserialize_with = "one_or_many", alias = "appx_not_provisioned")]
     pub appx_not_provisioned: Option<Vec<String>>,
+    /// Pending-reboot markers.
+    #[serde(alias = "reboot_pending")]
     pub pending_reboot: Option<PendingReboot>,
+    /// `RemainingWindowsReArmCount` (SoftwareLicensingService).
     pub rearm_count: Option<i64>,
+    /// `SkipRearm` from the answer file, when present.
     pub skip_rearm: Option<i64>,
+    /// BitLocker state of the OS volume.
     pub bitlocker: Option<BitLocker>,
+    /// The launch agent found.
     pub agent: Option<LaunchAgent>,
+    /// EC2Launch v2 `.run-once` state exists.
     pub agent_run_once_recorded: Option<bool>,
+    /// The answer file sets `CopyProfile` to true.
     pub copy_profile: Option<bool>,
+    /// The answer file that was checked.
     pub answer_file: Option<String>,
+    /// Domain membership.
     pub domain: Option<DomainMembership>,
+    /// `$env:SystemDrive`, e.g. `C:`.
     pub system_drive: Option<String>,
+    /// Free bytes on the system drive.
     pub free_disk_bytes: Option<u64>,
+    /// Checks that could not run, with their error.
     #[serde(deserialize_with = "one_or_many_vec")]
     pub errors: Vec<String>,
 }
 
+/// Pending-reboot markers (any one blocks Sysprep).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct PendingReboot {
+    /// Component Based Servicing `RebootPending` key exists.
+    #[serde(alias = "cbs")]
     pub cbs_reboot_pending: bool,
+    /// Windows Update `RebootRequired` key exists.
+    #[serde(alias = "windows_update")]
     pub windows_update_reboot_required: bool,
+    /// `PendingFileRenameOperations` value exists.
+    #[serde(alias = "pending_file_rename")]
     pub pending_file_rename_operations: bool,
 }
 
+/// BitLocker state of the OS volume.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct BitLocker {
@@ -63,10 +85,13 @@ pub struct BitLocker {
     pub volume_status: Option<String>,
 }
 
+/// Domain membership of the builder.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct DomainMembership {
+    /// `Win32_ComputerSystem.PartOfDomain`.
     pub part_of_domain: bool,
+    /// The domain (or workgroup) name.
     pub domain: Option<String>,
 }
 
@@ -93,6 +118,7 @@ fn one_or_many_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Er
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
+    /// Worth knowing; Sysprep can run.
     Warn,
     /// Sysprep would fail or produce a broken image: do not run it.
     Block,
@@ -103,8 +129,11 @@ pub enum Severity {
 pub struct Finding {
     /// Stable check name, e.g. `appx-not-provisioned`.
     pub check: String,
+    /// Block or warn.
     pub severity: Severity,
+    /// What is wrong.
     pub message: String,
+    /// How to fix it.
     pub remediation: String,
     /// The values that triggered it (package names, registry keys...).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
@@ -114,31 +143,43 @@ pub struct Finding {
 /// The findings, worst first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreflightResult {
+    /// True when any finding blocks Sysprep.
     pub blocked: bool,
+    /// Findings, blocking first.
     pub findings: Vec<Finding>,
 }
 
 /// Why pre-flight output could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PreflightError {
+    /// The marker line is missing.
     #[error(
-        "no line starting with {PREFLIGHT_MARKER} in the command output: did the pre-flight script run (check the SSM command's stderr)?"
+        "no line starting with {PREFLIGHT_MARKER} (or a JSON object) in the command output: did the pre-flight script run (check the SSM command's stderr)?"
     )]
     MissingMarker,
+    /// The JSON on the marker line does not parse.
     #[error("output line {line}: the pre-flight JSON is invalid: {message}")]
-    InvalidJson { line: usize, message: String },
+    InvalidJson {
+        /// 1-based line number in the output.
+        line: usize,
+        /// The JSON error.
+        message: String,
+    },
 }
 
-/// Reads the report from the command output (the last marked line wins).
+/// Reads the report from the command output: the last marked line, or else the last line
+/// that is a bare JSON object.
 pub fn parse_preflight_output(output: &str) -> Result<PreflightReport, PreflightError> {
-    let (line, json) = output
-        .lines()
-        .enumerate()
-        .filter_map(|(i, line)| {
-            let line = line.trim_start_matches('\u{feff}').trim();
-            line.strip_prefix(PREFLIGHT_MARKER).map(|json| (i + 1, json))
-        })
+    let lines = || {
+        output
+            .lines()
+            .enumerate()
+            .map(|(i, line)| (i + 1, line.trim_start_matches('\u{feff}').trim()))
+    };
+    let (line, json) = lines()
+        .filter_map(|(i, line)| line.strip_prefix(PREFLIGHT_MARKER).map(|json| (i, json)))
         .last()
+        .or_else(|| lines().filter(|(_, line)| line.starts_with('{')).last())
         .ok_or(PreflightError::MissingMarker)?;
     serde_json::from_str(json).map_err(|e| PreflightError::InvalidJson {
         line,
@@ -295,7 +336,9 @@ pub fn evaluate(report: &PreflightReport) -> PreflightResult {
             findings.push(finding(
                 "low-disk-space",
                 Severity::Warn,
-                format!("{drive} has {gib:.2} GiB free; instances from this image start nearly full"),
+                format!(
+                    "{drive} has {gib:.2} GiB free; instances from this image start nearly full"
+                ),
                 "free space or grow the root volume before baking",
                 vec![format!("FreeSpace={free}")],
             ));
@@ -465,6 +508,16 @@ FLEETPREP-PREFLIGHT:{"appxNotProvisioned":"Microsoft.BingWeather_4.53.51922.0_x6
     }
 
     #[test]
+    fn bare_snake_case_json_is_accepted() {
+        let result = check_output(
+            "{\"appx_not_provisioned\":[\"A_1_x64__b\"],\"reboot_pending\":{\"cbs\":false,\"windows_update\":true,\"pending_file_rename\":false}}",
+        )
+        .unwrap();
+        let checks: Vec<&str> = result.findings.iter().map(|f| f.check.as_str()).collect();
+        assert_eq!(checks, ["appx-not-provisioned", "pending-reboot"]);
+    }
+
+    #[test]
     fn skip_rearm_clears_the_rearm_block() {
         let report = PreflightReport {
             rearm_count: Some(0),
@@ -476,11 +529,17 @@ FLEETPREP-PREFLIGHT:{"appxNotProvisioned":"Microsoft.BingWeather_4.53.51922.0_x6
 
     #[test]
     fn bad_output_is_an_error_naming_the_line() {
-        assert_eq!(parse_preflight_output("x"), Err(PreflightError::MissingMarker));
+        assert_eq!(
+            parse_preflight_output("x"),
+            Err(PreflightError::MissingMarker)
+        );
         let error = parse_preflight_output("a\nb\nFLEETPREP-PREFLIGHT:{\"rearmCount\":\"many\"}")
             .unwrap_err()
             .to_string();
         assert!(error.contains("line 3"), "{error}");
-        assert!(error.contains("rearmCount") || error.contains("invalid type"), "{error}");
+        assert!(
+            error.contains("rearmCount") || error.contains("invalid type"),
+            "{error}"
+        );
     }
 }

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::hostname::Hostname;
 use crate::powershell::{check_windows_path, quote};
 
+/// The answer-file namespace.
 pub const UNATTEND_NS: &str = "urn:schemas-microsoft-com:unattend";
 const WCM_NS: &str = "http://schemas.microsoft.com/WMIConfig/2002/State";
 const XSI_NS: &str = "http://www.w3.org/2001/XMLSchema-instance";
@@ -32,10 +33,18 @@ pub const UNATTEND_MARKER: &str = "FLEETPREP-UNATTEND:";
 /// Why a value cannot go into an answer file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UnattendError {
+    /// A setting has an unusable value.
     #[error("unattend.{key}: {reason}")]
-    InvalidValue { key: &'static str, reason: String },
+    InvalidValue {
+        /// The config key.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The document is not well-formed XML.
     #[error("unattend.xml is not well-formed: {0}")]
     Xml(String),
+    /// The document is XML but not an answer file fleetprep understands.
     #[error("unattend.xml: {0}")]
     Structure(String),
 }
@@ -49,6 +58,7 @@ pub struct XmlText(
 );
 
 impl XmlText {
+    /// Checks `value`.
     pub fn new(value: &str) -> Result<Self, String> {
         if let Some(ch) = value
             .chars()
@@ -61,6 +71,7 @@ impl XmlText {
         Ok(Self(value.to_owned()))
     }
 
+    /// The text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -83,7 +94,9 @@ impl From<XmlText> for String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum ComputerName {
+    /// `*`: Windows picks a random name.
     Random,
+    /// This name.
     Name(Hostname),
 }
 
@@ -147,6 +160,7 @@ impl From<TimeZone> for String {
 }
 
 impl TimeZone {
+    /// The id.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -156,13 +170,17 @@ impl TimeZone {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Architecture {
+    /// x64.
     #[default]
     Amd64,
+    /// ARM64 (Graviton).
     Arm64,
+    /// 32-bit x86.
     X86,
 }
 
 impl Architecture {
+    /// The attribute value.
     pub fn as_str(self) -> &'static str {
         match self {
             Architecture::Amd64 => "amd64",
@@ -187,11 +205,16 @@ impl Architecture {
 pub enum PasswordRef {
     /// A Secrets Manager secret id or ARN; `json_key` picks a field of a JSON secret.
     SecretsManager {
+        /// Secret id or ARN.
         secret_id: String,
+        /// Field of a JSON secret holding the password.
         json_key: Option<String>,
     },
     /// An SSM Parameter Store SecureString name.
-    SsmParameter { name: String },
+    SsmParameter {
+        /// Parameter name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -209,8 +232,11 @@ impl TryFrom<RawPasswordRef> for PasswordRef {
     type Error = String;
     fn try_from(raw: RawPasswordRef) -> Result<Self, Self::Error> {
         let reference = |what: &str, value: String| -> Result<String, String> {
-            if value.trim().is_empty() || value.chars().any(char::is_control) || value.len() > 2048 {
-                Err(format!("admin_password.{what} must be a non-empty name or ARN without control characters"))
+            if value.trim().is_empty() || value.chars().any(char::is_control) || value.len() > 2048
+            {
+                Err(format!(
+                    "admin_password.{what} must be a non-empty name or ARN without control characters"
+                ))
             } else {
                 Ok(value)
             }
@@ -241,7 +267,10 @@ impl TryFrom<RawPasswordRef> for PasswordRef {
 impl From<PasswordRef> for RawPasswordRef {
     fn from(value: PasswordRef) -> Self {
         match value {
-            PasswordRef::SecretsManager { secret_id, json_key } => RawPasswordRef {
+            PasswordRef::SecretsManager {
+                secret_id,
+                json_key,
+            } => RawPasswordRef {
                 secrets_manager: Some(secret_id),
                 json_key,
                 ssm_parameter: None,
@@ -269,10 +298,13 @@ pub struct UnattendConfig {
     /// Set at launch by name-on-launch in `sysprep` mode; `*` lets Windows pick.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub computer_name: Option<ComputerName>,
+    /// Windows time zone id (default `UTC`).
     #[serde(default = "default_time_zone")]
     pub time_zone: TimeZone,
+    /// `RegisteredOwner`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registered_owner: Option<XmlText>,
+    /// `RegisteredOrganization`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registered_organization: Option<XmlText>,
     /// Copy the builder's administrator profile to the default profile (off by default:
@@ -285,8 +317,10 @@ pub struct UnattendConfig {
     /// Keep drivers across generalize (the AWS launch agents' default).
     #[serde(default = "default_true")]
     pub persist_all_device_installs: bool,
+    /// `processorArchitecture` of every component.
     #[serde(default)]
     pub processor_architecture: Architecture,
+    /// Where the instance reads the administrator password (never rendered).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_password: Option<PasswordRef>,
 }
@@ -310,7 +344,9 @@ impl Default for UnattendConfig {
 /// A rendered answer file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
+    /// The document, UTF-8, ending in a newline.
     pub xml: String,
+    /// Settings worth a second look (CopyProfile, rearms).
     pub warnings: Vec<String>,
 }
 
@@ -408,8 +444,8 @@ pub fn render(config: &UnattendConfig) -> Result<Rendered, UnattendError> {
             Ok(())
         })
         .map_err(io_err)?;
-    let mut xml = String::from_utf8(writer.into_inner())
-        .map_err(|e| UnattendError::Xml(e.to_string()))?;
+    let mut xml =
+        String::from_utf8(writer.into_inner()).map_err(|e| UnattendError::Xml(e.to_string()))?;
     xml.push('\n');
     Ok(Rendered { xml, warnings })
 }
@@ -417,13 +453,18 @@ pub fn render(config: &UnattendConfig) -> Result<Rendered, UnattendError> {
 /// A parsed element: local name, attributes, text and children.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Element {
+    /// Local name (prefix stripped).
     pub name: String,
+    /// Attributes as written (qualified names), values unescaped.
     pub attributes: Vec<(String, String)>,
+    /// Concatenated text content, unescaped.
     pub text: String,
+    /// Child elements in order.
     pub children: Vec<Element>,
 }
 
 impl Element {
+    /// An attribute by qualified name.
     pub fn attribute(&self, name: &str) -> Option<&str> {
         self.attributes
             .iter()
@@ -431,6 +472,7 @@ impl Element {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The first child with this local name.
     pub fn child(&self, name: &str) -> Option<&Element> {
         self.children.iter().find(|c| c.name == name)
     }
@@ -478,17 +520,16 @@ pub fn parse_xml(xml: &str) -> Result<Element, UnattendError> {
             let value = attribute
                 .normalized_value(quick_xml::XmlVersion::Implicit1_0)
                 .map_err(|e| UnattendError::Xml(e.to_string()))?;
-            element.attributes.push((
-                attribute.key.as_ref().to_owned(),
-                value.into_owned(),
-            ));
+            element
+                .attributes
+                .push((attribute.key.as_ref().to_owned(), value.into_owned()));
         }
         Ok(element)
     };
     loop {
-        let event = reader
-            .read_event()
-            .map_err(|e| UnattendError::Xml(format!("at byte {}: {e}", reader.buffer_position())))?;
+        let event = reader.read_event().map_err(|e| {
+            UnattendError::Xml(format!("at byte {}: {e}", reader.buffer_position()))
+        })?;
         match event {
             Event::Start(e) => stack.push(start(&e)?),
             Event::Empty(e) => {
@@ -564,7 +605,10 @@ pub fn parse(xml: &str) -> Result<UnattendConfig, UnattendError> {
         for c in &settings.children {
             if let Some(arch) = c.attribute("processorArchitecture") {
                 let arch = Architecture::parse(arch).ok_or_else(|| {
-                    invalid("processor_architecture", format!("unknown architecture {arch:?}"))
+                    invalid(
+                        "processor_architecture",
+                        format!("unknown architecture {arch:?}"),
+                    )
                 })?;
                 if architecture.is_some_and(|a| a != arch) {
                     return Err(invalid(
@@ -580,12 +624,17 @@ pub fn parse(xml: &str) -> Result<UnattendConfig, UnattendError> {
     if let Some(v) = value("generalize", "Microsoft-Windows-Security-SPP", "SkipRearm") {
         config.skip_rearm = v == "1";
     }
-    if let Some(v) = value("generalize", "Microsoft-Windows-PnpSysprep", "PersistAllDeviceInstalls") {
+    if let Some(v) = value(
+        "generalize",
+        "Microsoft-Windows-PnpSysprep",
+        "PersistAllDeviceInstalls",
+    ) {
         config.persist_all_device_installs = v == "true";
     }
     let shell = "Microsoft-Windows-Shell-Setup";
     if let Some(v) = value("specialize", shell, "ComputerName") {
-        config.computer_name = Some(ComputerName::try_from(v).map_err(|r| invalid("computer_name", r))?);
+        config.computer_name =
+            Some(ComputerName::try_from(v).map_err(|r| invalid("computer_name", r))?);
     }
     if let Some(v) = value("specialize", shell, "CopyProfile") {
         config.copy_profile = v == "true";
@@ -597,7 +646,8 @@ pub fn parse(xml: &str) -> Result<UnattendConfig, UnattendError> {
             .map(|e| e.text.clone())
     };
     if let Some(v) = exact("RegisteredOwner") {
-        config.registered_owner = Some(XmlText::new(&v).map_err(|r| invalid("registered_owner", r))?);
+        config.registered_owner =
+            Some(XmlText::new(&v).map_err(|r| invalid("registered_owner", r))?);
     }
     if let Some(v) = exact("RegisteredOrganization") {
         config.registered_organization =
@@ -627,7 +677,10 @@ pub fn writer_script(config: &UnattendConfig, destination: &str) -> Result<Strin
     );
     if let Some(source) = &config.admin_password {
         match source {
-            PasswordRef::SecretsManager { secret_id, json_key } => {
+            PasswordRef::SecretsManager {
+                secret_id,
+                json_key,
+            } => {
                 script.push_str(&format!(
                     "$password = (Get-SECSecretValue -SecretId {}).SecretString\n",
                     quote(secret_id)
@@ -680,7 +733,11 @@ fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -701,7 +758,9 @@ mod tests {
         UnattendConfig {
             computer_name: Some(ComputerName::Name(Hostname::parse("WEB-001").unwrap())),
             time_zone: TimeZone::try_from("W. Europe Standard Time".to_owned()).unwrap(),
-            registered_owner: Some(XmlText::new("Ops <ops@example.com> & \"friends\" ]]>").unwrap()),
+            registered_owner: Some(
+                XmlText::new("Ops <ops@example.com> & \"friends\" ]]>").unwrap(),
+            ),
             registered_organization: Some(XmlText::new("Example 'Corp'\nLine two").unwrap()),
             copy_profile: true,
             skip_rearm: false,
@@ -721,7 +780,12 @@ mod tests {
 
     #[test]
     fn copy_profile_and_rearm_warn() {
-        assert!(render(&UnattendConfig::default()).unwrap().warnings.is_empty());
+        assert!(
+            render(&UnattendConfig::default())
+                .unwrap()
+                .warnings
+                .is_empty()
+        );
         let warnings = render(&full()).unwrap().warnings;
         assert_eq!(warnings.len(), 2);
         assert!(warnings[0].contains("copy_profile"));
@@ -739,7 +803,10 @@ mod tests {
         for settings in &root.children {
             for component in &settings.children {
                 assert_eq!(component.attribute("processorArchitecture"), Some("arm64"));
-                assert_eq!(component.attribute("publicKeyToken"), Some(PUBLIC_KEY_TOKEN));
+                assert_eq!(
+                    component.attribute("publicKeyToken"),
+                    Some(PUBLIC_KEY_TOKEN)
+                );
             }
         }
     }
@@ -759,7 +826,9 @@ mod tests {
         assert!(script.contains("Properties['password']"));
         assert!(script.contains("Remove-Variable -Name password"));
         let ssm = UnattendConfig {
-            admin_password: Some(PasswordRef::SsmParameter { name: "/fleet/admin".into() }),
+            admin_password: Some(PasswordRef::SsmParameter {
+                name: "/fleet/admin".into(),
+            }),
             ..UnattendConfig::default()
         };
         let script = writer_script(&ssm, r"C:\x\u.xml").unwrap();
@@ -768,7 +837,13 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc4648_vectors() {
-        for (input, expected) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
+        for (input, expected) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
             assert_eq!(base64(input.as_bytes()), expected);
         }
     }

@@ -10,9 +10,9 @@ use sysprep::preflight::{PREFLIGHT_MARKER, Severity, check_output};
 fn panther_line() -> impl Strategy<Value = String> {
     (
         "20[0-9]{2}-[0-1][0-9]-[0-3][0-9] [0-2][0-9]:[0-5][0-9]:[0-5][0-9]",
-        prop_oneof!["Info", "Warning", "Error", "Fatal", ""],
+        prop::sample::select(vec!["Info", "Warning", "Error", "Fatal", ""]),
         proptest::option::of("\\[0x[0-9a-f]{0,8}\\]?"),
-        prop_oneof!["SYSPRP", "[shell unattend]", "SETUP", "[", ""],
+        prop::sample::select(vec!["SYSPRP", "[shell unattend]", "SETUP", "[", ""]),
         prop_oneof![
             ".*",
             Just("Package X was installed for a user, but not provisioned for all users.".to_owned()),
@@ -74,7 +74,7 @@ proptest! {
         rearm in proptest::option::of(-2i64..5),
         skip in proptest::option::of(0i64..3),
         free in proptest::option::of(any::<u64>()),
-        status in proptest::option::of(prop_oneof!["On", "Off", "1", "0", ""]),
+        status in proptest::option::of(prop::sample::select(vec!["On", "Off", "1", "0", ""])),
     ) {
         let report = serde_json::json!({
             "appxNotProvisioned": appx, "rearmCount": rearm, "skipRearm": skip,

@@ -3,7 +3,9 @@
 //! inside one string literal.
 
 use sysprep::agent::{LaunchAgent, detection_script, identity_script};
-use sysprep::commands::{AfterSysprep, RenameRestart, SysprepOptions, rename_commands, sysprep_commands};
+use sysprep::commands::{
+    AfterSysprep, RenameRestart, SysprepOptions, rename_commands, sysprep_commands,
+};
 use sysprep::hostname::Hostname;
 use sysprep::powershell::quote;
 
@@ -26,7 +28,11 @@ fn first_error(script: &str) -> Option<String> {
             let line = script.lines().nth(row).unwrap_or("");
             return Some(format!(
                 "{} at {}:{}: {line:?}",
-                if node.is_missing() { "MISSING" } else { "ERROR" },
+                if node.is_missing() {
+                    "MISSING"
+                } else {
+                    "ERROR"
+                },
                 row + 1,
                 node.start_position().column + 1
             ));
@@ -54,12 +60,18 @@ fn detection_and_identity_scripts_parse() {
 fn every_sysprep_command_combination_parses() {
     let mut generated = 0;
     for agent in LaunchAgent::ALL {
-        for after in [AfterSysprep::Shutdown, AfterSysprep::Reboot, AfterSysprep::Quit] {
+        for after in [
+            AfterSysprep::Shutdown,
+            AfterSysprep::Reboot,
+            AfterSysprep::Quit,
+        ] {
             for clean in [false, true] {
                 for block in [false, true] {
                     for detach in [false, true] {
                         for mode_vm in [false, true] {
-                            for unattend_path in [None, Some(r"C:\Answer Files\it's.xml".to_owned())] {
+                            for unattend_path in
+                                [None, Some(r"C:\Answer Files\it's.xml".to_owned())]
+                            {
                                 let options = SysprepOptions {
                                     after,
                                     clean,
@@ -70,7 +82,10 @@ fn every_sysprep_command_combination_parses() {
                                 };
                                 if let Ok(sequence) = sysprep_commands(agent, &options) {
                                     generated += 1;
-                                    assert_parses(&format!("{agent} {options:?}"), &sequence.script());
+                                    assert_parses(
+                                        &format!("{agent} {options:?}"),
+                                        &sequence.script(),
+                                    );
                                 }
                             }
                         }
@@ -81,6 +96,20 @@ fn every_sysprep_command_combination_parses() {
     }
     // v2: 2 afters x 8; v1: 2 x 8; ec2config: 1 x 8; none: 3 x 8 x 2 x 2.
     assert_eq!(generated, 16 + 16 + 8 + 96);
+}
+
+#[test]
+fn generalize_with_name_parses() {
+    use sysprep::unattend::{PasswordRef, UnattendConfig};
+    let config = UnattendConfig {
+        admin_password: Some(PasswordRef::SsmParameter {
+            name: "/fleet/admin".into(),
+        }),
+        ..UnattendConfig::default()
+    };
+    let name = Hostname::parse("WEB-a001").unwrap();
+    let sequence = sysprep::commands::generalize_with_name(&name, &config).unwrap();
+    assert_parses("generalize_with_name", &sequence.script());
 }
 
 #[test]
@@ -104,43 +133,75 @@ const HOSTILE: &[&str] = &[
     "#<not a comment>#",
 ];
 
+/// Parses `$value = <quote(value)>` and decodes the one verbatim string literal it must
+/// contain; an error names what went wrong (a parse error, code inside, several literals).
+fn round_trip(value: &str) -> Result<String, String> {
+    let script = format!("$value = {}\nWrite-Output $value\n", quote(value));
+    if let Some(error) = first_error(&script) {
+        return Err(error);
+    }
+    let tree = parse(&script);
+    let mut literals = Vec::new();
+    let mut stack = vec![tree.root_node()];
+    let mut cursor = tree.walk();
+    while let Some(node) = stack.pop() {
+        match node.kind() {
+            "verbatim_string_characters" | "verbatim_here_string_characters" => literals.push(
+                node.utf8_text(script.as_bytes())
+                    .map_err(|e| e.to_string())?
+                    .to_owned(),
+            ),
+            "expandable_string_literal" | "expandable_here_string_literal" | "sub_expression" => {
+                return Err(format!("an expandable part: {}", node.kind()));
+            }
+            _ => {}
+        }
+        stack.extend(node.children(&mut cursor));
+    }
+    let [literal] = literals.as_slice() else {
+        return Err(format!("expected one literal, found {literals:?}"));
+    };
+    let inner = literal
+        .strip_prefix('\'')
+        .and_then(|s| s.strip_suffix('\''))
+        .ok_or_else(|| format!("{literal:?} is not single-quoted"))?;
+    let mut decoded = String::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        decoded.push(c);
+        if matches!(c, '\'' | '\u{2018}' | '\u{2019}' | '\u{201A}' | '\u{201B}')
+            && chars.next() != Some(c)
+        {
+            return Err("a lone quote inside the literal".into());
+        }
+    }
+    Ok(decoded)
+}
+
 /// Each hostile value, quoted, is one verbatim string literal: nothing inside it is parsed
 /// as code, and the text between the quotes decodes back to the value.
 #[test]
 fn hostile_values_stay_one_verbatim_string() {
     for value in HOSTILE {
-        let script = format!("$value = {}\nWrite-Output $value\n", quote(value));
-        assert_parses(&format!("quote({value:?})"), &script);
-        let tree = parse(&script);
-        let mut literals = Vec::new();
-        let mut expandable = 0;
-        let mut stack = vec![tree.root_node()];
-        let mut cursor = tree.walk();
-        while let Some(node) = stack.pop() {
-            match node.kind() {
-                "verbatim_string_characters" | "verbatim_here_string_characters" => {
-                    literals.push(node.utf8_text(script.as_bytes()).unwrap().to_owned())
-                }
-                "expandable_string_literal" | "expandable_here_string_literal" | "sub_expression" => expandable += 1,
-                _ => {}
-            }
-            stack.extend(node.children(&mut cursor));
-        }
-        assert_eq!(expandable, 0, "{value:?} produced an expandable part");
-        assert_eq!(literals.len(), 1, "{value:?}: literals {literals:?}");
-        let decoded = literals[0]
-            .strip_prefix('\'')
-            .and_then(|s| s.strip_suffix('\''))
-            .unwrap_or_else(|| panic!("{:?} is not quoted", literals[0]));
-        let mut value_back = String::new();
-        let mut chars = decoded.chars().peekable();
-        while let Some(c) = chars.next() {
-            value_back.push(c);
-            if matches!(c, '\'' | '\u{2018}' | '\u{2019}' | '\u{201A}' | '\u{201B}') {
-                assert_eq!(chars.next(), Some(c), "{value:?}: lone quote");
-            }
-        }
-        assert_eq!(&value_back, value);
+        assert_eq!(round_trip(value).as_deref(), Ok(*value), "{value:?}");
+    }
+}
+
+proptest::proptest! {
+    /// Any value without control characters (tab, CR, LF allowed) is one verbatim literal.
+    #[test]
+    fn any_quoted_value_round_trips(value in "([^\\p{Cc}]|[\t\r\n'\u{2018}\u{2019}$`\"@#{}()])*") {
+        proptest::prop_assert_eq!(round_trip(&value), Ok(value.clone()));
+    }
+
+    /// Values with other control characters become a concatenation that still parses and
+    /// has no expandable (code-running) part.
+    #[test]
+    fn control_characters_are_spliced_in(value in "([\\x00-\\x1f\\x7f]|[a-z'$`])*") {
+        let script = format!("$value = {}\nWrite-Output $value\n", quote(&value));
+        proptest::prop_assert_eq!(first_error(&script), None, "{:?}", script);
+        let sexp = parse(&script).root_node().to_sexp();
+        proptest::prop_assert!(!sexp.contains("expandable") && !sexp.contains("sub_expression"), "{}", sexp);
     }
 }
 
@@ -156,7 +217,10 @@ fn the_grammar_check_catches_broken_scripts() {
 
 #[test]
 fn preflight_scripts_parse() {
-    assert_parses("preflight default", &sysprep::preflight::preflight_script(None));
+    assert_parses(
+        "preflight default",
+        &sysprep::preflight::preflight_script(None),
+    );
     assert_parses(
         "preflight hostile path",
         &sysprep::preflight::preflight_script(Some("C:\\it's $(here)\\unattend.xml")),
@@ -168,12 +232,23 @@ fn unattend_writer_scripts_parse() {
     use sysprep::unattend::{PasswordRef, UnattendConfig, writer_script};
     let sources = [
         None,
-        Some(PasswordRef::SsmParameter { name: "/fleet/it's $(admin)".into() }),
-        Some(PasswordRef::SecretsManager { secret_id: "arn:aws:secretsmanager:us-east-1:1:secret:x".into(), json_key: None }),
-        Some(PasswordRef::SecretsManager { secret_id: "name`with\"quotes".into(), json_key: Some("pass'word".into()) }),
+        Some(PasswordRef::SsmParameter {
+            name: "/fleet/it's $(admin)".into(),
+        }),
+        Some(PasswordRef::SecretsManager {
+            secret_id: "arn:aws:secretsmanager:us-east-1:1:secret:x".into(),
+            json_key: None,
+        }),
+        Some(PasswordRef::SecretsManager {
+            secret_id: "name`with\"quotes".into(),
+            json_key: Some("pass'word".into()),
+        }),
     ];
     for source in sources {
-        let config = UnattendConfig { admin_password: source.clone(), ..UnattendConfig::default() };
+        let config = UnattendConfig {
+            admin_password: source.clone(),
+            ..UnattendConfig::default()
+        };
         for agent in LaunchAgent::ALL {
             let script = writer_script(&config, agent.unattend_path()).expect("writer script");
             assert_parses(&format!("writer {source:?} {agent}"), &script);

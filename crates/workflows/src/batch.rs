@@ -44,7 +44,8 @@ pub struct CommandSpec {
 #[derive(Default)]
 struct State {
     next_ticket: u64,
-    pending: BTreeMap<(Vec<String>, u32), Vec<(String, String, String)>>,
+    // Per script template: (ticket, instance id, table value, queued at).
+    pending: BTreeMap<(Vec<String>, u32), Vec<(String, String, String, SystemTime)>>,
     sent: HashMap<String, Result<(String, String), CloudError>>,
     watched: BTreeSet<String>,
     snapshot_at: Option<SystemTime>,
@@ -57,13 +58,15 @@ struct State {
 #[derive(Default)]
 pub struct Batcher {
     state: Mutex<State>,
-    // Serialises flushes so concurrent checks do not send the same queue twice.
+    // Serialises flushes and refreshes so concurrent checks do not send the same queue twice.
     flush_lock: tokio::sync::Mutex<()>,
 }
 
 impl Batcher {
     /// Maximum age of the DescribeInstanceInformation snapshot.
     pub const REFRESH_SECONDS: u64 = 10;
+    /// How long a partial batch (< 50 instances) may wait for company before it is sent.
+    pub const WINDOW_SECONDS: u64 = 30;
 
     pub fn new() -> Self {
         Self::default()
@@ -73,8 +76,8 @@ impl Batcher {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a command for `instance_id`; returns the ticket to check.
-    pub fn submit(&self, instance_id: &str, spec: CommandSpec) -> String {
+    /// Queues a command for `instance_id` at `now`; returns the ticket to check.
+    pub fn submit(&self, instance_id: &str, spec: CommandSpec, now: SystemTime) -> String {
         let mut state = self.state();
         state.next_ticket += 1;
         let ticket = format!("batch-{}", state.next_ticket);
@@ -82,22 +85,42 @@ impl Batcher {
             .pending
             .entry((spec.template, spec.execution_timeout_seconds))
             .or_default()
-            .push((ticket.clone(), instance_id.to_string(), spec.value));
+            .push((ticket.clone(), instance_id.to_string(), spec.value, now));
         ticket
     }
 
-    /// Sends everything queued, at most 50 instances per SendCommand.
-    pub async fn flush(&self, cloud: &dyn Cloud) {
+    /// Sends every full batch of 50, and partial batches whose oldest request has waited
+    /// [`Self::WINDOW_SECONDS`] (or all of them when `force`).
+    pub async fn flush(&self, cloud: &dyn Cloud, now: SystemTime, force: bool) {
         let _guard = self.flush_lock.lock().await;
-        let pending = std::mem::take(&mut self.state().pending);
-        for ((template, timeout), entries) in pending {
+        let window = Duration::from_secs(Self::WINDOW_SECONDS);
+        let mut ready = Vec::new();
+        {
+            let mut state = self.state();
+            for (key, entries) in state.pending.iter_mut() {
+                let due = force
+                    || entries
+                        .first()
+                        .is_some_and(|e| now.duration_since(e.3).unwrap_or_default() >= window);
+                let take = if due {
+                    entries.len()
+                } else {
+                    entries.len() - entries.len() % SEND_COMMAND_MAX_INSTANCES
+                };
+                if take > 0 {
+                    ready.push((key.clone(), entries.drain(..take).collect::<Vec<_>>()));
+                }
+            }
+            state.pending.retain(|_, entries| !entries.is_empty());
+        }
+        for ((template, timeout), entries) in ready {
             for chunk in entries.chunks(SEND_COMMAND_MAX_INSTANCES) {
                 let table: Vec<(String, String)> = chunk
                     .iter()
-                    .map(|(_, id, value)| (id.clone(), value.clone()))
+                    .map(|(_, id, value, _)| (id.clone(), value.clone()))
                     .collect();
                 let request = SendCommandRequest {
-                    instance_ids: chunk.iter().map(|(_, id, _)| id.clone()).collect(),
+                    instance_ids: chunk.iter().map(|(_, id, _, _)| id.clone()).collect(),
                     document_name: DOCUMENT.into(),
                     commands: scripts::render(&template, &table),
                     execution_timeout_seconds: Some(timeout),
@@ -105,7 +128,7 @@ impl Batcher {
                 };
                 let result = cloud.send_command(request).await;
                 let mut state = self.state();
-                for (ticket, id, _) in chunk {
+                for (ticket, id, _, _) in chunk {
                     let entry = match &result {
                         Ok(command_id) => Ok((command_id.clone(), id.clone())),
                         Err(error) => Err(error.clone()),
@@ -116,46 +139,60 @@ impl Batcher {
         }
     }
 
-    /// Sends the queue if `ticket` is still in it; reports a failed batch send.
-    pub async fn ensure_sent(&self, cloud: &dyn Cloud, ticket: &str) -> Result<(), CloudError> {
-        let queued = self.state().pending.values().flatten().any(|(t, _, _)| t == ticket);
-        if queued {
-            self.flush(cloud).await;
+    fn is_queued(&self, ticket: &str) -> bool {
+        self.state()
+            .pending
+            .values()
+            .flatten()
+            .any(|(t, _, _, _)| t == ticket)
+    }
+
+    /// Sends what is due; `Ok(false)` while `ticket` is still waiting for its batch, and the
+    /// send error if its batch failed (the state machine retries with a fresh send).
+    pub async fn ensure_sent(
+        &self,
+        cloud: &dyn Cloud,
+        ticket: &str,
+        now: SystemTime,
+    ) -> Result<bool, CloudError> {
+        if self.is_queued(ticket) {
+            // Let every execution woken at this instant queue its request first.
+            tokio::task::yield_now().await;
+            self.flush(cloud, now, false).await;
         }
-        match self.state().sent.get(ticket) {
-            Some(Err(error)) => Err(error.clone()),
-            _ => Ok(()),
+        let mut state = self.state();
+        match state.sent.get(ticket) {
+            Some(Ok(_)) => Ok(true),
+            Some(Err(error)) => {
+                let error = error.clone();
+                state.sent.remove(ticket);
+                Err(error)
+            }
+            None if state.pending.values().flatten().any(|(t, _, _, _)| t == ticket) => Ok(false),
+            None => Err(CloudError::not_found(
+                "InvocationDoesNotExist",
+                format!(
+                    "ticket {ticket} is unknown to this process (batched tickets do not survive \
+                     a restart); send the command again"
+                ),
+            )),
         }
     }
 
-    /// The invocation behind a ticket, flushing the queue first if the ticket is still queued.
-    /// `Ok(None)` means "not visible yet" (InvocationDoesNotExist right after sending).
+    /// The invocation behind a ticket. `Ok(None)` means "not visible yet": still waiting for
+    /// its batch, or InvocationDoesNotExist right after sending.
     pub async fn check(
         &self,
         cloud: &dyn Cloud,
         ticket: &str,
+        now: SystemTime,
     ) -> Result<Option<CommandInvocation>, CloudError> {
-        let queued = !self.state().sent.contains_key(ticket);
-        if queued {
-            self.flush(cloud).await;
+        if !self.ensure_sent(cloud, ticket, now).await? {
+            return Ok(None);
         }
         let sent = self.state().sent.get(ticket).cloned();
-        let (command_id, instance_id) = match sent {
-            Some(Ok(pair)) => pair,
-            Some(Err(error)) => {
-                // A failed batch send is retried by the state machine through a fresh send.
-                self.state().sent.remove(ticket);
-                return Err(error);
-            }
-            None => {
-                return Err(CloudError::not_found(
-                    "InvocationDoesNotExist",
-                    format!(
-                        "ticket {ticket} is unknown to this process (batched tickets do not \
-                         survive a restart); send the command again"
-                    ),
-                ));
-            }
+        let Some(Ok((command_id, instance_id))) = sent else {
+            return Ok(None);
         };
         match cloud.get_command_invocation(&command_id, &instance_id).await {
             // Finished tickets stay answerable: several states may read the same command.
@@ -173,37 +210,40 @@ impl Batcher {
         now: SystemTime,
         instance_id: &str,
     ) -> Result<Option<InstanceInformation>, CloudError> {
-        let fresh = {
-            let mut state = self.state();
-            state.watched.insert(instance_id.to_string());
+        let fresh = |state: &State| {
             state.snapshot_at.is_some_and(|at| {
                 now.duration_since(at).unwrap_or_default()
                     < Duration::from_secs(Self::REFRESH_SECONDS)
             }) && state.covered.contains(instance_id)
         };
-        if !fresh {
-            let _guard = self.flush_lock.lock().await;
-            let (still_stale, watched) = {
-                let state = self.state();
-                (
-                    state.snapshot_at != Some(now) || !state.covered.contains(instance_id),
-                    state.watched.iter().cloned().collect::<Vec<_>>(),
-                )
-            };
-            if still_stale {
-                let mut snapshot = HashMap::new();
-                for chunk in watched.chunks(50) {
-                    for info in cloud.describe_instance_information(chunk).await? {
-                        snapshot.insert(info.instance_id.clone(), info);
-                    }
-                }
-                let mut state = self.state();
-                state.snapshot = snapshot;
-                state.snapshot_at = Some(now);
-                state.covered = watched.into_iter().collect();
+        {
+            let mut state = self.state();
+            state.watched.insert(instance_id.to_string());
+            if fresh(&state) {
+                return Ok(state.snapshot.get(instance_id).cloned());
             }
         }
-        Ok(self.state().snapshot.get(instance_id).cloned())
+        // Let every execution woken at this instant register first: one refresh serves all.
+        tokio::task::yield_now().await;
+        let _guard = self.flush_lock.lock().await;
+        let watched = {
+            let state = self.state();
+            if fresh(&state) {
+                return Ok(state.snapshot.get(instance_id).cloned());
+            }
+            state.watched.iter().cloned().collect::<Vec<_>>()
+        };
+        let mut snapshot = HashMap::new();
+        for chunk in watched.chunks(50) {
+            for info in cloud.describe_instance_information(chunk).await? {
+                snapshot.insert(info.instance_id.clone(), info);
+            }
+        }
+        let mut state = self.state();
+        state.snapshot = snapshot;
+        state.snapshot_at = Some(now);
+        state.covered = watched.into_iter().collect();
+        Ok(state.snapshot.get(instance_id).cloned())
     }
 
     /// Stops watching an instance (it is online, or its workflow ended).

@@ -112,7 +112,10 @@ impl HandlerError {
             ErrorKind::Conflict => CONFLICT,
             ErrorKind::Other => AWS_ERROR,
         };
-        Self::new(name, format!("{context}: {} ({})", error.message, error.code))
+        Self::new(
+            name,
+            format!("{context}: {} ({})", error.message, error.code),
+        )
     }
 
     pub fn is_retryable(&self) -> bool {

@@ -77,15 +77,12 @@ fn field<'a>(p: &'a Value, name: &str) -> Result<&'a Value, HandlerError> {
 }
 
 fn string(p: &Value, name: &str) -> Result<String, HandlerError> {
-    field(p, name)?
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| {
-            HandlerError::new(
-                errors::INVALID_INPUT,
-                format!("payload field {name:?} must be a string"),
-            )
-        })
+    field(p, name)?.as_str().map(str::to_string).ok_or_else(|| {
+        HandlerError::new(
+            errors::INVALID_INPUT,
+            format!("payload field {name:?} must be a string"),
+        )
+    })
 }
 
 fn opt_string(p: &Value, name: &str) -> Option<String> {
@@ -180,7 +177,12 @@ impl Wait {
             return Ok(());
         };
         let every = Duration::from_secs((ctx.settings.hook_timeout_seconds / 2).max(30));
-        if self.now.duration_since(self.last_heartbeat).unwrap_or_default() < every {
+        if self
+            .now
+            .duration_since(self.last_heartbeat)
+            .unwrap_or_default()
+            < every
+        {
             return Ok(());
         }
         ctx.cloud
@@ -207,11 +209,13 @@ fn hook_ref(p: &Value) -> Option<LifecycleHookRef> {
 
 fn lifecycle_err(call: &str) -> impl FnOnce(CloudError) -> HandlerError + '_ {
     move |error| {
-        if error.code == "ValidationError" && error.message.contains("No active Lifecycle Action")
-        {
+        if error.code == "ValidationError" && error.message.contains("No active Lifecycle Action") {
             HandlerError::new(
                 errors::LIFECYCLE_ACTION_EXPIRED,
-                format!("{call}: {} (the hook timed out before the workflow finished; raise HeartbeatTimeout or check heartbeats)", error.message),
+                format!(
+                    "{call}: {} (the hook timed out before the workflow finished; raise HeartbeatTimeout or check heartbeats)",
+                    error.message
+                ),
             )
         } else {
             HandlerError::from_cloud(call, error)
@@ -234,7 +238,12 @@ async fn launch_builder(p: &Value, ctx: &Context) -> Result<Value, HandlerError>
         security_group_ids: config
             .get("security_group_ids")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default(),
         iam_instance_profile: opt_string(config, "instance_profile"),
         user_data: None,
@@ -250,9 +259,9 @@ async fn launch_builder(p: &Value, ctx: &Context) -> Result<Value, HandlerError>
         .run_instances(request)
         .await
         .map_err(cloud_err("RunInstances"))?;
-    let instance = instances.first().ok_or_else(|| {
-        HandlerError::new(errors::AWS_ERROR, "RunInstances returned no instance")
-    })?;
+    let instance = instances
+        .first()
+        .ok_or_else(|| HandlerError::new(errors::AWS_ERROR, "RunInstances returned no instance"))?;
     Ok(json!({"instance_id": instance.instance_id}))
 }
 
@@ -263,7 +272,7 @@ async fn check_ssm_online(p: &Value, ctx: &Context) -> Result<Value, HandlerErro
     if let (Some(batcher), Some(ticket)) = (&ctx.batcher, opt_string(p, "ticket")) {
         // The command this wait follows may still be queued: send it now.
         batcher
-            .ensure_sent(ctx.cloud.as_ref(), &ticket)
+            .ensure_sent(ctx.cloud.as_ref(), &ticket, wait.now)
             .await
             .map_err(cloud_err("SendCommand"))?;
     }
@@ -338,7 +347,9 @@ fn command_template(p: &Value) -> Result<(Vec<String>, String, u32), HandlerErro
         other => {
             return Err(HandlerError::new(
                 errors::INVALID_INPUT,
-                format!("send_command: unknown kind {other:?}; expected rename, generalize, identity, detect-agent, preflight, sysprep, customization or cleanup"),
+                format!(
+                    "send_command: unknown kind {other:?}; expected rename, generalize, identity, detect-agent, preflight, sysprep, customization or cleanup"
+                ),
             ));
         }
     };
@@ -362,6 +373,7 @@ async fn send_command(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
                 execution_timeout_seconds: timeout,
                 comment: format!("fleetprep {kind}"),
             },
+            ctx.clock.now(),
         );
         return Ok(json!({"ticket": ticket}));
     }
@@ -399,7 +411,7 @@ async fn invocation(
     }
     match &ctx.batcher {
         Some(batcher) => batcher
-            .check(ctx.cloud.as_ref(), ticket)
+            .check(ctx.cloud.as_ref(), ticket, ctx.clock.now())
             .await
             .map_err(cloud_err("SendCommand/GetCommandInvocation")),
         None => Err(HandlerError::new(
@@ -463,7 +475,7 @@ fn interpret(kind: &str, instance_id: &str, stdout: &str) -> Result<Value, Handl
     let json_out = || serde_json::from_str::<Value>(stdout.trim()).ok();
     match kind {
         "detect-agent" => Ok(json_out().unwrap_or_else(|| json!({"agent": "none"}))),
-        "identity" => {
+        "identity" | "rename" => {
             let out = json_out().unwrap_or(Value::Null);
             Ok(json!({
                 "computer_name": out.get("ComputerName").cloned().unwrap_or(Value::Null),
@@ -480,7 +492,12 @@ fn interpret(kind: &str, instance_id: &str, stdout: &str) -> Result<Value, Handl
             let appx: Vec<String> = out
                 .get("appx_not_provisioned")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
                 .unwrap_or_default();
             let mut blockers = Vec::new();
             if !appx.is_empty() {
@@ -672,7 +689,10 @@ async fn tag_image(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
         for (key, value) in extra {
             tags.push(Tag::new(
                 key.clone(),
-                value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string()),
+                value
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| value.to_string()),
             ));
         }
     }
@@ -699,7 +719,11 @@ async fn terminate_instance(p: &Value, ctx: &Context) -> Result<Value, HandlerEr
 }
 
 /// Classifies a failure from its error name, cause and the console output.
-pub fn classify(error_name: &str, cause: &str, console: &str) -> (String, bool, Vec<String>, String) {
+pub fn classify(
+    error_name: &str,
+    cause: &str,
+    console: &str,
+) -> (String, bool, Vec<String>, String) {
     let text = format!("{cause}\n{console}");
     let evidence = |needle: &str| -> Vec<String> {
         text.lines()
@@ -708,46 +732,134 @@ pub fn classify(error_name: &str, cause: &str, console: &str) -> (String, bool, 
             .map(|l| l.trim().to_string())
             .collect()
     };
-    let (category, retriable, needle, remediation) = if text.contains("was installed for a user, but not provisioned for all users") || text.contains("appx-not-provisioned") {
-        ("appx-not-provisioned", false, "AppX", "remove the per-user AppX packages listed (Remove-AppxPackage -AllUsers) or provision them for all users, then bake again")
+    let (category, retriable, needle, remediation) = if text
+        .contains("was installed for a user, but not provisioned for all users")
+        || text.contains("appx-not-provisioned")
+    {
+        (
+            "appx-not-provisioned",
+            false,
+            "AppX",
+            "remove the per-user AppX packages listed (Remove-AppxPackage -AllUsers) or provision them for all users, then bake again",
+        )
     } else if text.contains("Sysprep was not able to validate your Windows installation") {
-        ("validation-failed", false, "SYSPRP", "read setupact.log for the failing validation (pending reboot, upgraded OS) and fix it on the source image")
+        (
+            "validation-failed",
+            false,
+            "SYSPRP",
+            "read setupact.log for the failing validation (pending reboot, upgraded OS) and fix it on the source image",
+        )
     } else if text.contains("CopyProfile") {
-        ("copyprofile-failed", false, "CopyProfile", "remove CopyProfile from the answer file or fix the default profile")
+        (
+            "copyprofile-failed",
+            false,
+            "CopyProfile",
+            "remove CopyProfile from the answer file or fix the default profile",
+        )
     } else if text.contains("rearm") && text.contains("limit") {
-        ("rearm-limit", false, "rearm", "set SkipRearm=1 in the answer file")
+        (
+            "rearm-limit",
+            false,
+            "rearm",
+            "set SkipRearm=1 in the answer file",
+        )
     } else if error_name == errors::AGENT_UNREACHABLE || text.contains("IMAGE_STATE_UNDEPLOYABLE") {
-        ("agent-unreachable", true, "SSM", "check the instance profile has AmazonSSMManagedInstanceCore, the subnet reaches SSM endpoints, and the image is not left IMAGE_STATE_UNDEPLOYABLE")
-    } else if error_name == errors::TIMEOUT || error_name == "States.Timeout" || error_name == "States.HeartbeatTimeout" || error_name == errors::LAMBDA_TIMEOUT {
-        ("timeout", true, "", "raise the step's timeout or look at the console output for a hang")
+        (
+            "agent-unreachable",
+            true,
+            "SSM",
+            "check the instance profile has AmazonSSMManagedInstanceCore, the subnet reaches SSM endpoints, and the image is not left IMAGE_STATE_UNDEPLOYABLE",
+        )
+    } else if error_name == errors::TIMEOUT
+        || error_name == "States.Timeout"
+        || error_name == "States.HeartbeatTimeout"
+        || error_name == errors::LAMBDA_TIMEOUT
+    {
+        (
+            "timeout",
+            true,
+            "",
+            "raise the step's timeout or look at the console output for a hang",
+        )
     } else if error_name == errors::IMAGE_FAILED {
-        ("image-failed", true, "image", "CreateImage failed on the AWS side; retry the bake")
+        (
+            "image-failed",
+            true,
+            "image",
+            "CreateImage failed on the AWS side; retry the bake",
+        )
     } else if error_name == errors::INSTANCE_GONE {
-        ("instance-gone", true, "terminated", "something terminated the builder (a cleanup job, a spot interruption); exclude fleetprep-tagged builders and retry")
+        (
+            "instance-gone",
+            true,
+            "terminated",
+            "something terminated the builder (a cleanup job, a spot interruption); exclude fleetprep-tagged builders and retry",
+        )
     } else if error_name == errors::PREFLIGHT_BLOCKED {
-        ("provider-failure", false, "pre-flight", "fix the pre-flight findings listed in the cause")
+        (
+            "provider-failure",
+            false,
+            "pre-flight",
+            "fix the pre-flight findings listed in the cause",
+        )
     } else if error_name == errors::SYSPREP_FAILED {
-        ("provider-failure", false, "SYSPRP", "a Sysprep provider failed; read setupact.log")
+        (
+            "provider-failure",
+            false,
+            "SYSPRP",
+            "a Sysprep provider failed; read setupact.log",
+        )
     } else if error_name == errors::THROTTLED {
-        ("throttled", true, "", "AWS API rate limits persisted past every retry; run fewer bakes at once")
+        (
+            "throttled",
+            true,
+            "",
+            "AWS API rate limits persisted past every retry; run fewer bakes at once",
+        )
     } else {
-        ("unknown", false, "", "read the cause and the console output")
+        (
+            "unknown",
+            false,
+            "",
+            "read the cause and the console output",
+        )
     };
-    let mut lines = if needle.is_empty() { Vec::new() } else { evidence(needle) };
+    let mut lines = if needle.is_empty() {
+        Vec::new()
+    } else {
+        evidence(needle)
+    };
     if lines.is_empty() && !cause.is_empty() {
         lines.push(cause.lines().next().unwrap_or_default().to_string());
     }
-    (category.to_string(), retriable, lines, remediation.to_string())
+    (
+        category.to_string(),
+        retriable,
+        lines,
+        remediation.to_string(),
+    )
 }
 
 async fn collect_diagnostics(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
     let error = p.get("error").cloned().unwrap_or(Value::Null);
-    let error_name = error.get("Error").and_then(Value::as_str).unwrap_or("States.Runtime").to_string();
-    let cause_raw = error.get("Cause").and_then(Value::as_str).unwrap_or("").to_string();
+    let error_name = error
+        .get("Error")
+        .and_then(Value::as_str)
+        .unwrap_or("States.Runtime")
+        .to_string();
+    let cause_raw = error
+        .get("Cause")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     // Lambda failures wrap the cause as {"errorMessage": ..., "errorType": ...}.
     let cause = serde_json::from_str::<Value>(&cause_raw)
         .ok()
-        .and_then(|v| v.get("errorMessage").and_then(Value::as_str).map(str::to_string))
+        .and_then(|v| {
+            v.get("errorMessage")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
         .unwrap_or(cause_raw);
     let console = match opt_string(p, "instance_id") {
         Some(id) => ctx
@@ -773,7 +885,11 @@ async fn cleanup_bake(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
     let mut terminated = Value::Null;
     let mut deregistered = Value::Null;
     if let Some(id) = opt_string(p, "instance_id") {
-        match ctx.cloud.terminate_instances(std::slice::from_ref(&id)).await {
+        match ctx
+            .cloud
+            .terminate_instances(std::slice::from_ref(&id))
+            .await
+        {
             Ok(_) => terminated = json!(id),
             Err(e) if e.kind == cloud::ErrorKind::NotFound => {}
             Err(e) => return Err(HandlerError::from_cloud("TerminateInstances", e)),
@@ -796,7 +912,10 @@ async fn publish_outcome(p: &Value, ctx: &Context) -> Result<Value, HandlerError
         workflow: string(p, "workflow")?,
         outcome: string(p, "outcome")?,
         category: opt_string(p, "category").unwrap_or_default(),
-        duration_seconds: now.duration_since(started).unwrap_or_default().as_secs_f64(),
+        duration_seconds: now
+            .duration_since(started)
+            .unwrap_or_default()
+            .as_secs_f64(),
         timestamp: now,
     };
     let namespace = ctx.settings.metric_namespace.clone();
@@ -942,11 +1061,19 @@ async fn create_template_version(p: &Value, ctx: &Context) -> Result<Value, Hand
 async fn start_refresh(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
     let group = string(p, "group")?;
     let template = string(p, "launch_template_id")?;
-    let version = field(p, "version")?.to_string().trim_matches('"').to_string();
+    let version = field(p, "version")?
+        .to_string()
+        .trim_matches('"')
+        .to_string();
     let checkpoints = p
         .get("checkpoint_percentages")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_u64).map(|v| v as u32).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_u64)
+                .map(|v| v as u32)
+                .collect()
+        })
         .unwrap_or_default();
     let refresh_id = ctx
         .cloud

@@ -6,26 +6,83 @@
 
 /// `(handler action, IAM actions it may call)`.
 pub const HANDLER_ACTIONS: &[(&str, &[&str])] = &[
-    ("launch_builder", &["ec2:RunInstances", "ec2:CreateTags", "iam:PassRole"]),
-    ("check_ssm_online", &["ssm:DescribeInstanceInformation", "ssm:SendCommand", "autoscaling:RecordLifecycleActionHeartbeat"]),
+    (
+        "launch_builder",
+        &["ec2:RunInstances", "ec2:CreateTags", "iam:PassRole"],
+    ),
+    (
+        "check_ssm_online",
+        &[
+            "ssm:DescribeInstanceInformation",
+            "ssm:SendCommand",
+            "autoscaling:RecordLifecycleActionHeartbeat",
+        ],
+    ),
     ("send_command", &["ssm:SendCommand"]),
-    ("check_command", &["ssm:SendCommand", "ssm:GetCommandInvocation", "autoscaling:RecordLifecycleActionHeartbeat"]),
-    ("check_secrets", &["secretsmanager:DescribeSecret", "ssm:GetParameter"]),
-    ("check_stopped", &["ec2:DescribeInstances", "ec2:StopInstances", "ssm:GetCommandInvocation"]),
+    (
+        "check_command",
+        &[
+            "ssm:SendCommand",
+            "ssm:GetCommandInvocation",
+            "autoscaling:RecordLifecycleActionHeartbeat",
+        ],
+    ),
+    (
+        "check_secrets",
+        &["secretsmanager:DescribeSecret", "ssm:GetParameter"],
+    ),
+    (
+        "check_stopped",
+        &[
+            "ec2:DescribeInstances",
+            "ec2:StopInstances",
+            "ssm:GetCommandInvocation",
+        ],
+    ),
     ("create_image", &["ec2:CreateImage", "ec2:CreateTags"]),
     ("check_image", &["ec2:DescribeImages"]),
     ("tag_image", &["ec2:CreateTags"]),
     ("terminate_instance", &["ec2:TerminateInstances"]),
     ("collect_diagnostics", &["ec2:GetConsoleOutput"]),
-    ("cleanup_bake", &["ec2:TerminateInstances", "ec2:DeregisterImage", "ec2:DescribeImages"]),
+    (
+        "cleanup_bake",
+        &[
+            "ec2:TerminateInstances",
+            "ec2:DeregisterImage",
+            "ec2:DescribeImages",
+        ],
+    ),
     ("publish_outcome", &["cloudwatch:PutMetricData"]),
     ("naming_settings", &[]),
-    ("allocate_hostname", &["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"]),
-    ("confirm_hostname", &["dynamodb:UpdateItem", "dynamodb:GetItem"]),
-    ("release_hostname", &["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:Query"]),
+    (
+        "allocate_hostname",
+        &[
+            "dynamodb:PutItem",
+            "dynamodb:GetItem",
+            "dynamodb:Query",
+            "dynamodb:UpdateItem",
+        ],
+    ),
+    (
+        "confirm_hostname",
+        &["dynamodb:UpdateItem", "dynamodb:GetItem"],
+    ),
+    (
+        "release_hostname",
+        &["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:Query"],
+    ),
     ("verify_identity", &[]),
-    ("complete_lifecycle", &["autoscaling:CompleteLifecycleAction"]),
-    ("create_template_version", &["ec2:CreateLaunchTemplateVersion", "ec2:DescribeLaunchTemplateVersions"]),
+    (
+        "complete_lifecycle",
+        &["autoscaling:CompleteLifecycleAction"],
+    ),
+    (
+        "create_template_version",
+        &[
+            "ec2:CreateLaunchTemplateVersion",
+            "ec2:DescribeLaunchTemplateVersions",
+        ],
+    ),
     ("start_refresh", &["autoscaling:StartInstanceRefresh"]),
     ("check_refresh", &["autoscaling:DescribeInstanceRefreshes"]),
     ("rollback_template", &["ec2:ModifyLaunchTemplate"]),

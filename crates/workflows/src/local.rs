@@ -85,19 +85,23 @@ pub struct LocalFleet {
 impl LocalFleet {
     /// Builds the whole local stack on `clock`: the simulated fleet (with the scenario's
     /// faults), an in-memory SQLite name pool, the engine, and the deployed workflows.
-    pub async fn simulated(options: FleetOptions, clock: Arc<dyn Clock>) -> Result<Self, FleetError> {
+    pub async fn simulated(
+        options: FleetOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, FleetError> {
         let scenario = options.scenario.clone();
         // NamePoolExhausted: a pool with only `pool_capacity` names ({seq:1} holds 9 or 10).
         let pattern = match scenario.any(FaultKind::NamePoolExhausted) {
             Some(_) => "{prefix}-{seq:1}".to_string(),
             None => options.hostname_pattern.clone(),
         };
-        let policy = HostnamePolicy::from_pattern(&pattern, &options.hostname_prefix).map_err(|e| {
-            FleetError::Pattern {
-                pattern: pattern.clone(),
-                message: e.to_string(),
-            }
-        })?;
+        let policy =
+            HostnamePolicy::from_pattern(&pattern, &options.hostname_prefix).map_err(|e| {
+                FleetError::Pattern {
+                    pattern: pattern.clone(),
+                    message: e.to_string(),
+                }
+            })?;
         let pool = SqliteNamePool::in_memory(policy, clock.clone(), PoolOptions::default())
             .map_err(|e| FleetError::Pool(e.to_string()))?;
         let pool: Arc<dyn NamePool> = Arc::new(pool);
@@ -128,7 +132,11 @@ impl LocalFleet {
     }
 
     /// Deploys the workflows into `engine` and registers the handlers.
-    pub fn deploy(engine: Engine, sim: Arc<SimCloud>, context: Context) -> Result<Self, EngineError> {
+    pub fn deploy(
+        engine: Engine,
+        sim: Arc<SimCloud>,
+        context: Context,
+    ) -> Result<Self, EngineError> {
         for name in WORKFLOWS {
             let text = definition(name, LOCAL_FUNCTION_ARN)
                 .map_err(|e| EngineError::Store(e.to_string()))?;
@@ -160,7 +168,10 @@ impl LocalFleet {
                             None => false,
                         });
                         if !started {
-                            waiting.lock().unwrap_or_else(|p| p.into_inner()).extend(events);
+                            waiting
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .extend(events);
                         }
                     }
                     result.map_err(|e| TaskError::new(e.error, e.cause))
@@ -173,7 +184,8 @@ impl LocalFleet {
     /// Starts one execution per queued lifecycle event (EventBridge's job on AWS). Returns the
     /// execution ARNs started.
     pub fn pump_lifecycle_events(&self) -> Vec<String> {
-        let mut events = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut events =
+            std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|p| p.into_inner()));
         events.extend(self.sim.drain_lifecycle_events());
         start_all(&self.engine, events)
     }

@@ -109,7 +109,9 @@ mod tests {
             timestamp: SystemTime::UNIX_EPOCH,
         };
         let emf = outcome.emf("Fleetprep");
-        let metrics = emf["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap();
+        let metrics = emf["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap();
         for metric in metrics {
             let name = metric["Name"].as_str().unwrap();
             assert!(emf.get(name).is_some(), "EMF member {name} missing");

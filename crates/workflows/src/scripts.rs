@@ -48,18 +48,25 @@ fn with_lookup(kind: &str, body: &[&str]) -> Vec<String> {
     lines
 }
 
-/// Rename to the instance's table value and ask the SSM agent to reboot (exit 3010).
+/// Rename to the instance's table value, reboot, and report the identity: exit code 3010 makes
+/// the SSM agent reboot the instance and run the script again from the start (AWS Systems
+/// Manager, "Rebooting managed nodes from scripts"), so the second run finds the new name and
+/// prints `$env:COMPUTERNAME` and the machine SID. One command renames and verifies.
 pub fn rename() -> Vec<String> {
-    with_lookup(
-        "rename",
-        &[
-            "if ($env:COMPUTERNAME -ne $value) {",
-            "  Rename-Computer -NewName $value -Force",
-            "  exit 3010",
-            "}",
-        ],
-    )
+    let mut body = vec![
+        "if ($env:COMPUTERNAME -ne $value) {",
+        "  Rename-Computer -NewName $value -Force",
+        "  exit 3010",
+        "}",
+    ];
+    body.extend(IDENTITY);
+    with_lookup("rename", &body)
 }
+
+const IDENTITY: [&str; 2] = [
+    "$sid = (Get-LocalUser | Where-Object { $_.SID -like 'S-1-5-21-*-500' } | Select-Object -First 1).SID.AccountDomainSid.Value",
+    "@{ ComputerName = $env:COMPUTERNAME; MachineSid = $sid } | ConvertTo-Json -Compress",
+];
 
 /// Generalize with an unattend ComputerName from the table, then reboot: a new machine SID and
 /// the new name come up together.
@@ -77,11 +84,9 @@ pub fn generalize_with_name() -> Vec<String> {
 
 /// Reports the computer name and machine SID as JSON.
 pub fn identity() -> Vec<String> {
-    vec![
-        "# fleetprep:identity".into(),
-        "$sid = (Get-LocalUser | Where-Object { $_.SID -like 'S-1-5-21-*-500' } | Select-Object -First 1).SID.AccountDomainSid.Value".into(),
-        "@{ ComputerName = $env:COMPUTERNAME; MachineSid = $sid } | ConvertTo-Json -Compress".into(),
-    ]
+    let mut lines = vec!["# fleetprep:identity".to_string()];
+    lines.extend(IDENTITY.iter().map(|s| s.to_string()));
+    lines
 }
 
 /// Reports which launch agent is installed as JSON (`ec2launch-v2`, `ec2launch-v1`,
@@ -119,7 +124,10 @@ pub fn sysprep_shutdown(agent: &str) -> Vec<String> {
     let mut lines = vec!["# fleetprep:sysprep".to_string()];
     match agent {
         "ec2launch-v2" => {
-            lines.push("& (Join-Path $env:ProgramFiles 'Amazon\\EC2Launch\\EC2Launch.exe') reset --block".into());
+            lines.push(
+                "& (Join-Path $env:ProgramFiles 'Amazon\\EC2Launch\\EC2Launch.exe') reset --block"
+                    .into(),
+            );
             lines.push("& (Join-Path $env:ProgramFiles 'Amazon\\EC2Launch\\EC2Launch.exe') sysprep --shutdown".into());
         }
         "ec2launch-v1" => {
@@ -160,7 +168,10 @@ mod tests {
     fn rename_template_gets_a_table() {
         let rendered = render(
             &rename(),
-            &[("i-1".into(), "WEB-001".into()), ("i-2".into(), "WEB-002".into())],
+            &[
+                ("i-1".into(), "WEB-001".into()),
+                ("i-2".into(), "WEB-002".into()),
+            ],
         );
         assert!(rendered.iter().any(|l| l.contains("'i-2' = 'WEB-002'")));
         assert!(!rendered.iter().any(|l| l == TABLE_LINE));

@@ -16,11 +16,18 @@ async fn bake_under(scenario: &str) -> (LocalFleet, Option<String>) {
     let done = common::bake(&fleet).await;
     assert_ne!(done.status, Status::Running);
     let leftovers = fleet.sim.leftovers();
-    assert!(leftovers.is_empty(), "{scenario}: left behind {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "{scenario}: left behind {leftovers:?}"
+    );
     match done.status {
         Status::Succeeded => (fleet, None),
         _ => {
-            assert_eq!(common::failed_metrics(&fleet, "bake"), 1, "{scenario}: failure metric");
+            assert_eq!(
+                common::failed_metrics(&fleet, "bake"),
+                1,
+                "{scenario}: failure metric"
+            );
             (fleet, done.error)
         }
     }
@@ -28,7 +35,8 @@ async fn bake_under(scenario: &str) -> (LocalFleet, Option<String>) {
 
 #[tokio::test(flavor = "current_thread")]
 async fn ssm_agent_never_online_fails_as_agent_unreachable() {
-    let (_, category) = bake_under("[[fault]]\nkind = \"ssm-never-online\"\ntarget = \"builder\"\n").await;
+    let (_, category) =
+        bake_under("[[fault]]\nkind = \"ssm-never-online\"\ntarget = \"builder\"\n").await;
     assert_eq!(category.as_deref(), Some("agent-unreachable"));
 }
 
@@ -37,7 +45,13 @@ async fn appx_preflight_blocker_stops_before_sysprep() {
     let (fleet, category) = bake_under("[[fault]]\nkind = \"preflight-appx-blocker\"\n").await;
     assert_eq!(category.as_deref(), Some("appx-not-provisioned"));
     // Sysprep never ran: no instance was generalized.
-    assert!(fleet.sim.instances().iter().all(|i| i.state != cloud::InstanceState::Stopped));
+    assert!(
+        fleet
+            .sim
+            .instances()
+            .iter()
+            .all(|i| i.state != cloud::InstanceState::Stopped)
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -102,7 +116,10 @@ async fn lost_heartbeats_expire_the_hook_and_release_the_name() {
         assert_eq!(*status, Status::Failed);
         assert_eq!(error.as_deref(), Some("Fleetprep.LifecycleActionExpired"));
     }
-    assert!(fleet.sim.name_pool().list().await.unwrap().is_empty(), "names released");
+    assert!(
+        fleet.sim.name_pool().list().await.unwrap().is_empty(),
+        "names released"
+    );
     assert_eq!(common::failed_metrics(&fleet, "name-on-launch"), 3);
     assert!(fleet.sim.leftovers().waiting_on_hooks.is_empty());
 }
@@ -114,25 +131,37 @@ async fn exhausted_name_pool_abandons_the_extra_launches() {
     fleet.sim.set_desired_capacity("web", 12).unwrap();
     fleet.run_until_idle().await.unwrap();
     let statuses = common::statuses(&fleet, "name-on-launch");
-    let failed: Vec<_> = statuses.iter().filter(|(s, _)| *s == Status::Failed).collect();
+    let failed: Vec<_> = statuses
+        .iter()
+        .filter(|(s, _)| *s == Status::Failed)
+        .collect();
     let capacity = 12 - failed.len();
     assert!(capacity >= 9, "{statuses:?}");
     assert!(!failed.is_empty());
-    assert!(failed.iter().all(|(_, e)| e.as_deref() == Some("Fleetprep.NamePoolExhausted")));
-    assert_eq!(common::failed_metrics(&fleet, "name-on-launch"), failed.len());
+    assert!(
+        failed
+            .iter()
+            .all(|(_, e)| e.as_deref() == Some("Fleetprep.NamePoolExhausted"))
+    );
+    assert_eq!(
+        common::failed_metrics(&fleet, "name-on-launch"),
+        failed.len()
+    );
     let in_service = fleet.sim.in_service("web");
     assert_eq!(in_service.len(), capacity);
     let names: BTreeSet<_> = in_service.iter().map(|i| i.computer_name.clone()).collect();
     assert_eq!(names.len(), capacity, "no duplicate names");
-    assert!(fleet.sim.leftovers().waiting_on_hooks.is_empty(), "abandoned, not left waiting");
+    assert!(
+        fleet.sim.leftovers().waiting_on_hooks.is_empty(),
+        "abandoned, not left waiting"
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn names_held_by_another_writer_are_never_handed_out_twice() {
-    let fleet = common::fleet(
-        "[[fault]]\nkind = \"concurrent-allocation-conflict\"\npreallocated = 4\n",
-    )
-    .await;
+    let fleet =
+        common::fleet("[[fault]]\nkind = \"concurrent-allocation-conflict\"\npreallocated = 4\n")
+            .await;
     let foreign: BTreeSet<String> = fleet
         .sim
         .name_pool()
@@ -147,7 +176,10 @@ async fn names_held_by_another_writer_are_never_handed_out_twice() {
     fleet.sim.set_desired_capacity("web", 10).unwrap();
     fleet.run_until_idle().await.unwrap();
     let statuses = common::statuses(&fleet, "name-on-launch");
-    assert!(statuses.iter().all(|(s, _)| *s == Status::Succeeded), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|(s, _)| *s == Status::Succeeded),
+        "{statuses:?}"
+    );
     let names: BTreeSet<_> = fleet
         .sim
         .in_service("web")

@@ -16,7 +16,10 @@ async fn scaling_out_names_every_instance_uniquely_and_scaling_in_releases_names
     fleet.run_until_idle().await.unwrap();
     let statuses = common::statuses(&fleet, "name-on-launch");
     assert_eq!(statuses.len(), 20);
-    assert!(statuses.iter().all(|(s, _)| *s == Status::Succeeded), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|(s, _)| *s == Status::Succeeded),
+        "{statuses:?}"
+    );
     let in_service = fleet.sim.in_service("web");
     assert_eq!(in_service.len(), 20);
     let names: BTreeSet<String> = in_service.iter().map(|i| i.computer_name.clone()).collect();
@@ -31,7 +34,10 @@ async fn scaling_out_names_every_instance_uniquely_and_scaling_in_releases_names
     fleet.run_until_idle().await.unwrap();
     let released = common::statuses(&fleet, "release-on-terminate");
     assert_eq!(released.len(), 5);
-    assert!(released.iter().all(|(s, _)| *s == Status::Succeeded), "{released:?}");
+    assert!(
+        released.iter().all(|(s, _)| *s == Status::Succeeded),
+        "{released:?}"
+    );
     let leases = fleet.sim.name_pool().list().await.unwrap();
     assert_eq!(leases.len(), 15);
     // Shutting down takes a minute or so after the hook completes.
@@ -61,7 +67,10 @@ async fn sysprep_naming_mode_changes_the_machine_sid() {
     fleet.sim.set_desired_capacity("web", 3).unwrap();
     fleet.run_until_idle().await.unwrap();
     let statuses = common::statuses(&fleet, "name-on-launch");
-    assert!(statuses.iter().all(|(s, _)| *s == Status::Succeeded), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|(s, _)| *s == Status::Succeeded),
+        "{statuses:?}"
+    );
     let sids: BTreeSet<String> = fleet
         .sim
         .in_service("web")
@@ -79,7 +88,10 @@ async fn bake_then_rollout_replaces_the_group_onto_the_new_image() {
     fleet.run_until_idle().await.unwrap();
     let baked = common::bake(&fleet).await;
     assert_eq!(baked.status, Status::Succeeded);
-    let image_id = baked.output.unwrap()["image_id"].as_str().unwrap().to_string();
+    let image_id = baked.output.unwrap()["image_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let input = RolloutConfig {
         group: "web".into(),
         launch_template_id: "lt-fleet".into(),
@@ -89,13 +101,25 @@ async fn bake_then_rollout_replaces_the_group_onto_the_new_image() {
         ..RolloutConfig::default()
     }
     .input();
-    let arn = fleet.engine.start_execution("rollout", Some("roll-1"), input).unwrap();
+    let arn = fleet
+        .engine
+        .start_execution("rollout", Some("roll-1"), input)
+        .unwrap();
     fleet.run_until_idle().await.unwrap();
     let done = fleet.engine.describe(&arn).unwrap();
-    assert_eq!(done.status, Status::Succeeded, "{:?} {:?}", done.error, done.cause);
+    assert_eq!(
+        done.status,
+        Status::Succeeded,
+        "{:?} {:?}",
+        done.error,
+        done.cause
+    );
     let in_service = fleet.sim.in_service("web");
     assert_eq!(in_service.len(), 4);
-    assert!(in_service.iter().all(|i| i.image_id == image_id), "{in_service:?}");
+    assert!(
+        in_service.iter().all(|i| i.image_id == image_id),
+        "{in_service:?}"
+    );
     let names: BTreeSet<String> = in_service.iter().map(|i| i.computer_name.clone()).collect();
     assert_eq!(names.len(), 4);
     let released = common::statuses(&fleet, "release-on-terminate");

@@ -40,11 +40,11 @@ pub(crate) enum ArrKind {
 pub(crate) enum Func<'a> {
     Lambda {
         params: Vec<String>,
-        body: Rc<Node>,
+        body: std::sync::Arc<Node>,
         env: Env<'a>,
     },
     Builtin(&'static str),
-    Regex(Rc<regex::Regex>),
+    Regex(std::sync::Arc<regex::Regex>),
 }
 
 type Env<'a> = Rc<Scope<'a>>;
@@ -111,6 +111,9 @@ pub(crate) fn evaluate(node: &Node, ctx: &mut EvalContext<'_>) -> R<Option<Value
     let out = ev.eval(node, &root, &env)?;
     match out {
         None => Ok(None),
+        Some(V::Func(_)) => {
+            Err("the expression returned a function, which has no JSON value".into())
+        }
         Some(v) => to_json(&v).map(Some),
     }
 }
@@ -566,6 +569,11 @@ impl<'c, 'a> Ev<'c, 'a> {
                     },
                 }
             }
+            Node::KeepArray(e) => match self.eval(e, input, env)? {
+                Some(v) if v.is_array() => Some(V::Arr(Rc::new(v.to_vec()), ArrKind::Cons)),
+                Some(v) => Some(V::Arr(Rc::new(vec![v]), ArrKind::Cons)),
+                None => None,
+            },
             Node::Regex(re) => Some(V::Func(Rc::new(Func::Regex(re.0.clone())))),
             Node::Group(expr, pairs) => {
                 let Some(v) = self.eval(expr, input, env)? else {
@@ -591,7 +599,9 @@ impl<'c, 'a> Ev<'c, 'a> {
                         match groups.iter_mut().find(|(k2, _, _)| *k2 == key) {
                             Some((_, gpi, items)) => {
                                 if *gpi != pi {
-                                    return Err(format!("D1009: Multiple key definitions evaluate to same key: \"{key}\""));
+                                    return Err(format!(
+                                        "D1009: Multiple key definitions evaluate to same key: \"{key}\""
+                                    ));
                                 }
                                 items.push(item.clone());
                             }
@@ -683,7 +693,16 @@ impl<'c, 'a> Ev<'c, 'a> {
             _ => vec![input.clone()],
         };
         let last = steps.len().saturating_sub(1);
+        // `a.b[]` anywhere in the path: the whole result is an array.
+        let mut keep = false;
         for (i, step) in steps.iter().enumerate() {
+            let step = match step {
+                Node::KeepArray(inner) => {
+                    keep = true;
+                    inner.as_ref()
+                }
+                other => other,
+            };
             let mut results: Vec<V<'a>> = Vec::new();
             for item in &seq {
                 if let Some(r) = self.eval(step, item, env)? {
@@ -708,6 +727,13 @@ impl<'c, 'a> Ev<'c, 'a> {
                 }
             }
             seq = next;
+        }
+        if keep {
+            return Ok(if seq.is_empty() {
+                None
+            } else {
+                Some(V::Arr(Rc::new(seq), ArrKind::Cons))
+            });
         }
         Ok(collapse(seq))
     }
@@ -827,8 +853,16 @@ impl<'c, 'a> Ev<'c, 'a> {
                 Some(V::Bool(if op == BinOp::Eq { eq } else { !eq }))
             }
             BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
+                // Type errors first (as jsonata-js checks them), then undefined → false.
+                for side in [&lv, &rv].into_iter().flatten() {
+                    if side.as_f64().is_none() && side.as_str().is_none() {
+                        return Err(format!(
+                            "T2010: The expressions either side of operator \"{sym}\" must evaluate to numeric or string values"
+                        ));
+                    }
+                }
                 let (Some(a), Some(b)) = (&lv, &rv) else {
-                    return Ok(None);
+                    return Ok(Some(V::Bool(false)));
                 };
                 let ord = if let (Some(x), Some(y)) = (a.as_f64(), b.as_f64()) {
                     x.partial_cmp(&y)
@@ -1043,7 +1077,9 @@ fn regex_matches<'a>(re: &regex::Regex, text: &str, limit: Option<usize>) -> Vec
 }
 
 const BUILTINS: &[&str] = &[
-    "match", "string",
+    "eval",
+    "match",
+    "string",
     "number",
     "boolean",
     "not",
@@ -1099,6 +1135,13 @@ const BUILTINS: &[&str] = &[
     "assert",
     "shuffle",
     "formatBase",
+    "formatNumber",
+    "formatInteger",
+    "parseInteger",
+    "encodeUrl",
+    "encodeUrlComponent",
+    "decodeUrl",
+    "decodeUrlComponent",
     "partition",
     "range",
     "hash",
@@ -1681,6 +1724,70 @@ impl<'c, 'a> Ev<'c, 'a> {
                 }
                 None
             }
+            "formatNumber" => match need_num(0)? {
+                None => None,
+                Some(n) => {
+                    let picture = need_str(1)?.ok_or("T0410: Argument 2 of function $formatNumber must be a picture string")?;
+                    Some(V::str(&format_number(n, &picture)?))
+                }
+            },
+            "formatInteger" => match need_num(0)? {
+                None => None,
+                Some(n) => {
+                    let picture = need_str(1)?.ok_or("T0410: Argument 2 of function $formatInteger must be a picture string")?;
+                    Some(V::str(&format_number(n.trunc(), &picture)?))
+                }
+            },
+            "parseInteger" => match need_str(0)? {
+                None => None,
+                Some(text) => {
+                    let digits: String = text.chars().filter(|c| *c != ',').collect();
+                    let n: f64 = digits.trim().parse().map_err(|_| {
+                        format!("D3137: Unable to parse '{text}' as an integer")
+                    })?;
+                    Some(V::Num(n.trunc()))
+                }
+            },
+            "encodeUrlComponent" | "encodeUrl" => need_str(0)?.map(|s| {
+                let keep: &[u8] = if name == "encodeUrl" {
+                    b"-_.!~*'();,/?:@&=+$#"
+                } else {
+                    b"-_.!~*'()"
+                };
+                let mut out = String::with_capacity(s.len());
+                for b in s.bytes() {
+                    if b.is_ascii_alphanumeric() || keep.contains(&b) {
+                        out.push(b as char);
+                    } else {
+                        out.push_str(&format!("%{b:02X}"));
+                    }
+                }
+                V::str(&out)
+            }),
+            "decodeUrlComponent" | "decodeUrl" => match need_str(0)? {
+                None => None,
+                Some(s) => {
+                    let b = s.as_bytes();
+                    let mut bytes = Vec::with_capacity(b.len());
+                    let mut i = 0;
+                    while i < b.len() {
+                        if b[i] == b'%' {
+                            let hex = s
+                                .get(i + 1..i + 3)
+                                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                                .ok_or("D3140: Malformed URL passed to $decodeUrl")?;
+                            bytes.push(hex);
+                            i += 3;
+                        } else {
+                            bytes.push(b[i]);
+                            i += 1;
+                        }
+                    }
+                    Some(V::str(&String::from_utf8(bytes).map_err(|_| {
+                        "D3140: Malformed URL passed to $decodeUrl".to_string()
+                    })?))
+                }
+            },
             "formatBase" => {
                 match need_num(0)? {
                     None => None,
@@ -1689,16 +1796,17 @@ impl<'c, 'a> Ev<'c, 'a> {
                         if !(2..=36).contains(&radix) {
                             return Err("D3100: The radix of the formatBase function must be between 2 and 36".into());
                         }
-                        let mut x = n.round() as i64;
-                        let neg = x < 0;
-                        x = x.abs();
+                        let r = n.round() as i64;
+                        let neg = r < 0;
+                        // unsigned_abs: i64::MIN has no positive i64 counterpart.
+                        let mut x = r.unsigned_abs();
                         let mut digits = Vec::new();
                         loop {
                             digits.push(
-                                std::char::from_digit((x % i64::from(radix)) as u32, radix)
+                                std::char::from_digit((x % u64::from(radix)) as u32, radix)
                                     .unwrap_or('0'),
                             );
-                            x /= i64::from(radix);
+                            x /= u64::from(radix);
                             if x == 0 {
                                 break;
                             }
@@ -1779,6 +1887,12 @@ impl<'c, 'a> Ev<'c, 'a> {
                     Some(from_json(v))
                 }
             },
+            "eval" => {
+                return Err(
+                    "$eval is not available in Step Functions; use $parse to read JSON text"
+                        .into(),
+                );
+            }
             other => {
                 return Err(format!(
                     "T1006: Attempted to invoke a non-function (${other})"
@@ -1786,6 +1900,79 @@ impl<'c, 'a> Ev<'c, 'a> {
             }
         })
     }
+}
+
+/// `$formatNumber` for decimal pictures (XPath `format-number` subset): optional prefix and
+/// suffix, `0` (mandatory digit), `#` (optional digit), `,` grouping, `.` decimal point, and
+/// `%` (percent). Exponents and per-mille are not supported.
+fn format_number(n: f64, picture: &str) -> R<String> {
+    let is_pic = |c: char| matches!(c, '0'..='9' | '#' | ',' | '.');
+    let start = picture.find(is_pic).ok_or_else(|| {
+        format!("D3085: The picture string '{picture}' must contain at least one digit or '#'")
+    })?;
+    let end = picture.rfind(is_pic).map_or(start, |e| e + 1);
+    let (prefix, body, suffix) = (&picture[..start], &picture[start..end], &picture[end..]);
+    if body.matches('.').count() > 1 {
+        return Err(format!(
+            "D3081: The picture string '{picture}' has more than one decimal point"
+        ));
+    }
+    let (int_pic, frac_pic) = body.split_once('.').unwrap_or((body, ""));
+    let min_int = int_pic.chars().filter(|c| c.is_ascii_digit()).count();
+    let min_frac = frac_pic.chars().filter(|c| c.is_ascii_digit()).count();
+    let max_frac = frac_pic
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == '#')
+        .count();
+    let group = int_pic
+        .rfind(',')
+        .map(|i| int_pic[i + 1..].chars().filter(|c| *c != ',').count())
+        .filter(|g| *g > 0);
+    let mut v = n;
+    if prefix.contains('%') || suffix.contains('%') {
+        v *= 100.0;
+    }
+    if !v.is_finite() {
+        return Err("D3001: Attempting to format Infinity or NaN".into());
+    }
+    let text = format!("{:.*}", max_frac.min(20), v.abs());
+    let (int_digits, frac_digits) = text.split_once('.').unwrap_or((&text, ""));
+    let mut frac = frac_digits.to_owned();
+    while frac.len() > min_frac && frac.ends_with('0') {
+        frac.pop();
+    }
+    let mut int = int_digits.trim_start_matches('0').to_owned();
+    while int.len() < min_int {
+        int.insert(0, '0');
+    }
+    if int.is_empty() && frac.is_empty() {
+        int.push('0');
+    }
+    if let Some(g) = group {
+        let digits: Vec<char> = int.chars().collect();
+        let mut grouped = String::new();
+        for (i, c) in digits.iter().enumerate() {
+            let from_end = digits.len() - i;
+            if i > 0 && from_end / g * g == from_end {
+                grouped.push(',');
+            }
+            grouped.push(*c);
+        }
+        int = grouped;
+    }
+    let sign = if v < 0.0
+        && (int.chars().any(|c| c.is_ascii_digit() && c != '0') || frac.chars().any(|c| c != '0'))
+    {
+        "-"
+    } else {
+        ""
+    };
+    let number = if frac.is_empty() {
+        int
+    } else {
+        format!("{int}.{frac}")
+    };
+    Ok(format!("{sign}{prefix}{number}{suffix}"))
 }
 
 fn parse_number(s: &str) -> Option<f64> {

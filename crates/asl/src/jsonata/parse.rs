@@ -77,7 +77,7 @@ pub enum Node {
     /// `$x := value`
     Bind(String, Box<Node>),
     /// `function($a, $b) { body }`
-    Lambda(Vec<String>, std::rc::Rc<Node>),
+    Lambda(Vec<String>, std::sync::Arc<Node>),
     /// `f(args)`
     Call(Box<Node>, Vec<Node>),
     /// `a ~> f(args)`: the left side becomes the first argument.
@@ -88,12 +88,14 @@ pub enum Node {
     Regex(Regex),
     /// `expr{key: value, ...}`: group the items of `expr` by key.
     Group(Box<Node>, Vec<(Node, Node)>),
+    /// `expr[]`: the result is always an array (a single value is wrapped).
+    KeepArray(Box<Node>),
 }
 
 /// A compiled regular expression literal (JavaScript syntax as far as the `regex` crate
 /// shares it; flags `i` and `m`).
 #[derive(Debug, Clone)]
-pub struct Regex(pub std::rc::Rc<regex::Regex>);
+pub struct Regex(pub std::sync::Arc<regex::Regex>);
 
 impl PartialEq for Regex {
     fn eq(&self, other: &Regex) -> bool {
@@ -466,7 +468,7 @@ impl Parser {
             Tok::Regex(p) => regex::RegexBuilder::new(&p)
                 .size_limit(1 << 20)
                 .build()
-                .map(|r| Node::Regex(Regex(std::rc::Rc::new(r))))
+                .map(|r| Node::Regex(Regex(std::sync::Arc::new(r))))
                 .map_err(|e| format!("invalid regular expression at offset {at}: {e}")),
             Tok::End => Err("unexpected end of expression".into()),
             other => Err(format!("unexpected {other:?} at offset {at}")),
@@ -511,7 +513,7 @@ impl Parser {
         self.expect("{")?;
         let body = self.expression(0)?;
         self.expect("}")?;
-        Ok(Node::Lambda(params, std::rc::Rc::new(body)))
+        Ok(Node::Lambda(params, std::sync::Arc::new(body)))
     }
 
     fn led(&mut self, left: Node) -> Result<Node, String> {
@@ -537,9 +539,8 @@ impl Parser {
             }
             Tok::Op("[") => {
                 if self.is_op("]") {
-                    // `expr[]`: keep as array; evaluation treats it like the value itself.
                     self.pos += 1;
-                    return Ok(left);
+                    return Ok(Node::KeepArray(Box::new(left)));
                 }
                 let pred = self.expression(0)?;
                 self.expect("]")?;
@@ -673,7 +674,7 @@ fn walk_top(n: &Node, top: bool, depth: usize) -> Option<&'static str> {
                 .iter()
                 .find_map(|(k, v)| walk_top(k, false, d).or_else(|| walk_top(v, false, d)))
         }),
-        Node::Neg(e) | Node::Bind(_, e) => walk_top(e, top, d),
+        Node::Neg(e) | Node::Bind(_, e) | Node::KeepArray(e) => walk_top(e, top, d),
         Node::Binary(_, l, r) | Node::Chain(l, r) => {
             walk_top(l, top, d).or_else(|| walk_top(r, top, d))
         }

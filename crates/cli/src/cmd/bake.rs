@@ -1,8 +1,109 @@
+//! `fleetprep bake --config fleetprep.toml`: runs the `bake` state machine on the embedded
+//! engine against the simulated fleet, with live progress and a summary.
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(clap::Args)]
-pub struct Args {}
+use clock::Clock;
+use engine::Status;
+use serde_json::json;
+use workflows::local::{FleetOptions, LocalFleet};
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+use crate::fleetconfig::FleetConfig;
+use crate::output::OutputFormat;
+use crate::report::{self, LiveProgress, Stopwatch};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Config file (see examples/fleetprep.toml).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Optional fault scenario (TOML) for the simulated fleet.
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Engine store (default: $FLEETPREP_STORE or ~/.fleetprep/engine.sqlite3).
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(bake(args))
+}
+
+async fn bake(args: Args) -> anyhow::Result<ExitCode> {
+    let config = FleetConfig::load(&args.config)?;
+    let scenario = crate::cmd::demo::load_scenario(args.scenario.as_ref(), args.seed)?;
+    let store = report::store_path(args.store.clone());
+    report::prepare_store(&store)?;
+    let wall = Stopwatch::start();
+    let clock = report::virtual_clock_now();
+    let fleet = LocalFleet::simulated(
+        FleetOptions {
+            scenario,
+            settings: config.naming.settings(),
+            hostname_pattern: config.naming.pattern.clone(),
+            hostname_prefix: config.naming.prefix.clone(),
+            engine_store: Some(store.clone()),
+            batching: true,
+        },
+        clock.clone(),
+    )
+    .await?;
+    let mut input = config.bake.clone();
+    if input.image_id.is_empty() {
+        input.image_id = fleet.sim.base_image_id().into();
+    }
+    let name = format!("bake-{:x}", fleet.sim.scenario().seed & 0xffff_ffff);
+    let arn = fleet
+        .engine
+        .start_execution("bake", Some(&name), input.input())?;
+    let mut progress = LiveProgress::new(true, args.output == OutputFormat::Json);
+    report::drive(&fleet, &mut progress).await?;
+    progress.finish();
+    let done = fleet.engine.describe(&arn)?;
+    let simulated = done
+        .stop_date
+        .map(|s| report::seconds_between(done.start_date, s))
+        .unwrap_or_else(|| report::seconds_between(done.start_date, clock.now()));
+    if args.output == OutputFormat::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "execution_arn": done.execution_arn,
+                "status": done.status.as_str(),
+                "output": done.output,
+                "error": done.error,
+                "cause": done.cause,
+                "simulated_seconds": simulated,
+                "wall_seconds": wall.elapsed().as_secs_f64(),
+            }))?
+        );
+    } else {
+        println!("execution  {}", done.execution_arn);
+        println!("status     {}", done.status.as_str());
+        if let Some(output) = &done.output {
+            println!("image      {}", output["image_id"].as_str().unwrap_or("?"));
+        }
+        if let Some(error) = &done.error {
+            println!("category   {error}");
+            println!("cause      {}", done.cause.clone().unwrap_or_default());
+        }
+        println!(
+            "simulated  {}  ·  wall {:.2}s",
+            report::human(std::time::Duration::from_secs_f64(simulated)),
+            wall.elapsed().as_secs_f64()
+        );
+    }
+    Ok(if done.status == Status::Succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -1,8 +1,203 @@
+//! `fleetprep executions list|show|history ID`: executions stored by the embedded engine.
+
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use engine::{Engine, EngineConfig, ExecutionSummary, Status};
+use serde_json::{Value, json};
+
+use crate::output::OutputFormat;
+use crate::report;
+
+#[derive(clap::Args, Clone)]
+pub struct Common {
+    /// Engine store (default: $FLEETPREP_STORE or ~/.fleetprep/engine.sqlite3).
+    #[arg(long, global = true)]
+    pub store: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text, global = true)]
+    pub output: OutputFormat,
+}
 
 #[derive(clap::Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Lists executions, newest last.
+    List {
+        /// Only executions with this status (RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only executions of this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Describes one execution (ARN or name).
+    Show {
+        id: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Prints an execution's history (GetExecutionHistory shape).
+    History {
+        id: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+fn open(store: Option<PathBuf>) -> anyhow::Result<Engine> {
+    let path = report::store_path(store);
+    if !path.exists() {
+        anyhow::bail!(
+            "no execution store at {} (run `fleetprep demo` or `fleetprep bake` first, or pass --store)",
+            path.display()
+        );
+    }
+    Ok(Engine::open(EngineConfig {
+        store: Some(path),
+        clock: Arc::new(clock::SystemClock),
+    })?)
+}
+
+fn find(engine: &Engine, id: &str) -> anyhow::Result<ExecutionSummary> {
+    if let Ok(found) = engine.describe(id) {
+        return Ok(found);
+    }
+    let matches: Vec<ExecutionSummary> = engine
+        .list_executions(None)?
+        .into_iter()
+        .filter(|e| e.name == id || e.execution_arn.ends_with(&format!(":{id}")))
+        .collect();
+    match matches.len() {
+        1 => Ok(matches.into_iter().next().expect("one match")),
+        0 => {
+            anyhow::bail!("no execution named or with ARN {id:?}; see `fleetprep executions list`")
+        }
+        n => anyhow::bail!("{n} executions are named {id:?}; pass the full ARN"),
+    }
+}
+
+fn describe_json(e: &ExecutionSummary) -> Value {
+    json!({
+        "executionArn": e.execution_arn,
+        "name": e.name,
+        "stateMachine": e.state_machine,
+        "status": e.status.as_str(),
+        "startDate": asl::history::format_timestamp(e.start_date),
+        "stopDate": e.stop_date.map(asl::history::format_timestamp),
+        "input": e.input,
+        "output": e.output,
+        "error": e.error,
+        "cause": e.cause,
+    })
+}
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
-    match command {}
+    match command {
+        Command::List {
+            status,
+            workflow,
+            common,
+        } => {
+            let engine = open(common.store)?;
+            let status = match status {
+                Some(s) => Some(Status::parse(&s.to_ascii_uppercase()).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--status {s:?}: expected RUNNING, SUCCEEDED, FAILED, TIMED_OUT or ABORTED"
+                    )
+                })?),
+                None => None,
+            };
+            let executions: Vec<ExecutionSummary> = engine
+                .list_executions(status)?
+                .into_iter()
+                .filter(|e| workflow.as_ref().is_none_or(|w| &e.state_machine == w))
+                .collect();
+            if common.output == OutputFormat::Json {
+                let list: Vec<Value> = executions.iter().map(describe_json).collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({"executions": list}))?
+                );
+            } else {
+                let rows: Vec<Vec<String>> = executions
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            e.name.clone(),
+                            e.state_machine.clone(),
+                            e.status.as_str().to_string(),
+                            asl::history::format_timestamp(e.start_date),
+                            e.error.clone().unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    report::table(&["NAME", "WORKFLOW", "STATUS", "STARTED", "ERROR"], &rows)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Show { id, common } => {
+            let engine = open(common.store)?;
+            let e = find(&engine, &id)?;
+            if common.output == OutputFormat::Json {
+                println!("{}", serde_json::to_string_pretty(&describe_json(&e))?);
+            } else {
+                println!("execution  {}", e.execution_arn);
+                println!("workflow   {}", e.state_machine);
+                println!("status     {}", e.status.as_str());
+                println!(
+                    "started    {}",
+                    asl::history::format_timestamp(e.start_date)
+                );
+                if let Some(stop) = e.stop_date {
+                    println!("stopped    {}", asl::history::format_timestamp(stop));
+                }
+                if let Some(error) = &e.error {
+                    println!("error      {error}");
+                }
+                if let Some(cause) = &e.cause {
+                    println!("cause      {cause}");
+                }
+                if let Some(output) = &e.output {
+                    println!("output     {output}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::History { id, common } => {
+            let engine = open(common.store)?;
+            let e = find(&engine, &id)?;
+            let events = engine.history(&e.execution_arn)?;
+            if common.output == OutputFormat::Json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({"events": events}))?
+                );
+            } else {
+                let rows: Vec<Vec<String>> = events
+                    .iter()
+                    .map(|ev| {
+                        vec![
+                            ev.id.to_string(),
+                            ev.timestamp.clone(),
+                            ev.event_type.to_string(),
+                            ev.state_name().unwrap_or_default().to_string(),
+                            ev.error_cause()
+                                .and_then(|(e, _)| e.map(str::to_string))
+                                .unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    report::table(&["ID", "TIMESTAMP", "TYPE", "STATE", "ERROR"], &rows)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

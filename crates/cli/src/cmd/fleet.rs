@@ -1,8 +1,178 @@
+//! `fleetprep fleet simulate --instances N [--scenario FILE]`: launches N instances at once
+//! through the lifecycle hooks on the simulated fleet and reports the figures the scale target
+//! is checked against: wall time, simulated time, API calls by operation, name collisions.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clock::Clock;
+use cloud::sim::GroupSpec;
+use engine::Status;
+use serde_json::json;
+use workflows::local::{FleetOptions, LocalFleet};
+
+use crate::fleetconfig::FleetConfig;
+use crate::output::OutputFormat;
+use crate::report::{self, LiveProgress, Stopwatch};
+
 #[derive(clap::Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Scale a simulated group to N instances at once and report.
+    Simulate(SimulateArgs),
+}
+
+#[derive(clap::Args)]
+pub struct SimulateArgs {
+    #[arg(long, default_value_t = 100)]
+    pub instances: usize,
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Send every command on its own (measures what batching saves).
+    #[arg(long)]
+    pub no_batching: bool,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
-    match command {}
+    let Command::Simulate(args) = command;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(simulate(args))
+}
+
+/// The report `fleet simulate` prints (also used by `bench fleet`).
+pub async fn simulate_report(args: &SimulateArgs) -> anyhow::Result<serde_json::Value> {
+    let config = match &args.config {
+        Some(path) => FleetConfig::load(path)?,
+        None => FleetConfig::default(),
+    };
+    let scenario =
+        crate::cmd::demo::load_scenario(args.scenario.as_ref(), Some(args.seed.unwrap_or(1)))?;
+    // Enough digits for the whole group.
+    let digits = (args.instances.max(1) as f64).log10().floor() as usize + 1;
+    let pattern = if config.naming.pattern == "{prefix}-{seq:4}" && digits > 4 {
+        format!("{{prefix}}-{{seq:{digits}}}")
+    } else {
+        config.naming.pattern.clone()
+    };
+    let wall = Stopwatch::start();
+    let clock = report::virtual_clock_now();
+    let started = clock.now();
+    let fleet = LocalFleet::simulated(
+        FleetOptions {
+            scenario,
+            settings: config.naming.settings(),
+            hostname_pattern: pattern,
+            hostname_prefix: config.naming.prefix.clone(),
+            engine_store: None,
+            batching: !args.no_batching,
+        },
+        clock.clone(),
+    )
+    .await?;
+    fleet.sim.create_group(GroupSpec {
+        name: config.group.name.clone(),
+        launch_template_id: config.group.launch_template_id.clone(),
+        instance_type: config.group.instance_type.clone(),
+        launch_hook_timeout_seconds: config.naming.hook_timeout_seconds,
+        terminate_hook_timeout_seconds: 600,
+    });
+    fleet
+        .sim
+        .set_desired_capacity(&config.group.name, args.instances)?;
+    let mut progress = LiveProgress::new(false, args.output == OutputFormat::Json);
+    report::drive(&fleet, &mut progress).await?;
+    progress.finish();
+    let wall_seconds = wall.elapsed().as_secs_f64();
+    let simulated = report::seconds_between(started, clock.now());
+
+    let executions = fleet.engine.list_executions(None)?;
+    let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    for e in &executions {
+        *outcomes.entry(e.status.as_str().to_string()).or_default() += 1;
+        if e.status != Status::Succeeded {
+            *errors
+                .entry(e.error.clone().unwrap_or_else(|| "none".into()))
+                .or_default() += 1;
+        }
+    }
+    let in_service = fleet.sim.in_service(&config.group.name);
+    let names: BTreeSet<String> = in_service
+        .iter()
+        .map(|i| i.computer_name.to_ascii_uppercase())
+        .collect();
+    let collisions = in_service.len() - names.len();
+    let calls = fleet.sim.api_calls();
+    let send_commands = calls.get("ssm:SendCommand").copied().unwrap_or(0);
+    let throttling_failures = errors
+        .get(workflows::errors::THROTTLED)
+        .copied()
+        .unwrap_or(0);
+    Ok(json!({
+        "instances": args.instances,
+        "in_service": in_service.len(),
+        "wall_seconds": wall_seconds,
+        "simulated_seconds": simulated,
+        "executions": outcomes,
+        "failures_by_error": errors,
+        "collisions": collisions,
+        "api_calls": calls,
+        "api_calls_total": calls.values().sum::<u64>(),
+        "throttled_calls": fleet.sim.throttled_calls(),
+        "throttling_failures": throttling_failures,
+        "send_command_calls_per_50_instances":
+            send_commands as f64 * 50.0 / args.instances.max(1) as f64,
+        "batching": !args.no_batching,
+    }))
+}
+
+async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    let report = simulate_report(&args).await?;
+    if args.output == OutputFormat::Json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} instances, {} in service, {} name collisions",
+            report["instances"], report["in_service"], report["collisions"]
+        );
+        println!(
+            "wall time {:.2}s, simulated time {}",
+            report["wall_seconds"].as_f64().unwrap_or(0.0),
+            report::human(std::time::Duration::from_secs_f64(
+                report["simulated_seconds"].as_f64().unwrap_or(0.0)
+            ))
+        );
+        println!("executions {}", report["executions"]);
+        if let Some(failures) = report["failures_by_error"].as_object()
+            && !failures.is_empty()
+        {
+            println!("failures   {}", report["failures_by_error"]);
+        }
+        println!("\nAPI calls ({} total)", report["api_calls_total"]);
+        if let Some(calls) = report["api_calls"].as_object() {
+            for (operation, count) in calls {
+                println!("  {operation:<40} {count}");
+            }
+        }
+        println!(
+            "\nSendCommand calls per 50 instances: {:.2}",
+            report["send_command_calls_per_50_instances"]
+                .as_f64()
+                .unwrap_or(0.0)
+        );
+    }
+    let ok = report["collisions"] == 0 && report["throttling_failures"] == 0;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

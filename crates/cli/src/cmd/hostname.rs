@@ -55,7 +55,9 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ),
                 OutputFormat::Text => match &result {
                     Ok(()) => println!("{name:?} is a valid Windows computer name"),
-                    Err(reason) => println!("{name:?} is not a valid Windows computer name: {reason}"),
+                    Err(reason) => {
+                        println!("{name:?} is not a valid Windows computer name: {reason}")
+                    }
                 },
             }
             Ok(if result.is_ok() {
@@ -83,7 +85,11 @@ fn preview(args: PreviewArgs) -> anyhow::Result<ExitCode> {
         })?,
         (None, None) => anyhow::bail!("give --pattern PATTERN or --config FILE"),
     };
-    println!("pattern {:?}: {} names", policy.pattern(), policy.capacity());
+    println!(
+        "pattern {:?}: {} names",
+        policy.pattern(),
+        policy.capacity()
+    );
     let first = match policy.candidate_space() {
         CandidateSpace::Sequence { first, .. } => first,
         CandidateSpace::Hash { .. } => 0,

@@ -1,5 +1,6 @@
 //! One module per subcommand; each exposes `Args`/`Command` (clap) and `run`.
 
+pub mod aws_engine;
 pub mod bake;
 pub mod bench;
 pub mod demo;

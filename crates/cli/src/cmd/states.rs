@@ -51,7 +51,14 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             real_time,
             store,
             name,
-        } => exec(&definition, input.as_deref(), output, real_time, store, name),
+        } => exec(
+            &definition,
+            input.as_deref(),
+            output,
+            real_time,
+            store,
+            name,
+        ),
     }
 }
 
@@ -59,10 +66,14 @@ fn validate(files: &[PathBuf], output: OutputFormat) -> anyhow::Result<ExitCode>
     let mut all_ok = true;
     let mut report = Vec::new();
     for f in files {
-        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
         let errors: Vec<String> = match serde_json::from_str::<Value>(&text) {
             Err(e) => vec![format!("not valid JSON: {e}")],
-            Ok(v) => asl::validate::validate(&v).iter().map(|d| d.to_string()).collect(),
+            Ok(v) => asl::validate::validate(&v)
+                .iter()
+                .map(|d| d.to_string())
+                .collect(),
         };
         all_ok &= errors.is_empty();
         match output {
@@ -81,7 +92,11 @@ fn validate(files: &[PathBuf], output: OutputFormat) -> anyhow::Result<ExitCode>
     if output == OutputFormat::Json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
-    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn exec(
@@ -96,8 +111,10 @@ fn exec(
         .with_context(|| format!("cannot read {}", definition.display()))?;
     let input: Value = match input {
         Some(p) => {
-            let t = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
-            serde_json::from_str(&t).with_context(|| format!("{} is not valid JSON", p.display()))?
+            let t = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
+            serde_json::from_str(&t)
+                .with_context(|| format!("{} is not valid JSON", p.display()))?
         }
         None => json!({}),
     };
@@ -105,13 +122,20 @@ fn exec(
         Arc::new(clock::SystemClock)
     } else {
         // A fixed start keeps virtual runs reproducible.
-        Arc::new(clock::VirtualClock::new(UNIX_EPOCH + Duration::from_secs(1_704_067_200)))
+        Arc::new(clock::VirtualClock::new(
+            UNIX_EPOCH + Duration::from_secs(1_704_067_200),
+        ))
     };
     let engine = engine::Engine::open(engine::EngineConfig { store, clock })?;
     let sm = definition
         .file_stem()
         .and_then(|s| s.to_str())
-        .map(|s| s.trim_end_matches(".asl").replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_', "-"))
+        .map(|s| {
+            s.trim_end_matches(".asl").replace(
+                |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_',
+                "-",
+            )
+        })
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "definition".to_owned());
     if let Err(e) = engine.create_state_machine(&sm, &text) {

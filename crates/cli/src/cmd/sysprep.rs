@@ -24,7 +24,8 @@ pub enum Command {
     /// Print the launch-agent detection script (PowerShell; prints one JSON line).
     DetectScript,
     /// Print the command sequence that generalizes and shuts down an instance.
-    Command(CommandArgs),
+    #[command(name = "command")]
+    Sequence(CommandArgs),
 }
 
 #[derive(clap::Args)]
@@ -111,7 +112,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             print!("{}", detection_script());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Command(args) => print_command(args),
+        Command::Sequence(args) => print_command(args),
     }
 }
 
@@ -139,6 +140,7 @@ fn diagnose(args: DiagnoseArgs) -> anyhow::Result<ExitCode> {
         timed_out: args.timed_out,
         agent_online: args.agent_offline.then_some(false),
     };
+    let progress = diagnoser.progress().clone();
     let diagnosis = diagnoser.finish(&context);
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&diagnosis)?),
@@ -146,9 +148,28 @@ fn diagnose(args: DiagnoseArgs) -> anyhow::Result<ExitCode> {
             println!(
                 "category: {} ({})",
                 diagnosis.category,
-                if diagnosis.retriable { "retriable" } else { "not retriable" }
+                if diagnosis.retriable {
+                    "retriable"
+                } else {
+                    "not retriable"
+                }
             );
             println!("remediation: {}", diagnosis.remediation);
+            println!(
+                "progress: {} log lines ({} errors), {} console lines, sysprep configuration complete: {}, image state: {}",
+                progress.log_lines,
+                progress.error_lines,
+                progress.console_lines,
+                if progress.sysprep_configuration_complete {
+                    "yes"
+                } else {
+                    "no"
+                },
+                progress
+                    .image_state
+                    .as_ref()
+                    .map_or("unknown", |s| s.as_str()),
+            );
             if !diagnosis.evidence.is_empty() {
                 println!("evidence:");
                 for line in &diagnosis.evidence {

@@ -38,8 +38,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Render(args) => {
             let text = std::fs::read_to_string(&args.config)
                 .with_context(|| format!("cannot read {}", args.config.display()))?;
-            let config =
-                sysprep::config::load_unattend(&text, &args.config.display().to_string())?;
+            let config = sysprep::config::load_unattend(&text, &args.config.display().to_string())?;
             let rendered = render(&config)?;
             for warning in &rendered.warnings {
                 eprintln!("warning: {warning}");

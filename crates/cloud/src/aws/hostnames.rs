@@ -29,7 +29,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, KeySchemaElement, KeyType, Put, ScalarAttributeType,
-    TimeToLiveSpecification, TransactWriteItem, Update,
+    TimeToLiveSpecification, TransactWriteItem,
 };
 use clock::Clock;
 use names::{AllocationRequest, Lease, LeaseState, NamePool, PoolError, PoolOptions};
@@ -398,27 +398,21 @@ impl DynamoNamePool {
         Ok(leases)
     }
 
+    /// The conditional UpdateItem that confirms one of a lease's two items: only while it is
+    /// still this instance's unexpired lease.
     fn confirm_item(
         &self,
         sk: String,
         lease: &Lease,
         now: SystemTime,
-    ) -> Result<Update, PoolError> {
-        Update::builder()
-            .table_name(&self.table)
-            .key("pk", AttributeValue::S(self.namespace.clone()))
-            .key("sk", AttributeValue::S(sk))
-            .update_expression("SET #state = :confirmed REMOVE expires_at_ms, #ttl")
-            .condition_expression("instance_id = :instance AND expires_at_ms > :now")
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
-            .expression_attribute_values(":confirmed", AttributeValue::S("confirmed".into()))
-            .expression_attribute_values(":instance", AttributeValue::S(lease.instance_id.clone()))
-            .expression_attribute_values(":now", number(to_millis(now)))
-            .build()
-            .map_err(|e| PoolError::Unavailable {
-                message: format!("building the confirm write: {e}"),
-            })
+    ) -> Result<ConfirmUpdate, PoolError> {
+        Ok(ConfirmUpdate {
+            table: self.table.clone(),
+            pk: self.namespace.clone(),
+            sk,
+            instance_id: lease.instance_id.clone(),
+            now_ms: to_millis(now),
+        })
     }
 }
 
@@ -440,44 +434,39 @@ impl NamePool for DynamoNamePool {
         if lease.state == LeaseState::Confirmed {
             return Ok(lease);
         }
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(
-                TransactWriteItem::builder()
-                    .update(self.confirm_item(instance_key(instance_id), &lease, now)?)
-                    .build(),
-            )
-            .transact_items(
-                TransactWriteItem::builder()
-                    .update(self.confirm_item(name_key(&lease.name), &lease, now)?)
-                    .build(),
-            )
-            .send()
+        // Instance item first: its condition (still this lease, not expired) decides; the
+        // name item follows with the same condition. Two UpdateItem calls rather than a
+        // transaction keep the IAM surface to dynamodb:UpdateItem, and a crash in between
+        // leaves a confirmed instance whose name item merely expires later than it should
+        // have — confirm again (it is idempotent) repairs it.
+        let first = self
+            .confirm_item(instance_key(instance_id), &lease, now)?
+            .send_with(&self.client)
             .await;
-        match result {
-            Ok(_) => Ok(Lease {
-                state: LeaseState::Confirmed,
-                expires_at: None,
-                ..lease
-            }),
-            Err(error) => {
-                let mapped = from_sdk("dynamodb:TransactWriteItems", error);
-                if mapped.kind != ErrorKind::Conflict {
-                    return Err(store_error(mapped));
-                }
-                // Lost a race: a concurrent confirm (fine) or expiry/release (not found).
-                match self.read(&instance_key(instance_id)).await? {
-                    Some(now_lease)
-                        if now_lease.state == LeaseState::Confirmed
-                            && now_lease.name == lease.name =>
-                    {
-                        Ok(now_lease)
-                    }
-                    _ => Err(not_found()),
-                }
+        if let Err(error) = first {
+            let mapped = from_sdk("dynamodb:UpdateItem", error);
+            if mapped.kind != ErrorKind::Conflict {
+                return Err(store_error(mapped));
             }
+            // Lost a race: a concurrent confirm (fine) or expiry/release (not found).
+            return match self.read(&instance_key(instance_id)).await? {
+                Some(current)
+                    if current.state == LeaseState::Confirmed && current.name == lease.name =>
+                {
+                    Ok(current)
+                }
+                _ => Err(not_found()),
+            };
         }
+        self.confirm_item(name_key(&lease.name), &lease, now)?
+            .send_with(&self.client)
+            .await
+            .map_err(|e| store_error(from_sdk("dynamodb:UpdateItem", e)))?;
+        Ok(Lease {
+            state: LeaseState::Confirmed,
+            expires_at: None,
+            ..lease
+        })
     }
 
     async fn release(&self, instance_id: &str) -> Result<Option<Lease>, PoolError> {
@@ -539,6 +528,43 @@ impl NamePool for DynamoNamePool {
 
     async fn list(&self) -> Result<Vec<Lease>, PoolError> {
         self.live_leases(self.clock.now()).await
+    }
+}
+
+/// One confirm write (see [`DynamoNamePool::confirm_item`]).
+struct ConfirmUpdate {
+    table: String,
+    pk: String,
+    sk: String,
+    instance_id: String,
+    now_ms: u64,
+}
+
+impl ConfirmUpdate {
+    async fn send_with(
+        self,
+        client: &Client,
+    ) -> Result<
+        aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
+        aws_sdk_dynamodb::error::SdkError<
+            aws_sdk_dynamodb::operation::update_item::UpdateItemError,
+            aws_smithy_runtime_api::http::Response,
+        >,
+    > {
+        client
+            .update_item()
+            .table_name(self.table)
+            .key("pk", AttributeValue::S(self.pk))
+            .key("sk", AttributeValue::S(self.sk))
+            .update_expression("SET #state = :confirmed REMOVE expires_at_ms, #ttl")
+            .condition_expression("instance_id = :instance AND expires_at_ms > :now")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":confirmed", AttributeValue::S("confirmed".into()))
+            .expression_attribute_values(":instance", AttributeValue::S(self.instance_id))
+            .expression_attribute_values(":now", number(self.now_ms))
+            .send()
+            .await
     }
 }
 

@@ -79,13 +79,12 @@ pub const CLOUD_OPERATIONS: &[(&str, &[&str])] = &[
         &[
             "dynamodb:GetItem",
             "dynamodb:PutItem",
-            "dynamodb:UpdateItem",
             "dynamodb:Query",
         ],
     ),
     (
         "name_pool.confirm",
-        &["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+        &["dynamodb:GetItem", "dynamodb:UpdateItem"],
     ),
     (
         "name_pool.release",
@@ -153,10 +152,8 @@ pub fn actions_for_call(service: &str, operation: &str) -> Vec<String> {
     match (prefix, operation) {
         // "TransactWriteItems" is not an IAM action; each item is authorised as its own
         // action (DynamoDB developer guide, "Using IAM with DynamoDB transactions").
-        ("dynamodb", "TransactWriteItems") => vec![
-            "dynamodb:PutItem".to_owned(),
-            "dynamodb:UpdateItem".to_owned(),
-        ],
+        // fleetprep's only transaction is the allocation's two conditional puts.
+        ("dynamodb", "TransactWriteItems") => vec!["dynamodb:PutItem".to_owned()],
         ("dynamodb", "TransactGetItems") => vec!["dynamodb:GetItem".to_owned()],
         _ => vec![format!("{prefix}:{operation}")],
     }

@@ -101,7 +101,11 @@ macro_rules! client {
 impl AwsCloud {
     /// Resolves `config` once and builds every client. `clock` dates hostname leases (the
     /// system clock in production).
-    pub async fn connect(config: &AwsConfig, hostnames: HostnameStore, clock: Arc<dyn Clock>) -> Self {
+    pub async fn connect(
+        config: &AwsConfig,
+        hostnames: HostnameStore,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let sdk = config.load().await;
         let dynamodb = client!(aws_sdk_dynamodb, &sdk, config);
         let table = DynamoHostnames::new(dynamodb, hostnames.table);

@@ -2,11 +2,11 @@
 //! execution, describe it and page through its history.
 //!
 //! History events leave this module as JSON in the shape of the GetExecutionHistory response
-//! on the wire (`{"timestamp": <epoch seconds>, "type": "TaskStateEntered", "id": 2,
-//! "previousEventId": 1, "stateEnteredEventDetails": {...}}`), which is the shape the `asl`
-//! crate's history events use, so the CLI turns them into `asl::history::HistoryEvent` with
-//! serde and prints them through the same reporting path as the local engine. SDK types stay
-//! here.
+//! (`{"timestamp": "2024-05-01T12:00:00.250Z", "type": "TaskStateEntered", "id": 2,
+//! "previousEventId": 1, "stateEnteredEventDetails": {...}}`, timestamps as RFC 3339 UTC with
+//! milliseconds), which is the serde shape of `asl::history::HistoryEvent`, so the CLI turns
+//! them into that type and prints them through the same reporting path as the local engine.
+//! SDK types stay here.
 
 use std::time::SystemTime;
 
@@ -169,6 +169,41 @@ impl StepFunctions {
         })
     }
 
+    /// The events after `after_id` (oldest first), reading newest-first pages only until it
+    /// reaches `after_id`: following a long execution costs one call per poll, not one per
+    /// page of the whole history.
+    pub async fn history_after(
+        &self,
+        execution_arn: &str,
+        after_id: i64,
+    ) -> Result<Vec<Value>, CloudError> {
+        let mut newest_first = Vec::new();
+        let mut token = None;
+        'pages: loop {
+            let output = self
+                .client
+                .get_execution_history()
+                .execution_arn(execution_arn)
+                .reverse_order(true)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| from_sdk("states:GetExecutionHistory", e))?;
+            for event in output.events() {
+                if event.id() <= after_id {
+                    break 'pages;
+                }
+                newest_first.push(event_json(event));
+            }
+            match output.next_token() {
+                Some(next) => token = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        newest_first.reverse();
+        Ok(newest_first)
+    }
+
     /// The whole history (all pages).
     pub async fn history(&self, execution_arn: &str) -> Result<Vec<Value>, CloudError> {
         let mut events = Vec::new();
@@ -188,10 +223,32 @@ fn system_time(time: &aws_smithy_types::DateTime) -> SystemTime {
     SystemTime::try_from(*time).unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
-fn epoch_seconds(time: &aws_smithy_types::DateTime) -> Value {
-    // The wire format: epoch seconds with milliseconds as a JSON number.
-    let millis = time.to_millis().unwrap_or(0);
-    json!(millis as f64 / 1000.0)
+fn rfc3339(time: &aws_smithy_types::DateTime) -> Value {
+    Value::String(rfc3339_millis(time.to_millis().unwrap_or(0)))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for milliseconds since the epoch (proleptic Gregorian, UTC).
+pub fn rfc3339_millis(millis: i64) -> String {
+    let secs = millis.div_euclid(1000);
+    let ms = millis.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (H. Hinnant, "chrono-Compatible Low-Level Date Algorithms").
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Inserts `key: value` when value is present.
@@ -204,12 +261,10 @@ fn put(map: &mut Map<String, Value>, key: &str, value: Option<&str>) {
 /// One SDK history event as GetExecutionHistory JSON.
 pub(crate) fn event_json(event: &HistoryEvent) -> Value {
     let mut out = Map::new();
-    out.insert("timestamp".into(), epoch_seconds(event.timestamp()));
+    out.insert("timestamp".into(), rfc3339(event.timestamp()));
     out.insert("type".into(), json!(event.r#type().as_str()));
     out.insert("id".into(), json!(event.id()));
-    if event.previous_event_id() != 0 {
-        out.insert("previousEventId".into(), json!(event.previous_event_id()));
-    }
+    out.insert("previousEventId".into(), json!(event.previous_event_id()));
     let mut details = Map::new();
     let key = if let Some(d) = event.execution_started_event_details() {
         put(&mut details, "input", d.input());
@@ -375,13 +430,20 @@ mod tests {
         assert_eq!(
             event_json(&event),
             json!({
-                "timestamp": 1_700_000_000.25,
+                "timestamp": "2023-11-14T22:13:20.250Z",
                 "type": "TaskStateEntered",
                 "id": 2,
                 "previousEventId": 1,
                 "stateEnteredEventDetails": {"name": "LaunchBuilder", "input": "{}"}
             })
         );
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_with_milliseconds() {
+        assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_millis(951_782_400_001), "2000-02-29T00:00:00.001Z");
+        assert_eq!(rfc3339_millis(1_714_564_800_999), "2024-05-01T12:00:00.999Z");
     }
 
     #[test]

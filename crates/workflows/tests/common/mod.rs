@@ -13,7 +13,9 @@ use workflows::{BakeConfig, Settings};
 
 pub async fn fleet_with(scenario: &str, pattern: &str, settings: Settings) -> LocalFleet {
     let scenario = Scenario::from_toml(scenario, "scenario.toml").expect("scenario");
-    let clock = Arc::new(VirtualClock::new(UNIX_EPOCH + Duration::from_secs(1_790_000_000)));
+    let clock = Arc::new(VirtualClock::new(
+        UNIX_EPOCH + Duration::from_secs(1_790_000_000),
+    ));
     let options = FleetOptions {
         scenario,
         settings,
@@ -37,7 +39,10 @@ pub fn bake_config(fleet: &LocalFleet) -> BakeConfig {
 
 pub async fn bake(fleet: &LocalFleet) -> ExecutionSummary {
     let input = bake_config(fleet).input();
-    let arn = fleet.engine.start_execution("bake", Some("bake-1"), input).expect("start");
+    let arn = fleet
+        .engine
+        .start_execution("bake", Some("bake-1"), input)
+        .expect("start");
     fleet.run_until_idle().await.expect("run");
     fleet.engine.describe(&arn).expect("describe")
 }
@@ -60,7 +65,9 @@ pub fn failed_metrics(fleet: &LocalFleet, workflow: &str) -> usize {
         .iter()
         .filter(|(_, d)| {
             d.metric_name == "Failed"
-                && d.dimensions.iter().any(|x| x.name == "Workflow" && x.value == workflow)
+                && d.dimensions
+                    .iter()
+                    .any(|x| x.name == "Workflow" && x.value == workflow)
         })
         .count()
 }

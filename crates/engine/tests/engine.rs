@@ -1,0 +1,319 @@
+//! Engine behaviour: virtual clock jumps, task dispatch, Retry/Catch, timeouts, Lambda
+//! resources, Map concurrency, resume from the store.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, UNIX_EPOCH};
+
+use asl::history::{EventType, parse_timestamp};
+use engine::{Engine, EngineConfig, Status, TaskError, handler_fn};
+use serde_json::{Value, json};
+
+const FN: &str = "arn:aws:lambda:us-east-1:123456789012:function:Work";
+
+fn engine() -> Engine {
+    Engine::open(EngineConfig::in_memory_virtual()).expect("engine")
+}
+
+async fn run(
+    engine: &Engine,
+    def: Value,
+    input: Value,
+) -> (engine::ExecutionSummary, Vec<asl::history::HistoryEvent>) {
+    engine
+        .create_state_machine("sm", &def.to_string())
+        .expect("valid definition");
+    let arn = engine.start_execution("sm", None, input).expect("start");
+    let s = engine.run_until_complete(&arn).await.expect("run");
+    let h = engine.history(&arn).expect("history");
+    (s, h)
+}
+
+fn types(h: &[asl::history::HistoryEvent]) -> Vec<EventType> {
+    h.iter().map(|e| e.event_type).collect()
+}
+
+#[tokio::test]
+async fn virtual_clock_jumps_over_waits_and_timestamps_advance() {
+    let e = engine();
+    let start = e.clock().now();
+    let def = json!({"StartAt":"W","States":{"W":{"Type":"Wait","Seconds":3600,"Next":"P"},"P":{"Type":"Pass","End":true}}});
+    let (s, h) = run(&e, def, json!({"a":1})).await;
+    assert_eq!(s.status, Status::Succeeded);
+    assert_eq!(s.output, Some(json!({"a":1})));
+    assert_eq!(
+        e.clock().now().duration_since(start).unwrap(),
+        Duration::from_secs(3600)
+    );
+    let entered = parse_timestamp(&h[1].timestamp).unwrap();
+    let exited = parse_timestamp(&h[2].timestamp).unwrap();
+    assert_eq!(h[2].event_type, EventType::WaitStateExited);
+    assert_eq!(
+        exited.duration_since(entered).unwrap(),
+        Duration::from_secs(3600)
+    );
+}
+
+#[tokio::test]
+async fn two_executions_wait_deterministically_in_deadline_order() {
+    let e = engine();
+    let def =
+        |secs: u64| json!({"StartAt":"W","States":{"W":{"Type":"Wait","Seconds":secs,"End":true}}});
+    e.create_state_machine("long", &def(100).to_string())
+        .unwrap();
+    e.create_state_machine("short", &def(10).to_string())
+        .unwrap();
+    let a = e.start_execution("long", Some("a"), json!({})).unwrap();
+    let b = e.start_execution("short", Some("b"), json!({})).unwrap();
+    e.run_until_idle().await.unwrap();
+    let (da, db) = (e.describe(&a).unwrap(), e.describe(&b).unwrap());
+    assert_eq!(
+        db.stop_date.unwrap().duration_since(db.start_date).unwrap(),
+        Duration::from_secs(10)
+    );
+    assert_eq!(
+        da.stop_date.unwrap().duration_since(da.start_date).unwrap(),
+        Duration::from_secs(100)
+    );
+}
+
+#[tokio::test]
+async fn task_retry_with_backoff_then_success() {
+    let e = engine();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    e.register(
+        FN,
+        handler_fn(move |input, _ctx| {
+            let n = c.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n < 2 {
+                    Err(TaskError::new("Flaky", format!("attempt {n}")))
+                } else {
+                    Ok(json!({"got": input}))
+                }
+            }
+        }),
+    );
+    let def = json!({"StartAt":"T","States":{"T":{"Type":"Task","Resource":FN,
+        "Retry":[{"ErrorEquals":["Flaky"],"IntervalSeconds":2,"BackoffRate":3.0,"MaxAttempts":3}],"End":true}}});
+    let (s, h) = run(&e, def, json!({"x":1})).await;
+    assert_eq!(s.status, Status::Succeeded, "{s:?}");
+    assert_eq!(s.output, Some(json!({"got":{"x":1}})));
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    let scheduled: Vec<_> = h
+        .iter()
+        .filter(|e| e.event_type == EventType::LambdaFunctionScheduled)
+        .map(|e| parse_timestamp(&e.timestamp).unwrap())
+        .collect();
+    assert_eq!(scheduled.len(), 3);
+    assert_eq!(
+        scheduled[1].duration_since(scheduled[0]).unwrap(),
+        Duration::from_secs(2)
+    );
+    assert_eq!(
+        scheduled[2].duration_since(scheduled[1]).unwrap(),
+        Duration::from_secs(6)
+    );
+    // A retried attempt follows the failure event.
+    let failed = h
+        .iter()
+        .find(|e| e.event_type == EventType::LambdaFunctionFailed)
+        .unwrap();
+    let next = h.iter().find(|e| e.id == failed.id + 1).unwrap();
+    assert_eq!(next.previous_event_id, failed.id);
+}
+
+#[tokio::test]
+async fn catch_routes_error_output_with_result_path() {
+    let e = engine();
+    e.register(
+        FN,
+        handler_fn(|_i, _c| async { Err(TaskError::new("Boom", "it broke")) }),
+    );
+    let def = json!({"StartAt":"T","States":{
+        "T":{"Type":"Task","Resource":FN,"Catch":[{"ErrorEquals":["States.ALL"],"ResultPath":"$.err","Next":"Handled"}],"End":true},
+        "Handled":{"Type":"Pass","End":true}}});
+    let (s, h) = run(&e, def, json!({"keep":true})).await;
+    assert_eq!(s.status, Status::Succeeded);
+    assert_eq!(
+        s.output,
+        Some(json!({"keep":true,"err":{"Error":"Boom","Cause":"it broke"}}))
+    );
+    assert!(types(&h).contains(&EventType::TaskStateExited));
+}
+
+#[tokio::test]
+async fn uncaught_task_error_fails_the_execution_with_its_name() {
+    let e = engine();
+    e.register(
+        FN,
+        handler_fn(|_i, _c| async { Err(TaskError::new("Boom", "it broke")) }),
+    );
+    let def = json!({"StartAt":"T","States":{"T":{"Type":"Task","Resource":FN,"End":true}}});
+    let (s, h) = run(&e, def, json!({})).await;
+    assert_eq!(s.status, Status::Failed);
+    assert_eq!(s.error.as_deref(), Some("Boom"));
+    assert_eq!(s.cause.as_deref(), Some("it broke"));
+    assert_eq!(h.last().unwrap().event_type, EventType::ExecutionFailed);
+}
+
+#[tokio::test]
+async fn lambda_invoke_wraps_the_payload_in_the_aws_envelope() {
+    let e = engine();
+    e.register(
+        "Work",
+        handler_fn(|input, ctx| async move { Ok(json!({"echo": input, "state": ctx.state_name})) }),
+    );
+    let def = json!({"StartAt":"T","States":{"T":{"Type":"Task","Resource":"arn:aws:states:::lambda:invoke",
+        "Parameters":{"FunctionName":FN,"Payload.$":"$"},"ResultSelector":{"body.$":"$.Payload","code.$":"$.StatusCode"},"End":true}}});
+    let (s, h) = run(&e, def, json!({"n":1})).await;
+    assert_eq!(s.status, Status::Succeeded, "{s:?}");
+    assert_eq!(
+        s.output,
+        Some(json!({"body":{"echo":{"n":1},"state":"T"},"code":200}))
+    );
+    let sched = h
+        .iter()
+        .find(|e| e.event_type == EventType::TaskScheduled)
+        .unwrap();
+    let d = sched.task_scheduled_event_details.as_ref().unwrap();
+    assert_eq!(
+        (d.resource_type.as_str(), d.resource.as_str()),
+        ("lambda", "invoke")
+    );
+}
+
+#[tokio::test]
+async fn unregistered_resource_is_a_catchable_error_naming_the_state() {
+    let e = engine();
+    let def =
+        json!({"StartAt":"Missing","States":{"Missing":{"Type":"Task","Resource":FN,"End":true}}});
+    let (s, _) = run(&e, def, json!({})).await;
+    assert_eq!(s.status, Status::Failed);
+    assert_eq!(s.error.as_deref(), Some("Lambda.ResourceNotFoundException"));
+    let cause = s.cause.unwrap();
+    assert!(
+        cause.contains("state \"Missing\"") && cause.contains(FN),
+        "{cause}"
+    );
+}
+
+#[tokio::test]
+async fn task_timeout_raises_states_timeout() {
+    // Real clock: under a virtual clock time stands still while a task runs.
+    let e = Engine::open(EngineConfig {
+        store: None,
+        clock: Arc::new(clock::SystemClock),
+    })
+    .unwrap();
+    e.register(
+        FN,
+        handler_fn(|_i, _c| async {
+            std::future::pending::<()>().await;
+            Ok(Value::Null)
+        }),
+    );
+    let def = json!({"StartAt":"T","States":{"T":{"Type":"Task","Resource":FN,"TimeoutSeconds":1,
+        "Catch":[{"ErrorEquals":["States.Timeout"],"Next":"TimedOut"}],"End":true},
+        "TimedOut":{"Type":"Pass","End":true}}});
+    let (s, h) = run(&e, def, json!({})).await;
+    assert_eq!(s.status, Status::Succeeded);
+    assert_eq!(s.output.unwrap()["Error"], "States.Timeout");
+    assert!(types(&h).contains(&EventType::LambdaFunctionTimedOut));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn map_tasks_run_concurrently_bounded_by_max_concurrency() {
+    let e = engine();
+    let now = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (n2, p2) = (now.clone(), peak.clone());
+    e.register(
+        FN,
+        handler_fn(move |input, _c| {
+            let (n, p) = (n2.clone(), p2.clone());
+            async move {
+                let cur = n.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(cur, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                for _ in 0..50 {
+                    tokio::task::yield_now().await;
+                }
+                n.fetch_sub(1, Ordering::SeqCst);
+                Ok(json!(input.as_i64().unwrap_or(0) * 10))
+            }
+        }),
+    );
+    let def = json!({"StartAt":"M","States":{"M":{"Type":"Map","MaxConcurrency":3,
+        "ItemProcessor":{"StartAt":"T","States":{"T":{"Type":"Task","Resource":FN,"End":true}}},"End":true}}});
+    let (s, _) = run(&e, def, json!([1, 2, 3, 4, 5, 6, 7, 8])).await;
+    assert_eq!(s.status, Status::Succeeded, "{s:?}");
+    assert_eq!(s.output, Some(json!([10, 20, 30, 40, 50, 60, 70, 80])));
+    let p = peak.load(Ordering::SeqCst);
+    assert!((1..=3).contains(&p), "peak concurrency {p}");
+}
+
+#[tokio::test]
+async fn resumes_running_executions_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("engine.sqlite");
+    let cfg = || EngineConfig {
+        store: Some(path.clone()),
+        clock: Arc::new(clock::VirtualClock::new(
+            UNIX_EPOCH + Duration::from_secs(1_000_000),
+        )),
+    };
+    let arn = {
+        let e = Engine::open(cfg()).unwrap();
+        let def = json!({"StartAt":"A","States":{"A":{"Type":"Pass","Result":{"v":1},"ResultPath":"$.a","Next":"W"},
+            "W":{"Type":"Wait","Seconds":60,"Next":"B"},"B":{"Type":"Pass","End":true}}});
+        e.create_state_machine("sm", &def.to_string()).unwrap();
+        e.start_execution("sm", Some("one"), json!({"in":true}))
+            .unwrap()
+        // Dropped without driving: the Wait's timer is only in the store.
+    };
+    let e = Engine::open(cfg()).unwrap();
+    assert_eq!(e.describe(&arn).unwrap().status, Status::Running);
+    let s = e.run_until_complete(&arn).await.unwrap();
+    assert_eq!(s.status, Status::Succeeded);
+    assert_eq!(s.output, Some(json!({"in":true,"a":{"v":1}})));
+    let h = e.history(&arn).unwrap();
+    let ids: Vec<i64> = h.iter().map(|e| e.id).collect();
+    assert_eq!(
+        ids,
+        (1..=h.len() as i64).collect::<Vec<_>>(),
+        "ids are dense and ordered"
+    );
+    assert_eq!(e.list_executions(Some(Status::Succeeded)).unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn stop_execution_aborts() {
+    let e = engine();
+    let def = json!({"StartAt":"W","States":{"W":{"Type":"Wait","Seconds":60,"End":true}}});
+    e.create_state_machine("sm", &def.to_string()).unwrap();
+    let arn = e.start_execution("sm", None, json!({})).unwrap();
+    e.stop_execution(&arn, Some("User"), Some("stopped by test"))
+        .unwrap();
+    let s = e.describe(&arn).unwrap();
+    assert_eq!(s.status, Status::Aborted);
+    assert_eq!(
+        e.history(&arn).unwrap().last().unwrap().event_type,
+        EventType::ExecutionAborted
+    );
+    e.run_until_idle().await.unwrap();
+}
+
+#[tokio::test]
+async fn progress_is_broadcast() {
+    let e = engine();
+    let mut rx = e.subscribe();
+    let def = json!({"StartAt":"P","States":{"P":{"Type":"Pass","End":true}}});
+    let (_s, h) = run(&e, def, json!({})).await;
+    let mut got = Vec::new();
+    while let Ok(p) = rx.try_recv() {
+        got.push(p.event.id);
+    }
+    assert_eq!(got, h.iter().map(|e| e.id).collect::<Vec<_>>());
+}
