@@ -308,6 +308,7 @@ struct Run<'a> {
     record: bool,
     limit: i64,
     step: Step,
+    ctx_cache: Option<Value>,
 }
 
 impl Execution {
@@ -501,6 +502,7 @@ impl Execution {
             record: self.record_history,
             limit: self.history_limit,
             step: Step::default(),
+            ctx_cache: None,
         };
         f(&mut run, &mut self.root, &self.input);
         self.entropy = run.entropy.0;
@@ -527,6 +529,7 @@ impl Execution {
                 record: self.record_history,
                 limit: self.history_limit,
                 step: Step::default(),
+                ctx_cache: None,
             };
             run.advance(&mut self.root, &def.machine);
             if let Phase::Done(o) = &self.root.phase {
@@ -698,8 +701,23 @@ impl Run<'_> {
         t
     }
 
-    /// The context object for a state.
-    fn context(&self, th: &Thread, st: &State) -> Value {
+    /// The context object for a state. The execution part is built once per step and reused
+    /// (it holds the execution input, which may be large); hand it back with [`Run::recycle`].
+    fn context(&mut self, th: &Thread, st: &State) -> Value {
+        let mut ctx = self.ctx_cache.take().unwrap_or_else(|| {
+            json!({
+                "Execution": {
+                    "Id": self.info.execution_arn,
+                    "Input": self.exec_input,
+                    "StartTime": self.start_time,
+                    "Name": self.info.execution_name,
+                    "RoleArn": self.info.role_arn,
+                    "RedriveCount": 0,
+                },
+                "StateMachine": {"Id": self.info.state_machine_arn, "Name": self.info.state_machine_name},
+                "State": {},
+            })
+        });
         let mut state = Map::new();
         state.insert("EnteredTime".into(), Value::String(th.entered_time.clone()));
         state.insert("Name".into(), Value::String(st.name.clone()));
@@ -707,22 +725,22 @@ impl Run<'_> {
         if retries > 0 {
             state.insert("RetryCount".into(), Value::from(retries));
         }
-        let mut ctx = json!({
-            "Execution": {
-                "Id": self.info.execution_arn,
-                "Input": self.exec_input,
-                "StartTime": self.start_time,
-                "Name": self.info.execution_name,
-                "RoleArn": self.info.role_arn,
-                "RedriveCount": 0,
-            },
-            "StateMachine": {"Id": self.info.state_machine_arn, "Name": self.info.state_machine_name},
-            "State": Value::Object(state),
-        });
-        if let Some(item) = &th.map_item {
-            ctx["Map"] = json!({ "Item": item });
+        if let Some(obj) = ctx.as_object_mut() {
+            obj.insert("State".into(), Value::Object(state));
+            match &th.map_item {
+                Some(item) => {
+                    obj.insert("Map".into(), json!({ "Item": item }));
+                }
+                None => {
+                    obj.shift_remove("Map");
+                }
+            }
         }
         ctx
+    }
+
+    fn recycle(&mut self, ctx: Value) {
+        self.ctx_cache = Some(ctx);
     }
 
     /// Runs a thread until it waits or is done.
@@ -754,7 +772,7 @@ impl Run<'_> {
                     return;
                 }
             }
-            if *self.next_event_id > self.limit + 1 {
+            if *self.next_event_id > self.limit.saturating_add(1) {
                 return;
             }
         }
@@ -919,6 +937,7 @@ impl Run<'_> {
             }
         })();
         self.entropy = ent;
+        self.recycle(ctx);
         res.map_err(|e: StatesError| Failure::from(e.in_state(&st.name, th.entered_id as u64)))
     }
 
@@ -968,8 +987,8 @@ impl Run<'_> {
                 && st.parameters.is_none()
                 && st.assign.is_none()
             {
+                // The output becomes the next state's input: move, don't clone.
                 let out = std::mem::take(&mut th.input);
-                th.input = out.clone();
                 return Ok(Some(Produced::Next(next_of(st), out, None)));
             }
         }
@@ -977,6 +996,7 @@ impl Run<'_> {
         let mut ent = self.entropy.clone();
         let r = self.state_work(th, st, &ctx, &mut ent, jsonata);
         self.entropy = ent;
+        self.recycle(ctx);
         r
     }
 
@@ -1425,6 +1445,7 @@ impl Run<'_> {
                                 jsonata,
                             );
                             self.entropy = ent;
+                            self.recycle(ctx);
                             match r {
                                 Ok(p) => p,
                                 Err(e) => Produced::Fail(Failure::from(
@@ -1467,6 +1488,7 @@ impl Run<'_> {
                         let jsonata = st.query_language == crate::model::QueryLanguage::Jsonata;
                         let r = self.wait_output(th, st, &ctx, &mut ent, &raw, jsonata);
                         self.entropy = ent;
+                        self.recycle(ctx);
                         let p = match r {
                             Ok(p) => p,
                             Err(e) => Produced::Fail(Failure::from(
@@ -1797,6 +1819,7 @@ impl Run<'_> {
             jsonata,
         );
         self.entropy = ent;
+        self.recycle(ctx);
         Some(match r {
             Ok(p) => p,
             Err(e) => Produced::Fail(Failure::from(e.in_state(&st.name, th.entered_id as u64))),
@@ -1844,6 +1867,7 @@ impl Run<'_> {
             }
         };
         self.entropy = ent;
+        self.recycle(ctx);
         r
     }
 }

@@ -86,6 +86,7 @@ pub async fn run_all(factory: &dyn PoolFactory) {
     release_is_idempotent_and_names_are_reused(factory).await;
     exhausted_pool_is_a_distinct_error(factory).await;
     abandoned_leases_expire_on_the_virtual_clock(factory).await;
+    an_expired_holder_gets_a_fresh_lease(factory).await;
     zone_pattern_needs_a_zone(factory).await;
     hash_patterns_allocate_unique_names(factory).await;
     concurrent_allocations_never_collide(factory, 500).await;
@@ -257,6 +258,31 @@ pub async fn abandoned_leases_expire_on_the_virtual_clock(factory: &dyn PoolFact
         .await
         .expect("allocate after expiry");
     assert_eq!(late.name, abandoned.name, "the abandoned name is reused");
+}
+
+/// A retry after the instance's own lease expired is a new allocation with a fresh expiry.
+pub async fn an_expired_holder_gets_a_fresh_lease(factory: &dyn PoolFactory) {
+    let spec = spec("{prefix}{seq:2}", "r");
+    let clock = spec.clock.clone();
+    let pool = factory.create(spec).await;
+    let first = allocate(&*pool, "i-1").await.expect("allocate");
+    clock.advance_by(TTL);
+    let again = allocate(&*pool, "i-1")
+        .await
+        .expect("allocate after expiry");
+    assert_eq!(again.state, LeaseState::Leased);
+    assert!(
+        again.expires_at > first.expires_at,
+        "the new lease must expire later than the old one: {again:?} vs {first:?}"
+    );
+    assert_eq!(
+        pool.get_by_instance("i-1")
+            .await
+            .expect("get")
+            .map(|l| l.name),
+        Some(again.name),
+        "the fresh lease is live"
+    );
 }
 
 /// A `{zone}` pattern without a zone is a request error, not a store failure.

@@ -131,8 +131,9 @@ pub struct PoolOptions {
 impl Default for PoolOptions {
     fn default() -> Self {
         Self {
-            // Auto Scaling lifecycle hooks time out after at most 2 hours of heartbeats by
-            // default (HeartbeatTimeout 7200 s max); leases outlive that.
+            // A lifecycle hook's HeartbeatTimeout is at most 7200 s; three hours covers one
+            // full timeout plus the workflow's own retries. Launches kept alive longer by
+            // heartbeats (up to 48 h) should confirm early or use a longer TTL.
             lease_ttl: Duration::from_secs(3 * 3600),
         }
     }

@@ -147,12 +147,14 @@ impl SqliteNamePool {
                 |row| row.get(0),
             )
             .map_err(|e| unavailable("finding expired leases", e))?;
-        if lowest_freed.is_some() {
+        if let Some(freed) = lowest_freed {
             tx.execute(
                 "DELETE FROM hostname_leases WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= ?1",
                 params![now_ms],
             )
             .map_err(|e| unavailable("reclaiming expired leases", e))?;
+            // Keep the hint invariant in this same transaction, whichever way it ends.
+            lower_hint(&tx, freed)?;
         }
 
         if let Some(lease) = select_by_instance(&tx, &request.instance_id)? {
@@ -173,11 +175,7 @@ impl SqliteNamePool {
                     .optional()
                     .map_err(|e| unavailable("reading the sequence hint", e))?;
                 let first_i = seq_i64(first);
-                let mut hint = stored_hint.unwrap_or(first_i).max(first_i);
-                if let Some(freed) = lowest_freed {
-                    hint = hint.min(freed.max(first_i));
-                }
-                let mut next = hint;
+                let mut next = stored_hint.unwrap_or(first_i).max(first_i);
                 let taken = loop {
                     next = lowest_free_from(&tx, next)?;
                     if next > seq_i64(last) {
@@ -292,11 +290,7 @@ impl SqliteNamePool {
             self.policy.candidate_space(),
             CandidateSpace::Sequence { .. }
         ) {
-            tx.execute(
-                "UPDATE hostname_pool_meta SET value = MIN(value, ?2) WHERE key = ?1",
-                params![HINT_KEY, seq_i64(lease.sequence)],
-            )
-            .map_err(|e| unavailable("lowering the sequence hint", e))?;
+            lower_hint(&tx, seq_i64(lease.sequence))?;
         }
         tx.commit()
             .map_err(|e| unavailable("committing the release", e))?;
@@ -405,6 +399,16 @@ fn set_hint(tx: &rusqlite::Transaction<'_>, hint: i64) -> Result<(), PoolError> 
         params![HINT_KEY, hint],
     )
     .map_err(|e| unavailable("storing the sequence hint", e))?;
+    Ok(())
+}
+
+/// Lowers the stored hint to `sequence` (a freed sequence is the new lowest candidate).
+fn lower_hint(tx: &rusqlite::Transaction<'_>, sequence: i64) -> Result<(), PoolError> {
+    tx.execute(
+        "UPDATE hostname_pool_meta SET value = MIN(value, ?2) WHERE key = ?1",
+        params![HINT_KEY, sequence],
+    )
+    .map_err(|e| unavailable("lowering the sequence hint", e))?;
     Ok(())
 }
 

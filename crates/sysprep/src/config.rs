@@ -108,6 +108,26 @@ clean = true
         assert!(load_sysprep_options(text, "fleetprep.toml").unwrap().clean);
     }
 
+    /// The shipped examples stay loadable.
+    #[test]
+    fn examples_load() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let naming = std::fs::read_to_string(dir.join("sysprep-naming.toml")).unwrap();
+        let policy = load_hostname_policy(&naming, "sysprep-naming.toml").unwrap();
+        assert_eq!(policy.pattern(), "{prefix}-{group}{zone}{seq:4}");
+        assert!(
+            load_sysprep_options(&naming, "sysprep-naming.toml")
+                .unwrap()
+                .detach
+        );
+        let unattend = std::fs::read_to_string(dir.join("unattend-secrets-manager.toml")).unwrap();
+        let config = load_unattend(&unattend, "unattend-secrets-manager.toml").unwrap();
+        assert!(matches!(
+            config.admin_password,
+            Some(crate::unattend::PasswordRef::SecretsManager { .. })
+        ));
+    }
+
     #[test]
     fn errors_name_the_file_line_and_key() {
         let text = "[hostname]\nprefix = \"webfarm\"\npattern = \"{prefix}-{seq:8}\"\n";

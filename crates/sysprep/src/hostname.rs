@@ -3,12 +3,15 @@
 //! The rules come from Microsoft's "Naming conventions in Active Directory for computers,
 //! domains, sites, and OUs": a NetBIOS computer name is at most 15 characters; fleetprep also
 //! keeps to the DNS-safe subset (letters, digits, hyphen), never all digits, no leading or
-//! trailing hyphen. Names compare case-insensitively, so uniqueness is on [`Hostname::key`].
+//! trailing hyphen, not a reserved word (`SYSTEM`, `NETWORK`, ...). Names compare
+//! case-insensitively, so uniqueness is on [`Hostname::key`].
 //!
 //! A [`HostnamePolicy`] is a checked pattern such as `{prefix}-{zone}{seq:4}`. Everything that
 //! can make a name invalid is decided when the policy is built: the only parts that vary per
 //! instance are the sequence (digits), the instance-id hash (lowercase hex) and the zone (one
 //! letter), so checking the pattern's fixed parts and widths proves every candidate is valid.
+//! (One corner is left to [`HostnamePolicy::candidate`]'s final check: a hash-only pattern
+//! whose hex digits happen to complete a reserved word, e.g. prefix `SERVIC` + `e`.)
 
 use std::fmt;
 
@@ -48,7 +51,38 @@ pub enum HostnameError {
     /// Ends with `-`.
     #[error("a computer name cannot end with a hyphen")]
     TrailingHyphen,
+    /// A word Windows or DNS reserves.
+    #[error("{name:?} is a reserved word and cannot be a computer name")]
+    Reserved {
+        /// The reserved word, as given.
+        name: String,
+    },
 }
+
+/// Single-word names reserved by Windows ("Naming conventions in Active Directory for
+/// computers, domains, sites, and OUs", table of reserved words) and by RFC 952 (DNS).
+const RESERVED: &[&str] = &[
+    "ANONYMOUS",
+    "BATCH",
+    "BUILTIN",
+    "DIALUP",
+    "GATEWAY",
+    "GW",
+    "INTERACTIVE",
+    "INTERNET",
+    "LOCAL",
+    "NETWORK",
+    "NULL",
+    "PROXY",
+    "RESTRICTED",
+    "SELF",
+    "SERVER",
+    "SERVICE",
+    "SYSTEM",
+    "TAC",
+    "USERS",
+    "WORLD",
+];
 
 /// Checks `name` against the Windows computer-name rules, reporting the first rule it breaks.
 pub fn validate(name: &str) -> Result<(), HostnameError> {
@@ -77,6 +111,11 @@ pub fn validate(name: &str) -> Result<(), HostnameError> {
     }
     if name.ends_with('-') {
         return Err(HostnameError::TrailingHyphen);
+    }
+    if RESERVED.iter().any(|word| word.eq_ignore_ascii_case(name)) {
+        return Err(HostnameError::Reserved {
+            name: name.to_owned(),
+        });
     }
     Ok(())
 }
@@ -568,6 +607,13 @@ mod tests {
         check("12345", Err(HostnameError::AllDigits));
         check("-web", Err(HostnameError::LeadingHyphen));
         check("web-", Err(HostnameError::TrailingHyphen));
+        check(
+            "System",
+            Err(HostnameError::Reserved {
+                name: "System".into(),
+            }),
+        );
+        check("system1", Ok(()));
         check(
             "web_01",
             Err(HostnameError::InvalidChar {

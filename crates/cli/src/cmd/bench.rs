@@ -72,7 +72,12 @@ fn start_now() -> std::time::SystemTime {
 }
 
 /// Runs the decider on `def` repeatedly for about `seconds`; returns runs and elapsed time.
-fn decider_rate(def: &Definition, input: &Value, record: bool, seconds: f64) -> (u64, Duration) {
+fn decider_rate(
+    def: &Definition,
+    input: &Value,
+    record: bool,
+    seconds: f64,
+) -> anyhow::Result<(u64, Duration)> {
     let opts = Options {
         record_history: record,
         history_limit: i64::MAX,
@@ -80,7 +85,7 @@ fn decider_rate(def: &Definition, input: &Value, record: bool, seconds: f64) -> 
     let mut runs = 0u64;
     let mut total = Duration::ZERO;
     while total.as_secs_f64() < seconds || runs == 0 {
-        let ((), d) = timed(|| {
+        let (status, d) = timed(|| {
             let (ex, step) = Execution::start(
                 def,
                 ExecutionInfo::local("bench", "run"),
@@ -89,13 +94,14 @@ fn decider_rate(def: &Definition, input: &Value, record: bool, seconds: f64) -> 
                 start_now(),
                 opts,
             );
-            assert_eq!(ex.status, Status::Succeeded);
             std::hint::black_box(step);
+            ex.status
         });
+        anyhow::ensure!(status == Status::Succeeded, "benchmark run ended {status:?}");
         total += d;
         runs += 1;
     }
-    (runs, total)
+    Ok((runs, total))
 }
 
 fn peak_rss_kib() -> Option<u64> {
@@ -126,9 +132,9 @@ fn engine_bench(args: &EngineArgs) -> anyhow::Result<ExitCode> {
     std::hint::black_box(clones);
     let base_rate = (transitions * 200) as f64 / d_base.as_secs_f64();
 
-    let (runs, d) = decider_rate(&chain_def, &input, false, args.seconds);
+    let (runs, d) = decider_rate(&chain_def, &input, false, args.seconds)?;
     let no_hist = (runs * transitions) as f64 / d.as_secs_f64();
-    let (runs, d) = decider_rate(&chain_def, &input, true, args.seconds);
+    let (runs, d) = decider_rate(&chain_def, &input, true, args.seconds)?;
     let with_hist = (runs * transitions) as f64 / d.as_secs_f64();
     println!(
         "pass chain ({} states), decider, no history: {:>12.0} transitions/s ({:.2}x of the clone baseline {:.0}/s)",
@@ -167,7 +173,7 @@ fn engine_bench(args: &EngineArgs) -> anyhow::Result<ExitCode> {
     let map_def = Definition::from_value(inline_map())?;
     let items: Vec<Value> = (0..args.items as u64).map(Value::from).collect();
     let map_input = json!({"items": items});
-    let (runs, d) = decider_rate(&map_def, &map_input, true, 0.0);
+    let (runs, d) = decider_rate(&map_def, &map_input, true, 0.0)?;
     let per_run = d.as_secs_f64() / runs as f64;
     println!(
         "inline Map of {} Pass items, decider with history: {:.1} ms ({:.0} items/s)",
