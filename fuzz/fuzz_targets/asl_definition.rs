@@ -1,6 +1,35 @@
+//! Arbitrary bytes as a state machine definition: JSON parsing, static validation and model
+//! building must never panic, and the two entry points must agree (`Definition::parse` accepts
+//! exactly what `validate` finds nothing wrong with, unless the model builder names a reason).
+//! Run: `scripts/fuzz asl_definition`.
 #![no_main]
+
+use asl::model::{Definition, DefinitionError};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = data; // TODO(#2/#3): exercise the parser
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
+        // Not JSON: the loader must say so rather than fail in some other way.
+        assert!(matches!(
+            Definition::parse(text),
+            Err(DefinitionError::Json(_))
+        ));
+        return;
+    };
+    let diags = asl::validate::validate(&value);
+    for d in &diags {
+        // Every diagnostic renders (Display must not panic on odd names or paths).
+        let _ = d.to_string();
+    }
+    match Definition::parse(text) {
+        Ok(_) => assert!(diags.is_empty(), "model accepted what validate rejected"),
+        Err(DefinitionError::Invalid(found)) => {
+            assert!(!found.is_empty(), "an invalid definition must name a problem");
+            let _ = DefinitionError::Invalid(found).to_string();
+        }
+        Err(DefinitionError::Json(e)) => panic!("valid JSON reported as unreadable: {e}"),
+    }
 });

@@ -11,7 +11,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// One entry of an execution's history.
+/// One entry of an execution's history. Details are boxed: an event is built per state
+/// transition, and a small event keeps history recording cheap.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryEvent {
@@ -25,49 +26,49 @@ pub struct HistoryEvent {
     /// The event this one follows causally (0 for none), as AWS assigns it.
     pub previous_event_id: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub execution_started_event_details: Option<ExecutionStartedEventDetails>,
+    pub execution_started_event_details: Option<Box<ExecutionStartedEventDetails>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub execution_succeeded_event_details: Option<ExecutionSucceededEventDetails>,
+    pub execution_succeeded_event_details: Option<Box<ExecutionSucceededEventDetails>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub execution_failed_event_details: Option<ErrorCauseDetails>,
+    pub execution_failed_event_details: Option<Box<ErrorCauseDetails>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub execution_aborted_event_details: Option<ErrorCauseDetails>,
+    pub execution_aborted_event_details: Option<Box<ErrorCauseDetails>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub execution_timed_out_event_details: Option<ErrorCauseDetails>,
+    pub execution_timed_out_event_details: Option<Box<ErrorCauseDetails>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state_entered_event_details: Option<StateEnteredEventDetails>,
+    pub state_entered_event_details: Option<Box<StateEnteredEventDetails>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state_exited_event_details: Option<StateExitedEventDetails>,
+    pub state_exited_event_details: Option<Box<StateExitedEventDetails>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub map_state_started_event_details: Option<MapStateStartedEventDetails>,
+    pub map_state_started_event_details: Option<Box<MapStateStartedEventDetails>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub map_iteration_started_event_details: Option<MapIterationEventDetails>,
+    pub map_iteration_started_event_details: Option<Box<MapIterationEventDetails>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub map_iteration_succeeded_event_details: Option<MapIterationEventDetails>,
+    pub map_iteration_succeeded_event_details: Option<Box<MapIterationEventDetails>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub map_iteration_failed_event_details: Option<MapIterationEventDetails>,
+    pub map_iteration_failed_event_details: Option<Box<MapIterationEventDetails>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub map_iteration_aborted_event_details: Option<MapIterationEventDetails>,
+    pub map_iteration_aborted_event_details: Option<Box<MapIterationEventDetails>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task_scheduled_event_details: Option<TaskScheduledEventDetails>,
+    pub task_scheduled_event_details: Option<Box<TaskScheduledEventDetails>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task_started_event_details: Option<TaskResourceDetails>,
+    pub task_started_event_details: Option<Box<TaskResourceDetails>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task_succeeded_event_details: Option<TaskSucceededEventDetails>,
+    pub task_succeeded_event_details: Option<Box<TaskSucceededEventDetails>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task_failed_event_details: Option<TaskFailedEventDetails>,
+    pub task_failed_event_details: Option<Box<TaskFailedEventDetails>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task_timed_out_event_details: Option<TaskFailedEventDetails>,
+    pub task_timed_out_event_details: Option<Box<TaskFailedEventDetails>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lambda_function_scheduled_event_details: Option<LambdaFunctionScheduledEventDetails>,
+    pub lambda_function_scheduled_event_details: Option<Box<LambdaFunctionScheduledEventDetails>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lambda_function_succeeded_event_details: Option<ExecutionSucceededEventDetails>,
+    pub lambda_function_succeeded_event_details: Option<Box<ExecutionSucceededEventDetails>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lambda_function_failed_event_details: Option<ErrorCauseDetails>,
+    pub lambda_function_failed_event_details: Option<Box<ErrorCauseDetails>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lambda_function_timed_out_event_details: Option<ErrorCauseDetails>,
+    pub lambda_function_timed_out_event_details: Option<Box<ErrorCauseDetails>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub evaluation_failed_event_details: Option<EvaluationFailedEventDetails>,
+    pub evaluation_failed_event_details: Option<Box<EvaluationFailedEventDetails>>,
 }
 
 impl HistoryEvent {
@@ -481,11 +482,11 @@ mod tests {
     #[test]
     fn event_serialises_like_the_api() {
         let mut e = HistoryEvent::new(EventType::PassStateEntered, 2, 0, "t".into());
-        e.state_entered_event_details = Some(StateEnteredEventDetails {
+        e.state_entered_event_details = Some(Box::new(StateEnteredEventDetails {
             name: "A".into(),
             input: Some("{}".into()),
             input_details: Some(DataDetails { truncated: false }),
-        });
+        }));
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(
             v,

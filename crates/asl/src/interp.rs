@@ -217,6 +217,10 @@ struct Thread {
     /// Attempts used per retrier of the current state.
     attempts: Vec<u64>,
     phase: Phase,
+    /// JSON text of `input` when the previous state's Exited event already rendered it
+    /// (saves serialising every payload twice); never persisted.
+    #[serde(skip)]
+    input_text: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -347,11 +351,11 @@ impl Execution {
                 let mut e = run.event(EventType::ExecutionStarted, 0);
                 if let Some(e) = e.as_mut() {
                     e.execution_started_event_details =
-                        Some(history::ExecutionStartedEventDetails {
+                        Some(Box::new(history::ExecutionStartedEventDetails {
                             input: Some(json_text(ex_input)),
                             input_details: Some(history::DataDetails::default()),
                             role_arn: Some(run.info.role_arn.clone()),
-                        });
+                        }));
                 }
                 run.push(e);
                 let _ = root;
@@ -392,10 +396,10 @@ impl Execution {
                     |run, _root, _| {
                         let mut e = run.event(EventType::ExecutionAborted, *run.next_event_id - 1);
                         if let Some(e) = e.as_mut() {
-                            e.execution_aborted_event_details = Some(history::ErrorCauseDetails {
+                            e.execution_aborted_event_details = Some(Box::new(history::ErrorCauseDetails {
                                 error: error.clone(),
                                 cause: cause.clone(),
-                            });
+                            }));
                         }
                         run.push(e);
                     },
@@ -414,10 +418,10 @@ impl Execution {
                         let mut e = run.event(EventType::ExecutionTimedOut, *run.next_event_id - 1);
                         if let Some(e) = e.as_mut() {
                             e.execution_timed_out_event_details =
-                                Some(history::ErrorCauseDetails {
+                                Some(Box::new(history::ErrorCauseDetails {
                                     error: error.clone(),
                                     cause: cause.clone(),
-                                });
+                                }));
                         }
                         run.push(e);
                     },
@@ -540,25 +544,29 @@ impl Execution {
                         let mut e = run.event(EventType::ExecutionSucceeded, last);
                         if let Some(e) = e.as_mut() {
                             e.execution_succeeded_event_details =
-                                Some(history::ExecutionSucceededEventDetails {
+                                Some(Box::new(history::ExecutionSucceededEventDetails {
                                     output: Some(json_text(v)),
                                     output_details: Some(history::DataDetails::default()),
-                                });
+                                }));
                         }
                         run.push(e);
                     }
                     Outcome::Err(f) => {
                         let mut e = run.event(EventType::ExecutionFailed, last);
                         if let Some(e) = e.as_mut() {
-                            e.execution_failed_event_details = Some(history::ErrorCauseDetails {
+                            e.execution_failed_event_details = Some(Box::new(history::ErrorCauseDetails {
                                 error: non_empty(&f.error),
                                 cause: f.cause.clone(),
-                            });
+                            }));
                         }
                         run.push(e);
                     }
                 }
-            } else if *run.next_event_id > run.limit {
+            } else if *run.next_event_id >= run.limit {
+                // The failure is the limit-th event: drop this step's events beyond it.
+                let keep_below = run.limit;
+                run.step.history.retain(|e| e.id < keep_below);
+                *run.next_event_id = keep_below.max(1);
                 let f = Failure {
                     error: error::RUNTIME.to_owned(),
                     cause: Some(format!(
@@ -568,10 +576,10 @@ impl Execution {
                 };
                 let mut e = run.event(EventType::ExecutionFailed, *run.next_event_id - 1);
                 if let Some(e) = e.as_mut() {
-                    e.execution_failed_event_details = Some(history::ErrorCauseDetails {
+                    e.execution_failed_event_details = Some(Box::new(history::ErrorCauseDetails {
                         error: Some(f.error.clone()),
                         cause: f.cause.clone(),
-                    });
+                    }));
                 }
                 run.push(e);
                 done = Some(Outcome::Err(f));
@@ -625,6 +633,7 @@ impl Thread {
             input,
             attempts: Vec::new(),
             phase: Phase::Enter,
+            input_text: None,
         }
     }
 }
@@ -772,7 +781,7 @@ impl Run<'_> {
                     return;
                 }
             }
-            if *self.next_event_id > self.limit.saturating_add(1) {
+            if *self.next_event_id >= self.limit {
                 return;
             }
         }
@@ -785,11 +794,12 @@ impl Run<'_> {
         let mut e = self.event(entered_type(&st.kind), th.cursor);
         let id = *self.next_event_id - 1;
         if let Some(e) = e.as_mut() {
-            e.state_entered_event_details = Some(history::StateEnteredEventDetails {
+            let text = th.input_text.take().unwrap_or_else(|| json_text(&th.input));
+            e.state_entered_event_details = Some(Box::new(history::StateEnteredEventDetails {
                 name: st.name.clone(),
-                input: Some(json_text(&th.input)),
+                input: Some(text),
                 input_details: Some(history::DataDetails::default()),
-            });
+            }));
         }
         self.push(e);
         th.entered_id = id;
@@ -803,13 +813,18 @@ impl Run<'_> {
                 if let Err(f) = check_size(&output, &st.name) {
                     return self.fail_state(th, st, f, false);
                 }
+                let mut carried: Option<String> = None;
                 if !matches!(st.kind, Kind::Fail { .. }) {
                     let mut e = self.event(exited_type(&st.kind), th.cursor);
                     let id = self.last_id();
                     if let Some(e) = e.as_mut() {
-                        e.state_exited_event_details = Some(history::StateExitedEventDetails {
+                        let text = json_text(&output);
+                        if next.is_some() {
+                            carried = Some(text.clone());
+                        }
+                        e.state_exited_event_details = Some(Box::new(history::StateExitedEventDetails {
                             name: st.name.clone(),
-                            output: Some(json_text(&output)),
+                            output: Some(text),
                             output_details: Some(history::DataDetails::default()),
                             assigned_variables: assigned.as_ref().map(|a| {
                                 a.iter()
@@ -819,7 +834,7 @@ impl Run<'_> {
                             assigned_variables_details: assigned
                                 .as_ref()
                                 .map(|_| history::DataDetails::default()),
-                        });
+                        }));
                     }
                     self.push(e);
                     th.cursor = id;
@@ -832,6 +847,7 @@ impl Run<'_> {
                         let m = machine_at(self.def, &th.machine);
                         th.state = m.position(&n).unwrap_or(0) as u32;
                         th.input = output;
+                        th.input_text = carried;
                         th.phase = Phase::Enter;
                     }
                     None => th.phase = Phase::Done(Outcome::Ok(output)),
@@ -952,12 +968,12 @@ impl Run<'_> {
                     let id = self.last_id();
                     if let Some(ev) = ev.as_mut() {
                         ev.evaluation_failed_event_details =
-                            Some(history::EvaluationFailedEventDetails {
+                            Some(Box::new(history::EvaluationFailedEventDetails {
                                 error: Some(f.error.clone()),
                                 cause: f.cause.clone(),
                                 location: None,
                                 state: st.name.clone(),
-                            });
+                            }));
                     }
                     self.push(ev);
                     th.cursor = id;
@@ -1196,9 +1212,9 @@ impl Run<'_> {
                 let mut ev = self.event(EventType::MapStateStarted, th.cursor);
                 if let Some(e) = ev.as_mut() {
                     e.map_state_started_event_details =
-                        Some(history::MapStateStartedEventDetails {
+                        Some(Box::new(history::MapStateStartedEventDetails {
                             length: list.len() as u64,
-                        });
+                        }));
                 }
                 self.push(ev);
                 let started = self.last_id();
@@ -1310,12 +1326,12 @@ impl Run<'_> {
                 let mut e = self.event(EventType::LambdaFunctionScheduled, th.cursor);
                 if let Some(e) = e.as_mut() {
                     e.lambda_function_scheduled_event_details =
-                        Some(history::LambdaFunctionScheduledEventDetails {
+                        Some(Box::new(history::LambdaFunctionScheduledEventDetails {
                             resource: resource.to_owned(),
                             input: Some(json_text(&input)),
                             input_details: Some(history::DataDetails::default()),
                             timeout_in_seconds: timeout,
-                        });
+                        }));
                 }
                 self.push(e);
                 th.cursor = self.last_id();
@@ -1326,23 +1342,23 @@ impl Run<'_> {
             _ => {
                 let mut e = self.event(EventType::TaskScheduled, th.cursor);
                 if let Some(e) = e.as_mut() {
-                    e.task_scheduled_event_details = Some(history::TaskScheduledEventDetails {
+                    e.task_scheduled_event_details = Some(Box::new(history::TaskScheduledEventDetails {
                         resource_type: res_type.clone(),
                         resource: res_name.clone(),
                         region: "local".into(),
                         parameters: json_text(&args),
                         timeout_in_seconds: timeout,
                         heartbeat_in_seconds: heartbeat,
-                    });
+                    }));
                 }
                 self.push(e);
                 th.cursor = self.last_id();
                 let mut e = self.event(EventType::TaskStarted, th.cursor);
                 if let Some(e) = e.as_mut() {
-                    e.task_started_event_details = Some(history::TaskResourceDetails {
+                    e.task_started_event_details = Some(Box::new(history::TaskResourceDetails {
                         resource_type: res_type,
                         resource: res_name,
-                    });
+                    }));
                 }
                 self.push(e);
                 th.cursor = self.last_id();
@@ -1408,18 +1424,18 @@ impl Run<'_> {
                         if let Some(e) = e.as_mut() {
                             if ty == EventType::LambdaFunctionSucceeded {
                                 e.lambda_function_succeeded_event_details =
-                                    Some(history::ExecutionSucceededEventDetails {
+                                    Some(Box::new(history::ExecutionSucceededEventDetails {
                                         output: Some(json_text(&output)),
                                         output_details: Some(history::DataDetails::default()),
-                                    });
+                                    }));
                             } else {
                                 e.task_succeeded_event_details =
-                                    Some(history::TaskSucceededEventDetails {
+                                    Some(Box::new(history::TaskSucceededEventDetails {
                                         resource_type: res_type,
                                         resource: res_name,
                                         output: Some(json_text(&output)),
                                         output_details: Some(history::DataDetails::default()),
-                                    });
+                                    }));
                             }
                         }
                         self.push(e);
@@ -1578,13 +1594,13 @@ impl Run<'_> {
             };
             match ty {
                 EventType::LambdaFunctionFailed => {
-                    e.lambda_function_failed_event_details = Some(ec)
+                    e.lambda_function_failed_event_details = Some(Box::new(ec))
                 }
                 EventType::LambdaFunctionTimedOut => {
-                    e.lambda_function_timed_out_event_details = Some(ec)
+                    e.lambda_function_timed_out_event_details = Some(Box::new(ec))
                 }
-                EventType::TaskFailed => e.task_failed_event_details = Some(tf),
-                _ => e.task_timed_out_event_details = Some(tf),
+                EventType::TaskFailed => e.task_failed_event_details = Some(Box::new(tf)),
+                _ => e.task_timed_out_event_details = Some(Box::new(tf)),
             }
         }
         self.push(e);
@@ -1630,10 +1646,10 @@ impl Run<'_> {
                                     self.event(EventType::MapIterationSucceeded, child_cursor);
                                 if let Some(e) = e.as_mut() {
                                     e.map_iteration_succeeded_event_details =
-                                        Some(history::MapIterationEventDetails {
+                                        Some(Box::new(history::MapIterationEventDetails {
                                             name: st.name.clone(),
                                             index: idx as u64,
-                                        });
+                                        }));
                                 }
                                 self.push(e);
                             }
@@ -1644,10 +1660,10 @@ impl Run<'_> {
                                 let mut e = self.event(EventType::MapIterationFailed, child_cursor);
                                 if let Some(e) = e.as_mut() {
                                     e.map_iteration_failed_event_details =
-                                        Some(history::MapIterationEventDetails {
+                                        Some(Box::new(history::MapIterationEventDetails {
                                             name: st.name.clone(),
                                             index: idx as u64,
-                                        });
+                                        }));
                                 }
                                 self.push(e);
                             }
@@ -1707,10 +1723,10 @@ impl Run<'_> {
                     let mut e = self.event(EventType::MapIterationStarted, th.cursor);
                     if let Some(e) = e.as_mut() {
                         e.map_iteration_started_event_details =
-                            Some(history::MapIterationEventDetails {
+                            Some(Box::new(history::MapIterationEventDetails {
                                 name: st.name.clone(),
                                 index: idx as u64,
-                            });
+                            }));
                     }
                     self.push(e);
                     (m, input, Some(map_item))
@@ -1750,10 +1766,10 @@ impl Run<'_> {
                     let mut e = self.event(EventType::MapIterationAborted, child.cursor);
                     if let Some(e) = e.as_mut() {
                         e.map_iteration_aborted_event_details =
-                            Some(history::MapIterationEventDetails {
+                            Some(Box::new(history::MapIterationEventDetails {
                                 name: st.name.clone(),
                                 index: idx as u64,
-                            });
+                            }));
                     }
                     self.push(e);
                 }

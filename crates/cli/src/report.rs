@@ -13,6 +13,14 @@ use clock::{Clock, SystemClock};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use workflows::local::LocalFleet;
 
+/// Where executions run: the embedded engine (default) or AWS Step Functions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineKind {
+    #[default]
+    Local,
+    Aws,
+}
+
 /// The workflow and execution name of a Step Functions execution ARN.
 pub fn split_arn(arn: &str) -> (String, String) {
     let mut parts = arn.rsplitn(3, ':');

@@ -368,7 +368,10 @@ enum Effect {
     Rename(String),
     /// The script runs again after the reboot its exit code 3010 asked for.
     Rerun,
-    Sysprep { reboot: bool, name: Option<String> },
+    Sysprep {
+        reboot: bool,
+        name: Option<String>,
+    },
     SysprepFails,
 }
 
@@ -606,7 +609,9 @@ impl SimCloud {
                     return;
                 };
                 match effect {
-                    Effect::Rename(name) if sysprep_key(&instance.computer_name) != sysprep_key(&name) => {
+                    Effect::Rename(name)
+                        if sysprep_key(&instance.computer_name) != sysprep_key(&name) =>
+                    {
                         // Rename-Computer takes effect at the restart the script asks for
                         // (exit 3010); the agent then runs the script again.
                         instance.pending_name = Some(name);
@@ -698,7 +703,8 @@ impl SimCloud {
                         {
                             invocation.effect = Effect::Rerun;
                         }
-                        let delay = self.draw(&format!("rerun/{command_id}/{id}"), self.timings.command);
+                        let delay =
+                            self.draw(&format!("rerun/{command_id}/{id}"), self.timings.command);
                         Self::schedule(world, at + delay, Event::CommandDone(command_id, id));
                     }
                 }

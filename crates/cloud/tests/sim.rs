@@ -138,19 +138,36 @@ async fn builder_goes_running_then_online_then_sysprep_shuts_it_down() {
     assert_eq!(image, again);
     advance(&clock, 9 * 60);
     assert_eq!(
-        cloud.describe_images(std::slice::from_ref(&image)).await.unwrap()[0].state,
+        cloud
+            .describe_images(std::slice::from_ref(&image))
+            .await
+            .unwrap()[0]
+            .state,
         ImageState::Pending
     );
     advance(&clock, 21 * 60 + 1);
     assert_eq!(
-        cloud.describe_images(std::slice::from_ref(&image)).await.unwrap()[0].state,
+        cloud
+            .describe_images(std::slice::from_ref(&image))
+            .await
+            .unwrap()[0]
+            .state,
         ImageState::Available
     );
-    cloud.terminate_instances(std::slice::from_ref(&id)).await.unwrap();
+    cloud
+        .terminate_instances(std::slice::from_ref(&id))
+        .await
+        .unwrap();
     advance(&clock, 120);
     assert_eq!(state(&cloud, &id).await, InstanceState::Terminated);
     assert!(cloud.leftovers().is_empty(), "{:?}", cloud.leftovers());
-    assert!(before["ComputerName"].as_str().unwrap().starts_with("EC2AMAZ-"), "{before}");
+    assert!(
+        before["ComputerName"]
+            .as_str()
+            .unwrap()
+            .starts_with("EC2AMAZ-"),
+        "{before}"
+    );
     assert_eq!(before["Generalized"], false);
 }
 
@@ -219,7 +236,12 @@ async fn describe_calls_are_throttled_by_a_token_bucket_refilled_on_the_clock() 
     // A 100-token bucket: exactly 50 of 150 back-to-back calls are rejected.
     assert_eq!(throttled, 50);
     advance(&clock, 1);
-    assert!(cloud.describe_instances(std::slice::from_ref(&id)).await.is_ok());
+    assert!(
+        cloud
+            .describe_instances(std::slice::from_ref(&id))
+            .await
+            .is_ok()
+    );
     assert_eq!(cloud.throttled_calls()["ec2:DescribeInstances"], 50);
 }
 

@@ -41,11 +41,14 @@ pub struct CommandSpec {
     pub comment: String,
 }
 
+/// One queued request: (ticket, instance id, table value, queued at).
+type Queued = (String, String, String, SystemTime);
+
 #[derive(Default)]
 struct State {
     next_ticket: u64,
     // Per script template: (ticket, instance id, table value, queued at).
-    pending: BTreeMap<(Vec<String>, u32), Vec<(String, String, String, SystemTime)>>,
+    pending: BTreeMap<(Vec<String>, u32), Vec<Queued>>,
     sent: HashMap<String, Result<(String, String), CloudError>>,
     watched: BTreeSet<String>,
     snapshot_at: Option<SystemTime>,
@@ -168,7 +171,14 @@ impl Batcher {
                 state.sent.remove(ticket);
                 Err(error)
             }
-            None if state.pending.values().flatten().any(|(t, _, _, _)| t == ticket) => Ok(false),
+            None if state
+                .pending
+                .values()
+                .flatten()
+                .any(|(t, _, _, _)| t == ticket) =>
+            {
+                Ok(false)
+            }
             None => Err(CloudError::not_found(
                 "InvocationDoesNotExist",
                 format!(
@@ -194,7 +204,10 @@ impl Batcher {
         let Some(Ok((command_id, instance_id))) = sent else {
             return Ok(None);
         };
-        match cloud.get_command_invocation(&command_id, &instance_id).await {
+        match cloud
+            .get_command_invocation(&command_id, &instance_id)
+            .await
+        {
             // Finished tickets stay answerable: several states may read the same command.
             Ok(invocation) => Ok(Some(invocation)),
             Err(error) if error.code == "InvocationDoesNotExist" => Ok(None),

@@ -40,15 +40,17 @@ fn error_names_are_stable_and_unique() {
     // Pinned: renaming one breaks deployed state machines' Retry/Catch.
     assert_eq!(errors::THROTTLED, "Fleetprep.Throttled");
     assert_eq!(errors::NAME_POOL_EXHAUSTED, "Fleetprep.NamePoolExhausted");
-    assert_eq!(errors::LIFECYCLE_ACTION_EXPIRED, "Fleetprep.LifecycleActionExpired");
+    assert_eq!(
+        errors::LIFECYCLE_ACTION_EXPIRED,
+        "Fleetprep.LifecycleActionExpired"
+    );
 }
 
 #[test]
 fn every_definition_parses_and_validates() {
     for workflow in WORKFLOWS {
         let text = workflows::definition(workflow, workflows::local::LOCAL_FUNCTION_ARN).unwrap();
-        asl::model::Definition::parse(&text)
-            .unwrap_or_else(|e| panic!("{workflow}.asl.json: {e}"));
+        asl::model::Definition::parse(&text).unwrap_or_else(|e| panic!("{workflow}.asl.json: {e}"));
     }
 }
 
@@ -66,9 +68,14 @@ fn every_task_invokes_the_function_with_a_known_action_and_retries_with_full_jit
                 state["Parameters"]["FunctionName"], "${FleetprepFunctionArn}",
                 "{at}: FunctionName must be the DefinitionSubstitutions placeholder"
             );
-            let action = state["Parameters"]["Payload"]["action"].as_str().unwrap_or("");
+            let action = state["Parameters"]["Payload"]["action"]
+                .as_str()
+                .unwrap_or("");
             assert!(known.contains(action), "{at}: unknown action {action:?}");
-            assert!(state["TimeoutSeconds"].as_u64().is_some(), "{at}: no TimeoutSeconds");
+            assert!(
+                state["TimeoutSeconds"].as_u64().is_some(),
+                "{at}: no TimeoutSeconds"
+            );
             let retries = state["Retry"].as_array().cloned().unwrap_or_default();
             let throttling = retries.iter().find(|r| {
                 r["ErrorEquals"]
@@ -77,7 +84,10 @@ fn every_task_invokes_the_function_with_a_known_action_and_retries_with_full_jit
             });
             let throttling = throttling.unwrap_or_else(|| panic!("{at}: no Retry on throttling"));
             assert_eq!(throttling["JitterStrategy"], "FULL", "{at}");
-            assert!(throttling["BackoffRate"].as_f64().unwrap_or(0.0) > 1.0, "{at}");
+            assert!(
+                throttling["BackoffRate"].as_f64().unwrap_or(0.0) > 1.0,
+                "{at}"
+            );
         }
     }
 }
@@ -119,7 +129,10 @@ async fn every_api_call_the_workflows_make_is_in_the_iam_list() {
         if operation == "autoscaling:SetDesiredCapacity" {
             continue; // the test's own scaling call, not a workflow's
         }
-        assert!(allowed.contains(operation.as_str()), "{operation} is not in workflows::iam");
+        assert!(
+            allowed.contains(operation.as_str()),
+            "{operation} is not in workflows::iam"
+        );
     }
 }
 

@@ -294,7 +294,9 @@ mod tests {
         sorted.sort();
         sorted.dedup();
         assert_eq!(ids, sorted, "each event is reported once, in order");
-        let again = history(&args, &finished.execution_arn).await.expect("history");
+        let again = history(&args, &finished.execution_arn)
+            .await
+            .expect("history");
         assert_eq!(again, finished.events);
     }
 

@@ -9,9 +9,10 @@ use engine::Status;
 use serde_json::json;
 use workflows::local::{FleetOptions, LocalFleet};
 
+use crate::cmd::aws_engine::{self, AwsArgs};
 use crate::fleetconfig::FleetConfig;
 use crate::output::OutputFormat;
-use crate::report::{self, LiveProgress, Stopwatch};
+use crate::report::{self, EngineKind, LiveProgress, Stopwatch};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -28,6 +29,11 @@ pub struct Args {
     pub store: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// Run on the embedded engine against the simulated fleet, or on AWS Step Functions.
+    #[arg(long, value_enum, default_value_t = EngineKind::Local)]
+    pub engine: EngineKind,
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -39,6 +45,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 async fn bake(args: Args) -> anyhow::Result<ExitCode> {
     let config = FleetConfig::load(&args.config)?;
+    if args.engine == EngineKind::Aws {
+        return bake_on_aws(&args, &config).await;
+    }
     let scenario = crate::cmd::demo::load_scenario(args.scenario.as_ref(), args.seed)?;
     let store = report::store_path(args.store.clone());
     report::prepare_store(&store)?;
@@ -102,6 +111,59 @@ async fn bake(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(if done.status == Status::Succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The same bake on the deployed state machine, through the same progress display.
+async fn bake_on_aws(args: &Args, config: &FleetConfig) -> anyhow::Result<ExitCode> {
+    if config.bake.image_id.is_empty() {
+        anyhow::bail!(
+            "{}: key \"bake.image_id\" is required with --engine aws (the base Windows AMI)",
+            args.config.display()
+        );
+    }
+    let wall = Stopwatch::start();
+    let mut progress = LiveProgress::new(true, args.output == OutputFormat::Json);
+    let done =
+        aws_engine::run_execution(&args.aws, "bake", &config.bake.input(), None, &mut progress)
+            .await?;
+    progress.finish();
+    let took = done
+        .stopped
+        .map(|s| report::seconds_between(done.started, s))
+        .unwrap_or(0.0);
+    if args.output == OutputFormat::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "execution_arn": done.execution_arn,
+                "status": done.status,
+                "output": done.output,
+                "error": done.error,
+                "cause": done.cause,
+                "seconds": took,
+                "wall_seconds": wall.elapsed().as_secs_f64(),
+            }))?
+        );
+    } else {
+        println!("execution  {}", done.execution_arn);
+        println!("status     {}", done.status);
+        if let Some(output) = &done.output {
+            println!("image      {}", output["image_id"].as_str().unwrap_or("?"));
+        }
+        if let Some(error) = &done.error {
+            println!("category   {error}");
+            println!("cause      {}", done.cause.clone().unwrap_or_default());
+        }
+        println!(
+            "took       {}",
+            report::human(std::time::Duration::from_secs_f64(took))
+        );
+    }
+    Ok(if done.status == "SUCCEEDED" {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

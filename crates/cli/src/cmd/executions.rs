@@ -7,8 +7,9 @@ use std::sync::Arc;
 use engine::{Engine, EngineConfig, ExecutionSummary, Status};
 use serde_json::{Value, json};
 
+use crate::cmd::aws_engine::{self, AwsArgs};
 use crate::output::OutputFormat;
-use crate::report;
+use crate::report::{self, EngineKind};
 
 #[derive(clap::Args, Clone)]
 pub struct Common {
@@ -17,6 +18,11 @@ pub struct Common {
     pub store: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text, global = true)]
     pub output: OutputFormat,
+    /// Read executions from the embedded engine's store or from AWS Step Functions.
+    #[arg(long, value_enum, default_value_t = EngineKind::Local, global = true)]
+    pub engine: EngineKind,
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 #[derive(clap::Subcommand)]
@@ -46,7 +52,17 @@ pub enum Command {
     },
 }
 
-fn open(store: Option<PathBuf>) -> anyhow::Result<Engine> {
+fn open(common: &Common) -> anyhow::Result<Engine> {
+    if common.engine == EngineKind::Aws {
+        anyhow::bail!(
+            "with --engine aws only `executions history ARN` is available; list and describe \
+             executions with the Step Functions console or `aws stepfunctions`"
+        );
+    }
+    open_store(common.store.clone())
+}
+
+fn open_store(store: Option<PathBuf>) -> anyhow::Result<Engine> {
     let path = report::store_path(store);
     if !path.exists() {
         anyhow::bail!(
@@ -100,7 +116,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             workflow,
             common,
         } => {
-            let engine = open(common.store)?;
+            let engine = open(&common)?;
             let status = match status {
                 Some(s) => Some(Status::parse(&s.to_ascii_uppercase()).ok_or_else(|| {
                     anyhow::anyhow!(
@@ -141,7 +157,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Show { id, common } => {
-            let engine = open(common.store)?;
+            let engine = open(&common)?;
             let e = find(&engine, &id)?;
             if common.output == OutputFormat::Json {
                 println!("{}", serde_json::to_string_pretty(&describe_json(&e))?);
@@ -169,9 +185,16 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::History { id, common } => {
-            let engine = open(common.store)?;
-            let e = find(&engine, &id)?;
-            let events = engine.history(&e.execution_arn)?;
+            let events = if common.engine == EngineKind::Aws {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(aws_engine::history(&common.aws, &id))?
+            } else {
+                let engine = open(&common)?;
+                let e = find(&engine, &id)?;
+                engine.history(&e.execution_arn)?
+            };
             if common.output == OutputFormat::Json {
                 println!(
                     "{}",

@@ -15,11 +15,12 @@
 //! until released. Release deletes the instance item, then the name item on the condition
 //! that this instance still holds it.
 //!
-//! Candidates come from [`sysprep::hostname::HostnamePolicy`]. For `{seq:N}` patterns the
-//! pool first probes a few sequences starting at a stable hash of the instance id (so a
-//! thousand concurrent launches do not all race for the lowest number), then reads the pool
-//! once and tries only the free sequences, lowest first; an empty free list proves
-//! exhaustion. Unlike SQLite it promises *a* free name, not the lowest (see `names`).
+//! Candidates come from [`sysprep::hostname::HostnamePolicy`]. For `{seq:N}` patterns a
+//! counter item (`sk = "meta#next"`, an atomic `ADD`) gives each allocator its own sequence,
+//! so a thousand concurrent launches do not race for one name; a release moves the counter
+//! back to the freed sequence. When the counter runs past the end, the pool is read once and
+//! only the free sequences are tried, lowest first; an empty free list proves exhaustion.
+//! Unlike SQLite it promises *a* free name, not always the lowest (see `names`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -38,8 +39,11 @@ use sysprep::hostname::{CandidateSpace, Hostname, HostnamePolicy, NameContext};
 use super::error::from_sdk;
 use crate::{CloudError, ErrorKind};
 
-/// Sequences probed from the instance's hash before reading the whole pool.
-const FAST_PROBES: u64 = 16;
+/// Sequences taken from the pool's counter before reading the whole pool.
+const COUNTER_TRIES: u32 = 8;
+
+/// The sort key of the pool's sequence counter item.
+const COUNTER_KEY: &str = "meta#next";
 
 /// The table's TTL attribute (epoch seconds).
 pub const TTL_ATTRIBUTE: &str = "ttl";
@@ -185,10 +189,13 @@ impl DynamoNamePool {
         let mut conflicts = 0u32;
         match self.policy.candidate_space() {
             CandidateSpace::Sequence { first, last } => {
-                let capacity = last - first + 1;
-                let start = fnv1a(request.instance_id.as_bytes()) % capacity;
-                for probe in 0..FAST_PROBES.min(capacity) {
-                    let sequence = first + (start + probe) % capacity;
+                // Fast path: the pool's counter hands each allocator its own sequence, so a
+                // thousand concurrent launches do not race for the same name.
+                for _ in 0..COUNTER_TRIES {
+                    let sequence = self.next_sequence(first).await?;
+                    if sequence > last {
+                        break;
+                    }
                     if let Some(lease) = self
                         .try_sequence(request, &context, sequence, now, &mut conflicts)
                         .await?
@@ -196,8 +203,9 @@ impl DynamoNamePool {
                         return Ok(Allocation { lease, conflicts });
                     }
                 }
-                // Slow path: read the pool once; try the free sequences, lowest first, each
-                // allocator starting at its own offset so concurrent ones spread out.
+                // Slow path: the counter ran past the end (or kept hitting held names). Read
+                // the pool once and try the free sequences, lowest first, each allocator
+                // starting at its own small offset so concurrent ones spread out.
                 let taken: HashSet<u64> = self
                     .live_leases(now)
                     .await?
@@ -207,7 +215,7 @@ impl DynamoNamePool {
                 let mut free: Vec<u64> = (first..=last).filter(|s| !taken.contains(s)).collect();
                 if !free.is_empty() {
                     let offset =
-                        (fnv1a(request.instance_id.as_bytes()) as usize) % free.len().min(64);
+                        (fnv1a(request.instance_id.as_bytes()) as usize) % free.len().min(16);
                     free.rotate_left(offset);
                 }
                 for sequence in free {
@@ -234,6 +242,67 @@ impl DynamoNamePool {
             pattern: self.policy.pattern().to_owned(),
             capacity: self.policy.capacity(),
         })
+    }
+
+    /// The next sequence from the pool's counter (an atomic `ADD`): `first` for a new pool.
+    async fn next_sequence(&self, first: u64) -> Result<u64, PoolError> {
+        let output = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(self.namespace.clone()))
+            .key("sk", AttributeValue::S(COUNTER_KEY.to_owned()))
+            .update_expression("ADD #next :one")
+            .expression_attribute_names("#next", "next")
+            .expression_attribute_values(":one", number(1))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(|e| store_error(from_sdk("dynamodb:UpdateItem", e)))?;
+        let issued = output
+            .attributes()
+            .and_then(|a| a.get("next"))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or_else(|| PoolError::Unavailable {
+                message: format!(
+                    "pool {:?}: the sequence counter returned no number",
+                    self.namespace
+                ),
+            })?;
+        Ok(first + issued.saturating_sub(1))
+    }
+
+    /// After a release, moves the counter back so the freed sequence is handed out next
+    /// (like the SQLite store's hint). Losing this race only costs a slow-path read later.
+    async fn lower_counter(&self, sequence: u64) -> Result<(), PoolError> {
+        let CandidateSpace::Sequence { first, .. } = self.policy.candidate_space() else {
+            return Ok(());
+        };
+        let value = sequence.saturating_sub(first);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(self.namespace.clone()))
+            .key("sk", AttributeValue::S(COUNTER_KEY.to_owned()))
+            .update_expression("SET #next = :value")
+            .condition_expression("#next > :value")
+            .expression_attribute_names("#next", "next")
+            .expression_attribute_values(":value", number(value))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                let mapped = from_sdk("dynamodb:UpdateItem", error);
+                if mapped.kind == ErrorKind::Conflict {
+                    Ok(())
+                } else {
+                    Err(store_error(mapped))
+                }
+            }
+        }
     }
 
     async fn try_sequence(
@@ -508,6 +577,7 @@ impl NamePool for DynamoNamePool {
                 return Err(store_error(mapped));
             }
         }
+        self.lower_counter(lease.sequence).await?;
         // An expired lease was already free: report nothing released, like SQLite.
         Ok(lease.is_live(now).then_some(lease))
     }
@@ -595,7 +665,7 @@ fn parse_lease(item: &HashMap<String, AttributeValue>) -> Result<Lease, PoolErro
             item.get("sk").and_then(|v| v.as_s().ok())
         ),
     };
-    let text = |key: &str| item.get(key).and_then(|v| v.as_s().ok());
+    let text = |key: &str| item.get(key).and_then(|v| v.as_s().ok()).map(String::as_str);
     let num = |key: &str| {
         item.get(key)
             .and_then(|v| v.as_n().ok())

@@ -79,6 +79,7 @@ pub const CLOUD_OPERATIONS: &[(&str, &[&str])] = &[
         &[
             "dynamodb:GetItem",
             "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
             "dynamodb:Query",
         ],
     ),
@@ -88,7 +89,11 @@ pub const CLOUD_OPERATIONS: &[(&str, &[&str])] = &[
     ),
     (
         "name_pool.release",
-        &["dynamodb:GetItem", "dynamodb:DeleteItem"],
+        &[
+            "dynamodb:GetItem",
+            "dynamodb:DeleteItem",
+            "dynamodb:UpdateItem",
+        ],
     ),
     ("name_pool.get_by_instance", &["dynamodb:GetItem"]),
     ("name_pool.get_by_name", &["dynamodb:GetItem"]),

@@ -443,7 +443,10 @@ mod tests {
     fn timestamps_are_rfc3339_with_milliseconds() {
         assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339_millis(951_782_400_001), "2000-02-29T00:00:00.001Z");
-        assert_eq!(rfc3339_millis(1_714_564_800_999), "2024-05-01T12:00:00.999Z");
+        assert_eq!(
+            rfc3339_millis(1_714_564_800_999),
+            "2024-05-01T12:00:00.999Z"
+        );
     }
 
     #[test]
