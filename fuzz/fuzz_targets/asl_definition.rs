@@ -27,7 +27,10 @@ fuzz_target!(|data: &[u8]| {
     match Definition::parse(text) {
         Ok(_) => assert!(diags.is_empty(), "model accepted what validate rejected"),
         Err(DefinitionError::Invalid(found)) => {
-            assert!(!found.is_empty(), "an invalid definition must name a problem");
+            assert!(
+                !found.is_empty(),
+                "an invalid definition must name a problem"
+            );
             let _ = DefinitionError::Invalid(found).to_string();
         }
         Err(DefinitionError::Json(e)) => panic!("valid JSON reported as unreadable: {e}"),

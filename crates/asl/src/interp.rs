@@ -396,10 +396,11 @@ impl Execution {
                     |run, _root, _| {
                         let mut e = run.event(EventType::ExecutionAborted, *run.next_event_id - 1);
                         if let Some(e) = e.as_mut() {
-                            e.execution_aborted_event_details = Some(Box::new(history::ErrorCauseDetails {
-                                error: error.clone(),
-                                cause: cause.clone(),
-                            }));
+                            e.execution_aborted_event_details =
+                                Some(Box::new(history::ErrorCauseDetails {
+                                    error: error.clone(),
+                                    cause: cause.clone(),
+                                }));
                         }
                         run.push(e);
                     },
@@ -554,10 +555,11 @@ impl Execution {
                     Outcome::Err(f) => {
                         let mut e = run.event(EventType::ExecutionFailed, last);
                         if let Some(e) = e.as_mut() {
-                            e.execution_failed_event_details = Some(Box::new(history::ErrorCauseDetails {
-                                error: non_empty(&f.error),
-                                cause: f.cause.clone(),
-                            }));
+                            e.execution_failed_event_details =
+                                Some(Box::new(history::ErrorCauseDetails {
+                                    error: non_empty(&f.error),
+                                    cause: f.cause.clone(),
+                                }));
                         }
                         run.push(e);
                     }
@@ -822,19 +824,20 @@ impl Run<'_> {
                         if next.is_some() {
                             carried = Some(text.clone());
                         }
-                        e.state_exited_event_details = Some(Box::new(history::StateExitedEventDetails {
-                            name: st.name.clone(),
-                            output: Some(text),
-                            output_details: Some(history::DataDetails::default()),
-                            assigned_variables: assigned.as_ref().map(|a| {
-                                a.iter()
-                                    .map(|(k, v)| (k.clone(), Value::String(json_text(v))))
-                                    .collect()
-                            }),
-                            assigned_variables_details: assigned
-                                .as_ref()
-                                .map(|_| history::DataDetails::default()),
-                        }));
+                        e.state_exited_event_details =
+                            Some(Box::new(history::StateExitedEventDetails {
+                                name: st.name.clone(),
+                                output: Some(text),
+                                output_details: Some(history::DataDetails::default()),
+                                assigned_variables: assigned.as_ref().map(|a| {
+                                    a.iter()
+                                        .map(|(k, v)| (k.clone(), Value::String(json_text(v))))
+                                        .collect()
+                                }),
+                                assigned_variables_details: assigned
+                                    .as_ref()
+                                    .map(|_| history::DataDetails::default()),
+                            }));
                     }
                     self.push(e);
                     th.cursor = id;
@@ -1342,14 +1345,15 @@ impl Run<'_> {
             _ => {
                 let mut e = self.event(EventType::TaskScheduled, th.cursor);
                 if let Some(e) = e.as_mut() {
-                    e.task_scheduled_event_details = Some(Box::new(history::TaskScheduledEventDetails {
-                        resource_type: res_type.clone(),
-                        resource: res_name.clone(),
-                        region: "local".into(),
-                        parameters: json_text(&args),
-                        timeout_in_seconds: timeout,
-                        heartbeat_in_seconds: heartbeat,
-                    }));
+                    e.task_scheduled_event_details =
+                        Some(Box::new(history::TaskScheduledEventDetails {
+                            resource_type: res_type.clone(),
+                            resource: res_name.clone(),
+                            region: "local".into(),
+                            parameters: json_text(&args),
+                            timeout_in_seconds: timeout,
+                            heartbeat_in_seconds: heartbeat,
+                        }));
                 }
                 self.push(e);
                 th.cursor = self.last_id();
@@ -1901,7 +1905,10 @@ fn error_matches(list: &[String], error: &str) -> bool {
     list.iter().any(|e| {
         e == error
             || (e == error::ALL && error != error::RUNTIME && error != error::DATA_LIMIT_EXCEEDED)
-            || (e == error::TASK_FAILED && error != error::TIMEOUT && !error.starts_with("States."))
+            || (e == error::TASK_FAILED
+                && error != error::TIMEOUT
+                && error != error::RUNTIME
+                && error != error::DATA_LIMIT_EXCEEDED)
     })
 }
 

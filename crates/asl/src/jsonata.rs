@@ -27,8 +27,8 @@
 //! `regex` crate: JavaScript syntax where the two agree, flags `i`/`m`) and the function
 //! library listed in `eval::BUILTINS`. Limits: evaluation depth and stack use, range size and
 //! total work are bounded, so hostile input ends in an error instead of a crash. `$eval` is
-//! an error, as on AWS ("use $parse"). Not implemented: function signatures `<...>`, partial
-//! application `?`, the `@`/`#` binding operators, date pictures (`$fromMillis`/`$now` with a
+//! an error, as on AWS ("use $parse"). Function signatures `<...>` are accepted but not
+//! checked. Not implemented: partial application `?`, the `@`/`#` binding operators, date pictures (`$fromMillis`/`$now` with a
 //! picture), exponent/per-mille pictures in `$formatNumber`, word pictures in
 //! `$formatInteger`/`$parseInteger`, the transform operator `| ... |`.
 //! Expressions that read the context at the top level (`$`, `$$`, a bare field name) are

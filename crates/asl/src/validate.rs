@@ -398,8 +398,11 @@ impl Validator {
         let mut is_terminal = false;
         if flow.iter().all(|f| allowed.contains(f)) {
             match (s.get("Next"), s.get("End")) {
-                (Some(_), Some(_)) => {
-                    self.err(path, st, "has both \"Next\" and \"End\"; use exactly one")
+                (Some(n), Some(_)) => {
+                    self.err(path, st, "has both \"Next\" and \"End\"; use exactly one");
+                    if let Value::String(n) = n {
+                        next.push(("Next".into(), n.as_str()));
+                    }
                 }
                 (None, None) => self.err(path, st, "needs \"Next\" or \"End\": true"),
                 (Some(Value::String(n)), None) => next.push(("Next".into(), n.as_str())),
@@ -1144,7 +1147,7 @@ mod tests {
             "{all}"
         );
         assert!(
-            all.contains("/States/C/ResultPath: state \"C\": invalid path"),
+            all.contains("/States/C/ResultPath: state \"C\": invalid JSONPath"),
             "{all}"
         );
         assert!(all.contains("state \"B\": state is unreachable"), "{all}");

@@ -12,7 +12,10 @@ use serde_json::{Value, json};
 
 fn check_text(text: &str) {
     let Ok(value) = serde_json::from_str::<Value>(text) else {
-        assert!(matches!(Definition::parse(text), Err(DefinitionError::Json(_))));
+        assert!(matches!(
+            Definition::parse(text),
+            Err(DefinitionError::Json(_))
+        ));
         return;
     };
     let diags = asl::validate::validate(&value);
@@ -69,7 +72,11 @@ fn run(def: &Definition) {
 }
 
 fn name() -> impl Strategy<Value = String> {
-    prop_oneof![Just("A".to_owned()), Just("B".to_owned()), Just("C".to_owned())]
+    prop_oneof![
+        Just("A".to_owned()),
+        Just("B".to_owned()),
+        Just("C".to_owned())
+    ]
 }
 
 fn path() -> impl Strategy<Value = Value> {
@@ -85,7 +92,10 @@ fn path() -> impl Strategy<Value = Value> {
 }
 
 fn state() -> impl Strategy<Value = Value> {
-    let flow = prop_oneof![name().prop_map(|n| json!({"Next": n})), Just(json!({"End": true}))];
+    let flow = prop_oneof![
+        name().prop_map(|n| json!({"Next": n})),
+        Just(json!({"End": true}))
+    ];
     (0..8u8, flow, path(), path(), name()).prop_map(|(kind, flow, p1, p2, n)| {
         let mut s = match kind {
             0 => json!({"Type": "Pass", "InputPath": p1, "ResultPath": p2}),
@@ -108,9 +118,8 @@ fn state() -> impl Strategy<Value = Value> {
 }
 
 fn definition() -> impl Strategy<Value = Value> {
-    (state(), state(), state(), name()).prop_map(|(a, b, c, start)| {
-        json!({"StartAt": start, "States": {"A": a, "B": b, "C": c}})
-    })
+    (state(), state(), state(), name())
+        .prop_map(|(a, b, c, start)| json!({"StartAt": start, "States": {"A": a, "B": b, "C": c}}))
 }
 
 proptest! {

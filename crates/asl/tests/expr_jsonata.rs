@@ -177,6 +177,8 @@ fn constructors_blocks_and_lambdas() {
 fn standard_functions() {
     check("$string(1.5)", Some(json!("1.5")));
     check("$string({'a': [1]})", Some(json!("{\"a\":[1]}")));
+    check("$string({'a': 1}, true)", Some(json!("{\n  \"a\": 1\n}")));
+    check("(function($x)<n:n>{ $x * 2 })(4)", Some(json!(8)));
     check("$number('12.5')", Some(json!(12.5)));
     check("$boolean([])", Some(json!(false)));
     check("$not(0)", Some(json!(true)));

@@ -9,7 +9,10 @@ fn fleetprep(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fleetprep"))
         .args(args)
         // Never touch the user's store from a test.
-        .env("FLEETPREP_STORE", "/nonexistent/fleetprep-test-store.sqlite3")
+        .env(
+            "FLEETPREP_STORE",
+            "/nonexistent/fleetprep-test-store.sqlite3",
+        )
         .output()
         .expect("run fleetprep")
 }
@@ -30,20 +33,41 @@ fn demo_bakes_names_and_rolls_out_and_stores_executions() {
     let store = dir.path().join("engine.sqlite3");
     let store = store.to_str().unwrap();
     let output = fleetprep(&[
-        "demo", "--instances", "6", "--seed", "7", "--store", store, "--output", "json",
+        "demo",
+        "--instances",
+        "6",
+        "--seed",
+        "7",
+        "--store",
+        store,
+        "--output",
+        "json",
     ]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let summary = json(&output);
     assert_eq!(summary["ok"], true);
     assert_eq!(summary["collisions"], 0);
     let instances = summary["instances"].as_array().unwrap();
     assert_eq!(instances.len(), 6);
     let image = summary["bake"]["image_id"].as_str().unwrap();
-    assert!(instances.iter().all(|i| i["image_id"] == image), "rolled out onto the baked image");
-    assert!(summary["simulated_seconds"].as_f64().unwrap() > summary["wall_seconds"].as_f64().unwrap());
+    assert!(
+        instances.iter().all(|i| i["image_id"] == image),
+        "rolled out onto the baked image"
+    );
+    assert!(
+        summary["simulated_seconds"].as_f64().unwrap() > summary["wall_seconds"].as_f64().unwrap()
+    );
 
     let list = fleetprep(&["executions", "list", "--store", store, "--output", "json"]);
-    assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
     let executions = json(&list)["executions"].as_array().unwrap().clone();
     let bake = executions
         .iter()
@@ -52,7 +76,15 @@ fn demo_bakes_names_and_rolls_out_and_stores_executions() {
     assert_eq!(bake["status"], "SUCCEEDED");
     let name = bake["name"].as_str().unwrap();
 
-    let history = fleetprep(&["executions", "history", name, "--store", store, "--output", "json"]);
+    let history = fleetprep(&[
+        "executions",
+        "history",
+        name,
+        "--store",
+        store,
+        "--output",
+        "json",
+    ]);
     assert!(history.status.success());
     let events = json(&history)["events"].as_array().unwrap().clone();
     assert_eq!(events.first().unwrap()["type"], "ExecutionStarted");
@@ -90,23 +122,44 @@ fn bake_with_a_fault_scenario_reports_the_category_and_fails() {
 fn config_errors_name_the_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("fleetprep.toml");
-    std::fs::write(&config, "[bake]\nname = \"x\"\n\n[naming]\nmode = \"renamed\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "[bake]\nname = \"x\"\n\n[naming]\nmode = \"renamed\"\n",
+    )
+    .unwrap();
     let output = fleetprep(&["bake", "--config", config.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("fleetprep.toml:5: key \"naming.mode\""), "{stderr}");
+    assert!(
+        stderr.contains("fleetprep.toml:5: key \"naming.mode\""),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn fleet_simulate_reports_calls_and_no_collisions() {
-    let output = fleetprep(&["fleet", "simulate", "--instances", "120", "--output", "json"]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = fleetprep(&[
+        "fleet",
+        "simulate",
+        "--instances",
+        "120",
+        "--output",
+        "json",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let report = json(&output);
     assert_eq!(report["in_service"], 120);
     assert_eq!(report["collisions"], 0);
     assert_eq!(report["throttling_failures"], 0);
     let sends = report["api_calls"]["ssm:SendCommand"].as_u64().unwrap();
-    assert!(sends < 120 / 10, "batched: {sends} SendCommand calls for 120 instances");
+    assert!(
+        sends < 120 / 10,
+        "batched: {sends} SendCommand calls for 120 instances"
+    );
 }
 
 #[test]

@@ -132,7 +132,7 @@ pub struct ScenarioError {
 impl Scenario {
     /// Parses scenario TOML; errors name the origin (file name), line and key.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, ScenarioError> {
-        toml::from_str(text).map_err(|error| {
+        let scenario: Self = toml::from_str(text).map_err(|error| {
             let location = error
                 .span()
                 .map(|span| {
@@ -144,7 +144,19 @@ impl Scenario {
                 origin: format!("{origin}{location}"),
                 message: error.message().trim().to_string(),
             }
-        })
+        })?;
+        for (index, fault) in scenario.faults.iter().enumerate() {
+            if fault.kind == FaultKind::HandlerTimeout && fault.action.is_none() {
+                return Err(ScenarioError {
+                    origin: origin.to_string(),
+                    message: format!(
+                        "fault[{index}] (handler-timeout) needs key \"action\": the handler \
+                         action that hangs, e.g. action = \"check_image\""
+                    ),
+                });
+            }
+        }
+        Ok(scenario)
     }
 
     /// The first fault of `kind` that hits an instance launched the given way.

@@ -894,7 +894,11 @@ async fn step_functions_create_start_describe_history() {
         assert!(id > last_id, "ids ascend: {history:?}");
         last_id = id;
         assert!(event["type"].as_str().is_some_and(|t| !t.is_empty()));
-        assert!(event["timestamp"].as_f64().is_some_and(|t| t > 0.0));
+        let timestamp = event["timestamp"].as_str().expect("RFC 3339 timestamp");
+        assert!(
+            timestamp.len() == 24 && timestamp.ends_with('Z') && timestamp.as_bytes()[10] == b'T',
+            "{timestamp}"
+        );
     }
     assert_eq!(history[0]["type"], "ExecutionStarted");
     let actions = recorder.take();

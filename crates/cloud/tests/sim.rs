@@ -349,6 +349,12 @@ fn scenario_errors_name_the_line_and_key() {
         Scenario::from_toml("seed = 1\n[[fault]]\nkind = \"volcano\"\n", "storm.toml").unwrap_err();
     assert!(error.to_string().starts_with("storm.toml:3"), "{error}");
     assert!(error.to_string().contains("volcano"), "{error}");
+    let error =
+        Scenario::from_toml("[[fault]]\nkind = \"handler-timeout\"\n", "t.toml").unwrap_err();
+    assert!(
+        error.to_string().contains("needs key \"action\""),
+        "{error}"
+    );
     let parsed = scenario("[[fault]]\nkind = \"stuck-stopping\"\ntarget = \"builder\"\n");
     assert!(parsed.fault(FaultKind::StuckStopping, false).is_some());
     assert!(parsed.fault(FaultKind::StuckStopping, true).is_none());

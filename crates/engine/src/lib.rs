@@ -307,10 +307,15 @@ impl Engine {
         }
         for row in running {
             let text = store.definition_of(&row.arn)?;
-            let def = Definition::parse(&text).map_err(|source| EngineError::Definition {
-                name: row.state_machine.clone(),
-                source,
-            })?;
+            let def = match Definition::parse(&text) {
+                Ok(d) => d,
+                Err(error) => {
+                    // One unloadable execution (e.g. validation got stricter since it started)
+                    // must not keep the engine from opening: it stays RUNNING, untouched.
+                    tracing::error!(execution = %row.arn, %error, "cannot resume execution");
+                    continue;
+                }
+            };
             let info = ExecutionInfo::local(&row.state_machine, &row.name);
             let (mut exec, _) = Execution::start(
                 &def,
@@ -577,7 +582,17 @@ impl Engine {
                 match self.handler_for(&what) {
                     Some(h) => {
                         tasks.spawn(async move {
-                            let r = h.invoke(input, ctx).await;
+                            // The handler runs in its own task so a panic in it becomes a
+                            // task failure of this token instead of a hung execution.
+                            let r = match tokio::spawn(async move { h.invoke(input, ctx).await })
+                                .await
+                            {
+                                Ok(r) => r,
+                                Err(e) => Err(TaskError::new(
+                                    "States.TaskFailed",
+                                    format!("the task handler panicked: {e}"),
+                                )),
+                            };
                             (arn, token, r)
                         });
                     }
@@ -658,9 +673,8 @@ impl Engine {
                             },
                         )?,
                         Err(join_error) => {
-                            // A panicking handler is a bug in the handler; report it as a
-                            // task failure of unknown token is impossible, so log and go on.
-                            tracing::error!(%join_error, "task handler panicked");
+                            // Only the wrapper task itself can fail here (runtime shutdown).
+                            tracing::error!(%join_error, "task dispatch was cancelled");
                         }
                     }
                 }

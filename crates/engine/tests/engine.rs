@@ -317,3 +317,14 @@ async fn progress_is_broadcast() {
     }
     assert_eq!(got, h.iter().map(|e| e.id).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn a_panicking_handler_fails_the_task_instead_of_hanging() {
+    let e = engine();
+    e.register(FN, handler_fn(|_i, _c| async { panic!("handler bug") }));
+    let def = json!({"StartAt":"T","States":{"T":{"Type":"Task","Resource":FN,"End":true}}});
+    let (s, _) = run(&e, def, json!({})).await;
+    assert_eq!(s.status, Status::Failed);
+    assert_eq!(s.error.as_deref(), Some("States.TaskFailed"));
+    assert!(s.cause.unwrap().contains("panicked"));
+}

@@ -1182,7 +1182,15 @@ impl<'c, 'a> Ev<'c, 'a> {
             "string" => match args.first() {
                 None => Some(V::str(&stringify(input)?)),
                 Some(None) => None,
-                Some(Some(v)) => Some(V::str(&stringify(v)?)),
+                Some(Some(v)) => {
+                    let pretty = arg(1).is_some_and(|p| truthy_v(&p));
+                    if pretty && (v.is_array() || v.entries().is_some()) {
+                        let json = to_json(v)?;
+                        Some(V::str(&serde_json::to_string_pretty(&json).unwrap_or_default()))
+                    } else {
+                        Some(V::str(&stringify(v)?))
+                    }
+                }
             },
             "number" => match arg(0) {
                 None => None,

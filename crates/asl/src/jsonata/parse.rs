@@ -509,7 +509,25 @@ impl Parser {
             }
         }
         self.expect(")")?;
-        // Optional signature `<...>` is not supported; the body follows.
+        // An optional type signature `<n-n:n>` is accepted and ignored (arguments are not
+        // type-checked against it).
+        if self.is_op("<") {
+            let mut depth = 0usize;
+            loop {
+                match self.next() {
+                    Tok::Op("<") => depth += 1,
+                    Tok::Op(">") => {
+                        depth -= 1;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    Tok::Op(">=") if depth == 1 => break,
+                    Tok::End => return Err("unterminated function signature".into()),
+                    _ => {}
+                }
+            }
+        }
         self.expect("{")?;
         let body = self.expression(0)?;
         self.expect("}")?;

@@ -14,6 +14,9 @@ pub enum Command {
     /// through the SQLite engine), a 10,000-item inline Map, peak memory, and moto's Step
     /// Functions engine on the same definitions when moto is installed.
     Engine(EngineArgs),
+    /// Simulated fleet: N instances launched at once through the lifecycle hooks, with and
+    /// without the SSM batching layer (figures and ratios, see `fleet simulate`).
+    Fleet(crate::cmd::fleet::SimulateArgs),
 }
 
 #[derive(clap::Args)]
@@ -35,6 +38,7 @@ pub struct EngineArgs {
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Engine(args) => engine_bench(&args),
+        Command::Fleet(args) => crate::cmd::fleet::bench(args),
     }
 }
 
@@ -190,7 +194,7 @@ fn engine_bench(args: &EngineArgs) -> anyhow::Result<ExitCode> {
     }
 
     if !args.no_moto {
-        moto_compare(args, with_hist, per_run)?;
+        moto_compare(args, with_hist, engine_rate, per_run)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -235,7 +239,12 @@ out = {"chain": run_one("chain", pass_chain(chain), {"payload": "x", "n": 1}),
 print(json.dumps(out))
 "#;
 
-fn moto_compare(args: &EngineArgs, our_chain_rate: f64, our_map_secs: f64) -> anyhow::Result<()> {
+fn moto_compare(
+    args: &EngineArgs,
+    our_chain_rate: f64,
+    our_engine_rate: f64,
+    our_map_secs: f64,
+) -> anyhow::Result<()> {
     // moto is far slower: smaller sizes keep the comparison short; rates are per transition.
     let chain = args.chain.min(200);
     let items = args.items.min(500);
@@ -281,6 +290,10 @@ fn moto_compare(args: &EngineArgs, our_chain_rate: f64, our_map_secs: f64) -> an
         moto_rate,
         v["chain"]["status"].as_str().unwrap_or("?"),
         our_chain_rate / moto_rate
+    );
+    println!(
+        "  (fleetprep engine with SQLite history vs moto on the pass chain: {:.0}x)",
+        our_engine_rate / moto_rate
     );
     let map_secs = v["map"]["seconds"].as_f64().unwrap_or(f64::NAN);
     let moto_items = items as f64 / map_secs;

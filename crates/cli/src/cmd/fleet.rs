@@ -22,7 +22,7 @@ pub enum Command {
     Simulate(SimulateArgs),
 }
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct SimulateArgs {
     #[arg(long, default_value_t = 100)]
     pub instances: usize,
@@ -35,6 +35,10 @@ pub struct SimulateArgs {
     /// Send every command on its own (measures what batching saves).
     #[arg(long)]
     pub no_batching: bool,
+    /// Engine store for the run (default: a temporary file, removed afterwards; a file store
+    /// keeps SQLite's page cache bounded, which an in-memory store of 10,000 histories is not).
+    #[arg(long)]
+    pub store: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }
@@ -62,6 +66,11 @@ pub async fn simulate_report(args: &SimulateArgs) -> anyhow::Result<serde_json::
     } else {
         config.naming.pattern.clone()
     };
+    let scratch = tempfile::tempdir()?;
+    let store = args
+        .store
+        .clone()
+        .unwrap_or_else(|| scratch.path().join("simulate.sqlite3"));
     let wall = Stopwatch::start();
     let clock = report::virtual_clock_now();
     let started = clock.now();
@@ -71,7 +80,7 @@ pub async fn simulate_report(args: &SimulateArgs) -> anyhow::Result<serde_json::
             settings: config.naming.settings(),
             hostname_pattern: pattern,
             hostname_prefix: config.naming.prefix.clone(),
-            engine_store: None,
+            engine_store: Some(store),
             batching: !args.no_batching,
         },
         clock.clone(),
@@ -175,4 +184,91 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `bench fleet`: the same launch wave with and without batching, in one run, printed as
+/// figures and ratios (no assertions: targets are read off the output).
+pub fn bench(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let batched = runtime.block_on(simulate_report(&SimulateArgs {
+        no_batching: false,
+        ..args.clone()
+    }))?;
+    let unbatched = runtime.block_on(simulate_report(&SimulateArgs {
+        no_batching: true,
+        ..args.clone()
+    }))?;
+    let figure =
+        |report: &serde_json::Value, op: &str| report["api_calls"][op].as_u64().unwrap_or(0);
+    let ratio = |a: u64, b: u64| {
+        if a == 0 {
+            f64::NAN
+        } else {
+            b as f64 / a as f64
+        }
+    };
+    let rows = [
+        (
+            "wall seconds",
+            batched["wall_seconds"].as_f64().unwrap_or(0.0),
+            unbatched["wall_seconds"].as_f64().unwrap_or(0.0),
+        ),
+        (
+            "simulated seconds",
+            batched["simulated_seconds"].as_f64().unwrap_or(0.0),
+            unbatched["simulated_seconds"].as_f64().unwrap_or(0.0),
+        ),
+        (
+            "API calls",
+            batched["api_calls_total"].as_f64().unwrap_or(0.0),
+            unbatched["api_calls_total"].as_f64().unwrap_or(0.0),
+        ),
+    ];
+    let report = json!({
+        "instances": args.instances,
+        "batched": batched,
+        "unbatched": unbatched,
+        "send_command_reduction": ratio(figure(&batched, "ssm:SendCommand"), figure(&unbatched, "ssm:SendCommand")),
+        "describe_reduction": ratio(
+            figure(&batched, "ssm:DescribeInstanceInformation"),
+            figure(&unbatched, "ssm:DescribeInstanceInformation"),
+        ),
+    });
+    if args.output == OutputFormat::Json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("fleet bench: {} instances launched at once", args.instances);
+        println!("{:<22} {:>14} {:>14}", "", "batched", "unbatched");
+        for (name, a, b) in rows {
+            println!("{name:<22} {a:>14.2} {b:>14.2}");
+        }
+        for op in [
+            "ssm:SendCommand",
+            "ssm:DescribeInstanceInformation",
+            "ssm:GetCommandInvocation",
+        ] {
+            println!(
+                "{op:<40} {:>8} {:>8}",
+                figure(&batched, op),
+                figure(&unbatched, op)
+            );
+        }
+        println!(
+            "SendCommand calls: {:.1}x fewer with batching; DescribeInstanceInformation: {:.1}x fewer",
+            report["send_command_reduction"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            report["describe_reduction"].as_f64().unwrap_or(f64::NAN)
+        );
+        println!(
+            "SendCommand calls per 50 instances (batched): {:.2}; collisions: {}",
+            batched["send_command_calls_per_50_instances"]
+                .as_f64()
+                .unwrap_or(0.0),
+            batched["collisions"]
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -665,7 +665,11 @@ fn parse_lease(item: &HashMap<String, AttributeValue>) -> Result<Lease, PoolErro
             item.get("sk").and_then(|v| v.as_s().ok())
         ),
     };
-    let text = |key: &str| item.get(key).and_then(|v| v.as_s().ok()).map(String::as_str);
+    let text = |key: &str| {
+        item.get(key)
+            .and_then(|v| v.as_s().ok())
+            .map(String::as_str)
+    };
     let num = |key: &str| {
         item.get(key)
             .and_then(|v| v.as_n().ok())

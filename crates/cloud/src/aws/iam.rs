@@ -193,9 +193,13 @@ impl Intercept for RecordingInterceptor {
         "fleetprep-iam-recorder"
     }
 
-    fn read_before_execution(
+    // Not `read_before_execution`: client interceptors see that hook before the operation's
+    // configuration (and so its Metadata) is in the bag. Serialization happens once per call,
+    // before any retry.
+    fn read_before_serialization(
         &self,
         _context: &BeforeSerializationInterceptorContextRef<'_>,
+        _runtime_components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         if let Some(metadata) = cfg.load::<Metadata>() {

@@ -1,0 +1,267 @@
+//! The decider on its own: determinism across serialisation (what crash recovery relies on),
+//! commands for tasks and timers, Parallel/Map with tasks, limits, JSONata tasks.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use asl::history::EventType;
+use asl::interp::{Command, Event, Execution, ExecutionInfo, Options, Status, Step};
+use asl::model::Definition;
+use serde_json::{Value, json};
+
+const FN: &str = "arn:aws:lambda:us-east-1:123456789012:function:F";
+
+fn t0() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+}
+
+fn start(def: &Definition, input: Value) -> (Execution, Step) {
+    Execution::start(
+        def,
+        ExecutionInfo::local("sm", "e"),
+        input,
+        9,
+        t0(),
+        Options::default(),
+    )
+}
+
+/// Answers every task with `f(input)` and fires timers in deadline order; optionally
+/// round-trips the decider state through JSON before every event (as a restart would).
+fn drive(
+    def: &Definition,
+    input: Value,
+    roundtrip: bool,
+    f: impl Fn(&Value) -> Result<Value, String>,
+) -> (Execution, Vec<asl::history::HistoryEvent>) {
+    let (mut ex, step) = start(def, input);
+    let mut history = step.history;
+    let mut pending = step.commands;
+    let mut now = t0();
+    while ex.status == Status::Running {
+        // Tasks first (in order), then the earliest timer.
+        let pos = pending
+            .iter()
+            .position(|c| matches!(c, Command::ScheduleTask { .. }))
+            .or_else(|| {
+                pending
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, c)| match c {
+                        Command::StartTimer { fire_at, .. } => Some((i, *fire_at)),
+                        _ => None,
+                    })
+                    .min_by_key(|(_, t)| *t)
+                    .map(|(i, _)| i)
+            });
+        let Some(pos) = pos else { break };
+        let ev = match pending.remove(pos) {
+            Command::ScheduleTask { token, input, .. } => match f(&input) {
+                Ok(output) => Event::TaskSucceeded { token, output },
+                Err(e) => Event::TaskFailed {
+                    token,
+                    error: e,
+                    cause: Some("because".into()),
+                },
+            },
+            Command::StartTimer { token, fire_at } => {
+                now = now.max(fire_at);
+                Event::TimerFired { token }
+            }
+            _ => continue,
+        };
+        if roundtrip {
+            let text = serde_json::to_string(&ex).unwrap();
+            ex = serde_json::from_str(&text).unwrap();
+        }
+        match ex.handle(def, ev, now) {
+            Ok(step) => {
+                history.extend(step.history);
+                pending.extend(
+                    step.commands
+                        .into_iter()
+                        .filter(|c| !matches!(c, Command::CancelTimer { .. })),
+                );
+            }
+            Err(_) => continue, // stale token (e.g. a cancelled timeout)
+        }
+    }
+    (ex, history)
+}
+
+fn def(v: Value) -> Definition {
+    Definition::from_value(v).expect("valid definition")
+}
+
+#[test]
+fn serialised_state_replays_identically() {
+    let d = def(json!({"StartAt":"P","States":{
+        "P":{"Type":"Parallel","Branches":[
+            {"StartAt":"T1","States":{"T1":{"Type":"Task","Resource":FN,"Retry":[{"ErrorEquals":["Odd"],"IntervalSeconds":1,"MaxAttempts":2,"JitterStrategy":"FULL"}],"End":true}}},
+            {"StartAt":"W","States":{"W":{"Type":"Wait","Seconds":30,"Next":"T2"},"T2":{"Type":"Task","Resource":FN,"End":true}}}
+        ],"Next":"M"},
+        "M":{"Type":"Map","ItemsPath":"$[0].items","MaxConcurrency":2,
+             "ItemProcessor":{"StartAt":"T3","States":{"T3":{"Type":"Task","Resource":FN,"End":true}}},"End":true}}}));
+    let calls = std::cell::Cell::new(0);
+    let f = |i: &Value| {
+        calls.set(calls.get() + 1);
+        if calls.get() == 1 {
+            Err("Odd".to_owned())
+        } else {
+            Ok(json!({"items": [1, 2, 3], "echo": i}))
+        }
+    };
+    let (a, ha) = drive(&d, json!({"x": 1}), false, f);
+    calls.set(0);
+    let (b, hb) = drive(&d, json!({"x": 1}), true, f);
+    assert_eq!(a.status, Status::Succeeded, "{:?} {:?}", a.error, a.cause);
+    assert_eq!(a.output, b.output);
+    let strip = |h: &[asl::history::HistoryEvent]| -> Vec<Value> {
+        h.iter().map(|e| serde_json::to_value(e).unwrap()).collect()
+    };
+    assert_eq!(strip(&ha), strip(&hb), "round-tripped decider diverged");
+    assert_eq!(a.output.unwrap().as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn wait_emits_a_timer_and_exits_when_it_fires() {
+    let d = def(json!({"StartAt":"W","States":{"W":{"Type":"Wait","Seconds":90,"End":true}}}));
+    let (mut ex, step) = start(&d, json!({"k": 1}));
+    assert_eq!(ex.status, Status::Running);
+    let Some(Command::StartTimer { token, fire_at }) = step.commands.first().cloned() else {
+        panic!("expected a timer, got {:?}", step.commands)
+    };
+    assert_eq!(fire_at, t0() + Duration::from_secs(90));
+    assert!(
+        ex.handle(&d, Event::TimerFired { token: token + 100 }, fire_at)
+            .is_err(),
+        "unknown token is rejected"
+    );
+    let step = ex.handle(&d, Event::TimerFired { token }, fire_at).unwrap();
+    assert_eq!(ex.status, Status::Succeeded);
+    let types: Vec<EventType> = step.history.iter().map(|e| e.event_type).collect();
+    assert_eq!(
+        types,
+        vec![EventType::WaitStateExited, EventType::ExecutionSucceeded]
+    );
+}
+
+#[test]
+fn payload_over_256_kib_fails_with_data_limit_exceeded() {
+    let big = "x".repeat(300 * 1024);
+    let d = def(json!({"StartAt":"P","States":{"P":{"Type":"Pass","Result":big,"End":true}}}));
+    let (ex, _) = start(&d, json!({}));
+    assert_eq!(ex.status, Status::Failed);
+    assert_eq!(ex.error.as_deref(), Some("States.DataLimitExceeded"));
+}
+
+#[test]
+fn data_limit_is_not_caught_by_states_all() {
+    let big = "x".repeat(300 * 1024);
+    let d = def(json!({"StartAt":"T","States":{
+        "T":{"Type":"Task","Resource":FN,"Catch":[{"ErrorEquals":["States.ALL"],"Next":"C"}],"End":true},
+        "C":{"Type":"Pass","End":true}}}));
+    let (ex, _) = drive(&d, json!({}), false, |_| Ok(json!(big)));
+    assert_eq!(ex.error.as_deref(), Some("States.DataLimitExceeded"));
+}
+
+#[test]
+fn jsonata_task_arguments_output_and_assign() {
+    let d = def(json!({"QueryLanguage":"JSONata","StartAt":"T","States":{
+        "T":{"Type":"Task","Resource":FN,"Arguments":{"n":"{% $states.input.n * 2 %}"},
+             "Assign":{"seen":"{% $states.result.n %}"},
+             "Output":{"r":"{% $states.result.n + 1 %}"},"Next":"U"},
+        "U":{"Type":"Pass","Output":{"seen":"{% $seen %}","r":"{% $states.input.r %}"},"End":true}}}));
+    let (ex, h) = drive(&d, json!({"n": 5}), false, |i| Ok(i.clone()));
+    assert_eq!(
+        ex.status,
+        Status::Succeeded,
+        "{:?} {:?}",
+        ex.error,
+        ex.cause
+    );
+    assert_eq!(ex.output, Some(json!({"seen": 10, "r": 11})));
+    let exited = h
+        .iter()
+        .find(|e| e.event_type == EventType::LambdaFunctionSucceeded);
+    assert!(exited.is_some());
+}
+
+#[test]
+fn map_tolerated_failures_keep_error_outputs() {
+    let d = def(
+        json!({"StartAt":"M","States":{"M":{"Type":"Map","ToleratedFailureCount":1,
+        "ItemProcessor":{"StartAt":"T","States":{"T":{"Type":"Task","Resource":FN,"End":true}}},"End":true}}}),
+    );
+    let (ex, _) = drive(&d, json!([1, 2, 3]), false, |i| {
+        if i == &json!(2) {
+            Err("Bad".into())
+        } else {
+            Ok(json!(0))
+        }
+    });
+    assert_eq!(ex.status, Status::Succeeded, "{:?}", ex.cause);
+    assert_eq!(
+        ex.output,
+        Some(json!([0, {"Error": "Bad", "Cause": "because"}, 0]))
+    );
+    let (ex, _) = drive(&d, json!([1, 2, 2]), false, |i| {
+        if i == &json!(2) {
+            Err("Bad".into())
+        } else {
+            Ok(json!(0))
+        }
+    });
+    assert_eq!(
+        ex.error.as_deref(),
+        Some("States.ExceedToleratedFailureThreshold")
+    );
+}
+
+#[test]
+fn execution_timeout_times_out() {
+    let d = def(
+        json!({"TimeoutSeconds":10,"StartAt":"W","States":{"W":{"Type":"Wait","Seconds":60,"End":true}}}),
+    );
+    let (ex, h) = drive(&d, json!({}), false, |_| Ok(json!(null)));
+    assert_eq!(ex.status, Status::TimedOut);
+    assert_eq!(h.last().unwrap().event_type, EventType::ExecutionTimedOut);
+}
+
+#[test]
+fn full_jitter_is_deterministic_for_a_seed_and_bounded() {
+    let d = def(
+        json!({"StartAt":"T","States":{"T":{"Type":"Task","Resource":FN,
+        "Retry":[{"ErrorEquals":["E"],"IntervalSeconds":100,"MaxAttempts":1,"JitterStrategy":"FULL"}],"End":true}}}),
+    );
+    let delay = || {
+        let (mut ex, step) = start(&d, json!({}));
+        let Some(Command::ScheduleTask { token, .. }) = step
+            .commands
+            .into_iter()
+            .find(|c| matches!(c, Command::ScheduleTask { .. }))
+        else {
+            panic!("no task")
+        };
+        let step = ex
+            .handle(
+                &d,
+                Event::TaskFailed {
+                    token,
+                    error: "E".into(),
+                    cause: None,
+                },
+                t0(),
+            )
+            .unwrap();
+        step.commands
+            .into_iter()
+            .find_map(|c| match c {
+                Command::StartTimer { fire_at, .. } => Some(fire_at.duration_since(t0()).unwrap()),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let (a, b) = (delay(), delay());
+    assert_eq!(a, b);
+    assert!(a <= Duration::from_secs(100));
+}
