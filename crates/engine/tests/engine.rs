@@ -328,3 +328,13 @@ async fn a_panicking_handler_fails_the_task_instead_of_hanging() {
     assert_eq!(s.error.as_deref(), Some("States.TaskFailed"));
     assert!(s.cause.unwrap().contains("panicked"));
 }
+
+#[test]
+fn driving_futures_are_send_so_callers_can_spawn_them() {
+    fn assert_send<T: Send>(_: &T) {}
+    let e = engine();
+    let fut = e.run_until_complete("arn:none");
+    assert_send(&fut);
+    let idle = e.run_until_idle();
+    assert_send(&idle);
+}
