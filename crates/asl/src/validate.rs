@@ -982,8 +982,11 @@ impl Validator {
         path: &str,
         st: Option<&str>,
         ql: QueryLanguage,
-        _assign: bool,
+        assign: bool,
     ) {
+        if assign {
+            self.variable_names(t, path, st, ql);
+        }
         let field = path.rsplit('/').next().unwrap_or_default().to_owned();
         let result = if ql == QueryLanguage::JsonPath {
             self.duplicate_keys(t, path, st, 0);
@@ -999,6 +1002,45 @@ impl Validator {
                     Some(s) => d.in_state(s),
                     None => d,
                 });
+            }
+        }
+    }
+
+    /// Assign keys are variable names: a letter or `_`, then letters, digits or `_`, at most
+    /// 80 characters, and not the reserved `states` (Step Functions guide, "Passing data
+    /// between states with variables").
+    fn variable_names(&mut self, t: &Value, path: &str, st: Option<&str>, ql: QueryLanguage) {
+        let Some(o) = t.as_object() else {
+            self.err(
+                path,
+                st,
+                "Assign must be an object of variable name → value",
+            );
+            return;
+        };
+        for k in o.keys() {
+            let name = match ql {
+                QueryLanguage::JsonPath => k.strip_suffix(".$").unwrap_or(k),
+                QueryLanguage::Jsonata => k.as_str(),
+            };
+            let mut chars = name.chars();
+            let valid = chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && name.len() <= 80;
+            if !valid {
+                self.err(
+                    &format!("{path}/{}", esc(k)),
+                    st,
+                    format!("\"{name}\" is not a valid variable name (a letter or _, then letters, digits or _; at most 80 characters)"),
+                );
+            } else if name == "states" {
+                self.err(
+                    &format!("{path}/{}", esc(k)),
+                    st,
+                    "\"states\" is reserved and cannot be assigned",
+                );
             }
         }
     }
@@ -1163,6 +1205,16 @@ mod tests {
         assert!(e.contains("/States/A/InputPath"), "{e}");
         assert!(e.contains("/States/A/Parameters/v.$"), "{e}");
         assert!(e.contains("/States/B/ResultPath"), "{e}");
+    }
+
+    #[test]
+    fn assign_names_are_identifiers() {
+        let e = errs(
+            json!({"StartAt":"A","States":{"A":{"Type":"Pass","Assign":{"ok_1":1,"x.$":"$.a","1bad":2,"states":3},"End":true}}}),
+        );
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].contains("/States/A/Assign/1bad"), "{e:?}");
+        assert!(e[1].contains("reserved"), "{e:?}");
     }
 
     #[test]

@@ -19,8 +19,14 @@
 //! calls from many concurrent executions when they share one process (the local fleet);
 //! on Lambda every invocation sends its own.
 //!
-//! This crate deliberately does not run state machines (the `engine` crate does), does not print
-//! (the CLI does), and does not decide Windows policy (the `sysprep` crate does).
+//! [`local::LocalFleet`] wires the embedded engine, the simulated fleet and [`dispatch`] the way
+//! AWS wires Step Functions, Lambda and EventBridge, for the demo, the CLI and the tests.
+//!
+//! Polling handlers (`check_*`) answer `{"done": ..}` once and never loop; deadlines come from a
+//! `wait.since` timestamp the state machine carries, so handlers hold no state between calls.
+//!
+//! This crate deliberately does not interpret ASL (the `engine` and `asl` crates do), does not
+//! print (the CLI does), and does not decide Windows policy (the `sysprep` crate does).
 //!
 //! ```
 //! let bake = workflows::definition("bake", "arn:aws:lambda:local:0:function:fleetprep").unwrap();

@@ -51,4 +51,6 @@ async fn bake_produces_an_available_tagged_image_and_leaves_nothing_running() {
         .filter(|(_, d)| d.metric_name == "Succeeded")
         .count();
     assert_eq!(succeeded, 1);
+    // A healthy shutdown needs no forced stop.
+    assert!(!fleet.sim.api_calls().contains_key("ec2:StopInstances"));
 }

@@ -167,7 +167,13 @@ where
     match &error {
         SdkError::ServiceError(service) => {
             let meta = service.err();
-            let code = meta.code().unwrap_or("Unknown").to_owned();
+            // A response without an error code is not the service's protocol (an HTML error
+            // page, a 404 for an unknown route): name it by its status.
+            let code = match (meta.code(), status) {
+                (Some(code), _) => code.to_owned(),
+                (None, Some(status)) => format!("HttpStatus{status}"),
+                (None, None) => "Unknown".to_owned(),
+            };
             let message = meta
                 .message()
                 .map(str::to_owned)

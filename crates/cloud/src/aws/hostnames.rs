@@ -7,9 +7,13 @@
 //! - `sk = "instance#<instance id>"`: which name an instance holds. Its conditional put is what
 //!   makes allocation idempotent per instance id, even when two retries race.
 //!
-//! Both are written by one `TransactWriteItems`, each with the condition "absent, or an
-//! unconfirmed lease past its expiry", so either the instance gets the name or nothing
-//! changes. Expiry is `expires_at_ms`, checked in the conditions, so correctness never waits
+//! Both are written by conditional PutItems, each with the condition "absent, or an
+//! unconfirmed lease past its expiry": the name item first (if that fails the name is taken),
+//! then the instance item (if that fails a concurrent retry for the same instance won, and the
+//! name item is deleted again). A crash between the two leaves a leased name item with no
+//! instance, which expires like any abandoned lease. (A TransactWriteItems would make the pair
+//! atomic but costs twice the write capacity and the local test endpoint cannot run
+//! concurrent transactions.) Expiry is `expires_at_ms`, checked in the conditions, so correctness never waits
 //! for DynamoDB's TTL; `ttl` (epoch seconds, the table's TTL attribute) only lets DynamoDB
 //! delete abandoned leases eventually. Confirmation removes both, so confirmed leases live
 //! until released. Release deletes the instance item, then the name item on the condition
@@ -27,10 +31,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, KeySchemaElement, KeyType, Put, ScalarAttributeType,
-    TimeToLiveSpecification, TransactWriteItem,
+    AttributeDefinition, AttributeValue, KeySchemaElement, KeyType, ScalarAttributeType,
+    TimeToLiveSpecification,
 };
 use clock::Clock;
 use names::{AllocationRequest, Lease, LeaseState, NamePool, PoolError, PoolOptions};
@@ -346,64 +349,65 @@ impl DynamoNamePool {
     }
 
     async fn claim(&self, lease: Lease, now: SystemTime) -> Result<Claim, PoolError> {
-        let free = "attribute_not_exists(sk) OR (attribute_exists(expires_at_ms) AND \
-                    expires_at_ms <= :now)";
-        let put = |sk: String| {
-            let mut builder = Put::builder()
-                .table_name(&self.table)
-                .condition_expression(free)
-                .expression_attribute_values(":now", number(to_millis(now)));
-            for (key, value) in self.item(&sk, &lease) {
-                builder = builder.item(key, value);
-            }
-            builder.build().map_err(|e| PoolError::Unavailable {
-                message: format!("building the lease write: {e}"),
-            })
-        };
-        let result = self
+        // 1. The name item: its conditional put is the uniqueness guarantee.
+        if !self.put_if_free(&name_key(&lease.name), &lease, now).await? {
+            return Ok(Claim::NameTaken);
+        }
+        // 2. The instance item: its conditional put is the idempotency guarantee.
+        if self
+            .put_if_free(&instance_key(&lease.instance_id), &lease, now)
+            .await?
+        {
+            return Ok(Claim::Won(lease));
+        }
+        // A concurrent allocation for the same instance won: give our name back (only if it
+        // is still the one we just wrote) and answer with theirs.
+        let rollback = self
             .client
-            .transact_write_items()
-            .transact_items(
-                TransactWriteItem::builder()
-                    .put(put(name_key(&lease.name))?)
-                    .build(),
-            )
-            .transact_items(
-                TransactWriteItem::builder()
-                    .put(put(instance_key(&lease.instance_id))?)
-                    .build(),
-            )
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(self.namespace.clone()))
+            .key("sk", AttributeValue::S(name_key(&lease.name)))
+            .condition_expression("instance_id = :instance AND allocated_at_ms = :allocated")
+            .expression_attribute_values(":instance", AttributeValue::S(lease.instance_id.clone()))
+            .expression_attribute_values(":allocated", number(to_millis(lease.allocated_at)))
             .send()
             .await;
-        let error = match result {
-            Ok(_) => return Ok(Claim::Won(lease)),
-            Err(error) => error,
-        };
-        if let Some(TransactWriteItemsError::TransactionCanceledException(cancel)) =
-            error.as_service_error()
-        {
-            // CancellationReasons are in item order: [name, instance].
-            let failed = |index: usize| {
-                cancel
-                    .cancellation_reasons()
-                    .get(index)
-                    .and_then(|r| r.code())
-                    .is_some_and(|code| code == "ConditionalCheckFailed")
-            };
-            if failed(1) {
-                return Ok(Claim::InstanceHasLease);
+        if let Err(error) = rollback {
+            let mapped = from_sdk("dynamodb:DeleteItem", error);
+            if mapped.kind != ErrorKind::Conflict {
+                return Err(store_error(mapped));
             }
-            if failed(0) {
-                return Ok(Claim::NameTaken);
-            }
-            // No usable reasons (a transaction conflict, or an endpoint that omits them):
-            // decide from the table.
-            return match self.read(&instance_key(&lease.instance_id)).await? {
-                Some(existing) if existing.is_live(now) => Ok(Claim::InstanceHasLease),
-                _ => Ok(Claim::NameTaken),
-            };
         }
-        Err(store_error(from_sdk("dynamodb:TransactWriteItems", error)))
+        Ok(Claim::InstanceHasLease)
+    }
+
+    /// Conditional PutItem of one lease item: true if written, false if the item is held by
+    /// a live lease.
+    async fn put_if_free(&self, sk: &str, lease: &Lease, now: SystemTime) -> Result<bool, PoolError> {
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .condition_expression(
+                "attribute_not_exists(sk) OR (attribute_exists(expires_at_ms) AND \
+                 expires_at_ms <= :now)",
+            )
+            .expression_attribute_values(":now", number(to_millis(now)));
+        for (key, value) in self.item(sk, lease) {
+            request = request.item(key, value);
+        }
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(error) => {
+                let mapped = from_sdk("dynamodb:PutItem", error);
+                if mapped.kind == ErrorKind::Conflict {
+                    Ok(false)
+                } else {
+                    Err(store_error(mapped))
+                }
+            }
+        }
     }
 
     fn item(&self, sk: &str, lease: &Lease) -> Vec<(&'static str, AttributeValue)> {

@@ -80,6 +80,7 @@ pub const CLOUD_OPERATIONS: &[(&str, &[&str])] = &[
             "dynamodb:GetItem",
             "dynamodb:PutItem",
             "dynamodb:UpdateItem",
+            "dynamodb:DeleteItem",
             "dynamodb:Query",
         ],
     ),
