@@ -728,7 +728,10 @@ async fn secrets_are_checked_without_reading_values() {
         .await
         .expect("secure parameter exists");
     env.covered("check_secret");
-    assert!(parameter.last_changed.is_some(), "metadata only: {parameter:?}");
+    assert!(
+        parameter.last_changed.is_some(),
+        "metadata only: {parameter:?}"
+    );
     // FIXME(#5): moto 5.2.1's DescribeParameters omits the parameter ARN that AWS returns
     // (`ParameterMetadata.ARN`); then this becomes `ends_with(&secure)`.
     assert_eq!(parameter.arn, "");

@@ -119,7 +119,8 @@ impl Invocation {
                 ));
             }
             None => {
-                if event.get("Event").and_then(Value::as_str) == Some("autoscaling:TEST_NOTIFICATION")
+                if event.get("Event").and_then(Value::as_str)
+                    == Some("autoscaling:TEST_NOTIFICATION")
                     || event
                         .pointer("/detail/LifecycleTransition")
                         .and_then(Value::as_str)
@@ -140,7 +141,9 @@ impl Invocation {
                 format!("{} event has no \"detail\"", transition.workflow()),
             )
         })?;
-        if raw_detail.get("LifecycleTransition").and_then(Value::as_str)
+        if raw_detail
+            .get("LifecycleTransition")
+            .and_then(Value::as_str)
             == Some("autoscaling:TEST_NOTIFICATION")
         {
             return Ok(Invocation::TestNotification);
@@ -211,8 +214,12 @@ pub fn execution_name(transition: Transition, detail: &LifecycleDetail) -> Strin
 pub trait ExecutionStarter: Send + Sync {
     /// Starts `workflow` with `input` under `name`; an execution that already exists with this
     /// name counts as started (the redelivery case) and returns its ARN or name.
-    async fn start(&self, workflow: &str, name: &str, input: &Value)
-    -> Result<String, HandlerError>;
+    async fn start(
+        &self,
+        workflow: &str,
+        name: &str,
+        input: &Value,
+    ) -> Result<String, HandlerError>;
 }
 
 /// Settings read from the function's environment.
@@ -244,18 +251,22 @@ impl FunctionConfig {
         };
         let mut settings = workflows::Settings::default();
         if let Some(mode) = get("FLEETPREP_NAMING_MODE") {
-            settings.naming_mode = serde_json::from_value(Value::String(mode.clone()))
-                .map_err(|_| {
+            settings.naming_mode =
+                serde_json::from_value(Value::String(mode.clone())).map_err(|_| {
                     format!(
                         "environment variable FLEETPREP_NAMING_MODE={mode:?} must be \"rename\" or \
                          \"sysprep\""
                     )
                 })?;
         }
-        settings.hook_timeout_seconds =
-            number("FLEETPREP_HOOK_TIMEOUT_SECONDS", settings.hook_timeout_seconds)?;
-        settings.ssm_timeout_seconds =
-            number("FLEETPREP_SSM_TIMEOUT_SECONDS", settings.ssm_timeout_seconds)?;
+        settings.hook_timeout_seconds = number(
+            "FLEETPREP_HOOK_TIMEOUT_SECONDS",
+            settings.hook_timeout_seconds,
+        )?;
+        settings.ssm_timeout_seconds = number(
+            "FLEETPREP_SSM_TIMEOUT_SECONDS",
+            settings.ssm_timeout_seconds,
+        )?;
         settings.cleanup_script = get("FLEETPREP_CLEANUP_SCRIPT");
         if let Some(namespace) = get("FLEETPREP_METRIC_NAMESPACE") {
             settings.metric_namespace = namespace;

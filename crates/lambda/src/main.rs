@@ -47,7 +47,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             client: StepFunctions::connect(&aws).await,
             name_on_launch_arn: launch.clone(),
             release_on_terminate_arn: terminate.clone(),
-        }) as Arc<dyn fleetprep_lambda::ExecutionStarter>),
+        })
+            as Arc<dyn fleetprep_lambda::ExecutionStarter>),
         _ => None,
     };
     let namespace = config.settings.metric_namespace.clone();

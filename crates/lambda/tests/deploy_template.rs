@@ -307,8 +307,16 @@ fn generate() -> Value {
         );
     }
     for (hook, transition, default_result) in [
-        ("LaunchHook", "autoscaling:EC2_INSTANCE_LAUNCHING", "ABANDON"),
-        ("TerminateHook", "autoscaling:EC2_INSTANCE_TERMINATING", "CONTINUE"),
+        (
+            "LaunchHook",
+            "autoscaling:EC2_INSTANCE_LAUNCHING",
+            "ABANDON",
+        ),
+        (
+            "TerminateHook",
+            "autoscaling:EC2_INSTANCE_TERMINATING",
+            "CONTINUE",
+        ),
     ] {
         resources.insert(
             hook.into(),
@@ -464,11 +472,17 @@ fn the_policy_covers_every_declared_action_and_nothing_broad() {
         }
     }
     for action in workflows::iam::all_actions() {
-        assert!(granted.contains(action), "handler action {action} not granted");
+        assert!(
+            granted.contains(action),
+            "handler action {action} not granted"
+        );
     }
     for (operation, actions) in cloud::aws::iam::CLOUD_OPERATIONS {
         for action in *actions {
-            assert!(granted.contains(*action), "{operation}: {action} not granted");
+            assert!(
+                granted.contains(*action),
+                "{operation}: {action} not granted"
+            );
         }
     }
 }

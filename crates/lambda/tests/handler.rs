@@ -104,9 +104,7 @@ async fn task_payloads_go_to_the_shared_dispatch() {
 #[tokio::test]
 async fn handler_errors_become_named_lambda_errors() {
     let function = function(None);
-    let (result, report) = function
-        .handle(json!({"action": "launch_rockets"}))
-        .await;
+    let (result, report) = function.handle(json!({"action": "launch_rockets"})).await;
     let error = result.expect_err("unknown action");
     assert_eq!(error.error, workflows::errors::INVALID_INPUT);
     assert_eq!(report.outcome, workflows::errors::INVALID_INPUT);
@@ -153,13 +151,20 @@ async fn lifecycle_events_start_the_matching_state_machine_once() {
         "autoscaling:EC2_INSTANCE_TERMINATING",
         "d7e0a3b1-0000-4000-8000-000000000001",
     );
-    function.handle(terminate.clone()).await.0.expect("terminate");
+    function
+        .handle(terminate.clone())
+        .await
+        .0
+        .expect("terminate");
 
     let started = starter.started.lock().unwrap().clone();
     assert_eq!(started.len(), 2, "{started:?}");
     assert_eq!(started[0].0, "name-on-launch");
     assert_eq!(started[0].1, "launch-c613620e-07e2-4ed2-a9e2-ef8258911ade");
-    assert_eq!(started[0].2, launch, "the state machine gets the event unchanged");
+    assert_eq!(
+        started[0].2, launch,
+        "the state machine gets the event unchanged"
+    );
     assert_eq!(started[1].0, "release-on-terminate");
     assert_eq!(started[1].2, terminate);
 }
@@ -175,7 +180,10 @@ async fn lifecycle_events_without_configured_machines_say_what_to_set() {
         ))
         .await;
     let error = result.expect_err("no starter");
-    assert!(error.cause.contains("FLEETPREP_NAME_ON_LAUNCH_ARN"), "{error}");
+    assert!(
+        error.cause.contains("FLEETPREP_NAME_ON_LAUNCH_ARN"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -263,15 +271,17 @@ fn config_reads_fleetprep_variables_and_names_bad_ones() {
     assert_eq!(config.settings.hook_timeout_seconds, 1200);
     assert!(config.policy().is_ok());
 
-    let error = FunctionConfig::from_env(vars(&[("FLEETPREP_LEASE_TTL_SECONDS", "soon")]))
-        .unwrap_err();
-    assert!(error.contains("FLEETPREP_LEASE_TTL_SECONDS"), "{error}");
     let error =
-        FunctionConfig::from_env(vars(&[("FLEETPREP_NAMING_MODE", "magic")])).unwrap_err();
+        FunctionConfig::from_env(vars(&[("FLEETPREP_LEASE_TTL_SECONDS", "soon")])).unwrap_err();
+    assert!(error.contains("FLEETPREP_LEASE_TTL_SECONDS"), "{error}");
+    let error = FunctionConfig::from_env(vars(&[("FLEETPREP_NAMING_MODE", "magic")])).unwrap_err();
     assert!(error.contains("FLEETPREP_NAMING_MODE"), "{error}");
     let bad_pattern = FunctionConfig::from_env(vars(&[("FLEETPREP_HOSTNAME_PATTERN", "{prefix}")]))
         .unwrap()
         .policy()
         .unwrap_err();
-    assert!(bad_pattern.contains("FLEETPREP_HOSTNAME_PATTERN"), "{bad_pattern}");
+    assert!(
+        bad_pattern.contains("FLEETPREP_HOSTNAME_PATTERN"),
+        "{bad_pattern}"
+    );
 }

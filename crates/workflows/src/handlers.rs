@@ -366,7 +366,10 @@ async fn send_command(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
     let (template, value, timeout) = command_template(p)?;
     // Only the per-instance fleet commands are batched; a bake's builder is alone, and holding
     // its commands for company would only delay it.
-    let batchable = matches!(kind.as_str(), "rename" | "generalize" | "identity" | "cleanup");
+    let batchable = matches!(
+        kind.as_str(),
+        "rename" | "generalize" | "identity" | "cleanup"
+    );
     if let Some(batcher) = ctx.batcher.as_ref().filter(|_| batchable) {
         let ticket = batcher.submit(
             &instance_id,

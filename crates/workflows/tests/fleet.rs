@@ -125,3 +125,25 @@ async fn bake_then_rollout_replaces_the_group_onto_the_new_image() {
     let released = common::statuses(&fleet, "release-on-terminate");
     assert_eq!(released.len(), 4, "{released:?}");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_same_seed_gives_the_same_fleet() {
+    async fn run() -> (Vec<(String, String, String)>, std::collections::BTreeMap<String, u64>) {
+        let fleet = common::fleet("seed = 42\n").await;
+        common::group(&fleet, 900);
+        fleet.sim.set_desired_capacity("web", 8).unwrap();
+        fleet.run_until_idle().await.unwrap();
+        let mut instances: Vec<_> = fleet
+            .sim
+            .in_service("web")
+            .into_iter()
+            .map(|i| (i.instance_id, i.computer_name, i.machine_sid))
+            .collect();
+        instances.sort();
+        (instances, fleet.sim.api_calls())
+    }
+    let first = run().await;
+    let second = run().await;
+    assert_eq!(first.0.len(), 8);
+    assert_eq!(first, second);
+}

@@ -10,7 +10,7 @@
 //! Built only with the `aws` cargo feature (the AWS SDK is a large build the local demo does
 //! not need); without it every function here explains how to get it.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use asl::history::HistoryEvent;
 use serde_json::Value;
@@ -71,6 +71,7 @@ pub fn to_history_events(events: Vec<Value>) -> anyhow::Result<Vec<HistoryEvent>
 mod imp {
     use super::*;
     use anyhow::Context as _;
+    use std::time::Duration;
     use cloud::aws::AwsConfig;
     use cloud::aws::sfn::StepFunctions;
 
@@ -223,6 +224,7 @@ pub async fn history(args: &AwsArgs, execution_arn: &str) -> anyhow::Result<Vec<
 #[cfg(all(test, feature = "aws"))]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn endpoint() -> Option<String> {
         let url = std::env::var("FLEETPREP_TEST_AWS_ENDPOINT")

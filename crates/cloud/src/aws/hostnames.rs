@@ -350,7 +350,10 @@ impl DynamoNamePool {
 
     async fn claim(&self, lease: Lease, now: SystemTime) -> Result<Claim, PoolError> {
         // 1. The name item: its conditional put is the uniqueness guarantee.
-        if !self.put_if_free(&name_key(&lease.name), &lease, now).await? {
+        if !self
+            .put_if_free(&name_key(&lease.name), &lease, now)
+            .await?
+        {
             return Ok(Claim::NameTaken);
         }
         // 2. The instance item: its conditional put is the idempotency guarantee.
@@ -384,7 +387,12 @@ impl DynamoNamePool {
 
     /// Conditional PutItem of one lease item: true if written, false if the item is held by
     /// a live lease.
-    async fn put_if_free(&self, sk: &str, lease: &Lease, now: SystemTime) -> Result<bool, PoolError> {
+    async fn put_if_free(
+        &self,
+        sk: &str,
+        lease: &Lease,
+        now: SystemTime,
+    ) -> Result<bool, PoolError> {
         let mut request = self
             .client
             .put_item()
