@@ -128,7 +128,10 @@ async fn bake_then_rollout_replaces_the_group_onto_the_new_image() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_same_seed_gives_the_same_fleet() {
-    async fn run() -> (Vec<(String, String, String)>, std::collections::BTreeMap<String, u64>) {
+    async fn run() -> (
+        Vec<(String, String, String)>,
+        std::collections::BTreeMap<String, u64>,
+    ) {
         let fleet = common::fleet("seed = 42\n").await;
         common::group(&fleet, 900);
         fleet.sim.set_desired_capacity("web", 8).unwrap();
@@ -146,4 +149,33 @@ async fn the_same_seed_gives_the_same_fleet() {
     let second = run().await;
     assert_eq!(first.0.len(), 8);
     assert_eq!(first, second);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn heartbeats_keep_a_short_hook_alive_through_a_long_naming() {
+    // The hook times out after 240 s; naming takes several minutes, so it only succeeds if
+    // the polls record heartbeats.
+    let fleet = common::fleet_with(
+        "",
+        "{prefix}-{seq:3}",
+        Settings {
+            hook_timeout_seconds: 240,
+            ..Settings::default()
+        },
+    )
+    .await;
+    common::group(&fleet, 240);
+    fleet.sim.set_desired_capacity("web", 3).unwrap();
+    fleet.run_until_idle().await.unwrap();
+    let statuses = common::statuses(&fleet, "name-on-launch");
+    assert!(
+        statuses.iter().all(|(s, _)| *s == Status::Succeeded),
+        "{statuses:?}"
+    );
+    let calls = fleet.sim.api_calls();
+    assert!(
+        calls["autoscaling:RecordLifecycleActionHeartbeat"] >= 3,
+        "{calls:?}"
+    );
+    assert_eq!(fleet.sim.in_service("web").len(), 3);
 }
