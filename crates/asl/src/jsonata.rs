@@ -74,7 +74,9 @@ impl Expression {
         let body = strip_delimiters(text);
         let ast =
             parse::parse(body).map_err(|m| SyntaxError::new("JSONata expression", body, m))?;
-        if let Some(what) = parse::top_level_context_use(&ast) {
+        let top_use = parse::top_level_context_use(&ast)
+            .map_err(|m| SyntaxError::new("JSONata expression", body, m))?;
+        if let Some(what) = top_use {
             return Err(SyntaxError::new(
                 "JSONata expression",
                 body,

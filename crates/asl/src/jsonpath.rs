@@ -590,7 +590,23 @@ struct Cursor<'t> {
     depth: usize,
 }
 
+/// Nesting limit for filters (brackets, parentheses, `!`, and each `&&`/`||`, which nest the
+/// filter tree one level deeper): keeps parsing, testing and dropping a filter off deep
+/// recursion whatever the text.
+const MAX_FILTER_NESTING: usize = 32;
+
 impl<'t> Cursor<'t> {
+    fn enter(&mut self) -> Result<(), String> {
+        self.depth += 1;
+        if self.depth > MAX_FILTER_NESTING {
+            return Err(format!(
+                "filter nested more than {MAX_FILTER_NESTING} levels deep (brackets, '!', '&&' and '||' all count) at offset {}",
+                self.pos
+            ));
+        }
+        Ok(())
+    }
+
     fn rest(&self) -> &'t str {
         self.text.get(self.pos..).unwrap_or("")
     }
@@ -684,10 +700,7 @@ impl<'t> Cursor<'t> {
                 self.pos += 1;
                 self.skip_ws();
                 self.expect("(")?;
-                self.depth += 1;
-                if self.depth > 32 {
-                    return Err("filter nested too deeply".into());
-                }
+                self.enter()?;
                 let f = self.filter_or()?;
                 self.depth -= 1;
                 self.skip_ws();
@@ -814,26 +827,32 @@ impl<'t> Cursor<'t> {
     }
 
     fn filter_or(&mut self) -> Result<Filter, String> {
+        let entry = self.depth;
         let mut left = self.filter_and()?;
         loop {
             self.skip_ws();
             if self.eat("||") {
+                self.enter()?;
                 let right = self.filter_and()?;
                 left = Filter::Or(Box::new(left), Box::new(right));
             } else {
+                self.depth = entry;
                 return Ok(left);
             }
         }
     }
 
     fn filter_and(&mut self) -> Result<Filter, String> {
+        let entry = self.depth;
         let mut left = self.filter_unary()?;
         loop {
             self.skip_ws();
             if self.eat("&&") {
+                self.enter()?;
                 let right = self.filter_unary()?;
                 left = Filter::And(Box::new(left), Box::new(right));
             } else {
+                self.depth = entry;
                 return Ok(left);
             }
         }
@@ -843,14 +862,14 @@ impl<'t> Cursor<'t> {
         self.skip_ws();
         if self.peek() == Some(b'!') && self.peek_at(1) != Some(b'=') {
             self.pos += 1;
-            return Ok(Filter::Not(Box::new(self.filter_unary()?)));
+            self.enter()?;
+            let inner = self.filter_unary()?;
+            self.depth -= 1;
+            return Ok(Filter::Not(Box::new(inner)));
         }
         if self.peek() == Some(b'(') {
             self.pos += 1;
-            self.depth += 1;
-            if self.depth > 32 {
-                return Err("filter nested too deeply".into());
-            }
+            self.enter()?;
             let f = self.filter_or()?;
             self.depth -= 1;
             self.skip_ws();
@@ -904,6 +923,7 @@ impl<'t> Cursor<'t> {
             Some(b'\'') | Some(b'"') => Ok(Operand::Literal(Value::String(self.quoted()?))),
             Some(b'[') => {
                 self.pos += 1;
+                self.enter()?;
                 let mut items = Vec::new();
                 loop {
                     self.skip_ws();
@@ -921,6 +941,7 @@ impl<'t> Cursor<'t> {
                         break;
                     }
                 }
+                self.depth -= 1;
                 Ok(Operand::Literal(Value::Array(items)))
             }
             _ => {

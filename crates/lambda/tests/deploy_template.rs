@@ -88,6 +88,14 @@ fn generate() -> Value {
         .map(|w| reference(&machine_id(w)))
         .collect();
 
+    let start_by_name: Vec<Value> = ["name-on-launch", "release-on-terminate"]
+        .iter()
+        .map(|w| {
+            json!({"Fn::Sub": format!(
+                "arn:${{AWS::Partition}}:states:${{AWS::Region}}:${{AWS::AccountId}}:stateMachine:fleetprep-{w}"
+            )})
+        })
+        .collect();
     resources.insert(
         "FunctionRole".into(),
         json!({
@@ -128,10 +136,12 @@ fn generate() -> Value {
                                 "Resource": reference("BuilderRoleArn")
                             },
                             {
+                                // By name, not Ref: the state machines depend on the function,
+                                // which depends on this role.
                                 "Sid": "StartLifecycleWorkflows",
                                 "Effect": "Allow",
                                 "Action": "states:StartExecution",
-                                "Resource": start_targets
+                                "Resource": start_by_name
                             }
                         ]
                     }

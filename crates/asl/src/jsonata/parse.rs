@@ -323,6 +323,12 @@ fn string_literal(src: &str, start: usize) -> Result<(String, usize), String> {
     Err(format!("unterminated string starting at offset {start}"))
 }
 
+fn too_deep(offset: usize) -> String {
+    format!(
+        "the expression is nested more than {MAX_DEPTH} levels deep (operators, predicates, calls and brackets all count) at offset {offset}; split it into several expressions or use Assign variables"
+    )
+}
+
 struct Parser {
     toks: Vec<(Tok, usize)>,
     pos: usize,
@@ -402,15 +408,24 @@ impl Parser {
     fn expression(&mut self, rbp: u8) -> Result<Node, String> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return Err(format!(
-                "expression nested more than {MAX_DEPTH} levels deep"
-            ));
+            return Err(too_deep(self.offset()));
         }
+        let entry = self.depth;
         let mut left = self.nud()?;
         while rbp < lbp(self.peek()) {
+            // Each operator folded into `left` nests it one level deeper, so the loop counts
+            // towards the same limit as recursion: the tree's height (not just the parser's
+            // recursion) stays bounded, and dropping, cloning, walking or evaluating it
+            // cannot overflow the stack. `.` appends to a flat `Path` instead of nesting.
+            if !self.is_op(".") {
+                self.depth += 1;
+                if self.depth > MAX_DEPTH {
+                    return Err(too_deep(self.offset()));
+                }
+            }
             left = self.led(left)?;
         }
-        self.depth -= 1;
+        self.depth = entry - 1;
         Ok(left)
     }
 
@@ -538,10 +553,31 @@ impl Parser {
         let at = self.offset();
         let tok = self.next();
         let bp = lbp(&tok);
-        let bin = |op: BinOp, p: &mut Parser| -> Result<Node, String> {
-            let right = p.expression(bp)?;
-            Ok(Node::Binary(op, Box::new(left.clone()), Box::new(right)))
+        let bin_op = match &tok {
+            Tok::Op("+") => Some(BinOp::Add),
+            Tok::Op("-") => Some(BinOp::Sub),
+            Tok::Op("*") => Some(BinOp::Mul),
+            Tok::Op("/") => Some(BinOp::Div),
+            Tok::Op("%") => Some(BinOp::Mod),
+            Tok::Op("=") => Some(BinOp::Eq),
+            Tok::Op("!=") => Some(BinOp::Ne),
+            Tok::Op("<") => Some(BinOp::Lt),
+            Tok::Op("<=") => Some(BinOp::Le),
+            Tok::Op(">") => Some(BinOp::Gt),
+            Tok::Op(">=") => Some(BinOp::Ge),
+            Tok::Op("&") => Some(BinOp::Concat),
+            Tok::Op("..") => Some(BinOp::Range),
+            Tok::Name(n) if n == "and" => Some(BinOp::And),
+            Tok::Name(n) if n == "or" => Some(BinOp::Or),
+            Tok::Name(n) if n == "in" => Some(BinOp::In),
+            _ => None,
         };
+        if let Some(op) = bin_op {
+            // `left` is moved into the new node (never cloned: a chain of n operators stays
+            // linear to parse).
+            let right = self.expression(bp)?;
+            return Ok(Node::Binary(op, Box::new(left), Box::new(right)));
+        }
         match tok {
             Tok::Op(".") => {
                 let right = self.expression(bp)?;
@@ -600,22 +636,6 @@ impl Parser {
                 Ok(Node::Sort(Box::new(left), terms))
             }
             Tok::Op("{") => Ok(Node::Group(Box::new(left), self.object_body()?)),
-            Tok::Op("+") => bin(BinOp::Add, self),
-            Tok::Op("-") => bin(BinOp::Sub, self),
-            Tok::Op("*") => bin(BinOp::Mul, self),
-            Tok::Op("/") => bin(BinOp::Div, self),
-            Tok::Op("%") => bin(BinOp::Mod, self),
-            Tok::Op("=") => bin(BinOp::Eq, self),
-            Tok::Op("!=") => bin(BinOp::Ne, self),
-            Tok::Op("<") => bin(BinOp::Lt, self),
-            Tok::Op("<=") => bin(BinOp::Le, self),
-            Tok::Op(">") => bin(BinOp::Gt, self),
-            Tok::Op(">=") => bin(BinOp::Ge, self),
-            Tok::Op("&") => bin(BinOp::Concat, self),
-            Tok::Op("..") => bin(BinOp::Range, self),
-            Tok::Name(n) if n == "and" => bin(BinOp::And, self),
-            Tok::Name(n) if n == "or" => bin(BinOp::Or, self),
-            Tok::Name(n) if n == "in" => bin(BinOp::In, self),
             Tok::Op("~>") => {
                 let right = self.expression(bp)?;
                 Ok(Node::Chain(Box::new(left), Box::new(right)))
@@ -663,12 +683,25 @@ fn attach_filter(left: Node, pred: Node) -> Node {
 /// unqualified field name or a wildcard outside a predicate, lambda, order-by or grouping
 /// (the developer guide: "You cannot use `$` or `$$` at the top level", "You cannot use
 /// unqualified field names at top level"). Returns what was used, for the error message.
-pub(crate) fn top_level_context_use(node: &Node) -> Option<&'static str> {
-    walk_top(node, true, 0)
+/// Errs on a tree deeper than any [`parse`] produces.
+pub(crate) fn top_level_context_use(node: &Node) -> Result<Option<&'static str>, String> {
+    let mut too_deep = false;
+    let found = walk_top(node, true, 0, &mut too_deep);
+    if too_deep {
+        return Err(format!(
+            "the expression is nested more than {} levels deep",
+            MAX_DEPTH * 4
+        ));
+    }
+    Ok(found)
 }
 
-fn walk_top(n: &Node, top: bool, depth: usize) -> Option<&'static str> {
+/// Recursion is safe: [`parse`] bounds the tree's height by `MAX_DEPTH`, so `depth` cannot
+/// pass it for a parsed tree. A deeper tree sets `too_deep` (an error for the caller, never
+/// a silent pass).
+fn walk_top(n: &Node, top: bool, depth: usize, too_deep: &mut bool) -> Option<&'static str> {
     if depth > MAX_DEPTH * 4 {
+        *too_deep = true;
         return None;
     }
     let d = depth + 1;
@@ -679,33 +712,38 @@ fn walk_top(n: &Node, top: bool, depth: usize) -> Option<&'static str> {
         Node::Wildcard | Node::Descendants if top => Some("a wildcard"),
         Node::Path(steps) => {
             let mut it = steps.iter();
-            let first = it.next().and_then(|f| walk_top(f, top, d));
-            first.or_else(|| it.find_map(|s| walk_top(s, false, d)))
+            let first = it.next().and_then(|f| walk_top(f, top, d, too_deep));
+            first.or_else(|| it.find_map(|s| walk_top(s, false, d, too_deep)))
         }
-        Node::Filter(e, pred) => walk_top(e, top, d).or_else(|| walk_top(pred, false, d)),
-        Node::Lambda(_, body) => walk_top(body, false, d),
-        Node::Sort(e, terms) => {
-            walk_top(e, top, d).or_else(|| terms.iter().find_map(|(t, _)| walk_top(t, false, d)))
+        Node::Filter(e, pred) => {
+            walk_top(e, top, d, too_deep).or_else(|| walk_top(pred, false, d, too_deep))
         }
-        Node::Group(e, pairs) => walk_top(e, top, d).or_else(|| {
-            pairs
+        Node::Lambda(_, body) => walk_top(body, false, d, too_deep),
+        Node::Sort(e, terms) => walk_top(e, top, d, too_deep).or_else(|| {
+            terms
                 .iter()
-                .find_map(|(k, v)| walk_top(k, false, d).or_else(|| walk_top(v, false, d)))
+                .find_map(|(t, _)| walk_top(t, false, d, too_deep))
         }),
-        Node::Neg(e) | Node::Bind(_, e) | Node::KeepArray(e) => walk_top(e, top, d),
+        Node::Group(e, pairs) => walk_top(e, top, d, too_deep).or_else(|| {
+            pairs.iter().find_map(|(k, v)| {
+                walk_top(k, false, d, too_deep).or_else(|| walk_top(v, false, d, too_deep))
+            })
+        }),
+        Node::Neg(e) | Node::Bind(_, e) | Node::KeepArray(e) => walk_top(e, top, d, too_deep),
         Node::Binary(_, l, r) | Node::Chain(l, r) => {
-            walk_top(l, top, d).or_else(|| walk_top(r, top, d))
+            walk_top(l, top, d, too_deep).or_else(|| walk_top(r, top, d, too_deep))
         }
-        Node::Array(items) | Node::Block(items) => items.iter().find_map(|i| walk_top(i, top, d)),
-        Node::Object(pairs) => pairs
-            .iter()
-            .find_map(|(k, v)| walk_top(k, top, d).or_else(|| walk_top(v, top, d))),
-        Node::Condition(c, a, b) => walk_top(c, top, d)
-            .or_else(|| walk_top(a, top, d))
-            .or_else(|| b.as_ref().and_then(|b| walk_top(b, top, d))),
-        Node::Call(f, args) => {
-            walk_top(f, top, d).or_else(|| args.iter().find_map(|a| walk_top(a, top, d)))
+        Node::Array(items) | Node::Block(items) => {
+            items.iter().find_map(|i| walk_top(i, top, d, too_deep))
         }
+        Node::Object(pairs) => pairs.iter().find_map(|(k, v)| {
+            walk_top(k, top, d, too_deep).or_else(|| walk_top(v, top, d, too_deep))
+        }),
+        Node::Condition(c, a, b) => walk_top(c, top, d, too_deep)
+            .or_else(|| walk_top(a, top, d, too_deep))
+            .or_else(|| b.as_ref().and_then(|b| walk_top(b, top, d, too_deep))),
+        Node::Call(f, args) => walk_top(f, top, d, too_deep)
+            .or_else(|| args.iter().find_map(|a| walk_top(a, top, d, too_deep))),
         _ => None,
     }
 }

@@ -76,12 +76,10 @@ mod imp {
     use cloud::aws::sfn::StepFunctions;
 
     pub(super) async fn connect(args: &AwsArgs) -> StepFunctions {
-        let config = AwsConfig {
-            profile: args.profile.clone(),
-            region: args.region.clone(),
-            endpoint_url: args.endpoint_url.clone(),
-            ..AwsConfig::default()
-        };
+        let mut config = AwsConfig::default();
+        config.profile = args.profile.clone();
+        config.region = args.region.clone();
+        config.endpoint_url = args.endpoint_url.clone();
         StepFunctions::connect(&config).await
     }
 
