@@ -25,8 +25,9 @@
 //! grouping `expr{k: v}`, every operator, object/array constructors, ranges, conditionals,
 //! blocks and `:=` bindings, lambdas with closures, `~>`, regular expression literals (via the
 //! `regex` crate: JavaScript syntax where the two agree, flags `i`/`m`) and the function
-//! library listed in `eval::BUILTINS`. Limits: evaluation depth and stack use, range size and
-//! total work are bounded, so hostile input ends in an error instead of a crash. `$eval` is
+//! library listed in `eval::BUILTINS`. Limits: expression nesting (200 levels, operators
+//! chained on one operand included: a syntax error), evaluation depth and stack use, range
+//! size and total work are bounded, so hostile input ends in an error instead of a crash. `$eval` is
 //! an error, as on AWS ("use $parse"). Function signatures `<...>` are accepted but not
 //! checked. Not implemented: partial application `?`, the `@`/`#` binding operators, date pictures (`$fromMillis`/`$now` with a
 //! picture), exponent/per-mille pictures in `$formatNumber`, word pictures in

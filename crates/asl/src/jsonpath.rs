@@ -15,7 +15,10 @@
 //!   [`JsonPath::select`] returns `None` when a *definite* path finds nothing (callers turn
 //!   that into the AWS error with [`JsonPath::not_found_in_field`] or
 //!   [`JsonPath::not_found_invalid_path`]); an *indefinite* path (wildcards, slices, filters,
-//!   `..`, unions) always returns an array of the matches, as Jayway does.
+//!   `..`, unions) always returns an array of the matches, as Jayway does. Limits: filters
+//!   nest at most 32 levels (brackets, `!`, `&&`, `||`: a syntax error), and one selection
+//!   visits at most a million nodes (repeated `..` multiplies matches); past that `select`
+//!   returns `None`, so the caller reports the path as not found instead of running for hours.
 //! - [`ReferencePath`]: the restricted form for ResultPath/ItemsPath/InputPath-style fields
 //!   (`$`, `.name`, `['name']`, `[n]` only); [`ReferencePath::set`] implements ResultPath's
 //!   merge, raising `States.ResultPathMatchFailure` when the target is not an object/array.
@@ -257,7 +260,11 @@ impl JsonPath {
             }
             return Some(Cow::Borrowed(node));
         }
-        let matches = select_all(root, root, &self.segments);
+        let budget = Budget::new();
+        let matches = select_all(root, root, &self.segments, &budget);
+        if budget.exhausted() {
+            return None;
+        }
         Some(Cow::Owned(Value::Array(
             matches.into_iter().cloned().collect(),
         )))
@@ -358,19 +365,56 @@ fn resolve_index(i: i64, len: usize) -> Option<usize> {
     }
 }
 
-fn select_all<'v>(root: &'v Value, start: &'v Value, segments: &[Segment]) -> Vec<&'v Value> {
+/// Nodes one selection may visit. Every `..` keeps a node once per path that reaches it (as
+/// Jayway does), so `$..*..*..*` grows with the input's depth to the power of the number of
+/// `..`: the budget turns that into "no result" (a path-not-found error for the caller)
+/// instead of hours of work. A million is far above any real selection on a 256 KiB input.
+const MAX_VISITS: usize = 1_000_000;
+
+struct Budget(std::cell::Cell<usize>);
+
+impl Budget {
+    fn new() -> Budget {
+        Budget(std::cell::Cell::new(MAX_VISITS))
+    }
+    /// Spends `n` visits; false once the budget is gone.
+    fn spend(&self, n: usize) -> bool {
+        let left = self.0.get().saturating_sub(n);
+        self.0.set(left);
+        left > 0
+    }
+    fn exhausted(&self) -> bool {
+        self.0.get() == 0
+    }
+}
+
+fn select_all<'v>(
+    root: &'v Value,
+    start: &'v Value,
+    segments: &[Segment],
+    budget: &Budget,
+) -> Vec<&'v Value> {
     let mut current = vec![start];
     for seg in segments {
         let mut next = Vec::new();
         for node in current {
-            apply(root, node, seg, &mut next);
+            if !budget.spend(1) {
+                return Vec::new();
+            }
+            apply(root, node, seg, &mut next, budget);
         }
         current = next;
     }
     current
 }
 
-fn apply<'v>(root: &'v Value, node: &'v Value, seg: &Segment, out: &mut Vec<&'v Value>) {
+fn apply<'v>(
+    root: &'v Value,
+    node: &'v Value,
+    seg: &Segment,
+    out: &mut Vec<&'v Value>,
+    budget: &Budget,
+) {
     match seg {
         Segment::Name(_) | Segment::Index(_) => {
             if let Some(v) = step_definite(node, seg) {
@@ -401,9 +445,9 @@ fn apply<'v>(root: &'v Value, node: &'v Value, seg: &Segment, out: &mut Vec<&'v 
             }
         }
         Segment::Filter(f) => match node {
-            Value::Array(a) => out.extend(a.iter().filter(|item| f.test(root, item))),
+            Value::Array(a) => out.extend(a.iter().filter(|item| f.test(root, item, budget))),
             // Jayway applies a filter on an object to the object itself.
-            Value::Object(_) if f.test(root, node) => out.push(node),
+            Value::Object(_) if f.test(root, node, budget) => out.push(node),
             _ => {}
         },
         Segment::Descendant(inner) => {
@@ -411,6 +455,9 @@ fn apply<'v>(root: &'v Value, node: &'v Value, seg: &Segment, out: &mut Vec<&'v 
             let mut stack: Vec<(&Value, usize)> = vec![(node, 0)];
             let mut nodes = Vec::new();
             while let Some((v, depth)) = stack.pop() {
+                if !budget.spend(1) {
+                    return;
+                }
                 nodes.push(v);
                 if depth >= MAX_DEPTH {
                     continue;
@@ -430,7 +477,10 @@ fn apply<'v>(root: &'v Value, node: &'v Value, seg: &Segment, out: &mut Vec<&'v 
                 }
             }
             for v in nodes {
-                apply(root, v, inner, out);
+                if budget.exhausted() {
+                    return;
+                }
+                apply(root, v, inner, out, budget);
             }
         }
     }
@@ -491,7 +541,12 @@ enum Operand {
 }
 
 impl Operand {
-    fn resolve<'v>(&'v self, root: &'v Value, current: &'v Value) -> Option<Cow<'v, Value>> {
+    fn resolve<'v>(
+        &'v self,
+        root: &'v Value,
+        current: &'v Value,
+        budget: &Budget,
+    ) -> Option<Cow<'v, Value>> {
         match self {
             Operand::Literal(v) => Some(Cow::Borrowed(v)),
             Operand::Path(relative, segs) => {
@@ -503,7 +558,7 @@ impl Operand {
                     }
                     Some(Cow::Borrowed(node))
                 } else {
-                    let all = select_all(root, start, segs);
+                    let all = select_all(root, start, segs, budget);
                     Some(Cow::Owned(Value::Array(all.into_iter().cloned().collect())))
                 }
             }
@@ -512,15 +567,17 @@ impl Operand {
 }
 
 impl Filter {
-    fn test(&self, root: &Value, current: &Value) -> bool {
+    fn test(&self, root: &Value, current: &Value, budget: &Budget) -> bool {
         match self {
-            Filter::Or(a, b) => a.test(root, current) || b.test(root, current),
-            Filter::And(a, b) => a.test(root, current) && b.test(root, current),
-            Filter::Not(a) => !a.test(root, current),
-            Filter::Exists(op) => op.resolve(root, current).is_some(),
+            Filter::Or(a, b) => a.test(root, current, budget) || b.test(root, current, budget),
+            Filter::And(a, b) => a.test(root, current, budget) && b.test(root, current, budget),
+            Filter::Not(a) => !a.test(root, current, budget),
+            Filter::Exists(op) => op.resolve(root, current, budget).is_some(),
             Filter::Compare(l, op, r) => {
-                let (Some(l), Some(r)) = (l.resolve(root, current), r.resolve(root, current))
-                else {
+                let (Some(l), Some(r)) = (
+                    l.resolve(root, current, budget),
+                    r.resolve(root, current, budget),
+                ) else {
                     return false;
                 };
                 compare(&l, *op, &r)

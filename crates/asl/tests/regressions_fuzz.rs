@@ -97,10 +97,11 @@ fn jsonata_deep_brackets_and_unary_minus_are_errors() {
 }
 
 #[test]
-fn jsonata_long_flat_path_still_parses() {
-    // `.` steps form one flat path: a long path is not "deep".
+fn jsonata_long_flat_path_is_not_deep() {
+    // `.` steps form one flat path: a long path parses and evaluates (to undefined here).
     let text = format!("$states.input{}", ".a".repeat(5_000));
-    assert!(jsonata(text).is_err(), "undefined, reported as an error");
+    let err = jsonata(text).expect_err("undefined is an error for a field");
+    assert!(err.contains("returned nothing (undefined)"), "{err}");
 }
 
 fn jsonpath_select(text: String) -> Result<Option<serde_json::Value>, String> {
@@ -125,11 +126,33 @@ fn jsonpath_repeated_descendants_are_fast() {
     }
     let text = format!("${}", "..*".repeat(10_000));
     let _ = jsonpath_select(text);
+    // The same text is a JSONata range chain (`..` is the range operator there): rejected
+    // as too deep, in linear time.
+    let err = jsonata(format!("${}", "..a".repeat(10_000))).expect_err("rejected");
+    assert!(err.contains("nested more than"), "{err}");
     // A short one still selects (Jayway keeps a node once per path that reaches it).
     let got = jsonpath_select("$..a..a".into())
         .expect("parses")
         .expect("matches");
     assert_eq!(got[0], json!({"a": [1, {"a": 2}]}));
+}
+
+#[test]
+fn jsonpath_descendant_blowup_is_bounded() {
+    // Each `..` keeps a node once per path reaching it: on 40 nested arrays, 20 `..*` would
+    // select C(40, 20) ~ 10^11 nodes. The visit budget ends it as "no result".
+    on_small_stack(|| {
+        let mut input = json!(1);
+        for _ in 0..40 {
+            input = json!([input]);
+        }
+        let p = JsonPath::parse(&format!("${}", "..*".repeat(20))).expect("parses");
+        assert_eq!(p.select_in(&input), None);
+        // Two levels are still answered in full (each node once per path reaching it).
+        let p = JsonPath::parse("$..*..*").expect("parses");
+        let got = p.select_in(&input).expect("selects");
+        assert_eq!(got.as_array().map(Vec::len), Some(40 * 39 / 2));
+    });
 }
 
 #[test]

@@ -5,8 +5,9 @@
 //! - instances go `pending` → `running` in tens of seconds; the SSM agent comes online minutes
 //!   later; Windows identity (computer name, machine SID) is tracked, the SID changes after a
 //!   generalize;
-//! - SSM commands are understood by what the PowerShell does (Sysprep, Rename-Computer, the
-//!   fleetprep pre-flight / identity / agent-detection scripts, anything else succeeds): a
+//! - SSM commands are understood by what the PowerShell does (Sysprep, Rename-Computer; the
+//!   `sysprep` crate's pre-flight / identity / agent-detection scripts by the output markers
+//!   they print; anything else succeeds): a
 //!   Sysprep run takes 8-20 minutes then shuts the instance down, and its command invocation is
 //!   cut off (stays `InProgress`) as on a real instance;
 //! - CreateImage takes 10-30 minutes; Auto Scaling groups launch instances behind lifecycle
@@ -622,7 +623,8 @@ impl SimCloud {
                 };
                 match effect {
                     Effect::Rename(name)
-                        if sysprep_key(&instance.computer_name) != sysprep_key(&name) =>
+                        if sysprep::hostname::key(&instance.computer_name)
+                            != sysprep::hostname::key(&name) =>
                     {
                         // Rename-Computer takes effect at the restart the script asks for
                         // (exit 3010); the agent then runs the script again.
@@ -1336,10 +1338,7 @@ impl Cloud for SimCloud {
             match world.instances.get(id) {
                 Some(instance) => out.push(Self::instance_view(instance)),
                 None => {
-                    return Err(CloudError::not_found(
-                        "InvalidInstanceID.NotFound",
-                        format!("The instance ID '{id}' does not exist"),
-                    ));
+                    return Err(instance_not_found(id));
                 }
             }
         }
@@ -1355,12 +1354,10 @@ impl Cloud for SimCloud {
         let now = self.clock.now();
         let mut out = Vec::new();
         for id in instance_ids {
-            let instance = world.instances.get_mut(id).ok_or_else(|| {
-                CloudError::not_found(
-                    "InvalidInstanceID.NotFound",
-                    format!("The instance ID '{id}' does not exist"),
-                )
-            })?;
+            let instance = world
+                .instances
+                .get_mut(id)
+                .ok_or_else(|| instance_not_found(id))?;
             let previous = instance.state;
             match previous {
                 InstanceState::Stopped => {
@@ -1406,12 +1403,10 @@ impl Cloud for SimCloud {
         let now = self.clock.now();
         let mut out = Vec::new();
         for id in instance_ids {
-            let instance = world.instances.get_mut(id).ok_or_else(|| {
-                CloudError::not_found(
-                    "InvalidInstanceID.NotFound",
-                    format!("The instance ID '{id}' does not exist"),
-                )
-            })?;
+            let instance = world
+                .instances
+                .get_mut(id)
+                .ok_or_else(|| instance_not_found(id))?;
             let previous = instance.state;
             match previous {
                 InstanceState::Running | InstanceState::Pending => {
@@ -1460,12 +1455,11 @@ impl Cloud for SimCloud {
         let now = self.clock.now();
         let mut out = Vec::new();
         for id in instance_ids {
-            let previous = world.instances.get(id).map(|i| i.state).ok_or_else(|| {
-                CloudError::not_found(
-                    "InvalidInstanceID.NotFound",
-                    format!("The instance ID '{id}' does not exist"),
-                )
-            })?;
+            let previous = world
+                .instances
+                .get(id)
+                .map(|i| i.state)
+                .ok_or_else(|| instance_not_found(id))?;
             self.begin_terminate(&mut world, now, id, false);
             let current = world.instances.get(id).map(|i| i.state).unwrap_or(previous);
             out.push(InstanceStateChange {
@@ -1480,12 +1474,10 @@ impl Cloud for SimCloud {
     async fn get_console_output(&self, instance_id: &str) -> Result<ConsoleOutput, CloudError> {
         let mut world = self.lock();
         self.ec2_call(&mut world, "ec2:GetConsoleOutput")?;
-        let instance = world.instances.get(instance_id).ok_or_else(|| {
-            CloudError::not_found(
-                "InvalidInstanceID.NotFound",
-                format!("The instance ID '{instance_id}' does not exist"),
-            )
-        })?;
+        let instance = world
+            .instances
+            .get(instance_id)
+            .ok_or_else(|| instance_not_found(instance_id))?;
         Ok(ConsoleOutput {
             instance_id: instance_id.to_string(),
             output: instance.console.clone(),
@@ -1512,10 +1504,7 @@ impl Cloud for SimCloud {
         let (from_group, state) = match world.instances.get(&request.instance_id) {
             Some(i) => (i.from_group.is_some(), i.state),
             None => {
-                return Err(CloudError::not_found(
-                    "InvalidInstanceID.NotFound",
-                    format!("The instance ID '{}' does not exist", request.instance_id),
-                ));
+                return Err(instance_not_found(&request.instance_id));
             }
         };
         if !matches!(state, InstanceState::Running | InstanceState::Stopped) {
@@ -1811,7 +1800,23 @@ impl Cloud for SimCloud {
             let mut delay = self.draw(&format!("cmd/{command_id}/{id}"), self.timings.command);
             let mut status_failed = false;
             let lower = script.to_ascii_lowercase();
-            if lower.contains("sysprep")
+            // The `sysprep` crate's report scripts are recognised by the output markers they
+            // print (stable constants), checked first: their text mentions Sysprep and the
+            // launch agents too.
+            if script.contains(sysprep::preflight::PREFLIGHT_MARKER) {
+                stdout = if self
+                    .scenario
+                    .fault(FaultKind::PreflightAppxBlocker, from_group)
+                    .is_some()
+                {
+                    PREFLIGHT_APPX.into()
+                } else {
+                    PREFLIGHT_CLEAN.into()
+                };
+            } else if script.contains(sysprep::agent::DETECT_MARKER) {
+                stdout = serde_json::json!({"agent": "ec2launch-v2", "version": "2.0.2107.0"})
+                    .to_string();
+            } else if lower.contains("sysprep")
                 && (lower.contains("/generalize")
                     || (lower.contains("ec2launch") && lower.contains(" sysprep"))
                     || lower.contains("sysprepinstance.ps1")
@@ -1853,27 +1858,8 @@ impl Cloud for SimCloud {
             } else if lower.contains("rename-computer") {
                 let name = rename_target(&script, id).unwrap_or_default();
                 effect = Effect::Rename(name);
-            } else if lower.contains("fleetprep:preflight") {
-                stdout = if self
-                    .scenario
-                    .fault(FaultKind::PreflightAppxBlocker, from_group)
-                    .is_some()
-                {
-                    PREFLIGHT_APPX.into()
-                } else {
-                    PREFLIGHT_CLEAN.into()
-                };
-            } else if lower.contains("fleetprep:identity") {
-                let instance = &world.instances[id];
-                stdout = serde_json::json!({
-                    "ComputerName": instance.computer_name,
-                    "MachineSid": instance.machine_sid,
-                    "Generalized": instance.generalized,
-                })
-                .to_string();
-            } else if lower.contains("fleetprep:detect-agent") {
-                stdout = serde_json::json!({"agent": "ec2launch-v2", "version": "2.0.2107.0"})
-                    .to_string();
+            } else if script.contains(sysprep::agent::IDENTITY_MARKER) {
+                stdout = identity_json(&world.instances[id]);
             } else if lower.contains("exit 1") || lower.contains("throw") {
                 status_failed = true;
             }
@@ -2185,9 +2171,12 @@ fn identity_json(instance: &SimInstance) -> String {
     .to_string()
 }
 
-/// Windows compares computer names case-insensitively.
-fn sysprep_key(name: &str) -> String {
-    name.to_ascii_uppercase()
+/// EC2's answer for an instance id it does not know.
+fn instance_not_found(id: &str) -> CloudError {
+    CloudError::not_found(
+        "InvalidInstanceID.NotFound",
+        format!("The instance ID '{id}' does not exist"),
+    )
 }
 
 fn no_active_action(hook: &LifecycleHookRef) -> CloudError {
@@ -2200,15 +2189,16 @@ fn no_active_action(hook: &LifecycleHookRef) -> CloudError {
     )
 }
 
-/// The name a (possibly batched) rename script gives `instance_id`: either the single
-/// `-NewName 'X'` or the `'i-…' = 'X'` entry of the per-instance table.
+/// The name a (possibly batched) rename script gives `instance_id`: the `'i-…' = 'X'` entry
+/// of the per-instance table, or else the single literal name (`$desired = 'X'` as the
+/// `sysprep` crate writes it, or `-NewName 'X'`).
 fn rename_target(script: &str, instance_id: &str) -> Option<String> {
     let key = format!("'{instance_id}' = '");
-    if let Some(start) = script.find(&key) {
-        let rest = &script[start + key.len()..];
-        return rest.split('\'').next().map(str::to_string);
-    }
-    let start = script.find("-NewName '")? + "-NewName '".len();
+    let start = script.find(&key).map(|at| at + key.len()).or_else(|| {
+        ["$desired = '", "-NewName '"]
+            .iter()
+            .find_map(|open| script.find(open).map(|at| at + open.len()))
+    })?;
     script[start..].split('\'').next().map(str::to_string)
 }
 

@@ -70,7 +70,8 @@ async fn builder_goes_running_then_online_then_sysprep_shuts_it_down() {
         .send_command(SendCommandRequest {
             instance_ids: vec![id.clone()],
             document_name: "AWS-RunPowerShellScript".into(),
-            commands: vec!["# fleetprep:identity".into()],
+            // The simulated instance answers the `sysprep` crate's identity script.
+            commands: vec![sysprep::agent::identity_script()],
             ..Default::default()
         })
         .await
@@ -358,4 +359,80 @@ fn scenario_errors_name_the_line_and_key() {
     let parsed = scenario("[[fault]]\nkind = \"stuck-stopping\"\ntarget = \"builder\"\n");
     assert!(parsed.fault(FaultKind::StuckStopping, false).is_some());
     assert!(parsed.fault(FaultKind::StuckStopping, true).is_none());
+}
+
+/// Sends one script to `id`, lets it finish, and returns its invocation.
+async fn run_script(
+    clock: &VirtualClock,
+    cloud: &SimCloud,
+    id: &str,
+    script: String,
+) -> CommandInvocation {
+    let command = cloud
+        .send_command(SendCommandRequest {
+            instance_ids: vec![id.to_string()],
+            document_name: "AWS-RunPowerShellScript".into(),
+            commands: script.lines().map(str::to_string).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    advance(clock, 120);
+    cloud.get_command_invocation(&command, id).await.unwrap()
+}
+
+#[tokio::test]
+async fn the_sysprep_crates_report_scripts_get_answers_its_parsers_read() {
+    let (clock, cloud) = sim(scenario("[[fault]]\nkind = \"preflight-appx-blocker\"\n"));
+    let id = launch_builder(&cloud, "reports").await;
+    advance(&clock, 400);
+
+    // The detection and pre-flight scripts mention Sysprep and the launch agents; the sim must
+    // answer them as reports, not start a Sysprep.
+    let detected = run_script(&clock, &cloud, &id, sysprep::agent::detection_script()).await;
+    assert_eq!(detected.status, CommandStatus::Success);
+    let report = sysprep::agent::parse_detection_output(&detected.stdout).unwrap();
+    assert_eq!(report.agent, sysprep::agent::LaunchAgent::Ec2LaunchV2);
+
+    let preflight = run_script(
+        &clock,
+        &cloud,
+        &id,
+        sysprep::preflight::preflight_script(None),
+    )
+    .await;
+    let result = sysprep::preflight::check_output(&preflight.stdout).unwrap();
+    assert!(result.blocked, "{result:?}");
+    assert_eq!(result.findings[0].check, "appx-not-provisioned");
+
+    let identity = run_script(&clock, &cloud, &id, sysprep::agent::identity_script()).await;
+    let identity = sysprep::agent::parse_identity_output(&identity.stdout).unwrap();
+    assert!(
+        identity.computer_name.starts_with("EC2AMAZ-"),
+        "{identity:?}"
+    );
+    assert!(
+        identity.machine_sid.starts_with("S-1-5-21-"),
+        "{identity:?}"
+    );
+    assert_eq!(state(&cloud, &id).await, InstanceState::Running);
+
+    // The rename script with a literal name renames (exit 3010, reboot, re-run).
+    let name = sysprep::hostname::Hostname::parse("WEB-042").unwrap();
+    let rename =
+        sysprep::commands::rename_commands(&name, sysprep::commands::RenameRestart::SsmExit3010);
+    let command = cloud
+        .send_command(SendCommandRequest {
+            instance_ids: vec![id.clone()],
+            document_name: "AWS-RunPowerShellScript".into(),
+            commands: vec![rename.script()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    advance(&clock, 20 * 60);
+    let done = cloud.get_command_invocation(&command, &id).await.unwrap();
+    assert_eq!(done.status, CommandStatus::Success, "{done:?}");
+    let renamed = sysprep::agent::parse_identity_output(&done.stdout).unwrap();
+    assert_eq!(renamed.computer_name, "WEB-042");
 }

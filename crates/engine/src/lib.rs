@@ -203,6 +203,18 @@ struct Inner {
     rt: Mutex<Runtime>,
     progress: broadcast::Sender<Progress>,
     driver: tokio::sync::Mutex<()>,
+    // Parsed state machines by name, with the executions' reference to the stored text. Starting 10,000 executions must not parse 10,000 definitions.
+    defs: Mutex<HashMap<String, CachedDefinition>>,
+    // Progress of steps in the open group commit, broadcast when it commits (`flush`): a step
+    // is never visible before it is durable.
+    deferred: Mutex<Vec<Progress>>,
+    grouping: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Clone)]
+struct CachedDefinition {
+    def: Arc<Definition>,
+    stored_as: Arc<str>,
 }
 
 struct Live {
@@ -218,34 +230,43 @@ struct Runtime {
     dispatch: VecDeque<(String, Command)>,
     // Ordered by deadline, then execution and token (deterministic ties).
     timers: BTreeMap<(SystemTime, String, u64), ()>,
-    timer_index: HashMap<(String, u64), SystemTime>,
+    // Per execution: token -> deadline (mirrors `timers`; lets `forget` touch only the
+    // execution's own timers instead of scanning every armed timer).
+    timer_index: HashMap<String, HashMap<u64, SystemTime>>,
     names: u64,
 }
 
 impl Runtime {
     fn arm(&mut self, arn: &str, token: u64, at: SystemTime) {
         self.timers.insert((at, arn.to_owned(), token), ());
-        self.timer_index.insert((arn.to_owned(), token), at);
+        self.timer_index
+            .entry(arn.to_owned())
+            .or_default()
+            .insert(token, at);
     }
 
     fn disarm(&mut self, arn: &str, token: u64) {
-        if let Some(at) = self.timer_index.remove(&(arn.to_owned(), token)) {
+        let Some(tokens) = self.timer_index.get_mut(arn) else {
+            return;
+        };
+        if let Some(at) = tokens.remove(&token) {
             self.timers.remove(&(at, arn.to_owned(), token));
+        }
+        if tokens.is_empty() {
+            self.timer_index.remove(arn);
         }
     }
 
     fn forget(&mut self, arn: &str) {
         self.live.remove(arn);
-        let keys: Vec<(String, u64)> = self
-            .timer_index
-            .keys()
-            .filter(|(a, _)| a == arn)
-            .cloned()
-            .collect();
-        for (a, t) in keys {
-            self.disarm(&a, t);
+        if let Some(tokens) = self.timer_index.remove(arn) {
+            for (token, at) in tokens {
+                self.timers.remove(&(at, arn.to_owned(), token));
+            }
         }
-        self.dispatch.retain(|(a, _)| a != arn);
+        if self.dispatch.iter().any(|(a, _)| a == arn) {
+            self.dispatch.retain(|(a, _)| a != arn);
+        }
     }
 }
 
@@ -285,6 +306,9 @@ impl Engine {
                 rt: Mutex::new(Runtime::default()),
                 progress: tx,
                 driver: tokio::sync::Mutex::new(()),
+                defs: Mutex::new(HashMap::new()),
+                deferred: Mutex::new(Vec::new()),
+                grouping: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         engine.resume()?;
@@ -380,11 +404,47 @@ impl Engine {
 
     /// Creates (or replaces) a state machine after validating the definition fully.
     pub fn create_state_machine(&self, name: &str, definition: &str) -> Result<(), EngineError> {
-        Definition::parse(definition).map_err(|source| EngineError::Definition {
+        let def = Definition::parse(definition).map_err(|source| EngineError::Definition {
             name: name.to_owned(),
             source,
         })?;
-        lock(&self.inner.store).put_state_machine(name, definition, self.inner.clock.now())
+        let stored_as = {
+            let store = lock(&self.inner.store);
+            store.put_state_machine(name, definition, self.inner.clock.now())?;
+            store.definition_ref(definition)?
+        };
+        lock(&self.inner.defs).insert(
+            name.to_owned(),
+            CachedDefinition {
+                def: Arc::new(def),
+                stored_as: stored_as.into(),
+            },
+        );
+        Ok(())
+    }
+
+    fn cached_definition(&self, state_machine: &str) -> Result<CachedDefinition, EngineError> {
+        if let Some(c) = lock(&self.inner.defs).get(state_machine) {
+            return Ok(c.clone());
+        }
+        let (text, stored_as) = {
+            let store = lock(&self.inner.store);
+            let text = store
+                .state_machine(state_machine)?
+                .ok_or_else(|| EngineError::NoStateMachine(state_machine.to_owned()))?;
+            let stored_as = store.definition_ref(&text)?;
+            (text, stored_as)
+        };
+        let def = Definition::parse(&text).map_err(|source| EngineError::Definition {
+            name: state_machine.to_owned(),
+            source,
+        })?;
+        let cached = CachedDefinition {
+            def: Arc::new(def),
+            stored_as: stored_as.into(),
+        };
+        lock(&self.inner.defs).insert(state_machine.to_owned(), cached.clone());
+        Ok(cached)
     }
 
     /// Names of the stored state machines.
@@ -401,13 +461,39 @@ impl Engine {
         name: Option<&str>,
         input: Value,
     ) -> Result<String, EngineError> {
-        let text = lock(&self.inner.store)
-            .state_machine(state_machine)?
-            .ok_or_else(|| EngineError::NoStateMachine(state_machine.to_owned()))?;
-        let def = Definition::parse(&text).map_err(|source| EngineError::Definition {
-            name: state_machine.to_owned(),
-            source,
-        })?;
+        self.start(state_machine, name, input, true)
+    }
+
+    /// Starts several executions with ONE commit (EventBridge delivering a burst of events);
+    /// every start is on disk before this returns. One result per request, in order.
+    pub fn start_executions(
+        &self,
+        requests: Vec<(String, Option<String>, Value)>,
+    ) -> Result<Vec<Result<String, EngineError>>, EngineError> {
+        if requests.len() <= 1 {
+            return Ok(requests
+                .into_iter()
+                .map(|(sm, name, input)| self.start(&sm, name.as_deref(), input, true))
+                .collect());
+        }
+        self.begin_group()?;
+        let out = requests
+            .into_iter()
+            .map(|(sm, name, input)| self.start(&sm, name.as_deref(), input, false))
+            .collect();
+        self.flush()?;
+        Ok(out)
+    }
+
+    fn start(
+        &self,
+        state_machine: &str,
+        name: Option<&str>,
+        input: Value,
+        durable: bool,
+    ) -> Result<String, EngineError> {
+        let cached = self.cached_definition(state_machine)?;
+        let def = cached.def.clone();
         let now = self.inner.clock.now();
         let name = match name {
             Some(n) => n.to_owned(),
@@ -420,38 +506,63 @@ impl Engine {
         };
         let info = ExecutionInfo::local(state_machine, &name);
         let arn = info.execution_arn.clone();
-        if lock(&self.inner.store).execution(&arn)?.is_some() {
+        if lock(&self.inner.rt).live.contains_key(&arn)
+            || lock(&self.inner.store).execution_exists(&arn)?
+        {
             return Err(EngineError::ExecutionExists(arn));
         }
         let seed = seed_of(&arn);
-        let (exec, step) =
-            Execution::start(&def, info, input.clone(), seed, now, Options::default());
-        lock(&self.inner.store).commit_step(&StepRecord {
-            arn: &arn,
-            now,
-            new_execution: Some(NewExecution {
-                name: &name,
-                state_machine,
-                definition: &text,
-                input: &input,
-                seed,
-            }),
-            input: None,
-            consumed: None,
-            history: &step.history,
-            commands: &step.commands,
-        })?;
-        let mut rt = lock(&self.inner.rt);
-        rt.live.insert(
-            arn.clone(),
-            Live {
-                def: Arc::new(def),
-                exec,
-                seq: 0,
+        let input_text = serde_json::to_string(&input)
+            .map_err(|e| EngineError::Store(format!("execution input: {e}")))?;
+        let (exec, step) = Execution::start(&def, info, input, seed, now, Options::default());
+        lock(&self.inner.store).commit_step(
+            &StepRecord {
+                arn: &arn,
+                now,
+                new_execution: Some(NewExecution {
+                    name: &name,
+                    state_machine,
+                    definition: &cached.stored_as,
+                    input: &input_text,
+                    seed,
+                }),
+                input: None,
+                consumed: None,
+                history: &step.history,
+                commands: &step.commands,
             },
-        );
+            durable,
+        )?;
+        let mut rt = lock(&self.inner.rt);
+        rt.live.insert(arn.clone(), Live { def, exec, seq: 0 });
         self.effects(&mut rt, &arn, step.history, step.commands);
         Ok(arn)
+    }
+
+    /// Opens a group commit: the following steps commit together at [`Engine::flush`].
+    fn begin_group(&self) -> Result<(), EngineError> {
+        lock(&self.inner.store).begin_group()?;
+        self.inner
+            .grouping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Commits the open group, then makes its steps visible (broadcast). Task dispatch is
+    /// already ordered after this: the driver drains `dispatch` only after flushing.
+    fn flush(&self) -> Result<(), EngineError> {
+        if !self.inner.grouping.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
+        lock(&self.inner.store).end_group()?;
+        self.inner
+            .grouping
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        let deferred = std::mem::take(&mut *lock(&self.inner.deferred));
+        for p in deferred {
+            let _ = self.inner.progress.send(p);
+        }
+        Ok(())
     }
 
     fn effects(
@@ -461,11 +572,18 @@ impl Engine {
         history: Vec<HistoryEvent>,
         commands: Vec<Command>,
     ) {
-        for event in history {
-            let _ = self.inner.progress.send(Progress {
+        if self.inner.grouping.load(std::sync::atomic::Ordering::SeqCst) {
+            lock(&self.inner.deferred).extend(history.into_iter().map(|event| Progress {
                 execution_arn: arn.to_owned(),
                 event,
-            });
+            }));
+        } else {
+            for event in history {
+                let _ = self.inner.progress.send(Progress {
+                    execution_arn: arn.to_owned(),
+                    event,
+                });
+            }
         }
         for c in commands {
             match c {
@@ -478,7 +596,7 @@ impl Engine {
     }
 
     /// Applies one event to one execution: decide, commit, then act.
-    fn apply(&self, arn: &str, event: Event) -> Result<(), EngineError> {
+    fn apply(&self, arn: &str, event: Event, durable: bool) -> Result<(), EngineError> {
         let now = self.inner.clock.now();
         let consumed = match &event {
             Event::TaskSucceeded { token, .. }
@@ -494,7 +612,10 @@ impl Engine {
             return Ok(());
         };
         let def = live.def.clone();
-        let step = match live.exec.handle(&def, event.clone(), now) {
+        // Serialised before the decider consumes the event (no clone of a task's output).
+        let logged = serde_json::to_string(&event)
+            .map_err(|e| EngineError::Store(format!("execution {arn}: event: {e}")))?;
+        let step = match live.exec.handle(&def, event, now) {
             Ok(s) => s,
             Err(DecideError::UnknownToken(t)) => {
                 // A stale token (task finished after its timeout, aborted iteration): no
@@ -506,15 +627,18 @@ impl Engine {
         };
         live.seq += 1;
         let seq = live.seq;
-        lock(&self.inner.store).commit_step(&StepRecord {
-            arn,
-            now,
-            new_execution: None,
-            input: Some((seq, &event)),
-            consumed,
-            history: &step.history,
-            commands: &step.commands,
-        })?;
+        lock(&self.inner.store).commit_step(
+            &StepRecord {
+                arn,
+                now,
+                new_execution: None,
+                input: Some((seq, &logged)),
+                consumed,
+                history: &step.history,
+                commands: &step.commands,
+            },
+            durable,
+        )?;
         self.effects(&mut rt, arn, step.history, step.commands);
         Ok(())
     }
@@ -535,6 +659,7 @@ impl Engine {
                 error: error.map(str::to_owned),
                 cause: cause.map(str::to_owned),
             },
+            true,
         )
     }
 
@@ -551,8 +676,22 @@ impl Engine {
 
     async fn drive(&self, target: Option<&str>) -> Result<(), EngineError> {
         let _one_driver = self.inner.driver.lock().await;
+        let result = self.drive_locked(target).await;
+        // Whatever happened, commit what was decided (a failed step was rolled back alone).
+        let flushed = self.flush();
+        result.and(flushed)
+    }
+
+    // Group commit: the steps of one round (every due timer, every task result that is
+    // ready) are decided and written inside one transaction, committed by `flush` at the top
+    // of the next round, before any task they schedule is dispatched and before their
+    // history is broadcast. The invariant "a step is durable before its effects are visible"
+    // holds; a crash loses at most the uncommitted round, whose task results come back when
+    // the (idempotent) tasks are re-dispatched on resume. No await happens with a group open.
+    async fn drive_locked(&self, target: Option<&str>) -> Result<(), EngineError> {
         let mut tasks: JoinSet<(String, u64, Result<Value, TaskError>)> = JoinSet::new();
         loop {
+            self.flush()?;
             if let Some(a) = target {
                 if !lock(&self.inner.rt).live.contains_key(a) {
                     return Ok(());
@@ -613,6 +752,7 @@ impl Engine {
                                     "state \"{state}\": no handler is registered for resource \"{what}\"; register one with Engine::register"
                                 )),
                             },
+                            false,
                         )?;
                     }
                 }
@@ -633,8 +773,9 @@ impl Engine {
                 out
             };
             if !due.is_empty() {
+                self.begin_group()?;
                 for (arn, token) in due {
-                    self.apply(&arn, Event::TimerFired { token })?;
+                    self.apply(&arn, Event::TimerFired { token }, false)?;
                 }
                 continue;
             }
@@ -660,22 +801,11 @@ impl Engine {
                     }
                 };
                 if let Some(j) = joined {
-                    match j {
-                        Ok((arn, token, Ok(output))) => {
-                            self.apply(&arn, Event::TaskSucceeded { token, output })?
-                        }
-                        Ok((arn, token, Err(e))) => self.apply(
-                            &arn,
-                            Event::TaskFailed {
-                                token,
-                                error: e.error,
-                                cause: Some(e.cause),
-                            },
-                        )?,
-                        Err(join_error) => {
-                            // Only the wrapper task itself can fail here (runtime shutdown).
-                            tracing::error!(%join_error, "task dispatch was cancelled");
-                        }
+                    self.begin_group()?;
+                    self.task_done(j)?;
+                    // Every other result already in: same round, same commit.
+                    while let Some(j) = tasks.try_join_next() {
+                        self.task_done(j)?;
                     }
                 }
                 continue;
@@ -690,6 +820,31 @@ impl Engine {
                     }
                 }
                 None => return Ok(()),
+            }
+        }
+    }
+
+    fn task_done(
+        &self,
+        joined: Result<(String, u64, Result<Value, TaskError>), tokio::task::JoinError>,
+    ) -> Result<(), EngineError> {
+        match joined {
+            Ok((arn, token, Ok(output))) => {
+                self.apply(&arn, Event::TaskSucceeded { token, output }, false)
+            }
+            Ok((arn, token, Err(e))) => self.apply(
+                &arn,
+                Event::TaskFailed {
+                    token,
+                    error: e.error,
+                    cause: Some(e.cause),
+                },
+                false,
+            ),
+            Err(join_error) => {
+                // Only the wrapper task itself can fail here (runtime shutdown).
+                tracing::error!(%join_error, "task dispatch was cancelled");
+                Ok(())
             }
         }
     }

@@ -18,8 +18,14 @@ use serde_json::Value;
 
 use crate::EngineError;
 
+/// Prefix of an interned definition reference; a JSON definition cannot start with `#`.
+const DEFINITION_REF: &str = "#definition:";
+
 pub(crate) struct Store {
     conn: Connection,
+    // A group commit is open: steps are savepoints inside one outer transaction that
+    // `end_group` commits (see `Engine::flush`).
+    group: bool,
 }
 
 /// One row of `executions`.
@@ -83,6 +89,8 @@ impl Store {
             "PRAGMA journal_mode=WAL;
              PRAGMA synchronous=NORMAL;
              PRAGMA foreign_keys=ON;
+             PRAGMA wal_autocheckpoint=10000;
+             PRAGMA cache_size=-65536;
              CREATE TABLE IF NOT EXISTS state_machines (
                  name TEXT PRIMARY KEY,
                  definition TEXT NOT NULL,
@@ -115,6 +123,10 @@ impl Store {
                  event TEXT NOT NULL,
                  PRIMARY KEY (execution, id)
              );
+             CREATE TABLE IF NOT EXISTS definitions (
+                 id INTEGER PRIMARY KEY,
+                 definition TEXT NOT NULL UNIQUE
+             );
              CREATE TABLE IF NOT EXISTS pending (
                  execution TEXT NOT NULL,
                  token INTEGER NOT NULL,
@@ -125,7 +137,7 @@ impl Store {
              );",
         )
         .map_err(sql)?;
-        Ok(Store { conn })
+        Ok(Store { conn, group: false })
     }
 
     pub(crate) fn put_state_machine(
@@ -179,14 +191,55 @@ impl Store {
         Ok(n.map(from_nanos))
     }
 
+    /// The definition an execution runs. Executions store a reference
+    /// (`#definition:<id>`, see [`Store::definition_ref`]) to a shared row instead of their own
+    /// copy: 10,000 executions of one state machine would otherwise write 10,000 copies of a
+    /// 30 KB definition. Rows written before that keep the full text, which is read as is.
     pub(crate) fn definition_of(&self, arn: &str) -> Result<String, EngineError> {
-        self.conn
+        let text: String = self
+            .conn
             .query_row(
                 "SELECT definition FROM executions WHERE arn = ?1",
                 params![arn],
                 |r| r.get(0),
             )
-            .map_err(sql)
+            .map_err(sql)?;
+        match text.strip_prefix(DEFINITION_REF) {
+            Some(id) => {
+                let id: i64 = id.parse().map_err(|_| {
+                    EngineError::Store(format!(
+                        "execution {arn}: corrupt definition reference {text:?}"
+                    ))
+                })?;
+                self.conn
+                    .query_row(
+                        "SELECT definition FROM definitions WHERE id = ?1",
+                        params![id],
+                        |r| r.get(0),
+                    )
+                    .map_err(sql)
+            }
+            None => Ok(text),
+        }
+    }
+
+    /// The reference executions store for `definition` (interned in `definitions`).
+    pub(crate) fn definition_ref(&self, definition: &str) -> Result<String, EngineError> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO definitions(definition) VALUES (?1)",
+                params![definition],
+            )
+            .map_err(sql)?;
+        let id: i64 = self
+            .conn
+            .query_row(
+                "SELECT id FROM definitions WHERE definition = ?1",
+                params![definition],
+                |r| r.get(0),
+            )
+            .map_err(sql)?;
+        Ok(format!("{DEFINITION_REF}{id}"))
     }
 
     fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ExecutionRow> {
@@ -207,6 +260,14 @@ impl Store {
     }
 
     const COLS: &'static str = "arn, name, state_machine, status, input, output, error, cause, start_nanos, stop_nanos, seed";
+
+    pub(crate) fn execution_exists(&self, arn: &str) -> Result<bool, EngineError> {
+        self.conn
+            .prepare_cached("SELECT 1 FROM executions WHERE arn = ?1")
+            .map_err(sql)?
+            .exists(params![arn])
+            .map_err(sql)
+    }
 
     pub(crate) fn execution(&self, arn: &str) -> Result<Option<ExecutionRow>, EngineError> {
         self.conn
@@ -295,105 +356,46 @@ impl Store {
         Ok(out)
     }
 
-    /// Persists one decider step atomically.
-    pub(crate) fn commit_step(&mut self, step: &StepRecord<'_>) -> Result<(), EngineError> {
-        let tx = self.conn.transaction().map_err(sql)?;
-        {
-            if let Some(new) = &step.new_execution {
-                tx.execute(
-                    "INSERT INTO executions(arn, name, state_machine, definition, status, input, start_nanos, seed)
-                     VALUES (?1, ?2, ?3, ?4, 'RUNNING', ?5, ?6, ?7)",
-                    params![
-                        step.arn,
-                        new.name,
-                        new.state_machine,
-                        new.definition,
-                        serde_json::to_string(new.input).map_err(js)?,
-                        to_nanos(step.now),
-                        new.seed as i64
-                    ],
-                )
-                .map_err(sql)?;
+    /// Persists one decider step atomically: its own transaction, or a savepoint inside the
+    /// open group commit. `durable` commits an open group right after the step (for callers
+    /// that promise the step is on disk when they return).
+    pub(crate) fn commit_step(
+        &mut self,
+        step: &StepRecord<'_>,
+        durable: bool,
+    ) -> Result<(), EngineError> {
+        if self.group {
+            let sp = self.conn.savepoint().map_err(sql)?;
+            write_step(&sp, step)?;
+            sp.commit().map_err(sql)?;
+            if durable {
+                self.conn.execute_batch("COMMIT; BEGIN")
+                    .map_err(sql)?;
             }
-            if let Some((seq, ev)) = step.input {
-                tx.execute(
-                    "INSERT INTO inputs(execution, seq, now_nanos, event) VALUES (?1, ?2, ?3, ?4)",
-                    params![
-                        step.arn,
-                        seq,
-                        to_nanos(step.now),
-                        serde_json::to_string(ev).map_err(js)?
-                    ],
-                )
-                .map_err(sql)?;
-            }
-            if let Some(t) = step.consumed {
-                tx.execute(
-                    "DELETE FROM pending WHERE execution = ?1 AND token = ?2",
-                    params![step.arn, t as i64],
-                )
-                .map_err(sql)?;
-            }
-            let mut ins = tx
-                .prepare_cached("INSERT INTO history(execution, id, event) VALUES (?1, ?2, ?3)")
-                .map_err(sql)?;
-            for e in step.history {
-                ins.execute(params![
-                    step.arn,
-                    e.id,
-                    serde_json::to_string(e).map_err(js)?
-                ])
-                .map_err(sql)?;
-            }
-            for c in step.commands {
-                use asl::interp::Command as C;
-                match c {
-                    C::ScheduleTask { token, .. } => {
-                        tx.execute(
-                            "INSERT OR REPLACE INTO pending(execution, token, kind, command) VALUES (?1, ?2, 'task', ?3)",
-                            params![step.arn, *token as i64, serde_json::to_string(c).map_err(js)?],
-                        )
-                        .map_err(sql)?;
-                    }
-                    C::StartTimer { token, fire_at } => {
-                        tx.execute(
-                            "INSERT OR REPLACE INTO pending(execution, token, kind, fire_nanos) VALUES (?1, ?2, 'timer', ?3)",
-                            params![step.arn, *token as i64, to_nanos(*fire_at)],
-                        )
-                        .map_err(sql)?;
-                    }
-                    C::CancelTimer { token } => {
-                        tx.execute(
-                            "DELETE FROM pending WHERE execution = ?1 AND token = ?2",
-                            params![step.arn, *token as i64],
-                        )
-                        .map_err(sql)?;
-                    }
-                    C::Complete {
-                        status,
-                        output,
-                        error,
-                        cause,
-                    } => {
-                        let out = match output {
-                            Some(v) => Some(serde_json::to_string(v).map_err(js)?),
-                            None => None,
-                        };
-                        tx.execute(
-                            "UPDATE executions SET status = ?2, output = ?3, error = ?4, cause = ?5, stop_nanos = ?6 WHERE arn = ?1",
-                            params![step.arn, status.as_str(), out, error, cause, to_nanos(step.now)],
-                        )
-                        .map_err(sql)?;
-                        tx.execute(
-                            "DELETE FROM pending WHERE execution = ?1",
-                            params![step.arn],
-                        )
-                        .map_err(sql)?;
-                    }
-                }
-            }
+            Ok(())
+        } else {
+            let tx = self.conn.transaction().map_err(sql)?;
+            write_step(&tx, step)?;
+            tx.commit().map_err(sql)
         }
-        tx.commit().map_err(sql)
+    }
+
+    /// Opens a group commit (no-op when one is open).
+    pub(crate) fn begin_group(&mut self) -> Result<(), EngineError> {
+        if !self.group {
+            self.conn.execute_batch("BEGIN").map_err(sql)?;
+            self.group = true;
+        }
+        Ok(())
+    }
+
+    /// Commits the open group (no-op when none is open).
+    pub(crate) fn end_group(&mut self) -> Result<(), EngineError> {
+        if self.group {
+            self.group = false;
+            self.conn.execute_batch("COMMIT").map_err(sql)?;
+        }
+        Ok(())
     }
 
     /// Forgets a pending row that no longer matters (a stale timer or task token).
@@ -412,7 +414,8 @@ pub(crate) struct NewExecution<'a> {
     pub name: &'a str,
     pub state_machine: &'a str,
     pub definition: &'a str,
-    pub input: &'a Value,
+    /// The input, as JSON text.
+    pub input: &'a str,
     pub seed: u64,
 }
 
@@ -420,8 +423,76 @@ pub(crate) struct StepRecord<'a> {
     pub arn: &'a str,
     pub now: SystemTime,
     pub new_execution: Option<NewExecution<'a>>,
-    pub input: Option<(i64, &'a Event)>,
+    /// The step's input event (sequence number, JSON text).
+    pub input: Option<(i64, &'a str)>,
     pub consumed: Option<u64>,
     pub history: &'a [HistoryEvent],
     pub commands: &'a [asl::interp::Command],
+}
+
+/// Writes one step's rows with cached statements (the caller owns the transaction).
+fn write_step(tx: &Connection, step: &StepRecord<'_>) -> Result<(), EngineError> {
+        {
+            if let Some(new) = &step.new_execution {
+                tx.prepare_cached("INSERT INTO executions(arn, name, state_machine, definition, status, input, start_nanos, seed)
+                     VALUES (?1, ?2, ?3, ?4, 'RUNNING', ?5, ?6, ?7)").map_err(sql)?.execute(params![
+                        step.arn,
+                        new.name,
+                        new.state_machine,
+                        new.definition,
+                        new.input,
+                        to_nanos(step.now),
+                        new.seed as i64
+                    ]).map_err(sql)?;
+            }
+            if let Some((seq, ev)) = step.input {
+                tx.prepare_cached("INSERT INTO inputs(execution, seq, now_nanos, event) VALUES (?1, ?2, ?3, ?4)").map_err(sql)?.execute(params![
+                        step.arn,
+                        seq,
+                        to_nanos(step.now),
+                        ev
+                    ]).map_err(sql)?;
+            }
+            if let Some(t) = step.consumed {
+                tx.prepare_cached("DELETE FROM pending WHERE execution = ?1 AND token = ?2").map_err(sql)?.execute(params![step.arn, t as i64]).map_err(sql)?;
+            }
+            let mut ins = tx.prepare_cached("INSERT INTO history(execution, id, event) VALUES (?1, ?2, ?3)")
+                .map_err(sql)?;
+            for e in step.history {
+                ins.execute(params![
+                    step.arn,
+                    e.id,
+                    serde_json::to_string(e).map_err(js)?
+                ])
+                .map_err(sql)?;
+            }
+            for c in step.commands {
+                use asl::interp::Command as C;
+                match c {
+                    C::ScheduleTask { token, .. } => {
+                        tx.prepare_cached("INSERT OR REPLACE INTO pending(execution, token, kind, command) VALUES (?1, ?2, 'task', ?3)").map_err(sql)?.execute(params![step.arn, *token as i64, serde_json::to_string(c).map_err(js)?]).map_err(sql)?;
+                    }
+                    C::StartTimer { token, fire_at } => {
+                        tx.prepare_cached("INSERT OR REPLACE INTO pending(execution, token, kind, fire_nanos) VALUES (?1, ?2, 'timer', ?3)").map_err(sql)?.execute(params![step.arn, *token as i64, to_nanos(*fire_at)]).map_err(sql)?;
+                    }
+                    C::CancelTimer { token } => {
+                        tx.prepare_cached("DELETE FROM pending WHERE execution = ?1 AND token = ?2").map_err(sql)?.execute(params![step.arn, *token as i64]).map_err(sql)?;
+                    }
+                    C::Complete {
+                        status,
+                        output,
+                        error,
+                        cause,
+                    } => {
+                        let out = match output {
+                            Some(v) => Some(serde_json::to_string(v).map_err(js)?),
+                            None => None,
+                        };
+                        tx.prepare_cached("UPDATE executions SET status = ?2, output = ?3, error = ?4, cause = ?5, stop_nanos = ?6 WHERE arn = ?1").map_err(sql)?.execute(params![step.arn, status.as_str(), out, error, cause, to_nanos(step.now)]).map_err(sql)?;
+                        tx.prepare_cached("DELETE FROM pending WHERE execution = ?1").map_err(sql)?.execute(params![step.arn]).map_err(sql)?;
+                    }
+                }
+            }
+        }
+    Ok(())
 }

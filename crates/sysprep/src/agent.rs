@@ -197,20 +197,24 @@ pub enum DetectError {
     },
 }
 
-fn find_marked<'a>(output: &'a str, marker: &'static str) -> Result<(usize, &'a str), DetectError> {
+/// The JSON of the last line starting with `marker` (a script re-run after a reboot, exit
+/// 3010, prints again), or else of the last line that is a JSON object (scripts that print
+/// bare JSON), with its 1-based line number. Shared by every report parser in this crate.
+pub(crate) fn marked_line<'a>(output: &'a str, marker: &str) -> Option<(usize, &'a str)> {
     let lines = || {
         output
             .lines()
             .enumerate()
             .map(|(i, line)| (i + 1, line.trim_start_matches('\u{feff}').trim()))
     };
-    // The last marked line wins: a script re-run after a reboot (exit 3010) prints again.
-    // Without a marker, the last line that is a JSON object (scripts that print bare JSON).
     lines()
         .filter_map(|(i, line)| line.strip_prefix(marker).map(|json| (i, json)))
         .last()
         .or_else(|| lines().filter(|(_, line)| line.starts_with('{')).last())
-        .ok_or(DetectError::MissingMarker { marker })
+}
+
+fn find_marked<'a>(output: &'a str, marker: &'static str) -> Result<(usize, &'a str), DetectError> {
+    marked_line(output, marker).ok_or(DetectError::MissingMarker { marker })
 }
 
 /// Reads the detection script's report out of the command's standard output.

@@ -321,9 +321,49 @@ pub enum RenameRestart {
     RestartComputer,
 }
 
+/// The PowerShell variable (without `$`) a per-instance prelude sets to the instance's own
+/// computer name: see [`NameSource::PerInstance`].
+pub const NAME_VARIABLE: &str = "fleetprepName";
+
+/// Where a naming command takes the computer name from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameSource<'a> {
+    /// This name, quoted into the script.
+    Literal(&'a Hostname),
+    /// `$fleetprepName` ([`NAME_VARIABLE`]), set on the instance by a prelude the caller puts
+    /// before the script: one script then serves many instances, each picking its own name
+    /// (SSM Run Command sends one script to up to 50 instances). The script checks the value
+    /// against the computer-name rules before using it, so a missing entry fails loudly.
+    PerInstance,
+}
+
+impl NameSource<'_> {
+    /// PowerShell that sets `$desired` to the name (and, per instance, checks it).
+    fn assign_desired(self) -> String {
+        match self {
+            NameSource::Literal(name) => format!("$desired = {}\n", quote(name.as_str())),
+            NameSource::PerInstance => format!(
+                "$desired = [string]${NAME_VARIABLE}\nif ($desired -notmatch '^[A-Za-z0-9-]{{1,15}}$' -or $desired -match '^[0-9]+$') {{ throw ('no valid computer name for this instance: \"{{0}}\"' -f $desired) }}\n"
+            ),
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            NameSource::Literal(name) => name.to_string(),
+            NameSource::PerInstance => format!("${NAME_VARIABLE}"),
+        }
+    }
+}
+
 /// Idempotent rename: does nothing when the computer already has `name` (compared
 /// case-insensitively, as Windows does), and prints the final name with the identity marker.
 pub fn rename_commands(name: &Hostname, restart: RenameRestart) -> CommandSequence {
+    rename_commands_from(NameSource::Literal(name), restart)
+}
+
+/// [`rename_commands`] with the name from `source`.
+pub fn rename_commands_from(source: NameSource<'_>, restart: RenameRestart) -> CommandSequence {
     let rename = match restart {
         RenameRestart::SsmExit3010 => {
             "    Rename-Computer -NewName $desired -Force\n    exit 3010\n"
@@ -333,14 +373,14 @@ pub fn rename_commands(name: &Hostname, restart: RenameRestart) -> CommandSequen
         }
     };
     let script = format!(
-        "$desired = {}\nif ($env:COMPUTERNAME -ne $desired) {{\n{rename}}}\n",
-        quote(name.as_str())
+        "{}if ($env:COMPUTERNAME -ne $desired) {{\n{rename}}}\n",
+        source.assign_desired()
     );
     CommandSequence {
         agent: LaunchAgent::None,
         steps: vec![
             Step {
-                description: format!("Rename the computer to {name} and restart"),
+                description: format!("Rename the computer to {} and restart", source.describe()),
                 script,
             },
             Step {
@@ -360,10 +400,29 @@ pub fn generalize_with_name(
     name: &Hostname,
     base: &crate::unattend::UnattendConfig,
 ) -> Result<CommandSequence, CommandError> {
+    generalize_with_name_from(NameSource::Literal(name), base)
+}
+
+/// [`generalize_with_name`] with the name from `source`.
+pub fn generalize_with_name_from(
+    source: NameSource<'_>,
+    base: &crate::unattend::UnattendConfig,
+) -> Result<CommandSequence, CommandError> {
     let mut config = base.clone();
-    config.computer_name = Some(crate::unattend::ComputerName::Name(name.clone()));
     let path = LaunchAgent::None.unattend_path();
-    let writer = crate::unattend::writer_script(&config, path)?;
+    let writer = match source {
+        NameSource::Literal(name) => {
+            config.computer_name = Some(crate::unattend::ComputerName::Name(name.clone()));
+            crate::unattend::writer_script(&config, path)?
+        }
+        NameSource::PerInstance => {
+            // Rendered with a placeholder `*`; the writer replaces the element's text with the
+            // instance's name on the instance (XmlDocument escapes it).
+            config.computer_name = Some(crate::unattend::ComputerName::Random);
+            let assign = source.assign_desired();
+            crate::unattend::writer_script_with_name(&config, path, &assign, "$desired")?
+        }
+    };
     let mut sequence = sysprep_commands(
         LaunchAgent::None,
         &SysprepOptions {
@@ -376,7 +435,7 @@ pub fn generalize_with_name(
     sequence.steps.insert(
         0,
         Step {
-            description: format!("Write unattend.xml with ComputerName {name}"),
+            description: format!("Write unattend.xml with ComputerName {}", source.describe()),
             script: writer,
         },
     );
@@ -514,5 +573,23 @@ mod tests {
         assert!(s.contains("if ($env:COMPUTERNAME -ne $desired)"));
         assert!(s.contains("exit 3010"));
         assert!(s.contains(crate::agent::IDENTITY_MARKER));
+    }
+
+    #[test]
+    fn per_instance_naming_reads_and_checks_the_prelude_variable() {
+        let rename =
+            rename_commands_from(NameSource::PerInstance, RenameRestart::SsmExit3010).script();
+        assert!(rename.contains("$desired = [string]$fleetprepName"));
+        let check = rename.find("-notmatch").expect("name check");
+        assert!(check < rename.find("Rename-Computer").unwrap());
+        let generalize = generalize_with_name_from(
+            NameSource::PerInstance,
+            &crate::unattend::UnattendConfig::default(),
+        )
+        .unwrap()
+        .script();
+        assert!(generalize.contains("$nameNode.InnerText = $desired"));
+        assert!(generalize.find("$nameNode").unwrap() < generalize.find("sysprep.exe").unwrap());
+        assert!(generalize.contains("/reboot"));
     }
 }

@@ -170,17 +170,8 @@ pub enum PreflightError {
 /// Reads the report from the command output: the last marked line, or else the last line
 /// that is a bare JSON object.
 pub fn parse_preflight_output(output: &str) -> Result<PreflightReport, PreflightError> {
-    let lines = || {
-        output
-            .lines()
-            .enumerate()
-            .map(|(i, line)| (i + 1, line.trim_start_matches('\u{feff}').trim()))
-    };
-    let (line, json) = lines()
-        .filter_map(|(i, line)| line.strip_prefix(PREFLIGHT_MARKER).map(|json| (i, json)))
-        .last()
-        .or_else(|| lines().filter(|(_, line)| line.starts_with('{')).last())
-        .ok_or(PreflightError::MissingMarker)?;
+    let (line, json) =
+        crate::agent::marked_line(output, PREFLIGHT_MARKER).ok_or(PreflightError::MissingMarker)?;
     serde_json::from_str(json).map_err(|e| PreflightError::InvalidJson {
         line,
         message: e.to_string(),

@@ -664,6 +664,33 @@ pub fn parse(xml: &str) -> Result<UnattendConfig, UnattendError> {
 /// PowerShell, preinstalled on AWS Windows AMIs: `Get-SECSecretValue`, `Get-SSMParameter`),
 /// and saves it to `destination`. It prints only the destination.
 pub fn writer_script(config: &UnattendConfig, destination: &str) -> Result<String, UnattendError> {
+    writer(config, destination, None)
+}
+
+/// [`writer_script`] for a name known only on the instance: `prelude` (PowerShell) runs first
+/// and `name_expr` is a PowerShell expression for the name, which replaces the text of the
+/// specialize `ComputerName` element (so `config.computer_name` must be set, e.g. to `*`).
+/// Setting `InnerText` through `XmlDocument` escapes whatever the value holds.
+pub fn writer_script_with_name(
+    config: &UnattendConfig,
+    destination: &str,
+    prelude: &str,
+    name_expr: &str,
+) -> Result<String, UnattendError> {
+    if config.computer_name.is_none() {
+        return Err(UnattendError::InvalidValue {
+            key: "computer_name",
+            reason: "must be set (e.g. to \"*\") for the instance's name to replace it".into(),
+        });
+    }
+    writer(config, destination, Some((prelude, name_expr)))
+}
+
+fn writer(
+    config: &UnattendConfig,
+    destination: &str,
+    name: Option<(&str, &str)>,
+) -> Result<String, UnattendError> {
     check_windows_path("destination", destination).map_err(|e| UnattendError::InvalidValue {
         key: "destination",
         reason: e.to_string(),
@@ -675,6 +702,21 @@ pub fn writer_script(config: &UnattendConfig, destination: &str) -> Result<Strin
         quote(destination),
         quote(&encoded)
     );
+    if let Some((prelude, name_expr)) = name {
+        script.push_str(prelude);
+        if !prelude.ends_with('\n') {
+            script.push('\n');
+        }
+        script.push_str(&format!(
+            r#"$nameSpaces = New-Object System.Xml.XmlNamespaceManager($answer.NameTable)
+$nameSpaces.AddNamespace('u', {ns})
+$nameNode = $answer.SelectSingleNode("//u:settings[@pass='specialize']/u:component[@name='Microsoft-Windows-Shell-Setup']/u:ComputerName", $nameSpaces)
+if ($null -eq $nameNode) {{ throw 'the rendered answer file has no specialize Shell-Setup ComputerName' }}
+$nameNode.InnerText = {name_expr}
+"#,
+            ns = quote(UNATTEND_NS)
+        ));
+    }
     if let Some(source) = &config.admin_password {
         match source {
             PasswordRef::SecretsManager {

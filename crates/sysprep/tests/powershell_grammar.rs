@@ -110,6 +110,12 @@ fn generalize_with_name_parses() {
     let name = Hostname::parse("WEB-a001").unwrap();
     let sequence = sysprep::commands::generalize_with_name(&name, &config).unwrap();
     assert_parses("generalize_with_name", &sequence.script());
+    let per_instance = sysprep::commands::generalize_with_name_from(
+        sysprep::commands::NameSource::PerInstance,
+        &config,
+    )
+    .unwrap();
+    assert_parses("generalize_with_name per instance", &per_instance.script());
 }
 
 #[test]
@@ -117,6 +123,11 @@ fn rename_scripts_parse() {
     for restart in [RenameRestart::SsmExit3010, RenameRestart::RestartComputer] {
         let name = Hostname::parse("WEB-a001").unwrap();
         assert_parses("rename", &rename_commands(&name, restart).script());
+        let per_instance = sysprep::commands::rename_commands_from(
+            sysprep::commands::NameSource::PerInstance,
+            restart,
+        );
+        assert_parses("rename per instance", &per_instance.script());
     }
 }
 

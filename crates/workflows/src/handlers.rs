@@ -20,6 +20,9 @@ use crate::batch::{CommandSpec, DOCUMENT};
 use crate::errors::{self, HandlerError};
 use crate::metrics::Outcome;
 use crate::{Context, NamingMode, scripts};
+use sysprep::agent::LaunchAgent;
+use sysprep::commands::{self, NameSource, RenameRestart, SysprepOptions};
+use sysprep::diagnose::{Category, DiagnosisContext};
 
 /// Every action [`call`] knows, in the order of [`crate::iam::HANDLER_ACTIONS`].
 pub fn actions() -> impl Iterator<Item = &'static str> {
@@ -336,13 +339,34 @@ async fn check_ssm_online(p: &Value, ctx: &Context) -> Result<Value, HandlerErro
 fn command_template(p: &Value) -> Result<(Vec<String>, String, u32), HandlerError> {
     let kind = string(p, "kind")?;
     let value = opt_string(p, "value").unwrap_or_default();
+    let invalid = |what: String| HandlerError::new(errors::INVALID_INPUT, what);
     let lines = match kind.as_str() {
-        "rename" => scripts::rename(),
-        "generalize" => scripts::generalize_with_name(),
-        "identity" => scripts::identity(),
-        "detect-agent" => scripts::detect_agent(),
-        "preflight" => scripts::preflight(),
-        "sysprep" => scripts::sysprep_shutdown(&opt_string(p, "agent").unwrap_or_default()),
+        "rename" => scripts::per_instance(
+            &kind,
+            &commands::rename_commands_from(NameSource::PerInstance, RenameRestart::SsmExit3010)
+                .script(),
+        ),
+        "generalize" => {
+            let sequence =
+                commands::generalize_with_name_from(NameSource::PerInstance, &Default::default())
+                    .map_err(|e| invalid(format!("send_command generalize: {e}")))?;
+            scripts::per_instance(&kind, &sequence.script())
+        }
+        "identity" => scripts::labelled(&kind, &sysprep::agent::identity_script()),
+        "detect-agent" => scripts::labelled(&kind, &sysprep::agent::detection_script()),
+        "preflight" => scripts::labelled(&kind, &sysprep::preflight::preflight_script(None)),
+        "sysprep" => {
+            // The builder's agent as detect-agent reported it; none means plain sysprep.exe.
+            let agent: LaunchAgent = match opt_string(p, "agent") {
+                Some(agent) => agent
+                    .parse()
+                    .map_err(|e| invalid(format!("send_command sysprep: field \"agent\": {e}")))?,
+                None => LaunchAgent::None,
+            };
+            let sequence = commands::sysprep_commands(agent, &SysprepOptions::default())
+                .map_err(|e| invalid(format!("send_command sysprep: {e}")))?;
+            scripts::labelled(&kind, &sequence.script())
+        }
         "customization" | "cleanup" => scripts::user_script(&kind, &string(p, "script")?),
         other => {
             return Err(HandlerError::new(
@@ -476,59 +500,63 @@ async fn check_command(p: &Value, ctx: &Context) -> Result<Value, HandlerError> 
     }
 }
 
-/// Turns a finished command's stdout into workflow data (and pre-flight blockers into errors).
+/// Turns a finished command's stdout into workflow data (and pre-flight blockers into errors),
+/// with the `sysprep` crate's parsers.
 fn interpret(kind: &str, instance_id: &str, stdout: &str) -> Result<Value, HandlerError> {
-    let json_out = || serde_json::from_str::<Value>(stdout.trim()).ok();
+    let unreadable = |what: &str, error: &dyn std::fmt::Display| {
+        HandlerError::new(
+            errors::COMMAND_FAILED,
+            format!("{what} on {instance_id}: {error}; stdout was {stdout:?}"),
+        )
+    };
     match kind {
-        "detect-agent" => Ok(json_out().unwrap_or_else(|| json!({"agent": "none"}))),
+        "detect-agent" => {
+            let report = sysprep::agent::parse_detection_output(stdout)
+                .map_err(|e| unreadable("agent detection", &e))?;
+            serde_json::to_value(report).map_err(|e| unreadable("agent detection", &e))
+        }
         "identity" | "rename" => {
-            let out = json_out().unwrap_or(Value::Null);
+            let identity = sysprep::agent::parse_identity_output(stdout)
+                .map_err(|e| unreadable("identity", &e))?;
             Ok(json!({
-                "computer_name": out.get("ComputerName").cloned().unwrap_or(Value::Null),
-                "machine_sid": out.get("MachineSid").cloned().unwrap_or(Value::Null),
+                "computer_name": identity.computer_name,
+                "machine_sid": identity.machine_sid,
             }))
         }
         "preflight" => {
-            let out = json_out().ok_or_else(|| {
-                HandlerError::new(
-                    errors::COMMAND_FAILED,
-                    format!("pre-flight on {instance_id} printed no JSON: {stdout:?}"),
-                )
-            })?;
-            let appx: Vec<String> = out
-                .get("appx_not_provisioned")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default();
-            let mut blockers = Vec::new();
-            if !appx.is_empty() {
-                blockers.push(format!(
-                    "appx-not-provisioned: AppX packages installed for a user but not provisioned for all users: {} (remove them with Remove-AppxPackage -AllUsers before Sysprep)",
-                    appx.join(", ")
-                ));
-            }
-            let pending = out.get("reboot_pending");
-            if ["cbs", "windows_update", "pending_file_rename"]
+            let result = sysprep::preflight::check_output(stdout)
+                .map_err(|e| unreadable("pre-flight", &e))?;
+            let blocking: Vec<_> = result
+                .findings
                 .iter()
-                .any(|k| pending.and_then(|r| r.get(k)).and_then(Value::as_bool) == Some(true))
-            {
-                blockers.push(
-                    "reboot-pending: Windows has a reboot pending (reboot the builder before Sysprep)"
-                        .to_string(),
-                );
-            }
-            if !blockers.is_empty() {
+                .filter(|f| f.severity == sysprep::preflight::Severity::Block)
+                .collect();
+            if result.blocked {
+                let names: Vec<&str> = blocking.iter().map(|f| f.check.as_str()).collect();
+                let details: Vec<String> = blocking
+                    .iter()
+                    .map(|f| {
+                        let evidence = if f.evidence.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", f.evidence.join(", "))
+                        };
+                        format!(
+                            "{}: {}{evidence}; fix: {}",
+                            f.check, f.message, f.remediation
+                        )
+                    })
+                    .collect();
                 return Err(HandlerError::new(
                     errors::PREFLIGHT_BLOCKED,
-                    format!("pre-flight on {instance_id}: {}", blockers.join("; ")),
+                    format!(
+                        "pre-flight on {instance_id} blocked by [{}]: {}",
+                        names.join(", "),
+                        details.join("; ")
+                    ),
                 ));
             }
-            Ok(json!({"findings": [], "report": out}))
+            Ok(json!({"findings": result.findings}))
         }
         _ => Ok(json!({"stdout": stdout})),
     }
@@ -724,126 +752,104 @@ async fn terminate_instance(p: &Value, ctx: &Context) -> Result<Value, HandlerEr
     }
 }
 
-/// Classifies a failure from its error name, cause and the console output.
+/// Classifies a failure from its error name, cause and the console output: the Windows side
+/// with [`sysprep::diagnose`] (the cause carries the command's stderr, e.g. Panther lines), the
+/// AWS side (which `sysprep` deliberately knows nothing of) from the error name.
+/// Returns (category, retriable, evidence, remediation).
 pub fn classify(
     error_name: &str,
     cause: &str,
     console: &str,
 ) -> (String, bool, Vec<String>, String) {
-    let text = format!("{cause}\n{console}");
-    let evidence = |needle: &str| -> Vec<String> {
-        text.lines()
-            .filter(|line| line.contains(needle))
-            .take(5)
-            .map(|l| l.trim().to_string())
-            .collect()
+    let timed_out = [
+        errors::TIMEOUT,
+        errors::LAMBDA_TIMEOUT,
+        "States.Timeout",
+        "States.HeartbeatTimeout",
+    ]
+    .contains(&error_name);
+    let context = DiagnosisContext {
+        timed_out,
+        agent_online: (error_name == errors::AGENT_UNREACHABLE).then_some(false),
     };
-    let (category, retriable, needle, remediation) = if text
-        .contains("was installed for a user, but not provisioned for all users")
-        || text.contains("appx-not-provisioned")
-    {
-        (
-            "appx-not-provisioned",
-            false,
-            "AppX",
-            "remove the per-user AppX packages listed (Remove-AppxPackage -AllUsers) or provision them for all users, then bake again",
-        )
-    } else if text.contains("Sysprep was not able to validate your Windows installation") {
-        (
-            "validation-failed",
-            false,
-            "SYSPRP",
-            "read setupact.log for the failing validation (pending reboot, upgraded OS) and fix it on the source image",
-        )
-    } else if text.contains("CopyProfile") {
-        (
-            "copyprofile-failed",
-            false,
-            "CopyProfile",
-            "remove CopyProfile from the answer file or fix the default profile",
-        )
-    } else if text.contains("rearm") && text.contains("limit") {
-        (
-            "rearm-limit",
-            false,
-            "rearm",
-            "set SkipRearm=1 in the answer file",
-        )
-    } else if error_name == errors::AGENT_UNREACHABLE || text.contains("IMAGE_STATE_UNDEPLOYABLE") {
-        (
-            "agent-unreachable",
-            true,
-            "SSM",
-            "check the instance profile has AmazonSSMManagedInstanceCore, the subnet reaches SSM endpoints, and the image is not left IMAGE_STATE_UNDEPLOYABLE",
-        )
-    } else if error_name == errors::TIMEOUT
-        || error_name == "States.Timeout"
-        || error_name == "States.HeartbeatTimeout"
-        || error_name == errors::LAMBDA_TIMEOUT
-    {
-        (
-            "timeout",
-            true,
-            "",
-            "raise the step's timeout or look at the console output for a hang",
-        )
-    } else if error_name == errors::IMAGE_FAILED {
-        (
+    let mut diagnoser = sysprep::diagnose::Diagnoser::new();
+    cause.lines().for_each(|line| diagnoser.feed_log_line(line));
+    console
+        .lines()
+        .for_each(|line| diagnoser.feed_console_line(line));
+    let diagnosis = diagnoser.finish(&context);
+    let first_cause_line = || cause.lines().next().unwrap_or_default().to_string();
+    let decisive = !matches!(
+        diagnosis.category,
+        Category::Unknown | Category::Timeout | Category::AgentUnreachable
+    );
+    // AWS-side failures: not Windows categories, so they keep their own names.
+    let aws_side = match error_name {
+        _ if decisive => None,
+        errors::IMAGE_FAILED => Some((
             "image-failed",
             true,
-            "image",
             "CreateImage failed on the AWS side; retry the bake",
-        )
-    } else if error_name == errors::INSTANCE_GONE {
-        (
+        )),
+        errors::INSTANCE_GONE => Some((
             "instance-gone",
             true,
-            "terminated",
             "something terminated the builder (a cleanup job, a spot interruption); exclude fleetprep-tagged builders and retry",
-        )
-    } else if error_name == errors::PREFLIGHT_BLOCKED {
-        (
-            "provider-failure",
-            false,
-            "pre-flight",
-            "fix the pre-flight findings listed in the cause",
-        )
-    } else if error_name == errors::SYSPREP_FAILED {
-        (
-            "provider-failure",
-            false,
-            "SYSPRP",
-            "a Sysprep provider failed; read setupact.log",
-        )
-    } else if error_name == errors::THROTTLED {
-        (
+        )),
+        errors::THROTTLED => Some((
             "throttled",
             true,
-            "",
             "AWS API rate limits persisted past every retry; run fewer bakes at once",
-        )
-    } else {
-        (
-            "unknown",
-            false,
-            "",
-            "read the cause and the console output",
-        )
+        )),
+        _ => None,
     };
-    let mut lines = if needle.is_empty() {
-        Vec::new()
-    } else {
-        evidence(needle)
-    };
-    if lines.is_empty() && !cause.is_empty() {
-        lines.push(cause.lines().next().unwrap_or_default().to_string());
+    if let Some((category, retriable, remediation)) = aws_side {
+        return (
+            category.to_string(),
+            retriable,
+            vec![first_cause_line()],
+            remediation.to_string(),
+        );
     }
+    // A pre-flight block names its findings in the cause; a finding named like a category is
+    // that category, any other blocker (pending reboot, BitLocker) a provider-level failure.
+    // A failed Sysprep command whose output matched nothing is a provider failure too.
+    let category = match error_name {
+        _ if decisive => diagnosis.category,
+        errors::PREFLIGHT_BLOCKED => blocking_findings(cause)
+            .find_map(|name| Category::ALL.into_iter().find(|c| c.as_str() == name))
+            .unwrap_or(Category::ProviderFailure),
+        errors::SYSPREP_FAILED if diagnosis.category == Category::Unknown => {
+            Category::ProviderFailure
+        }
+        _ => diagnosis.category,
+    };
+    let mut evidence = diagnosis.evidence;
+    if evidence.is_empty() && !cause.is_empty() {
+        evidence.push(first_cause_line());
+    }
+    let (retriable, remediation) = if category == diagnosis.category {
+        (diagnosis.retriable, diagnosis.remediation)
+    } else {
+        (category.retriable(), category.remediation().to_string())
+    };
     (
-        category.to_string(),
+        category.as_str().to_string(),
         retriable,
-        lines,
-        remediation.to_string(),
+        evidence,
+        remediation,
     )
+}
+
+/// The finding names of a [`errors::PREFLIGHT_BLOCKED`] cause (`... blocked by [a, b]: ...`).
+fn blocking_findings(cause: &str) -> impl Iterator<Item = &str> {
+    cause
+        .split_once("blocked by [")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .map(|(names, _)| names)
+        .unwrap_or_default()
+        .split(", ")
+        .filter(|name| !name.is_empty())
 }
 
 async fn collect_diagnostics(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
@@ -1151,4 +1157,114 @@ async fn rollback_template(p: &Value, ctx: &Context) -> Result<Value, HandlerErr
         .await
         .map_err(cloud_err("ModifyLaunchTemplate"))?;
     Ok(json!({"default_version": previous}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PANTHER_APPX: &str = "2026-11-26 15:04:11, Error                 SYSPRP Package Microsoft.BingWeather_4.53.51922.0_x64__8wekyb3d8bbwe was installed for a user, but not provisioned for all users. This package will not function properly in the sysprep image.";
+
+    #[test]
+    fn windows_failures_are_classified_by_sysprep_diagnose() {
+        let (category, retriable, evidence, _) = classify(errors::SYSPREP_FAILED, PANTHER_APPX, "");
+        assert_eq!(category, "appx-not-provisioned");
+        assert!(!retriable);
+        assert!(evidence[0].contains("BingWeather"));
+        // Log evidence beats the error name, even an AWS-side one.
+        let (category, ..) = classify(errors::INSTANCE_GONE, PANTHER_APPX, "");
+        assert_eq!(category, "appx-not-provisioned");
+    }
+
+    #[test]
+    fn observed_failures_without_evidence_follow_the_error_name() {
+        let cases = [
+            (errors::AGENT_UNREACHABLE, "agent-unreachable"),
+            (errors::TIMEOUT, "timeout"),
+            ("States.HeartbeatTimeout", "timeout"),
+            (errors::SYSPREP_FAILED, "provider-failure"),
+            (errors::IMAGE_FAILED, "image-failed"),
+            (errors::INSTANCE_GONE, "instance-gone"),
+            (errors::THROTTLED, "throttled"),
+            ("States.Runtime", "unknown"),
+        ];
+        for (name, expected) in cases {
+            let (category, _, evidence, remediation) = classify(name, "it went wrong", "");
+            assert_eq!(category, expected, "{name}");
+            assert_eq!(evidence, ["it went wrong"], "{name}");
+            assert!(!remediation.is_empty(), "{name}");
+        }
+        // IMAGE_STATE_UNDEPLOYABLE on the console means the agent can never come back.
+        let console =
+            "2026-11-26T15:00:00Z Amazon SSM Agent: failed to register (IMAGE_STATE_UNDEPLOYABLE)";
+        assert_eq!(
+            classify(errors::TIMEOUT, "", console).0,
+            "agent-unreachable"
+        );
+    }
+
+    #[test]
+    fn preflight_blocks_name_their_findings_and_classify_by_them() {
+        let stdout = r#"FLEETPREP-PREFLIGHT:{"appxNotProvisioned":["Contoso.App_1.0_x64__abc"],"pendingReboot":{"cbsRebootPending":true}}"#;
+        let error = interpret("preflight", "i-1", stdout).unwrap_err();
+        assert_eq!(error.error, errors::PREFLIGHT_BLOCKED);
+        assert!(
+            error
+                .cause
+                .contains("blocked by [appx-not-provisioned, pending-reboot]"),
+            "{}",
+            error.cause
+        );
+        assert!(error.cause.contains("Contoso.App"));
+        assert_eq!(
+            classify(errors::PREFLIGHT_BLOCKED, &error.cause, "").0,
+            "appx-not-provisioned"
+        );
+        let reboot_only = "pre-flight on i-1 blocked by [pending-reboot]: reboot first";
+        assert_eq!(
+            classify(errors::PREFLIGHT_BLOCKED, reboot_only, "").0,
+            "provider-failure"
+        );
+    }
+
+    #[test]
+    fn command_output_is_read_with_the_sysprep_parsers() {
+        let agent = interpret(
+            "detect-agent",
+            "i-1",
+            "noise\nFLEETPREP-DETECT:{\"agent\":\"ec2launch-v1\",\"agentVersion\":\"1.3.2004\"}\n",
+        )
+        .unwrap();
+        assert_eq!(agent["agent"], "ec2launch-v1");
+        let identity = interpret(
+            "rename",
+            "i-1",
+            "FLEETPREP-IDENTITY:{\"computerName\":\"WEB-001\",\"machineSid\":\"S-1-5-21-1-2-3\"}",
+        )
+        .unwrap();
+        assert_eq!(identity["computer_name"], "WEB-001");
+        assert_eq!(identity["machine_sid"], "S-1-5-21-1-2-3");
+        let missing = interpret("identity", "i-9", "").unwrap_err();
+        assert_eq!(missing.error, errors::COMMAND_FAILED);
+        assert!(missing.cause.contains("i-9"), "{}", missing.cause);
+        let clean = interpret("preflight", "i-1", r#"{"appx_not_provisioned":[]}"#).unwrap();
+        assert!(clean["findings"].is_array());
+    }
+
+    #[test]
+    fn sysprep_commands_follow_the_detected_agent() {
+        let template = |agent: &str| {
+            command_template(&json!({"kind": "sysprep", "agent": agent}))
+                .unwrap()
+                .0
+                .join("\n")
+        };
+        assert!(template("ec2launch-v2").contains("'ec2launch sysprep'"));
+        assert!(template("ec2launch-v1").contains("SysprepInstance.ps1"));
+        assert!(template("ec2config").contains("-sysprep"));
+        assert!(template("none").contains("/generalize"));
+        let bad =
+            command_template(&json!({"kind": "sysprep", "agent": "ec2launch-v9"})).unwrap_err();
+        assert_eq!(bad.error, errors::INVALID_INPUT);
+    }
 }

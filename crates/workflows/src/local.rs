@@ -211,33 +211,43 @@ impl LocalFleet {
     }
 }
 
-/// EventBridge: one execution per lifecycle event, named after the instance.
+/// EventBridge: one execution per lifecycle event, named after the instance. A burst of
+/// events (a scale-out of thousands) starts with one engine commit.
 fn start_all(engine: &Engine, events: Vec<LifecycleEvent>) -> Vec<String> {
-    let mut started = Vec::new();
-    {
-        for event in events {
-            let (workflow, prefix) = if event.lifecycle_transition == LifecycleEvent::LAUNCHING {
-                ("name-on-launch", "launch")
+    let mut requests = Vec::with_capacity(events.len());
+    for event in events {
+        let (workflow, prefix) = if event.lifecycle_transition == LifecycleEvent::LAUNCHING {
+            ("name-on-launch", "launch")
+        } else {
+            ("release-on-terminate", "terminate")
+        };
+        let name = format!("{prefix}-{}", event.instance_id);
+        let input = json!({
+            "version": "0",
+            "detail-type": if workflow == "name-on-launch" {
+                "EC2 Instance-launch Lifecycle Action"
             } else {
-                ("release-on-terminate", "terminate")
-            };
-            let name = format!("{prefix}-{}", event.instance_id);
-            let input = json!({
-                "version": "0",
-                "detail-type": if workflow == "name-on-launch" {
-                    "EC2 Instance-launch Lifecycle Action"
-                } else {
-                    "EC2 Instance-terminate Lifecycle Action"
-                },
-                "source": "aws.autoscaling",
-                "detail": event.detail(),
-            });
-            match engine.start_execution(workflow, Some(&name), input) {
-                Ok(arn) => started.push(arn),
-                // A repeated event for the same instance: the first execution handles it.
-                Err(EngineError::ExecutionExists(_)) => {}
-                Err(error) => tracing::error!(%error, workflow, "could not start execution"),
-            }
+                "EC2 Instance-terminate Lifecycle Action"
+            },
+            "source": "aws.autoscaling",
+            "detail": event.detail(),
+        });
+        requests.push((workflow.to_string(), Some(name), input));
+    }
+    let results = match engine.start_executions(requests) {
+        Ok(results) => results,
+        Err(error) => {
+            tracing::error!(%error, "could not start executions");
+            return Vec::new();
+        }
+    };
+    let mut started = Vec::new();
+    for result in results {
+        match result {
+            Ok(arn) => started.push(arn),
+            // A repeated event for the same instance: the first execution handles it.
+            Err(EngineError::ExecutionExists(_)) => {}
+            Err(error) => tracing::error!(%error, "could not start execution"),
         }
     }
     started

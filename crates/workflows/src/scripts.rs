@@ -1,11 +1,17 @@
-//! The PowerShell the workflows send through SSM `AWS-RunPowerShellScript`.
+//! How the workflows carry the `sysprep` crate's PowerShell through SSM
+//! `AWS-RunPowerShellScript`. The scripts themselves (rename, generalize, identity, agent
+//! detection, pre-flight, Sysprep per launch agent) come only from `sysprep`; this module adds
+//! the transport around them:
 //!
-//! Per-instance values (hostnames) travel in a lookup table keyed by instance id, and each
-//! instance picks its own entry through IMDSv2. That is what lets one SendCommand carry up to 50
-//! different names (see [`crate::batch`]). Every value is quoted with
-//! [`sysprep::powershell::quote`]. Each script starts with a `# fleetprep:<kind>` line so logs
-//! (and the simulated fleet) can tell them apart.
+//! - a `# fleetprep:<kind>` label line, so the SSM console and logs tell commands apart;
+//! - for the naming commands, a per-instance prelude: a lookup table keyed by instance id from
+//!   which each instance picks its own name through IMDSv2 into `$fleetprepName`
+//!   ([`sysprep::commands::NAME_VARIABLE`], which the `sysprep` scripts read for
+//!   [`sysprep::commands::NameSource::PerInstance`]). That is what lets one SendCommand carry
+//!   up to 50 different names (see [`crate::batch`]). Every value is quoted with
+//!   [`sysprep::powershell::quote`].
 
+use sysprep::commands::NAME_VARIABLE;
 use sysprep::powershell::quote;
 
 /// The table placeholder line a batched template carries.
@@ -40,107 +46,20 @@ pub fn render(template: &[String], entries: &[(String, String)]) -> Vec<String> 
         .collect()
 }
 
-fn with_lookup(kind: &str, body: &[&str]) -> Vec<String> {
+/// A `sysprep`-generated script as command lines, under its label.
+pub fn labelled(kind: &str, script: &str) -> Vec<String> {
+    let mut lines = vec![format!("# fleetprep:{kind}")];
+    lines.extend(script.lines().map(str::to_string));
+    lines
+}
+
+/// A `sysprep` script generated for [`sysprep::commands::NameSource::PerInstance`], after the
+/// prelude that sets `$fleetprepName` to this instance's table entry.
+pub fn per_instance(kind: &str, script: &str) -> Vec<String> {
     let mut lines = vec![format!("# fleetprep:{kind}"), TABLE_LINE.to_string()];
     lines.extend(INSTANCE_ID.iter().map(|s| s.to_string()));
-    lines.push("$value = $fleetprepValues[$id]".into());
-    lines.extend(body.iter().map(|s| s.to_string()));
-    lines
-}
-
-/// Rename to the instance's table value, reboot, and report the identity: exit code 3010 makes
-/// the SSM agent reboot the instance and run the script again from the start (AWS Systems
-/// Manager, "Rebooting managed nodes from scripts"), so the second run finds the new name and
-/// prints `$env:COMPUTERNAME` and the machine SID. One command renames and verifies.
-pub fn rename() -> Vec<String> {
-    let mut body = vec![
-        "if ($env:COMPUTERNAME -ne $value) {",
-        "  Rename-Computer -NewName $value -Force",
-        "  exit 3010",
-        "}",
-    ];
-    body.extend(IDENTITY);
-    with_lookup("rename", &body)
-}
-
-const IDENTITY: [&str; 2] = [
-    "$sid = (Get-LocalUser | Where-Object { $_.SID -like 'S-1-5-21-*-500' } | Select-Object -First 1).SID.AccountDomainSid.Value",
-    "@{ ComputerName = $env:COMPUTERNAME; MachineSid = $sid } | ConvertTo-Json -Compress",
-];
-
-/// Generalize with an unattend ComputerName from the table, then reboot: a new machine SID and
-/// the new name come up together.
-pub fn generalize_with_name() -> Vec<String> {
-    with_lookup(
-        "generalize",
-        &[
-            "$unattend = Join-Path $env:WINDIR 'Temp\\fleetprep-unattend.xml'",
-            "$xml = '<?xml version=\"1.0\" encoding=\"utf-8\"?><unattend xmlns=\"urn:schemas-microsoft-com:unattend\"><settings pass=\"specialize\"><component name=\"Microsoft-Windows-Shell-Setup\" processorArchitecture=\"amd64\" publicKeyToken=\"31bf3856ad364e35\" language=\"neutral\" versionScope=\"nonSxS\"><ComputerName>__NAME__</ComputerName></component></settings></unattend>'",
-            "Set-Content -Path $unattend -Value ($xml.Replace('__NAME__', $value)) -Encoding UTF8",
-            "& (Join-Path $env:WINDIR 'System32\\Sysprep\\Sysprep.exe') /generalize /oobe /reboot /quiet \"/unattend:$unattend\"",
-        ],
-    )
-}
-
-/// Reports the computer name and machine SID as JSON.
-pub fn identity() -> Vec<String> {
-    let mut lines = vec!["# fleetprep:identity".to_string()];
-    lines.extend(IDENTITY.iter().map(|s| s.to_string()));
-    lines
-}
-
-/// Reports which launch agent is installed as JSON (`ec2launch-v2`, `ec2launch-v1`,
-/// `ec2config`, `none`).
-pub fn detect_agent() -> Vec<String> {
-    vec![
-        "# fleetprep:detect-agent".into(),
-        "$v2 = Join-Path $env:ProgramFiles 'Amazon\\EC2Launch\\EC2Launch.exe'".into(),
-        "$v1 = Join-Path $env:ProgramData 'Amazon\\EC2-Windows\\Launch\\Scripts\\InitializeInstance.ps1'".into(),
-        "$cfg = Join-Path $env:ProgramFiles 'Amazon\\Ec2ConfigService\\Ec2Config.exe'".into(),
-        "if (Test-Path $v2) { $agent = 'ec2launch-v2'; $version = (Get-Item $v2).VersionInfo.ProductVersion }".into(),
-        "elseif (Test-Path $v1) { $agent = 'ec2launch-v1'; $version = '' }".into(),
-        "elseif (Test-Path $cfg) { $agent = 'ec2config'; $version = (Get-Item $cfg).VersionInfo.ProductVersion }".into(),
-        "else { $agent = 'none'; $version = '' }".into(),
-        "@{ agent = $agent; version = $version } | ConvertTo-Json -Compress".into(),
-    ]
-}
-
-/// The pre-flight checks: JSON of known Sysprep blockers.
-pub fn preflight() -> Vec<String> {
-    vec![
-        "# fleetprep:preflight".into(),
-        "$appx = @(Get-AppxPackage -AllUsers | Where-Object { $_.PackageUserInformation.InstallState -contains 'Installed' -and -not (Get-AppxProvisionedPackage -Online | Where-Object DisplayName -eq $_.Name) } | ForEach-Object { $_.PackageFullName })".into(),
-        "$cbs = Test-Path 'HKLM:\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Component Based Servicing\\RebootPending'".into(),
-        "$wu = Test-Path 'HKLM:\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\WindowsUpdate\\Auto Update\\RebootRequired'".into(),
-        "$pfr = $null -ne (Get-ItemProperty 'HKLM:\\SYSTEM\\CurrentControlSet\\Control\\Session Manager' -Name PendingFileRenameOperations -ErrorAction SilentlyContinue)".into(),
-        "@{ appx_not_provisioned = $appx; reboot_pending = @{ cbs = $cbs; windows_update = $wu; pending_file_rename = $pfr } } | ConvertTo-Json -Compress -Depth 4".into(),
-    ]
-}
-
-/// The generalize-and-shut-down sequence for a builder, by launch agent (AWS docs: EC2Launch v2
-/// `ec2launch sysprep --shutdown`; EC2Launch v1 `InitializeInstance.ps1 -Schedule` then
-/// `SysprepInstance.ps1`; EC2Config `ec2config.exe -sysprep`; else plain Sysprep).
-pub fn sysprep_shutdown(agent: &str) -> Vec<String> {
-    let mut lines = vec!["# fleetprep:sysprep".to_string()];
-    match agent {
-        "ec2launch-v2" => {
-            lines.push(
-                "& (Join-Path $env:ProgramFiles 'Amazon\\EC2Launch\\EC2Launch.exe') reset --block"
-                    .into(),
-            );
-            lines.push("& (Join-Path $env:ProgramFiles 'Amazon\\EC2Launch\\EC2Launch.exe') sysprep --shutdown".into());
-        }
-        "ec2launch-v1" => {
-            lines.push("& (Join-Path $env:ProgramData 'Amazon\\EC2-Windows\\Launch\\Scripts\\InitializeInstance.ps1') -Schedule".into());
-            lines.push("& (Join-Path $env:ProgramData 'Amazon\\EC2-Windows\\Launch\\Scripts\\SysprepInstance.ps1')".into());
-        }
-        "ec2config" => {
-            lines.push("& (Join-Path $env:ProgramFiles 'Amazon\\Ec2ConfigService\\ec2config.exe') -sysprep".into());
-        }
-        _ => {
-            lines.push("& (Join-Path $env:WINDIR 'System32\\Sysprep\\Sysprep.exe') /generalize /oobe /shutdown /quiet".into());
-        }
-    }
+    lines.push(format!("${NAME_VARIABLE} = $fleetprepValues[$id]"));
+    lines.extend(script.lines().map(str::to_string));
     lines
 }
 
@@ -157,6 +76,7 @@ pub fn user_script(kind: &str, body: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sysprep::commands::{NameSource, RenameRestart, rename_commands_from};
 
     #[test]
     fn table_quotes_hostile_values() {
@@ -165,9 +85,10 @@ mod tests {
     }
 
     #[test]
-    fn rename_template_gets_a_table() {
+    fn per_instance_rename_gets_a_table_and_sets_the_sysprep_variable() {
+        let script = rename_commands_from(NameSource::PerInstance, RenameRestart::SsmExit3010);
         let rendered = render(
-            &rename(),
+            &per_instance("rename", &script.script()),
             &[
                 ("i-1".into(), "WEB-001".into()),
                 ("i-2".into(), "WEB-002".into()),
@@ -175,5 +96,14 @@ mod tests {
         );
         assert!(rendered.iter().any(|l| l.contains("'i-2' = 'WEB-002'")));
         assert!(!rendered.iter().any(|l| l == TABLE_LINE));
+        let set = rendered
+            .iter()
+            .position(|l| l == "$fleetprepName = $fleetprepValues[$id]")
+            .expect("prelude sets the variable");
+        let read = rendered
+            .iter()
+            .position(|l| l.contains("$desired = [string]$fleetprepName"))
+            .expect("sysprep script reads it");
+        assert!(set < read);
     }
 }

@@ -172,14 +172,7 @@ async fn names_held_by_another_writer_are_never_handed_out_twice() {
         .map(|l| l.name.as_str().to_string())
         .collect();
     assert_eq!(foreign.len(), 4);
-    common::group(&fleet, 900);
-    fleet.sim.set_desired_capacity("web", 10).unwrap();
-    fleet.run_until_idle().await.unwrap();
-    let statuses = common::statuses(&fleet, "name-on-launch");
-    assert!(
-        statuses.iter().all(|(s, _)| *s == Status::Succeeded),
-        "{statuses:?}"
-    );
+    common::scale_out_and_name(&fleet, 900, 10).await;
     let names: BTreeSet<_> = fleet
         .sim
         .in_service("web")

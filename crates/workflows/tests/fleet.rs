@@ -11,15 +11,8 @@ use workflows::{NamingMode, RolloutConfig, Settings};
 #[tokio::test(flavor = "current_thread")]
 async fn scaling_out_names_every_instance_uniquely_and_scaling_in_releases_names() {
     let fleet = common::fleet("").await;
-    common::group(&fleet, 900);
-    fleet.sim.set_desired_capacity("web", 20).unwrap();
-    fleet.run_until_idle().await.unwrap();
-    let statuses = common::statuses(&fleet, "name-on-launch");
-    assert_eq!(statuses.len(), 20);
-    assert!(
-        statuses.iter().all(|(s, _)| *s == Status::Succeeded),
-        "{statuses:?}"
-    );
+    let named = common::scale_out_and_name(&fleet, 900, 20).await;
+    assert_eq!(named, 20);
     let in_service = fleet.sim.in_service("web");
     assert_eq!(in_service.len(), 20);
     let names: BTreeSet<String> = in_service.iter().map(|i| i.computer_name.clone()).collect();
@@ -63,14 +56,7 @@ async fn sysprep_naming_mode_changes_the_machine_sid() {
         },
     )
     .await;
-    common::group(&fleet, 900);
-    fleet.sim.set_desired_capacity("web", 3).unwrap();
-    fleet.run_until_idle().await.unwrap();
-    let statuses = common::statuses(&fleet, "name-on-launch");
-    assert!(
-        statuses.iter().all(|(s, _)| *s == Status::Succeeded),
-        "{statuses:?}"
-    );
+    common::scale_out_and_name(&fleet, 900, 3).await;
     let sids: BTreeSet<String> = fleet
         .sim
         .in_service("web")
@@ -164,14 +150,7 @@ async fn heartbeats_keep_a_short_hook_alive_through_a_long_naming() {
         },
     )
     .await;
-    common::group(&fleet, 240);
-    fleet.sim.set_desired_capacity("web", 3).unwrap();
-    fleet.run_until_idle().await.unwrap();
-    let statuses = common::statuses(&fleet, "name-on-launch");
-    assert!(
-        statuses.iter().all(|(s, _)| *s == Status::Succeeded),
-        "{statuses:?}"
-    );
+    common::scale_out_and_name(&fleet, 240, 3).await;
     let calls = fleet.sim.api_calls();
     assert!(
         calls["autoscaling:RecordLifecycleActionHeartbeat"] >= 3,

@@ -1,6 +1,8 @@
 //! JSONata tokenizer and parser (top-down operator precedence, as the reference
-//! implementation does). Produces [`Node`] trees; nesting is limited so hostile input cannot
-//! overflow the stack.
+//! implementation does). Produces [`Node`] trees whose HEIGHT is bounded: recursion and every
+//! operator folded into a left operand (`a+b+c`, `x[0][0]`, `a ~> f ~> g`) count towards
+//! `MAX_DEPTH`, so dropping, cloning, walking or evaluating a parsed tree cannot overflow the
+//! stack, and parsing is linear (left operands are moved, never copied).
 
 /// Binary operators.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -35,6 +35,10 @@ pub struct AwsArgs {
     /// Seconds between history polls while an execution runs.
     #[arg(long, default_value_t = 2)]
     pub poll_seconds: u64,
+    /// Fixed dummy credentials instead of the credential chain (tests against a local
+    /// endpoint; never a command-line flag).
+    #[arg(skip)]
+    pub dummy_credentials: bool,
 }
 
 /// How an AWS execution ended, in the terms the local summary prints.
@@ -71,15 +75,16 @@ pub fn to_history_events(events: Vec<Value>) -> anyhow::Result<Vec<HistoryEvent>
 mod imp {
     use super::*;
     use anyhow::Context as _;
-    use std::time::Duration;
     use cloud::aws::AwsConfig;
     use cloud::aws::sfn::StepFunctions;
+    use std::time::Duration;
 
     pub(super) async fn connect(args: &AwsArgs) -> StepFunctions {
         let mut config = AwsConfig::default();
         config.profile = args.profile.clone();
         config.region = args.region.clone();
         config.endpoint_url = args.endpoint_url.clone();
+        config.dummy_credentials = args.dummy_credentials;
         StepFunctions::connect(&config).await
     }
 
@@ -253,6 +258,7 @@ mod tests {
             region: Some("us-east-1".into()),
             state_machine_prefix: format!("fleetprep-cli-{}-", std::process::id()),
             poll_seconds: 1,
+            dummy_credentials: true,
             ..AwsArgs::default()
         };
         let definition = workflows::raw_definition("release-on-terminate")

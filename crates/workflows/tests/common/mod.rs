@@ -57,6 +57,23 @@ pub fn group(fleet: &LocalFleet, hook_timeout: u64) {
     });
 }
 
+/// Creates the `web` group, scales it to `desired` and runs until idle; every
+/// `name-on-launch` execution must succeed. Returns how many there were.
+pub async fn scale_out_and_name(fleet: &LocalFleet, hook_timeout: u64, desired: usize) -> usize {
+    group(fleet, hook_timeout);
+    fleet
+        .sim
+        .set_desired_capacity("web", desired)
+        .expect("scale out");
+    fleet.run_until_idle().await.expect("run");
+    let statuses = statuses(fleet, "name-on-launch");
+    assert!(
+        statuses.iter().all(|(s, _)| *s == Status::Succeeded),
+        "{statuses:?}"
+    );
+    statuses.len()
+}
+
 /// How many `Failed` metric data the workflow published.
 pub fn failed_metrics(fleet: &LocalFleet, workflow: &str) -> usize {
     fleet
