@@ -1032,12 +1032,13 @@ impl Run<'_> {
         let effective = if jsonata {
             raw.clone()
         } else {
-            let mut v = select_path(&st.input_path, &raw, ctx, &th.vars, ent)?;
+            let v = select_path(&st.input_path, &raw, ctx, &th.vars, ent)?;
             if let (Some(p), false) = (&st.parameters, matches!(st.kind, Kind::Map { .. })) {
                 let mut ec = EvalContext::new(&v, ctx, &th.vars, ent);
-                v = p.render(&mut ec)?;
+                p.render(&mut ec)?
+            } else {
+                v.into_owned()
             }
-            v
         };
         match &st.kind {
             Kind::Pass { result } => {
@@ -1095,6 +1096,7 @@ impl Run<'_> {
                     }
                 } else {
                     select_path(&st.output_path, &effective, ctx, &th.vars, ec.entropy)?
+                        .into_owned()
                 };
                 Ok(Some(Produced::Next(Some(next), output, assigned)))
             }
@@ -1190,7 +1192,7 @@ impl Run<'_> {
                         None => raw.clone(),
                     }
                 } else {
-                    select_path(items_path, &effective, ctx, &th.vars, ec.entropy)?
+                    select_path(items_path, &effective, ctx, &th.vars, ec.entropy)?.into_owned()
                 };
                 let list = match list {
                     Value::Array(a) => a,
@@ -1286,7 +1288,7 @@ impl Run<'_> {
         } else {
             apply_result_path(&st.result_path, raw.clone(), result)?
         };
-        let output = select_path(&st.output_path, &combined, ctx, &th.vars, ent)?;
+        let output = select_path(&st.output_path, &combined, ctx, &th.vars, ent)?.into_owned();
         Ok(Produced::Next(next, output, assigned))
     }
 
@@ -1561,7 +1563,7 @@ impl Run<'_> {
             Some(a) => Some(render_assign(a, &mut ec)?),
             None => None,
         };
-        let out = select_path(&st.output_path, &effective, ctx, &th.vars, ent)?;
+        let out = select_path(&st.output_path, &effective, ctx, &th.vars, ent)?.into_owned();
         Ok(Produced::Next(next_of(st), out, assigned))
     }
 
@@ -1935,20 +1937,22 @@ fn check_size(v: &Value, state: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-fn select_path(
+// Borrows for the default path `$` (the common case): callers that only read the result
+// (Parameters, OutputPath) then skip a clone of the whole state data.
+fn select_path<'a>(
     p: &PathField,
-    input: &Value,
+    input: &'a Value,
     ctx: &Value,
     vars: &Map<String, Value>,
     ent: &mut dyn Entropy,
-) -> Result<Value, StatesError> {
+) -> Result<std::borrow::Cow<'a, Value>, StatesError> {
     match p {
-        PathField::Default => Ok(input.clone()),
-        PathField::Null => Ok(Value::Object(Map::new())),
+        PathField::Default => Ok(std::borrow::Cow::Borrowed(input)),
+        PathField::Null => Ok(std::borrow::Cow::Owned(Value::Object(Map::new()))),
         PathField::Path(path) => {
             let ec = EvalContext::new(input, ctx, vars, ent);
             match path.select(&ec) {
-                Some(v) => Ok(v.into_owned()),
+                Some(v) => Ok(std::borrow::Cow::Owned(v.into_owned())),
                 None => Err(path.not_found_invalid_path()),
             }
         }

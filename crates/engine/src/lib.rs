@@ -551,7 +551,11 @@ impl Engine {
     /// Commits the open group, then makes its steps visible (broadcast). Task dispatch is
     /// already ordered after this: the driver drains `dispatch` only after flushing.
     fn flush(&self) -> Result<(), EngineError> {
-        if !self.inner.grouping.load(std::sync::atomic::Ordering::SeqCst) {
+        if !self
+            .inner
+            .grouping
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
             return Ok(());
         }
         lock(&self.inner.store).end_group()?;
@@ -572,7 +576,11 @@ impl Engine {
         history: Vec<HistoryEvent>,
         commands: Vec<Command>,
     ) {
-        if self.inner.grouping.load(std::sync::atomic::Ordering::SeqCst) {
+        if self
+            .inner
+            .grouping
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
             lock(&self.inner.deferred).extend(history.into_iter().map(|event| Progress {
                 execution_arn: arn.to_owned(),
                 event,

@@ -90,6 +90,7 @@ impl Store {
              PRAGMA synchronous=NORMAL;
              PRAGMA foreign_keys=ON;
              PRAGMA wal_autocheckpoint=10000;
+             PRAGMA journal_size_limit=67108864;
              PRAGMA cache_size=-65536;
              CREATE TABLE IF NOT EXISTS state_machines (
                  name TEXT PRIMARY KEY,
@@ -356,21 +357,24 @@ impl Store {
         Ok(out)
     }
 
-    /// Persists one decider step atomically: its own transaction, or a savepoint inside the
-    /// open group commit. `durable` commits an open group right after the step (for callers
-    /// that promise the step is on disk when they return).
+    /// Persists one decider step atomically: its own transaction, or part of the open group
+    /// commit. A step that fails to write inside a group rolls the whole group back (a
+    /// savepoint per step would cost a sub-journal write per page): none of the group's steps
+    /// had visible effects yet, and the error stops the driver. `durable` commits an open
+    /// group right after the step (for callers that promise the step is on disk on return).
     pub(crate) fn commit_step(
         &mut self,
         step: &StepRecord<'_>,
         durable: bool,
     ) -> Result<(), EngineError> {
         if self.group {
-            let sp = self.conn.savepoint().map_err(sql)?;
-            write_step(&sp, step)?;
-            sp.commit().map_err(sql)?;
+            if let Err(e) = write_step(&self.conn, step) {
+                self.group = false;
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
             if durable {
-                self.conn.execute_batch("COMMIT; BEGIN")
-                    .map_err(sql)?;
+                self.conn.execute_batch("COMMIT; BEGIN").map_err(sql)?;
             }
             Ok(())
         } else {
@@ -432,9 +436,9 @@ pub(crate) struct StepRecord<'a> {
 
 /// Writes one step's rows with cached statements (the caller owns the transaction).
 fn write_step(tx: &Connection, step: &StepRecord<'_>) -> Result<(), EngineError> {
-        {
-            if let Some(new) = &step.new_execution {
-                tx.prepare_cached("INSERT INTO executions(arn, name, state_machine, definition, status, input, start_nanos, seed)
+    {
+        if let Some(new) = &step.new_execution {
+            tx.prepare_cached("INSERT INTO executions(arn, name, state_machine, definition, status, input, start_nanos, seed)
                      VALUES (?1, ?2, ?3, ?4, 'RUNNING', ?5, ?6, ?7)").map_err(sql)?.execute(params![
                         step.arn,
                         new.name,
@@ -444,55 +448,65 @@ fn write_step(tx: &Connection, step: &StepRecord<'_>) -> Result<(), EngineError>
                         to_nanos(step.now),
                         new.seed as i64
                     ]).map_err(sql)?;
-            }
-            if let Some((seq, ev)) = step.input {
-                tx.prepare_cached("INSERT INTO inputs(execution, seq, now_nanos, event) VALUES (?1, ?2, ?3, ?4)").map_err(sql)?.execute(params![
-                        step.arn,
-                        seq,
-                        to_nanos(step.now),
-                        ev
-                    ]).map_err(sql)?;
-            }
-            if let Some(t) = step.consumed {
-                tx.prepare_cached("DELETE FROM pending WHERE execution = ?1 AND token = ?2").map_err(sql)?.execute(params![step.arn, t as i64]).map_err(sql)?;
-            }
-            let mut ins = tx.prepare_cached("INSERT INTO history(execution, id, event) VALUES (?1, ?2, ?3)")
+        }
+        if let Some((seq, ev)) = step.input {
+            tx.prepare_cached(
+                "INSERT INTO inputs(execution, seq, now_nanos, event) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .map_err(sql)?
+            .execute(params![step.arn, seq, to_nanos(step.now), ev])
+            .map_err(sql)?;
+        }
+        if let Some(t) = step.consumed {
+            tx.prepare_cached("DELETE FROM pending WHERE execution = ?1 AND token = ?2")
+                .map_err(sql)?
+                .execute(params![step.arn, t as i64])
                 .map_err(sql)?;
-            for e in step.history {
-                ins.execute(params![
-                    step.arn,
-                    e.id,
-                    serde_json::to_string(e).map_err(js)?
-                ])
-                .map_err(sql)?;
-            }
-            for c in step.commands {
-                use asl::interp::Command as C;
-                match c {
-                    C::ScheduleTask { token, .. } => {
-                        tx.prepare_cached("INSERT OR REPLACE INTO pending(execution, token, kind, command) VALUES (?1, ?2, 'task', ?3)").map_err(sql)?.execute(params![step.arn, *token as i64, serde_json::to_string(c).map_err(js)?]).map_err(sql)?;
-                    }
-                    C::StartTimer { token, fire_at } => {
-                        tx.prepare_cached("INSERT OR REPLACE INTO pending(execution, token, kind, fire_nanos) VALUES (?1, ?2, 'timer', ?3)").map_err(sql)?.execute(params![step.arn, *token as i64, to_nanos(*fire_at)]).map_err(sql)?;
-                    }
-                    C::CancelTimer { token } => {
-                        tx.prepare_cached("DELETE FROM pending WHERE execution = ?1 AND token = ?2").map_err(sql)?.execute(params![step.arn, *token as i64]).map_err(sql)?;
-                    }
-                    C::Complete {
-                        status,
-                        output,
-                        error,
-                        cause,
-                    } => {
-                        let out = match output {
-                            Some(v) => Some(serde_json::to_string(v).map_err(js)?),
-                            None => None,
-                        };
-                        tx.prepare_cached("UPDATE executions SET status = ?2, output = ?3, error = ?4, cause = ?5, stop_nanos = ?6 WHERE arn = ?1").map_err(sql)?.execute(params![step.arn, status.as_str(), out, error, cause, to_nanos(step.now)]).map_err(sql)?;
-                        tx.prepare_cached("DELETE FROM pending WHERE execution = ?1").map_err(sql)?.execute(params![step.arn]).map_err(sql)?;
-                    }
+        }
+        let mut ins = tx
+            .prepare_cached("INSERT INTO history(execution, id, event) VALUES (?1, ?2, ?3)")
+            .map_err(sql)?;
+        for e in step.history {
+            ins.execute(params![
+                step.arn,
+                e.id,
+                serde_json::to_string(e).map_err(js)?
+            ])
+            .map_err(sql)?;
+        }
+        for c in step.commands {
+            use asl::interp::Command as C;
+            match c {
+                C::ScheduleTask { token, .. } => {
+                    tx.prepare_cached("INSERT OR REPLACE INTO pending(execution, token, kind, command) VALUES (?1, ?2, 'task', ?3)").map_err(sql)?.execute(params![step.arn, *token as i64, serde_json::to_string(c).map_err(js)?]).map_err(sql)?;
+                }
+                C::StartTimer { token, fire_at } => {
+                    tx.prepare_cached("INSERT OR REPLACE INTO pending(execution, token, kind, fire_nanos) VALUES (?1, ?2, 'timer', ?3)").map_err(sql)?.execute(params![step.arn, *token as i64, to_nanos(*fire_at)]).map_err(sql)?;
+                }
+                C::CancelTimer { token } => {
+                    tx.prepare_cached("DELETE FROM pending WHERE execution = ?1 AND token = ?2")
+                        .map_err(sql)?
+                        .execute(params![step.arn, *token as i64])
+                        .map_err(sql)?;
+                }
+                C::Complete {
+                    status,
+                    output,
+                    error,
+                    cause,
+                } => {
+                    let out = match output {
+                        Some(v) => Some(serde_json::to_string(v).map_err(js)?),
+                        None => None,
+                    };
+                    tx.prepare_cached("UPDATE executions SET status = ?2, output = ?3, error = ?4, cause = ?5, stop_nanos = ?6 WHERE arn = ?1").map_err(sql)?.execute(params![step.arn, status.as_str(), out, error, cause, to_nanos(step.now)]).map_err(sql)?;
+                    tx.prepare_cached("DELETE FROM pending WHERE execution = ?1")
+                        .map_err(sql)?
+                        .execute(params![step.arn])
+                        .map_err(sql)?;
                 }
             }
         }
+    }
     Ok(())
 }
