@@ -2140,7 +2140,9 @@ impl Cloud for SimCloud {
                 format!("secretsmanager:{secret_id}")
             }
             SecretRef::SsmParameter { name } => {
-                self.count(&mut world, "ssm:GetParameter");
+                // As the AWS implementation does: DescribeParameters reads the metadata
+                // (type, existence) without the value, so plaintext never crosses the workflow.
+                self.count(&mut world, "ssm:DescribeParameters");
                 format!("ssm:{name}")
             }
         };

@@ -91,7 +91,6 @@ impl Store {
              PRAGMA foreign_keys=ON;
              PRAGMA wal_autocheckpoint=10000;
              PRAGMA journal_size_limit=67108864;
-             PRAGMA cache_size=-65536;
              CREATE TABLE IF NOT EXISTS state_machines (
                  name TEXT PRIMARY KEY,
                  definition TEXT NOT NULL,

@@ -338,3 +338,55 @@ fn driving_futures_are_send_so_callers_can_spawn_them() {
     let idle = e.run_until_idle();
     assert_send(&idle);
 }
+
+#[tokio::test]
+async fn batch_start_group_commits_and_survives_reopen() {
+    // Many executions started together and driven with group commits: every step is on
+    // disk, the shared definition is stored once, and a reopened engine sees it all.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store.sqlite3");
+    let config = || EngineConfig {
+        store: Some(path.clone()),
+        clock: EngineConfig::in_memory_virtual().clock,
+    };
+    let def = json!({"StartAt":"T","States":{
+        "T":{"Type":"Task","Resource":FN,"Next":"W"},
+        "W":{"Type":"Wait","Seconds":5,"End":true}}});
+    {
+        let e = Engine::open(config()).expect("engine");
+        e.register(
+            FN,
+            handler_fn(|input, _| async move { Ok::<_, TaskError>(json!({"echo": input})) }),
+        );
+        e.create_state_machine("sm", &def.to_string()).expect("def");
+        let requests = vec![
+            ("sm".to_string(), Some("a".to_string()), json!({"n": 1})),
+            ("sm".to_string(), Some("b".to_string()), json!({"n": 2})),
+            ("sm".to_string(), Some("a".to_string()), json!({"n": 3})),
+            ("nope".to_string(), None, json!({})),
+        ];
+        let results = e.start_executions(requests).expect("batch");
+        assert!(results[0].is_ok() && results[1].is_ok());
+        assert!(matches!(
+            results[2],
+            Err(engine::EngineError::ExecutionExists(_))
+        ));
+        assert!(matches!(
+            results[3],
+            Err(engine::EngineError::NoStateMachine(_))
+        ));
+        e.run_until_idle().await.expect("run");
+    }
+    let e = Engine::open(config()).expect("reopen");
+    let done = e.list_executions(Some(Status::Succeeded)).expect("list");
+    assert_eq!(done.len(), 2);
+    for s in &done {
+        let n = s.input["n"].clone();
+        assert_eq!(s.output, Some(json!({"echo": {"n": n}})));
+        let h = e.history(&s.execution_arn).expect("history");
+        assert_eq!(
+            h.last().map(|x| x.event_type),
+            Some(EventType::ExecutionSucceeded)
+        );
+    }
+}

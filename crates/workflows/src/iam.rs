@@ -29,7 +29,7 @@ pub const HANDLER_ACTIONS: &[(&str, &[&str])] = &[
     ),
     (
         "check_secrets",
-        &["secretsmanager:DescribeSecret", "ssm:GetParameter"],
+        &["secretsmanager:DescribeSecret", "ssm:DescribeParameters"],
     ),
     (
         "check_stopped",
@@ -61,6 +61,8 @@ pub const HANDLER_ACTIONS: &[(&str, &[&str])] = &[
             "dynamodb:GetItem",
             "dynamodb:Query",
             "dynamodb:UpdateItem",
+            // Rolls back the instance item when the name item's conditional put loses a race.
+            "dynamodb:DeleteItem",
         ],
     ),
     (
@@ -69,7 +71,12 @@ pub const HANDLER_ACTIONS: &[(&str, &[&str])] = &[
     ),
     (
         "release_hostname",
-        &["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:Query"],
+        &[
+            "dynamodb:DeleteItem",
+            "dynamodb:GetItem",
+            "dynamodb:Query",
+            "dynamodb:UpdateItem",
+        ],
     ),
     ("verify_identity", &[]),
     (
