@@ -378,37 +378,9 @@ impl std::fmt::Display for EventType {
 }
 
 /// Formats a time as AWS-style RFC 3339 UTC with milliseconds, e.g.
-/// `2024-05-01T12:00:00.000Z`. Pure arithmetic (civil-from-days), no clock read.
-pub fn format_timestamp(time: std::time::SystemTime) -> String {
-    let d = time
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let millis = d.subsec_millis();
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, day) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-// Howard Hinnant's days → civil date algorithm (public domain).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
+/// `2024-05-01T12:00:00.000Z`. The one formatter lives in the `clock` crate (pure
+/// arithmetic, no clock read); this name is kept for the history API's callers.
+pub use clock::format_rfc3339 as format_timestamp;
 
 /// Parses an RFC 3339 timestamp (`Z` or `±hh:mm` offset, optional fraction) into a
 /// `SystemTime`. Returns `None` when the text is not such a timestamp.
@@ -456,22 +428,12 @@ pub fn parse_timestamp(text: &str) -> Option<std::time::SystemTime> {
         }
         _ => return None,
     };
-    let days = days_from_civil(y, mo as u32, d as u32);
+    let days = clock::days_from_civil(y, mo as u32, d as u32);
     let secs = days * 86_400 + h * 3600 + mi * 60 + s - offset_secs;
     if secs < 0 {
         return None;
     }
     Some(std::time::UNIX_EPOCH + std::time::Duration::new(secs as u64, nanos as u32))
-}
-
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = if m > 2 { m - 3 } else { m + 9 } as i64;
-    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]

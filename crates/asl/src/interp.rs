@@ -390,45 +390,31 @@ impl Execution {
         let mut step = Step::default();
         match event {
             Event::Abort { error, cause } => {
-                self.with_run(
+                self.end_execution(
                     def,
                     now,
-                    |run, _root, _| {
-                        let mut e = run.event(EventType::ExecutionAborted, *run.next_event_id - 1);
-                        if let Some(e) = e.as_mut() {
-                            e.execution_aborted_event_details =
-                                Some(Box::new(history::ErrorCauseDetails {
-                                    error: error.clone(),
-                                    cause: cause.clone(),
-                                }));
-                        }
-                        run.push(e);
-                    },
+                    EventType::ExecutionAborted,
+                    |e| &mut e.execution_aborted_event_details,
+                    Status::Aborted,
+                    error,
+                    cause,
                     &mut step,
                 );
-                self.finish(Status::Aborted, None, error, cause, &mut step);
                 return Ok(step);
             }
             Event::TimerFired { token } if Some(token) == self.timeout_token => {
                 let error = Some(error::TIMEOUT.to_owned());
                 let cause = Some("The execution timed out (TimeoutSeconds elapsed).".to_owned());
-                self.with_run(
+                self.end_execution(
                     def,
                     now,
-                    |run, _root, _| {
-                        let mut e = run.event(EventType::ExecutionTimedOut, *run.next_event_id - 1);
-                        if let Some(e) = e.as_mut() {
-                            e.execution_timed_out_event_details =
-                                Some(Box::new(history::ErrorCauseDetails {
-                                    error: error.clone(),
-                                    cause: cause.clone(),
-                                }));
-                        }
-                        run.push(e);
-                    },
+                    EventType::ExecutionTimedOut,
+                    |e| &mut e.execution_timed_out_event_details,
+                    Status::TimedOut,
+                    error,
+                    cause,
                     &mut step,
                 );
-                self.finish(Status::TimedOut, None, error, cause, &mut step);
                 return Ok(step);
             }
             other => {
@@ -465,6 +451,39 @@ impl Execution {
     /// The id the next history event will get (= events so far + 1).
     pub fn next_event_id(&self) -> i64 {
         self.next_event_id
+    }
+
+    /// Ends the execution from outside its states (abort, execution timeout): one closing
+    /// history event carrying the error and cause in the field `details` selects, then the
+    /// final status.
+    #[allow(clippy::too_many_arguments)]
+    fn end_execution(
+        &mut self,
+        def: &Definition,
+        now: SystemTime,
+        event_type: EventType,
+        details: fn(&mut HistoryEvent) -> &mut Option<Box<history::ErrorCauseDetails>>,
+        status: Status,
+        error: Option<String>,
+        cause: Option<String>,
+        step: &mut Step,
+    ) {
+        self.with_run(
+            def,
+            now,
+            |run, _root, _| {
+                let mut e = run.event(event_type, *run.next_event_id - 1);
+                if let Some(e) = e.as_mut() {
+                    *details(e) = Some(Box::new(history::ErrorCauseDetails {
+                        error: error.clone(),
+                        cause: cause.clone(),
+                    }));
+                }
+                run.push(e);
+            },
+            step,
+        );
+        self.finish(status, None, error, cause, step);
     }
 
     fn finish(

@@ -262,6 +262,33 @@ pub fn virtual_clock_now() -> Arc<clock::VirtualClock> {
     Arc::new(clock::VirtualClock::new(SystemClock.now()))
 }
 
+/// The simulated fleet the local subcommands (`demo`, `bake`, `fleet simulate`) run on: the
+/// embedded engine with the config's naming policy, on a virtual clock starting now. The
+/// caller picks the hostname pattern (`fleet simulate` widens it for large groups), the
+/// engine store (`None` keeps executions in memory) and whether commands are batched.
+pub async fn simulated_fleet(
+    config: &crate::fleetconfig::FleetConfig,
+    scenario: cloud::sim::Scenario,
+    hostname_pattern: String,
+    engine_store: Option<PathBuf>,
+    batching: bool,
+) -> anyhow::Result<(LocalFleet, Arc<clock::VirtualClock>)> {
+    let clock = virtual_clock_now();
+    let fleet = LocalFleet::simulated(
+        workflows::local::FleetOptions {
+            scenario,
+            settings: config.naming.settings(),
+            hostname_pattern,
+            hostname_prefix: config.naming.prefix.clone(),
+            engine_store,
+            batching,
+        },
+        clock.clone(),
+    )
+    .await?;
+    Ok((fleet, clock))
+}
+
 /// A seed from the wall clock when none is given, so repeated runs get fresh instance ids.
 pub fn seed_or_now(seed: Option<u64>) -> u64 {
     seed.unwrap_or_else(|| {

@@ -564,7 +564,7 @@ impl SimCloud {
                     instance.state = InstanceState::Running;
                     instance.console.push_str(&format!(
                         "{} EC2Launch: Windows is being configured. SysprepState=IMAGE_STATE_COMPLETE\n",
-                        rfc3339(at)
+                        clock::format_rfc3339_seconds(at)
                     ));
                     let never_online = self
                         .scenario
@@ -577,7 +577,7 @@ impl SimCloud {
                     } else {
                         instance.console.push_str(&format!(
                             "{} Amazon SSM Agent: failed to register: unable to retrieve instance identity (IMAGE_STATE_UNDEPLOYABLE)\n",
-                            rfc3339(at)
+                            clock::format_rfc3339_seconds(at)
                         ));
                     }
                 }
@@ -654,7 +654,7 @@ impl SimCloud {
                             sid(self.scenario.seed, &format!("{instance_id}/{command_id}"));
                         instance.console.push_str(&format!(
                             "{} Windows sysprep configuration complete.\n",
-                            rfc3339(at)
+                            clock::format_rfc3339_seconds(at)
                         ));
                         instance.ssm_online = false;
                         if reboot {
@@ -860,7 +860,7 @@ impl SimCloud {
                 sysprep_running: false,
                 console: format!(
                     "{} Instance {} launching from {}\n",
-                    rfc3339(now),
+                    clock::format_rfc3339_seconds(now),
                     id,
                     image_id
                 ),
@@ -2233,32 +2233,6 @@ fn sid(seed: u64, key: &str) -> String {
     let h = mix(seed, key);
     let g = mix(seed ^ 0x5eed, key);
     format!("S-1-5-21-{}-{}-{}", h as u32, (h >> 32) as u32, g as u32)
-}
-
-fn rfc3339(time: SystemTime) -> String {
-    let secs = time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Civil-from-days (Howard Hinnant's algorithm) keeps this dependency-free.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
 }
 
 /// setupact.log lines (Panther) for a validation failure, in the real format.

@@ -1709,7 +1709,7 @@ impl<'c, 'a> Ev<'c, 'a> {
                     Some(V::Num((ns.div_euclid(1_000_000)) as f64))
                 }
             },
-            "fromMillis" => need_num(0)?.map(|ms| V::str(&format_millis(ms as i64))),
+            "fromMillis" => need_num(0)?.map(|ms| V::str(&clock::format_rfc3339_millis(ms as i64))),
             "base64encode" => need_str(0)?.map(|s| V::str(&base64_encode(s.as_bytes()))),
             "base64decode" => match need_str(0)? {
                 None => None,
@@ -2001,31 +2001,4 @@ fn from_json<'a>(v: Value) -> V<'a> {
             m.into_iter().map(|(k, v)| (k, from_json(v))).collect(),
         )),
     }
-}
-
-/// Milliseconds since the epoch → `YYYY-MM-DDTHH:MM:SS.sssZ`.
-fn format_millis(ms: i64) -> String {
-    let days = ms.div_euclid(86_400_000);
-    let rem = ms.rem_euclid(86_400_000);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3_600_000,
-        (rem / 60_000) % 60,
-        (rem / 1000) % 60,
-        rem % 1000
-    )
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }

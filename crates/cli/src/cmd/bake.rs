@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use clock::Clock;
 use engine::Status;
 use serde_json::json;
-use workflows::local::{FleetOptions, LocalFleet};
 
 use crate::cmd::aws_engine::{self, AwsArgs};
 use crate::fleetconfig::FleetConfig;
@@ -52,17 +51,12 @@ async fn bake(args: Args) -> anyhow::Result<ExitCode> {
     let store = report::store_path(args.store.clone());
     report::prepare_store(&store)?;
     let wall = Stopwatch::start();
-    let clock = report::virtual_clock_now();
-    let fleet = LocalFleet::simulated(
-        FleetOptions {
-            scenario,
-            settings: config.naming.settings(),
-            hostname_pattern: config.naming.pattern.clone(),
-            hostname_prefix: config.naming.prefix.clone(),
-            engine_store: Some(store.clone()),
-            batching: true,
-        },
-        clock.clone(),
+    let (fleet, clock) = report::simulated_fleet(
+        &config,
+        scenario,
+        config.naming.pattern.clone(),
+        Some(store.clone()),
+        true,
     )
     .await?;
     let mut input = config.bake.clone();

@@ -9,7 +9,6 @@ use clock::Clock;
 use cloud::sim::{GroupSpec, Scenario};
 use engine::Status;
 use serde_json::json;
-use workflows::local::{FleetOptions, LocalFleet};
 
 use crate::fleetconfig::FleetConfig;
 use crate::output::OutputFormat;
@@ -76,20 +75,15 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
         Some(path)
     };
     let wall = Stopwatch::start();
-    let clock = report::virtual_clock_now();
-    let started = clock.now();
-    let fleet = LocalFleet::simulated(
-        FleetOptions {
-            scenario,
-            settings: config.naming.settings(),
-            hostname_pattern: config.naming.pattern.clone(),
-            hostname_prefix: config.naming.prefix.clone(),
-            engine_store: store.clone(),
-            batching: true,
-        },
-        clock.clone(),
+    let (fleet, clock) = report::simulated_fleet(
+        &config,
+        scenario,
+        config.naming.pattern.clone(),
+        store.clone(),
+        true,
     )
     .await?;
+    let started = clock.now();
     let quiet = args.output == OutputFormat::Json;
     let mut progress = LiveProgress::new(true, quiet);
     let run_id = format!("{:x}", fleet.sim.scenario().seed & 0xffff_ffff);

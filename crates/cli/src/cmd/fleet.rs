@@ -10,7 +10,6 @@ use clock::Clock;
 use cloud::sim::GroupSpec;
 use engine::Status;
 use serde_json::json;
-use workflows::local::{FleetOptions, LocalFleet};
 
 use crate::fleetconfig::FleetConfig;
 use crate::output::OutputFormat;
@@ -72,20 +71,9 @@ pub async fn simulate_report(args: &SimulateArgs) -> anyhow::Result<serde_json::
         .clone()
         .unwrap_or_else(|| scratch.path().join("simulate.sqlite3"));
     let wall = Stopwatch::start();
-    let clock = report::virtual_clock_now();
+    let (fleet, clock) =
+        report::simulated_fleet(&config, scenario, pattern, Some(store), !args.no_batching).await?;
     let started = clock.now();
-    let fleet = LocalFleet::simulated(
-        FleetOptions {
-            scenario,
-            settings: config.naming.settings(),
-            hostname_pattern: pattern,
-            hostname_prefix: config.naming.prefix.clone(),
-            engine_store: Some(store),
-            batching: !args.no_batching,
-        },
-        clock.clone(),
-    )
-    .await?;
     fleet.sim.create_group(GroupSpec {
         name: config.group.name.clone(),
         launch_template_id: config.group.launch_template_id.clone(),
