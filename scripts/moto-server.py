@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 
+from werkzeug import serving
 from werkzeug.serving import run_simple
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
@@ -37,6 +38,10 @@ def main():
                     close()
         return [body]
 
+    # The tests open a thousand connections at once; werkzeug's default listen backlog (128)
+    # overflows and the kernel resets the excess connections, which reached the tests as
+    # "connection reset by peer". AWS endpoints never refuse a client for that reason.
+    serving.BaseWSGIServer.request_queue_size = 4096
     run_simple(host, port, serialized, threaded=True)
 
 
