@@ -352,72 +352,11 @@ pub fn string_matches(text: &str, pattern: &str) -> bool {
 
 /// Parses an RFC 3339 timestamp (`2016-03-14T01:59:00Z`, `...T01:59:00.123+02:00`) to
 /// nanoseconds since the Unix epoch. `None` when it is not one (Step Functions requires an
-/// uppercase `T` and, when no offset is given, an uppercase `Z`).
+/// uppercase `T` and, when no offset is given, an uppercase `Z`). The one parser is
+/// `clock::parse_rfc3339_nanos`: Choice comparisons, Wait states (`history::parse_timestamp`)
+/// and the history all follow the same Step Functions rule, so they share it.
 pub fn parse_timestamp(s: &str) -> Option<i128> {
-    let b = s.as_bytes();
-    let num = |from: usize, len: usize| -> Option<i64> {
-        let part = s.get(from..from + len)?;
-        if !part.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        part.parse().ok()
-    };
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b'T'
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
-    let (hour, minute, second) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
-        return None;
-    }
-    if hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    let mut pos = 19;
-    let mut nanos: i64 = 0;
-    if b.get(pos) == Some(&b'.') {
-        pos += 1;
-        let start = pos;
-        while b.get(pos).is_some_and(u8::is_ascii_digit) {
-            pos += 1;
-        }
-        let digits = &s[start..pos];
-        if digits.is_empty() || digits.len() > 9 {
-            return None;
-        }
-        nanos = digits.parse::<i64>().ok()? * 10i64.pow(9 - digits.len() as u32);
-    }
-    let offset_secs: i64 = match b.get(pos) {
-        Some(b'Z') if pos + 1 == b.len() => 0,
-        Some(sign @ (b'+' | b'-')) if pos + 6 == b.len() && b[pos + 3] == b':' => {
-            let h = num(pos + 1, 2)?;
-            let m = num(pos + 4, 2)?;
-            if h > 23 || m > 59 {
-                return None;
-            }
-            let o = h * 3600 + m * 60;
-            if *sign == b'+' { o } else { -o }
-        }
-        _ => return None,
-    };
-    let days = clock::days_from_civil(year, month as u32, day as u32);
-    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
-    Some(i128::from(secs) * 1_000_000_000 + i128::from(nanos))
-}
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        _ if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        _ => 28,
-    }
+    clock::parse_rfc3339_nanos(s)
 }
 
 fn parse_rule(

@@ -383,58 +383,10 @@ impl std::fmt::Display for EventType {
 pub use clock::format_rfc3339 as format_timestamp;
 
 /// Parses an RFC 3339 timestamp (`Z` or `±hh:mm` offset, optional fraction) into a
-/// `SystemTime`. Returns `None` when the text is not such a timestamp.
-pub fn parse_timestamp(text: &str) -> Option<std::time::SystemTime> {
-    let b = text.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't') {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let s = text.get(r)?;
-        if !s.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        s.parse().ok()
-    };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
-        return None;
-    }
-    let mut i = 19;
-    let mut nanos: u64 = 0;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i == start {
-            return None;
-        }
-        let frac = &text[start..i.min(start + 9)];
-        nanos = frac.parse::<u64>().ok()? * 10u64.pow(9 - frac.len() as u32);
-    }
-    let offset_secs: i64 = match b.get(i) {
-        Some(b'Z') | Some(b'z') if i + 1 == b.len() => 0,
-        Some(&sign @ (b'+' | b'-')) if i + 6 == b.len() && b[i + 3] == b':' => {
-            let oh = num(i + 1..i + 3)?;
-            let om = num(i + 4..i + 6)?;
-            let v = oh * 3600 + om * 60;
-            if sign == b'+' { v } else { -v }
-        }
-        _ => return None,
-    };
-    let days = clock::days_from_civil(y, mo as u32, d as u32);
-    let secs = days * 86_400 + h * 3600 + mi * 60 + s - offset_secs;
-    if secs < 0 {
-        return None;
-    }
-    Some(std::time::UNIX_EPOCH + std::time::Duration::new(secs as u64, nanos as u32))
-}
+/// `SystemTime`. Returns `None` when the text is not such a timestamp. Wait states and history
+/// timestamps follow the same Step Functions rule as Choice comparisons (uppercase `T` and `Z`),
+/// so this is `clock::parse_rfc3339`, the one parser `choice::parse_timestamp` also uses.
+pub use clock::parse_rfc3339 as parse_timestamp;
 
 #[cfg(test)]
 mod tests {
@@ -468,5 +420,29 @@ mod tests {
         assert_eq!(parse_timestamp("2023-11-14T23:13:20.123+01:00"), Some(t));
         assert_eq!(parse_timestamp("2023-11-14 22:13:20Z"), None);
         assert_eq!(parse_timestamp("2023-13-14T22:13:20Z"), None);
+    }
+
+    #[test]
+    fn history_and_choice_timestamps_accept_exactly_the_same_forms() {
+        for text in [
+            "2023-11-14T22:13:20.123Z",
+            "2023-11-14T23:13:20+01:00",
+            "1969-12-31T23:59:59Z",
+            "2023-11-14t22:13:20Z",
+            "2023-11-14T22:13:20z",
+            "2023-02-30T00:00:00Z",
+            "2023-11-14T22:13:20.1234567891Z",
+        ] {
+            let nanos = crate::choice::parse_timestamp(text);
+            let time = parse_timestamp(text);
+            assert_eq!(nanos.is_some(), time.is_some(), "{text}");
+            if let (Some(nanos), Some(time)) = (nanos, time) {
+                let since = match time.duration_since(UNIX_EPOCH) {
+                    Ok(after) => after.as_nanos() as i128,
+                    Err(before) => -(before.duration().as_nanos() as i128),
+                };
+                assert_eq!(since, nanos, "{text}");
+            }
+        }
     }
 }

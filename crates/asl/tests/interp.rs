@@ -265,3 +265,55 @@ fn full_jitter_is_deterministic_for_a_seed_and_bounded() {
     assert_eq!(a, b);
     assert!(a <= Duration::from_secs(100));
 }
+
+// ---- Wait timestamps follow the same Step Functions rule as Choice comparisons ("an
+// uppercase T must separate the date and time portions, and an uppercase Z must denote that a
+// numeric time zone offset is not present"): one parser, `clock::parse_rfc3339`.
+
+#[test]
+fn wait_timestamp_path_rejects_what_a_choice_comparison_rejects() {
+    let d = def(json!({"StartAt":"W","States":{
+        "W":{"Type":"Wait","TimestampPath":"$.until","End":true}}}));
+    for bad in ["2023-11-14t22:15:00z", "2023-02-30T00:00:00Z"] {
+        assert_eq!(asl::choice::parse_timestamp(bad), None, "{bad}");
+        let (ex, _) = start(&d, json!({"until": bad}));
+        assert_eq!(ex.status, Status::Failed, "{bad}");
+        assert_eq!(ex.error.as_deref(), Some("States.Runtime"), "{bad}");
+    }
+    let (ex, step) = start(&d, json!({"until": "2023-11-14T22:15:00Z"}));
+    assert_eq!(ex.status, Status::Running);
+    assert!(
+        step.commands.iter().any(|c| matches!(c,
+            Command::StartTimer { fire_at, .. } if *fire_at == t0() + Duration::from_secs(100))),
+        "{:?}",
+        step.commands
+    );
+}
+
+#[test]
+fn wait_until_a_time_before_the_epoch_is_a_past_time_not_a_bad_timestamp() {
+    let d = def(json!({"StartAt":"W","States":{
+        "W":{"Type":"Wait","TimestampPath":"$.until","End":true}}}));
+    let (ex, _) = start(&d, json!({"until": "1969-07-20T20:17:40Z"}));
+    assert_ne!(
+        ex.error.as_deref(),
+        Some("States.Runtime"),
+        "{:?}",
+        ex.cause
+    );
+}
+
+#[test]
+fn a_wait_timestamp_with_a_lowercase_t_or_z_fails_validation() {
+    for stamp in ["2016-03-14t01:59:00Z", "2016-03-14T01:59:00z"] {
+        let diagnostics = asl::validate::validate(&json!({"StartAt":"W","States":{
+            "W":{"Type":"Wait","Timestamp":stamp,"End":true}}}));
+        assert!(
+            diagnostics.iter().any(|d| d.path == "/States/W/Timestamp"),
+            "{stamp}: {diagnostics:?}"
+        );
+    }
+    let ok = asl::validate::validate(&json!({"StartAt":"W","States":{
+        "W":{"Type":"Wait","Timestamp":"2016-03-14T01:59:00Z","End":true}}}));
+    assert!(ok.is_empty(), "{ok:?}");
+}

@@ -13,8 +13,10 @@
 //! only answers "what time is it".
 //!
 //! It also owns the one RFC 3339 formatter ([`format_rfc3339`], [`format_rfc3339_millis`],
-//! [`format_rfc3339_seconds`]): pure arithmetic on a given time, no clock read, shared by the
-//! history events, JSONata's `$fromMillis`, the AWS history mapping and the simulated fleet.
+//! [`format_rfc3339_seconds`]) and the one parser ([`parse_rfc3339`], [`parse_rfc3339_nanos`]):
+//! pure arithmetic on a given time or text, no clock read, shared by the history events, the
+//! ASL Choice and Wait states, JSONata's `$fromMillis`/`$toMillis`, the AWS history mapping and
+//! the simulated fleet.
 //!
 //! ```
 //! use std::time::{Duration, UNIX_EPOCH};
@@ -171,6 +173,101 @@ pub fn format_rfc3339_seconds(time: SystemTime) -> String {
     format_secs(secs as i64, None)
 }
 
+/// Parses an RFC 3339 timestamp to nanoseconds since the epoch (negative before it), or `None`
+/// when the text is not one.
+///
+/// Accepted: `YYYY-MM-DDTHH:MM:SS`, an optional fraction of 1 to 9 digits, then `Z` or a
+/// `±HH:MM` offset, e.g. `2016-03-14T01:59:00Z`, `2016-03-14T01:59:00.123+02:00`. Rejected:
+/// a lowercase `t` or `z`, a space instead of `T`, a missing offset, a date that does not exist
+/// (`2019-02-29`), out-of-range fields. These are Step Functions' rules for every timestamp
+/// an ASL definition or its input gives it: "Timestamps must conform to the RFC3339 profile
+/// of ISO 8601, with the further restrictions that an uppercase T must separate the date and
+/// time portions, and an uppercase Z must denote that a numeric time zone offset is not
+/// present" (developer guide, "Choice workflow state" timestamp comparisons and "Wait workflow
+/// state" `Timestamp`), and the timestamps Step Functions writes itself (history events,
+/// `$$.Execution.StartTime`, `$$.State.EnteredTime`) are of that form (`…T…` with milliseconds
+/// and `Z`). One rule, so one parser, with no leniency switch.
+pub fn parse_rfc3339_nanos(text: &str) -> Option<i128> {
+    let b = text.as_bytes();
+    let num = |from: usize, len: usize| -> Option<i64> {
+        let part = text.get(from..from + len)?;
+        if !part.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        part.parse().ok()
+    };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
+    let (hour, minute, second) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return None;
+    }
+    // 60: RFC 3339 allows a leap second.
+    if hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let mut pos = 19;
+    let mut nanos: i64 = 0;
+    if b.get(pos) == Some(&b'.') {
+        pos += 1;
+        let start = pos;
+        while b.get(pos).is_some_and(u8::is_ascii_digit) {
+            pos += 1;
+        }
+        let digits = &text[start..pos];
+        if digits.is_empty() || digits.len() > 9 {
+            return None;
+        }
+        nanos = digits.parse::<i64>().ok()? * 10i64.pow(9 - digits.len() as u32);
+    }
+    let offset_secs: i64 = match b.get(pos) {
+        Some(b'Z') if pos + 1 == b.len() => 0,
+        Some(sign @ (b'+' | b'-')) if pos + 6 == b.len() && b[pos + 3] == b':' => {
+            let (h, m) = (num(pos + 1, 2)?, num(pos + 4, 2)?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let offset = h * 3600 + m * 60;
+            if *sign == b'+' { offset } else { -offset }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month as u32, day as u32);
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
+    Some(i128::from(secs) * 1_000_000_000 + i128::from(nanos))
+}
+
+/// [`parse_rfc3339_nanos`] as a `SystemTime` (times before the epoch included).
+pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
+    let nanos = parse_rfc3339_nanos(text)?;
+    let magnitude = Duration::new(
+        u64::try_from(nanos.unsigned_abs() / 1_000_000_000).ok()?,
+        (nanos.unsigned_abs() % 1_000_000_000) as u32,
+    );
+    if nanos >= 0 {
+        UNIX_EPOCH.checked_add(magnitude)
+    } else {
+        UNIX_EPOCH.checked_sub(magnitude)
+    }
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        _ => 28,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,5 +319,70 @@ mod tests {
             let (y, m, d) = civil_from_days(days);
             assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
         }
+    }
+
+    #[test]
+    fn rfc3339_parsing_accepts_the_step_functions_profile() {
+        assert_eq!(parse_rfc3339_nanos("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339_nanos("1970-01-01T00:00:01.5Z"),
+            Some(1_500_000_000)
+        );
+        assert_eq!(parse_rfc3339_nanos("1970-01-01T01:00:00+01:00"), Some(0));
+        assert_eq!(parse_rfc3339_nanos("1969-12-31T23:00:00-01:00"), Some(0));
+        assert_eq!(
+            parse_rfc3339_nanos("2016-03-14T01:59:00.123456789Z"),
+            Some(1_457_920_740_123_456_789)
+        );
+        assert!(parse_rfc3339_nanos("2020-02-29T00:00:00Z").is_some());
+        assert!(parse_rfc3339_nanos("2016-12-31T23:59:60Z").is_some());
+        assert_eq!(
+            parse_rfc3339_nanos("1969-12-31T23:59:59.5Z"),
+            Some(-500_000_000)
+        );
+    }
+
+    #[test]
+    fn rfc3339_parsing_rejects_what_step_functions_rejects() {
+        for bad in [
+            "2016-03-14t01:59:00Z",
+            "2016-03-14T01:59:00z",
+            "2016-03-14 01:59:00Z",
+            "2016-03-14T01:59:00",
+            "2016-03-14T01:59Z",
+            "2016-03-14T01:59:00.Z",
+            "2016-03-14T01:59:00.1234567891Z",
+            "2016-03-14T01:59:00+0100",
+            "2016-03-14T01:59:00+24:00",
+            "2019-02-29T00:00:00Z",
+            "2016-04-31T00:00:00Z",
+            "2016-13-01T00:00:00Z",
+            "2016-03-14T24:00:00Z",
+            "2016-03-14T01:59:00Z ",
+            "2016-03-14T01:5é:00Z",
+            "",
+            "x",
+        ] {
+            assert_eq!(parse_rfc3339_nanos(bad), None, "{bad:?}");
+            assert_eq!(parse_rfc3339(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn rfc3339_parsing_inverts_formatting_on_both_sides_of_the_epoch() {
+        for millis in [0, 1, 999, 1_700_000_000_123, -1, -86_400_001] {
+            let text = format_rfc3339_millis(millis);
+            assert_eq!(
+                parse_rfc3339_nanos(&text),
+                Some(i128::from(millis) * 1_000_000),
+                "{text}"
+            );
+        }
+        let time = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        assert_eq!(parse_rfc3339(&format_rfc3339(time)), Some(time));
+        assert_eq!(
+            parse_rfc3339("1969-12-31T23:59:59Z"),
+            UNIX_EPOCH.checked_sub(Duration::from_secs(1))
+        );
     }
 }

@@ -7,6 +7,9 @@
 //!   injection from a TOML scenario.
 //! - `aws::AwsCloud` (cargo feature `aws`), the same operations on the official AWS SDK.
 //!
+//! [`iam::Operation`] names every operation of the trait once, with the IAM actions it needs
+//! on AWS: the one table least-privilege policies are derived from.
+//!
 //! Every request and response here is a plain struct of this crate (serde-serialisable); AWS SDK
 //! types never leave this crate. Errors are one type, [`CloudError`], carrying a coarse
 //! [`ErrorKind`] that the workflows map to their error names plus the AWS error code verbatim
@@ -34,6 +37,7 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+pub mod iam;
 pub mod sim;
 
 use std::fmt;

@@ -1349,48 +1349,39 @@ impl Cloud for SimCloud {
         &self,
         instance_ids: &[String],
     ) -> Result<Vec<InstanceStateChange>, CloudError> {
-        let mut world = self.lock();
-        self.ec2_call(&mut world, "ec2:StartInstances")?;
-        let now = self.clock.now();
-        let mut out = Vec::new();
-        for id in instance_ids {
-            let instance = world
-                .instances
-                .get_mut(id)
-                .ok_or_else(|| instance_not_found(id))?;
-            let previous = instance.state;
-            match previous {
-                InstanceState::Stopped => {
-                    instance.state = InstanceState::Pending;
-                    instance.generation += 1;
-                    let delay = self.draw(
-                        &format!("start/{id}/{}", instance.generation),
-                        self.timings.pending_to_running,
-                    );
-                    out.push(InstanceStateChange {
-                        instance_id: id.clone(),
-                        previous_state: previous,
-                        current_state: InstanceState::Pending,
-                    });
-                    Self::schedule(&mut world, now + delay, Event::Running(id.clone()));
+        change_instance_states(
+            self,
+            "ec2:StartInstances",
+            instance_ids,
+            |id, instance| {
+                (!matches!(
+                    instance.state,
+                    InstanceState::Stopped | InstanceState::Running | InstanceState::Pending
+                ))
+                .then(|| {
+                    format!(
+                        "The instance '{id}' is not in a state from which it can be started ({}).",
+                        instance.state.as_str()
+                    )
+                })
+            },
+            |world, id, previous, now| {
+                // Starting a running or pending instance is a no-op that still reports it.
+                if previous != InstanceState::Stopped {
+                    return;
                 }
-                InstanceState::Running | InstanceState::Pending => out.push(InstanceStateChange {
-                    instance_id: id.clone(),
-                    previous_state: previous,
-                    current_state: previous,
-                }),
-                other => {
-                    return Err(CloudError::incorrect_state(
-                        "IncorrectInstanceState",
-                        format!(
-                            "The instance '{id}' is not in a state from which it can be started ({}).",
-                            other.as_str()
-                        ),
-                    ));
-                }
-            }
-        }
-        Ok(out)
+                let Some(instance) = world.instances.get_mut(id) else {
+                    return;
+                };
+                instance.state = InstanceState::Pending;
+                instance.generation += 1;
+                let delay = self.draw(
+                    &format!("start/{id}/{}", instance.generation),
+                    self.timings.pending_to_running,
+                );
+                Self::schedule(world, now + delay, Event::Running(id.to_string()));
+            },
+        )
     }
 
     async fn stop_instances(
@@ -1398,77 +1389,62 @@ impl Cloud for SimCloud {
         instance_ids: &[String],
         force: bool,
     ) -> Result<Vec<InstanceStateChange>, CloudError> {
-        let mut world = self.lock();
-        self.ec2_call(&mut world, "ec2:StopInstances")?;
-        let now = self.clock.now();
-        let mut out = Vec::new();
-        for id in instance_ids {
-            let instance = world
-                .instances
-                .get_mut(id)
-                .ok_or_else(|| instance_not_found(id))?;
-            let previous = instance.state;
-            match previous {
+        change_instance_states(
+            self,
+            "ec2:StopInstances",
+            instance_ids,
+            |id, instance| match instance.state {
+                InstanceState::ShuttingDown | InstanceState::Terminated => Some(format!(
+                    "This instance '{id}' is not in a state from which it can be stopped ({}).",
+                    instance.state.as_str()
+                )),
+                // A first launch still pending cannot be stopped; one pending again after a
+                // start can (EC2 answers the former with this message).
+                InstanceState::Pending if instance.generation == 0 => Some(format!(
+                    "Instance '{id}' cannot be stopped as it has never reached the 'running' state."
+                )),
+                _ => None,
+            },
+            |world, id, previous, now| match previous {
                 InstanceState::Running | InstanceState::Pending => {
+                    let Some(instance) = world.instances.get_mut(id) else {
+                        return;
+                    };
                     instance.state = InstanceState::Stopping;
                     instance.ssm_online = false;
                     instance.sysprep_running = false;
                     instance.state_reason = Some("Client.UserInitiatedShutdown".into());
                     let delay = self.draw(&format!("stop/{id}"), self.timings.stopping);
-                    Self::schedule(&mut world, now + delay, Event::Stopped(id.clone()));
+                    Self::schedule(world, now + delay, Event::Stopped(id.to_string()));
                 }
                 InstanceState::Stopping if force => {
                     // A forced stop cuts a hung shutdown short (EC2 StopInstances Force=true).
                     Self::schedule(
-                        &mut world,
+                        world,
                         now + Duration::from_secs(30),
-                        Event::Stopped(id.clone()),
+                        Event::Stopped(id.to_string()),
                     );
                 }
-                InstanceState::Stopping | InstanceState::Stopped => {}
-                other => {
-                    return Err(CloudError::incorrect_state(
-                        "IncorrectInstanceState",
-                        format!(
-                            "This instance '{id}' is not in a state from which it can be stopped ({}).",
-                            other.as_str()
-                        ),
-                    ));
-                }
-            }
-            let current = world.instances.get(id).map(|i| i.state).unwrap_or(previous);
-            out.push(InstanceStateChange {
-                instance_id: id.clone(),
-                previous_state: previous,
-                current_state: current,
-            });
-        }
-        Ok(out)
+                // Stopping (without force) or already stopped: nothing to do, still reported.
+                _ => {}
+            },
+        )
     }
 
     async fn terminate_instances(
         &self,
         instance_ids: &[String],
     ) -> Result<Vec<InstanceStateChange>, CloudError> {
-        let mut world = self.lock();
-        self.ec2_call(&mut world, "ec2:TerminateInstances")?;
-        let now = self.clock.now();
-        let mut out = Vec::new();
-        for id in instance_ids {
-            let previous = world
-                .instances
-                .get(id)
-                .map(|i| i.state)
-                .ok_or_else(|| instance_not_found(id))?;
-            self.begin_terminate(&mut world, now, id, false);
-            let current = world.instances.get(id).map(|i| i.state).unwrap_or(previous);
-            out.push(InstanceStateChange {
-                instance_id: id.clone(),
-                previous_state: previous,
-                current_state: current,
-            });
-        }
-        Ok(out)
+        // TerminateInstances is idempotent: every state is accepted, and terminating a
+        // shutting-down or terminated instance succeeds without changing it (EC2 API reference,
+        // TerminateInstances: "if you terminate an instance more than once, each call succeeds").
+        change_instance_states(
+            self,
+            "ec2:TerminateInstances",
+            instance_ids,
+            |_, _| None,
+            |world, id, _, now| self.begin_terminate(world, now, id, false),
+        )
     }
 
     async fn get_console_output(&self, instance_id: &str) -> Result<ConsoleOutput, CloudError> {
@@ -2179,6 +2155,67 @@ fn instance_not_found(id: &str) -> CloudError {
         "InvalidInstanceID.NotFound",
         format!("The instance ID '{id}' does not exist"),
     )
+}
+
+/// The one path behind StartInstances, StopInstances and TerminateInstances. EC2 checks the
+/// whole request before it changes anything: an unknown id fails the call with
+/// `InvalidInstanceID.NotFound` naming every unknown id, an instance in the wrong state (`refused`
+/// returns the message) fails it with `IncorrectInstanceState`, and in both cases no instance
+/// changes (EC2 API reference, TerminateInstances: "If you specify multiple instances and the
+/// request fails (for example, because of a single incorrect instance ID), none of the instances
+/// are terminated"; StartInstances naming one terminated instance among stopped ones starts
+/// none). Only then is `apply` run for each id in request order, with the state the instance is
+/// in just before its change and the call's time.
+fn change_instance_states(
+    sim: &SimCloud,
+    operation: &str,
+    instance_ids: &[String],
+    refused: impl Fn(&str, &SimInstance) -> Option<String>,
+    mut apply: impl FnMut(&mut World, &str, InstanceState, SystemTime),
+) -> Result<Vec<InstanceStateChange>, CloudError> {
+    let mut world = sim.lock();
+    sim.ec2_call(&mut world, operation)?;
+    let now = sim.clock.now();
+    let mut missing: Vec<&str> = Vec::new();
+    for id in instance_ids {
+        if !world.instances.contains_key(id) && !missing.contains(&id.as_str()) {
+            missing.push(id);
+        }
+    }
+    match missing.as_slice() {
+        [] => {}
+        [one] => return Err(instance_not_found(one)),
+        many => {
+            return Err(CloudError::not_found(
+                "InvalidInstanceID.NotFound",
+                format!("The instance IDs '{}' do not exist", many.join(", ")),
+            ));
+        }
+    }
+    for id in instance_ids {
+        if let Some(instance) = world.instances.get(id)
+            && let Some(message) = refused(id, instance)
+        {
+            return Err(CloudError::incorrect_state(
+                "IncorrectInstanceState",
+                message,
+            ));
+        }
+    }
+    let mut out = Vec::with_capacity(instance_ids.len());
+    for id in instance_ids {
+        let Some(previous) = world.instances.get(id).map(|i| i.state) else {
+            continue;
+        };
+        apply(&mut world, id, previous, now);
+        let current = world.instances.get(id).map_or(previous, |i| i.state);
+        out.push(InstanceStateChange {
+            instance_id: id.clone(),
+            previous_state: previous,
+            current_state: current,
+        });
+    }
+    Ok(out)
 }
 
 fn no_active_action(hook: &LifecycleHookRef) -> CloudError {

@@ -4,7 +4,7 @@
 //! except under `CI=true`, where they fail.
 //!
 //! Every Cloud operation is exercised, and after each one the SDK calls it made are checked
-//! against the IAM actions declared for it (`cloud::aws::iam`). Where moto does not implement
+//! against the IAM actions declared for it (`cloud::iam::Operation`). Where moto does not implement
 //! an API (or implements it differently from AWS) the test asserts moto's current answer and
 //! says so in a FIXME(#5): those asserts fail the day moto changes, which is the cue to
 //! replace them with the real check.
@@ -86,7 +86,7 @@ impl Env {
         for call in &calls {
             assert!(
                 declared.contains(&call.as_str()),
-                "{operation} called {call}, which cloud::aws::iam does not declare for it \
+                "{operation} called {call}, which cloud::iam does not declare for it \
                  (declared: {declared:?})"
             );
         }
@@ -116,6 +116,24 @@ fn store(table: &str, pattern: &str) -> HostnameStore {
 
 async fn env(endpoint: &str) -> Env {
     env_with(endpoint, 3, store("unused", "{prefix}-{seq:3}")).await
+}
+
+/// Every Cloud operation is exercised in this file with its SDK calls checked against its
+/// declaration (`Env::covered`); an operation added to `cloud::iam` without such a check fails
+/// here, endpoint or not.
+#[test]
+fn every_cloud_operation_has_an_iam_coverage_check() {
+    let source = include_str!("aws_moto.rs");
+    let missing: Vec<&str> = cloud::iam::Operation::ALL
+        .iter()
+        .map(|op| op.name())
+        .filter(|name| !source.contains(&format!("covered(\"{name}\")")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "exercise these operations against the endpoint and call env.covered(..) after each: \
+         {missing:?}"
+    );
 }
 
 /// Some image moto knows (moto ships a catalogue of public AMIs).

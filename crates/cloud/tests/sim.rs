@@ -436,3 +436,176 @@ async fn the_sysprep_crates_report_scripts_get_answers_its_parsers_read() {
     let renamed = sysprep::agent::parse_identity_output(&done.stdout).unwrap();
     assert_eq!(renamed.computer_name, "WEB-042");
 }
+
+// ---- Start/Stop/TerminateInstances check the whole request before changing anything (EC2:
+// "If you specify multiple instances and the request fails ... none of the instances are
+// terminated"; StartInstances with one terminated id among stopped ones starts none).
+
+/// Three running builders: `a`, `b`, and `c`, which is then terminated (and gone by the end).
+async fn running_pair_and_terminated(clock: &VirtualClock, cloud: &SimCloud) -> [String; 3] {
+    let a = launch_builder(cloud, "batch-a").await;
+    let b = launch_builder(cloud, "batch-b").await;
+    let c = launch_builder(cloud, "batch-c").await;
+    advance(clock, 61);
+    cloud
+        .terminate_instances(std::slice::from_ref(&c))
+        .await
+        .unwrap();
+    advance(clock, 91);
+    assert_eq!(state(cloud, &a).await, InstanceState::Running);
+    assert_eq!(state(cloud, &b).await, InstanceState::Running);
+    assert_eq!(state(cloud, &c).await, InstanceState::Terminated);
+    [a, b, c]
+}
+
+/// Awaits `call` (a Start/Stop/TerminateInstances), which must fail with `code` and change no
+/// instance: not at once, and not later through a transition it scheduled.
+async fn refused_as_a_whole(
+    clock: &VirtualClock,
+    cloud: &SimCloud,
+    code: &str,
+    call: impl std::future::Future<Output = Result<Vec<InstanceStateChange>, CloudError>>,
+) -> CloudError {
+    let before = cloud.instances();
+    let err = call.await.unwrap_err();
+    assert_eq!(err.code, code, "{err}");
+    assert_eq!(cloud.instances(), before);
+    advance(clock, 120);
+    assert_eq!(cloud.instances(), before, "a transition was scheduled");
+    err
+}
+
+/// `(instance, previous, current)` for each change, in the order the call reported them.
+fn transitions(changes: &[InstanceStateChange]) -> Vec<(&str, InstanceState, InstanceState)> {
+    changes
+        .iter()
+        .map(|c| (c.instance_id.as_str(), c.previous_state, c.current_state))
+        .collect()
+}
+
+async fn stop_until_stopped(clock: &VirtualClock, cloud: &SimCloud, id: &str) {
+    cloud
+        .stop_instances(&[id.to_string()], false)
+        .await
+        .unwrap();
+    advance(clock, 61);
+    assert_eq!(state(cloud, id).await, InstanceState::Stopped);
+}
+
+#[tokio::test]
+async fn an_unknown_id_fails_the_whole_state_change_and_changes_nothing() {
+    let (clock, cloud) = sim(Scenario::default());
+    let [a, b, _] = running_pair_and_terminated(&clock, &cloud).await;
+    let unknown = "i-0123456789abcdef0".to_string();
+    let code = "InvalidInstanceID.NotFound";
+
+    let ids = [a.clone(), unknown.clone()];
+    let err = refused_as_a_whole(&clock, &cloud, code, cloud.stop_instances(&ids, false)).await;
+    assert_eq!(err.kind, ErrorKind::NotFound);
+    assert_eq!(
+        err.message,
+        format!("The instance ID '{unknown}' does not exist")
+    );
+    let ids = [a.clone(), b.clone(), unknown.clone()];
+    refused_as_a_whole(&clock, &cloud, code, cloud.terminate_instances(&ids)).await;
+
+    stop_until_stopped(&clock, &cloud, &a).await;
+    let ids = [a.clone(), unknown.clone()];
+    refused_as_a_whole(&clock, &cloud, code, cloud.start_instances(&ids)).await;
+
+    // Several unknown ids: one error naming all of them, as EC2 words it.
+    let other = "i-0fedcba9876543210".to_string();
+    let ids = [unknown.clone(), a.clone(), other.clone()];
+    let err = refused_as_a_whole(&clock, &cloud, code, cloud.terminate_instances(&ids)).await;
+    assert_eq!(
+        err.message,
+        format!("The instance IDs '{unknown}, {other}' do not exist")
+    );
+}
+
+#[tokio::test]
+async fn an_instance_in_the_wrong_state_fails_the_whole_start_or_stop() {
+    let (clock, cloud) = sim(Scenario::default());
+    let [a, b, terminated] = running_pair_and_terminated(&clock, &cloud).await;
+    let code = "IncorrectInstanceState";
+
+    let ids = [a.clone(), terminated.clone(), b.clone()];
+    let err = refused_as_a_whole(&clock, &cloud, code, cloud.stop_instances(&ids, true)).await;
+    assert_eq!(err.kind, ErrorKind::IncorrectState);
+    assert!(err.message.contains(&terminated), "{err}");
+
+    stop_until_stopped(&clock, &cloud, &a).await;
+    let ids = [a.clone(), terminated.clone()];
+    refused_as_a_whole(&clock, &cloud, code, cloud.start_instances(&ids)).await;
+
+    // Once the request is valid, every instance changes and each is reported.
+    let changes = cloud
+        .start_instances(&[a.clone(), b.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        transitions(&changes),
+        [
+            (a.as_str(), InstanceState::Stopped, InstanceState::Pending),
+            (b.as_str(), InstanceState::Running, InstanceState::Running),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn terminating_an_already_terminated_instance_is_not_an_error() {
+    let (clock, cloud) = sim(Scenario::default());
+    let [a, _, terminated] = running_pair_and_terminated(&clock, &cloud).await;
+    let changes = cloud
+        .terminate_instances(&[terminated.clone(), a.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        transitions(&changes),
+        [
+            (
+                terminated.as_str(),
+                InstanceState::Terminated,
+                InstanceState::Terminated
+            ),
+            (
+                a.as_str(),
+                InstanceState::Running,
+                InstanceState::ShuttingDown
+            ),
+        ]
+    );
+    advance(&clock, 91);
+    assert_eq!(state(&cloud, &a).await, InstanceState::Terminated);
+}
+
+#[tokio::test]
+async fn an_instance_that_never_ran_cannot_be_stopped_but_a_restarting_one_can() {
+    let (clock, cloud) = sim(Scenario::default());
+    let fresh = launch_builder(&cloud, "never-ran").await;
+    assert_eq!(state(&cloud, &fresh).await, InstanceState::Pending);
+    let ids = [fresh.clone()];
+    let err = cloud.stop_instances(&ids, false).await.unwrap_err();
+    assert_eq!(err.code, "IncorrectInstanceState");
+    assert_eq!(
+        err.message,
+        format!(
+            "Instance '{fresh}' cannot be stopped as it has never reached the 'running' state."
+        )
+    );
+    assert_eq!(state(&cloud, &fresh).await, InstanceState::Pending);
+    // Once it has run: stop it, start it, and stop it while it is pending again.
+    advance(&clock, 61);
+    stop_until_stopped(&clock, &cloud, &fresh).await;
+    cloud.start_instances(&ids).await.unwrap();
+    assert_eq!(state(&cloud, &fresh).await, InstanceState::Pending);
+    let changes = cloud.stop_instances(&ids, false).await.unwrap();
+    assert_eq!(
+        transitions(&changes),
+        [(
+            fresh.as_str(),
+            InstanceState::Pending,
+            InstanceState::Stopping
+        )]
+    );
+}

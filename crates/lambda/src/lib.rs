@@ -16,14 +16,19 @@
 //! invocation yields one CloudWatch EMF line ([`emf_line`]) with its duration and outcome.
 //!
 //! This crate converts events and nothing else: no handler logic, no AWS calls of its own
-//! beyond starting an execution. [`FunctionConfig`] reads settings from environment pairs
-//! given to it (main passes `std::env::vars()`), so tests never touch the process environment.
+//! beyond starting an execution. [`coldstart`] is the fake Lambda Runtime API that measures
+//! the `bootstrap` binary's cold start (`fleetprep bench lambda`); with the default `aws`
+//! feature off, the crate is only the conversion and that harness (no AWS SDK).
+//! [`FunctionConfig`] reads settings from environment pairs given to it (main passes
+//! `std::env::vars()`), so tests never touch the process environment.
 //!
 //! ```
 //! use fleetprep_lambda::Invocation;
 //! let invocation = Invocation::parse(serde_json::json!({"action": "naming_settings"})).unwrap();
 //! assert!(matches!(invocation, Invocation::Task { .. }));
 //! ```
+
+pub mod coldstart;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -422,6 +427,7 @@ pub fn emf_line(namespace: &str, report: &Report, at: SystemTime) -> String {
 #[derive(Debug)]
 pub struct FunctionError(pub HandlerError);
 
+#[cfg(feature = "aws")]
 impl From<FunctionError> for lambda_runtime::Diagnostic {
     fn from(error: FunctionError) -> Self {
         lambda_runtime::Diagnostic {
@@ -432,12 +438,14 @@ impl From<FunctionError> for lambda_runtime::Diagnostic {
 }
 
 /// Starts executions on AWS Step Functions, by workflow name → state machine ARN.
+#[cfg(feature = "aws")]
 pub struct StepFunctionsStarter {
     pub client: cloud::aws::sfn::StepFunctions,
     pub name_on_launch_arn: String,
     pub release_on_terminate_arn: String,
 }
 
+#[cfg(feature = "aws")]
 #[async_trait::async_trait]
 impl ExecutionStarter for StepFunctionsStarter {
     async fn start(

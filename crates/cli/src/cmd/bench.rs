@@ -17,6 +17,11 @@ pub enum Command {
     /// Simulated fleet: N instances launched at once through the lifecycle hooks, with and
     /// without the SSM batching layer (figures and ratios, see `fleet simulate`).
     Fleet(crate::cmd::fleet::SimulateArgs),
+    /// The Lambda `bootstrap`: cold-start init time against a local fake Runtime API and the
+    /// stripped binary size, with process creation (`true`) as the baseline in the same run.
+    /// Targets: init < 30 ms, stripped size < 20 MB. `scripts/bench-lambda` builds the release
+    /// bootstrap first.
+    Lambda(LambdaArgs),
 }
 
 #[derive(clap::Args)]
@@ -39,6 +44,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Engine(args) => engine_bench(&args),
         Command::Fleet(args) => crate::cmd::fleet::bench(args),
+        Command::Lambda(args) => lambda_bench(&args),
     }
 }
 
@@ -305,4 +311,159 @@ fn moto_compare(
         ours_items / moto_items
     );
     Ok(())
+}
+
+// ==================================================================== bench lambda
+
+#[derive(clap::Args)]
+pub struct LambdaArgs {
+    /// The bootstrap binary to measure; a stripped copy is measured, the file is left alone.
+    /// Default: the `lambda` profile's build (what ships), else the release build, under
+    /// `$CARGO_TARGET_DIR` or `target`.
+    #[arg(long)]
+    bootstrap: Option<std::path::PathBuf>,
+    /// Measured cold starts (after one unmeasured warm-up start).
+    #[arg(long, default_value_t = 15)]
+    runs: usize,
+    #[arg(long, value_enum, default_value_t = crate::output::OutputFormat::Text)]
+    output: crate::output::OutputFormat,
+}
+
+/// Issue 5's targets for the function.
+const LAMBDA_INIT_TARGET_MS: f64 = 30.0;
+const LAMBDA_SIZE_TARGET_MB: f64 = 20.0;
+
+fn median_ms(samples: &[Duration]) -> f64 {
+    let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    ms.sort_by(f64::total_cmp);
+    match ms.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => ms[n / 2],
+        n => (ms[n / 2 - 1] + ms[n / 2]) / 2.0,
+    }
+}
+
+fn extreme_ms(samples: &[Duration], max: bool) -> f64 {
+    let it = samples.iter().map(|d| d.as_secs_f64() * 1000.0);
+    if max {
+        it.fold(f64::NAN, f64::max)
+    } else {
+        it.fold(f64::NAN, f64::min)
+    }
+}
+
+fn lambda_bench(args: &LambdaArgs) -> anyhow::Result<ExitCode> {
+    use fleetprep_lambda::coldstart;
+
+    anyhow::ensure!(args.runs > 0, "--runs must be at least 1");
+    let built = match &args.bootstrap {
+        Some(path) => path.clone(),
+        None => {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| "target".into());
+            let shipped = target.join("lambda").join("bootstrap");
+            if shipped.is_file() {
+                shipped
+            } else {
+                target.join("release").join("bootstrap")
+            }
+        }
+    };
+    anyhow::ensure!(
+        built.is_file(),
+        "no bootstrap binary at {}; build it with `cargo build --profile lambda -p lambda --bin \
+         bootstrap` (scripts/bench-lambda does) or pass --bootstrap PATH",
+        built.display()
+    );
+    let workdir = tempfile::tempdir().context("temporary directory for the stripped copy")?;
+    let stripped = workdir.path().join("bootstrap");
+    std::fs::copy(&built, &stripped)
+        .with_context(|| format!("copying {} to strip it", built.display()))?;
+    let unstripped_bytes = std::fs::metadata(&built)?.len();
+    let strip = std::process::Command::new("strip")
+        .arg(&stripped)
+        .output()
+        .context("running `strip` (binutils) on the copy of the bootstrap")?;
+    anyhow::ensure!(
+        strip.status.success(),
+        "strip {}: {}",
+        stripped.display(),
+        String::from_utf8_lossy(&strip.stderr)
+    );
+    let size_mb = std::fs::metadata(&stripped)?.len() as f64 / (1024.0 * 1024.0);
+
+    let timeout = Duration::from_secs(30);
+    let probe = coldstart::probe_event();
+    let measure = || -> anyhow::Result<coldstart::ColdStart> {
+        let run = coldstart::cold_start(&stripped, &probe, timeout)?;
+        coldstart::check_probe(&run).map_err(|e| anyhow::anyhow!("{}: {e}", built.display()))?;
+        Ok(run)
+    };
+    // Warm the page cache, as on a Lambda host that has run the function before.
+    measure()?;
+    let mut inits = Vec::with_capacity(args.runs);
+    let mut firsts = Vec::with_capacity(args.runs);
+    let mut baselines = Vec::with_capacity(args.runs);
+    // Interleaved, so drift in machine load affects both series alike.
+    for _ in 0..args.runs {
+        let run = measure()?;
+        inits.push(run.init);
+        firsts.push(run.first_invocation);
+        baselines.push(coldstart::baseline().context("spawning `true` for the baseline")?);
+    }
+    let init_ms = median_ms(&inits);
+    let base_ms = median_ms(&baselines);
+    let first_ms = median_ms(&firsts);
+    let ratio = init_ms / base_ms;
+    let result = json!({
+        "bootstrap": built.display().to_string(),
+        "runs": args.runs,
+        "init_ms_median": round2(init_ms),
+        "init_ms_min": round2(extreme_ms(&inits, false)),
+        "init_ms_max": round2(extreme_ms(&inits, true)),
+        "first_invocation_ms_median": round2(first_ms),
+        "baseline_process_ms_median": round2(base_ms),
+        "init_vs_baseline": round2(ratio),
+        "init_target_ms": LAMBDA_INIT_TARGET_MS,
+        "init_within_target": init_ms < LAMBDA_INIT_TARGET_MS,
+        "unstripped_size_mb": round2(unstripped_bytes as f64 / (1024.0 * 1024.0)),
+        "stripped_size_mb": round2(size_mb),
+        "size_target_mb": LAMBDA_SIZE_TARGET_MB,
+        "size_within_target": size_mb < LAMBDA_SIZE_TARGET_MB,
+    });
+    if args.output == crate::output::OutputFormat::Json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let verdict = |ok: bool| if ok { "within target" } else { "MISSES target" };
+    println!(
+        "lambda bootstrap ({}), {} cold starts against a local fake Runtime API, each serving \
+         one checked naming_settings invocation",
+        built.display(),
+        args.runs
+    );
+    println!(
+        "  init (start -> first /invocation/next): median {init_ms:.2} ms (min {:.2}, max {:.2}); \
+         target < {LAMBDA_INIT_TARGET_MS:.0} ms: {}",
+        extreme_ms(&inits, false),
+        extreme_ms(&inits, true),
+        verdict(init_ms < LAMBDA_INIT_TARGET_MS)
+    );
+    println!(
+        "  baseline (spawn + reap `true`):          median {base_ms:.2} ms -> init is {ratio:.1}x \
+         the baseline"
+    );
+    println!("  start -> first invocation answered:      median {first_ms:.2} ms");
+    println!(
+        "  binary: {:.2} MB as built, {size_mb:.2} MB stripped; target < \
+         {LAMBDA_SIZE_TARGET_MB:.0} MB: {}",
+        unstripped_bytes as f64 / (1024.0 * 1024.0),
+        verdict(size_mb < LAMBDA_SIZE_TARGET_MB)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
 }

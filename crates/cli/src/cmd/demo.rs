@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clock::Clock;
-use cloud::sim::{GroupSpec, Scenario};
+use cloud::sim::GroupSpec;
 use engine::Status;
 use serde_json::json;
 
-use crate::fleetconfig::FleetConfig;
+use crate::cmd::SimulatedFleetArgs;
 use crate::output::OutputFormat;
 use crate::report::{self, LiveProgress, Stopwatch};
 
@@ -19,15 +19,8 @@ pub struct Args {
     /// How many instances the simulated group scales to.
     #[arg(long, default_value_t = 20)]
     pub instances: usize,
-    /// Optional config file (see examples/fleetprep.toml); defaults work without one.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Optional fault scenario (TOML).
-    #[arg(long)]
-    pub scenario: Option<PathBuf>,
-    /// Seed for the simulated fleet (default: from the wall clock).
-    #[arg(long)]
-    pub seed: Option<u64>,
+    #[command(flatten)]
+    pub fleet: SimulatedFleetArgs,
     /// Engine store (default: $FLEETPREP_STORE or ~/.fleetprep/engine.sqlite3).
     #[arg(long)]
     pub store: Option<PathBuf>,
@@ -38,22 +31,6 @@ pub struct Args {
     pub output: OutputFormat,
 }
 
-/// Reads a scenario file, naming the file in errors.
-pub fn load_scenario(path: Option<&PathBuf>, seed: Option<u64>) -> anyhow::Result<Scenario> {
-    let mut scenario = match path {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("cannot read scenario {}: {e}", path.display()))?;
-            Scenario::from_toml(&text, &path.display().to_string())?
-        }
-        None => Scenario::default(),
-    };
-    if path.is_none() || seed.is_some() {
-        scenario.seed = report::seed_or_now(seed);
-    }
-    Ok(scenario)
-}
-
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -62,11 +39,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn demo(args: Args) -> anyhow::Result<ExitCode> {
-    let config = match &args.config {
-        Some(path) => FleetConfig::load(path)?,
-        None => FleetConfig::default(),
-    };
-    let scenario = load_scenario(args.scenario.as_ref(), args.seed)?;
+    let config = args.fleet.config()?;
+    let scenario = args.fleet.sim.load(None)?;
     let store = if args.in_memory {
         None
     } else {

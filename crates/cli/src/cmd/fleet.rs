@@ -11,7 +11,7 @@ use cloud::sim::GroupSpec;
 use engine::Status;
 use serde_json::json;
 
-use crate::fleetconfig::FleetConfig;
+use crate::cmd::SimulatedFleetArgs;
 use crate::output::OutputFormat;
 use crate::report::{self, LiveProgress, Stopwatch};
 
@@ -22,15 +22,13 @@ pub enum Command {
 }
 
 #[derive(clap::Args, Clone)]
+// The shared `--seed` help names the wall clock; a simulation defaults to seed 1 instead.
+#[command(mut_arg("seed", |seed| seed.help("Seed for the simulated fleet (default: 1, so runs compare)")))]
 pub struct SimulateArgs {
     #[arg(long, default_value_t = 100)]
     pub instances: usize,
-    #[arg(long)]
-    pub scenario: Option<PathBuf>,
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    #[arg(long)]
-    pub seed: Option<u64>,
+    #[command(flatten)]
+    pub fleet: SimulatedFleetArgs,
     /// Send every command on its own (measures what batching saves).
     #[arg(long)]
     pub no_batching: bool,
@@ -52,12 +50,9 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 /// The report `fleet simulate` prints (also used by `bench fleet`).
 pub async fn simulate_report(args: &SimulateArgs) -> anyhow::Result<serde_json::Value> {
-    let config = match &args.config {
-        Some(path) => FleetConfig::load(path)?,
-        None => FleetConfig::default(),
-    };
-    let scenario =
-        crate::cmd::demo::load_scenario(args.scenario.as_ref(), Some(args.seed.unwrap_or(1)))?;
+    let config = args.fleet.config()?;
+    // Seed 1 unless given, so runs compare.
+    let scenario = args.fleet.sim.load(Some(1))?;
     // Enough digits for the whole group.
     let digits = (args.instances.max(1) as f64).log10().floor() as usize + 1;
     let pattern = if config.naming.pattern == "{prefix}-{seq:4}" && digits > 4 {
