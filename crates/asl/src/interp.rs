@@ -177,6 +177,10 @@ pub struct Execution {
     /// for benchmarks and callers that never read history.
     record_history: bool,
     history_limit: i64,
+    /// The context object's execution part (`$$.Execution`, `$$.StateMachine`), built on
+    /// first use and kept across steps: it holds the execution input, which may be large.
+    #[serde(skip)]
+    context: Option<Value>,
 }
 
 /// Per-execution switches.
@@ -232,7 +236,6 @@ enum Phase {
     Task {
         token: u64,
         timeout_token: Option<u64>,
-        effective: Value,
         lambda: Option<LambdaKind>,
     },
     Sleep {
@@ -342,6 +345,7 @@ impl Execution {
             timeout_token: None,
             record_history: options.record_history,
             history_limit: options.history_limit,
+            context: None,
         };
         let mut step = Step::default();
         ex.with_run(
@@ -417,13 +421,13 @@ impl Execution {
                 );
                 return Ok(step);
             }
-            other => {
+            mut other => {
                 let mut delivered = Ok(false);
                 self.with_run(
                     def,
                     now,
                     |run, root, _| {
-                        delivered = run.deliver(root, &other);
+                        delivered = run.deliver(root, &mut other);
                     },
                     &mut step,
                 );
@@ -451,6 +455,48 @@ impl Execution {
     /// The id the next history event will get (= events so far + 1).
     pub fn next_event_id(&self) -> i64 {
         self.next_event_id
+    }
+
+    /// The tokens this execution waits on: running tasks, their timeouts, Wait and retry
+    /// timers, the execution timeout. A runtime that rebuilds its pending work by replay keeps
+    /// exactly the commands whose token is in this set (a task whose timeout already fired is
+    /// not waited on any more, so it is not dispatched again).
+    pub fn waiting_tokens(&self) -> std::collections::BTreeSet<u64> {
+        fn walk(th: &Thread, out: &mut std::collections::BTreeSet<u64>) {
+            match &th.phase {
+                Phase::Task {
+                    token,
+                    timeout_token,
+                    ..
+                } => {
+                    out.insert(*token);
+                    out.extend(*timeout_token);
+                }
+                Phase::Sleep { token, .. } => {
+                    out.insert(*token);
+                }
+                Phase::Children(ch) => {
+                    for (_, child) in &ch.running {
+                        walk(child, out);
+                    }
+                }
+                Phase::Enter | Phase::Run | Phase::Done(_) => {}
+            }
+        }
+        let mut out = std::collections::BTreeSet::new();
+        if self.status != Status::Running {
+            return out;
+        }
+        out.extend(self.timeout_token);
+        walk(&self.root, &mut out);
+        out
+    }
+
+    /// Switches building history events on or off for the following steps. Decisions never
+    /// depend on it (ids advance either way), so a caller that can rebuild history by replay
+    /// builds events only while somebody reads them.
+    pub fn set_record_history(&mut self, on: bool) {
+        self.record_history = on;
     }
 
     /// Ends the execution from outside its states (abort, execution timeout): one closing
@@ -526,10 +572,11 @@ impl Execution {
             record: self.record_history,
             limit: self.history_limit,
             step: Step::default(),
-            ctx_cache: None,
+            ctx_cache: self.context.take(),
         };
         f(&mut run, &mut self.root, &self.input);
         self.entropy = run.entropy.0;
+        self.context = run.ctx_cache.take();
         let mut step = run.step;
         out.history.append(&mut step.history);
         out.commands.append(&mut step.commands);
@@ -553,7 +600,7 @@ impl Execution {
                 record: self.record_history,
                 limit: self.history_limit,
                 step: Step::default(),
-                ctx_cache: None,
+                ctx_cache: self.context.take(),
             };
             run.advance(&mut self.root, &def.machine);
             if let Phase::Done(o) = &self.root.phase {
@@ -606,6 +653,7 @@ impl Execution {
                 done = Some(Outcome::Err(f));
             }
             self.entropy = run.entropy.0;
+            self.context = run.ctx_cache.take();
             step = run.step;
         }
         let _ = last;
@@ -735,18 +783,23 @@ impl Run<'_> {
     /// (it holds the execution input, which may be large); hand it back with [`Run::recycle`].
     fn context(&mut self, th: &Thread, st: &State) -> Value {
         let mut ctx = self.ctx_cache.take().unwrap_or_else(|| {
-            json!({
-                "Execution": {
-                    "Id": self.info.execution_arn,
-                    "Input": self.exec_input,
-                    "StartTime": self.start_time,
-                    "Name": self.info.execution_name,
-                    "RoleArn": self.info.role_arn,
-                    "RedriveCount": 0,
-                },
-                "StateMachine": {"Id": self.info.state_machine_arn, "Name": self.info.state_machine_name},
-                "State": {},
-            })
+            // Built by hand: `json!` would re-serialise the input into a new Value.
+            let text = |s: &str| Value::String(s.to_owned());
+            let mut execution = Map::new();
+            execution.insert("Id".into(), text(&self.info.execution_arn));
+            execution.insert("Input".into(), self.exec_input.clone());
+            execution.insert("StartTime".into(), text(self.start_time));
+            execution.insert("Name".into(), text(&self.info.execution_name));
+            execution.insert("RoleArn".into(), text(&self.info.role_arn));
+            execution.insert("RedriveCount".into(), Value::from(0));
+            let mut machine = Map::new();
+            machine.insert("Id".into(), text(&self.info.state_machine_arn));
+            machine.insert("Name".into(), text(&self.info.state_machine_name));
+            let mut ctx = Map::new();
+            ctx.insert("Execution".into(), Value::Object(execution));
+            ctx.insert("StateMachine".into(), Value::Object(machine));
+            ctx.insert("State".into(), Value::Object(Map::new()));
+            Value::Object(ctx)
         });
         let mut state = Map::new();
         state.insert("EnteredTime".into(), Value::String(th.entered_time.clone()));
@@ -1046,33 +1099,54 @@ impl Run<'_> {
         ent: &mut SplitMix64,
         jsonata: bool,
     ) -> Result<Option<Produced>, StatesError> {
-        let raw = th.input.clone();
+        // The state's input is lent out instead of cloned (the state data of a big
+        // workflow is copied otherwise several times per state). It goes back afterwards: a
+        // waiting state reads it when its result arrives, a retry runs on it again. Only an
+        // output that IS the input takes it (`Produced::Next` then replaces it anyway).
+        let mut raw = std::mem::take(&mut th.input);
+        let r = self.state_work_on(th, st, ctx, ent, jsonata, &mut raw);
+        th.input = raw;
+        r
+    }
+
+    fn state_work_on(
+        &mut self,
+        th: &mut Thread,
+        st: &State,
+        ctx: &Value,
+        ent: &mut SplitMix64,
+        jsonata: bool,
+        raw: &mut Value,
+    ) -> Result<Option<Produced>, StatesError> {
+        use std::borrow::Cow;
         // JSONPath: InputPath then Parameters. JSONata: the raw input.
-        let effective = if jsonata {
-            raw.clone()
+        let effective: Cow<'_, Value> = if jsonata {
+            Cow::Borrowed(&*raw)
         } else {
-            let v = select_path(&st.input_path, &raw, ctx, &th.vars, ent)?;
+            let v = select_path(&st.input_path, raw, ctx, &th.vars, ent)?;
             if let (Some(p), false) = (&st.parameters, matches!(st.kind, Kind::Map { .. })) {
                 let mut ec = EvalContext::new(&v, ctx, &th.vars, ent);
-                p.render(&mut ec)?
+                Cow::Owned(p.render(&mut ec)?)
             } else {
-                v.into_owned()
+                v
             }
         };
         match &st.kind {
             Kind::Pass { result } => {
                 let result = match result {
                     Some(r) => r.clone(),
-                    None => effective.clone(),
+                    None => effective.into_owned(),
                 };
-                self.finish_state(th, st, ctx, ent, &raw, result, next_of(st), jsonata)
+                self.finish_state(th, st, ctx, ent, raw, result, next_of(st), jsonata)
                     .map(Some)
             }
-            Kind::Succeed => self
-                .finish_state(th, st, ctx, ent, &raw, effective, None, jsonata)
-                .map(Some),
+            Kind::Succeed => {
+                let effective = effective.into_owned();
+                self.finish_state(th, st, ctx, ent, raw, effective, None, jsonata)
+                    .map(Some)
+            }
             Kind::Fail { error, cause } => {
-                let mut ec = EvalContext::new(&raw, ctx, &th.vars, ent);
+                let mut ec = EvalContext::new(raw, ctx, &th.vars, ent);
                 let error = fail_field(error.as_ref(), &mut ec, "Error")?;
                 let cause = fail_field(cause.as_ref(), &mut ec, "Cause")?;
                 Ok(Some(Produced::Fail(Failure {
@@ -1108,11 +1182,23 @@ impl Run<'_> {
                     let extra = render_assign(a, &mut ec)?;
                     assigned.get_or_insert_with(Map::new).extend(extra);
                 }
+                let template = chosen
+                    .and_then(|c| c.output.as_ref())
+                    .or(st.output.as_ref());
                 let output = if jsonata {
-                    match (chosen.and_then(|c| c.output.as_ref()), &st.output) {
-                        (Some(t), _) | (None, Some(t)) => t.render(&mut ec)?,
-                        (None, None) => raw.clone(),
+                    match template {
+                        Some(t) => t.render(&mut ec)?,
+                        None => {
+                            drop(effective);
+                            std::mem::take(raw)
+                        }
                     }
+                } else if st.input_path == PathField::Default
+                    && st.output_path == PathField::Default
+                {
+                    // A Choice passes its input on: move it.
+                    drop(effective);
+                    std::mem::take(raw)
                 } else {
                     select_path(&st.output_path, &effective, ctx, &th.vars, ec.entropy)?
                         .into_owned()
@@ -1139,14 +1225,14 @@ impl Run<'_> {
                 timeout_seconds,
                 heartbeat_seconds,
             } => {
-                let args = if jsonata {
-                    let mut ec = EvalContext::new(&raw, ctx, &th.vars, ent);
-                    match &st.arguments {
+                let arguments = if jsonata {
+                    let mut ec = EvalContext::new(raw, ctx, &th.vars, ent);
+                    Some(match &st.arguments {
                         Some(a) => a.render(&mut ec)?,
                         None => raw.clone(),
-                    }
+                    })
                 } else {
-                    effective.clone()
+                    None
                 };
                 let (timeout, heartbeat) = {
                     let mut ec = EvalContext::new(&effective, ctx, &th.vars, ent);
@@ -1155,18 +1241,20 @@ impl Run<'_> {
                         setting_u64(heartbeat_seconds.as_ref(), &mut ec, "HeartbeatSeconds")?,
                     )
                 };
+                // JSONPath: the effective input is the task's input (moved when rendered).
+                let args = arguments.unwrap_or_else(|| effective.into_owned());
                 self.schedule(th, st, resource, args, timeout, heartbeat)?;
                 Ok(None)
             }
             Kind::Parallel { branches } => {
                 let input = if jsonata {
-                    let mut ec = EvalContext::new(&raw, ctx, &th.vars, ent);
+                    let mut ec = EvalContext::new(raw, ctx, &th.vars, ent);
                     match &st.arguments {
                         Some(a) => a.render(&mut ec)?,
                         None => raw.clone(),
                     }
                 } else {
-                    effective.clone()
+                    effective.into_owned()
                 };
                 let ev = self.event(EventType::ParallelStateStarted, th.cursor);
                 self.push(ev);
@@ -1247,7 +1335,7 @@ impl Run<'_> {
                 let ch = Children {
                     is_map: true,
                     items: list,
-                    effective,
+                    effective: effective.into_owned(),
                     next: 0,
                     running: Vec::new(),
                     results: vec![None; n],
@@ -1264,6 +1352,11 @@ impl Run<'_> {
     }
 
     /// Applies ResultSelector/ResultPath/OutputPath (JSONPath) or Output (JSONata), and Assign.
+    ///
+    /// `raw` is the state's input, lent by the caller (who puts it back into the thread): on
+    /// success the output may have been built in it and taken from it (ResultPath writing into
+    /// the input is the common case, and copying the whole state data for it was the biggest
+    /// cost of a large run); on failure it is untouched, for Retry and Catch.
     #[allow(clippy::too_many_arguments)]
     fn finish_state(
         &mut self,
@@ -1271,22 +1364,25 @@ impl Run<'_> {
         st: &State,
         ctx: &Value,
         ent: &mut SplitMix64,
-        raw: &Value,
+        raw: &mut Value,
         result: Value,
         next: Option<String>,
         jsonata: bool,
     ) -> Result<Produced, StatesError> {
         if jsonata {
-            let mut ec = EvalContext::new(raw, ctx, &th.vars, ent).with_result(&result);
-            let assigned = match &st.assign {
-                Some(a) => Some(render_assign(a, &mut ec)?),
-                None => None,
+            let (assigned, output) = {
+                let mut ec = EvalContext::new(raw, ctx, &th.vars, ent).with_result(&result);
+                let assigned = match &st.assign {
+                    Some(a) => Some(render_assign(a, &mut ec)?),
+                    None => None,
+                };
+                let output = match &st.output {
+                    Some(t) => Some(t.render(&mut ec)?),
+                    None => None,
+                };
+                (assigned, output)
             };
-            let output = match &st.output {
-                Some(t) => t.render(&mut ec)?,
-                None => result.clone(),
-            };
-            return Ok(Produced::Next(next, output, assigned));
+            return Ok(Produced::Next(next, output.unwrap_or(result), assigned));
         }
         let result = match &st.result_selector {
             Some(t) => {
@@ -1302,6 +1398,18 @@ impl Run<'_> {
             }
             None => None,
         };
+        if st.output_path == PathField::Default {
+            // Nothing can fail after ResultPath: build the output in the input itself.
+            let output = match (&st.kind, &st.result_path) {
+                (Kind::Succeed, _) | (_, ResultPathField::Default) => result,
+                (_, ResultPathField::Null) => std::mem::take(raw),
+                (_, ResultPathField::Path(rp)) => {
+                    rp.set_in_place(raw, result)?;
+                    std::mem::take(raw)
+                }
+            };
+            return Ok(Produced::Next(next, output, assigned));
+        }
         let combined = if matches!(st.kind, Kind::Succeed) {
             result
         } else {
@@ -1320,10 +1428,17 @@ impl Run<'_> {
         timeout: Option<u64>,
         heartbeat: Option<u64>,
     ) -> Result<(), StatesError> {
-        let (lambda, target, input) = if resource == LAMBDA_INVOKE
+        let lambda = if resource == LAMBDA_INVOKE
             || resource.starts_with("arn:aws:states:::lambda:invoke")
         {
-            let fname = args
+            Some(LambdaKind::Invoke)
+        } else if resource.starts_with("arn:aws:lambda:") {
+            Some(LambdaKind::Function)
+        } else {
+            None
+        };
+        let target = match lambda {
+            Some(LambdaKind::Invoke) => args
                 .get("FunctionName")
                 .and_then(Value::as_str)
                 .ok_or_else(|| {
@@ -1331,20 +1446,10 @@ impl Run<'_> {
                         "arn:aws:states:::lambda:invoke needs \"FunctionName\" in Parameters/Arguments",
                     )
                 })?
-                .to_owned();
-            let payload = args.get("Payload").cloned().unwrap_or(Value::Null);
-            (Some(LambdaKind::Invoke), fname, payload)
-        } else if resource.starts_with("arn:aws:lambda:") {
-            (
-                Some(LambdaKind::Function),
-                resource.to_owned(),
-                args.clone(),
-            )
-        } else {
-            (None, resource.to_owned(), args.clone())
+                .to_owned(),
+            _ => resource.to_owned(),
         };
         let token = self.token();
-        let (res_type, res_name) = resource_parts(resource);
         match lambda {
             Some(LambdaKind::Function) => {
                 let mut e = self.event(EventType::LambdaFunctionScheduled, th.cursor);
@@ -1352,7 +1457,7 @@ impl Run<'_> {
                     e.lambda_function_scheduled_event_details =
                         Some(Box::new(history::LambdaFunctionScheduledEventDetails {
                             resource: resource.to_owned(),
-                            input: Some(json_text(&input)),
+                            input: Some(json_text(&args)),
                             input_details: Some(history::DataDetails::default()),
                             timeout_in_seconds: timeout,
                         }));
@@ -1366,10 +1471,11 @@ impl Run<'_> {
             _ => {
                 let mut e = self.event(EventType::TaskScheduled, th.cursor);
                 if let Some(e) = e.as_mut() {
+                    let (resource_type, resource) = resource_parts(resource);
                     e.task_scheduled_event_details =
                         Some(Box::new(history::TaskScheduledEventDetails {
-                            resource_type: res_type.clone(),
-                            resource: res_name.clone(),
+                            resource_type,
+                            resource,
                             region: "local".into(),
                             parameters: json_text(&args),
                             timeout_in_seconds: timeout,
@@ -1380,15 +1486,25 @@ impl Run<'_> {
                 th.cursor = self.last_id();
                 let mut e = self.event(EventType::TaskStarted, th.cursor);
                 if let Some(e) = e.as_mut() {
+                    let (resource_type, resource) = resource_parts(resource);
                     e.task_started_event_details = Some(Box::new(history::TaskResourceDetails {
-                        resource_type: res_type,
-                        resource: res_name,
+                        resource_type,
+                        resource,
                     }));
                 }
                 self.push(e);
                 th.cursor = self.last_id();
             }
         }
+        // The handler's input, moved out of the rendered parameters (lambda:invoke sends
+        // only the Payload).
+        let input = match (lambda, args) {
+            (Some(LambdaKind::Invoke), Value::Object(mut m)) => {
+                m.swap_remove("Payload").unwrap_or(Value::Null)
+            }
+            (Some(LambdaKind::Invoke), _) => Value::Null,
+            (_, args) => args,
+        };
         let timeout_token = match timeout {
             Some(t) => {
                 let tt = self.token();
@@ -1412,14 +1528,14 @@ impl Run<'_> {
         th.phase = Phase::Task {
             token,
             timeout_token,
-            effective: th.input.clone(),
             lambda,
         };
         Ok(())
     }
 
     /// Delivers an event to the thread waiting for its token. `Ok(false)`: nobody waits.
-    fn deliver(&mut self, th: &mut Thread, ev: &Event) -> Result<bool, ()> {
+    /// The matching task's output is taken out of `ev` (not copied).
+    fn deliver(&mut self, th: &mut Thread, ev: &mut Event) -> Result<bool, ()> {
         let m = machine_at(self.def, &th.machine);
         let st = &m.states[th.state as usize];
         match &mut th.phase {
@@ -1430,15 +1546,16 @@ impl Run<'_> {
                 ..
             } => {
                 let (token, timeout_token, lambda) = (*token, *timeout_token, *lambda);
-                let (res_type, res_name) = match &st.kind {
+                let resource = || match &st.kind {
                     Kind::Task { resource, .. } => resource_parts(resource),
                     _ => (String::new(), String::new()),
                 };
                 match ev {
                     Event::TaskSucceeded { token: t, output } if *t == token => {
+                        let output = std::mem::take(output);
                         let output = match lambda {
-                            Some(LambdaKind::Invoke) => lambda_envelope(output.clone()),
-                            _ => output.clone(),
+                            Some(LambdaKind::Invoke) => lambda_envelope(output),
+                            _ => output,
                         };
                         let ty = if lambda == Some(LambdaKind::Function) {
                             EventType::LambdaFunctionSucceeded
@@ -1454,6 +1571,7 @@ impl Run<'_> {
                                         output_details: Some(history::DataDetails::default()),
                                     }));
                             } else {
+                                let (res_type, res_name) = resource();
                                 e.task_succeeded_event_details =
                                     Some(Box::new(history::TaskSucceededEventDetails {
                                         resource_type: res_type,
@@ -1468,10 +1586,10 @@ impl Run<'_> {
                         if let Some(tt) = timeout_token {
                             self.step.commands.push(Command::CancelTimer { token: tt });
                         }
-                        let raw = th.input.clone();
                         let p = if let Err(f) = check_size(&output, &st.name) {
                             Produced::Fail(f)
                         } else {
+                            let mut raw = std::mem::take(&mut th.input);
                             let ctx = self.context(th, st);
                             let mut ent = self.entropy.clone();
                             let jsonata = st.query_language == crate::model::QueryLanguage::Jsonata;
@@ -1480,11 +1598,12 @@ impl Run<'_> {
                                 st,
                                 &ctx,
                                 &mut ent,
-                                &raw,
+                                &mut raw,
                                 output,
                                 next_of(st),
                                 jsonata,
                             );
+                            th.input = raw;
                             self.entropy = ent;
                             self.recycle(ctx);
                             match r {
@@ -1523,11 +1642,12 @@ impl Run<'_> {
                         // A retried Map/Parallel starts again without a new Entered event.
                     } else {
                         // Wait state: exit with the effective output.
-                        let raw = th.input.clone();
+                        let mut raw = std::mem::take(&mut th.input);
                         let ctx = self.context(th, st);
                         let mut ent = self.entropy.clone();
                         let jsonata = st.query_language == crate::model::QueryLanguage::Jsonata;
-                        let r = self.wait_output(th, st, &ctx, &mut ent, &raw, jsonata);
+                        let r = self.wait_output(th, st, &ctx, &mut ent, &mut raw, jsonata);
+                        th.input = raw;
                         self.entropy = ent;
                         self.recycle(ctx);
                         let p = match r {
@@ -1555,34 +1675,49 @@ impl Run<'_> {
         }
     }
 
+    /// A Wait state's output. `raw` is lent as in [`Run::finish_state`]: taken only by an
+    /// output that is the whole input.
     fn wait_output(
         &mut self,
         th: &Thread,
         st: &State,
         ctx: &Value,
         ent: &mut SplitMix64,
-        raw: &Value,
+        raw: &mut Value,
         jsonata: bool,
     ) -> Result<Produced, StatesError> {
-        let mut ec = EvalContext::new(raw, ctx, &th.vars, ent);
         if jsonata {
+            let (assigned, out) = {
+                let mut ec = EvalContext::new(raw, ctx, &th.vars, ent);
+                let assigned = match &st.assign {
+                    Some(a) => Some(render_assign(a, &mut ec)?),
+                    None => None,
+                };
+                let out = match &st.output {
+                    Some(t) => Some(t.render(&mut ec)?),
+                    None => None,
+                };
+                (assigned, out)
+            };
+            let out = out.unwrap_or_else(|| std::mem::take(raw));
+            return Ok(Produced::Next(next_of(st), out, assigned));
+        }
+        let (assigned, out) = {
+            let effective = select_path(&st.input_path, raw, ctx, &th.vars, ent)?;
+            let mut ec = EvalContext::new(&effective, ctx, &th.vars, ent);
             let assigned = match &st.assign {
                 Some(a) => Some(render_assign(a, &mut ec)?),
                 None => None,
             };
-            let out = match &st.output {
-                Some(t) => t.render(&mut ec)?,
-                None => raw.clone(),
+            let out = if st.input_path == PathField::Default && st.output_path == PathField::Default
+            {
+                None
+            } else {
+                Some(select_path(&st.output_path, &effective, ctx, &th.vars, ent)?.into_owned())
             };
-            return Ok(Produced::Next(next_of(st), out, assigned));
-        }
-        let effective = select_path(&st.input_path, raw, ctx, &th.vars, ec.entropy)?;
-        let mut ec = EvalContext::new(&effective, ctx, &th.vars, ent);
-        let assigned = match &st.assign {
-            Some(a) => Some(render_assign(a, &mut ec)?),
-            None => None,
+            (assigned, out)
         };
-        let out = select_path(&st.output_path, &effective, ctx, &th.vars, ent)?.into_owned();
+        let out = out.unwrap_or_else(|| std::mem::take(raw));
         Ok(Produced::Next(next_of(st), out, assigned))
     }
 
@@ -1845,7 +1980,7 @@ impl Run<'_> {
         let e = self.event(ty, last);
         self.push(e);
         th.cursor = last;
-        let raw = th.input.clone();
+        let mut raw = std::mem::take(&mut th.input);
         let ctx = self.context(th, st);
         let mut ent = self.entropy.clone();
         let jsonata = st.query_language == crate::model::QueryLanguage::Jsonata;
@@ -1854,11 +1989,12 @@ impl Run<'_> {
             st,
             &ctx,
             &mut ent,
-            &raw,
+            &mut raw,
             Value::Array(results),
             next_of(st),
             jsonata,
         );
+        th.input = raw;
         self.entropy = ent;
         self.recycle(ctx);
         Some(match r {
@@ -1941,7 +2077,7 @@ fn check_size(v: &Value, state: &str) -> Result<(), Failure> {
         Value::String(s) => s.len() < 1024,
         _ => true,
     };
-    if small {
+    if small || serialized_len_at_most(v, MAX_PAYLOAD_BYTES) {
         return Ok(());
     }
     let n = serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0);
@@ -1954,6 +2090,38 @@ fn check_size(v: &Value, state: &str) -> Result<(), Failure> {
         });
     }
     Ok(())
+}
+
+/// Whether `v` certainly serialises to at most `limit` bytes, judged from an upper bound that
+/// costs no allocation (every state output is checked; serialising each one to measure it
+/// was a visible share of a big run). `false` means "maybe larger": measure exactly.
+fn serialized_len_at_most(v: &Value, limit: usize) -> bool {
+    fn take(left: &mut usize, n: usize) -> bool {
+        match left.checked_sub(n) {
+            Some(rest) => {
+                *left = rest;
+                true
+            }
+            None => false,
+        }
+    }
+    fn bound(v: &Value, left: &mut usize) -> bool {
+        match v {
+            Value::Null | Value::Bool(_) => take(left, 5),
+            // An f64 or i64/u64 never prints longer than 24 characters.
+            Value::Number(_) => take(left, 24),
+            // Worst case every byte is escaped as \u00XX.
+            Value::String(s) => take(left, s.len() * 6 + 2),
+            Value::Array(a) => take(left, a.len() + 2) && a.iter().all(|x| bound(x, left)),
+            Value::Object(m) => {
+                take(left, m.len() * 2 + 2)
+                    && m.iter()
+                        .all(|(k, x)| take(left, k.len() * 6 + 2) && bound(x, left))
+            }
+        }
+    }
+    let mut left = limit;
+    bound(v, &mut left)
 }
 
 // Borrows for the default path `$` (the common case): callers that only read the result
@@ -2196,21 +2364,92 @@ fn resource_parts(resource: &str) -> (String, String) {
 /// The response `arn:aws:states:::lambda:invoke` returns (Lambda Invoke API response as Step
 /// Functions serialises it).
 fn lambda_envelope(payload: Value) -> Value {
-    json!({
-        "ExecutedVersion": "$LATEST",
-        "Payload": payload,
-        "SdkHttpMetadata": {
-            "AllHttpHeaders": {
-                "X-Amz-Executed-Version": ["$LATEST"],
-                "Content-Type": ["application/json"],
+    // Built once: `json!` re-serialises every field, for every task result.
+    static ENVELOPE: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+    let template = ENVELOPE.get_or_init(|| {
+        match json!({
+            "ExecutedVersion": "$LATEST",
+            "Payload": null,
+            "SdkHttpMetadata": {
+                "AllHttpHeaders": {
+                    "X-Amz-Executed-Version": ["$LATEST"],
+                    "Content-Type": ["application/json"],
+                },
+                "HttpHeaders": {
+                    "X-Amz-Executed-Version": "$LATEST",
+                    "Content-Type": "application/json",
+                },
+                "HttpStatusCode": 200,
             },
-            "HttpHeaders": {
-                "X-Amz-Executed-Version": "$LATEST",
-                "Content-Type": "application/json",
-            },
-            "HttpStatusCode": 200,
-        },
-        "SdkResponseMetadata": {"RequestId": "00000000-0000-0000-0000-000000000000"},
-        "StatusCode": 200,
-    })
+            "SdkResponseMetadata": {"RequestId": "00000000-0000-0000-0000-000000000000"},
+            "StatusCode": 200,
+        }) {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    });
+    let mut envelope = template.clone();
+    envelope.insert("Payload".into(), payload);
+    Value::Object(envelope)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serialized_length_bound_never_understates() {
+        let samples = [
+            json!(null),
+            json!({"a": "\u{1}\"\\", "b": [1, 2.5, -3e300, true], "ü": {"x": null}}),
+            json!(["x".repeat(100), {"k": "v"}]),
+            json!(u64::MAX),
+        ];
+        for v in samples {
+            let exact = serde_json::to_vec(&v).unwrap().len();
+            assert!(serialized_len_at_most(&v, exact * 6 + 64), "{v}");
+            for limit in 0..exact {
+                assert!(!serialized_len_at_most(&v, limit), "{v} fits {limit}?");
+            }
+        }
+    }
+
+    #[test]
+    fn waiting_tokens_follow_the_task_and_its_timeout() {
+        let def = Definition::parse(
+            r#"{"StartAt":"T","States":{"T":{"Type":"Task","Resource":"arn:aws:lambda:us-east-1:1:function:f","TimeoutSeconds":5,"End":true}}}"#,
+        )
+        .unwrap();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let (mut ex, step) = Execution::start(
+            &def,
+            ExecutionInfo::local("sm", "e"),
+            json!({}),
+            1,
+            now,
+            Options::default(),
+        );
+        let task = step
+            .commands
+            .iter()
+            .find_map(|c| match c {
+                Command::ScheduleTask { token, .. } => Some(*token),
+                _ => None,
+            })
+            .unwrap();
+        let timeout = step
+            .commands
+            .iter()
+            .find_map(|c| match c {
+                Command::StartTimer { token, .. } => Some(*token),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(ex.waiting_tokens(), [task, timeout].into_iter().collect());
+        // The timeout fires: the task is not waited on any more (its late result is stale).
+        ex.handle(&def, Event::TimerFired { token: timeout }, now)
+            .unwrap();
+        assert!(ex.waiting_tokens().is_empty());
+        assert_eq!(ex.status, Status::Failed);
+    }
 }

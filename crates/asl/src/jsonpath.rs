@@ -1099,8 +1099,16 @@ impl ReferencePath {
     /// `States.ResultPathMatchFailure` when a step meets a non-object (or an out-of-range
     /// index), as AWS does.
     pub fn set(&self, mut target: Value, value: Value) -> Result<Value, StatesError> {
+        self.set_in_place(&mut target, value)?;
+        Ok(target)
+    }
+
+    /// [`ReferencePath::set`] on a borrowed target. On failure `target` is untouched: the
+    /// path is checked completely before anything is written.
+    pub fn set_in_place(&self, target: &mut Value, value: Value) -> Result<(), StatesError> {
         if self.path.segments.is_empty() {
-            return Ok(value);
+            *target = value;
+            return Ok(());
         }
         let fail = |t: &Value| {
             StatesError::result_path(format!(
@@ -1111,7 +1119,7 @@ impl ReferencePath {
         };
         // Check first (so the error can show the untouched input), then write.
         {
-            let mut node = &target;
+            let mut node = &*target;
             for seg in &self.path.segments {
                 match (seg, node) {
                     (Segment::Name(n), Value::Object(m)) => match m.get(n) {
@@ -1121,21 +1129,21 @@ impl ReferencePath {
                     (Segment::Index(i), Value::Array(a)) => {
                         match resolve_index(*i, a.len()).and_then(|u| a.get(u)) {
                             Some(child) => node = child,
-                            None => return Err(fail(&target)),
+                            None => return Err(fail(target)),
                         }
                     }
-                    _ => return Err(fail(&target)),
+                    _ => return Err(fail(target)),
                 }
             }
         }
-        let mut node = &mut target;
+        let mut node = target;
         let last = self.path.segments.len() - 1;
         for (i, seg) in self.path.segments.iter().enumerate() {
             node = match (seg, node) {
                 (Segment::Name(n), Value::Object(m)) => {
                     if i == last {
                         m.insert(n.clone(), value);
-                        return Ok(target);
+                        return Ok(());
                     }
                     m.entry(n.clone())
                         .or_insert_with(|| Value::Object(Default::default()))
@@ -1150,7 +1158,7 @@ impl ReferencePath {
                     };
                     if i == last {
                         *slot = value;
-                        return Ok(target);
+                        return Ok(());
                     }
                     slot
                 }
@@ -1162,6 +1170,6 @@ impl ReferencePath {
                 }
             };
         }
-        Ok(target)
+        Ok(())
     }
 }

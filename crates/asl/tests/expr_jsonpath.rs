@@ -196,6 +196,31 @@ fn result_path_merges_like_aws() {
 }
 
 #[test]
+fn result_path_in_place_leaves_the_input_untouched_on_failure() {
+    // The interpreter builds a state's output inside its input; a failed ResultPath must
+    // leave that input as it was, for Retry and Catch.
+    for (path, input) in [
+        ("$.a.b", json!({"a": "str", "keep": [1, 2]})),
+        ("$.l[5].x", json!({"l": [0, 1]})),
+        ("$.r", json!("scalar")),
+    ] {
+        let mut target = input.clone();
+        let err = ReferencePath::parse(path)
+            .unwrap()
+            .set_in_place(&mut target, json!({"result": 1}))
+            .unwrap_err();
+        assert_eq!(err.error, "States.ResultPathMatchFailure", "{path}");
+        assert_eq!(target, input, "{path}");
+    }
+    let mut target = json!({"a": {"b": 1}});
+    ReferencePath::parse("$.a.c")
+        .unwrap()
+        .set_in_place(&mut target, json!(2))
+        .unwrap();
+    assert_eq!(target, json!({"a": {"b": 1, "c": 2}}));
+}
+
+#[test]
 fn reference_paths_reject_indefinite_forms() {
     for bad in [
         "$.a[*]",

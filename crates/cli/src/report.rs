@@ -36,22 +36,25 @@ pub struct LiveProgress {
     /// Executions seen per workflow and outcome, for the one-line tally of big runs.
     pub tally: BTreeMap<String, BTreeMap<String, u64>>,
     per_execution: bool,
+    visible: bool,
 }
 
 impl LiveProgress {
     /// `per_execution`: one line per execution (the demo); otherwise one line per workflow.
     /// Draws nothing when stderr is not a terminal or `quiet`.
     pub fn new(per_execution: bool, quiet: bool) -> Self {
-        let target = if quiet || !std::io::stderr().is_terminal() {
-            ProgressDrawTarget::hidden()
-        } else {
+        let visible = !quiet && std::io::stderr().is_terminal();
+        let target = if visible {
             ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
         };
         Self {
             multi: MultiProgress::with_draw_target(target),
             bars: HashMap::new(),
             tally: BTreeMap::new(),
             per_execution,
+            visible,
         }
     }
 
@@ -133,6 +136,12 @@ impl LiveProgress {
 
 /// Drives the fleet until idle, feeding every committed history event to `progress`.
 pub async fn drive(fleet: &LocalFleet, progress: &mut LiveProgress) -> anyhow::Result<()> {
+    if !progress.visible {
+        // Nothing to draw: without a subscriber the engine skips building history events
+        // (the store rebuilds them on request), which is most of a big run's cost.
+        fleet.run_until_idle().await?;
+        return Ok(());
+    }
     let mut events = fleet.engine.subscribe();
     let run = fleet.run_until_idle();
     tokio::pin!(run);

@@ -3,9 +3,12 @@
 //! [`Engine`] owns a SQLite store (file or in-memory), a [`clock::Clock`] and a registry of
 //! [`TaskHandler`]s keyed by resource ARN. It feeds the pure decider from `asl::interp` with
 //! events (task results, fired timers, stop requests), persists every decider step as ONE
-//! transaction (the step's input event, the history events it produced, pending-command
-//! changes) *before* acting on it, then performs the step's commands: dispatching tasks to
-//! handlers (concurrently, on tokio) and arming timers.
+//! transaction (the step's input event and its pending-command changes) *before* acting on
+//! it, then performs the step's commands: dispatching tasks to handlers (concurrently, on
+//! tokio) and arming timers.
+//! - History is not stored: it is a deterministic function of the execution's start and input
+//!   log, rebuilt by replay for [`Engine::history`]; the decider builds events live only while
+//!   someone is subscribed ([`Engine::subscribe`]).
 //!
 //! - Crash safety: on [`Engine::open`] every `RUNNING` execution is rebuilt by replaying its
 //!   input log through the (deterministic) decider; in-flight tasks are dispatched again
@@ -38,6 +41,7 @@
 //! ```
 
 mod store;
+mod writer;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
@@ -56,7 +60,8 @@ use tokio::task::JoinSet;
 
 pub use asl::interp::Status;
 
-use store::{NewExecution, Pending, StepRecord, Store};
+use store::{NewExecution, Outcome, StepRecord, Store};
+use writer::StoreThread;
 
 /// Errors of the engine API. Task failures are not errors here: they are execution events.
 #[derive(Debug, thiserror::Error)]
@@ -198,7 +203,7 @@ pub struct Engine {
 
 struct Inner {
     clock: Arc<dyn Clock>,
-    store: Mutex<Store>,
+    store: StoreThread,
     handlers: RwLock<HashMap<String, Arc<dyn TaskHandler>>>,
     rt: Mutex<Runtime>,
     progress: broadcast::Sender<Progress>,
@@ -264,9 +269,8 @@ impl Runtime {
                 self.timers.remove(&(at, arn.to_owned(), token));
             }
         }
-        if self.dispatch.iter().any(|(a, _)| a == arn) {
-            self.dispatch.retain(|(a, _)| a != arn);
-        }
+        // Its tasks still queued in `dispatch` are skipped when the queue is drained (a scan
+        // here would cost the whole queue for every execution that ends).
     }
 }
 
@@ -298,12 +302,14 @@ impl Engine {
     pub fn open(config: EngineConfig) -> Result<Engine, EngineError> {
         let store = Store::open(config.store.as_deref())?;
         let (tx, _) = broadcast::channel(4096);
+        let mut runtime = Runtime::default();
+        resume(&store, &mut runtime, config.clock.as_ref())?;
         let engine = Engine {
             inner: Arc::new(Inner {
                 clock: config.clock,
-                store: Mutex::new(store),
+                store: StoreThread::spawn(store)?,
                 handlers: RwLock::new(HashMap::new()),
-                rt: Mutex::new(Runtime::default()),
+                rt: Mutex::new(runtime),
                 progress: tx,
                 driver: tokio::sync::Mutex::new(()),
                 defs: Mutex::new(HashMap::new()),
@@ -311,7 +317,6 @@ impl Engine {
                 grouping: std::sync::atomic::AtomicBool::new(false),
             }),
         };
-        engine.resume()?;
         Ok(engine)
     }
 
@@ -320,58 +325,10 @@ impl Engine {
         self.inner.clock.clone()
     }
 
-    fn resume(&self) -> Result<(), EngineError> {
-        let store = lock(&self.inner.store);
-        let running = store.executions(Some("RUNNING"))?;
-        let mut rt = lock(&self.inner.rt);
-        // A virtual clock restarts at its configured time: move it to the latest persisted
-        // instant so resumed history never goes back in time (a no-op on a real clock).
-        if let Some(latest) = store.latest_time()? {
-            self.inner.clock.advance_to(latest);
-        }
-        for row in running {
-            let text = store.definition_of(&row.arn)?;
-            let def = match Definition::parse(&text) {
-                Ok(d) => d,
-                Err(error) => {
-                    // One unloadable execution (e.g. validation got stricter since it started)
-                    // must not keep the engine from opening: it stays RUNNING, untouched.
-                    tracing::error!(execution = %row.arn, %error, "cannot resume execution");
-                    continue;
-                }
-            };
-            let info = ExecutionInfo::local(&row.state_machine, &row.name);
-            let (mut exec, _) = Execution::start(
-                &def,
-                info,
-                row.input.clone(),
-                row.seed,
-                store::from_nanos(row.start_nanos),
-                Options::default(),
-            );
-            let inputs = store.inputs(&row.arn)?;
-            let seq = inputs.len() as i64;
-            for (now, ev) in inputs {
-                // Replaying logged events reproduces the state; their effects are already
-                // persisted (history, pending), so the produced steps are dropped.
-                let _ = exec.handle(&def, ev, now);
-            }
-            for p in store.pending(&row.arn)? {
-                match p {
-                    Pending::Task(cmd) => rt.dispatch.push_back((row.arn.clone(), cmd)),
-                    Pending::Timer { token, fire_at } => rt.arm(&row.arn, token, fire_at),
-                }
-            }
-            rt.live.insert(
-                row.arn.clone(),
-                Live {
-                    def: Arc::new(def),
-                    exec,
-                    seq,
-                },
-            );
-        }
-        Ok(())
+    /// Whether anybody reads history events as they happen. When nobody does, the decider
+    /// skips building them: history is rebuilt by replay when asked for ([`Engine::history`]).
+    fn recording(&self) -> bool {
+        self.inner.progress.receiver_count() > 0
     }
 
     /// Registers the handler for a resource ARN (or a bare Lambda function name).
@@ -409,9 +366,15 @@ impl Engine {
             source,
         })?;
         let stored_as = {
-            let store = lock(&self.inner.store);
-            store.put_state_machine(name, definition, self.inner.clock.now())?;
-            store.definition_ref(definition)?
+            let (name, definition, now) = (
+                name.to_owned(),
+                definition.to_owned(),
+                self.inner.clock.now(),
+            );
+            self.inner.store.call(move |store| {
+                store.put_state_machine(&name, &definition, now)?;
+                store.definition_ref(&definition)
+            })?
         };
         lock(&self.inner.defs).insert(
             name.to_owned(),
@@ -428,12 +391,14 @@ impl Engine {
             return Ok(c.clone());
         }
         let (text, stored_as) = {
-            let store = lock(&self.inner.store);
-            let text = store
-                .state_machine(state_machine)?
-                .ok_or_else(|| EngineError::NoStateMachine(state_machine.to_owned()))?;
-            let stored_as = store.definition_ref(&text)?;
-            (text, stored_as)
+            let name = state_machine.to_owned();
+            self.inner.store.call(move |store| {
+                let text = store
+                    .state_machine(&name)?
+                    .ok_or(EngineError::NoStateMachine(name))?;
+                let stored_as = store.definition_ref(&text)?;
+                Ok((text, stored_as))
+            })?
         };
         let def = Definition::parse(&text).map_err(|source| EngineError::Definition {
             name: state_machine.to_owned(),
@@ -449,7 +414,7 @@ impl Engine {
 
     /// Names of the stored state machines.
     pub fn state_machines(&self) -> Result<Vec<String>, EngineError> {
-        lock(&self.inner.store).state_machines()
+        self.inner.store.call(|store| store.state_machines())
     }
 
     /// Starts an execution of a stored state machine; returns its ARN. The first decider step
@@ -506,30 +471,35 @@ impl Engine {
         };
         let info = ExecutionInfo::local(state_machine, &name);
         let arn = info.execution_arn.clone();
-        if lock(&self.inner.rt).live.contains_key(&arn)
-            || lock(&self.inner.store).execution_exists(&arn)?
-        {
+        if lock(&self.inner.rt).live.contains_key(&arn) || {
+            let arn = arn.clone();
+            self.inner
+                .store
+                .call(move |store| store.execution_exists(&arn))?
+        } {
             return Err(EngineError::ExecutionExists(arn));
         }
         let seed = seed_of(&arn);
         let input_text = serde_json::to_string(&input)
             .map_err(|e| EngineError::Store(format!("execution input: {e}")))?;
-        let (exec, step) = Execution::start(&def, info, input, seed, now, Options::default());
-        lock(&self.inner.store).commit_step(
-            &StepRecord {
-                arn: &arn,
+        let options = Options {
+            record_history: self.recording(),
+            ..Options::default()
+        };
+        let (exec, step) = Execution::start(&def, info, input, seed, now, options);
+        self.inner.store.write(
+            StepRecord {
+                arn: arn.clone(),
                 now,
                 new_execution: Some(NewExecution {
-                    name: &name,
-                    state_machine,
-                    definition: &cached.stored_as,
-                    input: &input_text,
+                    name,
+                    state_machine: state_machine.to_owned(),
+                    definition: cached.stored_as.clone(),
+                    input: input_text,
                     seed,
                 }),
                 input: None,
-                consumed: None,
-                history: &step.history,
-                commands: &step.commands,
+                outcome: Outcome::of(&step.commands),
             },
             durable,
         )?;
@@ -541,7 +511,7 @@ impl Engine {
 
     /// Opens a group commit: the following steps commit together at [`Engine::flush`].
     fn begin_group(&self) -> Result<(), EngineError> {
-        lock(&self.inner.store).begin_group()?;
+        self.inner.store.begin_group()?;
         self.inner
             .grouping
             .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -558,7 +528,7 @@ impl Engine {
         {
             return Ok(());
         }
-        lock(&self.inner.store).end_group()?;
+        self.inner.store.end_group()?;
         self.inner
             .grouping
             .store(false, std::sync::atomic::Ordering::SeqCst);
@@ -606,44 +576,43 @@ impl Engine {
     /// Applies one event to one execution: decide, commit, then act.
     fn apply(&self, arn: &str, event: Event, durable: bool) -> Result<(), EngineError> {
         let now = self.inner.clock.now();
-        let consumed = match &event {
-            Event::TaskSucceeded { token, .. }
-            | Event::TaskFailed { token, .. }
-            | Event::TimerFired { token } => Some(*token),
-            Event::Abort { .. } => None,
-        };
         let mut rt = lock(&self.inner.rt);
         let Some(live) = rt.live.get_mut(arn) else {
-            if let Some(t) = consumed {
-                lock(&self.inner.store).drop_pending(arn, t)?;
-            }
+            // The execution ended meanwhile: nothing waits for this event.
             return Ok(());
         };
         let def = live.def.clone();
         // Serialised before the decider consumes the event (no clone of a task's output).
         let logged = serde_json::to_string(&event)
             .map_err(|e| EngineError::Store(format!("execution {arn}: event: {e}")))?;
+        live.exec.set_record_history(self.recording());
         let step = match live.exec.handle(&def, event, now) {
             Ok(s) => s,
-            Err(DecideError::UnknownToken(t)) => {
+            Err(DecideError::UnknownToken(_)) => {
                 // A stale token (task finished after its timeout, aborted iteration): no
                 // state change, nothing to log.
-                lock(&self.inner.store).drop_pending(arn, t)?;
                 return Ok(());
             }
             Err(DecideError::NotRunning(_)) => return Err(EngineError::NotRunning(arn.to_owned())),
         };
         live.seq += 1;
         let seq = live.seq;
-        lock(&self.inner.store).commit_step(
-            &StepRecord {
-                arn,
+        if !durable
+            && !self
+                .inner
+                .grouping
+                .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            // Committed at the next flush, before anything this step schedules runs.
+            self.begin_group()?;
+        }
+        self.inner.store.write(
+            StepRecord {
+                arn: arn.to_owned(),
                 now,
                 new_execution: None,
-                input: Some((seq, &logged)),
-                consumed,
-                history: &step.history,
-                commands: &step.commands,
+                input: Some((seq, logged)),
+                outcome: Outcome::of(&step.commands),
             },
             durable,
         )?;
@@ -706,7 +675,15 @@ impl Engine {
                 }
             }
             // Dispatch scheduled tasks.
-            let to_run: Vec<(String, Command)> = lock(&self.inner.rt).dispatch.drain(..).collect();
+            let to_run: Vec<(String, Command)> = {
+                let mut rt = lock(&self.inner.rt);
+                let queued = std::mem::take(&mut rt.dispatch);
+                // Tasks of executions that ended in the same round are not run.
+                queued
+                    .into_iter()
+                    .filter(|(arn, _)| rt.live.contains_key(arn))
+                    .collect()
+            };
             for (arn, cmd) in to_run {
                 let Command::ScheduleTask {
                     token,
@@ -859,8 +836,11 @@ impl Engine {
 
     /// DescribeExecution.
     pub fn describe(&self, arn: &str) -> Result<ExecutionSummary, EngineError> {
-        let row = lock(&self.inner.store)
-            .execution(arn)?
+        let key = arn.to_owned();
+        let row = self
+            .inner
+            .store
+            .call(move |store| store.execution(&key))?
             .ok_or_else(|| EngineError::NoExecution(arn.to_owned()))?;
         Ok(summary(row))
     }
@@ -870,24 +850,142 @@ impl Engine {
         &self,
         status: Option<Status>,
     ) -> Result<Vec<ExecutionSummary>, EngineError> {
-        let rows = lock(&self.inner.store).executions(status.map(Status::as_str))?;
+        let rows = self
+            .inner
+            .store
+            .call(move |store| store.executions(status.map(Status::as_str)))?;
         Ok(rows.into_iter().map(summary).collect())
     }
 
-    /// GetExecutionHistory (all events, oldest first).
+    /// GetExecutionHistory (all events, oldest first), rebuilt by replaying the execution's
+    /// input log through the deterministic decider: the log is the record, history is a view
+    /// of it (storing both would write every state's input and output twice per step).
     pub fn history(&self, arn: &str) -> Result<Vec<HistoryEvent>, EngineError> {
-        let store = lock(&self.inner.store);
-        if store.execution(arn)?.is_none() {
-            return Err(EngineError::NoExecution(arn.to_owned()));
-        }
-        store.history(arn)
+        let arn = arn.to_owned();
+        self.inner.store.call(move |store| {
+            let row = store
+                .execution(&arn)?
+                .ok_or_else(|| EngineError::NoExecution(arn.clone()))?;
+            Ok(replay(store, &row, true)?.history)
+        })
     }
 
     /// Every history event as it is committed, for live displays. Slow receivers may lag
-    /// (tokio broadcast semantics); the store has the full history.
+    /// (tokio broadcast semantics); [`Engine::history`] has the full history.
     pub fn subscribe(&self) -> broadcast::Receiver<Progress> {
         self.inner.progress.subscribe()
     }
+}
+
+/// Rebuilds every `RUNNING` execution (before the store moves to its thread): the decider
+/// state, the tasks to dispatch again and the timers to re-arm.
+fn resume(store: &Store, rt: &mut Runtime, clock: &dyn Clock) -> Result<(), EngineError> {
+    let running = store.executions(Some("RUNNING"))?;
+    // A virtual clock restarts at its configured time: move it to the latest persisted
+    // instant so resumed history never goes back in time (a no-op on a real clock).
+    if let Some(latest) = store.latest_time()? {
+        clock.advance_to(latest);
+    }
+    for row in running {
+        let replayed = match replay(store, &row, false) {
+            Ok(r) => r,
+            Err(error) => {
+                // One unloadable execution (e.g. validation got stricter since it started)
+                // must not keep the engine from opening: it stays RUNNING, untouched.
+                tracing::error!(execution = %row.arn, %error, "cannot resume execution");
+                continue;
+            }
+        };
+        for command in replayed.pending {
+            match command {
+                Command::StartTimer { token, fire_at } => rt.arm(&row.arn, token, fire_at),
+                task => rt.dispatch.push_back((row.arn.clone(), task)),
+            }
+        }
+        rt.live.insert(
+            row.arn.clone(),
+            Live {
+                def: Arc::new(replayed.def),
+                exec: replayed.exec,
+                seq: replayed.seq,
+            },
+        );
+    }
+    Ok(())
+}
+
+/// An execution rebuilt from its start and its input log.
+struct Replayed {
+    def: Definition,
+    exec: Execution,
+    /// Every history event so far (empty unless asked to record).
+    history: Vec<HistoryEvent>,
+    /// What the execution waits on: the tasks to dispatch (again) and the timers to arm,
+    /// from the commands that scheduled them.
+    pending: Vec<Command>,
+    /// Number of logged input events.
+    seq: i64,
+}
+
+/// Rebuilds an execution's decider state (and, with `record`, its history) by replaying its
+/// input log: the one implementation of "what happened", used to resume after a crash and to
+/// answer GetExecutionHistory. The log is the only record: pending tasks and timers are the
+/// commands of the replayed steps that the execution still waits on.
+fn replay(store: &Store, row: &store::ExecutionRow, record: bool) -> Result<Replayed, EngineError> {
+    let text = store.definition_of(&row.arn)?;
+    let def = Definition::parse(&text).map_err(|source| EngineError::Definition {
+        name: row.state_machine.clone(),
+        source,
+    })?;
+    let info = ExecutionInfo::local(&row.state_machine, &row.name);
+    let options = Options {
+        record_history: record,
+        ..Options::default()
+    };
+    let (mut exec, step) = Execution::start(
+        &def,
+        info,
+        row.input.clone(),
+        row.seed,
+        store::from_nanos(row.start_nanos),
+        options,
+    );
+    let mut history = step.history;
+    // The latest command per token; `waiting_tokens` below says which still matter.
+    let mut commands: BTreeMap<u64, Command> = BTreeMap::new();
+    let mut collect = |produced: Vec<Command>| {
+        for command in produced {
+            match &command {
+                Command::ScheduleTask { token, .. } | Command::StartTimer { token, .. } => {
+                    commands.insert(*token, command);
+                }
+                Command::CancelTimer { .. } | Command::Complete { .. } => {}
+            }
+        }
+    };
+    collect(step.commands);
+    let inputs = store.inputs(&row.arn)?;
+    let seq = inputs.len() as i64;
+    for (now, event) in inputs {
+        // Only events that changed the state were logged, so each one applies again.
+        if let Ok(mut step) = exec.handle(&def, event, now) {
+            history.append(&mut step.history);
+            collect(step.commands);
+        }
+    }
+    let waiting = exec.waiting_tokens();
+    let pending = commands
+        .into_iter()
+        .filter(|(token, _)| waiting.contains(token))
+        .map(|(_, command)| command)
+        .collect();
+    Ok(Replayed {
+        def,
+        exec,
+        history,
+        pending,
+        seq,
+    })
 }
 
 fn summary(row: store::ExecutionRow) -> ExecutionSummary {

@@ -1,17 +1,20 @@
-//! The SQLite store: state machines, executions, the decider's input log, history and
-//! pending commands. The engine is its only user.
+//! The SQLite store: state machines, executions and the decider's input log. The engine is
+//! its only user.
 //!
 //! Durability model (event sourcing, as Temporal does it): the decider is deterministic, so an
 //! execution's state is its start (input, time, seed) plus the ordered list of events it was
 //! given (with the time of each). Every step is ONE transaction that appends the step's input
-//! event, the history events it produced, and the pending-command changes; on restart the
-//! engine replays the log to rebuild the decider state, re-dispatches pending tasks (handlers
-//! are idempotent) and re-arms pending timers from their persisted deadlines.
+//! event (and, when the execution ends, its outcome); on restart the engine replays the log to
+//! rebuild the decider state, and the replayed steps' commands that the execution still waits
+//! on are its pending work: tasks to dispatch again (handlers are idempotent) and timers to
+//! re-arm at their original deadlines. History events are not stored either: replaying
+//! rebuilds them exactly (see `Engine::history`). So a step writes one small row, instead of
+//! the state's input and output again in history rows and its commands in a pending table.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use asl::history::HistoryEvent;
 use asl::interp::Event;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
@@ -21,8 +24,15 @@ use crate::EngineError;
 /// Prefix of an interned definition reference; a JSON definition cannot start with `#`.
 const DEFINITION_REF: &str = "#definition:";
 
+/// The layout of the tables below (`PRAGMA user_version`); a store in another format is
+/// refused with an explanation instead of being misread.
+const STORE_FORMAT: i64 = 2;
+
 pub(crate) struct Store {
     conn: Connection,
+    // Execution ARN -> row id, for the input log's integer key (filled as executions are
+    // written or looked up; cleared when a group rolls back).
+    ids: HashMap<String, i64>,
     // A group commit is open: steps are savepoints inside one outer transaction that
     // `end_group` commits (see `Engine::flush`).
     group: bool,
@@ -42,13 +52,6 @@ pub(crate) struct ExecutionRow {
     pub start_nanos: i64,
     pub stop_nanos: Option<i64>,
     pub seed: u64,
-}
-
-/// A pending command row: a task to (re-)dispatch or a timer to (re-)arm.
-#[derive(Clone, Debug)]
-pub(crate) enum Pending {
-    Task(asl::interp::Command),
-    Timer { token: u64, fire_at: SystemTime },
 }
 
 pub(crate) fn to_nanos(t: SystemTime) -> i64 {
@@ -83,12 +86,36 @@ impl Store {
             }
             None => Connection::open_in_memory().map_err(sql)?,
         };
+        let where_ = || match path {
+            Some(p) => p.display().to_string(),
+            None => "the in-memory store".to_string(),
+        };
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(sql)?;
+        let has_tables: bool = conn
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE name = 'executions')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(sql)?;
+        if has_tables && version != STORE_FORMAT {
+            return Err(EngineError::Store(format!(
+                "{} holds executions in store format {version}, this fleetprep reads format \
+                 {STORE_FORMAT}; finish or discard those executions with the fleetprep that \
+                 wrote them, or use another store file",
+                where_()
+            )));
+        }
         // WAL + synchronous=NORMAL: a committed step survives a process kill (the WAL is
-        // written before commit returns); only an OS crash could lose the last steps.
+        // written before commit returns); only an OS crash could lose the last steps. A 32 MiB
+        // page cache keeps the input log's index hot while 10,000 executions append to it.
         conn.execute_batch(
             "PRAGMA journal_mode=WAL;
              PRAGMA synchronous=NORMAL;
              PRAGMA foreign_keys=ON;
+             PRAGMA cache_size=-32768;
              PRAGMA wal_autocheckpoint=10000;
              PRAGMA journal_size_limit=67108864;
              CREATE TABLE IF NOT EXISTS state_machines (
@@ -97,7 +124,8 @@ impl Store {
                  created_nanos INTEGER NOT NULL
              );
              CREATE TABLE IF NOT EXISTS executions (
-                 arn TEXT PRIMARY KEY,
+                 id INTEGER PRIMARY KEY,
+                 arn TEXT NOT NULL UNIQUE,
                  name TEXT NOT NULL,
                  state_machine TEXT NOT NULL,
                  definition TEXT NOT NULL,
@@ -110,34 +138,28 @@ impl Store {
                  stop_nanos INTEGER,
                  seed INTEGER NOT NULL
              );
+             -- Appended in rowid order; the index holds only integers, so it stays small
+             -- and cached however many executions interleave their steps.
              CREATE TABLE IF NOT EXISTS inputs (
-                 execution TEXT NOT NULL,
+                 execution INTEGER NOT NULL, -- executions.id
                  seq INTEGER NOT NULL,
                  now_nanos INTEGER NOT NULL,
-                 event TEXT NOT NULL,
-                 PRIMARY KEY (execution, seq)
+                 event TEXT NOT NULL
              );
-             CREATE TABLE IF NOT EXISTS history (
-                 execution TEXT NOT NULL,
-                 id INTEGER NOT NULL,
-                 event TEXT NOT NULL,
-                 PRIMARY KEY (execution, id)
-             );
+             CREATE UNIQUE INDEX IF NOT EXISTS inputs_by_execution ON inputs(execution, seq);
              CREATE TABLE IF NOT EXISTS definitions (
                  id INTEGER PRIMARY KEY,
                  definition TEXT NOT NULL UNIQUE
-             );
-             CREATE TABLE IF NOT EXISTS pending (
-                 execution TEXT NOT NULL,
-                 token INTEGER NOT NULL,
-                 kind TEXT NOT NULL,
-                 fire_nanos INTEGER,
-                 command TEXT,
-                 PRIMARY KEY (execution, token)
              );",
         )
         .map_err(sql)?;
-        Ok(Store { conn, group: false })
+        conn.execute_batch(&format!("PRAGMA user_version={STORE_FORMAT}"))
+            .map_err(sql)?;
+        Ok(Store {
+            conn,
+            group: false,
+            ids: HashMap::new(),
+        })
     }
 
     pub(crate) fn put_state_machine(
@@ -296,7 +318,10 @@ impl Store {
     pub(crate) fn inputs(&self, arn: &str) -> Result<Vec<(SystemTime, Event)>, EngineError> {
         let mut st = self
             .conn
-            .prepare("SELECT now_nanos, event FROM inputs WHERE execution = ?1 ORDER BY seq")
+            .prepare(
+                "SELECT now_nanos, event FROM inputs
+                 WHERE execution = (SELECT id FROM executions WHERE arn = ?1) ORDER BY seq",
+            )
             .map_err(sql)?;
         let rows = st
             .query_map(params![arn], |r| {
@@ -311,51 +336,6 @@ impl Store {
         Ok(out)
     }
 
-    pub(crate) fn history(&self, arn: &str) -> Result<Vec<HistoryEvent>, EngineError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT event FROM history WHERE execution = ?1 ORDER BY id")
-            .map_err(sql)?;
-        let rows = st
-            .query_map(params![arn], |r| r.get::<_, String>(0))
-            .map_err(sql)?;
-        let mut out = Vec::new();
-        for row in rows {
-            out.push(serde_json::from_str(&row.map_err(sql)?).map_err(js)?);
-        }
-        Ok(out)
-    }
-
-    pub(crate) fn pending(&self, arn: &str) -> Result<Vec<Pending>, EngineError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT token, kind, fire_nanos, command FROM pending WHERE execution = ?1 ORDER BY token")
-            .map_err(sql)?;
-        let rows = st
-            .query_map(params![arn], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<i64>>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                ))
-            })
-            .map_err(sql)?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (token, kind, fire, cmd) = row.map_err(sql)?;
-            if kind == "timer" {
-                out.push(Pending::Timer {
-                    token: token as u64,
-                    fire_at: from_nanos(fire.unwrap_or(0)),
-                });
-            } else if let Some(c) = cmd {
-                out.push(Pending::Task(serde_json::from_str(&c).map_err(js)?));
-            }
-        }
-        Ok(out)
-    }
-
     /// Persists one decider step atomically: its own transaction, or part of the open group
     /// commit. A step that fails to write inside a group rolls the whole group back (a
     /// savepoint per step would cost a sub-journal write per page): none of the group's steps
@@ -363,12 +343,13 @@ impl Store {
     /// group right after the step (for callers that promise the step is on disk on return).
     pub(crate) fn commit_step(
         &mut self,
-        step: &StepRecord<'_>,
+        step: &StepRecord,
         durable: bool,
     ) -> Result<(), EngineError> {
         if self.group {
-            if let Err(e) = write_step(&self.conn, step) {
+            if let Err(e) = write_step(&self.conn, &mut self.ids, step) {
                 self.group = false;
+                self.ids.clear();
                 let _ = self.conn.execute_batch("ROLLBACK");
                 return Err(e);
             }
@@ -378,7 +359,10 @@ impl Store {
             Ok(())
         } else {
             let tx = self.conn.transaction().map_err(sql)?;
-            write_step(&tx, step)?;
+            if let Err(e) = write_step(&tx, &mut self.ids, step) {
+                self.ids.clear();
+                return Err(e);
+            }
             tx.commit().map_err(sql)
         }
     }
@@ -400,41 +384,62 @@ impl Store {
         }
         Ok(())
     }
-
-    /// Forgets a pending row that no longer matters (a stale timer or task token).
-    pub(crate) fn drop_pending(&self, arn: &str, token: u64) -> Result<(), EngineError> {
-        self.conn
-            .execute(
-                "DELETE FROM pending WHERE execution = ?1 AND token = ?2",
-                params![arn, token as i64],
-            )
-            .map_err(sql)?;
-        Ok(())
-    }
 }
 
-pub(crate) struct NewExecution<'a> {
-    pub name: &'a str,
-    pub state_machine: &'a str,
-    pub definition: &'a str,
+pub(crate) struct NewExecution {
+    pub name: String,
+    pub state_machine: String,
+    /// The stored definition's reference (see [`Store::definition_ref`]).
+    pub definition: std::sync::Arc<str>,
     /// The input, as JSON text.
-    pub input: &'a str,
+    pub input: String,
     pub seed: u64,
 }
 
-pub(crate) struct StepRecord<'a> {
-    pub arn: &'a str,
+/// How an execution ended (from the decider's `Complete` command).
+pub(crate) struct Outcome {
+    pub status: asl::interp::Status,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    pub cause: Option<String>,
+}
+
+/// One decider step, owned, so it can be handed to the store thread.
+pub(crate) struct StepRecord {
+    pub arn: String,
     pub now: SystemTime,
-    pub new_execution: Option<NewExecution<'a>>,
+    pub new_execution: Option<NewExecution>,
     /// The step's input event (sequence number, JSON text).
-    pub input: Option<(i64, &'a str)>,
-    pub consumed: Option<u64>,
-    pub history: &'a [HistoryEvent],
-    pub commands: &'a [asl::interp::Command],
+    pub input: Option<(i64, String)>,
+    pub outcome: Option<Outcome>,
+}
+
+impl Outcome {
+    /// The outcome among a step's commands, if the step ended the execution.
+    pub(crate) fn of(commands: &[asl::interp::Command]) -> Option<Outcome> {
+        commands.iter().find_map(|c| match c {
+            asl::interp::Command::Complete {
+                status,
+                output,
+                error,
+                cause,
+            } => Some(Outcome {
+                status: *status,
+                output: output.clone(),
+                error: error.clone(),
+                cause: cause.clone(),
+            }),
+            _ => None,
+        })
+    }
 }
 
 /// Writes one step's rows with cached statements (the caller owns the transaction).
-fn write_step(tx: &Connection, step: &StepRecord<'_>) -> Result<(), EngineError> {
+fn write_step(
+    tx: &Connection,
+    ids: &mut HashMap<String, i64>,
+    step: &StepRecord,
+) -> Result<(), EngineError> {
     {
         if let Some(new) = &step.new_execution {
             tx.prepare_cached("INSERT INTO executions(arn, name, state_machine, definition, status, input, start_nanos, seed)
@@ -447,64 +452,35 @@ fn write_step(tx: &Connection, step: &StepRecord<'_>) -> Result<(), EngineError>
                         to_nanos(step.now),
                         new.seed as i64
                     ]).map_err(sql)?;
+            ids.insert(step.arn.clone(), tx.last_insert_rowid());
         }
-        if let Some((seq, ev)) = step.input {
+        if let Some((seq, ev)) = &step.input {
+            let id = match ids.get(&step.arn) {
+                Some(id) => *id,
+                None => {
+                    let id: i64 = tx
+                        .prepare_cached("SELECT id FROM executions WHERE arn = ?1")
+                        .map_err(sql)?
+                        .query_row(params![step.arn], |r| r.get(0))
+                        .map_err(sql)?;
+                    ids.insert(step.arn.clone(), id);
+                    id
+                }
+            };
             tx.prepare_cached(
                 "INSERT INTO inputs(execution, seq, now_nanos, event) VALUES (?1, ?2, ?3, ?4)",
             )
             .map_err(sql)?
-            .execute(params![step.arn, seq, to_nanos(step.now), ev])
+            .execute(params![id, seq, to_nanos(step.now), ev])
             .map_err(sql)?;
         }
-        if let Some(t) = step.consumed {
-            tx.prepare_cached("DELETE FROM pending WHERE execution = ?1 AND token = ?2")
-                .map_err(sql)?
-                .execute(params![step.arn, t as i64])
-                .map_err(sql)?;
-        }
-        let mut ins = tx
-            .prepare_cached("INSERT INTO history(execution, id, event) VALUES (?1, ?2, ?3)")
-            .map_err(sql)?;
-        for e in step.history {
-            ins.execute(params![
-                step.arn,
-                e.id,
-                serde_json::to_string(e).map_err(js)?
-            ])
-            .map_err(sql)?;
-        }
-        for c in step.commands {
-            use asl::interp::Command as C;
-            match c {
-                C::ScheduleTask { token, .. } => {
-                    tx.prepare_cached("INSERT OR REPLACE INTO pending(execution, token, kind, command) VALUES (?1, ?2, 'task', ?3)").map_err(sql)?.execute(params![step.arn, *token as i64, serde_json::to_string(c).map_err(js)?]).map_err(sql)?;
-                }
-                C::StartTimer { token, fire_at } => {
-                    tx.prepare_cached("INSERT OR REPLACE INTO pending(execution, token, kind, fire_nanos) VALUES (?1, ?2, 'timer', ?3)").map_err(sql)?.execute(params![step.arn, *token as i64, to_nanos(*fire_at)]).map_err(sql)?;
-                }
-                C::CancelTimer { token } => {
-                    tx.prepare_cached("DELETE FROM pending WHERE execution = ?1 AND token = ?2")
-                        .map_err(sql)?
-                        .execute(params![step.arn, *token as i64])
-                        .map_err(sql)?;
-                }
-                C::Complete {
-                    status,
-                    output,
-                    error,
-                    cause,
-                } => {
-                    let out = match output {
-                        Some(v) => Some(serde_json::to_string(v).map_err(js)?),
-                        None => None,
-                    };
-                    tx.prepare_cached("UPDATE executions SET status = ?2, output = ?3, error = ?4, cause = ?5, stop_nanos = ?6 WHERE arn = ?1").map_err(sql)?.execute(params![step.arn, status.as_str(), out, error, cause, to_nanos(step.now)]).map_err(sql)?;
-                    tx.prepare_cached("DELETE FROM pending WHERE execution = ?1")
-                        .map_err(sql)?
-                        .execute(params![step.arn])
-                        .map_err(sql)?;
-                }
-            }
+        // Pending work is not stored: replaying the log rebuilds it (`engine::replay`).
+        if let Some(end) = &step.outcome {
+            let out = match &end.output {
+                Some(v) => Some(serde_json::to_string(v).map_err(js)?),
+                None => None,
+            };
+            tx.prepare_cached("UPDATE executions SET status = ?2, output = ?3, error = ?4, cause = ?5, stop_nanos = ?6 WHERE arn = ?1").map_err(sql)?.execute(params![step.arn, end.status.as_str(), out, end.error, end.cause, to_nanos(step.now)]).map_err(sql)?;
         }
     }
     Ok(())

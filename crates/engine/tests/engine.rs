@@ -319,6 +319,49 @@ async fn progress_is_broadcast() {
 }
 
 #[tokio::test]
+async fn history_rebuilt_by_replay_equals_the_events_broadcast_live() {
+    // History is not stored: GetExecutionHistory replays the input log. Every event the
+    // live run broadcast (retry timers, waits, choices, result paths, the lambda envelope)
+    // must come back identical, ids, timestamps and payloads included.
+    let e = engine();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    e.register(
+        FN,
+        handler_fn(move |input, _ctx| {
+            let n = c.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    Err(TaskError::new("Flaky", "first attempt"))
+                } else {
+                    Ok(json!({"seen": input, "attempt": n}))
+                }
+            }
+        }),
+    );
+    let def = json!({"StartAt":"T","States":{
+        "T":{"Type":"Task","Resource":"arn:aws:states:::lambda:invoke",
+             "Parameters":{"FunctionName":FN,"Payload.$":"$"},
+             "ResultSelector":{"out.$":"$.Payload"},"ResultPath":"$.t",
+             "Retry":[{"ErrorEquals":["Flaky"],"IntervalSeconds":3,"JitterStrategy":"FULL"}],
+             "Next":"W"},
+        "W":{"Type":"Wait","Seconds":30,"Next":"C"},
+        "C":{"Type":"Choice","Choices":[{"Variable":"$.t.out.attempt","NumericEquals":1,"Next":"P"}],
+             "Default":"F"},
+        "P":{"Type":"Pass","Result":{"done":true},"ResultPath":"$.p","End":true},
+        "F":{"Type":"Fail","Error":"Unexpected"}}});
+    let mut rx = e.subscribe();
+    let (s, history) = run(&e, def, json!({"x": 1})).await;
+    assert_eq!(s.status, Status::Succeeded, "{s:?}");
+    let mut live = Vec::new();
+    while let Ok(p) = rx.try_recv() {
+        live.push(p.event);
+    }
+    assert!(live.len() > 15, "{} events", live.len());
+    assert_eq!(live, history);
+}
+
+#[tokio::test]
 async fn a_panicking_handler_fails_the_task_instead_of_hanging() {
     let e = engine();
     e.register(FN, handler_fn(|_i, _c| async { panic!("handler bug") }));

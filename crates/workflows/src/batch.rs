@@ -17,7 +17,7 @@
 //! engine re-sends on a fresh run). Lambda invocations never share a process, so there the
 //! handlers send directly and the ticket is the SSM command id.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -49,6 +49,9 @@ struct State {
     next_ticket: u64,
     // Per script template: (ticket, instance id, table value, queued at).
     pending: BTreeMap<(Vec<String>, u32), Vec<Queued>>,
+    // The tickets in `pending`: a status check asks "still queued?" for every poll of every
+    // instance, which must not scan 10,000 queued requests.
+    queued: HashSet<String>,
     sent: HashMap<String, Result<(String, String), CloudError>>,
     watched: BTreeSet<String>,
     snapshot_at: Option<SystemTime>,
@@ -84,6 +87,7 @@ impl Batcher {
         let mut state = self.state();
         state.next_ticket += 1;
         let ticket = format!("batch-{}", state.next_ticket);
+        state.queued.insert(ticket.clone());
         state
             .pending
             .entry((spec.template, spec.execution_timeout_seconds))
@@ -115,6 +119,11 @@ impl Batcher {
                 }
             }
             state.pending.retain(|_, entries| !entries.is_empty());
+            for (_, entries) in &ready {
+                for (ticket, _, _, _) in entries {
+                    state.queued.remove(ticket);
+                }
+            }
         }
         for ((template, timeout), entries) in ready {
             for chunk in entries.chunks(SEND_COMMAND_MAX_INSTANCES) {
@@ -143,11 +152,7 @@ impl Batcher {
     }
 
     fn is_queued(&self, ticket: &str) -> bool {
-        self.state()
-            .pending
-            .values()
-            .flatten()
-            .any(|(t, _, _, _)| t == ticket)
+        self.state().queued.contains(ticket)
     }
 
     /// Sends what is due; `Ok(false)` while `ticket` is still waiting for its batch, and the
@@ -171,14 +176,7 @@ impl Batcher {
                 state.sent.remove(ticket);
                 Err(error)
             }
-            None if state
-                .pending
-                .values()
-                .flatten()
-                .any(|(t, _, _, _)| t == ticket) =>
-            {
-                Ok(false)
-            }
+            None if state.queued.contains(ticket) => Ok(false),
             None => Err(CloudError::not_found(
                 "InvocationDoesNotExist",
                 format!(
