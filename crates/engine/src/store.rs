@@ -101,12 +101,42 @@ impl Store {
             )
             .map_err(sql)?;
         if has_tables && version != STORE_FORMAT {
-            return Err(EngineError::Store(format!(
-                "{} holds executions in store format {version}, this fleetprep reads format \
-                 {STORE_FORMAT}; finish or discard those executions with the fleetprep that \
-                 wrote them, or use another store file",
-                where_()
-            )));
+            let Some(p) = path else {
+                return Err(EngineError::Store(format!(
+                    "{} is in store format {version}, expected {STORE_FORMAT}",
+                    where_()
+                )));
+            };
+            // Executions in another format cannot be resumed by this version; keep them (as
+            // FILE.formatN, next to its WAL) for the fleetprep that wrote them, start afresh.
+            drop(conn);
+            let aside = |suffix: &str| {
+                let mut name = p.as_os_str().to_owned();
+                name.push(suffix);
+                std::path::PathBuf::from(name)
+            };
+            let kept = aside(&format!(".format{version}"));
+            for extra in ["", "-wal", "-shm"] {
+                let from = aside(extra);
+                if from.exists() {
+                    std::fs::rename(&from, aside(&format!(".format{version}{extra}"))).map_err(
+                        |e| {
+                            EngineError::Store(format!(
+                                "{} is in store format {version} (this fleetprep writes format \
+                                 {STORE_FORMAT}) and could not be moved aside: {e}; move or \
+                                 delete it, or choose another store file",
+                                from.display()
+                            ))
+                        },
+                    )?;
+                }
+            }
+            tracing::warn!(
+                store = %p.display(),
+                kept = %kept.display(),
+                "the store was written in format {version}; it is kept aside and a new one (format {STORE_FORMAT}) is started"
+            );
+            return Store::open(path);
         }
         // WAL + synchronous=NORMAL: a committed step survives a process kill (the WAL is
         // written before commit returns); only an OS crash could lose the last steps. A 32 MiB

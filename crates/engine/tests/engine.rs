@@ -433,3 +433,46 @@ async fn batch_start_group_commits_and_survives_reopen() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_store_in_an_older_format_is_kept_aside_and_a_new_one_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("engine.sqlite3");
+    {
+        // The first format: executions keyed by ARN, no format number.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE executions (arn TEXT PRIMARY KEY, status TEXT);
+             INSERT INTO executions VALUES ('arn:old', 'RUNNING');",
+        )
+        .unwrap();
+    }
+    let config = |p: &std::path::Path| EngineConfig {
+        store: Some(p.to_path_buf()),
+        ..EngineConfig::in_memory_virtual()
+    };
+    let e = Engine::open(config(&path)).expect("a fresh store replaces the old one");
+    assert!(e.list_executions(None).unwrap().is_empty());
+    e.create_state_machine(
+        "sm",
+        r#"{"StartAt":"P","States":{"P":{"Type":"Pass","End":true}}}"#,
+    )
+    .unwrap();
+    let arn = e.start_execution("sm", None, json!({})).unwrap();
+    e.run_until_complete(&arn).await.unwrap();
+    drop(e);
+    // Nothing lost: the old executions are still there, under a name that says why.
+    let kept = dir.path().join("engine.sqlite3.format0");
+    let old = rusqlite::Connection::open(&kept).unwrap();
+    let status: String = old
+        .query_row(
+            "SELECT status FROM executions WHERE arn = 'arn:old'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(status, "RUNNING");
+    // And the new store reopens in its own format.
+    let e = Engine::open(config(&path)).unwrap();
+    assert_eq!(e.list_executions(None).unwrap().len(), 1);
+}

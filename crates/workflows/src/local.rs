@@ -58,7 +58,7 @@ impl Default for FleetOptions {
 /// Why a local fleet could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
-    #[error("engine: {0}")]
+    #[error(transparent)]
     Engine(#[from] EngineError),
     #[error("hostname pattern {pattern:?}: {message}")]
     Pattern { pattern: String, message: String },

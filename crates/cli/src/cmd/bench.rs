@@ -298,7 +298,7 @@ fn moto_compare(
         our_chain_rate / moto_rate
     );
     println!(
-        "  (fleetprep engine with SQLite history vs moto on the pass chain: {:.0}x)",
+        "  (fleetprep engine, durable in SQLite, vs moto on the pass chain: {:.0}x)",
         our_engine_rate / moto_rate
     );
     let map_secs = v["map"]["seconds"].as_f64().unwrap_or(f64::NAN);
