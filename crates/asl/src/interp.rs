@@ -1372,15 +1372,7 @@ impl Run<'_> {
         if jsonata {
             let (assigned, output) = {
                 let mut ec = EvalContext::new(raw, ctx, &th.vars, ent).with_result(&result);
-                let assigned = match &st.assign {
-                    Some(a) => Some(render_assign(a, &mut ec)?),
-                    None => None,
-                };
-                let output = match &st.output {
-                    Some(t) => Some(t.render(&mut ec)?),
-                    None => None,
-                };
-                (assigned, output)
+                jsonata_assign_and_output(st, &mut ec)?
             };
             return Ok(Produced::Next(next, output.unwrap_or(result), assigned));
         }
@@ -1689,15 +1681,7 @@ impl Run<'_> {
         if jsonata {
             let (assigned, out) = {
                 let mut ec = EvalContext::new(raw, ctx, &th.vars, ent);
-                let assigned = match &st.assign {
-                    Some(a) => Some(render_assign(a, &mut ec)?),
-                    None => None,
-                };
-                let out = match &st.output {
-                    Some(t) => Some(t.render(&mut ec)?),
-                    None => None,
-                };
-                (assigned, out)
+                jsonata_assign_and_output(st, &mut ec)?
             };
             let out = out.unwrap_or_else(|| std::mem::take(raw));
             return Ok(Produced::Next(next_of(st), out, assigned));
@@ -2152,6 +2136,25 @@ fn apply_result_path(p: &ResultPathField, raw: Value, result: Value) -> Result<V
         ResultPathField::Null => Ok(raw),
         ResultPathField::Path(rp) => rp.set(raw, result),
     }
+}
+
+/// A JSONata state's `Assign` and `Output` (None: no `Output`, the state passes its result
+/// on), both evaluated before any variable changes, as AWS does.
+type AssignedAndOutput = (Option<Map<String, Value>>, Option<Value>);
+
+fn jsonata_assign_and_output(
+    st: &State,
+    ec: &mut EvalContext<'_>,
+) -> Result<AssignedAndOutput, StatesError> {
+    let assigned = match &st.assign {
+        Some(a) => Some(render_assign(a, ec)?),
+        None => None,
+    };
+    let output = match &st.output {
+        Some(t) => Some(t.render(ec)?),
+        None => None,
+    };
+    Ok((assigned, output))
 }
 
 fn render_assign(a: &Assign, ec: &mut EvalContext<'_>) -> Result<Map<String, Value>, StatesError> {
