@@ -274,6 +274,33 @@ impl Runtime {
     }
 }
 
+/// Polls a handler's future, turning a panic into `Err(message)`: the same isolation a task of
+/// its own gives, without spawning one per task.
+struct CatchPanic<F: ?Sized>(std::pin::Pin<Box<F>>);
+
+impl<F: Future + ?Sized> Future for CatchPanic<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a non-string panic payload".to_string());
+                std::task::Poll::Ready(Err(message))
+            }
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding the lock is a bug elsewhere; the data is still consistent
     // because every mutation is a whole step.
@@ -667,6 +694,10 @@ impl Engine {
     // the (idempotent) tasks are re-dispatched on resume. No await happens with a group open.
     async fn drive_locked(&self, target: Option<&str>) -> Result<(), EngineError> {
         let mut tasks: JoinSet<(String, u64, Result<Value, TaskError>)> = JoinSet::new();
+        // Reused every round: a round of 10,000 executions would otherwise allocate (and the
+        // allocator fetch zeroed from the OS) megabytes for these lists each time.
+        let mut to_run: Vec<(String, Command)> = Vec::new();
+        let mut due: Vec<(String, u64)> = Vec::new();
         loop {
             self.flush()?;
             if let Some(a) = target {
@@ -675,16 +706,18 @@ impl Engine {
                 }
             }
             // Dispatch scheduled tasks.
-            let to_run: Vec<(String, Command)> = {
+            {
                 let mut rt = lock(&self.inner.rt);
-                let queued = std::mem::take(&mut rt.dispatch);
+                let rt = &mut *rt;
                 // Tasks of executions that ended in the same round are not run.
-                queued
-                    .into_iter()
-                    .filter(|(arn, _)| rt.live.contains_key(arn))
-                    .collect()
-            };
-            for (arn, cmd) in to_run {
+                let live = &rt.live;
+                to_run.extend(
+                    rt.dispatch
+                        .drain(..)
+                        .filter(|(arn, _)| live.contains_key(arn)),
+                );
+            }
+            for (arn, cmd) in to_run.drain(..) {
                 let Command::ScheduleTask {
                     token,
                     state,
@@ -706,15 +739,13 @@ impl Engine {
                 match self.handler_for(&what) {
                     Some(h) => {
                         tasks.spawn(async move {
-                            // The handler runs in its own task so a panic in it becomes a
-                            // task failure of this token instead of a hung execution.
-                            let r = match tokio::spawn(async move { h.invoke(input, ctx).await })
-                                .await
-                            {
+                            // A panic in the handler becomes a task failure of this token
+                            // instead of a hung execution.
+                            let r = match CatchPanic(h.invoke(input, ctx)).await {
                                 Ok(r) => r,
-                                Err(e) => Err(TaskError::new(
+                                Err(message) => Err(TaskError::new(
                                     "States.TaskFailed",
-                                    format!("the task handler panicked: {e}"),
+                                    format!("the task handler panicked: {message}"),
                                 )),
                             };
                             (arn, token, r)
@@ -744,22 +775,20 @@ impl Engine {
             }
             // Fire due timers.
             let now = self.inner.clock.now();
-            let due: Vec<(String, u64)> = {
+            {
                 let mut rt = lock(&self.inner.rt);
-                let mut out = Vec::new();
                 while let Some(((at, arn, token), ())) = rt.timers.first_key_value() {
                     if *at > now {
                         break;
                     }
                     let (arn, token) = (arn.clone(), *token);
                     rt.disarm(&arn, token);
-                    out.push((arn, token));
+                    due.push((arn, token));
                 }
-                out
-            };
+            }
             if !due.is_empty() {
                 self.begin_group()?;
-                for (arn, token) in due {
+                for (arn, token) in due.drain(..) {
                     self.apply(&arn, Event::TimerFired { token }, false)?;
                 }
                 continue;

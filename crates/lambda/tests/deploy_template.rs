@@ -11,6 +11,7 @@
 //!
 //! The template is JSON, which is valid YAML, so CloudFormation and cfn-lint read it as is.
 //! When `cfn-lint` is installed (`pip install cfn-lint`) the test also lints the file.
+#![cfg(feature = "aws")]
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

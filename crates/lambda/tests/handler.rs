@@ -1,6 +1,7 @@
 //! The Lambda handler called directly, with the simulated fleet as its Cloud: task payloads go
 //! to the same dispatch as the local engine, lifecycle events start the right state machine
 //! once, bad input is a named error, every invocation yields one EMF record.
+#![cfg(feature = "aws")]
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};

@@ -329,9 +329,10 @@ pub struct LambdaArgs {
     output: crate::output::OutputFormat,
 }
 
-/// Issue 5's targets for the function.
+/// Issue 5's targets for the function; sizes in decimal megabytes (the stricter reading).
 const LAMBDA_INIT_TARGET_MS: f64 = 30.0;
 const LAMBDA_SIZE_TARGET_MB: f64 = 20.0;
+const MB: f64 = 1_000_000.0;
 
 fn median_ms(samples: &[Duration]) -> f64 {
     let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
@@ -391,7 +392,8 @@ fn lambda_bench(args: &LambdaArgs) -> anyhow::Result<ExitCode> {
         stripped.display(),
         String::from_utf8_lossy(&strip.stderr)
     );
-    let size_mb = std::fs::metadata(&stripped)?.len() as f64 / (1024.0 * 1024.0);
+    let stripped_bytes = std::fs::metadata(&stripped)?.len();
+    let size_mb = stripped_bytes as f64 / MB;
 
     let timeout = Duration::from_secs(30);
     let probe = coldstart::probe_event();
@@ -427,7 +429,8 @@ fn lambda_bench(args: &LambdaArgs) -> anyhow::Result<ExitCode> {
         "init_vs_baseline": round2(ratio),
         "init_target_ms": LAMBDA_INIT_TARGET_MS,
         "init_within_target": init_ms < LAMBDA_INIT_TARGET_MS,
-        "unstripped_size_mb": round2(unstripped_bytes as f64 / (1024.0 * 1024.0)),
+        "unstripped_bytes": unstripped_bytes,
+        "stripped_bytes": stripped_bytes,
         "stripped_size_mb": round2(size_mb),
         "size_target_mb": LAMBDA_SIZE_TARGET_MB,
         "size_within_target": size_mb < LAMBDA_SIZE_TARGET_MB,
@@ -456,9 +459,9 @@ fn lambda_bench(args: &LambdaArgs) -> anyhow::Result<ExitCode> {
     );
     println!("  start -> first invocation answered:      median {first_ms:.2} ms");
     println!(
-        "  binary: {:.2} MB as built, {size_mb:.2} MB stripped; target < \
-         {LAMBDA_SIZE_TARGET_MB:.0} MB: {}",
-        unstripped_bytes as f64 / (1024.0 * 1024.0),
+        "  binary: {:.2} MB as built, {size_mb:.2} MB stripped ({stripped_bytes} bytes); target \
+         < {LAMBDA_SIZE_TARGET_MB:.0} MB: {}",
+        unstripped_bytes as f64 / MB,
         verdict(size_mb < LAMBDA_SIZE_TARGET_MB)
     );
     Ok(ExitCode::SUCCESS)
