@@ -2432,22 +2432,14 @@ mod tests {
             now,
             Options::default(),
         );
-        let task = step
-            .commands
-            .iter()
-            .find_map(|c| match c {
-                Command::ScheduleTask { token, .. } => Some(*token),
+        let token_of = |task: bool| {
+            step.commands.iter().find_map(|c| match c {
+                Command::ScheduleTask { token, .. } if task => Some(*token),
+                Command::StartTimer { token, .. } if !task => Some(*token),
                 _ => None,
             })
-            .unwrap();
-        let timeout = step
-            .commands
-            .iter()
-            .find_map(|c| match c {
-                Command::StartTimer { token, .. } => Some(*token),
-                _ => None,
-            })
-            .unwrap();
+        };
+        let (task, timeout) = (token_of(true).unwrap(), token_of(false).unwrap());
         assert_eq!(ex.waiting_tokens(), [task, timeout].into_iter().collect());
         // The timeout fires: the task is not waited on any more (its late result is stale).
         ex.handle(&def, Event::TimerFired { token: timeout }, now)

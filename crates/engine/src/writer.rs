@@ -79,21 +79,32 @@ impl StoreThread {
         self.unsent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Sends the steps handed over so far, as one job.
+    fn send_unsent(&self) -> Result<(), EngineError> {
+        let steps = std::mem::take(&mut *self.unsent());
+        if steps.is_empty() {
+            return Ok(());
+        }
+        self.send_now(Box::new(move |w| {
+            for step in steps {
+                w.write(&step);
+            }
+        }))
+    }
+
+    fn send_now(&self, job: Job) -> Result<(), EngineError> {
+        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        jobs.as_ref()
+            .ok_or_else(stopped)?
+            .send(job)
+            .map_err(|_| stopped())
+    }
+
     /// Sends `job` after the steps handed over before it (order is what makes a read see
     /// every earlier step).
     fn send(&self, job: Job) -> Result<(), EngineError> {
-        let steps = std::mem::take(&mut *self.unsent());
-        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        let jobs = jobs.as_ref().ok_or_else(stopped)?;
-        if !steps.is_empty() {
-            jobs.send(Box::new(move |w| {
-                for step in steps {
-                    w.write(&step);
-                }
-            }))
-            .map_err(|_| stopped())?;
-        }
-        jobs.send(job).map_err(|_| stopped())
+        self.send_unsent()?;
+        self.send_now(job)
     }
 
     fn call_writer<R: Send + 'static>(
@@ -123,7 +134,7 @@ impl StoreThread {
             unsent.len() >= BATCH
         };
         if full {
-            self.send(Box::new(|_| {}))?;
+            self.send_unsent()?;
         }
         Ok(())
     }

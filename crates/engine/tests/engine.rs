@@ -29,6 +29,24 @@ async fn run(
     (s, h)
 }
 
+/// A handler that fails with `Flaky` on its first `failures` calls, then answers
+/// `{"got": input, "attempt": n}`; also returns the call counter.
+fn flaky(failures: usize) -> (Arc<AtomicUsize>, Arc<dyn engine::TaskHandler>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let handler = handler_fn(move |input, _ctx| {
+        let n = c.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if n < failures {
+                Err(TaskError::new("Flaky", format!("attempt {n}")))
+            } else {
+                Ok(json!({"got": input, "attempt": n}))
+            }
+        }
+    });
+    (calls, handler)
+}
+
 fn types(h: &[asl::history::HistoryEvent]) -> Vec<EventType> {
     h.iter().map(|e| e.event_type).collect()
 }
@@ -80,26 +98,13 @@ async fn two_executions_wait_deterministically_in_deadline_order() {
 #[tokio::test]
 async fn task_retry_with_backoff_then_success() {
     let e = engine();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let c = calls.clone();
-    e.register(
-        FN,
-        handler_fn(move |input, _ctx| {
-            let n = c.fetch_add(1, Ordering::SeqCst);
-            async move {
-                if n < 2 {
-                    Err(TaskError::new("Flaky", format!("attempt {n}")))
-                } else {
-                    Ok(json!({"got": input}))
-                }
-            }
-        }),
-    );
+    let (calls, handler) = flaky(2);
+    e.register(FN, handler);
     let def = json!({"StartAt":"T","States":{"T":{"Type":"Task","Resource":FN,
         "Retry":[{"ErrorEquals":["Flaky"],"IntervalSeconds":2,"BackoffRate":3.0,"MaxAttempts":3}],"End":true}}});
     let (s, h) = run(&e, def, json!({"x":1})).await;
     assert_eq!(s.status, Status::Succeeded, "{s:?}");
-    assert_eq!(s.output, Some(json!({"got":{"x":1}})));
+    assert_eq!(s.output, Some(json!({"got":{"x":1}, "attempt": 2})));
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     let scheduled: Vec<_> = h
         .iter()
@@ -324,21 +329,8 @@ async fn history_rebuilt_by_replay_equals_the_events_broadcast_live() {
     // live run broadcast (retry timers, waits, choices, result paths, the lambda envelope)
     // must come back identical, ids, timestamps and payloads included.
     let e = engine();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let c = calls.clone();
-    e.register(
-        FN,
-        handler_fn(move |input, _ctx| {
-            let n = c.fetch_add(1, Ordering::SeqCst);
-            async move {
-                if n == 0 {
-                    Err(TaskError::new("Flaky", "first attempt"))
-                } else {
-                    Ok(json!({"seen": input, "attempt": n}))
-                }
-            }
-        }),
-    );
+    let (calls, handler) = flaky(1);
+    e.register(FN, handler);
     let def = json!({"StartAt":"T","States":{
         "T":{"Type":"Task","Resource":"arn:aws:states:::lambda:invoke",
              "Parameters":{"FunctionName":FN,"Payload.$":"$"},
@@ -353,6 +345,7 @@ async fn history_rebuilt_by_replay_equals_the_events_broadcast_live() {
     let mut rx = e.subscribe();
     let (s, history) = run(&e, def, json!({"x": 1})).await;
     assert_eq!(s.status, Status::Succeeded, "{s:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
     let mut live = Vec::new();
     while let Ok(p) = rx.try_recv() {
         live.push(p.event);
