@@ -1085,31 +1085,19 @@ impl Run<'_> {
         }
         let ctx = self.context(th, st);
         let mut ent = self.entropy.clone();
-        let r = self.state_work(th, st, &ctx, &mut ent, jsonata);
+        // The state's input is lent out instead of cloned (the state data of a big
+        // workflow is copied otherwise several times per state). It goes back afterwards: a
+        // waiting state reads it when its result arrives, a retry runs on it again. Only an
+        // output that IS the input takes it (`Produced::Next` then replaces it anyway).
+        let mut raw = std::mem::take(&mut th.input);
+        let r = self.state_work(th, st, &ctx, &mut ent, jsonata, &mut raw);
+        th.input = raw;
         self.entropy = ent;
         self.recycle(ctx);
         r
     }
 
     fn state_work(
-        &mut self,
-        th: &mut Thread,
-        st: &State,
-        ctx: &Value,
-        ent: &mut SplitMix64,
-        jsonata: bool,
-    ) -> Result<Option<Produced>, StatesError> {
-        // The state's input is lent out instead of cloned (the state data of a big
-        // workflow is copied otherwise several times per state). It goes back afterwards: a
-        // waiting state reads it when its result arrives, a retry runs on it again. Only an
-        // output that IS the input takes it (`Produced::Next` then replaces it anyway).
-        let mut raw = std::mem::take(&mut th.input);
-        let r = self.state_work_on(th, st, ctx, ent, jsonata, &mut raw);
-        th.input = raw;
-        r
-    }
-
-    fn state_work_on(
         &mut self,
         th: &mut Thread,
         st: &State,
