@@ -14,35 +14,62 @@
 //!   undefined raises `States.QueryEvaluationError` "The JSONata expression '$x' specified
 //!   for the field 'Output/result' returned nothing (undefined)."
 //!
-//! Decision: own evaluator. jsonata-rs (Stedi, 0.3.x) was evaluated: it re-parses the input
-//! from a string on every call, binds `$random`/`$uuid`/`$now`/`$millis` to real randomness and
-//! the system clock after user registrations (so they cannot be made deterministic, which this
-//! crate must be), registers native functions only as plain `fn` pointers (no way to pass the
-//! execution's entropy), pulls clap/chrono/rand/uuid/regress into a pure crate, and calls itself
-//! incomplete. Step Functions usage is dominated by paths, predicates, operators, object and
-//! array constructors, conditionals, variable binding and the standard function library; this
-//! module implements those: paths with predicates, wildcards and `**`, order-by `^( )`,
-//! grouping `expr{k: v}`, every operator, object/array constructors, ranges, conditionals,
-//! blocks and `:=` bindings, lambdas with closures, `~>`, regular expression literals (via the
-//! `regex` crate: JavaScript syntax where the two agree, flags `i`/`m`) and the function
-//! library listed in `eval::BUILTINS`. Limits: expression nesting (200 levels, operators
-//! chained on one operand included: a syntax error), evaluation depth and stack use, range
-//! size and total work are bounded, so hostile input ends in an error instead of a crash. `$eval` is
-//! an error, as on AWS ("use $parse"). Function signatures `<...>` are accepted but not
-//! checked. Not implemented: partial application `?`, the `@`/`#` binding operators, date pictures (`$fromMillis`/`$now` with a
-//! picture), exponent/per-mille pictures in `$formatNumber`, word pictures in
-//! `$formatInteger`/`$parseInteger`, the transform operator `| ... |`.
+//! Decision: own evaluator. Step Functions implements JSONata 2.0.6 (developer guide,
+//! "Supported JSONata version": every 2.0.6 function and operator except `$eval`).
+//! jsonata-rs (Stedi, 0.3.x) was evaluated: it re-parses the input from a string on every
+//! call, binds `$random`/`$uuid`/`$now`/`$millis` to real randomness and the system clock
+//! after user registrations (so they cannot be made deterministic, which this crate must
+//! be), registers native functions only as plain `fn` pointers (no way to pass the
+//! execution's entropy), pulls clap/chrono/rand/uuid/regress into a pure crate, and calls
+//! itself incomplete. So this module implements the 2.0.6 language itself:
+//! - paths with predicates, wildcards, `**`, `[]`, order-by `^( )` (a step of its own, over
+//!   the whole sequence), grouping `expr{k: v}`, and the tuple-stream operators `@` (context
+//!   binding) and `#` (positional binding) with their variables visible to later steps,
+//!   predicates, order-by and grouping;
+//! - every operator (arithmetic, comparison, `&`, `and`/`or`, `in`, `..` in array
+//!   constructors, `? :`, `:=`, `~>` including function composition `$f ~> $g`), object and
+//!   array constructors, blocks, lambdas with closures, partial application with `?`, the
+//!   transform operator `| location | update [, delete] |` (a deep copy; the input is never
+//!   modified), and regular expression literals (the `regex` crate: JavaScript syntax where
+//!   the two agree, flags `i`/`m`);
+//! - the whole 2.0.6 function library (string, numeric, aggregation, boolean, array,
+//!   object, date/time, higher-order) with JSONata's argument signatures (`signature`:
+//!   T0410/T0411/T0412, and the context value for a missing `-` argument), XPath pictures
+//!   for `$formatNumber` (exponent, per-mille, sub-pictures, decimal-format options),
+//!   `$formatInteger`/`$parseInteger` (digits, `w`/`W`/`Ww` words, `i`/`I` roman, `a`/`A`
+//!   letters, ordinals) and `$fromMillis`/`$toMillis`/`$now` (`datetime`), plus the Step
+//!   Functions functions `$partition`, `$range`, `$hash`, `$random(seed)`, `$uuid`, `$parse`.
+//!
+//! Evaluator errors carry JSONata's codes (`T0410: ...`, `D3030: ...`) and surface as
+//! `States.QueryEvaluationError`. The differential test `tests/jsonata_oracle.rs` runs a
+//! corpus covering every operator and function through jsonata 2.0.6 (npm) and this module
+//! and requires agreement except for a short, checked list of deliberate differences.
+//!
+//! Not implemented (each an error or documented difference, never a silent wrong answer):
+//! the parent operator `%` (a syntax error); custom matcher functions in place of a regular
+//! expression for `$match`/`$contains`/`$split`/`$replace` (T0410); regular expression
+//! features the `regex` crate lacks (look-around, back-references: a syntax error);
+//! function signatures on lambdas `function($x)<n:n>{...}` are accepted but not checked;
+//! `$eval` is an error, as on AWS ("use $parse"); results that are Infinity/NaN in
+//! jsonata-js are D1001 errors (or `null` where JSON.stringify would print null). Limits:
+//! expression nesting (200 levels, operators chained on one operand included: a syntax
+//! error), evaluation depth and stack use, range size and total work are bounded, so
+//! hostile input ends in an error instead of a crash.
 //! Expressions that read the context at the top level (`$`, `$$`, a bare field name) are
-//! rejected at parse time, as Step Functions does.
-//! `$now()`/`$millis()` read `$$.State.EnteredTime` (the crate has no clock).
+//! rejected at parse time, as Step Functions does ([`Expression::parse_standard`] skips that
+//! rule for tools and tests). `$now()`/`$millis()` read `$$.State.EnteredTime` (the crate
+//! has no clock).
 
 use serde_json::Value;
 
 use crate::error::{Diagnostic, StatesError, SyntaxError, pointer_token};
 use crate::jsonpath::EvalContext;
 
+mod datetime;
 mod eval;
+mod number;
 mod parse;
+mod signature;
 
 pub use parse::Node;
 
@@ -86,6 +113,20 @@ impl Expression {
                 ),
             ));
         }
+        Ok(Expression {
+            text: body.to_owned(),
+            ast,
+        })
+    }
+
+    /// Parses like [`Expression::parse`] but without the Step Functions rule against reading
+    /// the context (`$`, `$$`, bare field names) at the top level: standard JSONata, where
+    /// `$` is the evaluation input. For tools and the differential test against the
+    /// reference implementation; state machines use [`Expression::parse`].
+    pub fn parse_standard(text: &str) -> Result<Expression, SyntaxError> {
+        let body = strip_delimiters(text);
+        let ast =
+            parse::parse(body).map_err(|m| SyntaxError::new("JSONata expression", body, m))?;
         Ok(Expression {
             text: body.to_owned(),
             ast,

@@ -119,12 +119,13 @@ fn operators() {
     check("[1..4]", Some(json!([1, 2, 3, 4])));
     check("[0, [1, 2], $list]", Some(json!([0, [1, 2], 3, 1, 2])));
     check("$states.input.missing = 1", Some(json!(false)));
-    check("$states.input.missing > 1", Some(json!(false)));
+    // jsonata-js 2.0.6: a comparison with an undefined operand is undefined.
+    check("$states.input.missing > 1", None);
     check("$states.input.missing + 1", None);
     check_err("true > 1", "T2010");
     check("$states.input = '\"'", Some(json!(false)));
     check_err("'a' + 1", "T2001");
-    check_err("1 < 'a'", "T2010");
+    check_err("1 < 'a'", "T2009");
 }
 
 #[test]
@@ -246,7 +247,7 @@ fn standard_functions() {
         Some(json!("$1,234,567")),
     );
     check("$formatInteger(42.9, '000')", Some(json!("042")));
-    check("$parseInteger('1,234')", Some(json!(1234)));
+    check("$parseInteger('1,234', '#,##0')", Some(json!(1234)));
     check(
         "$encodeUrlComponent('a b&c=d/é')",
         Some(json!("a%20b%26c%3Dd%2F%C3%A9")),

@@ -45,6 +45,34 @@ pub(crate) enum Func<'a> {
     },
     Builtin(&'static str),
     Regex(std::sync::Arc<regex::Regex>),
+    /// `$f(?, 2)`: `args[i] == None` is a placeholder filled by the call's arguments in order.
+    Partial {
+        func: Rc<Func<'a>>,
+        args: Vec<Option<Option<V<'a>>>>,
+    },
+    /// `$f ~> $g`: `x => $g($f(x))`.
+    Compose(V<'a>, V<'a>),
+    /// `| location | update [, delete] |`.
+    Transform {
+        location: std::sync::Arc<Node>,
+        update: std::sync::Arc<Node>,
+        delete: Option<std::sync::Arc<Node>>,
+        env: Env<'a>,
+    },
+}
+
+impl Func<'_> {
+    /// How many arguments a higher-order function passes (JSONata passes a lambda only as
+    /// many as it declares); `None` = all.
+    fn arity(&self) -> Option<usize> {
+        match self {
+            Func::Lambda { params, .. } => Some(params.len()),
+            Func::Partial { args, .. } => Some(args.iter().filter(|a| a.is_none()).count()),
+            Func::Compose(..) | Func::Transform { .. } => Some(1),
+            Func::Builtin(name) => super::signature::arity(name),
+            Func::Regex(_) => None,
+        }
+    }
 }
 
 type Env<'a> = Rc<Scope<'a>>;
@@ -232,7 +260,7 @@ impl<'a> V<'a> {
         }
     }
     /// The value as a sequence (non-arrays become one-item sequences).
-    fn to_vec(&self) -> Vec<V<'a>> {
+    pub(crate) fn to_vec(&self) -> Vec<V<'a>> {
         self.items().unwrap_or_else(|| vec![self.clone()])
     }
     fn field(&self, name: &str) -> Option<V<'a>> {
@@ -254,7 +282,7 @@ impl<'a> V<'a> {
             _ => None,
         }
     }
-    fn type_name(&self) -> &'static str {
+    pub(crate) fn type_name(&self) -> &'static str {
         match self {
             V::Null | V::Json(Value::Null) => "null",
             V::Bool(_) | V::Json(Value::Bool(_)) => "boolean",
@@ -339,12 +367,19 @@ fn fmt_num(n: f64) -> String {
         return format!("{}", n as i128);
     }
     let s = format!("{:.*e}", 14, n);
-    let parsed: f64 = s.parse().unwrap_or(n);
-    let out = format!("{parsed}");
-    if out.contains('e') {
-        out
+    js_number(s.parse().unwrap_or(n))
+}
+
+/// JavaScript's `Number.prototype.toString`: shortest round-trip digits, in exponent form
+/// (`1e+21`, `1.5e-7`) outside [1e-7, 1e21).
+fn js_number(n: f64) -> String {
+    let e = format!("{n:e}");
+    let (mantissa, exp) = e.split_once('e').unwrap_or((&e, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if n != 0.0 && !(-6..21).contains(&exp) {
+        format!("{mantissa}e{}{exp}", if exp > 0 { "+" } else { "" })
     } else {
-        out.trim_end_matches('0').trim_end_matches('.').to_owned()
+        format!("{n}")
     }
 }
 
@@ -378,6 +413,19 @@ impl<'c, 'a> Ev<'c, 'a> {
             return Err("U1001: evaluation exceeded the work limit".into());
         }
         Ok(())
+    }
+
+    /// Milliseconds of the state's entered time (JSONata's evaluation timestamp).
+    fn now_millis(&self) -> Option<f64> {
+        let entered = self
+            .ctx
+            .context
+            .pointer("/State/EnteredTime")
+            .or_else(|| self.ctx.context.pointer("/Execution/StartTime"))
+            .and_then(Value::as_str)?;
+        super::datetime::parse_iso(entered).or_else(|| {
+            crate::choice::parse_timestamp(entered).map(|ns| ns.div_euclid(1_000_000) as f64)
+        })
     }
 
     fn states(&mut self) -> V<'a> {
@@ -416,247 +464,444 @@ impl<'c, 'a> Ev<'c, 'a> {
         r
     }
 
+    // Every non-trivial arm lives in its own non-inlined method: debug builds give a
+    // function one stack slot per local of every arm, and `eval_inner` is on every level of
+    // the recursion, so keeping it small is what lets deep (but legitimate) recursion such
+    // as a recursive lambda fit the stack budget.
     fn eval_inner(&mut self, node: &Node, input: &V<'a>, env: &Env<'a>) -> R<Option<V<'a>>> {
-        Ok(match node {
-            Node::Num(n) => Some(V::Num(*n)),
-            Node::Str(s) => Some(V::str(s)),
-            Node::Bool(b) => Some(V::Bool(*b)),
-            Node::Null => Some(V::Null),
-            Node::Var(name) => self.var(name, input, env),
-            Node::Name(name) => lookup_name(input, name),
-            Node::Wildcard => {
-                let mut out = Vec::new();
-                let items = if input.is_array() {
-                    input.to_vec()
-                } else {
-                    vec![input.clone()]
-                };
-                for item in items {
-                    if let Some(entries) = item.entries() {
-                        for (_, v) in entries {
-                            push_flat(&mut out, v);
-                        }
+        // Arms return the callee's result directly (no `?` and re-wrap): in debug builds
+        // every such temporary gets its own stack slot in this frame.
+        match node {
+            Node::Num(n) => Ok(Some(V::Num(*n))),
+            Node::Str(s) => Ok(Some(V::str(s))),
+            Node::Bool(b) => Ok(Some(V::Bool(*b))),
+            Node::Null => Ok(Some(V::Null)),
+            Node::Var(name) => Ok(self.var(name, input, env)),
+            Node::Name(name) => Ok(lookup_name(input, name)),
+            Node::Wildcard => self.eval_wildcard(node, input, env),
+            Node::Descendants => self.eval_descendants(input),
+            Node::Path(steps) => self.path(steps, input, env),
+            Node::Filter(..) => self.eval_filter(node, input, env),
+            Node::Neg(..) => self.eval_neg(node, input, env),
+            Node::Binary(op, l, r) => self.binary(*op, l, r, input, env),
+            Node::Array(..) => self.eval_array(node, input, env),
+            Node::Object(..) => self.eval_object(node, input, env),
+            Node::Condition(..) => self.eval_condition(node, input, env),
+            Node::Block(..) => self.eval_block(node, input, env),
+            Node::Bind(..) => self.eval_bind(node, input, env),
+            Node::Lambda(..) => self.eval_lambda(node, env),
+            Node::Call(_, args) if args.iter().any(|a| matches!(a, Node::Placeholder)) => {
+                self.eval_partial(node, input, env)
+            }
+            Node::Placeholder => Err("S0211: The symbol ? cannot be used as a unary operator (it is a placeholder only in function arguments)".into()),
+            Node::Focus(..) | Node::Index(..) => self.path(std::slice::from_ref(node), input, env),
+            Node::Transform(..) => self.eval_transform(node, input, env),
+            Node::Call(..) => self.eval_call(node, input, env),
+            Node::Chain(..) => self.eval_chain(node, input, env),
+            Node::KeepArray(..) => self.eval_keeparray(node, input, env),
+            Node::Regex(re) => Ok(Some(V::Func(Rc::new(Func::Regex(re.0.clone()))))),
+            Node::Group(..) => self.eval_group(node, input, env),
+            Node::Sort(..) => self.eval_sort(node, input, env),
+        }
+    }
+
+    #[inline(never)]
+    fn eval_descendants(&mut self, input: &V<'a>) -> R<Option<V<'a>>> {
+        let mut out = Vec::new();
+        descendants(input, &mut out, 0);
+        Ok(collapse(out))
+    }
+
+    #[inline(never)]
+    fn eval_lambda(&mut self, node: &Node, env: &Env<'a>) -> R<Option<V<'a>>> {
+        let Node::Lambda(params, body) = node else {
+            return Ok(None);
+        };
+        Ok(Some(V::Func(Rc::new(Func::Lambda {
+            params: params.clone(),
+            body: body.clone(),
+            env: env.clone(),
+        }))))
+    }
+
+    #[inline(never)]
+    fn eval_wildcard(&mut self, node: &Node, input: &V<'a>, env: &Env<'a>) -> R<Option<V<'a>>> {
+        let _ = (input, env);
+        let Node::Wildcard = node else {
+            return Ok(None);
+        };
+        Ok({
+            let mut out = Vec::new();
+            let items = if input.is_array() {
+                input.to_vec()
+            } else {
+                vec![input.clone()]
+            };
+            for item in items {
+                if let Some(entries) = item.entries() {
+                    for (_, v) in entries {
+                        push_flat(&mut out, v);
                     }
                 }
-                collapse(out)
             }
-            Node::Descendants => {
-                let mut out = Vec::new();
-                descendants(input, &mut out, 0);
-                collapse(out)
-            }
-            Node::Path(steps) => self.path(steps, input, env)?,
-            Node::Filter(expr, pred) => {
-                let v = self.eval(expr, input, env)?;
-                match v {
-                    None => None,
-                    Some(v) => self.filter(&v, pred, env)?,
-                }
-            }
-            Node::Neg(e) => match self.eval(e, input, env)? {
+            collapse(out)
+        })
+    }
+
+    #[inline(never)]
+    fn eval_filter(&mut self, node: &Node, input: &V<'a>, env: &Env<'a>) -> R<Option<V<'a>>> {
+        let _ = (input, env);
+        let Node::Filter(expr, pred) = node else {
+            return Ok(None);
+        };
+        Ok({
+            let v = self.eval(expr, input, env)?;
+            match v {
                 None => None,
-                Some(v) => Some(V::Num(
-                    -v.as_f64()
-                        .ok_or("D1002: Cannot negate a non-numeric value")?,
-                )),
-            },
-            Node::Binary(op, l, r) => self.binary(*op, l, r, input, env)?,
-            Node::Array(items) => {
-                let mut out = Vec::new();
-                for item in items {
-                    if let Some(v) = self.eval(item, input, env)? {
-                        if matches!(item, Node::Array(_)) {
-                            out.push(v);
-                        } else if v.is_array() {
-                            out.extend(v.to_vec());
-                        } else {
-                            out.push(v);
-                        }
+                Some(v) => self.filter(&v, pred, env)?,
+            }
+        })
+    }
+
+    #[inline(never)]
+    fn eval_neg(&mut self, node: &Node, input: &V<'a>, env: &Env<'a>) -> R<Option<V<'a>>> {
+        let _ = (input, env);
+        let Node::Neg(e) = node else {
+            return Ok(None);
+        };
+        Ok(match self.eval(e, input, env)? {
+            None => None,
+            Some(v) => Some(V::Num(
+                -v.as_f64()
+                    .ok_or("D1002: Cannot negate a non-numeric value")?,
+            )),
+        })
+    }
+
+    #[inline(never)]
+    fn eval_array(&mut self, node: &Node, input: &V<'a>, env: &Env<'a>) -> R<Option<V<'a>>> {
+        let _ = (input, env);
+        let Node::Array(items) = node else {
+            return Ok(None);
+        };
+        Ok({
+            let mut out = Vec::new();
+            for item in items {
+                if let Some(v) = self.eval(item, input, env)? {
+                    if matches!(item, Node::Array(_)) {
+                        out.push(v);
+                    } else if v.is_array() {
+                        out.extend(v.to_vec());
+                    } else {
+                        out.push(v);
                     }
                 }
-                Some(V::Arr(Rc::new(out), ArrKind::Cons))
             }
-            Node::Object(pairs) => {
-                let mut entries: Vec<(String, V<'a>)> = Vec::with_capacity(pairs.len());
-                for (k, v) in pairs {
-                    let key = self.eval(k, input, env)?;
-                    let Some(key) = key else { continue };
-                    let key = key
-                        .as_str()
-                        .ok_or_else(|| {
-                            format!(
-                                "T1003: Key in object structure must evaluate to a string; got: {}",
-                                key.type_name()
-                            )
-                        })?
-                        .to_owned();
-                    if let Some(val) = self.eval(v, input, env)? {
-                        if let Some(slot) = entries.iter_mut().find(|(k2, _)| *k2 == key) {
-                            slot.1 = val;
-                        } else {
-                            entries.push((key, val));
+            Some(V::Arr(Rc::new(out), ArrKind::Plain))
+        })
+    }
+
+    #[inline(never)]
+    fn eval_object(&mut self, node: &Node, input: &V<'a>, env: &Env<'a>) -> R<Option<V<'a>>> {
+        let Node::Object(pairs) = node else {
+            return Ok(None);
+        };
+        // An object constructor groups its context like `expr{...}` does (a single item
+        // when the context is not an array), so two pairs with one key are an error.
+        let items = if input.is_array() {
+            input.to_vec()
+        } else {
+            vec![input.clone()]
+        };
+        let tuples = items
+            .into_iter()
+            .map(|at| Tuple {
+                at,
+                vars: Vec::new(),
+            })
+            .collect();
+        self.group_by(tuples, pairs, env).map(Some)
+    }
+
+    /// JSONata's grouping: each item's key (per pair) picks its group; pairs must not share
+    /// a key (D1009); each group's value is evaluated with the group's items (and, for tuple
+    /// streams, their variables) as the context.
+    fn group_by(
+        &mut self,
+        tuples: Vec<Tuple<'a>>,
+        pairs: &[(Node, Node)],
+        env: &Env<'a>,
+    ) -> R<V<'a>> {
+        let mut groups: Vec<(String, usize, Vec<Tuple<'a>>)> = Vec::new();
+        for t in tuples {
+            let scope = t.scope(env);
+            for (pi, (k, _)) in pairs.iter().enumerate() {
+                let Some(key) = self.eval(k, &t.at, &scope)? else {
+                    continue;
+                };
+                let key = key
+                    .as_str()
+                    .ok_or_else(|| {
+                        format!(
+                            "T1003: Key in object structure must evaluate to a string; got: {}",
+                            key.type_name()
+                        )
+                    })?
+                    .to_owned();
+                match groups.iter_mut().find(|(k2, _, _)| *k2 == key) {
+                    Some((_, gpi, items)) => {
+                        if *gpi != pi {
+                            return Err(format!(
+                                "D1009: Multiple key definitions evaluate to same key: \"{key}\""
+                            ));
                         }
+                        items.push(t.clone());
                     }
-                }
-                Some(V::Obj(Rc::new(entries)))
-            }
-            Node::Condition(c, then, otherwise) => {
-                let cv = self.eval(c, input, env)?;
-                if truthy(&cv) {
-                    self.eval(then, input, env)?
-                } else if let Some(o) = otherwise {
-                    self.eval(o, input, env)?
-                } else {
-                    None
+                    None => groups.push((key, pi, vec![t.clone()])),
                 }
             }
-            Node::Block(items) => {
-                let scope = Scope::child(env);
-                let mut last = None;
-                for item in items {
-                    last = self.eval(item, input, &scope)?;
-                }
-                last
+        }
+        let mut entries = Vec::with_capacity(groups.len());
+        for (key, pi, items) in groups {
+            let merged = merge_tuples(items);
+            let scope = merged.scope(env);
+            if let Some(val) = self.eval(&pairs[pi].1, &merged.at, &scope)? {
+                entries.push((key, val));
             }
-            Node::Bind(name, value) => {
-                let v = self.eval(value, input, env)?;
-                if let Some(v) = &v {
-                    env.bind(name, v.clone());
-                }
-                v
+        }
+        Ok(V::Obj(Rc::new(entries)))
+    }
+
+    #[inline(never)]
+    fn eval_condition(&mut self, node: &Node, input: &V<'a>, env: &Env<'a>) -> R<Option<V<'a>>> {
+        let _ = (input, env);
+        let Node::Condition(c, then, otherwise) = node else {
+            return Ok(None);
+        };
+        Ok({
+            let cv = self.eval(c, input, env)?;
+            if truthy(&cv) {
+                self.eval(then, input, env)?
+            } else if let Some(o) = otherwise {
+                self.eval(o, input, env)?
+            } else {
+                None
             }
-            Node::Lambda(params, body) => Some(V::Func(Rc::new(Func::Lambda {
-                params: params.clone(),
-                body: body.clone(),
-                env: env.clone(),
-            }))),
-            Node::Call(f, args) => {
+        })
+    }
+
+    #[inline(never)]
+    fn eval_block(&mut self, node: &Node, input: &V<'a>, env: &Env<'a>) -> R<Option<V<'a>>> {
+        let _ = (input, env);
+        let Node::Block(items) = node else {
+            return Ok(None);
+        };
+        Ok({
+            let scope = Scope::child(env);
+            let mut last = None;
+            for item in items {
+                last = self.eval(item, input, &scope)?;
+            }
+            last
+        })
+    }
+
+    #[inline(never)]
+    fn eval_bind(&mut self, node: &Node, input: &V<'a>, env: &Env<'a>) -> R<Option<V<'a>>> {
+        let _ = (input, env);
+        let Node::Bind(name, value) = node else {
+            return Ok(None);
+        };
+        Ok({
+            let v = self.eval(value, input, env)?;
+            if let Some(v) = &v {
+                env.bind(name, v.clone());
+            }
+            v
+        })
+    }
+
+    #[inline(never)]
+    fn eval_partial(&mut self, node: &Node, input: &V<'a>, env: &Env<'a>) -> R<Option<V<'a>>> {
+        let _ = (input, env);
+        let Node::Call(f, args) = node else {
+            return Ok(None);
+        };
+        Ok({
+            let func = self.eval(f, input, env)?;
+            let mut bound = Vec::with_capacity(args.len());
+            for a in args {
+                bound.push(match a {
+                    Node::Placeholder => None,
+                    other => Some(self.eval(other, input, env)?),
+                });
+            }
+            match func {
+                Some(V::Func(func)) => Some(V::Func(Rc::new(Func::Partial { func, args: bound }))),
+                _ => {
+                    return Err("T1008: Attempted to partially apply a non-function".to_string());
+                }
+            }
+        })
+    }
+
+    #[inline(never)]
+    fn eval_transform(&mut self, node: &Node, input: &V<'a>, env: &Env<'a>) -> R<Option<V<'a>>> {
+        let _ = (input, env);
+        let Node::Transform(location, update, delete) = node else {
+            return Ok(None);
+        };
+        Ok(Some(V::Func(Rc::new(Func::Transform {
+            location: location.clone(),
+            update: update.clone(),
+            delete: delete.clone(),
+            env: env.clone(),
+        }))))
+    }
+
+    #[inline(never)]
+    fn eval_call(&mut self, node: &Node, input: &V<'a>, env: &Env<'a>) -> R<Option<V<'a>>> {
+        let _ = (input, env);
+        let Node::Call(f, args) = node else {
+            return Ok(None);
+        };
+        Ok({
+            let func = self.eval(f, input, env)?;
+            let mut argv = Vec::with_capacity(args.len());
+            for a in args {
+                argv.push(self.eval(a, input, env)?);
+            }
+            match func {
+                Some(V::Func(func)) => self.apply(&func, argv, input)?,
+                _ => {
+                    let name = match f.as_ref() {
+                        Node::Var(n) => format!("${n}"),
+                        _ => "expression".into(),
+                    };
+                    return Err(format!(
+                        "T1006: Attempted to invoke a non-function ({name})"
+                    ));
+                }
+            }
+        })
+    }
+
+    #[inline(never)]
+    fn eval_chain(&mut self, node: &Node, input: &V<'a>, env: &Env<'a>) -> R<Option<V<'a>>> {
+        let _ = (input, env);
+        let Node::Chain(l, r) = node else {
+            return Ok(None);
+        };
+        Ok({
+            let lv = self.eval(l, input, env)?;
+            match r.as_ref() {
+            Node::Call(f, args)
+                if !args.iter().any(|a| matches!(a, Node::Placeholder)) =>
+            {
                 let func = self.eval(f, input, env)?;
-                let mut argv = Vec::with_capacity(args.len());
+                let mut argv = vec![lv];
                 for a in args {
                     argv.push(self.eval(a, input, env)?);
                 }
                 match func {
                     Some(V::Func(func)) => self.apply(&func, argv, input)?,
-                    _ => {
-                        let name = match f.as_ref() {
-                            Node::Var(n) => format!("${n}"),
-                            _ => "expression".into(),
-                        };
-                        return Err(format!(
-                            "T1006: Attempted to invoke a non-function ({name})"
-                        ));
-                    }
+                    _ => return Err("T2006: The right side of the function application operator ~> must be a function".into()),
                 }
             }
-            Node::Chain(l, r) => {
-                let lv = self.eval(l, input, env)?;
-                match r.as_ref() {
-                    Node::Call(f, args) => {
-                        let func = self.eval(f, input, env)?;
-                        let mut argv = vec![lv];
-                        for a in args {
-                            argv.push(self.eval(a, input, env)?);
-                        }
-                        match func {
-                            Some(V::Func(func)) => self.apply(&func, argv, input)?,
-                            _ => return Err("T2006: The right side of the function application operator ~> must be a function".into()),
-                        }
-                    }
-                    other => match self.eval(other, input, env)? {
-                        Some(V::Func(func)) => self.apply(&func, vec![lv], input)?,
-                        _ => return Err("T2006: The right side of the function application operator ~> must be a function".into()),
-                    },
+            other => match self.eval(other, input, env)? {
+                Some(g @ V::Func(_)) if matches!(lv, Some(V::Func(_))) => {
+                    // Function composition: `$f ~> $g` is `function($x) { $g($f($x)) }`.
+                    let f = lv.unwrap_or(V::Null);
+                    Some(V::Func(Rc::new(Func::Compose(f, g))))
                 }
-            }
-            Node::KeepArray(e) => match self.eval(e, input, env)? {
-                Some(v) if v.is_array() => Some(V::Arr(Rc::new(v.to_vec()), ArrKind::Cons)),
-                Some(v) => Some(V::Arr(Rc::new(vec![v]), ArrKind::Cons)),
-                None => None,
+                Some(V::Func(func)) => self.apply(&func, vec![lv], input)?,
+                _ => return Err("T2006: The right side of the function application operator ~> must be a function".into()),
             },
-            Node::Regex(re) => Some(V::Func(Rc::new(Func::Regex(re.0.clone())))),
-            Node::Group(expr, pairs) => {
-                let Some(v) = self.eval(expr, input, env)? else {
-                    return Ok(None);
-                };
-                // Group the items by key (keeping first-seen order), then evaluate each
-                // group's value with the group's items as the context.
-                let mut groups: Vec<(String, usize, Vec<V<'a>>)> = Vec::new();
-                for item in v.to_vec() {
-                    for (pi, (k, _)) in pairs.iter().enumerate() {
-                        let Some(key) = self.eval(k, &item, env)? else {
-                            continue;
-                        };
-                        let key = key
-                            .as_str()
-                            .ok_or_else(|| {
-                                format!(
-                                    "T1003: Key in object structure must evaluate to a string; got: {}",
-                                    key.type_name()
-                                )
-                            })?
-                            .to_owned();
-                        match groups.iter_mut().find(|(k2, _, _)| *k2 == key) {
-                            Some((_, gpi, items)) => {
-                                if *gpi != pi {
-                                    return Err(format!(
-                                        "D1009: Multiple key definitions evaluate to same key: \"{key}\""
-                                    ));
-                                }
-                                items.push(item.clone());
-                            }
-                            None => groups.push((key, pi, vec![item.clone()])),
-                        }
-                    }
-                }
-                let mut entries = Vec::with_capacity(groups.len());
-                for (key, pi, mut items) in groups {
-                    let ctx = if items.len() == 1 {
-                        items.pop().unwrap_or(V::Null)
+        }
+        })
+    }
+
+    #[inline(never)]
+    fn eval_keeparray(&mut self, node: &Node, input: &V<'a>, env: &Env<'a>) -> R<Option<V<'a>>> {
+        let _ = (input, env);
+        let Node::KeepArray(e) = node else {
+            return Ok(None);
+        };
+        Ok(match self.eval(e, input, env)? {
+            Some(v) if v.is_array() => Some(V::Arr(Rc::new(v.to_vec()), ArrKind::Cons)),
+            Some(v) => Some(V::Arr(Rc::new(vec![v]), ArrKind::Cons)),
+            None => None,
+        })
+    }
+
+    #[inline(never)]
+    fn eval_group(&mut self, node: &Node, input: &V<'a>, env: &Env<'a>) -> R<Option<V<'a>>> {
+        let Node::Group(expr, pairs) = node else {
+            return Ok(None);
+        };
+        // A path with `@`/`#` bindings groups its tuples, so keys and values see the
+        // variables.
+        if let Node::Path(steps) = expr.as_ref()
+            && let Some(first) = steps.iter().position(is_tuple_step)
+        {
+            let seq = self.path(&steps[..first], input, env)?;
+            let seq = match (first, seq) {
+                (0, _) => {
+                    if input.is_array() {
+                        input.to_vec()
                     } else {
-                        V::seq(items)
-                    };
-                    if let Some(val) = self.eval(&pairs[pi].1, &ctx, env)? {
-                        entries.push((key, val));
+                        vec![input.clone()]
                     }
                 }
-                Some(V::Obj(Rc::new(entries)))
+                (_, None) => return Ok(None),
+                (_, Some(v)) => v.to_vec(),
+            };
+            let mut keep = false;
+            let tuples = self.tuple_path(&steps[first..], seq, env, &mut keep)?;
+            if tuples.is_empty() {
+                return Ok(None);
             }
-            Node::Sort(expr, terms) => {
-                let Some(v) = self.eval(expr, input, env)? else {
-                    return Ok(None);
-                };
-                let items = v.to_vec();
-                let mut keyed = Vec::with_capacity(items.len());
-                for item in items {
-                    let mut keys = Vec::new();
-                    for (t, _) in terms {
-                        keys.push(self.eval(t, &item, env)?);
-                    }
-                    keyed.push((keys, item));
+            return self.group_by(tuples, pairs, env).map(Some);
+        }
+        let Some(v) = self.eval(expr, input, env)? else {
+            return Ok(None);
+        };
+        let tuples = v
+            .to_vec()
+            .into_iter()
+            .map(|at| Tuple {
+                at,
+                vars: Vec::new(),
+            })
+            .collect();
+        self.group_by(tuples, pairs, env).map(Some)
+    }
+
+    #[inline(never)]
+    fn eval_sort(&mut self, node: &Node, input: &V<'a>, env: &Env<'a>) -> R<Option<V<'a>>> {
+        let _ = (input, env);
+        let Node::Sort(expr, terms) = node else {
+            return Ok(None);
+        };
+        Ok({
+            let Some(v) = self.eval(expr, input, env)? else {
+                return Ok(None);
+            };
+            let items = v.to_vec();
+            let mut keyed = Vec::with_capacity(items.len());
+            for item in items {
+                let mut keys = Vec::new();
+                for (t, _) in terms {
+                    keys.push(self.eval(t, &item, env)?);
                 }
-                let mut err = None;
-                keyed.sort_by(|a, b| {
-                    for (i, (_, desc)) in terms.iter().enumerate() {
-                        let o = match order(&a.0[i], &b.0[i]) {
-                            Ok(o) => o,
-                            Err(e) => {
-                                err.get_or_insert(e);
-                                std::cmp::Ordering::Equal
-                            }
-                        };
-                        let o = if *desc { o.reverse() } else { o };
-                        if o != std::cmp::Ordering::Equal {
-                            return o;
-                        }
-                    }
-                    std::cmp::Ordering::Equal
-                });
-                if let Some(e) = err {
-                    return Err(e);
-                }
-                Some(V::seq(keyed.into_iter().map(|(_, v)| v).collect()))
+                keyed.push((keys, item));
             }
+            let mut err = None;
+            keyed.sort_by(|a, b| compare_keys(&a.0, &b.0, terms, &mut err));
+            if let Some(e) = err {
+                return Err(e);
+            }
+            Some(V::seq(keyed.into_iter().map(|(_, v)| v).collect()))
         })
     }
 
@@ -696,6 +941,12 @@ impl<'c, 'a> Ev<'c, 'a> {
         // `a.b[]` anywhere in the path: the whole result is an array.
         let mut keep = false;
         for (i, step) in steps.iter().enumerate() {
+            if is_tuple_step(step) {
+                // From the first `@`/`#` step on, the path is a tuple stream.
+                let tuples = self.tuple_path(&steps[i..], seq, env, &mut keep)?;
+                let items: Vec<V<'a>> = tuples.into_iter().map(|t| t.at).collect();
+                return Ok(finish_path(items, keep));
+            }
             let step = match step {
                 Node::KeepArray(inner) => {
                     keep = true;
@@ -704,9 +955,32 @@ impl<'c, 'a> Ev<'c, 'a> {
                 other => other,
             };
             let mut results: Vec<V<'a>> = Vec::new();
-            for item in &seq {
-                if let Some(r) = self.eval(step, item, env)? {
+            if i == 0 && matches!(step, Node::Array(_)) {
+                // A leading array constructor is evaluated once (not per context item), and
+                // its items are the sequence the next step walks, as the reference
+                // implementation does.
+                let items = self.eval(step, input, env)?.map(|r| r.to_vec());
+                if i == last {
+                    return Ok(items.map(|v| V::Arr(Rc::new(v), ArrKind::Cons)));
+                }
+                seq = items.unwrap_or_default();
+                continue;
+            } else if is_sort_step(step) {
+                // An order-by step sorts the whole sequence at once.
+                if let Some(r) = self.eval(step, &V::seq(std::mem::take(&mut seq)), env)? {
                     results.push(r);
+                }
+            } else {
+                let cons = i == last && matches!(step, Node::Array(_));
+                for item in &seq {
+                    if let Some(r) = self.eval(step, item, env)? {
+                        // A trailing array constructor's arrays are kept whole.
+                        results.push(if cons {
+                            V::Arr(Rc::new(r.to_vec()), ArrKind::Cons)
+                        } else {
+                            r
+                        });
+                    }
                 }
             }
             if i == last
@@ -716,6 +990,10 @@ impl<'c, 'a> Ev<'c, 'a> {
             {
                 // A single array result of the last step is kept whole
                 // (e.g. `$states.input.items`).
+                if keep {
+                    let r = results.pop().map(|r| r.to_vec()).unwrap_or_default();
+                    return Ok(Some(V::Arr(Rc::new(r), ArrKind::Cons)));
+                }
                 return Ok(results.pop());
             }
             let mut next = Vec::new();
@@ -728,14 +1006,191 @@ impl<'c, 'a> Ev<'c, 'a> {
             }
             seq = next;
         }
-        if keep {
-            return Ok(if seq.is_empty() {
-                None
+        Ok(finish_path(seq, keep))
+    }
+
+    /// Evaluates path steps as a tuple stream (JSONata "Path Operators": `@` context binding
+    /// and `#` positional binding): every item carries the variables bound by earlier steps,
+    /// and later steps, predicates and constructors see them.
+    fn tuple_path(
+        &mut self,
+        steps: &[Node],
+        seq: Vec<V<'a>>,
+        env: &Env<'a>,
+        keep: &mut bool,
+    ) -> R<Vec<Tuple<'a>>> {
+        let mut tuples: Option<Vec<Tuple<'a>>> = None;
+        for step in steps {
+            let parts = StepParts::of(step);
+            *keep |= parts.keep;
+            let incoming = match tuples.take() {
+                Some(t) => t,
+                None => seq
+                    .iter()
+                    .map(|v| Tuple {
+                        at: v.clone(),
+                        vars: Vec::new(),
+                    })
+                    .collect(),
+            };
+            let mut out: Vec<Tuple<'a>> = Vec::new();
+            if let Node::Sort(marker, terms) = parts.base
+                && matches!(marker.as_ref(), Node::Var(v) if v.is_empty())
+            {
+                out = self.sort_tuples(incoming, terms, env)?;
+                if let Some(ix) = parts.index {
+                    for (i, t) in out.iter_mut().enumerate() {
+                        t.bind(ix, V::Num(i as f64));
+                    }
+                }
             } else {
-                Some(V::Arr(Rc::new(seq), ArrKind::Cons))
+                for t in &incoming {
+                    let scope = t.scope(env);
+                    let Some(res) = self.eval(parts.base, &t.at, &scope)? else {
+                        continue;
+                    };
+                    let items = if res.is_array() {
+                        res.to_vec()
+                    } else {
+                        vec![res]
+                    };
+                    for (bb, item) in items.into_iter().enumerate() {
+                        let mut nt = t.clone();
+                        match parts.focus {
+                            Some(f) => nt.bind(f, item),
+                            None => nt.at = item,
+                        }
+                        if let Some(ix) = parts.index {
+                            nt.bind(ix, V::Num(bb as f64));
+                        }
+                        out.push(nt);
+                    }
+                }
+            }
+            for stage in &parts.stages {
+                match stage {
+                    Stage::Filter(pred) => out = self.filter_tuples(out, pred, env)?,
+                    Stage::Index(ix) => {
+                        for (i, t) in out.iter_mut().enumerate() {
+                            t.bind(ix, V::Num(i as f64));
+                        }
+                    }
+                }
+            }
+            tuples = Some(out);
+        }
+        Ok(tuples.unwrap_or_default())
+    }
+
+    fn sort_tuples(
+        &mut self,
+        tuples: Vec<Tuple<'a>>,
+        terms: &[(Node, bool)],
+        env: &Env<'a>,
+    ) -> R<Vec<Tuple<'a>>> {
+        let mut keyed = Vec::with_capacity(tuples.len());
+        for t in tuples {
+            let scope = t.scope(env);
+            let mut keys = Vec::new();
+            for (term, _) in terms {
+                keys.push(self.eval(term, &t.at, &scope)?);
+            }
+            keyed.push((keys, t));
+        }
+        let mut err = None;
+        keyed.sort_by(|a, b| compare_keys(&a.0, &b.0, terms, &mut err));
+        if let Some(e) = err {
+            return Err(e);
+        }
+        Ok(keyed.into_iter().map(|(_, t)| t).collect())
+    }
+
+    fn filter_tuples(
+        &mut self,
+        tuples: Vec<Tuple<'a>>,
+        pred: &Node,
+        env: &Env<'a>,
+    ) -> R<Vec<Tuple<'a>>> {
+        let len = tuples.len();
+        if let Some(n) = literal_index(pred) {
+            let n = n.floor();
+            let i = if n < 0.0 { n + len as f64 } else { n };
+            return Ok(if i >= 0.0 && (i as usize) < len {
+                vec![tuples[i as usize].clone()]
+            } else {
+                Vec::new()
             });
         }
-        Ok(collapse(seq))
+        let mut out = Vec::new();
+        for (i, t) in tuples.into_iter().enumerate() {
+            let scope = t.scope(env);
+            let r = self.eval(pred, &t.at, &scope)?;
+            if predicate_keeps(&r, i, len) {
+                out.push(t);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `| location | update [, delete] |` applied to `obj`: a deep copy of `obj` in which
+    /// every object the location selects gets the update's fields merged in and the
+    /// delete's fields removed (all updates are evaluated against the unmodified copy, in
+    /// document order, like the reference implementation does for non-overlapping matches).
+    fn transform(
+        &mut self,
+        obj: &V<'a>,
+        location: &Node,
+        update: &Node,
+        delete: Option<&Node>,
+        env: &Env<'a>,
+    ) -> R<V<'a>> {
+        if obj.type_name() != "object" && obj.type_name() != "array" {
+            return Err(format!(
+                "T0410: Argument 1 of the transform function does not match function signature (expected an object or array, got {})",
+                obj.type_name()
+            ));
+        }
+        let copy = deep_copy(obj, 0)?;
+        let mut edits: HashMap<usize, Vec<Edit<'a>>> = HashMap::new();
+        if let Some(matches) = self.eval(location, &copy, env)? {
+            for m in matches.to_vec() {
+                let upd = self.eval(update, &m, env)?;
+                let mut es = Vec::new();
+                if let Some(u) = upd {
+                    let Some(fields) = u.entries().filter(|_| !u.is_array()) else {
+                        return Err(format!(
+                            "T2011: The insert/update clause of the transform expression must evaluate to an object: got {}",
+                            u.type_name()
+                        ));
+                    };
+                    es.push(Edit::Update(fields));
+                }
+                if let Some(d) = delete
+                    && let Some(dv) = self.eval(d, &m, env)?
+                {
+                    let names: Option<Vec<String>> = dv
+                        .to_vec()
+                        .iter()
+                        .map(|x| x.as_str().map(str::to_owned))
+                        .collect();
+                    let Some(names) = names else {
+                        return Err(
+                            "T2012: The delete clause of the transform expression must evaluate to a string or array of strings".into(),
+                        );
+                    };
+                    es.push(Edit::Delete(names));
+                }
+                if let V::Obj(rc) = &m {
+                    edits
+                        .entry(Rc::as_ptr(rc) as *const u8 as usize)
+                        .or_default()
+                        .extend(es);
+                }
+            }
+        }
+        // `copy` (and every matched object) stays alive while rebuilding, so the addresses
+        // in `edits` cannot be reused by new values.
+        rebuild(&copy, &edits, 0)
     }
 
     fn filter(&mut self, v: &V<'a>, pred: &Node, env: &Env<'a>) -> R<Option<V<'a>>> {
@@ -862,7 +1317,7 @@ impl<'c, 'a> Ev<'c, 'a> {
                     }
                 }
                 let (Some(a), Some(b)) = (&lv, &rv) else {
-                    return Ok(Some(V::Bool(false)));
+                    return Ok(None);
                 };
                 let ord = if let (Some(x), Some(y)) = (a.as_f64(), b.as_f64()) {
                     x.partial_cmp(&y)
@@ -870,7 +1325,7 @@ impl<'c, 'a> Ev<'c, 'a> {
                     Some(x.cmp(y))
                 } else {
                     return Err(format!(
-                        "T2010: The expressions either side of operator \"{sym}\" must be of the same data type and either a number or a string"
+                        "T2009: The values either side of operator \"{sym}\" must be of the same data type"
                     ));
                 };
                 let Some(ord) = ord else {
@@ -946,6 +1401,35 @@ impl<'c, 'a> Ev<'c, 'a> {
                 self.eval(body, input, &scope)
             }
             Func::Builtin(name) => self.builtin(name, args, input),
+            Func::Partial { func, args: bound } => {
+                let mut supplied = args.into_iter();
+                let full = bound
+                    .iter()
+                    .map(|b| match b {
+                        Some(v) => v.clone(),
+                        None => supplied.next().flatten(),
+                    })
+                    .collect();
+                let func = func.clone();
+                self.apply(&func, full, input)
+            }
+            Func::Compose(f, g) => {
+                let x = args.into_iter().next().flatten();
+                let mid = self.call_fn(f, vec![x], input)?;
+                self.call_fn(g, vec![mid], input)
+            }
+            Func::Transform {
+                location,
+                update,
+                delete,
+                env,
+            } => {
+                let Some(obj) = args.into_iter().next().flatten() else {
+                    return Ok(None);
+                };
+                self.transform(&obj, location, update, delete.as_deref(), env)
+                    .map(Some)
+            }
             Func::Regex(re) => {
                 let text = args.first().cloned().flatten();
                 let Some(text) = text.as_ref().and_then(V::as_str) else {
@@ -961,15 +1445,294 @@ impl<'c, 'a> Ev<'c, 'a> {
             V::Func(func) => {
                 let func = func.clone();
                 // Pass only as many arguments as a lambda declares (JSONata's HOF convention).
-                let args = match func.as_ref() {
-                    Func::Lambda { params, .. } => args.into_iter().take(params.len()).collect(),
-                    Func::Builtin(_) | Func::Regex(_) => args,
+                let args = match func.arity() {
+                    Some(n) => args.into_iter().take(n).collect(),
+                    None => args,
                 };
                 self.apply(&func, args, input)
             }
             _ => Err("T1006: Attempted to invoke a non-function".into()),
         }
     }
+}
+
+/// The tuples of one group as one context: the items (one, or a sequence) and every
+/// variable bound to its values across the group.
+fn merge_tuples(mut items: Vec<Tuple<'_>>) -> Tuple<'_> {
+    if items.len() == 1 {
+        return items.pop().unwrap_or(Tuple {
+            at: V::seq(Vec::new()),
+            vars: Vec::new(),
+        });
+    }
+    let mut names: Vec<String> = Vec::new();
+    for t in &items {
+        for (k, _) in &t.vars {
+            if !names.contains(k) {
+                names.push(k.clone());
+            }
+        }
+    }
+    let vars = names
+        .into_iter()
+        .map(|n| {
+            let vals: Vec<V<'_>> = items
+                .iter()
+                .filter_map(|t| t.vars.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone()))
+                .collect();
+            let v = collapse(vals).unwrap_or(V::seq(Vec::new()));
+            (n, v)
+        })
+        .collect();
+    Tuple {
+        at: V::seq(items.into_iter().map(|t| t.at).collect()),
+        vars,
+    }
+}
+
+/// One item of a tuple stream: the context item `@` and the variables bound so far.
+#[derive(Clone)]
+struct Tuple<'a> {
+    at: V<'a>,
+    vars: Vec<(String, V<'a>)>,
+}
+
+impl<'a> Tuple<'a> {
+    fn bind(&mut self, name: &str, v: V<'a>) {
+        match self.vars.iter_mut().find(|(k, _)| k == name) {
+            Some(slot) => slot.1 = v,
+            None => self.vars.push((name.to_owned(), v)),
+        }
+    }
+    fn scope(&self, env: &Env<'a>) -> Env<'a> {
+        if self.vars.is_empty() {
+            return env.clone();
+        }
+        let scope = Scope::child(env);
+        for (k, v) in &self.vars {
+            scope.bind(k, v.clone());
+        }
+        scope
+    }
+}
+
+enum Stage<'n> {
+    Filter(&'n Node),
+    Index(&'n str),
+}
+
+/// A path step taken apart: the expression, its `@`/`#` bindings, and the predicates and
+/// positional bindings that follow it in order.
+struct StepParts<'n> {
+    base: &'n Node,
+    focus: Option<&'n str>,
+    index: Option<&'n str>,
+    stages: Vec<Stage<'n>>,
+    keep: bool,
+}
+
+impl<'n> StepParts<'n> {
+    fn of(step: &'n Node) -> StepParts<'n> {
+        // Collect wrappers outside-in, then apply them inside-out (the parse order).
+        let mut wrappers = Vec::new();
+        let mut base = step;
+        while let Node::Filter(inner, _)
+        | Node::Focus(inner, _)
+        | Node::Index(inner, _)
+        | Node::KeepArray(inner) = base
+        {
+            wrappers.push(base);
+            base = inner;
+        }
+        let mut parts = StepParts {
+            base,
+            focus: None,
+            index: None,
+            stages: Vec::new(),
+            keep: false,
+        };
+        for w in wrappers.into_iter().rev() {
+            match w {
+                Node::Filter(_, pred) => parts.stages.push(Stage::Filter(pred)),
+                Node::Focus(_, v) => parts.focus = Some(v),
+                Node::Index(_, v) if parts.stages.is_empty() => parts.index = Some(v),
+                Node::Index(_, v) => parts.stages.push(Stage::Index(v)),
+                Node::KeepArray(_) => parts.keep = true,
+                _ => {}
+            }
+        }
+        parts
+    }
+}
+
+/// Does this path step (or a wrapper of it) bind with `@` or `#`? Iterative: wrappers can
+/// be chained deeply.
+fn is_tuple_step(mut n: &Node) -> bool {
+    loop {
+        match n {
+            Node::Focus(..) | Node::Index(..) => return true,
+            Node::Filter(inner, _) | Node::KeepArray(inner) => n = inner,
+            _ => return false,
+        }
+    }
+}
+
+/// An order-by step of a path (see `parse::into_steps`), possibly with predicates.
+fn is_sort_step(mut n: &Node) -> bool {
+    loop {
+        match n {
+            Node::Filter(inner, _) => n = inner,
+            Node::Sort(inner, _) => return matches!(inner.as_ref(), Node::Var(v) if v.is_empty()),
+            _ => return false,
+        }
+    }
+}
+
+fn finish_path<'a>(seq: Vec<V<'a>>, keep: bool) -> Option<V<'a>> {
+    if keep {
+        return if seq.is_empty() {
+            None
+        } else {
+            Some(V::Arr(Rc::new(seq), ArrKind::Cons))
+        };
+    }
+    collapse(seq)
+}
+
+fn literal_index(pred: &Node) -> Option<f64> {
+    match pred {
+        Node::Num(n) => Some(*n),
+        Node::Neg(inner) => match inner.as_ref() {
+            Node::Num(n) => Some(-*n),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// JSONata's predicate rule: a number (or array of numbers) selects by position, anything
+/// else by truthiness.
+fn predicate_keeps(r: &Option<V<'_>>, i: usize, len: usize) -> bool {
+    let pos = |x: f64| {
+        let n = x.floor();
+        let n = if n < 0.0 { n + len as f64 } else { n };
+        n == i as f64
+    };
+    match r {
+        Some(rv) if rv.as_f64().is_some() => pos(rv.as_f64().unwrap_or(-1.0)),
+        Some(rv)
+            if rv.is_array()
+                && rv.len() > 0
+                && rv.to_vec().iter().all(|x| x.as_f64().is_some()) =>
+        {
+            rv.to_vec().iter().any(|x| pos(x.as_f64().unwrap_or(-1.0)))
+        }
+        _ => truthy(r),
+    }
+}
+
+fn compare_keys(
+    a: &[Option<V<'_>>],
+    b: &[Option<V<'_>>],
+    terms: &[(Node, bool)],
+    err: &mut Option<String>,
+) -> std::cmp::Ordering {
+    for (i, (_, desc)) in terms.iter().enumerate() {
+        // Undefined keys sort last in either direction.
+        match (&a[i], &b[i]) {
+            (None, None) => continue,
+            (None, _) => return std::cmp::Ordering::Greater,
+            (_, None) => return std::cmp::Ordering::Less,
+            _ => {}
+        }
+        let o = match order(&a[i], &b[i]) {
+            Ok(o) => o,
+            Err(e) => {
+                err.get_or_insert(e);
+                std::cmp::Ordering::Equal
+            }
+        };
+        let o = if *desc { o.reverse() } else { o };
+        if o != std::cmp::Ordering::Equal {
+            return o;
+        }
+    }
+    std::cmp::Ordering::Equal
+}
+
+enum Edit<'a> {
+    Update(Vec<(String, V<'a>)>),
+    Delete(Vec<String>),
+}
+
+/// A copy with fresh objects and arrays (the transform operator's copy semantics: the
+/// input is never modified, and each copied object has its own identity).
+fn deep_copy<'a>(v: &V<'a>, depth: usize) -> R<V<'a>> {
+    if depth > 1000 {
+        return Err("value nested too deeply".into());
+    }
+    Ok(if let Some(entries) = v.entries() {
+        V::Obj(Rc::new(
+            entries
+                .into_iter()
+                .map(|(k, x)| Ok((k, deep_copy(&x, depth + 1)?)))
+                .collect::<R<_>>()?,
+        ))
+    } else if let Some(items) = v.items() {
+        V::Arr(
+            Rc::new(
+                items
+                    .iter()
+                    .map(|x| deep_copy(x, depth + 1))
+                    .collect::<R<_>>()?,
+            ),
+            ArrKind::Plain,
+        )
+    } else {
+        v.clone()
+    })
+}
+
+fn rebuild<'a>(v: &V<'a>, edits: &HashMap<usize, Vec<Edit<'a>>>, depth: usize) -> R<V<'a>> {
+    if depth > 1000 {
+        return Err("value nested too deeply".into());
+    }
+    Ok(match v {
+        V::Obj(rc) => {
+            let mut entries = rc.as_ref().clone();
+            if let Some(es) = edits.get(&(Rc::as_ptr(rc) as *const u8 as usize)) {
+                for e in es {
+                    match e {
+                        Edit::Update(fields) => {
+                            for (k, x) in fields {
+                                match entries.iter_mut().find(|(k2, _)| k2 == k) {
+                                    Some(slot) => slot.1 = x.clone(),
+                                    None => entries.push((k.clone(), x.clone())),
+                                }
+                            }
+                        }
+                        Edit::Delete(names) => entries.retain(|(k, _)| !names.contains(k)),
+                    }
+                }
+            }
+            V::Obj(Rc::new(
+                entries
+                    .into_iter()
+                    .map(|(k, x)| Ok((k, rebuild(&x, edits, depth + 1)?)))
+                    .collect::<R<_>>()?,
+            ))
+        }
+        V::Arr(items, kind) => V::Arr(
+            Rc::new(
+                items
+                    .iter()
+                    .map(|x| rebuild(x, edits, depth + 1))
+                    .collect::<R<_>>()?,
+            ),
+            *kind,
+        ),
+        other => other.clone(),
+    })
 }
 
 fn check_num(v: &Option<V<'_>>, side: &str, sym: &str) -> R<()> {
@@ -1102,7 +1865,6 @@ const BUILTINS: &[&str] = &[
     "join",
     "replace",
     "keys",
-    "values",
     "lookup",
     "merge",
     "append",
@@ -1151,6 +1913,7 @@ const BUILTINS: &[&str] = &[
 
 impl<'c, 'a> Ev<'c, 'a> {
     fn builtin(&mut self, name: &str, args: Vec<Option<V<'a>>>, input: &V<'a>) -> R<Option<V<'a>>> {
+        let args = super::signature::validate(name, args, input)?;
         let arg = |i: usize| args.get(i).cloned().flatten();
         let need_str = |i: usize| -> R<Option<String>> {
             match arg(i) {
@@ -1248,20 +2011,31 @@ impl<'c, 'a> Ev<'c, 'a> {
             "substring" => match need_str(0)? {
                 None => None,
                 Some(s) => {
+                    // JavaScript `Array.prototype.slice` on the characters, as the reference
+                    // implementation does (fractions truncate, negatives count from the end).
                     let chars: Vec<char> = s.chars().collect();
                     let len = chars.len() as f64;
-                    let mut start = need_num(1)?.unwrap_or(0.0).trunc();
-                    if start < 0.0 {
-                        start = (len + start).max(0.0);
+                    let mut start = need_num(1)?.unwrap_or(0.0);
+                    if len + start < 0.0 {
+                        start = 0.0;
                     }
-                    let count = need_num(2)?.map(f64::trunc);
-                    let end = match count {
-                        Some(c) if c <= 0.0 => start,
-                        Some(c) => (start + c).min(len),
+                    let end = match need_num(2)? {
+                        Some(c) if c <= 0.0 => return Ok(Some(V::str(""))),
+                        Some(c) if start >= 0.0 => start + c,
+                        Some(c) => len + start + c,
                         None => len,
                     };
-                    let (s0, e0) = (start.min(len) as usize, end.max(start).min(len) as usize);
-                    Some(V::str(&chars[s0..e0].iter().collect::<String>()))
+                    let clamp = |x: f64| {
+                        let x = x.trunc();
+                        let x = if x < 0.0 { (len + x).max(0.0) } else { x.min(len) };
+                        x as usize
+                    };
+                    let (s0, e0) = (clamp(start), clamp(end));
+                    Some(V::str(&if e0 > s0 {
+                        chars[s0..e0].iter().collect::<String>()
+                    } else {
+                        String::new()
+                    }))
                 }
             },
             "substringBefore" | "substringAfter" => match (need_str(0)?, need_str(1)?) {
@@ -1317,6 +2091,9 @@ impl<'c, 'a> Ev<'c, 'a> {
             "split" if matches!(arg(1), Some(V::Func(_))) => match (need_str(0)?, arg(1)) {
                 (Some(text), Some(V::Func(f))) => match f.as_ref() {
                     Func::Regex(re) => {
+                        if need_num(2)?.is_some_and(|n| n < 0.0) {
+                            return Err("D3020: Third argument of split function must evaluate to a positive number".into());
+                        }
                         let limit = need_num(2)?.map(|n| n.max(0.0) as usize);
                         let parts = re.split(&text).map(V::str);
                         Some(V::array(match limit {
@@ -1331,9 +2108,46 @@ impl<'c, 'a> Ev<'c, 'a> {
             "replace" if matches!(arg(1), Some(V::Func(_))) => match (need_str(0)?, arg(1)) {
                 (Some(text), Some(V::Func(f))) => match f.as_ref() {
                     Func::Regex(re) => {
-                        let rep = need_str(2)?.unwrap_or_default();
-                        let limit = need_num(3)?.map(|n| n.max(0.0) as usize).unwrap_or(0);
-                        Some(V::str(&re.replacen(&text, limit, rep.as_str())))
+                        let limit = match need_num(3)? {
+                            Some(n) if n < 0.0 => {
+                                return Err("D3011: Fourth argument of replace function must evaluate to a positive number".into());
+                            }
+                            Some(n) => n as usize,
+                            None => usize::MAX,
+                        };
+                        match arg(2) {
+                            Some(f @ V::Func(_)) => {
+                                // The replacement is a function of the match object.
+                                let mut out = String::new();
+                                let mut last = 0;
+                                for (n, m) in regex_matches(re, &text, None).into_iter().enumerate() {
+                                    if n >= limit {
+                                        break;
+                                    }
+                                    let whole = m.field("match").and_then(|x| x.as_str().map(str::to_owned)).unwrap_or_default();
+                                    let at = m.field("index").and_then(|x| x.as_f64()).unwrap_or(0.0) as usize;
+                                    let start = text.char_indices().nth(at).map_or(text.len(), |(b, _)| b);
+                                    let r = self.call_fn(&f, vec![Some(m)], input)?;
+                                    let Some(r) = r.as_ref().and_then(V::as_str).map(str::to_owned) else {
+                                        return Err("D3012: Attempted to replace a matched string with a non-string value".into());
+                                    };
+                                    out.push_str(&text[last..start]);
+                                    out.push_str(&r);
+                                    last = start + whole.len();
+                                }
+                                out.push_str(&text[last.min(text.len())..]);
+                                Some(V::str(&out))
+                            }
+                            _ => {
+                                let rep = need_str(2)?.unwrap_or_default();
+                                let limit = if limit == usize::MAX { 0 } else { limit };
+                                if limit == 0 && need_num(3)?.is_some() {
+                                    Some(V::str(&text))
+                                } else {
+                                    Some(V::str(&re.replacen(&text, limit, rep.as_str())))
+                                }
+                            }
+                        }
                     }
                     _ => return Err("T0410: Argument 2 of function $replace must be a string or a regular expression".into()),
                 },
@@ -1347,6 +2161,9 @@ impl<'c, 'a> Ev<'c, 'a> {
                 None => None,
                 Some(s) => {
                     let sep = need_str(1)?.ok_or("T0410: Argument 2 of function $split must be a string (regular expressions are not supported)")?;
+                    if need_num(2)?.is_some_and(|n| n < 0.0) {
+                        return Err("D3020: Third argument of split function must evaluate to a positive number".into());
+                    }
                     let limit = need_num(2)?.map(|n| n.max(0.0) as usize);
                     let parts: Vec<V<'a>> = if sep.is_empty() {
                         s.chars().map(|c| V::str(&c.to_string())).collect()
@@ -1382,7 +2199,10 @@ impl<'c, 'a> Ev<'c, 'a> {
                         }
                         let rep = need_str(2)?.unwrap_or_default();
                         match need_num(3)? {
-                            Some(l) => Some(V::str(&s.replacen(&pat, &rep, l.max(0.0) as usize))),
+                            Some(l) if l < 0.0 => {
+                                return Err("D3011: Fourth argument of replace function must evaluate to a positive number".into());
+                            }
+                            Some(l) => Some(V::str(&s.replacen(&pat, &rep, l as usize))),
                             None => Some(V::str(&s.replace(&pat, &rep))),
                         }
                     }
@@ -1402,15 +2222,6 @@ impl<'c, 'a> Ev<'c, 'a> {
                     collapse(keys.iter().map(|k| V::str(k)).collect())
                 }
             },
-            "values" => arg(0).and_then(|v| {
-                collapse(
-                    v.entries()
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(_, x)| x)
-                        .collect(),
-                )
-            }),
             "lookup" => match (arg(0), need_str(1)?) {
                 (Some(v), Some(k)) => lookup_name(&v, &k),
                 _ => None,
@@ -1589,14 +2400,26 @@ impl<'c, 'a> Ev<'c, 'a> {
                 let Some(f) = arg(1) else {
                     return Err("T0410: Argument 2 of function $reduce must be a function".into());
                 };
+                if let V::Func(func) = &f
+                    && func.arity().is_some_and(|n| n < 2)
+                {
+                    return Err("D3050: The second argument of reduce function must be a function with at least two arguments".into());
+                }
                 let Some(v) = arg(0) else { return Ok(None) };
-                let mut items = v.to_vec().into_iter();
-                let mut acc = match arg(2) {
-                    Some(init) => Some(init),
-                    None => items.next(),
+                let items = v.to_vec();
+                let whole = V::array(items.clone());
+                let (mut acc, start) = match arg(2) {
+                    Some(init) => (Some(init), 0),
+                    None if !items.is_empty() => (Some(items[0].clone()), 1),
+                    None => (None, 0),
                 };
-                for x in items {
-                    acc = self.call_fn(&f, vec![acc, Some(x)], input)?;
+                // The function also gets the position and the array when it declares them.
+                for (i, x) in items.into_iter().enumerate().skip(start) {
+                    acc = self.call_fn(
+                        &f,
+                        vec![acc, Some(x), Some(V::Num(i as f64)), Some(whole.clone())],
+                        input,
+                    )?;
                 }
                 acc
             }
@@ -1621,6 +2444,9 @@ impl<'c, 'a> Ev<'c, 'a> {
                 _ => None,
             },
             "spread" => arg(0).map(|v| {
+                if !v.is_array() && v.entries().is_none() {
+                    return v;
+                }
                 let mut out = Vec::new();
                 for item in if v.is_array() { v.to_vec() } else { vec![v] } {
                     match item.entries() {
@@ -1657,17 +2483,8 @@ impl<'c, 'a> Ev<'c, 'a> {
             "round" => match need_num(0)? {
                 None => None,
                 Some(n) => {
-                    let prec = need_num(1)?.unwrap_or(0.0).clamp(-15.0, 15.0) as i32;
-                    let f = 10f64.powi(prec);
-                    let x = n * f;
-                    // Round half to even, as JSONata does.
-                    let r = x.round();
-                    let r = if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
-                        r - x.signum()
-                    } else {
-                        r
-                    };
-                    Some(V::Num(r / f))
+                    let prec = need_num(1)?.unwrap_or(0.0).clamp(-300.0, 300.0) as i32;
+                    Some(V::Num(super::number::round(n, prec)))
                 }
             },
             "random" => {
@@ -1681,40 +2498,69 @@ impl<'c, 'a> Ev<'c, 'a> {
                 Some(V::Num((bits >> 11) as f64 / (1u64 << 53) as f64))
             }
             "millis" | "now" => {
-                // The local engine has no clock here: use the state's entered time from the
-                // context object, so results are reproducible.
-                let entered = self
-                    .ctx
-                    .context
-                    .pointer("/State/EnteredTime")
-                    .or_else(|| self.ctx.context.pointer("/Execution/StartTime"))
-                    .and_then(Value::as_str)
-                    .ok_or(
-                        "D3100: $now()/$millis() need State.EnteredTime in the context object",
-                    )?;
-                if name == "now" {
-                    Some(V::str(entered))
+                // The crate has no clock: "now" is the state's entered time from the context
+                // object, so results are reproducible (and constant within one evaluation,
+                // as JSONata's are).
+                let ms = self.now_millis().ok_or(
+                    "D3100: $now()/$millis() need State.EnteredTime in the context object",
+                )?;
+                if name == "millis" {
+                    Some(V::Num(ms))
+                } else if arg(0).is_none() && arg(1).is_none() {
+                    Some(V::str(&super::datetime::format_datetime(ms, None, None)?))
                 } else {
-                    let ns = crate::choice::parse_timestamp(entered)
-                        .ok_or("D3110: invalid EnteredTime")?;
-                    Some(V::Num((ns / 1_000_000) as f64))
+                    let (pic, tz) = (need_str(0)?, need_str(1)?);
+                    Some(V::str(&super::datetime::format_datetime(
+                        ms,
+                        pic.as_deref(),
+                        tz.as_deref(),
+                    )?))
                 }
             }
             "toMillis" => match need_str(0)? {
                 None => None,
-                Some(s) => {
-                    let ns = crate::choice::parse_timestamp(&s).ok_or_else(|| {
-                        format!("D3110: The timestamp '{s}' is not ISO 8601 (RFC 3339)")
-                    })?;
-                    Some(V::Num((ns.div_euclid(1_000_000)) as f64))
+                Some(s) => match need_str(1)? {
+                    None => Some(V::Num(super::datetime::parse_iso(&s).ok_or_else(|| {
+                        format!(
+                            "D3110: The argument of the toMillis function must be an ISO 8601 formatted timestamp. Given \"{s}\""
+                        )
+                    })?)),
+                    Some(picture) => {
+                        let now = self.now_millis().unwrap_or(0.0) as i64;
+                        match super::datetime::parse_datetime(&s, &picture, now)? {
+                            Some(ms) if ms.is_finite() => Some(V::Num(ms)),
+                            // NaN in the reference, which JSON renders as null.
+                            Some(_) => Some(V::Null),
+                            None => None,
+                        }
+                    }
+                },
+            },
+            "fromMillis" => match need_num(0)? {
+                None => None,
+                Some(ms) => {
+                    let (pic, tz) = (need_str(1)?, need_str(2)?);
+                    Some(V::str(&super::datetime::format_datetime(
+                        ms,
+                        pic.as_deref(),
+                        tz.as_deref(),
+                    )?))
                 }
             },
-            "fromMillis" => need_num(0)?.map(|ms| V::str(&clock::format_rfc3339_millis(ms as i64))),
             "base64encode" => need_str(0)?.map(|s| V::str(&base64_encode(s.as_bytes()))),
             "base64decode" => match need_str(0)? {
                 None => None,
                 Some(s) => {
-                    let bytes = base64_decode(&s).ok_or("D3137: the string is not valid Base64")?;
+                    // Lenient like the reference (Node's decoder skips characters outside the
+                    // alphabet).
+                    let clean: String = s
+                        .chars()
+                        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/'))
+                        .collect();
+                    let padded = format!("{clean}{}", "=".repeat((4 - clean.len() % 4) % 4));
+                    let bytes = base64_decode(&padded)
+                        .or_else(|| base64_decode(&clean))
+                        .unwrap_or_default();
                     Some(V::str(&String::from_utf8_lossy(&bytes)))
                 }
             },
@@ -1735,25 +2581,31 @@ impl<'c, 'a> Ev<'c, 'a> {
             "formatNumber" => match need_num(0)? {
                 None => None,
                 Some(n) => {
-                    let picture = need_str(1)?.ok_or("T0410: Argument 2 of function $formatNumber must be a picture string")?;
-                    Some(V::str(&format_number(n, &picture)?))
+                    let picture = need_str(1)?.unwrap_or_default();
+                    let mut options = Vec::new();
+                    for (k, v) in arg(2).and_then(|o| o.entries()).unwrap_or_default() {
+                        options.push((k, stringify(&v)?));
+                    }
+                    Some(V::str(&super::number::format_number(n, &picture, &options)?))
                 }
             },
             "formatInteger" => match need_num(0)? {
                 None => None,
                 Some(n) => {
-                    let picture = need_str(1)?.ok_or("T0410: Argument 2 of function $formatInteger must be a picture string")?;
-                    Some(V::str(&format_number(n.trunc(), &picture)?))
+                    let picture = need_str(1)?.unwrap_or_default();
+                    Some(V::str(&super::datetime::format_integer(n, &picture)?))
                 }
             },
             "parseInteger" => match need_str(0)? {
                 None => None,
                 Some(text) => {
-                    let digits: String = text.chars().filter(|c| *c != ',').collect();
-                    let n: f64 = digits.trim().parse().map_err(|_| {
-                        format!("D3137: Unable to parse '{text}' as an integer")
-                    })?;
-                    Some(V::Num(n.trunc()))
+                    let picture = need_str(1)?.unwrap_or_default();
+                    // An unparsable number is NaN in the reference, which JSON renders as null.
+                    Some(
+                        super::datetime::parse_integer(&text, &picture)?
+                            .filter(|n| n.is_finite())
+                            .map_or(V::Null, V::Num),
+                    )
                 }
             },
             "encodeUrlComponent" | "encodeUrl" => need_str(0)?.map(|s| {
@@ -1910,83 +2762,53 @@ impl<'c, 'a> Ev<'c, 'a> {
     }
 }
 
-/// `$formatNumber` for decimal pictures (XPath `format-number` subset): optional prefix and
-/// suffix, `0` (mandatory digit), `#` (optional digit), `,` grouping, `.` decimal point, and
-/// `%` (percent). Exponents and per-mille are not supported.
-fn format_number(n: f64, picture: &str) -> R<String> {
-    let is_pic = |c: char| matches!(c, '0'..='9' | '#' | ',' | '.');
-    let start = picture.find(is_pic).ok_or_else(|| {
-        format!("D3085: The picture string '{picture}' must contain at least one digit or '#'")
-    })?;
-    let end = picture.rfind(is_pic).map_or(start, |e| e + 1);
-    let (prefix, body, suffix) = (&picture[..start], &picture[start..end], &picture[end..]);
-    if body.matches('.').count() > 1 {
-        return Err(format!(
-            "D3081: The picture string '{picture}' has more than one decimal point"
-        ));
-    }
-    let (int_pic, frac_pic) = body.split_once('.').unwrap_or((body, ""));
-    let min_int = int_pic.chars().filter(|c| c.is_ascii_digit()).count();
-    let min_frac = frac_pic.chars().filter(|c| c.is_ascii_digit()).count();
-    let max_frac = frac_pic
-        .chars()
-        .filter(|c| c.is_ascii_digit() || *c == '#')
-        .count();
-    let group = int_pic
-        .rfind(',')
-        .map(|i| int_pic[i + 1..].chars().filter(|c| *c != ',').count())
-        .filter(|g| *g > 0);
-    let mut v = n;
-    if prefix.contains('%') || suffix.contains('%') {
-        v *= 100.0;
-    }
-    if !v.is_finite() {
-        return Err("D3001: Attempting to format Infinity or NaN".into());
-    }
-    let text = format!("{:.*}", max_frac.min(20), v.abs());
-    let (int_digits, frac_digits) = text.split_once('.').unwrap_or((&text, ""));
-    let mut frac = frac_digits.to_owned();
-    while frac.len() > min_frac && frac.ends_with('0') {
-        frac.pop();
-    }
-    let mut int = int_digits.trim_start_matches('0').to_owned();
-    while int.len() < min_int {
-        int.insert(0, '0');
-    }
-    if int.is_empty() && frac.is_empty() {
-        int.push('0');
-    }
-    if let Some(g) = group {
-        let digits: Vec<char> = int.chars().collect();
-        let mut grouped = String::new();
-        for (i, c) in digits.iter().enumerate() {
-            let from_end = digits.len() - i;
-            if i > 0 && from_end / g * g == from_end {
-                grouped.push(',');
-            }
-            grouped.push(*c);
-        }
-        int = grouped;
-    }
-    let sign = if v < 0.0
-        && (int.chars().any(|c| c.is_ascii_digit() && c != '0') || frac.chars().any(|c| c != '0'))
-    {
-        "-"
-    } else {
-        ""
-    };
-    let number = if frac.is_empty() {
-        int
-    } else {
-        format!("{int}.{frac}")
-    };
-    Ok(format!("{sign}{prefix}{number}{suffix}"))
-}
-
+/// `$number` of a string: a decimal number (`-?digits[.digits][e±digits]`, no spaces) or a
+/// `0x`/`0o`/`0b` integer.
 fn parse_number(s: &str) -> Option<f64> {
-    let t = s.trim();
-    let v: Value = serde_json::from_str(t).ok()?;
-    v.as_f64()
+    let radix = |p: &str, r: u32| {
+        s.strip_prefix(p)
+            .or_else(|| s.strip_prefix(&p.to_uppercase()))
+            .filter(|d| !d.is_empty())
+            .and_then(|d| u128::from_str_radix(d, r).ok())
+            .map(|v| v as f64)
+    };
+    if let Some(v) = radix("0x", 16)
+        .or_else(|| radix("0o", 8))
+        .or_else(|| radix("0b", 2))
+    {
+        return Some(v);
+    }
+    let b = s.as_bytes();
+    let mut i = usize::from(b.first() == Some(&b'-'));
+    let digits = |i: &mut usize| {
+        let st = *i;
+        while *i < b.len() && b[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i > st
+    };
+    if !digits(&mut i) {
+        return None;
+    }
+    if i < b.len() && b[i] == b'.' {
+        i += 1;
+        if !digits(&mut i) {
+            return None;
+        }
+    }
+    if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+        i += 1;
+        if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+            i += 1;
+        }
+        if !digits(&mut i) {
+            return None;
+        }
+    }
+    if i != b.len() {
+        return None;
+    }
+    s.parse::<f64>().ok().filter(|v| v.is_finite())
 }
 
 /// Owned JSON into an owned internal value (for `$parse`).

@@ -92,6 +92,19 @@ pub enum Node {
     Group(Box<Node>, Vec<(Node, Node)>),
     /// `expr[]`: the result is always an array (a single value is wrapped).
     KeepArray(Box<Node>),
+    /// `?` as a call argument: the call is a partial application.
+    Placeholder,
+    /// `step@$v` (only as a path step): binds each result of `step` to `$v` and keeps the
+    /// context item unchanged (a tuple stream, "Path Operators" in the JSONata docs).
+    Focus(Box<Node>, String),
+    /// `step#$i` (only as a path step): binds each item's position to `$i`.
+    Index(Box<Node>, String),
+    /// `| location | update [, delete] |`: a function that returns a modified copy.
+    Transform(
+        std::sync::Arc<Node>,
+        std::sync::Arc<Node>,
+        Option<std::sync::Arc<Node>>,
+    ),
 }
 
 /// A compiled regular expression literal (JavaScript syntax as far as the `regex` crate
@@ -335,21 +348,26 @@ struct Parser {
     toks: Vec<(Tok, usize)>,
     pos: usize,
     depth: usize,
+    /// True while parsing an item of an array constructor, the only place `a..b` is a
+    /// range (`[1..5]`). Elsewhere `..` is a syntax error, reported after the whole parse
+    /// so that a long `a..b..c` chain still ends at the depth limit in linear time.
+    range_ok: bool,
+    stray_range: Option<usize>,
 }
 
 fn lbp(tok: &Tok) -> u8 {
     match tok {
         Tok::Op(op) => match *op {
             "." => 75,
-            "[" | "(" | "^(" => 80,
+            "[" | "(" | "^(" | "@" | "#" => 80,
             "{" => 70,
             "*" | "/" | "%" => 60,
             "+" | "-" => 50,
             "&" => 50,
             "=" | "!=" | "<" | "<=" | ">" | ">=" => 40,
             "~>" => 40,
-            ".." => 20,
             "?" => 20,
+            ".." => 20,
             ":=" => 10,
             _ => 0,
         },
@@ -370,6 +388,8 @@ pub(crate) fn parse(src: &str) -> Result<Node, String> {
         toks,
         pos: 0,
         depth: 0,
+        range_ok: false,
+        stray_range: None,
     };
     if matches!(p.peek(), Tok::End) {
         return Err("empty expression".into());
@@ -377,6 +397,11 @@ pub(crate) fn parse(src: &str) -> Result<Node, String> {
     let node = p.expression(0)?;
     if !matches!(p.peek(), Tok::End) {
         return Err(format!("unexpected token at offset {}", p.offset()));
+    }
+    if let Some(at) = p.stray_range {
+        return Err(format!(
+            "S0202: the range operator '..' at offset {at} is only allowed inside an array constructor, as in [1..5]"
+        ));
     }
     Ok(node)
 }
@@ -463,15 +488,10 @@ impl Parser {
                 let mut items = Vec::new();
                 if !self.is_op("]") {
                     loop {
-                        let item = self.expression(0)?;
-                        let item = if self.is_op("..") {
-                            self.pos += 1;
-                            let end = self.expression(0)?;
-                            Node::Binary(BinOp::Range, Box::new(item), Box::new(end))
-                        } else {
-                            item
-                        };
-                        items.push(item);
+                        let saved = std::mem::replace(&mut self.range_ok, true);
+                        let item = self.expression(0);
+                        self.range_ok = saved;
+                        items.push(item?);
                         if !self.is_op(",") {
                             break;
                         }
@@ -482,6 +502,26 @@ impl Parser {
                 Ok(Node::Array(items))
             }
             Tok::Op("{") => Ok(Node::Object(self.object_body()?)),
+            // Only meaningful as a call argument; `Call` evaluation turns it into a partial
+            // application, anywhere else it is an error at evaluation.
+            Tok::Op("?") => Ok(Node::Placeholder),
+            Tok::Op("|") => {
+                let location = self.expression(0)?;
+                self.expect("|")?;
+                let update = self.expression(0)?;
+                let delete = if self.is_op(",") {
+                    self.pos += 1;
+                    Some(std::sync::Arc::new(self.expression(0)?))
+                } else {
+                    None
+                };
+                self.expect("|")?;
+                Ok(Node::Transform(
+                    std::sync::Arc::new(location),
+                    std::sync::Arc::new(update),
+                    delete,
+                ))
+            }
             Tok::Regex(p) => regex::RegexBuilder::new(&p)
                 .size_limit(1 << 20)
                 .build()
@@ -574,23 +614,23 @@ impl Parser {
             Tok::Name(n) if n == "in" => Some(BinOp::In),
             _ => None,
         };
+        if bin_op == Some(BinOp::Range) && !self.range_ok {
+            self.stray_range.get_or_insert(at);
+        }
         if let Some(op) = bin_op {
             // `left` is moved into the new node (never cloned: a chain of n operators stays
-            // linear to parse).
-            let right = self.expression(bp)?;
-            return Ok(Node::Binary(op, Box::new(left), Box::new(right)));
+            // linear to parse). Operands of an operator are not array items: a range there
+            // is stray.
+            let saved = std::mem::replace(&mut self.range_ok, false);
+            let right = self.expression(bp);
+            self.range_ok = saved;
+            return Ok(Node::Binary(op, Box::new(left), Box::new(right?)));
         }
         match tok {
             Tok::Op(".") => {
                 let right = self.expression(bp)?;
-                let mut steps = match left {
-                    Node::Path(s) => s,
-                    other => vec![other],
-                };
-                match right {
-                    Node::Path(s) => steps.extend(s),
-                    other => steps.push(other),
-                }
+                let mut steps = into_steps(left);
+                steps.extend(into_steps(right));
                 Ok(Node::Path(steps))
             }
             Tok::Op("[") => {
@@ -635,9 +675,54 @@ impl Parser {
                     self.pos += 1;
                 }
                 self.expect(")")?;
-                Ok(Node::Sort(Box::new(left), terms))
+                // On a path, order-by is a step of its own that sorts the whole sequence so
+                // far (`a.b^(x)` sorts every `b`, not each `a`'s), as the reference parser
+                // does; `Var("")` marks "the incoming sequence".
+                Ok(match left {
+                    Node::Path(mut steps) => {
+                        steps.push(Node::Sort(Box::new(Node::Var(String::new())), terms));
+                        Node::Path(steps)
+                    }
+                    other => Node::Sort(Box::new(other), terms),
+                })
             }
             Tok::Op("{") => Ok(Node::Group(Box::new(left), self.object_body()?)),
+            Tok::Op(op @ ("@" | "#")) => {
+                let Tok::Var(name) = self.next() else {
+                    return Err(format!(
+                        "the '{op}' operator must be followed by a $variable (offset {at})"
+                    ));
+                };
+                if name.is_empty() || name == "$" {
+                    return Err(format!(
+                        "the '{op}' operator needs a named $variable, not '$' or '$$' (offset {at})"
+                    ));
+                }
+                let mut steps = into_steps(left);
+                let Some(last) = steps.pop() else {
+                    return Err(format!(
+                        "'{op}' needs a path step on its left (offset {at})"
+                    ));
+                };
+                if op == "@" {
+                    // jsonata-js S0215/S0216: a focus binding must come before predicates
+                    // and cannot follow an order-by.
+                    if matches!(last, Node::Filter(..)) {
+                        return Err(format!(
+                            "S0215: A context variable binding must precede any predicates on a step (offset {at})"
+                        ));
+                    }
+                    if matches!(last, Node::Sort(..)) {
+                        return Err(format!(
+                            "S0216: A context variable binding must precede the 'order-by' clause on a step (offset {at})"
+                        ));
+                    }
+                    steps.push(Node::Focus(Box::new(last), name));
+                } else {
+                    steps.push(Node::Index(Box::new(last), name));
+                }
+                Ok(Node::Path(steps))
+            }
             Tok::Op("~>") => {
                 let right = self.expression(bp)?;
                 Ok(Node::Chain(Box::new(left), Box::new(right)))
@@ -663,6 +748,45 @@ impl Parser {
                 Ok(Node::Bind(name, Box::new(right)))
             }
             other => Err(format!("unexpected {other:?} at offset {at}")),
+        }
+    }
+}
+
+/// The steps `node` contributes to a path. An order-by on a step (`b^(x)`, possibly with
+/// predicates after it) becomes the step followed by a sort step, so that in `a.b^(x)` the
+/// sort applies to the whole sequence of `b`s, as in the reference implementation.
+fn into_steps(node: Node) -> Vec<Node> {
+    match node {
+        // A string literal as a step is a field name (`a."b c"`).
+        Node::Str(s) => vec![Node::Name(s)],
+        Node::Path(s) => s,
+        Node::Sort(inner, terms) if !is_marker(&inner) => {
+            let mut steps = into_steps(*inner);
+            steps.push(Node::Sort(Box::new(Node::Var(String::new())), terms));
+            steps
+        }
+        Node::Filter(inner, pred) if has_sort(&inner) => {
+            let mut steps = into_steps(*inner);
+            if let Some(last) = steps.pop() {
+                steps.push(Node::Filter(Box::new(last), pred));
+            }
+            steps
+        }
+        other => vec![other],
+    }
+}
+
+fn is_marker(n: &Node) -> bool {
+    matches!(n, Node::Var(v) if v.is_empty())
+}
+
+/// A (possibly filtered) order-by on a step. Iterative: filter chains can be long.
+fn has_sort(mut n: &Node) -> bool {
+    loop {
+        match n {
+            Node::Filter(inner, _) => n = inner,
+            Node::Sort(inner, _) => return !is_marker(inner),
+            _ => return false,
         }
     }
 }
@@ -731,7 +855,13 @@ fn walk_top(n: &Node, top: bool, depth: usize, too_deep: &mut bool) -> Option<&'
                 walk_top(k, false, d, too_deep).or_else(|| walk_top(v, false, d, too_deep))
             })
         }),
-        Node::Neg(e) | Node::Bind(_, e) | Node::KeepArray(e) => walk_top(e, top, d, too_deep),
+        Node::Neg(e)
+        | Node::Bind(_, e)
+        | Node::KeepArray(e)
+        | Node::Focus(e, _)
+        | Node::Index(e, _) => walk_top(e, top, d, too_deep),
+        // The location and update run against the transformed copy, not the state input.
+        Node::Transform(..) => None,
         Node::Binary(_, l, r) | Node::Chain(l, r) => {
             walk_top(l, top, d, too_deep).or_else(|| walk_top(r, top, d, too_deep))
         }
