@@ -21,7 +21,8 @@ pub struct Args {
     pub instances: usize,
     #[command(flatten)]
     pub fleet: SimulatedFleetArgs,
-    /// Engine store (default: $FLEETPREP_STORE or ~/.fleetprep/engine.sqlite3).
+    /// Engine store (default: $FLEETPREP_STORE, else fleetprep/engine.sqlite3 in the user's
+    /// data directory, e.g. ~/.local/share on Linux).
     #[arg(long)]
     pub store: Option<PathBuf>,
     /// Keep executions in memory only.
