@@ -101,6 +101,18 @@ impl Default for Rollout {
 }
 
 impl FleetConfig {
+    /// The simulated Auto Scaling group this config describes. Both lifecycle hooks get the
+    /// configured hook timeout, as the deploy template's hooks do.
+    pub fn simulated_group(&self) -> cloud::sim::GroupSpec {
+        cloud::sim::GroupSpec {
+            name: self.group.name.clone(),
+            launch_template_id: self.group.launch_template_id.clone(),
+            instance_type: self.group.instance_type.clone(),
+            launch_hook_timeout_seconds: self.naming.hook_timeout_seconds,
+            terminate_hook_timeout_seconds: self.naming.hook_timeout_seconds,
+        }
+    }
+
     /// The rollout input for `image_id` onto this config's group.
     pub fn rollout_input(&self, image_id: &str) -> RolloutConfig {
         RolloutConfig {

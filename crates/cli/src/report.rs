@@ -237,7 +237,9 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// Where the embedded engine keeps executions: `--store`, else `$FLEETPREP_STORE`, else
-/// `~/.fleetprep/engine.sqlite3` (or `./.fleetprep/...` without a home directory).
+/// `fleetprep/engine.sqlite3` in the user's data directory (`$XDG_DATA_HOME` or
+/// `~/.local/share` on Linux, `~/Library/Application Support` on macOS, `%APPDATA%` on
+/// Windows), or under `./.fleetprep` when the platform names none.
 pub fn store_path(flag: Option<PathBuf>) -> PathBuf {
     if let Some(path) = flag {
         return path;
@@ -245,10 +247,10 @@ pub fn store_path(flag: Option<PathBuf>) -> PathBuf {
     if let Some(path) = std::env::var_os("FLEETPREP_STORE") {
         return PathBuf::from(path);
     }
-    let base = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    base.join(".fleetprep").join("engine.sqlite3")
+    match dirs::data_dir() {
+        Some(base) => base.join("fleetprep").join("engine.sqlite3"),
+        None => PathBuf::from(".fleetprep").join("engine.sqlite3"),
+    }
 }
 
 /// Creates the store's directory.

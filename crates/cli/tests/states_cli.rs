@@ -92,3 +92,59 @@ fn exec_prints_one_json_result_on_the_virtual_clock() {
         "{\"k\":[1,2]}"
     );
 }
+
+/// The virtual clock starts now unless `--start-time` pins it, and Wait states move it on.
+#[test]
+fn exec_virtual_clock_starts_now_or_at_start_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let def = write(
+        &dir,
+        "def.json",
+        &json!({"StartAt":"W","States":{
+        "W":{"Type":"Wait","Seconds":3600,"Next":"P"},
+        "P":{"Type":"Pass","Parameters":{"started.$":"$$.Execution.StartTime",
+            "entered.$":"$$.State.EnteredTime"},"End":true}}}),
+    );
+    let exec = |extra: &[&str]| -> Value {
+        let out = fleetprep()
+            .args(["states", "exec"])
+            .arg(&def)
+            .args(["--output", "json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
+    };
+
+    let pinned = exec(&["--start-time", "2030-06-01T12:00:00Z"]);
+    assert_eq!(pinned["output"]["started"], "2030-06-01T12:00:00.000Z");
+    assert_eq!(pinned["output"]["entered"], "2030-06-01T13:00:00.000Z");
+    assert_eq!(
+        pinned["history"][0]["timestamp"],
+        "2030-06-01T12:00:00.000Z"
+    );
+    assert_eq!(pinned, exec(&["--start-time", "2030-06-01T12:00:00Z"]));
+
+    let before = clock::format_rfc3339(clock::Clock::now(&clock::SystemClock));
+    let now = exec(&[]);
+    let started = now["output"]["started"].as_str().unwrap().to_owned();
+    // Same-format UTC timestamps order as strings.
+    assert!(
+        started >= before,
+        "{started} is before the run began ({before})"
+    );
+
+    let bad = fleetprep()
+        .args(["states", "exec"])
+        .arg(&def)
+        .args(["--start-time", "yesterday"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("RFC 3339"));
+}

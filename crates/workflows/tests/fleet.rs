@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use cloud::{Cloud, InstanceState};
 use engine::Status;
-use workflows::{NamingMode, RolloutConfig, Settings};
+use workflows::{NamingMode, Settings};
 
 #[tokio::test(flavor = "current_thread")]
 async fn scaling_out_names_every_instance_uniquely_and_scaling_in_releases_names() {
@@ -78,15 +78,7 @@ async fn bake_then_rollout_replaces_the_group_onto_the_new_image() {
         .as_str()
         .unwrap()
         .to_string();
-    let input = RolloutConfig {
-        group: "web".into(),
-        launch_template_id: "lt-fleet".into(),
-        image_id: image_id.clone(),
-        min_healthy_percentage: 50,
-        instance_warmup_seconds: 60,
-        ..RolloutConfig::default()
-    }
-    .input();
+    let input = common::rollout_input("web", &image_id);
     let arn = fleet
         .engine
         .start_execution("rollout", Some("roll-1"), input)

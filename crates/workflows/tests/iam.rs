@@ -16,7 +16,7 @@ use cloud::iam::{OperationLog, RecordingCloud};
 use engine::{Status, TaskError, handler_fn};
 use serde_json::Value;
 use workflows::local::{LOCAL_FUNCTION_ARN, LocalFleet};
-use workflows::{BakeConfig, RolloutConfig, Settings, iam};
+use workflows::{BakeConfig, Settings, iam};
 
 type Seen = Arc<Mutex<BTreeMap<String, BTreeSet<cloud::iam::Operation>>>>;
 
@@ -105,15 +105,7 @@ async fn bake(fleet: &LocalFleet, name: &str) -> engine::ExecutionSummary {
 }
 
 async fn rollout(fleet: &LocalFleet, group: &str, image_id: &str) -> engine::ExecutionSummary {
-    let input = RolloutConfig {
-        group: group.into(),
-        launch_template_id: "lt-fleet".into(),
-        image_id: image_id.into(),
-        min_healthy_percentage: 50,
-        instance_warmup_seconds: 60,
-        ..RolloutConfig::default()
-    }
-    .input();
+    let input = common::rollout_input(group, image_id);
     let arn = fleet
         .engine
         .start_execution("rollout", Some(&format!("roll-{group}")), input)

@@ -37,6 +37,7 @@ pub struct AwsArgs {
     pub poll_seconds: u64,
     /// Fixed dummy credentials instead of the credential chain (tests against a local
     /// endpoint; never a command-line flag).
+    #[cfg(feature = "aws")]
     #[arg(skip)]
     pub dummy_credentials: bool,
 }
@@ -55,22 +56,6 @@ pub struct Finished {
     pub events: Vec<HistoryEvent>,
 }
 
-/// Converts GetExecutionHistory JSON (from `cloud::aws::sfn`) into the shared event type.
-pub fn to_history_events(events: Vec<Value>) -> anyhow::Result<Vec<HistoryEvent>> {
-    events
-        .into_iter()
-        .map(|event| {
-            let id = event.get("id").cloned().unwrap_or(Value::Null);
-            serde_json::from_value(event).map_err(|e| {
-                anyhow::anyhow!(
-                    "history event {id} from Step Functions does not match the \
-                     GetExecutionHistory shape: {e}"
-                )
-            })
-        })
-        .collect()
-}
-
 #[cfg(feature = "aws")]
 mod imp {
     use super::*;
@@ -78,6 +63,22 @@ mod imp {
     use cloud::aws::AwsConfig;
     use cloud::aws::sfn::StepFunctions;
     use std::time::Duration;
+
+    /// Converts GetExecutionHistory JSON (from `cloud::aws::sfn`) into the shared event type.
+    pub(super) fn to_history_events(events: Vec<Value>) -> anyhow::Result<Vec<HistoryEvent>> {
+        events
+            .into_iter()
+            .map(|event| {
+                let id = event.get("id").cloned().unwrap_or(Value::Null);
+                serde_json::from_value(event).map_err(|e| {
+                    anyhow::anyhow!(
+                        "history event {id} from Step Functions does not match the \
+                         GetExecutionHistory shape: {e}"
+                    )
+                })
+            })
+            .collect()
+    }
 
     pub(super) async fn connect(args: &AwsArgs) -> StepFunctions {
         let mut config = AwsConfig::default();
@@ -316,7 +317,7 @@ mod tests {
 
     #[test]
     fn malformed_history_names_the_event() {
-        let error = to_history_events(vec![serde_json::json!({"id": 7, "type": 3})])
+        let error = imp::to_history_events(vec![serde_json::json!({"id": 7, "type": 3})])
             .expect_err("not an event");
         assert!(error.to_string().contains("history event 7"), "{error}");
     }

@@ -21,7 +21,8 @@ pub struct Args {
     pub config: PathBuf,
     #[command(flatten)]
     pub sim: ScenarioArgs,
-    /// Engine store (default: $FLEETPREP_STORE or ~/.fleetprep/engine.sqlite3).
+    /// Engine store (default: $FLEETPREP_STORE, else fleetprep/engine.sqlite3 in the user's
+    /// data directory, e.g. ~/.local/share on Linux).
     #[arg(long)]
     pub store: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]

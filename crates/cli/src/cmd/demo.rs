@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clock::Clock;
-use cloud::sim::GroupSpec;
 use engine::Status;
 use serde_json::json;
 
@@ -21,7 +20,8 @@ pub struct Args {
     pub instances: usize,
     #[command(flatten)]
     pub fleet: SimulatedFleetArgs,
-    /// Engine store (default: $FLEETPREP_STORE or ~/.fleetprep/engine.sqlite3).
+    /// Engine store (default: $FLEETPREP_STORE, else fleetprep/engine.sqlite3 in the user's
+    /// data directory, e.g. ~/.local/share on Linux).
     #[arg(long)]
     pub store: Option<PathBuf>,
     /// Keep executions in memory only.
@@ -83,13 +83,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
         .map(str::to_string);
 
     // 2. Scale out: every instance is named by the launch hook.
-    fleet.sim.create_group(GroupSpec {
-        name: config.group.name.clone(),
-        launch_template_id: config.group.launch_template_id.clone(),
-        instance_type: config.group.instance_type.clone(),
-        launch_hook_timeout_seconds: config.naming.hook_timeout_seconds,
-        terminate_hook_timeout_seconds: 600,
-    });
+    fleet.sim.create_group(config.simulated_group());
     let scaled_at = clock.now();
     fleet
         .sim

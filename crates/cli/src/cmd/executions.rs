@@ -13,7 +13,8 @@ use crate::report::{self, EngineKind};
 
 #[derive(clap::Args, Clone)]
 pub struct Common {
-    /// Engine store (default: $FLEETPREP_STORE or ~/.fleetprep/engine.sqlite3).
+    /// Engine store (default: $FLEETPREP_STORE, else fleetprep/engine.sqlite3 in the user's
+    /// data directory, e.g. ~/.local/share on Linux).
     #[arg(long, global = true)]
     pub store: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text, global = true)]

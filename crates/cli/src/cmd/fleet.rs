@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clock::Clock;
-use cloud::sim::GroupSpec;
 use engine::Status;
 use serde_json::json;
 
@@ -69,13 +68,7 @@ pub async fn simulate_report(args: &SimulateArgs) -> anyhow::Result<serde_json::
     let (fleet, clock) =
         report::simulated_fleet(&config, scenario, pattern, Some(store), !args.no_batching).await?;
     let started = clock.now();
-    fleet.sim.create_group(GroupSpec {
-        name: config.group.name.clone(),
-        launch_template_id: config.group.launch_template_id.clone(),
-        instance_type: config.group.instance_type.clone(),
-        launch_hook_timeout_seconds: config.naming.hook_timeout_seconds,
-        terminate_hook_timeout_seconds: 600,
-    });
+    fleet.sim.create_group(config.simulated_group());
     fleet
         .sim
         .set_desired_capacity(&config.group.name, args.instances)?;

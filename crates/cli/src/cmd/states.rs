@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
@@ -29,9 +29,15 @@ pub enum Command {
         input: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t)]
         output: OutputFormat,
-        /// Use the real clock (Wait states really wait). Default: virtual clock.
-        #[arg(long)]
+        /// Use the real clock (Wait states really wait). Default: a virtual clock that starts
+        /// now and jumps to the next timer whenever the execution waits.
+        #[arg(long, conflicts_with = "start_time")]
         real_time: bool,
+        /// Start the virtual clock at this instant (RFC 3339, e.g. `2024-01-01T00:00:00Z`)
+        /// instead of now, so that timestamps, `$$.Execution.StartTime` and history are the
+        /// same on every run.
+        #[arg(long, value_parser = parse_start_time)]
+        start_time: Option<SystemTime>,
         /// SQLite store to keep the execution in (default: in-memory, discarded).
         #[arg(long)]
         store: Option<PathBuf>,
@@ -49,17 +55,24 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             input,
             output,
             real_time,
+            start_time,
             store,
             name,
-        } => exec(
-            &definition,
-            input.as_deref(),
-            output,
-            real_time,
-            store,
-            name,
-        ),
+        } => {
+            let clock: Arc<dyn clock::Clock> = match (real_time, start_time) {
+                (true, _) => Arc::new(clock::SystemClock),
+                (false, Some(start)) => Arc::new(clock::VirtualClock::new(start)),
+                (false, None) => crate::report::virtual_clock_now(),
+            };
+            exec(&definition, input.as_deref(), output, clock, store, name)
+        }
     }
+}
+
+fn parse_start_time(text: &str) -> Result<SystemTime, String> {
+    clock::parse_rfc3339(text).ok_or_else(|| {
+        format!("'{text}' is not an RFC 3339 timestamp; write it like 2024-01-01T00:00:00Z")
+    })
 }
 
 fn validate(files: &[PathBuf], output: OutputFormat) -> anyhow::Result<ExitCode> {
@@ -103,7 +116,7 @@ fn exec(
     definition: &std::path::Path,
     input: Option<&std::path::Path>,
     output: OutputFormat,
-    real_time: bool,
+    clock: Arc<dyn clock::Clock>,
     store: Option<PathBuf>,
     name: Option<String>,
 ) -> anyhow::Result<ExitCode> {
@@ -117,14 +130,6 @@ fn exec(
                 .with_context(|| format!("{} is not valid JSON", p.display()))?
         }
         None => json!({}),
-    };
-    let clock: Arc<dyn clock::Clock> = if real_time {
-        Arc::new(clock::SystemClock)
-    } else {
-        // A fixed start keeps virtual runs reproducible.
-        Arc::new(clock::VirtualClock::new(
-            UNIX_EPOCH + Duration::from_secs(1_704_067_200),
-        ))
     };
     let engine = engine::Engine::open(engine::EngineConfig { store, clock })?;
     let sm = definition

@@ -9,7 +9,7 @@ use clock::VirtualClock;
 use cloud::sim::{GroupSpec, Scenario};
 use engine::{ExecutionSummary, Status};
 use workflows::local::{FleetOptions, LocalFleet};
-use workflows::{BakeConfig, Settings};
+use workflows::{BakeConfig, RolloutConfig, Settings};
 
 pub async fn fleet_with(scenario: &str, pattern: &str, settings: Settings) -> LocalFleet {
     let scenario = Scenario::from_toml(scenario, "scenario.toml").expect("scenario");
@@ -45,6 +45,19 @@ pub async fn bake(fleet: &LocalFleet) -> ExecutionSummary {
         .expect("start");
     fleet.run_until_idle().await.expect("run");
     fleet.engine.describe(&arn).expect("describe")
+}
+
+/// Rollout input for `group` on the template the simulated fleet's groups launch from.
+pub fn rollout_input(group: &str, image_id: &str) -> serde_json::Value {
+    RolloutConfig {
+        group: group.into(),
+        launch_template_id: "lt-fleet".into(),
+        image_id: image_id.into(),
+        min_healthy_percentage: 50,
+        instance_warmup_seconds: 60,
+        ..RolloutConfig::default()
+    }
+    .input()
 }
 
 pub fn group(fleet: &LocalFleet, hook_timeout: u64) {
