@@ -122,6 +122,52 @@ fn command_for_every_agent() {
 }
 
 #[test]
+fn rename_offers_rename_computer_and_set_host_name() {
+    let output = fleetprep(&["sysprep", "rename", "--name", "WEB-001"]);
+    assert!(output.status.success(), "{output:?}");
+    let text = stdout(&output);
+    assert!(text.contains("$desired = 'WEB-001'"), "{text}");
+    assert!(text.contains("Rename-Computer -NewName $desired -Force\n    exit 3010"));
+
+    let output = fleetprep(&[
+        "sysprep",
+        "rename",
+        "--name",
+        "WEB-001",
+        "--method",
+        "set-host-name",
+        "--restart",
+        "restart-computer",
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let text = stdout(&output);
+    assert!(text.contains("get-agent-config --format json"), "{text}");
+    assert!(text.contains("task = 'setHostName'"), "{text}");
+    assert!(text.contains("Restart-Computer -Force"), "{text}");
+    assert!(!text.contains("Rename-Computer -NewName"), "{text}");
+
+    let output = fleetprep(&[
+        "sysprep",
+        "rename",
+        "--name",
+        "WEB-001",
+        "--method",
+        "set-host-name",
+        "--output",
+        "json",
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(json["agent"], "ec2launch-v2");
+    assert_eq!(json["detached"], false);
+
+    // The name is checked before anything is generated.
+    let output = fleetprep(&["sysprep", "rename", "--name", "web'; Stop-Computer"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not allowed"));
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
 fn scripts_are_printed() {
     let output = fleetprep(&["sysprep", "preflight-script"]);
     assert!(output.status.success());

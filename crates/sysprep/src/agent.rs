@@ -164,9 +164,10 @@ pub struct AgentReport {
     /// `ImageState` from the registry.
     #[serde(default)]
     pub image_state: Option<ImageState>,
-    /// EC2Launch v2 has recorded its run-once tasks as done (`state\.run-once` exists), so an
-    /// image captured now would skip them; `ec2launch reset` clears it. For EC2Launch v1:
-    /// whether instance initialization is scheduled for the next boot.
+    /// The agent has recorded its run-once work as done, so an image captured now would skip
+    /// it: EC2Launch v2's `state\.run-once` exists (`ec2launch reset` clears it), or EC2Launch
+    /// v1's initialization task is missing or disabled (`InitializeInstance.ps1 -Schedule`
+    /// enables it). Same meaning as the pre-flight `agent-run-once` check.
     #[serde(default)]
     pub run_once_recorded: bool,
     /// Whether the SSM Agent service is running (it carries every later command).
@@ -265,8 +266,9 @@ if (Test-Path -LiteralPath $v2) {{
     $report.agentVersion = [string](Get-Item -LiteralPath $v2).VersionInfo.ProductVersion
     $service = Get-Service -Name 'Amazon EC2Launch' -ErrorAction SilentlyContinue
     if ($null -ne $service) {{ $report.agentService = [string]$service.Status }}
-    $runOnce = Join-Path $env:ProgramData 'Amazon\EC2Launch\state\.run-once'
-    $report.runOnceRecorded = Test-Path -LiteralPath $runOnce
+    # The AWS guide names the file both `.run-once` and `.runonce`: either counts.
+    $state = Join-Path $env:ProgramData 'Amazon\EC2Launch\state'
+    $report.runOnceRecorded = (Test-Path -LiteralPath (Join-Path $state '.run-once')) -or (Test-Path -LiteralPath (Join-Path $state '.runonce'))
 }} elseif (Test-Path -LiteralPath $v1) {{
     $report.agent = 'ec2launch-v1'
     $manifest = Join-Path $env:ProgramData 'Amazon\EC2-Windows\Launch\Module\Ec2Launch.psd1'
@@ -274,7 +276,8 @@ if (Test-Path -LiteralPath $v2) {{
         try {{ $report.agentVersion = [string](Import-PowerShellDataFile -Path $manifest).ModuleVersion }} catch {{ }}
     }}
     $task = Get-ScheduledTask -TaskName 'Amazon Ec2 Launch - Instance Initialization' -ErrorAction SilentlyContinue
-    $report.runOnceRecorded = ($null -ne $task)
+    # Disabled after the first boot; InitializeInstance.ps1 -Schedule enables it again.
+    $report.runOnceRecorded = ($null -eq $task -or [string]$task.State -eq 'Disabled')
 }} elseif (Test-Path -LiteralPath $ec2config) {{
     $report.agent = 'ec2config'
     $report.agentVersion = [string](Get-Item -LiteralPath $ec2config).VersionInfo.ProductVersion
@@ -351,6 +354,23 @@ mod tests {
             report.image_state,
             Some(ImageState::Other("IMAGE_STATE_SOMETHING_NEW".into()))
         );
+    }
+
+    /// Detection and the pre-flight check probe the same run-once state, with one meaning:
+    /// "done, so a new image would skip it".
+    #[test]
+    fn run_once_probes_match_the_preflight_script() {
+        let detect = detection_script();
+        let preflight = crate::preflight::preflight_script(None);
+        for probe in [
+            "(Join-Path $state '.run-once')",
+            "(Join-Path $state '.runonce')",
+            "Get-ScheduledTask -TaskName 'Amazon Ec2 Launch - Instance Initialization'",
+            "-eq 'Disabled')",
+        ] {
+            assert!(detect.contains(probe), "detection lacks {probe}");
+            assert!(preflight.contains(probe), "pre-flight lacks {probe}");
+        }
     }
 
     #[test]

@@ -364,23 +364,150 @@ pub fn rename_commands(name: &Hostname, restart: RenameRestart) -> CommandSequen
 
 /// [`rename_commands`] with the name from `source`.
 pub fn rename_commands_from(source: NameSource<'_>, restart: RenameRestart) -> CommandSequence {
-    let rename = match restart {
+    rename_commands_with(source, RenameMethod::RenameComputer, restart)
+}
+
+/// What renames the computer in the launch-time naming mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RenameMethod {
+    /// `Rename-Computer`: works with every launch agent and without one.
+    #[default]
+    RenameComputer,
+    /// EC2Launch v2's `setHostName` task (AWS "Task definitions for EC2Launch v2 startup
+    /// tasks": inputs `hostName`, at most 15 letters/digits/hyphens and not all digits, and
+    /// `reboot`; frequency always; stages PostReady and UserData). The task only runs while
+    /// the agent boots, so the command puts it into `agent-config.yml`'s `postReady` stage and
+    /// restarts; EC2Launch v2 then renames and reboots once more. The task stays in the
+    /// config (frequency always), so the agent keeps the name on every later boot. Needs an
+    /// EC2Launch v2 version whose `setHostName` accepts `hostName`: `ec2launch validate`
+    /// rejects the file otherwise, and the command restores the previous file and fails.
+    #[serde(rename = "ec2launch-set-host-name")]
+    Ec2LaunchSetHostName,
+}
+
+/// `Rename-Computer`, then the restart.
+fn rename_computer_block(restart: RenameRestart) -> &'static str {
+    match restart {
         RenameRestart::SsmExit3010 => {
             "    Rename-Computer -NewName $desired -Force\n    exit 3010\n"
         }
         RenameRestart::RestartComputer => {
             "    Rename-Computer -NewName $desired -Force -Restart\n    exit 0\n"
         }
+    }
+}
+
+const EC2LAUNCH_V2_CONFIG: &str =
+    "Join-Path $env:ProgramData 'Amazon\\EC2Launch\\config\\agent-config.yml'";
+const EC2LAUNCH_V2_AGENT_LOG: &str =
+    "Join-Path $env:ProgramData 'Amazon\\EC2Launch\\log\\agent.log'";
+
+/// Puts `setHostName` with `$desired` into EC2Launch v2's `agent-config.yml`, then restarts.
+///
+/// The file is edited the way the EC2Launch v2 CLI reference shows (`get-agent-config
+/// --format json | ConvertFrom-Json`, change, `ConvertTo-Json | Out-File -Encoding UTF8`
+/// back to `agent-config.yml`: JSON is YAML), so no YAML text is spliced and the name reaches
+/// the file JSON-escaped. `ec2launch validate` checks the result; on failure the previous
+/// file is put back.
+///
+/// Why the boot-time comparison: after the restart the agent renames and reboots by itself,
+/// and SSM runs this script again once the agent is back. If the task was already in the
+/// file *before* this boot and the name still differs (neither active nor pending), EC2Launch
+/// v2 ran it and did not rename: the script fails instead of rebooting forever. Written
+/// during this boot (a retry whose restart never happened) it restarts again. `status
+/// --block` first lets this boot's agent run finish, since it may be renaming (and about to
+/// reboot) right now; a rename it made shows as the pending name, and then only the restart
+/// is left.
+fn set_host_name_block(restart: RenameRestart) -> String {
+    let restart = match restart {
+        RenameRestart::SsmExit3010 => "    exit 3010\n",
+        RenameRestart::RestartComputer => "    Restart-Computer -Force\n    exit 0\n",
+    };
+    format!(
+        r#"    $program = {EC2LAUNCH_V2}
+    $configPath = {EC2LAUNCH_V2_CONFIG}
+    & $program status --block | Out-Null
+    # The name the next boot applies: already $desired when the agent renamed during this boot
+    # and its own reboot has not happened yet, so only the restart is left.
+    $pending = [string](Get-ItemProperty -LiteralPath 'HKLM:\SYSTEM\CurrentControlSet\Control\ComputerName\ComputerName').ComputerName
+    if ($pending -ne $desired) {{
+        $json = & $program get-agent-config --format json | Out-String
+        if ($LASTEXITCODE -ne 0) {{ throw ('ec2launch get-agent-config failed with exit code {{0}}' -f $LASTEXITCODE) }}
+        $config = $json | ConvertFrom-Json
+        $stages = @($config.config | Where-Object {{ $null -ne $_ }})
+        $current = @($stages | ForEach-Object {{ $_.tasks }} | Where-Object {{ $null -ne $_ -and $_.task -eq 'setHostName' }})
+        $configured = $current.Count -eq 1 -and [string]$current[0].inputs.hostName -eq $desired -and $current[0].inputs.reboot -eq $true
+        if ($configured) {{
+            $booted = (Get-CimInstance -ClassName Win32_OperatingSystem).LastBootUpTime
+            if ((Get-Item -LiteralPath $configPath).LastWriteTime -lt $booted) {{
+                throw ('EC2Launch v2 ran setHostName {{0}} on this boot but the computer is still {{1}}; see {{2}}' -f $desired, $env:COMPUTERNAME, ({EC2LAUNCH_V2_AGENT_LOG}))
+            }}
+        }} else {{
+            $task = [pscustomobject]@{{ task = 'setHostName'; inputs = [pscustomobject]@{{ hostName = $desired; reboot = $true }} }}
+            $postReady = $null
+            foreach ($stage in $stages) {{
+                $kept = @($stage.tasks | Where-Object {{ $null -ne $_ -and $_.task -ne 'setHostName' }})
+                $stage | Add-Member -NotePropertyName 'tasks' -NotePropertyValue $kept -Force
+                if ($stage.stage -eq 'postReady') {{ $postReady = $stage }}
+            }}
+            # First in postReady: the rename reboot comes before startSsm, so SSM resumes this
+            # command only once the name is in place.
+            if ($null -eq $postReady) {{
+                $stages = $stages + @([pscustomobject]@{{ stage = 'postReady'; tasks = @($task) }})
+            }} else {{
+                $postReady.tasks = @($task) + @($postReady.tasks)
+            }}
+            $config | Add-Member -NotePropertyName 'config' -NotePropertyValue $stages -Force
+            $backup = $configPath + '.fleetprep-backup'
+            Copy-Item -LiteralPath $configPath -Destination $backup -Force
+            # Windows PowerShell 5.1's type data for arrays makes ConvertTo-Json write some
+            # arrays as {{"value": [...], "Count": n}}; without it they stay arrays.
+            Remove-TypeData -TypeName System.Array -ErrorAction SilentlyContinue
+            $config | ConvertTo-Json -Depth 16 | Out-File -Encoding UTF8 -FilePath $configPath
+            & $program validate
+            if ($LASTEXITCODE -ne 0) {{
+                $code = $LASTEXITCODE
+                Copy-Item -LiteralPath $backup -Destination $configPath -Force
+                throw ('ec2launch validate rejected setHostName {{0}} (exit code {{1}}): the EC2Launch v2 version may predate the hostName input; agent-config.yml was restored' -f $desired, $code)
+            }}
+        }}
+    }}
+{restart}"#
+    )
+}
+
+/// Idempotent rename by `method`, taking effect by `restart`; prints the final name with the
+/// identity marker once the computer has it.
+pub fn rename_commands_with(
+    source: NameSource<'_>,
+    method: RenameMethod,
+    restart: RenameRestart,
+) -> CommandSequence {
+    let (agent, rename, how) = match method {
+        RenameMethod::RenameComputer => (
+            LaunchAgent::None,
+            rename_computer_block(restart).to_owned(),
+            "Rename-Computer",
+        ),
+        RenameMethod::Ec2LaunchSetHostName => (
+            LaunchAgent::Ec2LaunchV2,
+            set_host_name_block(restart),
+            "EC2Launch v2 setHostName",
+        ),
     };
     let script = format!(
         "{}if ($env:COMPUTERNAME -ne $desired) {{\n{rename}}}\n",
         source.assign_desired()
     );
     CommandSequence {
-        agent: LaunchAgent::None,
+        agent,
         steps: vec![
             Step {
-                description: format!("Rename the computer to {} and restart", source.describe()),
+                description: format!(
+                    "Rename the computer to {} with {how} and restart",
+                    source.describe()
+                ),
                 script,
             },
             Step {
@@ -576,12 +703,88 @@ mod tests {
     }
 
     #[test]
+    fn set_host_name_edits_the_agent_config_then_restarts() {
+        let name = Hostname::parse("WEB-001").unwrap();
+        let sequence = rename_commands_with(
+            NameSource::Literal(&name),
+            RenameMethod::Ec2LaunchSetHostName,
+            RenameRestart::SsmExit3010,
+        );
+        assert_eq!(sequence.agent, LaunchAgent::Ec2LaunchV2);
+        let s = sequence.script();
+        assert!(s.contains("$desired = 'WEB-001'"));
+        // Nothing happens when the name is already in place.
+        let guard = s.find("if ($env:COMPUTERNAME -ne $desired) {").unwrap();
+        // The documented JSON round trip of agent-config.yml, with the task and both inputs.
+        let pending = s.find("$pending -ne $desired");
+        let read = s.find("get-agent-config --format json | Out-String");
+        let task = s.find(
+            "task = 'setHostName'; inputs = [pscustomobject]@{ hostName = $desired; reboot = $true }",
+        );
+        let write =
+            s.find("ConvertTo-Json -Depth 16 | Out-File -Encoding UTF8 -FilePath $configPath");
+        let validate = s.find("& $program validate");
+        let restart = s.find("    exit 3010");
+        let order = [Some(guard), pending, read, task, write, validate, restart];
+        assert!(order.iter().all(Option::is_some), "{s}");
+        assert!(
+            order.windows(2).all(|w| w[0] < w[1]),
+            "steps out of order:\n{s}"
+        );
+        assert!(s.contains("agent-config.yml"));
+        assert!(s.contains("Copy-Item -LiteralPath $backup -Destination $configPath"));
+        // Any earlier setHostName task is replaced, not duplicated.
+        assert!(s.contains("$_.task -ne 'setHostName'"));
+        // The loop guard: a task that predates this boot and did not rename is an error.
+        assert!(s.contains("LastWriteTime -lt $booted"));
+        assert!(!s.contains("Rename-Computer"));
+        assert!(s.contains(crate::agent::IDENTITY_MARKER));
+
+        let outside_ssm = rename_commands_with(
+            NameSource::Literal(&name),
+            RenameMethod::Ec2LaunchSetHostName,
+            RenameRestart::RestartComputer,
+        )
+        .script();
+        assert!(outside_ssm.contains("    Restart-Computer -Force\n    exit 0\n"));
+        assert!(!outside_ssm.contains("exit 3010"));
+    }
+
+    #[test]
+    fn both_rename_methods_for_the_per_instance_name() {
+        for method in [
+            RenameMethod::RenameComputer,
+            RenameMethod::Ec2LaunchSetHostName,
+        ] {
+            let s =
+                rename_commands_with(NameSource::PerInstance, method, RenameRestart::SsmExit3010)
+                    .script();
+            let check = s.find("-notmatch").expect("name check");
+            let guard = s.find("if ($env:COMPUTERNAME -ne $desired)").unwrap();
+            assert!(check < guard, "{method:?}");
+        }
+        // The default method is the one the workflows have always used.
+        assert_eq!(
+            rename_commands_from(NameSource::PerInstance, RenameRestart::SsmExit3010),
+            rename_commands_with(
+                NameSource::PerInstance,
+                RenameMethod::default(),
+                RenameRestart::SsmExit3010
+            )
+        );
+        assert_eq!(
+            serde_json::to_string(&RenameMethod::Ec2LaunchSetHostName).unwrap(),
+            "\"ec2launch-set-host-name\""
+        );
+    }
+
+    #[test]
     fn per_instance_naming_reads_and_checks_the_prelude_variable() {
         let rename =
             rename_commands_from(NameSource::PerInstance, RenameRestart::SsmExit3010).script();
         assert!(rename.contains("$desired = [string]$fleetprepName"));
         let check = rename.find("-notmatch").expect("name check");
-        assert!(check < rename.find("Rename-Computer").unwrap());
+        assert!(check < rename.find("Rename-Computer -NewName").unwrap());
         let generalize = generalize_with_name_from(
             NameSource::PerInstance,
             &crate::unattend::UnattendConfig::default(),

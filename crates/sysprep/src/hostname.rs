@@ -530,9 +530,9 @@ impl HostnamePolicy {
                 Segment::Hash { width } => {
                     let hash = match self.space {
                         CandidateSpace::Hash { .. } if n > 0 => {
-                            fnv1a(format!("{}#{n}", context.instance_id).as_bytes())
+                            short_hash(format!("{}#{n}", context.instance_id).as_bytes())
                         }
-                        _ => fnv1a(context.instance_id.as_bytes()),
+                        _ => short_hash(context.instance_id.as_bytes()),
                     };
                     name.push_str(&format!("{hash:016x}")[..*width]);
                 }
@@ -579,14 +579,23 @@ fn zone_letter(context: &NameContext<'_>) -> Result<char, PolicyError> {
     }
 }
 
-/// FNV-1a, 64-bit: stable across releases and platforms, unlike `std`'s `DefaultHasher`.
-fn fnv1a(bytes: &[u8]) -> u64 {
+/// The hash behind `{hash:N}`: FNV-1a (64-bit), then MurmurHash3's 64-bit finalizer. Stable
+/// across releases and platforms, unlike `std`'s `DefaultHasher`.
+///
+/// Why the finalizer: `{hash:N}` keeps the *leading* hex digits, and plain FNV-1a barely
+/// moves them when only the last characters differ (ids ending in a counter, and the `#k`
+/// rehash suffix): 10,000 such ids gave 804 distinct `{hash:4}` names instead of ~9,270.
+fn short_hash(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in bytes {
         hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    hash
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^ (hash >> 33)
 }
 
 #[cfg(test)]
@@ -698,6 +707,31 @@ mod tests {
                 attempts: HASH_ATTEMPTS
             }
         );
+    }
+
+    /// Instance ids that differ only at the end (a counter) still spread over the leading
+    /// hex digits that `{hash:N}` keeps: close to the ideal ~9,270 distinct values for 10,000
+    /// ids in 65,536 names, for first attempts and for rehashes alike.
+    #[test]
+    fn hash_spreads_ids_that_differ_only_at_the_end() {
+        let policy = policy("{prefix}{hash:4}", "h").unwrap();
+        for attempt in [0, 1, 7] {
+            let names: std::collections::HashSet<String> = (1..=10_000u64)
+                .map(|i| {
+                    let instance_id = format!("i-{i:017x}");
+                    let context = NameContext {
+                        instance_id: &instance_id,
+                        availability_zone: None,
+                    };
+                    policy.candidate(attempt, &context).unwrap().key()
+                })
+                .collect();
+            assert!(
+                names.len() > 9_000,
+                "attempt {attempt}: {} names",
+                names.len()
+            );
+        }
     }
 
     #[test]

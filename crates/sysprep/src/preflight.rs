@@ -43,7 +43,8 @@ pub struct PreflightReport {
     pub bitlocker: Option<BitLocker>,
     /// The launch agent found.
     pub agent: Option<LaunchAgent>,
-    /// EC2Launch v2 `.run-once` state exists.
+    /// The agent has recorded its run-once work as done: EC2Launch v2's `.run-once` state
+    /// file exists, or EC2Launch v1's initialization task is disabled or missing.
     pub agent_run_once_recorded: Option<bool>,
     /// The answer file sets `CopyProfile` to true.
     pub copy_profile: Option<bool>,
@@ -424,9 +425,15 @@ try {{
     $ec2config = Join-Path $env:ProgramFiles 'Amazon\Ec2ConfigService\Ec2Config.exe'
     if (Test-Path -LiteralPath $v2) {{
         $result.agent = 'ec2launch-v2'
-        $result.agentRunOnceRecorded = Test-Path -LiteralPath (Join-Path $env:ProgramData 'Amazon\EC2Launch\state\.run-once')
+        # The AWS guide names the file both `.run-once` and `.runonce`: either counts.
+        $state = Join-Path $env:ProgramData 'Amazon\EC2Launch\state'
+        $result.agentRunOnceRecorded = (Test-Path -LiteralPath (Join-Path $state '.run-once')) -or (Test-Path -LiteralPath (Join-Path $state '.runonce'))
     }} elseif (Test-Path -LiteralPath $v1) {{
         $result.agent = 'ec2launch-v1'
+        # EC2Launch v1 runs once through a scheduled task that it disables after the first boot;
+        # InitializeInstance.ps1 -Schedule enables it again.
+        $initialization = Get-ScheduledTask -TaskName 'Amazon Ec2 Launch - Instance Initialization' -ErrorAction SilentlyContinue
+        $result.agentRunOnceRecorded = ($null -eq $initialization -or [string]$initialization.State -eq 'Disabled')
     }} elseif (Test-Path -LiteralPath $ec2config) {{
         $result.agent = 'ec2config'
     }} else {{
@@ -506,6 +513,31 @@ FLEETPREP-PREFLIGHT:{"appxNotProvisioned":"Microsoft.BingWeather_4.53.51922.0_x6
         .unwrap();
         let checks: Vec<&str> = result.findings.iter().map(|f| f.check.as_str()).collect();
         assert_eq!(checks, ["appx-not-provisioned", "pending-reboot"]);
+    }
+
+    /// Both agents' run-once state is probed, and an EC2Launch v1 report names that agent.
+    #[test]
+    fn run_once_state_covers_both_ec2launch_versions() {
+        let script = preflight_script(None);
+        assert!(script.contains("'.run-once'") && script.contains("'.runonce'"));
+        assert!(
+            script.contains(
+                "Get-ScheduledTask -TaskName 'Amazon Ec2 Launch - Instance Initialization'"
+            )
+        );
+        let result = check_output(
+            r#"FLEETPREP-PREFLIGHT:{"agent":"ec2launch-v1","agentRunOnceRecorded":true}"#,
+        )
+        .unwrap();
+        assert!(!result.blocked);
+        assert_eq!(result.findings.len(), 1);
+        assert_eq!(result.findings[0].check, "agent-run-once");
+        assert_eq!(result.findings[0].evidence, vec!["ec2launch-v1"]);
+        assert!(
+            result.findings[0]
+                .remediation
+                .contains("InitializeInstance.ps1 -Schedule")
+        );
     }
 
     #[test]

@@ -898,4 +898,42 @@ mod tests {
         assert!(parse("<unattend/>").is_err());
         assert!(parse("<unattend xmlns=\"urn:schemas-microsoft-com:unattend\">").is_err());
     }
+
+    proptest::proptest! {
+        /// Every config that passes the checks renders to XML that parses back to it exactly:
+        /// free text with markup characters, quotes, tabs and line breaks included.
+        #[test]
+        fn any_config_round_trips(
+            owner in proptest::option::of("([^\\p{Cc}]|[\t\r\n<>&'\"\\]\\]])*"),
+            organization in proptest::option::of("([^\\p{Cc}]|[\t\r\n ])*"),
+            name in proptest::option::of("\\*|[A-Za-z][A-Za-z0-9-]{0,13}[A-Za-z0-9]"),
+            time_zone in proptest::sample::select(vec!["UTC", "Pacific Standard Time", "W. Europe Standard Time", "UTC+12"]),
+            copy_profile: bool,
+            skip_rearm: bool,
+            persist_all_device_installs: bool,
+            architecture in proptest::sample::select(vec![Architecture::Amd64, Architecture::Arm64, Architecture::X86]),
+        ) {
+            let computer_name = match name {
+                Some(name) => match ComputerName::try_from(name) {
+                    Ok(name) => Some(name),
+                    // A reserved word such as "SYSTEM": not a config that loads.
+                    Err(_) => return Ok(()),
+                },
+                None => None,
+            };
+            let config = UnattendConfig {
+                computer_name,
+                time_zone: TimeZone::try_from(time_zone.to_owned()).unwrap(),
+                registered_owner: owner.map(|v| XmlText::new(&v).unwrap()),
+                registered_organization: organization.map(|v| XmlText::new(&v).unwrap()),
+                copy_profile,
+                skip_rearm,
+                persist_all_device_installs,
+                processor_architecture: architecture,
+                admin_password: None,
+            };
+            let rendered = render(&config).unwrap();
+            proptest::prop_assert_eq!(parse(&rendered.xml).unwrap(), config, "{}", rendered.xml);
+        }
+    }
 }

@@ -120,15 +120,26 @@ fn generalize_with_name_parses() {
 
 #[test]
 fn rename_scripts_parse() {
+    use sysprep::commands::{NameSource, RenameMethod, rename_commands_with};
+    let name = Hostname::parse("WEB-a001").unwrap();
+    let mut generated = 0;
     for restart in [RenameRestart::SsmExit3010, RenameRestart::RestartComputer] {
-        let name = Hostname::parse("WEB-a001").unwrap();
         assert_parses("rename", &rename_commands(&name, restart).script());
-        let per_instance = sysprep::commands::rename_commands_from(
-            sysprep::commands::NameSource::PerInstance,
-            restart,
-        );
-        assert_parses("rename per instance", &per_instance.script());
+        for method in [
+            RenameMethod::RenameComputer,
+            RenameMethod::Ec2LaunchSetHostName,
+        ] {
+            for source in [NameSource::Literal(&name), NameSource::PerInstance] {
+                let script = rename_commands_with(source, method, restart).script();
+                assert_parses(
+                    &format!("rename {method:?} {restart:?} {source:?}"),
+                    &script,
+                );
+                generated += 1;
+            }
+        }
     }
+    assert_eq!(generated, 8);
 }
 
 const HOSTILE: &[&str] = &[
@@ -265,4 +276,69 @@ fn unattend_writer_scripts_parse() {
             assert_parses(&format!("writer {source:?} {agent}"), &script);
         }
     }
+}
+
+/// A hostile value reaches each generator that takes free text; the script it produces must
+/// have exactly the syntax tree of the same script made with a plain value (node kinds only,
+/// not text), so the value stayed inside its string literal and added no code. Generators
+/// that reject a value (paths with `"`, `|`, ...) are skipped for it.
+#[test]
+fn hostile_values_cannot_change_a_generated_script() {
+    use sysprep::unattend::{PasswordRef, UnattendConfig, writer_script};
+    type Generator = fn(&str) -> Option<String>;
+    let generators: [(&str, Generator); 5] = [
+        ("preflight answer file", |v| {
+            Some(sysprep::preflight::preflight_script(Some(v)))
+        }),
+        ("writer ssm parameter", |v| {
+            let config = UnattendConfig {
+                admin_password: Some(PasswordRef::SsmParameter { name: v.into() }),
+                ..UnattendConfig::default()
+            };
+            writer_script(&config, r"C:\Windows\Panther\unattend.xml").ok()
+        }),
+        ("writer secrets manager", |v| {
+            let config = UnattendConfig {
+                admin_password: Some(PasswordRef::SecretsManager {
+                    secret_id: v.into(),
+                    json_key: Some(v.into()),
+                }),
+                ..UnattendConfig::default()
+            };
+            writer_script(&config, r"C:\Windows\Panther\unattend.xml").ok()
+        }),
+        ("writer destination", |v| {
+            writer_script(&UnattendConfig::default(), &format!(r"C:\x\{v}.xml")).ok()
+        }),
+        ("sysprep.exe unattend path", |v| {
+            let options = SysprepOptions {
+                unattend_path: Some(format!(r"C:\x\{v}.xml")),
+                detach: false,
+                ..SysprepOptions::default()
+            };
+            sysprep_commands(LaunchAgent::None, &options)
+                .ok()
+                .map(|s| s.script())
+        }),
+    ];
+    let mut compared = 0;
+    for (what, generate) in generators {
+        let plain = generate("plain").expect("the plain value is accepted");
+        assert_parses(what, &plain);
+        let expected = parse(&plain).root_node().to_sexp();
+        for value in HOSTILE.iter().filter(|v| !v.is_empty()) {
+            let Some(script) = generate(value) else {
+                continue;
+            };
+            assert_parses(&format!("{what} with {value:?}"), &script);
+            assert_eq!(
+                parse(&script).root_node().to_sexp(),
+                expected,
+                "{what}: {value:?} changed the script's structure\n{script}"
+            );
+            compared += 1;
+        }
+    }
+    // Every generator took some hostile values (the two path generators reject a few).
+    assert!(compared >= 3 * 9 + 2 * 5, "only {compared} comparisons");
 }

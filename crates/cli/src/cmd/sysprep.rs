@@ -7,8 +7,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use sysprep::agent::{LaunchAgent, detection_script};
-use sysprep::commands::{AfterSysprep, SysprepOptions, sysprep_commands};
+use sysprep::commands::{
+    AfterSysprep, NameSource, RenameMethod, RenameRestart, SysprepOptions, rename_commands_with,
+    sysprep_commands,
+};
 use sysprep::diagnose::{Diagnoser, DiagnosisContext};
+use sysprep::hostname::Hostname;
 use sysprep::preflight::{Severity, check_output, preflight_script};
 
 use crate::output::OutputFormat;
@@ -26,6 +30,8 @@ pub enum Command {
     /// Print the command sequence that generalizes and shuts down an instance.
     #[command(name = "command")]
     Sequence(CommandArgs),
+    /// Print the launch-time rename command (Rename-Computer or EC2Launch v2 setHostName).
+    Rename(RenameArgs),
 }
 
 #[derive(clap::Args)]
@@ -96,6 +102,37 @@ pub struct CommandArgs {
     output: OutputFormat,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Method {
+    /// Rename-Computer (any launch agent).
+    RenameComputer,
+    /// EC2Launch v2's setHostName task in agent-config.yml.
+    SetHostName,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Restart {
+    /// `exit 3010`: SSM Run Command reboots and runs the command again.
+    Ssm,
+    /// Restart-Computer (outside SSM).
+    RestartComputer,
+}
+
+#[derive(clap::Args)]
+pub struct RenameArgs {
+    /// The new computer name (checked against the Windows rules).
+    #[arg(long, allow_hyphen_values = true)]
+    name: String,
+    /// What renames the computer.
+    #[arg(long, value_enum, default_value = "rename-computer")]
+    method: Method,
+    /// How the rename takes effect.
+    #[arg(long, value_enum, default_value = "ssm")]
+    restart: Restart,
+    #[arg(long, value_enum, default_value_t)]
+    output: OutputFormat,
+}
+
 fn parse_agent(value: &str) -> Result<LaunchAgent, String> {
     value.parse()
 }
@@ -113,6 +150,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Sequence(args) => print_command(args),
+        Command::Rename(args) => print_rename(args),
     }
 }
 
@@ -225,6 +263,25 @@ fn print_command(args: CommandArgs) -> anyhow::Result<ExitCode> {
         mode_vm: args.mode_vm,
     };
     let sequence = sysprep_commands(args.agent, &options)?;
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&sequence)?),
+        OutputFormat::Text => print!("{}", sequence.script()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_rename(args: RenameArgs) -> anyhow::Result<ExitCode> {
+    let name = Hostname::parse(&args.name)
+        .map_err(|reason| anyhow::anyhow!("--name {:?}: {reason}", args.name))?;
+    let method = match args.method {
+        Method::RenameComputer => RenameMethod::RenameComputer,
+        Method::SetHostName => RenameMethod::Ec2LaunchSetHostName,
+    };
+    let restart = match args.restart {
+        Restart::Ssm => RenameRestart::SsmExit3010,
+        Restart::RestartComputer => RenameRestart::RestartComputer,
+    };
+    let sequence = rename_commands_with(NameSource::Literal(&name), method, restart);
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&sequence)?),
         OutputFormat::Text => print!("{}", sequence.script()),
