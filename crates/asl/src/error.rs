@@ -37,7 +37,10 @@ pub const PARAMETER_PATH_FAILURE: &str = "States.ParameterPathFailure";
 pub const QUERY_EVALUATION_ERROR: &str = "States.QueryEvaluationError";
 /// A Map state's failures exceeded ToleratedFailureCount/Percentage.
 pub const EXCEED_TOLERATED_FAILURE_THRESHOLD: &str = "States.ExceedToleratedFailureThreshold";
-/// A Task did not send a heartbeat within HeartbeatSeconds.
+/// A Task did not send a heartbeat within HeartbeatSeconds. Only matched on, never raised:
+/// AWS raises [`TIMEOUT`] for a missed heartbeat too (its `TaskTimedOut` event says
+/// `States.Timeout`), and `States.HeartbeatTimeout` in `ErrorEquals` matches only that kind
+/// ("only available inside the Catch and Retry fields": developer guide, "Error names").
 pub const HEARTBEAT_TIMEOUT: &str = "States.HeartbeatTimeout";
 /// The execution lacked the privileges for the code it tried to run.
 pub const PERMISSIONS: &str = "States.Permissions";

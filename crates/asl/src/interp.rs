@@ -11,6 +11,12 @@
 //! one after another (this is also the order AWS records for them); children that wait run
 //! concurrently up to MaxConcurrency.
 //!
+//! Task timers: `TimeoutSeconds` and `HeartbeatSeconds` each arm a timer when the task is
+//! scheduled; [`Event::TaskHeartbeat`] (SendTaskHeartbeat) replaces the heartbeat timer with
+//! one `HeartbeatSeconds` later and records no history. Either timer firing fails the task with
+//! `States.Timeout` (a `TaskTimedOut`/`LambdaFunctionTimedOut` event, as AWS records it); a
+//! missed heartbeat is also matched by `States.HeartbeatTimeout` in Retry/Catch.
+//!
 //! History ids follow AWS: `previousEventId` is the event this one follows within its thread
 //! (not simply the previous id); see the rules next to each event kind below, reverse-read from
 //! executions recorded on AWS (the conformance corpus).
@@ -113,6 +119,9 @@ pub enum Event {
     },
     /// The timer started with `token` fired.
     TimerFired { token: u64 },
+    /// The task scheduled with `token` reported progress (SendTaskHeartbeat): its
+    /// HeartbeatSeconds clock starts again. Records no history event (as on AWS).
+    TaskHeartbeat { token: u64 },
     /// Stop the execution (StopExecution).
     Abort {
         error: Option<String>,
@@ -139,7 +148,8 @@ pub enum Command {
     },
     /// Fire `TimerFired{token}` at `fire_at`.
     StartTimer { token: u64, fire_at: SystemTime },
-    /// Forget the timer started with `token` (a task finished before its timeout).
+    /// Forget the timer started with `token` (a task finished before its timeout, or a
+    /// heartbeat replaced its heartbeat timer).
     CancelTimer { token: u64 },
     /// The execution finished.
     Complete {
@@ -237,6 +247,10 @@ enum Phase {
         token: u64,
         timeout_token: Option<u64>,
         lambda: Option<LambdaKind>,
+        /// HeartbeatSeconds and the token of the timer armed at the last heartbeat (or at
+        /// the start of the task).
+        #[serde(default)]
+        heartbeat: Option<(u64, u64)>,
     },
     Sleep {
         token: u64,
@@ -260,10 +274,15 @@ enum Outcome {
     Err(Failure),
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 struct Failure {
     error: String,
     cause: Option<String>,
+    /// A missed heartbeat raised this `States.Timeout`: `States.HeartbeatTimeout` in
+    /// ErrorEquals matches it too (that name is only matched on, never raised; see
+    /// [`failure_matches`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    heartbeat: bool,
 }
 
 impl From<StatesError> for Failure {
@@ -271,6 +290,7 @@ impl From<StatesError> for Failure {
         Failure {
             error: e.error,
             cause: Some(e.cause),
+            heartbeat: false,
         }
     }
 }
@@ -437,7 +457,8 @@ impl Execution {
                         let token = match other {
                             Event::TaskSucceeded { token, .. }
                             | Event::TaskFailed { token, .. }
-                            | Event::TimerFired { token } => token,
+                            | Event::TimerFired { token }
+                            | Event::TaskHeartbeat { token } => token,
                             Event::Abort { .. } => 0,
                         };
                         return Err(DecideError::UnknownToken(token));
@@ -467,10 +488,12 @@ impl Execution {
                 Phase::Task {
                     token,
                     timeout_token,
+                    heartbeat,
                     ..
                 } => {
                     out.insert(*token);
                     out.extend(*timeout_token);
+                    out.extend(heartbeat.map(|(_, timer)| timer));
                 }
                 Phase::Sleep { token, .. } => {
                     out.insert(*token);
@@ -490,6 +513,28 @@ impl Execution {
         out.extend(self.timeout_token);
         walk(&self.root, &mut out);
         out
+    }
+
+    /// Whether the task scheduled with `token` still runs (`Some`) and has a HeartbeatSeconds
+    /// clock that a heartbeat would restart (`Some(true)`). A runtime answers
+    /// SendTaskHeartbeat with it: `None` is AWS's `TaskTimedOut` (the task is over), and a
+    /// heartbeat for `Some(false)` changes nothing, so it need not be logged.
+    pub fn task_heartbeat_monitored(&self, token: u64) -> Option<bool> {
+        fn walk(th: &Thread, token: u64) -> Option<bool> {
+            match &th.phase {
+                Phase::Task {
+                    token: t,
+                    heartbeat,
+                    ..
+                } if *t == token => Some(heartbeat.is_some()),
+                Phase::Children(ch) => ch.running.iter().find_map(|(_, c)| walk(c, token)),
+                _ => None,
+            }
+        }
+        if self.status != Status::Running {
+            return None;
+        }
+        walk(&self.root, token)
     }
 
     /// Switches building history events on or off for the following steps. Decisions never
@@ -641,6 +686,7 @@ impl Execution {
                         "The execution reached the maximum number of history events ({}).",
                         run.limit
                     )),
+                    ..Default::default()
                 };
                 let mut e = run.event(EventType::ExecutionFailed, *run.next_event_id - 1);
                 if let Some(e) = e.as_mut() {
@@ -940,7 +986,7 @@ impl Run<'_> {
             if let Some(i) = st
                 .retry
                 .iter()
-                .position(|r| error_matches(&r.error_equals, &f.error))
+                .position(|r| failure_matches(&r.error_equals, &f))
             {
                 let r = &st.retry[i];
                 if th.attempts.len() < st.retry.len() {
@@ -971,7 +1017,7 @@ impl Run<'_> {
             if let Some(c) = st
                 .catch
                 .iter()
-                .find(|c| error_matches(&c.error_equals, &f.error))
+                .find(|c| failure_matches(&c.error_equals, &f))
             {
                 match self.catch_output(th, st, c, &f) {
                     Ok((output, assigned)) => {
@@ -1140,6 +1186,7 @@ impl Run<'_> {
                 Ok(Some(Produced::Fail(Failure {
                     error: error.unwrap_or_default(),
                     cause,
+                    ..Default::default()
                 })))
             }
             Kind::Choice { choices, default } => {
@@ -1496,6 +1543,15 @@ impl Run<'_> {
             }
             None => None,
         };
+        // HeartbeatSeconds: a second timer, re-armed by every heartbeat (Event::TaskHeartbeat).
+        let heartbeat_timer = heartbeat.map(|h| {
+            let ht = self.token();
+            self.step.commands.push(Command::StartTimer {
+                token: ht,
+                fire_at: self.now + Duration::from_secs(h),
+            });
+            (h, ht)
+        });
         self.step.commands.push(Command::ScheduleTask {
             token,
             state: st.name.clone(),
@@ -1509,6 +1565,7 @@ impl Run<'_> {
             token,
             timeout_token,
             lambda,
+            heartbeat: heartbeat_timer,
         };
         Ok(())
     }
@@ -1523,9 +1580,19 @@ impl Run<'_> {
                 token,
                 timeout_token,
                 lambda,
-                ..
+                heartbeat,
             } => {
                 let (token, timeout_token, lambda) = (*token, *timeout_token, *lambda);
+                let heartbeat_timer = heartbeat.map(|(_, timer)| timer);
+                // The task is over (result, failure or one of its timers fired): its other
+                // timers are not needed any more.
+                let cancel = |run: &mut Self, fired: Option<u64>| {
+                    for t in [timeout_token, heartbeat_timer].into_iter().flatten() {
+                        if Some(t) != fired {
+                            run.step.commands.push(Command::CancelTimer { token: t });
+                        }
+                    }
+                };
                 let resource = || match &st.kind {
                     Kind::Task { resource, .. } => resource_parts(resource),
                     _ => (String::new(), String::new()),
@@ -1563,9 +1630,7 @@ impl Run<'_> {
                         }
                         self.push(e);
                         th.cursor = self.last_id();
-                        if let Some(tt) = timeout_token {
-                            self.step.commands.push(Command::CancelTimer { token: tt });
-                        }
+                        cancel(self, None);
                         let p = if let Err(f) = check_size(&output, &st.name) {
                             Produced::Fail(f)
                         } else {
@@ -1602,14 +1667,48 @@ impl Run<'_> {
                         error,
                         cause,
                     } if *t == token => {
-                        if let Some(tt) = timeout_token {
-                            self.step.commands.push(Command::CancelTimer { token: tt });
-                        }
-                        self.task_failed(th, st, lambda, error.clone(), cause.clone(), false);
+                        cancel(self, None);
+                        let f = Failure {
+                            error: error.clone(),
+                            cause: cause.clone(),
+                            heartbeat: false,
+                        };
+                        self.task_failed(th, st, lambda, f, false);
                         Ok(true)
                     }
                     Event::TimerFired { token: t } if Some(*t) == timeout_token => {
-                        self.task_failed(th, st, lambda, error::TIMEOUT.to_owned(), None, true);
+                        cancel(self, timeout_token);
+                        let f = Failure {
+                            error: error::TIMEOUT.to_owned(),
+                            cause: None,
+                            heartbeat: false,
+                        };
+                        self.task_failed(th, st, lambda, f, true);
+                        Ok(true)
+                    }
+                    // A missed heartbeat: AWS records the same TaskTimedOut (error
+                    // `States.Timeout`, no cause) as for TimeoutSeconds; only Retry/Catch can
+                    // tell them apart, through `States.HeartbeatTimeout`.
+                    Event::TimerFired { token: t } if Some(*t) == heartbeat_timer => {
+                        cancel(self, heartbeat_timer);
+                        let f = Failure {
+                            error: error::TIMEOUT.to_owned(),
+                            cause: None,
+                            heartbeat: true,
+                        };
+                        self.task_failed(th, st, lambda, f, true);
+                        Ok(true)
+                    }
+                    Event::TaskHeartbeat { token: t } if *t == token => {
+                        if let Some((seconds, old)) = *heartbeat {
+                            self.step.commands.push(Command::CancelTimer { token: old });
+                            let timer = self.token();
+                            self.step.commands.push(Command::StartTimer {
+                                token: timer,
+                                fire_at: self.now + Duration::from_secs(seconds),
+                            });
+                            *heartbeat = Some((seconds, timer));
+                        }
                         Ok(true)
                     }
                     _ => Ok(false),
@@ -1698,10 +1797,10 @@ impl Run<'_> {
         th: &mut Thread,
         st: &State,
         lambda: Option<LambdaKind>,
-        error: String,
-        cause: Option<String>,
+        failure: Failure,
         timed_out: bool,
     ) {
+        let (error, cause) = (failure.error.clone(), failure.cause.clone());
         let (res_type, res_name) = match &st.kind {
             Kind::Task { resource, .. } => resource_parts(resource),
             _ => (String::new(), String::new()),
@@ -1738,7 +1837,7 @@ impl Run<'_> {
         self.push(e);
         th.cursor = self.last_id();
         th.phase = Phase::Run;
-        self.fail_state(th, st, Failure { error, cause }, true);
+        self.fail_state(th, st, failure, true);
     }
 
     /// Advances a Map's iterations or a Parallel's branches. `Some` when the state is done.
@@ -1818,6 +1917,7 @@ impl Run<'_> {
                                             "The specified tolerated failure threshold was exceeded ({} failed)",
                                             ch.failures
                                         )),
+                                        ..Default::default()
                                     }
                                 } else {
                                     f
@@ -1910,7 +2010,7 @@ impl Run<'_> {
             let will_retry = st
                 .retry
                 .iter()
-                .position(|r| error_matches(&r.error_equals, &f.error))
+                .position(|r| failure_matches(&r.error_equals, &f))
                 .is_some_and(|i| {
                     th.attempts.get(i).copied().unwrap_or(0) < st.retry[i].max_attempts
                 })
@@ -2041,6 +2141,15 @@ fn error_matches(list: &[String], error: &str) -> bool {
     })
 }
 
+/// [`error_matches`], plus `States.HeartbeatTimeout` for a missed heartbeat: AWS raises
+/// `States.Timeout` for both kinds of task timeout and lets Retry/Catch single out the
+/// heartbeat kind by that name ("`States.HeartbeatTimeout` ... only available inside the
+/// Catch and Retry fields": Step Functions developer guide, "Error names").
+fn failure_matches(list: &[String], f: &Failure) -> bool {
+    error_matches(list, &f.error)
+        || (f.heartbeat && list.iter().any(|e| e == error::HEARTBEAT_TIMEOUT))
+}
+
 fn check_size(v: &Value, state: &str) -> Result<(), Failure> {
     // Cheap pre-check: small scalars and tiny containers cannot exceed the limit.
     let small = match v {
@@ -2059,6 +2168,7 @@ fn check_size(v: &Value, state: &str) -> Result<(), Failure> {
             cause: Some(format!(
                 "The state/task '{state}' returned a result with a size exceeding the maximum number of bytes service limit."
             )),
+            ..Default::default()
         });
     }
     Ok(())

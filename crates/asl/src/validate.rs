@@ -12,7 +12,10 @@
 //! - `Retry`/`Catch` shape (`ErrorEquals` non-empty list of strings, `States.ALL` last);
 //! - paths are syntactically valid JSONPath (ResultPath a reference path, no variables),
 //!   intrinsic calls well-formed, JSONata `{% … %}` strings well-formed;
-//! - graph: every state reachable from `StartAt`, at least one terminal state reachable.
+//! - graph: every state reachable from `StartAt`, at least one terminal state reachable;
+//! - Task `HeartbeatSeconds` smaller than `TimeoutSeconds` (ASL spec, Task State);
+//! - variable scopes: a Map processor or Parallel branch cannot assign a variable that an outer
+//!   scope assigns (developer guide, "Variable scope"), see `Validator::variable_scopes`.
 
 use crate::jsonata::{Expression, JsonataTemplate, is_expression};
 use crate::jsonpath::{JsonPath, ReferencePath};
@@ -82,7 +85,53 @@ pub fn validate(def: &Value) -> Vec<Diagnostic> {
         }),
     };
     v.machine(top, "", ql);
+    v.variable_scopes(top, "", &HashMap::new());
     v.diags
+}
+
+/// The variables a state assigns, with the JSON path of each assignment: its own `Assign`, its
+/// Choice rules' and its catchers' (`"x.$"` assigns `x`). A Map/Parallel state's own and
+/// catchers' assignments belong to the scope the state is in, not to its inner scope.
+fn assignments(s: &Map<String, Value>, path: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut collect = |assign: Option<&Value>, at: String| {
+        if let Some(a) = assign.and_then(Value::as_object) {
+            for key in a.keys() {
+                let name = key.strip_suffix(".$").unwrap_or(key);
+                out.push((name.to_owned(), format!("{at}/Assign/{}", esc(key))));
+            }
+        }
+    };
+    collect(s.get("Assign"), path.to_owned());
+    for field in ["Choices", "Catch"] {
+        if let Some(list) = s.get(field).and_then(Value::as_array) {
+            for (i, item) in list.iter().enumerate() {
+                collect(item.get("Assign"), format!("{path}/{field}/{i}"));
+            }
+        }
+    }
+    out
+}
+
+/// The inner scopes a state opens: its Map processor or its Parallel branches, with their paths.
+fn inner_scopes<'a>(
+    s: &'a Map<String, Value>,
+    path: &str,
+) -> Vec<(&'a Map<String, Value>, String)> {
+    let mut out = Vec::new();
+    for field in ["ItemProcessor", "Iterator"] {
+        if let Some(m) = s.get(field).and_then(Value::as_object) {
+            out.push((m, format!("{path}/{field}")));
+        }
+    }
+    if let Some(branches) = s.get("Branches").and_then(Value::as_array) {
+        for (i, b) in branches.iter().enumerate() {
+            if let Some(m) = b.as_object() {
+                out.push((m, format!("{path}/Branches/{i}")));
+            }
+        }
+    }
+    out
 }
 
 struct Validator {
@@ -110,6 +159,51 @@ const COMMON: &[&str] = &["Type", "Comment", "QueryLanguage"];
 impl Validator {
     fn err(&mut self, path: &str, state: Option<&str>, msg: impl Into<String>) {
         self.diags.push(diag(path, state, msg));
+    }
+
+    /// Variable scopes (developer guide, "Passing data between states with variables",
+    /// section "Variable scope"): "A variable exists in a scope if any state in the scope
+    /// assigns a value to it. [...] a variable assigned in an inner scope cannot have the same
+    /// name as one assigned in an outer scope." Each Map processor and Parallel branch is an
+    /// inner scope of the block its state is in; sibling branches may reuse a name. `outer`:
+    /// every variable of the enclosing scopes → the path of its first assignment.
+    fn variable_scopes(
+        &mut self,
+        m: &Map<String, Value>,
+        base: &str,
+        outer: &HashMap<String, String>,
+    ) {
+        let Some(states) = m.get("States").and_then(Value::as_object) else {
+            return;
+        };
+        let mut scope = outer.clone();
+        for (name, st) in states {
+            let Some(obj) = st.as_object() else {
+                continue;
+            };
+            let path = format!("{base}/States/{}", esc(name));
+            for (var, at) in assignments(obj, &path) {
+                if let Some(first) = outer.get(&var) {
+                    self.err(
+                        &at,
+                        Some(name),
+                        format!(
+                            "variable \"{var}\" is already assigned in an outer scope (at {first}); a Map iteration or Parallel branch can read outer variables but cannot assign one: rename this variable, or pass the value out with Output (or ResultPath) and assign it in the outer scope"
+                        ),
+                    );
+                }
+                scope.entry(var).or_insert(at);
+            }
+        }
+        for (name, st) in states {
+            let Some(obj) = st.as_object() else {
+                continue;
+            };
+            let path = format!("{base}/States/{}", esc(name));
+            for (inner, at) in inner_scopes(obj, &path) {
+                self.variable_scopes(inner, &at, &scope);
+            }
+        }
     }
 
     fn machine(&mut self, m: &Map<String, Value>, base: &str, ql: QueryLanguage) {
@@ -474,6 +568,22 @@ impl Validator {
                 for f in ["TimeoutSecondsPath", "HeartbeatSecondsPath"] {
                     if let Some(p) = s.get(f) {
                         self.path_field(p, &format!("{path}/{f}"), st, false, false);
+                    }
+                }
+                // ASL spec, Task State: "If provided, the HeartbeatSeconds interval MUST be
+                // smaller than the TimeoutSeconds value" (checkable when both are literals).
+                if let (Some(hb), Some(to)) = (
+                    s.get("HeartbeatSeconds").and_then(Value::as_u64),
+                    s.get("TimeoutSeconds").and_then(Value::as_u64),
+                ) {
+                    if hb >= to {
+                        self.err(
+                            &format!("{path}/HeartbeatSeconds"),
+                            st,
+                            format!(
+                                "HeartbeatSeconds ({hb}) must be smaller than TimeoutSeconds ({to}); lower HeartbeatSeconds or raise TimeoutSeconds"
+                            ),
+                        );
                     }
                 }
                 if let Some(c) = s.get("Credentials") {
@@ -1215,6 +1325,89 @@ mod tests {
         assert_eq!(e.len(), 2, "{e:?}");
         assert!(e[0].contains("/States/A/Assign/1bad"), "{e:?}");
         assert!(e[1].contains("reserved"), "{e:?}");
+    }
+
+    #[test]
+    fn inner_scopes_cannot_assign_an_outer_variable() {
+        // Developer guide, "Variable scope": a variable assigned in an inner scope cannot
+        // have the same name as one assigned in an outer scope.
+        let e = errs(json!({"StartAt":"Init","States":{
+            "Init":{"Type":"Pass","Assign":{"x":1,"items":[1,2]},"Next":"M"},
+            "M":{"Type":"Map","ItemsPath":"$items","ItemProcessor":{"StartAt":"Inner","States":{
+                "Inner":{"Type":"Pass","Assign":{"x.$":"$","fresh":2},"End":true}}},"Next":"P"},
+            "P":{"Type":"Parallel","Branches":[
+                {"StartAt":"B1","States":{"B1":{"Type":"Pass","Assign":{"items":0},"End":true}}}],
+             "End":true}
+        }}));
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e[0].starts_with("/States/M/ItemProcessor/States/Inner/Assign/x.$: state \"Inner\": variable \"x\" is already assigned in an outer scope (at /States/Init/Assign/x)"),
+            "{e:?}"
+        );
+        assert!(e[0].contains("rename this variable"), "{e:?}");
+        assert!(
+            e[1].starts_with("/States/P/Branches/0/States/B1/Assign/items: state \"B1\""),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn variable_scopes_nest_and_siblings_are_independent() {
+        // Sibling branches may reuse a name; the Map's own Assign and its Catch's Assign are in
+        // the outer scope (so is a Choice rule's); a grandchild scope sees every ancestor.
+        let ok = json!({"StartAt":"P","States":{
+            "P":{"Type":"Parallel","Branches":[
+                {"StartAt":"A","States":{"A":{"Type":"Pass","Assign":{"same":1},"End":true}}},
+                {"StartAt":"B","States":{"B":{"Type":"Pass","Assign":{"same":2},"End":true}}}],
+             "Assign":{"result":1},
+             "Catch":[{"ErrorEquals":["States.ALL"],"Assign":{"failed":true},"Next":"Done"}],
+             "Next":"Done"},
+            "Done":{"Type":"Pass","End":true}}});
+        assert!(errs(ok).is_empty());
+        let e = errs(json!({"StartAt":"C","States":{
+            "C":{"Type":"Choice","QueryLanguage":"JSONata","Choices":[
+                {"Condition":"{% true %}","Assign":{"deep":1},"Next":"M"}],"Default":"M"},
+            "M":{"Type":"Map","ItemProcessor":{"StartAt":"M2","States":{
+                "M2":{"Type":"Map","ItemProcessor":{"StartAt":"Leaf","States":{
+                    "Leaf":{"Type":"Pass","Assign":{"deep":2},"End":true}}},"End":true}}},
+             "End":true}}}));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains(
+                "/States/M/ItemProcessor/States/M2/ItemProcessor/States/Leaf/Assign/deep"
+            ) && e[0].contains("(at /States/C/Choices/0/Assign/deep)"),
+            "{e:?}"
+        );
+        // An inner catcher's Assign is in the inner scope.
+        let e = errs(json!({"StartAt":"Init","States":{
+            "Init":{"Type":"Pass","Assign":{"err":null},"Next":"M"},
+            "M":{"Type":"Map","ItemProcessor":{"StartAt":"T","States":{
+                "T":{"Type":"Task","Resource":"arn:aws:lambda:us-east-1:1:function:f",
+                     "Catch":[{"ErrorEquals":["States.ALL"],"Assign":{"err.$":"$"},"Next":"F"}],"End":true},
+                "F":{"Type":"Pass","End":true}}},"End":true}}}));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains("/States/M/ItemProcessor/States/T/Catch/0/Assign/err.$"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn heartbeat_seconds_must_be_smaller_than_timeout_seconds() {
+        let task = |hb: u64, to: u64| {
+            errs(json!({"StartAt":"T","States":{"T":{"Type":"Task",
+                "Resource":"arn:aws:lambda:us-east-1:1:function:f",
+                "HeartbeatSeconds":hb,"TimeoutSeconds":to,"End":true}}}))
+        };
+        assert!(task(5, 6).is_empty());
+        for (hb, to) in [(6, 6), (7, 6)] {
+            let e = task(hb, to);
+            assert_eq!(e.len(), 1, "{e:?}");
+            assert!(
+                e[0].starts_with(&format!("/States/T/HeartbeatSeconds: state \"T\": HeartbeatSeconds ({hb}) must be smaller than TimeoutSeconds ({to})")),
+                "{e:?}"
+            );
+        }
     }
 
     #[test]

@@ -317,3 +317,140 @@ fn a_wait_timestamp_with_a_lowercase_t_or_z_fails_validation() {
         "W":{"Type":"Wait","Timestamp":"2016-03-14T01:59:00Z","End":true}}}));
     assert!(ok.is_empty(), "{ok:?}");
 }
+
+/// The commands of one step, by kind: (tasks, timers started, timers cancelled).
+fn split(commands: &[Command]) -> (Vec<u64>, Vec<(u64, SystemTime)>, Vec<u64>) {
+    let (mut tasks, mut started, mut cancelled) = (Vec::new(), Vec::new(), Vec::new());
+    for c in commands {
+        match c {
+            Command::ScheduleTask { token, .. } => tasks.push(*token),
+            Command::StartTimer { token, fire_at } => started.push((*token, *fire_at)),
+            Command::CancelTimer { token } => cancelled.push(*token),
+            Command::Complete { .. } => {}
+        }
+    }
+    (tasks, started, cancelled)
+}
+
+#[test]
+fn a_heartbeat_restarts_the_heartbeat_timer_and_replays_identically() {
+    let d = def(
+        json!({"StartAt":"T","States":{"T":{"Type":"Task","Resource":FN,
+        "HeartbeatSeconds":5,"TimeoutSeconds":60,"End":true}}}),
+    );
+    let (mut ex, step) = start(&d, json!({}));
+    let (tasks, timers, _) = split(&step.commands);
+    let task = tasks[0];
+    // The timeout (60 s) and the heartbeat (5 s) timers.
+    assert_eq!(timers.len(), 2);
+    let (first_beat, deadline) = timers[1];
+    assert_eq!(deadline, t0() + Duration::from_secs(5));
+    assert_eq!(ex.waiting_tokens().len(), 3);
+    assert_eq!(ex.task_heartbeat_monitored(task), Some(true));
+    assert_eq!(ex.task_heartbeat_monitored(task + 100), None);
+
+    // A heartbeat at +4 s: the old heartbeat timer goes, a new one fires at +9 s; no history.
+    let at = t0() + Duration::from_secs(4);
+    let step = ex
+        .handle(&d, Event::TaskHeartbeat { token: task }, at)
+        .unwrap();
+    assert!(step.history.is_empty());
+    let (_, timers, cancelled) = split(&step.commands);
+    assert_eq!(cancelled, [first_beat]);
+    assert_eq!(timers.len(), 1);
+    let (second_beat, deadline) = timers[0];
+    assert_eq!(deadline, t0() + Duration::from_secs(9));
+    assert!(ex.waiting_tokens().contains(&second_beat));
+    assert!(!ex.waiting_tokens().contains(&first_beat));
+    // The replaced timer firing late is stale.
+    assert!(
+        ex.handle(&d, Event::TimerFired { token: first_beat }, at)
+            .is_err()
+    );
+
+    // The same log replayed from a serialised start gives the same state.
+    let text = serde_json::to_string(&ex).unwrap();
+    let mut again: Execution = serde_json::from_str(&text).unwrap();
+    let fired = t0() + Duration::from_secs(9);
+    let a = ex
+        .handle(&d, Event::TimerFired { token: second_beat }, fired)
+        .unwrap();
+    let b = again
+        .handle(&d, Event::TimerFired { token: second_beat }, fired)
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(&a.history).unwrap(),
+        serde_json::to_value(&b.history).unwrap()
+    );
+    // The heartbeat timeout: LambdaFunctionTimedOut (States.Timeout), the timeout timer is
+    // cancelled, the task is no longer waited on.
+    assert!(
+        a.history
+            .iter()
+            .any(|e| e.event_type == EventType::LambdaFunctionTimedOut)
+    );
+    assert_eq!(ex.status, Status::Failed);
+    assert_eq!(ex.error.as_deref(), Some("States.Timeout"));
+    assert_eq!(split(&a.commands).2.len(), 1);
+    assert_eq!(ex.task_heartbeat_monitored(task), None);
+}
+
+#[test]
+fn a_heartbeat_for_a_task_without_heartbeat_seconds_changes_nothing() {
+    let d = def(json!({"StartAt":"T","States":{"T":{"Type":"Task","Resource":FN,"End":true}}}));
+    let (mut ex, step) = start(&d, json!({}));
+    let task = split(&step.commands).0[0];
+    assert_eq!(ex.task_heartbeat_monitored(task), Some(false));
+    let step = ex
+        .handle(&d, Event::TaskHeartbeat { token: task }, t0())
+        .unwrap();
+    assert!(step.commands.is_empty() && step.history.is_empty());
+}
+
+#[test]
+fn inner_scopes_read_outer_variables_and_keep_their_own() {
+    // Developer guide, "Variable scope": Map iterations and Parallel branches read outer
+    // variables; their own variables go out of scope when the state completes.
+    let d = def(json!({"StartAt":"Init","States":{
+        "Init":{"Type":"Pass","Assign":{"bias":10},"Next":"M"},
+        "M":{"Type":"Map","ItemsPath":"$.items","ItemProcessor":{"StartAt":"Inner","States":{
+            "Inner":{"Type":"Pass","Assign":{"mine.$":"$"},"Next":"Use"},
+            "Use":{"Type":"Pass","Parameters":{"v.$":"States.MathAdd($mine, $bias)"},"End":true}}},
+         "ResultPath":"$.r","Next":"After"},
+        "After":{"Type":"Pass","Parameters":{"bias.$":"$bias","r.$":"$.r"},"Next":"Leak"},
+        "Leak":{"Type":"Pass","Parameters":{"mine.$":"$mine"},"End":true}}}));
+    let (ex, h) = drive(&d, json!({"items": [1, 2]}), false, |_| Ok(json!(null)));
+    // Inside: $bias read from the outer scope. Outside: $mine does not exist any more.
+    let after = h
+        .iter()
+        .filter_map(|e| e.state_exited_event_details.as_ref())
+        .find(|d| d.name == "After")
+        .and_then(|d| d.output.clone())
+        .expect("After exited");
+    let after: Value = serde_json::from_str(&after).unwrap();
+    assert_eq!(after, json!({"bias": 10, "r": [{"v": 11}, {"v": 12}]}));
+    assert_eq!(ex.status, Status::Failed);
+    assert!(
+        ex.cause.as_deref().unwrap_or_default().contains("mine"),
+        "{:?} {:?}",
+        ex.error,
+        ex.cause
+    );
+}
+
+#[test]
+fn a_definition_reassigning_an_outer_variable_inside_a_map_is_rejected() {
+    let text = json!({"StartAt":"Init","States":{
+        "Init":{"Type":"Pass","Assign":{"x":1},"Next":"M"},
+        "M":{"Type":"Map","ItemProcessor":{"StartAt":"Inner","States":{
+            "Inner":{"Type":"Pass","Assign":{"x":2},"End":true}}},"End":true}}})
+    .to_string();
+    let err = Definition::parse(&text)
+        .expect_err("AWS rejects it")
+        .to_string();
+    assert!(
+        err.contains("/States/M/ItemProcessor/States/Inner/Assign/x")
+            && err.contains("outer scope"),
+        "{err}"
+    );
+}

@@ -2,7 +2,7 @@
 //!
 //! [`Engine`] owns a SQLite store (file or in-memory), a [`clock::Clock`] and a registry of
 //! [`TaskHandler`]s keyed by resource ARN. It feeds the pure decider from `asl::interp` with
-//! events (task results, fired timers, stop requests), persists every decider step as ONE
+//! events (task results, heartbeats, fired timers, stop requests), persists every decider step as ONE
 //! transaction (the step's input event and its pending-command changes) *before* acting on
 //! it, then performs the step's commands: dispatching tasks to handlers (concurrently, on
 //! tokio) and arming timers.
@@ -17,6 +17,13 @@
 //! - Time: only from the clock. With a virtual clock, when no task is running and every
 //!   execution waits on a timer, the engine jumps the clock to the earliest timer (ties broken
 //!   by execution ARN and token, so runs are deterministic). A real clock sleeps instead.
+//! - Heartbeats: a handler calls [`TaskContext::heartbeat`] (the local SendTaskHeartbeat) to
+//!   restart its state's `HeartbeatSeconds` clock. A heartbeat is an input event like a task
+//!   result: logged, replayed on resume, and answered only once committed. A task silent for
+//!   longer fails with `States.Timeout` (matched by `States.HeartbeatTimeout`); this applies to
+//!   every resource, Lambda included (no AWS document exempts any).
+//! - Lateness: before a task result or heartbeat is applied, the timers that fell due while
+//!   the task ran fire first (a handler may advance a virtual clock to simulate long work).
 //! - Lambda: a handler registered for a function ARN (or bare function name) serves both
 //!   `"Resource": "arn:aws:lambda:…:function:NAME"` and `arn:aws:states:::lambda:invoke` with
 //!   `FunctionName`; the decider wraps lambda:invoke results in AWS's response envelope.
@@ -101,7 +108,8 @@ impl TaskError {
     }
 }
 
-/// What a handler knows about the task it runs.
+/// What a handler knows about the task it runs, and its line back to the engine
+/// ([`TaskContext::heartbeat`]).
 #[derive(Clone, Debug)]
 pub struct TaskContext {
     pub execution_arn: String,
@@ -113,6 +121,72 @@ pub struct TaskContext {
     /// `execution ARN + "/" + state name`: stable across retries and crash re-dispatch; use it
     /// as the client token for side effects.
     pub idempotency_key: String,
+    // Where heartbeats go: the driver that dispatched the task; `None` for a context made
+    // outside an engine (handler tests), where a heartbeat has nobody to tell.
+    beats: Option<tokio::sync::mpsc::UnboundedSender<HeartbeatRequest>>,
+}
+
+/// One heartbeat on its way to the driver, answered once it is committed.
+#[derive(Debug)]
+struct HeartbeatRequest {
+    execution_arn: String,
+    token: u64,
+    reply: tokio::sync::oneshot::Sender<Result<(), TaskError>>,
+}
+
+/// A decided heartbeat: where to answer, and the answer.
+type HeartbeatAck = (
+    tokio::sync::oneshot::Sender<Result<(), TaskError>>,
+    Result<(), TaskError>,
+);
+
+/// The error of a heartbeat for a task that is over, named as SendTaskHeartbeat names it.
+const TASK_TIMED_OUT: &str = "TaskTimedOut";
+
+impl TaskContext {
+    /// A context for calling a handler directly (tests, other runtimes): no engine watches
+    /// it, so [`TaskContext::heartbeat`] succeeds without effect.
+    pub fn new(execution_arn: &str, state_name: &str, resource: &str, token: u64) -> Self {
+        TaskContext {
+            execution_arn: execution_arn.to_owned(),
+            state_name: state_name.to_owned(),
+            resource: resource.to_owned(),
+            token,
+            idempotency_key: format!("{execution_arn}/{state_name}"),
+            beats: None,
+        }
+    }
+
+    /// SendTaskHeartbeat, locally: tells the engine the task is still making progress, which
+    /// restarts the state's `HeartbeatSeconds` clock (a task that stays silent longer fails
+    /// with `States.Timeout`, matched by `States.HeartbeatTimeout` in Retry/Catch). Returns
+    /// once the heartbeat is committed (it survives a crash like any other task event); a
+    /// state without HeartbeatSeconds accepts it without effect. Fails with `TaskTimedOut`
+    /// when the task is already over (timed out, or its execution ended): stop working then,
+    /// its result would be ignored.
+    pub async fn heartbeat(&self) -> Result<(), TaskError> {
+        let Some(beats) = &self.beats else {
+            return Ok(());
+        };
+        let over = || {
+            TaskError::new(
+                TASK_TIMED_OUT,
+                format!(
+                    "state \"{}\" of execution {}: the task is no longer running (it timed out or the execution ended)",
+                    self.state_name, self.execution_arn
+                ),
+            )
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        beats
+            .send(HeartbeatRequest {
+                execution_arn: self.execution_arn.clone(),
+                token: self.token,
+                reply,
+            })
+            .map_err(|_| over())?;
+        answer.await.map_err(|_| over())?
+    }
 }
 
 /// Runs one kind of task. Must be idempotent: after a crash a task may run again.
@@ -207,7 +281,9 @@ struct Inner {
     handlers: RwLock<HashMap<String, Arc<dyn TaskHandler>>>,
     rt: Mutex<Runtime>,
     progress: broadcast::Sender<Progress>,
-    driver: tokio::sync::Mutex<()>,
+    // The one driver, and the heartbeats of the tasks it runs.
+    driver: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<HeartbeatRequest>>,
+    beats: tokio::sync::mpsc::UnboundedSender<HeartbeatRequest>,
     // Parsed state machines by name, with the executions' reference to the stored text. Starting 10,000 executions must not parse 10,000 definitions.
     defs: Mutex<HashMap<String, CachedDefinition>>,
     // Progress of steps in the open group commit, broadcast when it commits (`flush`): a step
@@ -329,6 +405,7 @@ impl Engine {
     pub fn open(config: EngineConfig) -> Result<Engine, EngineError> {
         let store = Store::open(config.store.as_deref())?;
         let (tx, _) = broadcast::channel(4096);
+        let (beats, beats_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut runtime = Runtime::default();
         resume(&store, &mut runtime, config.clock.as_ref())?;
         let engine = Engine {
@@ -338,7 +415,8 @@ impl Engine {
                 handlers: RwLock::new(HashMap::new()),
                 rt: Mutex::new(runtime),
                 progress: tx,
-                driver: tokio::sync::Mutex::new(()),
+                driver: tokio::sync::Mutex::new(beats_rx),
+                beats,
                 defs: Mutex::new(HashMap::new()),
                 deferred: Mutex::new(Vec::new()),
                 grouping: std::sync::atomic::AtomicBool::new(false),
@@ -679,8 +757,8 @@ impl Engine {
     }
 
     async fn drive(&self, target: Option<&str>) -> Result<(), EngineError> {
-        let _one_driver = self.inner.driver.lock().await;
-        let result = self.drive_locked(target).await;
+        let mut beats = self.inner.driver.lock().await;
+        let result = self.drive_locked(target, &mut beats).await;
         // Whatever happened, commit what was decided (a failed step was rolled back alone).
         let flushed = self.flush();
         result.and(flushed)
@@ -692,14 +770,30 @@ impl Engine {
     // history is broadcast. The invariant "a step is durable before its effects are visible"
     // holds; a crash loses at most the uncommitted round, whose task results come back when
     // the (idempotent) tasks are re-dispatched on resume. No await happens with a group open.
-    async fn drive_locked(&self, target: Option<&str>) -> Result<(), EngineError> {
+    //
+    // Heartbeats (TaskContext::heartbeat) are steps like task results: applied in a round's
+    // group and answered only after its commit. Before a task result or a heartbeat is
+    // applied, the timers that fell due while the task ran fire first: a result (or
+    // heartbeat) that arrives after a deadline is too late, on a real clock as on a virtual
+    // one that a handler advanced.
+    async fn drive_locked(
+        &self,
+        target: Option<&str>,
+        beats: &mut tokio::sync::mpsc::UnboundedReceiver<HeartbeatRequest>,
+    ) -> Result<(), EngineError> {
         let mut tasks: JoinSet<(String, u64, Result<Value, TaskError>)> = JoinSet::new();
         // Reused every round: a round of 10,000 executions would otherwise allocate (and the
         // allocator fetch zeroed from the OS) megabytes for these lists each time.
         let mut to_run: Vec<(String, Command)> = Vec::new();
         let mut due: Vec<(String, u64)> = Vec::new();
+        // Heartbeats decided in the open group, answered when it commits.
+        let mut acks: Vec<HeartbeatAck> = Vec::new();
         loop {
             self.flush()?;
+            for (reply, answer) in acks.drain(..) {
+                // The handler may have given up waiting; nothing to tell it then.
+                let _ = reply.send(answer);
+            }
             if let Some(a) = target {
                 if !lock(&self.inner.rt).live.contains_key(a) {
                     return Ok(());
@@ -735,6 +829,7 @@ impl Engine {
                     state_name: state.clone(),
                     resource: resource.clone(),
                     token,
+                    beats: Some(self.inner.beats.clone()),
                 };
                 match self.handler_for(&what) {
                     Some(h) => {
@@ -773,24 +868,8 @@ impl Engine {
                     }
                 }
             }
-            // Fire due timers.
             let now = self.inner.clock.now();
-            {
-                let mut rt = lock(&self.inner.rt);
-                while let Some(((at, arn, token), ())) = rt.timers.first_key_value() {
-                    if *at > now {
-                        break;
-                    }
-                    let (arn, token) = (arn.clone(), *token);
-                    rt.disarm(&arn, token);
-                    due.push((arn, token));
-                }
-            }
-            if !due.is_empty() {
-                self.begin_group()?;
-                for (arn, token) in due.drain(..) {
-                    self.apply(&arn, Event::TimerFired { token }, false)?;
-                }
+            if self.fire_due(&mut due)? {
                 continue;
             }
             if !lock(&self.inner.rt).dispatch.is_empty() {
@@ -801,8 +880,16 @@ impl Engine {
                 .first_key_value()
                 .map(|((at, _, _), _)| *at);
             if !tasks.is_empty() {
-                let joined = if self.inner.clock.is_virtual() || next_timer.is_none() {
-                    tasks.join_next().await
+                enum Woke<J> {
+                    Task(Option<J>),
+                    Beat(Option<HeartbeatRequest>),
+                    Timer,
+                }
+                let woke = if self.inner.clock.is_virtual() || next_timer.is_none() {
+                    tokio::select! {
+                        j = tasks.join_next() => Woke::Task(j),
+                        b = beats.recv() => Woke::Beat(b),
+                    }
                 } else {
                     let wait = next_timer
                         .and_then(|t| t.duration_since(now).ok())
@@ -810,17 +897,30 @@ impl Engine {
                     #[allow(clippy::disallowed_methods)] // the engine's real-time timer
                     let sleep = tokio::time::sleep(wait);
                     tokio::select! {
-                        j = tasks.join_next() => j,
-                        _ = sleep => None,
+                        j = tasks.join_next() => Woke::Task(j),
+                        b = beats.recv() => Woke::Beat(b),
+                        _ = sleep => Woke::Timer,
                     }
                 };
-                if let Some(j) = joined {
-                    self.begin_group()?;
-                    self.task_done(j)?;
-                    // Every other result already in: same round, same commit.
-                    while let Some(j) = tasks.try_join_next() {
+                match woke {
+                    Woke::Task(Some(j)) => {
+                        self.begin_group()?;
+                        self.fire_due(&mut due)?;
                         self.task_done(j)?;
+                        // Every other result already in: same round, same commit.
+                        while let Some(j) = tasks.try_join_next() {
+                            self.task_done(j)?;
+                        }
                     }
+                    Woke::Beat(Some(b)) => {
+                        self.begin_group()?;
+                        self.fire_due(&mut due)?;
+                        acks.push(self.heartbeat(b)?);
+                        while let Ok(b) = beats.try_recv() {
+                            acks.push(self.heartbeat(b)?);
+                        }
+                    }
+                    Woke::Task(None) | Woke::Beat(None) | Woke::Timer => {}
                 }
                 continue;
             }
@@ -836,6 +936,58 @@ impl Engine {
                 None => return Ok(()),
             }
         }
+    }
+
+    /// Fires every timer due by now, in deadline order, in one group; true when any fired.
+    fn fire_due(&self, due: &mut Vec<(String, u64)>) -> Result<bool, EngineError> {
+        let now = self.inner.clock.now();
+        {
+            let mut rt = lock(&self.inner.rt);
+            while let Some(((at, arn, token), ())) = rt.timers.first_key_value() {
+                if *at > now {
+                    break;
+                }
+                let (arn, token) = (arn.clone(), *token);
+                rt.disarm(&arn, token);
+                due.push((arn, token));
+            }
+        }
+        if due.is_empty() {
+            return Ok(false);
+        }
+        self.begin_group()?;
+        for (arn, token) in due.drain(..) {
+            self.apply(&arn, Event::TimerFired { token }, false)?;
+        }
+        Ok(true)
+    }
+
+    /// Decides one heartbeat (in the open group); the answer goes out after the commit.
+    fn heartbeat(&self, b: HeartbeatRequest) -> Result<HeartbeatAck, EngineError> {
+        let monitored = lock(&self.inner.rt)
+            .live
+            .get(&b.execution_arn)
+            .and_then(|l| l.exec.task_heartbeat_monitored(b.token));
+        let answer = match monitored {
+            None => Err(TaskError::new(
+                TASK_TIMED_OUT,
+                format!(
+                    "task {} of execution {} is no longer running (it timed out or the execution ended)",
+                    b.token, b.execution_arn
+                ),
+            )),
+            // No HeartbeatSeconds: nothing to restart, nothing to log.
+            Some(false) => Ok(()),
+            Some(true) => {
+                self.apply(
+                    &b.execution_arn,
+                    Event::TaskHeartbeat { token: b.token },
+                    false,
+                )?;
+                Ok(())
+            }
+        };
+        Ok((b.reply, answer))
     }
 
     fn task_done(

@@ -9,7 +9,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use engine::{Engine, EngineConfig, TaskError, handler_fn};
 use serde_json::json;
 
-/// The definition under test: a sequential Map whose iterations run a Task, a Wait and a Pass.
+/// The definition under test: a sequential Map whose iterations run a Task (which sends a
+/// heartbeat: a logged, replayed event), a Wait and a Pass.
 pub const DEFINITION: &str = r#"{
   "StartAt": "Prepare",
   "States": {
@@ -17,7 +18,7 @@ pub const DEFINITION: &str = r#"{
     "Each": {
       "Type": "Map", "ItemsPath": "$.items", "MaxConcurrency": 1,
       "ItemProcessor": {"StartAt": "Double", "States": {
-        "Double": {"Type": "Task", "Resource": "arn:aws:lambda:local:000000000000:function:Double", "Next": "Nap"},
+        "Double": {"Type": "Task", "Resource": "arn:aws:lambda:local:000000000000:function:Double", "HeartbeatSeconds": 10, "Next": "Nap"},
         "Nap": {"Type": "Wait", "Seconds": 5, "Next": "Shape"},
         "Shape": {"Type": "Pass", "Parameters": {"v.$": "$"}, "End": true}
       }},
@@ -39,7 +40,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     })?;
     engine.register(
         "arn:aws:lambda:local:000000000000:function:Double",
-        handler_fn(|input, _ctx| async move {
+        handler_fn(|input, ctx| async move {
+            ctx.heartbeat().await?;
             // Slow enough that a kill lands mid-run; pure, so re-running it is harmless.
             std::thread::sleep(Duration::from_millis(12));
             match input.as_i64() {
