@@ -23,15 +23,26 @@
 //! execution's entropy), pulls clap/chrono/rand/uuid/regress into a pure crate, and calls
 //! itself incomplete. So this module implements the 2.0.6 language itself:
 //! - paths with predicates, wildcards, `**`, `[]`, order-by `^( )` (a step of its own, over
-//!   the whole sequence), grouping `expr{k: v}`, and the tuple-stream operators `@` (context
+//!   the whole sequence), grouping `expr{k: v}`, the tuple-stream operators `@` (context
 //!   binding) and `#` (positional binding) with their variables visible to later steps,
-//!   predicates, order-by and grouping;
+//!   predicates, order-by and grouping, and the parent operator `%` (`parent`: resolved at
+//!   parse time to the step whose input is the parent, as the reference does, including
+//!   `%.%`, `%` in predicates, order-by terms and through block steps; S0217 where no step
+//!   can provide the parent);
 //! - every operator (arithmetic, comparison, `&`, `and`/`or`, `in`, `..` in array
 //!   constructors, `? :`, `:=`, `~>` including function composition `$f ~> $g`), object and
 //!   array constructors, blocks, lambdas with closures, partial application with `?`, the
 //!   transform operator `| location | update [, delete] |` (a deep copy; the input is never
-//!   modified), and regular expression literals (the `regex` crate: JavaScript syntax where
-//!   the two agree, flags `i`/`m`);
+//!   modified), lambda type signatures `function($x)<n-n?:n>{...}` checked on every call
+//!   (T0410/T0411/T0412; S0401/S0402 for malformed ones; not on partial applications, as in
+//!   the reference), and regular expression literals with flags `i`/`m`: `fancy-regex`,
+//!   which adds look-around and back-references (named too) to the `regex` crate's syntax
+//!   and runs patterns without them on its linear-time engine; `\d`, `\w`, `\b`, `.`,
+//!   `[^]`, `[]`, `\cX` and `^`/`$` under `m` are given JavaScript's meaning;
+//! - JSONata's matcher protocol: a regex is a function returning
+//!   `{match, start, end, groups, next}`, and any function that returns that shape (or
+//!   undefined) can stand in for a regex in `$match`/`$contains`/`$split`/`$replace`
+//!   (T1010 otherwise; D1004 for a later zero-length match, as in the reference);
 //! - the whole 2.0.6 function library (string, numeric, aggregation, boolean, array,
 //!   object, date/time, higher-order) with JSONata's argument signatures (`signature`:
 //!   T0410/T0411/T0412, and the context value for a missing `-` argument), XPath pictures
@@ -45,16 +56,21 @@
 //! corpus covering every operator and function through jsonata 2.0.6 (npm) and this module
 //! and requires agreement except for a short, checked list of deliberate differences.
 //!
-//! Not implemented (each an error or documented difference, never a silent wrong answer):
-//! the parent operator `%` (a syntax error); custom matcher functions in place of a regular
-//! expression for `$match`/`$contains`/`$split`/`$replace` (T0410); regular expression
-//! features the `regex` crate lacks (look-around, back-references: a syntax error);
-//! function signatures on lambdas `function($x)<n:n>{...}` are accepted but not checked;
-//! `$eval` is an error, as on AWS ("use $parse"); results that are Infinity/NaN in
-//! jsonata-js are D1001 errors (or `null` where JSON.stringify would print null). Limits:
-//! expression nesting (200 levels, operators chained on one operand included: a syntax
-//! error), evaluation depth and stack use, range size and total work are bounded, so
-//! hostile input ends in an error instead of a crash.
+//! Known differences from jsonata-js 2.0.6 (those the corpus exercises are listed, with
+//! their reasons, in the oracle test's `KNOWN_DIFFERENCES`): `$eval` is an error, as on AWS
+//! ("use $parse"); results that are Infinity/NaN in jsonata-js are D1001 errors (or `null`
+//! where JSON.stringify would print null); deep recursion through lambdas ends in U1001
+//! (see Limits); where jsonata-js crashes with a JavaScript TypeError, this module gives a
+//! JSONata error or leaves the value unchanged; regular expression
+//! details JavaScript and the Rust engines do not share stay the engines' (Unicode `\s`
+//! and case folding; a back-reference to a group not matched yet, which JavaScript
+//! matches as empty, fails); a group that did not take part in a match is `null` in
+//! `groups` (JSON's rendering of JavaScript's undefined). Limits: expression
+//! nesting (200 levels, operators chained on one operand included: a syntax error), 1000
+//! `%` per expression, evaluation depth and stack use, range size and total work are
+//! bounded, and a regular expression search that backtracks may take at most 100,000
+//! steps (patterns with look-around or back-references also cost more of the work
+//! budget), so hostile input ends in an error instead of a crash or a hang.
 //! Expressions that read the context at the top level (`$`, `$$`, a bare field name) are
 //! rejected at parse time, as Step Functions does ([`Expression::parse_standard`] skips that
 //! rule for tools and tests). `$now()`/`$millis()` read `$$.State.EnteredTime` (the crate
@@ -68,6 +84,7 @@ use crate::jsonpath::EvalContext;
 mod datetime;
 mod eval;
 mod number;
+mod parent;
 mod parse;
 mod signature;
 

@@ -259,3 +259,221 @@ fn hostile_pictures_end_in_errors() {
         json!("401"),
     );
 }
+
+#[test]
+fn parent_operator() {
+    // docs: "Path Operators", `%` (parent).
+    check(
+        "$states.input.library.books.authors.{'author': $, 'title': %.title}[[0..1]]",
+        json!([{"author": "Abelson", "title": "SICP"}, {"author": "Sussman", "title": "SICP"}]),
+    );
+    check(
+        "$states.input.library.books[isbn in %.loans.isbn].title",
+        json!(["SICP", "Dragon"]),
+    );
+    check(
+        "$states.input.library.books.authors[$ = 'Aho'].%.title",
+        json!("Dragon"),
+    );
+    check(
+        "$states.input.library.books.authors.%.%.customers[0].name",
+        json!("Joe"),
+    );
+    // Ordering by a field of the parent, and a parent through a block step.
+    check(
+        "$states.input.library.books.(authors)^(%.price)[0]",
+        json!("Aho"),
+    );
+    // A `%` with no step before it to be the parent of is S0217, at parse time.
+    for bad in [
+        "%.title",
+        "$states.input.library.books.$count(authors).%",
+        "$states.input.library.**.%",
+        "$states.input.library.books^(price).%",
+    ] {
+        let err = Expression::parse(bad).expect_err(bad).to_string();
+        assert!(err.contains("S0217"), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn custom_matcher_functions() {
+    // docs: "Using Regular Expressions", generic matchers: any function that returns
+    // `{match, start, end, groups, next}` (or undefined) can stand in for a regex.
+    let matcher = "($at := function($s, $from) { ($i := $length($substringBefore($substring($s, $from), ';')); $i = $length($substring($s, $from)) ? undefined : {'match': ';', 'start': $from + $i, 'end': $from + $i + 1, 'groups': [], 'next': function() { $at($s, $from + $i + 1) }}) }; $semi := function($s) { $at($s, 0) };";
+    check(
+        &format!("{matcher} $split('a;b;c', $semi))"),
+        json!(["a", "b", "c"]),
+    );
+    check(
+        &format!("{matcher} $replace('a;b;c', $semi, ' & '))"),
+        json!("a & b & c"),
+    );
+    check(
+        &format!("{matcher} $match('a;b', $semi))"),
+        json!({"match": ";", "index": 1, "groups": []}),
+    );
+    check(
+        &format!("{matcher} [$contains('a;b', $semi), $contains('ab', $semi)])"),
+        json!([true, false]),
+    );
+    // A matcher that returns something else is T1010.
+    check_err("$match('abc', function($s) { 'nope' })", "T1010");
+    // A regex is itself a matcher function.
+    check(
+        "/b(.)/('abcbd')",
+        json!({"match": "bc", "start": 1, "end": 3, "groups": ["c"]}),
+    );
+}
+
+#[test]
+fn regex_look_around_and_back_references() {
+    check(
+        "$match('100 USD, 200 EUR', /\\d+(?= EUR)/).match",
+        json!("200"),
+    );
+    // As in JavaScript, "00" after "EUR2" is not preceded by "EUR".
+    check(
+        "$match('USD100 EUR200', /(?<!EUR)\\d+/).match",
+        json!(["100", "00"]),
+    );
+    check(
+        "$replace('aa bb cd', /(\\w)\\1/, '<$1>')",
+        json!("<a> <b> cd"),
+    );
+    check("$split('a-b_c', /[-_](?=c)/)", json!(["a-b", "c"]));
+    // A later match of zero length is D1004, as in the reference (it would never progress).
+    check_err("$split('a1b22c', /(?<=\\d)(?=\\D)/)", "D1004");
+    // Catastrophic backtracking ends in an error (the search's backtracking limit) instead
+    // of a hang.
+    let text = "a".repeat(40);
+    check_err(
+        &format!("$contains('{text}', /^(a|a)*\\1b/)"),
+        "backtracking",
+    );
+    // Many searches that each backtrack exhaust the evaluation's work budget.
+    check_err("$count([1..20000].($contains('ab', /(?=b)/)))", "U1001");
+}
+
+#[test]
+fn lambda_signatures_are_checked() {
+    // docs: "Function signatures" on lambdas.
+    check("function($x)<n:n>{ $x * 2 }(21)", json!(42));
+    check_err("function($x)<n:n>{ $x * 2 }('21')", "T0410");
+    check_err("function($x, $y)<nn:n>{ $x + $y }(1, 2, 3)", "T0410");
+    // `-`: a missing argument is the context value.
+    check(
+        "$states.input.library.books[0].title.function($x)<s-:s>{ $uppercase($x) }()",
+        json!("SICP"),
+    );
+    check_err("$states.input.library.function($x)<s-:s>{ $x }()", "T0411");
+    // Array parameters wrap a single value and check item types.
+    check("function($a)<a<n>:n>{ $count($a) }(7)", json!(1));
+    check_err("function($a)<a<n>:n>{ $sum($a) }([1, '2'])", "T0412");
+    check(
+        "$map([1, 2], function($v)<n:n>{ $v * 10 })",
+        json!([10, 20]),
+    );
+    // Malformed signatures are syntax errors.
+    for bad in [
+        "function($x)<n<n>:n>{ $x }(1)",
+        "function($x)<(a<n>):n>{ $x }(1)",
+    ] {
+        assert!(Expression::parse(bad).is_err(), "{bad}");
+    }
+}
+
+/// Runs `f` on a thread with a 1 MiB stack (as `regressions_fuzz.rs` does): a stack overflow
+/// would abort the test binary.
+fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(1024 * 1024)
+        .spawn(f)
+        .expect("spawn test thread")
+        .join()
+        .expect("the test thread panicked")
+}
+
+#[test]
+fn hostile_parents_regexes_and_signatures_end_in_errors() {
+    // (expression, what the outcome must contain; "" = must evaluate without error)
+    let cases: Vec<(String, &str)> = vec![
+        // Many `%` in one path: bounded (resolving them is quadratic).
+        (
+            format!("$states.input.a.{}b", "%.".repeat(5000)),
+            "parent operators",
+        ),
+        (
+            format!("$states.input.a.b.c.{}x", "%.".repeat(900)),
+            "S0217",
+        ),
+        // `%` at the bottom of deep nesting.
+        (
+            format!("$states.input.a.{}%.x{}", "(".repeat(190), ")".repeat(190)),
+            "",
+        ),
+        (format!("$states.input.a.b{}", "[%.x]".repeat(150)), ""),
+        // Deeply nested regular expressions and signatures.
+        (
+            format!("$match('a', /{}a{}/)", "(".repeat(5000), ")".repeat(5000)),
+            "regular expression",
+        ),
+        (
+            format!("$match('a', /{}a/)", "(?=".repeat(3000)),
+            "regular expression",
+        ),
+        (
+            format!(
+                "function($x)<{}n{}>{{ $x }}(1)",
+                "a<".repeat(3000),
+                ">".repeat(3000)
+            ),
+            "T041",
+        ),
+        (
+            format!("function($x)<{}>{{ $x }}(1)", "(".repeat(3000)),
+            "T0410",
+        ),
+        // Many matches in long non-ASCII text: positions are found in linear time.
+        (
+            format!(
+                "$count($split('{}', /é/)) = 50001 ? 1 : $error('wrong count')",
+                "é".repeat(50_000)
+            ),
+            "",
+        ),
+        (
+            format!(
+                "$length($replace('{}', /(?<=é)x/, 'y')) = 10000 ? 1 : $error('wrong')",
+                "éx".repeat(5_000)
+            ),
+            "",
+        ),
+        // ... but a backtracking pattern's searches are charged to the work budget (about
+        // 10,000 of them).
+        (
+            format!("$replace('{}', /(?<=é)x/, 'y')", "éx".repeat(30_000)),
+            "U1001",
+        ),
+    ];
+    for (text, want) in cases {
+        let head: String = text.chars().take(60).collect();
+        let outcome = on_small_stack(move || {
+            let input = json!({"a": {"b": {"c": {"x": 1}}}});
+            let context = json!({});
+            let vars = Map::new();
+            let mut entropy = SplitMix64(1);
+            let mut ctx = EvalContext::new(&input, &context, &vars, &mut entropy);
+            match Expression::parse(&text) {
+                Ok(e) => e.evaluate(&mut ctx).map(|_| ()).map_err(|e| e.cause),
+                Err(e) => Err(e.to_string()),
+            }
+        });
+        match (want, outcome) {
+            ("", Ok(())) => {}
+            ("", Err(e)) => panic!("{head}: {e}"),
+            (_, Ok(())) => panic!("{head}: expected an error containing {want}"),
+            (_, Err(e)) => assert!(e.contains(want), "{head}: {e}"),
+        }
+    }
+}

@@ -42,9 +42,20 @@ pub(crate) enum Func<'a> {
         params: Vec<String>,
         body: std::sync::Arc<Node>,
         env: Env<'a>,
+        signature: Option<super::signature::LambdaSignature>,
     },
     Builtin(&'static str),
-    Regex(std::sync::Arc<regex::Regex>),
+    /// A regular expression literal: a matcher function (JSONata's "generic matcher"
+    /// protocol) returning `{match, start, end, groups, next}` or undefined.
+    Regex(super::parse::Regex),
+    /// The `next` function of a regex match object: searches `text` again from byte `from`.
+    RegexNext {
+        re: super::parse::Regex,
+        text: Rc<str>,
+        from: usize,
+        /// `from` as a UTF-16 position (so positions are found in linear time overall).
+        from_units: usize,
+    },
     /// `$f(?, 2)`: `args[i] == None` is a placeholder filled by the call's arguments in order.
     Partial {
         func: Rc<Func<'a>>,
@@ -71,6 +82,7 @@ impl Func<'_> {
             Func::Compose(..) | Func::Transform { .. } => Some(1),
             Func::Builtin(name) => super::signature::arity(name),
             Func::Regex(_) => None,
+            Func::RegexNext { .. } => Some(0),
         }
     }
 }
@@ -494,12 +506,15 @@ impl<'c, 'a> Ev<'c, 'a> {
                 self.eval_partial(node, input, env)
             }
             Node::Placeholder => Err("S0211: The symbol ? cannot be used as a unary operator (it is a placeholder only in function arguments)".into()),
-            Node::Focus(..) | Node::Index(..) => self.path(std::slice::from_ref(node), input, env),
+            Node::Focus(..) | Node::Index(..) | Node::Ancestor(..) | Node::Tuples(_) => {
+                self.path(std::slice::from_ref(node), input, env)
+            }
+            Node::Parent(label) => Ok(env.lookup(label)),
             Node::Transform(..) => self.eval_transform(node, input, env),
             Node::Call(..) => self.eval_call(node, input, env),
             Node::Chain(..) => self.eval_chain(node, input, env),
             Node::KeepArray(..) => self.eval_keeparray(node, input, env),
-            Node::Regex(re) => Ok(Some(V::Func(Rc::new(Func::Regex(re.0.clone()))))),
+            Node::Regex(re) => Ok(Some(V::Func(Rc::new(Func::Regex(re.clone()))))),
             Node::Group(..) => self.eval_group(node, input, env),
             Node::Sort(..) => self.eval_sort(node, input, env),
         }
@@ -514,13 +529,14 @@ impl<'c, 'a> Ev<'c, 'a> {
 
     #[inline(never)]
     fn eval_lambda(&mut self, node: &Node, env: &Env<'a>) -> R<Option<V<'a>>> {
-        let Node::Lambda(params, body) = node else {
+        let Node::Lambda(params, body, signature) = node else {
             return Ok(None);
         };
         Ok(Some(V::Func(Rc::new(Func::Lambda {
             params: params.clone(),
             body: body.clone(),
             env: env.clone(),
+            signature: signature.as_deref().cloned(),
         }))))
     }
 
@@ -930,6 +946,69 @@ impl<'c, 'a> Ev<'c, 'a> {
     }
 
     fn path(&mut self, steps: &[Node], input: &V<'a>, env: &Env<'a>) -> R<Option<V<'a>>> {
+        match self.path_core(steps, input, env)? {
+            PathOut::Value(v) => Ok(v),
+            PathOut::Tuples(tuples, keep) => {
+                let items: Vec<V<'a>> = tuples.into_iter().map(|t| t.at).collect();
+                Ok(finish_path(items, keep))
+            }
+        }
+    }
+
+    /// The tuple stream of a path or block that a parent label resolved into
+    /// ([`Node::Tuples`]): its items with the variables bound inside it.
+    fn tuples_of(&mut self, node: &Node, input: &V<'a>, env: &Env<'a>) -> R<Vec<Tuple<'a>>> {
+        self.tick()?;
+        self.depth += 1;
+        let marker = 0u8;
+        if self.depth > MAX_EVAL_DEPTH
+            || self.stack_base.abs_diff(stack_address(&marker)) > STACK_BUDGET
+        {
+            self.depth -= 1;
+            return Err(
+                "U1001: Stack overflow error: check for non-terminating recursive function".into(),
+            );
+        }
+        let r = self.tuples_of_inner(node, input, env);
+        self.depth -= 1;
+        r
+    }
+
+    fn tuples_of_inner(&mut self, node: &Node, input: &V<'a>, env: &Env<'a>) -> R<Vec<Tuple<'a>>> {
+        let plain = |v: Option<V<'a>>| -> Vec<Tuple<'a>> {
+            v.map(|v| v.to_vec())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|at| Tuple {
+                    at,
+                    vars: Vec::new(),
+                })
+                .collect()
+        };
+        match node {
+            Node::Tuples(inner) => self.tuples_of(inner, input, env),
+            Node::Path(steps) => match self.path_core(steps, input, env)? {
+                PathOut::Value(v) => Ok(plain(v)),
+                PathOut::Tuples(t, _) => Ok(t),
+            },
+            Node::Block(items) => {
+                let scope = Scope::child(env);
+                let Some((last, init)) = items.split_last() else {
+                    return Ok(Vec::new());
+                };
+                for item in init {
+                    self.eval(item, input, &scope)?;
+                }
+                self.tuples_of(last, input, &scope)
+            }
+            other => {
+                let v = self.eval(other, input, env)?;
+                Ok(plain(v))
+            }
+        }
+    }
+
+    fn path_core(&mut self, steps: &[Node], input: &V<'a>, env: &Env<'a>) -> R<PathOut<'a>> {
         // The first step sees the input as a sequence when it is an array (unless the
         // step is a variable, which ignores the context).
         let mut seq: Vec<V<'a>> = match steps.first() {
@@ -944,8 +1023,7 @@ impl<'c, 'a> Ev<'c, 'a> {
             if is_tuple_step(step) {
                 // From the first `@`/`#` step on, the path is a tuple stream.
                 let tuples = self.tuple_path(&steps[i..], seq, env, &mut keep)?;
-                let items: Vec<V<'a>> = tuples.into_iter().map(|t| t.at).collect();
-                return Ok(finish_path(items, keep));
+                return Ok(PathOut::Tuples(tuples, keep));
             }
             let step = match step {
                 Node::KeepArray(inner) => {
@@ -961,7 +1039,9 @@ impl<'c, 'a> Ev<'c, 'a> {
                 // implementation does.
                 let items = self.eval(step, input, env)?.map(|r| r.to_vec());
                 if i == last {
-                    return Ok(items.map(|v| V::Arr(Rc::new(v), ArrKind::Cons)));
+                    return Ok(PathOut::Value(
+                        items.map(|v| V::Arr(Rc::new(v), ArrKind::Cons)),
+                    ));
                 }
                 seq = items.unwrap_or_default();
                 continue;
@@ -992,9 +1072,9 @@ impl<'c, 'a> Ev<'c, 'a> {
                 // (e.g. `$states.input.items`).
                 if keep {
                     let r = results.pop().map(|r| r.to_vec()).unwrap_or_default();
-                    return Ok(Some(V::Arr(Rc::new(r), ArrKind::Cons)));
+                    return Ok(PathOut::Value(Some(V::Arr(Rc::new(r), ArrKind::Cons))));
                 }
-                return Ok(results.pop());
+                return Ok(PathOut::Value(results.pop()));
             }
             let mut next = Vec::new();
             for r in results {
@@ -1006,7 +1086,7 @@ impl<'c, 'a> Ev<'c, 'a> {
             }
             seq = next;
         }
-        Ok(finish_path(seq, keep))
+        Ok(PathOut::Value(finish_path(seq, keep)))
     }
 
     /// Evaluates path steps as a tuple stream (JSONata "Path Operators": `@` context binding
@@ -1043,6 +1123,20 @@ impl<'c, 'a> Ev<'c, 'a> {
                         t.bind(ix, V::Num(i as f64));
                     }
                 }
+            } else if let Node::Tuples(_) = parts.base {
+                // A path or block step that returns its own tuple stream: its bindings join
+                // the incoming ones (the reference's `Object.assign(tuple, res[bb])`).
+                for t in &incoming {
+                    let scope = t.scope(env);
+                    for rt in self.tuples_of(parts.base, &t.at, &scope)? {
+                        let mut nt = t.clone();
+                        for (k, v) in rt.vars {
+                            nt.bind(&k, v);
+                        }
+                        nt.at = rt.at;
+                        out.push(nt);
+                    }
+                }
             } else {
                 for t in &incoming {
                     let scope = t.scope(env);
@@ -1062,6 +1156,11 @@ impl<'c, 'a> Ev<'c, 'a> {
                         }
                         if let Some(ix) = parts.index {
                             nt.bind(ix, V::Num(bb as f64));
+                        }
+                        // `%` in a later step (or a predicate of this one) is the item
+                        // this step was evaluated on.
+                        for label in parts.ancestors {
+                            nt.bind(label, t.at.clone());
                         }
                         out.push(nt);
                     }
@@ -1390,8 +1489,30 @@ impl<'c, 'a> Ev<'c, 'a> {
         args: Vec<Option<V<'a>>>,
         input: &V<'a>,
     ) -> R<Option<V<'a>>> {
+        self.apply_with(func, args, input, false)
+    }
+
+    /// `unchecked`: skip a lambda's signature check (partial application).
+    fn apply_with(
+        &mut self,
+        func: &Func<'a>,
+        args: Vec<Option<V<'a>>>,
+        input: &V<'a>,
+        unchecked: bool,
+    ) -> R<Option<V<'a>>> {
         match func {
-            Func::Lambda { params, body, env } => {
+            Func::Lambda {
+                params,
+                body,
+                env,
+                signature,
+            } => {
+                let args = match signature {
+                    Some(sig) if !unchecked => {
+                        sig.check(&format!("function{}", sig.as_str()), args, input)?
+                    }
+                    _ => args,
+                };
                 let scope = Scope::child(env);
                 for (i, p) in params.iter().enumerate() {
                     if let Some(Some(v)) = args.get(i) {
@@ -1411,7 +1532,9 @@ impl<'c, 'a> Ev<'c, 'a> {
                     })
                     .collect();
                 let func = func.clone();
-                self.apply(&func, full, input)
+                // The reference partially applies a lambda by making a new lambda without
+                // the signature, so the arguments are not checked against it.
+                self.apply_with(&func, full, input, true)
             }
             Func::Compose(f, g) => {
                 let x = args.into_iter().next().flatten();
@@ -1431,12 +1554,30 @@ impl<'c, 'a> Ev<'c, 'a> {
                     .map(Some)
             }
             Func::Regex(re) => {
-                let text = args.first().cloned().flatten();
-                let Some(text) = text.as_ref().and_then(V::as_str) else {
-                    return Ok(None);
+                let mut args = args.into_iter();
+                let text: Rc<str> = match args.next().flatten() {
+                    Some(V::Str(s)) => s,
+                    Some(v) => match v.as_str() {
+                        Some(s) => Rc::from(s),
+                        None => return Ok(None),
+                    },
+                    None => return Ok(None),
                 };
-                Ok(regex_matches(re, text, Some(1)).into_iter().next())
+                // Like the reference's closure `(str, fromIndex)`: a second numeric argument
+                // (e.g. the index `$map` passes) is where the search starts.
+                let from = match args.next().flatten().and_then(|v| v.as_f64()) {
+                    Some(n) if n > 0.0 => byte_offset(&text, n as usize),
+                    _ => 0,
+                };
+                let from_units = unit_index(&text, from);
+                self.regex_search(re, text, (from, from_units), false)
             }
+            Func::RegexNext {
+                re,
+                text,
+                from,
+                from_units,
+            } => self.regex_search(re, text.clone(), (*from, *from_units), true),
         }
     }
 
@@ -1516,6 +1657,12 @@ impl<'a> Tuple<'a> {
     }
 }
 
+/// A path's result: plain values, or (from the first binding step on) a tuple stream.
+enum PathOut<'a> {
+    Value(Option<V<'a>>),
+    Tuples(Vec<Tuple<'a>>, bool),
+}
+
 enum Stage<'n> {
     Filter(&'n Node),
     Index(&'n str),
@@ -1529,6 +1676,8 @@ struct StepParts<'n> {
     index: Option<&'n str>,
     stages: Vec<Stage<'n>>,
     keep: bool,
+    /// Parent labels this step binds (see `parent.rs`).
+    ancestors: &'n [String],
 }
 
 impl<'n> StepParts<'n> {
@@ -1544,12 +1693,18 @@ impl<'n> StepParts<'n> {
             wrappers.push(base);
             base = inner;
         }
+        let mut ancestors: &[String] = &[];
+        if let Node::Ancestor(inner, labels) = base {
+            base = inner;
+            ancestors = labels;
+        }
         let mut parts = StepParts {
             base,
             focus: None,
             index: None,
             stages: Vec::new(),
             keep: false,
+            ancestors,
         };
         for w in wrappers.into_iter().rev() {
             match w {
@@ -1570,7 +1725,9 @@ impl<'n> StepParts<'n> {
 fn is_tuple_step(mut n: &Node) -> bool {
     loop {
         match n {
-            Node::Focus(..) | Node::Index(..) => return true,
+            Node::Focus(..) | Node::Index(..) | Node::Ancestor(..) | Node::Tuples(_) => {
+                return true;
+            }
             Node::Filter(inner, _) | Node::KeepArray(inner) => n = inner,
             _ => return false,
         }
@@ -1813,29 +1970,444 @@ fn descendants<'a>(v: &V<'a>, out: &mut Vec<V<'a>>, depth: usize) {
 
 // ------------------------------------------------------------------ function library
 
-/// `$match` results: `{match, index, groups}` per match (index in characters, as in
-/// JavaScript for BMP text).
-fn regex_matches<'a>(re: &regex::Regex, text: &str, limit: Option<usize>) -> Vec<V<'a>> {
-    let mut out = Vec::new();
-    for caps in re.captures_iter(text) {
-        if limit.is_some_and(|l| out.len() >= l) {
-            break;
+/// Byte offset of UTF-16 position `units` in `text` (its length when past the end; a
+/// position inside a surrogate pair moves to the character's end). Matcher positions
+/// (`start`, `end`, `$match`'s `index`) and the substrings `$split`/`$replace` take
+/// between them count UTF-16 units, as JavaScript's strings do.
+fn byte_offset(text: &str, units: usize) -> usize {
+    if text.is_ascii() {
+        return units.min(text.len());
+    }
+    let mut seen = 0;
+    for (b, c) in text.char_indices() {
+        if seen >= units {
+            return b;
         }
-        let Some(m) = caps.get(0) else { continue };
+        seen += c.len_utf16();
+    }
+    text.len()
+}
+
+/// UTF-16 position of byte offset `byte` in `text`.
+fn unit_index(text: &str, byte: usize) -> usize {
+    if text.is_ascii() {
+        return byte;
+    }
+    utf16_len(&text[..byte.min(text.len())])
+}
+
+fn utf16_len(text: &str) -> usize {
+    text.chars().map(char::len_utf16).sum()
+}
+
+/// UTF-16 positions of one text mapped to byte offsets once, so that taking many
+/// substrings stays linear.
+struct Units<'t> {
+    text: &'t str,
+    /// Byte offset of each UTF-16 position (and of the end); empty for ASCII text.
+    bytes: Vec<usize>,
+}
+
+impl<'t> Units<'t> {
+    fn new(text: &'t str) -> Units<'t> {
+        let mut bytes = Vec::new();
+        if !text.is_ascii() {
+            for (b, c) in text.char_indices() {
+                // A position inside a surrogate pair moves to the character's end.
+                bytes.push(b);
+                if c.len_utf16() == 2 {
+                    bytes.push(b + c.len_utf8());
+                }
+            }
+            bytes.push(text.len());
+        }
+        Units { text, bytes }
+    }
+
+    fn len(&self) -> usize {
+        if self.bytes.is_empty() {
+            self.text.len()
+        } else {
+            self.bytes.len() - 1
+        }
+    }
+
+    fn byte(&self, unit: usize) -> usize {
+        if self.bytes.is_empty() {
+            unit.min(self.text.len())
+        } else {
+            self.bytes[unit.min(self.bytes.len() - 1)]
+        }
+    }
+
+    /// JavaScript's `substring(a, b)`: clamped, and swapped when `a > b`.
+    fn substring(&self, a: f64, b: f64) -> &'t str {
+        let len = self.len() as f64;
+        let clamp = |x: f64| if x.is_nan() { 0.0 } else { x.clamp(0.0, len) } as usize;
+        let (mut x, mut y) = (clamp(a), clamp(b));
+        if x > y {
+            std::mem::swap(&mut x, &mut y);
+        }
+        &self.text[self.byte(x)..self.byte(y)]
+    }
+}
+
+fn regex_error(e: fancy_regex::Error) -> String {
+    format!(
+        "U1001: the regular expression could not be evaluated ({e}); simplify the pattern (look-around and back-references backtrack, and a search may take at most {} steps)",
+        super::parse::REGEX_BACKTRACK_LIMIT
+    )
+}
+
+/// Work charged per regular expression search (a search may scan the whole text).
+const REGEX_SEARCH_COST: u64 = 64;
+/// Work charged per search of a pattern that backtracks (up to `REGEX_BACKTRACK_LIMIT`
+/// steps each): the evaluation's work budget then allows about 10,000 such searches, so
+/// many searches that each stay just under the limit cannot add up to a hang either.
+const BACKTRACKING_SEARCH_COST: u64 = 5_000;
+
+/// One result of JSONata's matcher protocol: a matcher function (a regex literal or any
+/// function) applied to a string returns undefined (no match) or
+/// `{match, start, end, groups, next}`, and `next()` returns the following match.
+struct Found<'a> {
+    matched: Option<V<'a>>,
+    start: Option<V<'a>>,
+    end: Option<V<'a>>,
+    groups: Option<V<'a>>,
+    next: Option<V<'a>>,
+    obj: V<'a>,
+}
+
+impl<'a> Found<'a> {
+    fn start(&self) -> f64 {
+        self.start.as_ref().and_then(V::as_f64).unwrap_or(f64::NAN)
+    }
+    fn matched_len(&self) -> f64 {
+        self.matched
+            .as_ref()
+            .and_then(V::as_str)
+            .map_or(f64::NAN, |m| utf16_len(m) as f64)
+    }
+}
+
+impl<'c, 'a> Ev<'c, 'a> {
+    fn charge(&mut self, cost: u64) -> R<()> {
+        self.steps += cost;
+        self.tick()
+    }
+
+    /// A regex search of `text` from byte `from`: the match object, or undefined. Like the
+    /// reference, a `next` search that starts at the end finds nothing, and a `next` search
+    /// that finds an empty match is D1004 (it would never progress).
+    fn regex_search(
+        &mut self,
+        re: &super::parse::Regex,
+        text: Rc<str>,
+        (from, from_units): (usize, usize),
+        continuing: bool,
+    ) -> R<Option<V<'a>>> {
+        let regex = re;
+        let (re, backtracks) = regex.for_text(&text);
+        self.charge(if backtracks {
+            BACKTRACKING_SEARCH_COST
+        } else {
+            REGEX_SEARCH_COST
+        })?;
+        if continuing && from >= text.len() {
+            return Ok(None);
+        }
+        let Some(caps) = re.captures_from_pos(&*text, from).map_err(regex_error)? else {
+            return Ok(None);
+        };
+        let Some(m) = caps.get(0) else {
+            return Ok(None);
+        };
+        if continuing && m.start() == m.end() {
+            return Err(format!(
+                "D1004: Regular expression matches zero length string: /{}/",
+                re.as_str()
+            ));
+        }
         let groups: Vec<V<'a>> = caps
             .iter()
             .skip(1)
-            .map(|g| V::str(g.map_or("", |g| g.as_str())))
+            // A group that did not take part is undefined in JavaScript, which JSON renders
+            // as null.
+            .map(|g| g.map_or(V::Null, |g| V::str(g.as_str())))
             .collect();
-        out.push(V::Obj(Rc::new(vec![
-            ("match".to_owned(), V::str(m.as_str())),
-            (
-                "index".to_owned(),
-                V::Num(text[..m.start()].chars().count() as f64),
-            ),
+        let start = from_units + unit_index(&text[from..], m.start().saturating_sub(from));
+        let end = start + utf16_len(m.as_str());
+        let (matched, next_from) = (V::str(m.as_str()), m.end());
+        Ok(Some(V::Obj(Rc::new(vec![
+            ("match".to_owned(), matched),
+            ("start".to_owned(), V::Num(start as f64)),
+            ("end".to_owned(), V::Num(end as f64)),
             ("groups".to_owned(), V::array(groups)),
-        ])));
+            (
+                "next".to_owned(),
+                V::Func(Rc::new(Func::RegexNext {
+                    re: regex.clone(),
+                    text,
+                    from: next_from,
+                    from_units: end,
+                })),
+            ),
+        ]))))
     }
+
+    /// Applies a matcher to `text` (the first match).
+    fn matcher_first(
+        &mut self,
+        name: &str,
+        matcher: &V<'a>,
+        text: &str,
+        input: &V<'a>,
+    ) -> R<Option<Found<'a>>> {
+        let r = self.call_fn(matcher, vec![Some(V::str(text))], input)?;
+        found(name, r)
+    }
+
+    /// The match after `prev` (its `next()`).
+    fn matcher_next(
+        &mut self,
+        name: &str,
+        prev: &Found<'a>,
+        input: &V<'a>,
+    ) -> R<Option<Found<'a>>> {
+        self.tick()?;
+        let Some(next) = &prev.next else {
+            return Err(format!(
+                "T1010: The matcher function argument passed to function ${name} does not return the correct object structure (its result has no 'next' function)"
+            ));
+        };
+        let r = self.call_fn(next, Vec::new(), input)?;
+        found(name, r)
+    }
+
+    /// `$match(str, matcher, limit)`: `{match, index, groups}` per match.
+    fn builtin_match(
+        &mut self,
+        text: &str,
+        matcher: &V<'a>,
+        limit: Option<f64>,
+        input: &V<'a>,
+    ) -> R<Option<V<'a>>> {
+        if limit.is_some_and(|l| l < 0.0) {
+            return Err(
+                "D3040: Third argument of match function must evaluate to a positive number".into(),
+            );
+        }
+        let mut out = Vec::new();
+        if limit.is_some_and(|l| l == 0.0) {
+            return Ok(None);
+        }
+        let mut cur = self.matcher_first("match", matcher, text, input)?;
+        while let Some(f) = cur {
+            if limit.is_some_and(|l| out.len() as f64 >= l) {
+                break;
+            }
+            let mut entries = Vec::new();
+            if let Some(m) = &f.matched {
+                entries.push(("match".to_owned(), m.clone()));
+            }
+            if let Some(s) = &f.start {
+                entries.push(("index".to_owned(), s.clone()));
+            }
+            if let Some(g) = &f.groups {
+                entries.push(("groups".to_owned(), g.clone()));
+            }
+            out.push(V::Obj(Rc::new(entries)));
+            cur = self.matcher_next("match", &f, input)?;
+        }
+        Ok(collapse(out))
+    }
+
+    /// `$split(str, matcher, limit)`.
+    fn builtin_split(
+        &mut self,
+        text: &str,
+        matcher: &V<'a>,
+        limit: Option<f64>,
+        input: &V<'a>,
+    ) -> R<Option<V<'a>>> {
+        if limit.is_some_and(|l| l < 0.0) {
+            return Err(
+                "D3020: Third argument of split function must evaluate to a positive number".into(),
+            );
+        }
+        let mut out = Vec::new();
+        if limit.is_some_and(|l| l == 0.0) {
+            return Ok(Some(V::array(out)));
+        }
+        let units = Units::new(text);
+        let mut cur = self.matcher_first("split", matcher, text, input)?;
+        if cur.is_none() {
+            return Ok(Some(V::array(vec![V::str(text)])));
+        }
+        let mut start = 0.0;
+        while let Some(f) = cur {
+            if limit.is_some_and(|l| out.len() as f64 >= l) {
+                break;
+            }
+            out.push(V::str(units.substring(start, f.start())));
+            start = f.end.as_ref().and_then(V::as_f64).unwrap_or(f64::NAN);
+            cur = self.matcher_next("split", &f, input)?;
+        }
+        if limit.is_none_or(|l| (out.len() as f64) < l) {
+            let rest = if start.is_nan() {
+                text
+            } else {
+                units.substring(start, f64::INFINITY)
+            };
+            out.push(V::str(rest));
+        }
+        Ok(Some(V::array(out)))
+    }
+
+    /// `$replace(str, matcher, replacement, limit)`; `replacement` is a string (with `$0`,
+    /// `$1`.. and `$$`) or a function of the match object.
+    fn builtin_replace(
+        &mut self,
+        text: &str,
+        matcher: &V<'a>,
+        replacement: &V<'a>,
+        limit: Option<f64>,
+        input: &V<'a>,
+    ) -> R<Option<V<'a>>> {
+        if limit.is_some_and(|l| l < 0.0) {
+            return Err(
+                "D3011: Fourth argument of replace function must evaluate to a positive number"
+                    .into(),
+            );
+        }
+        if limit.is_some_and(|l| l == 0.0) {
+            return Ok(Some(V::str(text)));
+        }
+        let units = Units::new(text);
+        let mut cur = self.matcher_first("replace", matcher, text, input)?;
+        if cur.is_none() {
+            return Ok(Some(V::str(text)));
+        }
+        let mut out = String::new();
+        let mut position = 0.0;
+        let mut count = 0.0;
+        while let Some(f) = cur {
+            if limit.is_some_and(|l| count >= l) {
+                break;
+            }
+            out.push_str(units.substring(position, f.start()));
+            let with = match replacement {
+                V::Func(_) => {
+                    let r = self.call_fn(replacement, vec![Some(f.obj.clone())], input)?;
+                    match r.as_ref().and_then(V::as_str) {
+                        Some(s) => s.to_owned(),
+                        None => {
+                            return Err(format!(
+                                "D3012: Attempted to replace a matched string with a non-string value ({})",
+                                r.map_or("undefined", |v| v.type_name())
+                            ));
+                        }
+                    }
+                }
+                other => substitute(other.as_str().unwrap_or_default(), &f),
+            };
+            out.push_str(&with);
+            position = f.start() + f.matched_len();
+            count += 1.0;
+            cur = self.matcher_next("replace", &f, input)?;
+        }
+        out.push_str(if position.is_nan() {
+            ""
+        } else {
+            units.substring(position, f64::INFINITY)
+        });
+        Ok(Some(V::str(&out)))
+    }
+}
+
+/// Checks a matcher's result: undefined, or an object with at least one of `start`
+/// (number), `groups` (array) or `next` (function), as the reference checks (T1010).
+fn found<'a>(name: &str, r: Option<V<'a>>) -> R<Option<Found<'a>>> {
+    let Some(obj) = r else { return Ok(None) };
+    let start = obj.field("start").filter(|v| v.as_f64().is_some());
+    let groups = obj.field("groups").filter(V::is_array);
+    let next = obj.field("next").filter(|v| matches!(v, V::Func(_)));
+    if obj.entries().is_none() || (start.is_none() && groups.is_none() && next.is_none()) {
+        return Err(format!(
+            "T1010: The matcher function argument passed to function ${name} does not return the correct object structure (undefined, or an object with 'match', 'start', 'end', 'groups' and 'next')"
+        ));
+    }
+    Ok(Some(Found {
+        matched: obj.field("match"),
+        end: obj.field("end"),
+        start,
+        groups,
+        next,
+        obj,
+    }))
+}
+
+/// A `$replace` replacement string for one match: `$$` is `$`, `$0` the match, `$n` group n
+/// (the longest group number that exists, as the reference reads it), other `$` literal.
+fn substitute(replacement: &str, f: &Found<'_>) -> String {
+    let groups: Vec<String> = f
+        .groups
+        .as_ref()
+        .map(|g| {
+            g.to_vec()
+                .iter()
+                .map(|x| x.as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let matched = f
+        .matched
+        .as_ref()
+        .and_then(V::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let max_digits = if groups.is_empty() {
+        1
+    } else {
+        groups.len().to_string().len()
+    };
+    let mut out = String::new();
+    let mut rest = replacement;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i + 1..];
+        if let Some(r) = rest.strip_prefix('$') {
+            out.push('$');
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix('0') {
+            out.push_str(&matched);
+            rest = r;
+        } else {
+            let lead = |n: usize| -> String {
+                rest.chars()
+                    .take(n)
+                    .take_while(char::is_ascii_digit)
+                    .collect()
+            };
+            let mut n: Option<usize> = lead(max_digits).parse().ok();
+            if max_digits > 1 && n.is_some_and(|n| n > groups.len()) {
+                n = lead(max_digits - 1).parse().ok();
+            }
+            match n {
+                Some(n) => {
+                    if n >= 1
+                        && let Some(g) = groups.get(n - 1)
+                    {
+                        out.push_str(g);
+                    }
+                    // The reference skips the digits of the number it parsed.
+                    rest = &rest[n.to_string().len().min(rest.len())..];
+                }
+                None => out.push('$'),
+            }
+        }
+    }
+    out.push_str(rest);
     out
 }
 
@@ -2071,86 +2643,32 @@ impl<'c, 'a> Ev<'c, 'a> {
             "match" => match need_str(0)? {
                 None => None,
                 Some(text) => {
-                    let Some(V::Func(f)) = arg(1) else {
-                        return Err("T0410: Argument 2 of function $match must be a regular expression".into());
+                    let Some(m @ V::Func(_)) = arg(1) else {
+                        return Err("T0410: Argument 2 of function $match must be a regular expression or a matcher function".into());
                     };
-                    let Func::Regex(re) = f.as_ref() else {
-                        return Err("T0410: Argument 2 of function $match must be a regular expression".into());
-                    };
-                    let limit = need_num(2)?.map(|n| n.max(0.0) as usize);
-                    collapse(regex_matches(re, &text, limit))
+                    return self.builtin_match(&text, &m, need_num(2)?, input);
                 }
             },
             "contains" if matches!(arg(1), Some(V::Func(_))) => match (need_str(0)?, arg(1)) {
-                (Some(text), Some(V::Func(f))) => match f.as_ref() {
-                    Func::Regex(re) => Some(V::Bool(re.is_match(&text))),
-                    _ => return Err("T0410: Argument 2 of function $contains must be a string or a regular expression".into()),
-                },
+                (Some(text), Some(m)) => {
+                    Some(V::Bool(self.matcher_first("contains", &m, &text, input)?.is_some()))
+                }
                 _ => None,
             },
             "split" if matches!(arg(1), Some(V::Func(_))) => match (need_str(0)?, arg(1)) {
-                (Some(text), Some(V::Func(f))) => match f.as_ref() {
-                    Func::Regex(re) => {
-                        if need_num(2)?.is_some_and(|n| n < 0.0) {
-                            return Err("D3020: Third argument of split function must evaluate to a positive number".into());
-                        }
-                        let limit = need_num(2)?.map(|n| n.max(0.0) as usize);
-                        let parts = re.split(&text).map(V::str);
-                        Some(V::array(match limit {
-                            Some(l) => parts.take(l).collect(),
-                            None => parts.collect(),
-                        }))
-                    }
-                    _ => return Err("T0410: Argument 2 of function $split must be a string or a regular expression".into()),
-                },
+                (Some(text), Some(m)) => return self.builtin_split(&text, &m, need_num(2)?, input),
                 _ => None,
             },
             "replace" if matches!(arg(1), Some(V::Func(_))) => match (need_str(0)?, arg(1)) {
-                (Some(text), Some(V::Func(f))) => match f.as_ref() {
-                    Func::Regex(re) => {
-                        let limit = match need_num(3)? {
-                            Some(n) if n < 0.0 => {
-                                return Err("D3011: Fourth argument of replace function must evaluate to a positive number".into());
-                            }
-                            Some(n) => n as usize,
-                            None => usize::MAX,
-                        };
-                        match arg(2) {
-                            Some(f @ V::Func(_)) => {
-                                // The replacement is a function of the match object.
-                                let mut out = String::new();
-                                let mut last = 0;
-                                for (n, m) in regex_matches(re, &text, None).into_iter().enumerate() {
-                                    if n >= limit {
-                                        break;
-                                    }
-                                    let whole = m.field("match").and_then(|x| x.as_str().map(str::to_owned)).unwrap_or_default();
-                                    let at = m.field("index").and_then(|x| x.as_f64()).unwrap_or(0.0) as usize;
-                                    let start = text.char_indices().nth(at).map_or(text.len(), |(b, _)| b);
-                                    let r = self.call_fn(&f, vec![Some(m)], input)?;
-                                    let Some(r) = r.as_ref().and_then(V::as_str).map(str::to_owned) else {
-                                        return Err("D3012: Attempted to replace a matched string with a non-string value".into());
-                                    };
-                                    out.push_str(&text[last..start]);
-                                    out.push_str(&r);
-                                    last = start + whole.len();
-                                }
-                                out.push_str(&text[last.min(text.len())..]);
-                                Some(V::str(&out))
-                            }
-                            _ => {
-                                let rep = need_str(2)?.unwrap_or_default();
-                                let limit = if limit == usize::MAX { 0 } else { limit };
-                                if limit == 0 && need_num(3)?.is_some() {
-                                    Some(V::str(&text))
-                                } else {
-                                    Some(V::str(&re.replacen(&text, limit, rep.as_str())))
-                                }
-                            }
-                        }
+                (Some(text), Some(m)) => {
+                    let Some(rep) = arg(2) else {
+                        return Err("T0410: Argument 3 of function $replace does not match function signature (expected a string or a function)".into());
+                    };
+                    if rep.as_str().is_none() && !matches!(rep, V::Func(_)) {
+                        return Err(format!("T0410: Argument 3 of function $replace does not match function signature (expected a string or a function, got {})", rep.type_name()));
                     }
-                    _ => return Err("T0410: Argument 2 of function $replace must be a string or a regular expression".into()),
-                },
+                    return self.builtin_replace(&text, &m, &rep, need_num(3)?, input);
+                }
                 _ => None,
             },
             "contains" => match (need_str(0)?, need_str(1)?) {
@@ -2160,7 +2678,7 @@ impl<'c, 'a> Ev<'c, 'a> {
             "split" => match need_str(0)? {
                 None => None,
                 Some(s) => {
-                    let sep = need_str(1)?.ok_or("T0410: Argument 2 of function $split must be a string (regular expressions are not supported)")?;
+                    let sep = need_str(1)?.ok_or("T0410: Argument 2 of function $split must be a string, a regular expression or a matcher function")?;
                     if need_num(2)?.is_some_and(|n| n < 0.0) {
                         return Err("D3020: Third argument of split function must evaluate to a positive number".into());
                     }
@@ -2193,7 +2711,7 @@ impl<'c, 'a> Ev<'c, 'a> {
                 match need_str(0)? {
                     None => None,
                     Some(s) => {
-                        let pat = need_str(1)?.ok_or("T0410: Argument 2 of function $replace must be a string (regular expressions are not supported)")?;
+                        let pat = need_str(1)?.ok_or("T0410: Argument 2 of function $replace must be a string, a regular expression or a matcher function")?;
                         if pat.is_empty() {
                             return Err("D3010: Second argument of replace function cannot be an empty string".into());
                         }

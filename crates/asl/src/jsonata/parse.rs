@@ -78,8 +78,12 @@ pub enum Node {
     Block(Vec<Node>),
     /// `$x := value`
     Bind(String, Box<Node>),
-    /// `function($a, $b) { body }`
-    Lambda(Vec<String>, std::sync::Arc<Node>),
+    /// `function($a, $b) { body }`, with its type signature when it declares one.
+    Lambda(
+        Vec<String>,
+        std::sync::Arc<Node>,
+        Option<Box<super::signature::LambdaSignature>>,
+    ),
     /// `f(args)`
     Call(Box<Node>, Vec<Node>),
     /// `a ~> f(args)`: the left side becomes the first argument.
@@ -99,6 +103,17 @@ pub enum Node {
     Focus(Box<Node>, String),
     /// `step#$i` (only as a path step): binds each item's position to `$i`.
     Index(Box<Node>, String),
+    /// `%`: the parent of the context item. The label names the tuple-stream variable that
+    /// carries it (`!0`, `!1`, ...; no user variable can have such a name), bound by the
+    /// path step [`super::parent`] finds for it at parse time.
+    Parent(String),
+    /// A path step that binds, for every item it produces, the item it was evaluated on
+    /// (its parent) to each of the labels (set by [`super::parent`] only).
+    Ancestor(Box<Node>, Vec<String>),
+    /// A path or block used as a step that returns its tuple stream (its items with the
+    /// parent labels bound inside it), so later steps see those bindings (set by
+    /// [`super::parent`] only).
+    Tuples(Box<Node>),
     /// `| location | update [, delete] |`: a function that returns a modified copy.
     Transform(
         std::sync::Arc<Node>,
@@ -107,14 +122,51 @@ pub enum Node {
     ),
 }
 
-/// A compiled regular expression literal (JavaScript syntax as far as the `regex` crate
-/// shares it; flags `i` and `m`).
+/// A compiled regular expression literal: JavaScript syntax as far as `fancy-regex` shares
+/// it (look-around and back-references included), flags `i` and `m`. Patterns without
+/// look-around or back-references run on the `regex` crate's linear-time engine (fancy-regex
+/// delegates them); the others backtrack, bounded by [`REGEX_BACKTRACK_LIMIT`] per search.
 #[derive(Debug, Clone)]
-pub struct Regex(pub std::sync::Arc<regex::Regex>);
+pub struct Regex {
+    pub(crate) re: std::sync::Arc<fancy_regex::Regex>,
+    /// For a pattern with `\b`/`\B`: the same pattern with JavaScript's ASCII word
+    /// boundaries spelled out with look-around, for text that is not all ASCII (on ASCII
+    /// text the Unicode-aware `re` matches the same, faster).
+    pub(crate) exact: Option<std::sync::Arc<fancy_regex::Regex>>,
+    /// The pattern needs the backtracking engine (searches cost more of the work budget).
+    pub(crate) backtracks: bool,
+}
+
+impl Regex {
+    /// The engine for `text`, and whether it backtracks.
+    pub(crate) fn for_text(&self, text: &str) -> (&fancy_regex::Regex, bool) {
+        match &self.exact {
+            Some(exact) if !text.is_ascii() => (exact, true),
+            _ => (&self.re, self.backtracks),
+        }
+    }
+}
+
+fn compile_regex(pattern: &str) -> Result<std::sync::Arc<fancy_regex::Regex>, String> {
+    fancy_regex::RegexBuilder::new(pattern)
+        .backtrack_limit(REGEX_BACKTRACK_LIMIT)
+        // With the `m` flag, `^`/`$` also stop at `\r` as JavaScript's do.
+        .crlf(true)
+        .delegate_size_limit(1 << 20)
+        .delegate_dfa_size_limit(1 << 20)
+        .build()
+        .map(std::sync::Arc::new)
+        .map_err(|e| e.to_string())
+}
+
+/// Backtracking steps one search of a look-around/back-reference pattern may take before it
+/// fails with an error (catastrophic patterns such as `/(a|a)*\1b/` end in an error, never a
+/// hang).
+pub(crate) const REGEX_BACKTRACK_LIMIT: usize = 100_000;
 
 impl PartialEq for Regex {
     fn eq(&self, other: &Regex) -> bool {
-        self.0.as_str() == other.0.as_str()
+        self.re.as_str() == other.re.as_str()
     }
 }
 
@@ -125,11 +177,14 @@ enum Tok {
     Name(String),
     Var(String),
     Op(&'static str),
-    Regex(String),
+    /// The pattern in Rust syntax, and its exact-word-boundary variant (see [`Regex`]).
+    Regex(String, Option<String>),
     End,
 }
 
 const MAX_DEPTH: usize = 200;
+/// Parent operators allowed in one expression (see `parent.rs`: resolving them is quadratic).
+const MAX_PARENTS: usize = 1000;
 
 const OPS: &[&str] = &[
     "..", ":=", "!=", "<=", ">=", "**", "~>", "^(", ".", "[", "]", "{", "}", "(", ")", ",", ":",
@@ -218,8 +273,8 @@ fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>, String> {
             continue;
         }
         if c == b'/' && !src[i..].starts_with("/*") && regex_allowed(out.last().map(|t| &t.0)) {
-            let (pattern, next) = regex_literal(src, i)?;
-            out.push((Tok::Regex(pattern), start));
+            let (pattern, exact, next) = regex_literal(src, i)?;
+            out.push((Tok::Regex(pattern, exact), start));
             i = next;
             continue;
         }
@@ -252,7 +307,7 @@ fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>, String> {
 fn regex_allowed(prev: Option<&Tok>) -> bool {
     match prev {
         None => true,
-        Some(Tok::Num(_) | Tok::Str(_) | Tok::Var(_) | Tok::Regex(_)) => false,
+        Some(Tok::Num(_) | Tok::Str(_) | Tok::Var(_) | Tok::Regex(..)) => false,
         Some(Tok::Name(n)) => matches!(n.as_str(), "and" | "or" | "in"),
         Some(Tok::Op(op)) => !matches!(*op, ")" | "]" | "}" | "*"),
         Some(Tok::End) => true,
@@ -260,7 +315,7 @@ fn regex_allowed(prev: Option<&Tok>) -> bool {
 }
 
 /// Reads `/pattern/flags` and returns the pattern in `regex` crate syntax (`(?im)` prefix).
-fn regex_literal(src: &str, start: usize) -> Result<(String, usize), String> {
+fn regex_literal(src: &str, start: usize) -> Result<(String, Option<String>, usize), String> {
     let b = src.as_bytes();
     let mut i = start + 1;
     let mut in_class = false;
@@ -278,6 +333,7 @@ fn regex_literal(src: &str, start: usize) -> Result<(String, usize), String> {
         return Err(format!("unterminated regular expression at offset {start}"));
     }
     let pattern = &src[start + 1..i];
+    let src_pattern = pattern;
     if pattern.is_empty() {
         return Err(format!("empty regular expression at offset {start}"));
     }
@@ -290,12 +346,115 @@ fn regex_literal(src: &str, start: usize) -> Result<(String, usize), String> {
     if let Some(bad) = flags.chars().find(|c| !matches!(c, 'i' | 'm')) {
         return Err(format!("unsupported regular expression flag '{bad}'"));
     }
-    let full = if flags.is_empty() {
-        pattern.to_owned()
-    } else {
-        format!("(?{flags}){pattern}")
+    let with_flags = |p: String| {
+        if flags.is_empty() {
+            p
+        } else {
+            format!("(?{flags}){p}")
+        }
     };
-    Ok((full, i))
+    let (pattern, boundaries) = js_classes(pattern, false);
+    let exact = boundaries.then(|| with_flags(js_classes(src_pattern, true).0));
+    Ok((with_flags(pattern), exact, i))
+}
+
+/// JavaScript's `\b`: a word character (ASCII `\w`) on exactly one side.
+const ASCII_BOUNDARY: &str =
+    "(?:(?<=[0-9A-Za-z_])(?![0-9A-Za-z_])|(?<![0-9A-Za-z_])(?=[0-9A-Za-z_]))";
+/// JavaScript's `\B`.
+const ASCII_NON_BOUNDARY: &str =
+    "(?:(?<=[0-9A-Za-z_])(?=[0-9A-Za-z_])|(?<![0-9A-Za-z_])(?![0-9A-Za-z_]))";
+
+/// JavaScript's `\d` and `\w` are ASCII-only (without the `u` flag, which JSONata does
+/// not allow), where the Rust engines' are Unicode-aware: spell them out. In a class,
+/// `[\b]` is a backspace in JavaScript. `\b`/`\B` outside a class stay Unicode-aware
+/// unless `exact_boundaries` (then they become look-around over ASCII word characters);
+/// the flag returned says whether the pattern has any. `.` excludes every JavaScript line
+/// terminator.
+fn js_classes(pattern: &str, exact_boundaries: bool) -> (String, bool) {
+    let mut boundaries = false;
+    let mut out = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars();
+    let mut in_class = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                let Some(e) = chars.next() else {
+                    out.push(c);
+                    break;
+                };
+                match e {
+                    'd' => out.push_str("[0-9]"),
+                    'D' => out.push_str("[^0-9]"),
+                    'w' => out.push_str("[0-9A-Za-z_]"),
+                    'W' => out.push_str("[^0-9A-Za-z_]"),
+                    'b' if in_class => out.push_str("\\x08"),
+                    // `\cA`..`\cZ`: control characters.
+                    'c' if chars
+                        .clone()
+                        .next()
+                        .is_some_and(|l| l.is_ascii_alphabetic()) =>
+                    {
+                        let l = chars.next().unwrap_or('A');
+                        out.push_str(&format!("\\x{:02X}", (l as u8) % 32));
+                    }
+                    'b' | 'B' => {
+                        boundaries = true;
+                        match (exact_boundaries, e) {
+                            (false, _) => {
+                                out.push('\\');
+                                out.push(e);
+                            }
+                            (true, 'b') => out.push_str(ASCII_BOUNDARY),
+                            _ => out.push_str(ASCII_NON_BOUNDARY),
+                        }
+                    }
+                    other => {
+                        out.push('\\');
+                        out.push(other);
+                    }
+                }
+            }
+            // `[^]` is any character and `[]` none in JavaScript.
+            '[' if !in_class && chars.as_str().starts_with("^]") => {
+                chars.nth(1);
+                out.push_str("[\\s\\S]");
+            }
+            '[' if !in_class && chars.as_str().starts_with(']') => {
+                chars.next();
+                out.push_str("[^\\s\\S]");
+            }
+            '[' if !in_class => {
+                in_class = true;
+                out.push(c);
+                // A `]` right after `[` or `[^` is a literal in Rust syntax but ends an
+                // empty class in JavaScript; leave it to the engine (rare).
+            }
+            ']' if in_class => {
+                in_class = false;
+                out.push(c);
+            }
+            // JavaScript's `.` stops at every line terminator, not only `\n`.
+            '.' if !in_class => out.push_str("[^\\n\\r\\x{2028}\\x{2029}]"),
+            _ => out.push(c),
+        }
+    }
+    (out, boundaries)
+}
+
+/// Does the pattern use a feature only the backtracking engine has (look-around,
+/// back-references, atomic groups, possessive quantifiers)? Over-approximates (an escaped
+/// `\\1` counts), which only makes searches cost more of the work budget.
+fn backtracks(pattern: &str) -> bool {
+    [
+        "(?=", "(?!", "(?<=", "(?<!", "(?>", "\\k", "*+", "++", "?+", "}+",
+    ]
+    .iter()
+    .any(|f| pattern.contains(f))
+        || pattern
+            .as_bytes()
+            .windows(2)
+            .any(|w| w[0] == b'\\' && (b'1'..=b'9').contains(&w[1]))
 }
 
 fn string_literal(src: &str, start: usize) -> Result<(String, usize), String> {
@@ -353,6 +512,8 @@ struct Parser {
     /// so that a long `a..b..c` chain still ends at the depth limit in linear time.
     range_ok: bool,
     stray_range: Option<usize>,
+    /// How many `%` have been read (each gets its own label).
+    parents: usize,
 }
 
 fn lbp(tok: &Tok) -> u8 {
@@ -390,6 +551,7 @@ pub(crate) fn parse(src: &str) -> Result<Node, String> {
         depth: 0,
         range_ok: false,
         stray_range: None,
+        parents: 0,
     };
     if matches!(p.peek(), Tok::End) {
         return Err("empty expression".into());
@@ -402,6 +564,10 @@ pub(crate) fn parse(src: &str) -> Result<Node, String> {
         return Err(format!(
             "S0202: the range operator '..' at offset {at} is only allowed inside an array constructor, as in [1..5]"
         ));
+    }
+    let mut node = node;
+    if p.parents > 0 {
+        super::parent::resolve(&mut node)?;
     }
     Ok(node)
 }
@@ -472,6 +638,17 @@ impl Parser {
             Tok::Op("-") => Ok(Node::Neg(Box::new(self.expression(70)?))),
             Tok::Op("*") => Ok(Node::Wildcard),
             Tok::Op("**") => Ok(Node::Descendants),
+            Tok::Op("%") => {
+                // Resolving a `%` walks back over the `%`s before it: bounding their number
+                // keeps parsing fast on hostile input.
+                if self.parents >= MAX_PARENTS {
+                    return Err(format!(
+                        "more than {MAX_PARENTS} parent operators '%' in one expression (offset {at}); bind the parent with '@' instead"
+                    ));
+                }
+                self.parents += 1;
+                Ok(Node::Parent(format!("!{}", self.parents - 1)))
+            }
             Tok::Op("(") => {
                 let mut items = Vec::new();
                 while !self.is_op(")") {
@@ -522,11 +699,19 @@ impl Parser {
                     delete,
                 ))
             }
-            Tok::Regex(p) => regex::RegexBuilder::new(&p)
-                .size_limit(1 << 20)
-                .build()
-                .map(|r| Node::Regex(Regex(std::sync::Arc::new(r))))
-                .map_err(|e| format!("invalid regular expression at offset {at}: {e}")),
+            Tok::Regex(p, exact) => {
+                let bad = |e: String| format!("invalid regular expression at offset {at}: {e}");
+                let re = compile_regex(&p).map_err(bad)?;
+                let exact = match exact {
+                    Some(x) => Some(compile_regex(&x).map_err(bad)?),
+                    None => None,
+                };
+                Ok(Node::Regex(Regex {
+                    re,
+                    exact,
+                    backtracks: backtracks(&p),
+                }))
+            }
             Tok::End => Err("unexpected end of expression".into()),
             other => Err(format!("unexpected {other:?} at offset {at}")),
         }
@@ -566,29 +751,49 @@ impl Parser {
             }
         }
         self.expect(")")?;
-        // An optional type signature `<n-n:n>` is accepted and ignored (arguments are not
-        // type-checked against it).
+        // An optional type signature `<n-n?:n>`: its tokens spell it (as the reference
+        // reads it); arguments are checked against it on every call.
+        let mut signature = None;
         if self.is_op("<") {
+            let at = self.offset();
             let mut depth = 0usize;
+            let mut text = String::new();
             loop {
-                match self.next() {
+                let tok = self.next();
+                match &tok {
                     Tok::Op("<") => depth += 1,
-                    Tok::Op(">") => {
-                        depth -= 1;
-                        if depth == 0 {
-                            break;
-                        }
+                    Tok::Op(">") => depth -= 1,
+                    Tok::Op("{") | Tok::End => {
+                        return Err(format!("unterminated function signature at offset {at}"));
                     }
-                    Tok::Op(">=") if depth == 1 => break,
-                    Tok::End => return Err("unterminated function signature".into()),
                     _ => {}
                 }
+                match tok {
+                    Tok::Op(op) => text.push_str(op),
+                    Tok::Name(n) => text.push_str(&n),
+                    _ => {
+                        return Err(format!(
+                            "invalid function signature at offset {at}: only type symbols (s n b l a o f j x), ( ) < > ? + - : may appear"
+                        ));
+                    }
+                }
+                if depth == 0 {
+                    break;
+                }
             }
+            signature = Some(
+                super::signature::LambdaSignature::parse(&text)
+                    .map_err(|e| format!("{e} (offset {at})"))?,
+            );
         }
         self.expect("{")?;
         let body = self.expression(0)?;
         self.expect("}")?;
-        Ok(Node::Lambda(params, std::sync::Arc::new(body)))
+        Ok(Node::Lambda(
+            params,
+            std::sync::Arc::new(body),
+            signature.map(Box::new),
+        ))
     }
 
     fn led(&mut self, left: Node) -> Result<Node, String> {
@@ -629,8 +834,25 @@ impl Parser {
         match tok {
             Tok::Op(".") => {
                 let right = self.expression(bp)?;
+                // Only the new steps need checking (a path on the left was checked when it
+                // was built), so a long path stays linear to parse.
+                let left_is_path = matches!(left, Node::Path(_));
                 let mut steps = into_steps(left);
+                let new_from = if left_is_path { steps.len() } else { 0 };
                 steps.extend(into_steps(right));
+                if let Some(lit) = steps[new_from..]
+                    .iter()
+                    .find(|s| matches!(s, Node::Num(_) | Node::Bool(_) | Node::Null))
+                {
+                    let lit = match lit {
+                        Node::Num(n) => format!("{n}"),
+                        Node::Bool(b) => b.to_string(),
+                        _ => "null".into(),
+                    };
+                    return Err(format!(
+                        "S0213: The literal value {lit} cannot be used as a step within a path expression (offset {at})"
+                    ));
+                }
                 Ok(Node::Path(steps))
             }
             Tok::Op("[") => {
@@ -844,7 +1066,7 @@ fn walk_top(n: &Node, top: bool, depth: usize, too_deep: &mut bool) -> Option<&'
         Node::Filter(e, pred) => {
             walk_top(e, top, d, too_deep).or_else(|| walk_top(pred, false, d, too_deep))
         }
-        Node::Lambda(_, body) => walk_top(body, false, d, too_deep),
+        Node::Lambda(_, body, _) => walk_top(body, false, d, too_deep),
         Node::Sort(e, terms) => walk_top(e, top, d, too_deep).or_else(|| {
             terms
                 .iter()
@@ -859,7 +1081,9 @@ fn walk_top(n: &Node, top: bool, depth: usize, too_deep: &mut bool) -> Option<&'
         | Node::Bind(_, e)
         | Node::KeepArray(e)
         | Node::Focus(e, _)
-        | Node::Index(e, _) => walk_top(e, top, d, too_deep),
+        | Node::Index(e, _)
+        | Node::Ancestor(e, _)
+        | Node::Tuples(e) => walk_top(e, top, d, too_deep),
         // The location and update run against the transformed copy, not the state input.
         Node::Transform(..) => None,
         Node::Binary(_, l, r) | Node::Chain(l, r) => {

@@ -22,9 +22,56 @@ struct Param {
     subtype: Option<String>,
 }
 
-struct Signature {
+pub(crate) struct Signature {
     params: Vec<Param>,
     full: regex::Regex,
+}
+
+/// The type signature declared on a lambda (`function($x)<n-n?:n>{ ... }`), checked on
+/// every call as the reference does.
+#[derive(Clone)]
+pub struct LambdaSignature {
+    text: String,
+    sig: std::sync::Arc<Signature>,
+}
+
+impl LambdaSignature {
+    /// Parses the signature text including its angle brackets; errors are S0401 (a type
+    /// parameter on a type other than `a` or `f`) and S0402 (a type parameter inside a
+    /// choice).
+    pub(crate) fn parse(text: &str) -> Result<LambdaSignature, String> {
+        Ok(LambdaSignature {
+            text: text.to_owned(),
+            sig: std::sync::Arc::new(parse(text)?),
+        })
+    }
+
+    /// The signature text, e.g. `<n-n?:n>`.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Checks a call's arguments (see [`validate`]); `what` names the function in errors.
+    pub(crate) fn check<'a>(
+        &self,
+        what: &str,
+        args: Vec<Option<V<'a>>>,
+        context: &V<'a>,
+    ) -> Result<Vec<Option<V<'a>>>, String> {
+        check(&self.sig, what, args, context)
+    }
+}
+
+impl std::fmt::Debug for LambdaSignature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LambdaSignature({})", self.text)
+    }
+}
+
+impl PartialEq for LambdaSignature {
+    fn eq(&self, other: &LambdaSignature) -> bool {
+        self.text == other.text
+    }
 }
 
 /// The signatures of the JSONata 2.0.6 function library (from its function documentation).
@@ -157,14 +204,24 @@ fn parse(sig: &str) -> Result<Signature, String> {
             '(' => {
                 let end = closing(i, '(', ')');
                 let choice: String = chars[i + 1..end].iter().collect();
+                if choice.contains('<') {
+                    return Err(format!(
+                        "S0402: Choice groups containing parameterized types are not supported: ({choice}) in the signature {sig}"
+                    ));
+                }
                 params.push(new(format!("[{choice}m]"), '('));
                 i = end;
             }
             '<' => {
                 let end = closing(i, '<', '>');
                 let sub: String = chars[i + 1..end].iter().collect();
-                if let Some(p) = params.last_mut() {
-                    p.subtype = Some(sub);
+                match params.last_mut() {
+                    Some(p) if p.ty == 'a' || p.ty == 'f' => p.subtype = Some(sub),
+                    _ => {
+                        return Err(format!(
+                            "S0401: Type parameters can only be applied to functions and arrays (the signature {sig})"
+                        ));
+                    }
                 }
                 i = end;
             }
@@ -216,6 +273,15 @@ pub(crate) fn validate<'a>(
         return Ok(args);
     };
     let sig = compiled(sig)?;
+    check(&sig, name, args, context)
+}
+
+fn check<'a>(
+    sig: &Signature,
+    name: &str,
+    args: Vec<Option<V<'a>>>,
+    context: &V<'a>,
+) -> Result<Vec<Option<V<'a>>>, String> {
     let supplied: String = args.iter().map(|a| symbol(a.as_ref())).collect();
     let Some(caps) = sig.full.captures(&supplied) else {
         // Find the first argument the signature cannot match (for the error's index).
