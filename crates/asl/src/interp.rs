@@ -597,13 +597,15 @@ impl Execution {
         });
     }
 
-    fn with_run(
+    /// Runs `f` with this execution's decider state lent out as a [`Run`], appends what it
+    /// produced to `out`, and returns `f`'s result.
+    fn with_run<R>(
         &mut self,
         def: &Definition,
         now: SystemTime,
-        f: impl FnOnce(&mut Run<'_>, &mut Thread, &Value),
+        f: impl FnOnce(&mut Run<'_>, &mut Thread, &Value) -> R,
         out: &mut Step,
-    ) {
+    ) -> R {
         let mut run = Run {
             def,
             info: &self.info,
@@ -619,90 +621,82 @@ impl Execution {
             step: Step::default(),
             ctx_cache: self.context.take(),
         };
-        f(&mut run, &mut self.root, &self.input);
+        let result = f(&mut run, &mut self.root, &self.input);
         self.entropy = run.entropy.0;
         self.context = run.ctx_cache.take();
         let mut step = run.step;
-        out.history.append(&mut step.history);
-        out.commands.append(&mut step.commands);
+        if out.history.is_empty() && out.commands.is_empty() {
+            *out = step;
+        } else {
+            out.history.append(&mut step.history);
+            out.commands.append(&mut step.commands);
+        }
+        result
     }
 
     fn advance(&mut self, def: &Definition, now: SystemTime) -> Step {
-        let mut step;
-        let mut done: Option<Outcome> = None;
-        let mut last = 0;
-        {
-            let mut run = Run {
-                def,
-                info: &self.info,
-                exec_input: &self.input,
-                start_time: &self.start_time,
-                now,
-                now_text: history::format_timestamp(now),
-                next_event_id: &mut self.next_event_id,
-                next_token: &mut self.next_token,
-                entropy: SplitMix64(self.entropy),
-                record: self.record_history,
-                limit: self.history_limit,
-                step: Step::default(),
-                ctx_cache: self.context.take(),
-            };
-            run.advance(&mut self.root, &def.machine);
-            if let Phase::Done(o) = &self.root.phase {
-                done = Some(o.clone());
-                last = self.root.cursor;
-                match o {
-                    Outcome::Ok(v) => {
-                        let mut e = run.event(EventType::ExecutionSucceeded, last);
-                        if let Some(e) = e.as_mut() {
-                            e.execution_succeeded_event_details =
-                                Some(Box::new(history::ExecutionSucceededEventDetails {
-                                    output: Some(json_text(v)),
-                                    output_details: Some(history::DataDetails::default()),
-                                }));
+        let mut step = Step::default();
+        let done = self.with_run(
+            def,
+            now,
+            |run, root, _| {
+                let mut done = None;
+                run.advance(root, &def.machine);
+                if let Phase::Done(o) = &root.phase {
+                    done = Some(o.clone());
+                    let last = root.cursor;
+                    match o {
+                        Outcome::Ok(v) => {
+                            let mut e = run.event(EventType::ExecutionSucceeded, last);
+                            if let Some(e) = e.as_mut() {
+                                e.execution_succeeded_event_details =
+                                    Some(Box::new(history::ExecutionSucceededEventDetails {
+                                        output: Some(json_text(v)),
+                                        output_details: Some(history::DataDetails::default()),
+                                    }));
+                            }
+                            run.push(e);
                         }
-                        run.push(e);
-                    }
-                    Outcome::Err(f) => {
-                        let mut e = run.event(EventType::ExecutionFailed, last);
-                        if let Some(e) = e.as_mut() {
-                            e.execution_failed_event_details =
-                                Some(Box::new(history::ErrorCauseDetails {
-                                    error: non_empty(&f.error),
-                                    cause: f.cause.clone(),
-                                }));
+                        Outcome::Err(f) => {
+                            let mut e = run.event(EventType::ExecutionFailed, last);
+                            if let Some(e) = e.as_mut() {
+                                e.execution_failed_event_details =
+                                    Some(Box::new(history::ErrorCauseDetails {
+                                        error: non_empty(&f.error),
+                                        cause: f.cause.clone(),
+                                    }));
+                            }
+                            run.push(e);
                         }
-                        run.push(e);
                     }
+                } else if *run.next_event_id >= run.limit {
+                    // The failure is the limit-th event: drop this step's events beyond it.
+                    let keep_below = run.limit;
+                    run.step.history.retain(|e| e.id < keep_below);
+                    *run.next_event_id = keep_below.max(1);
+                    let f = Failure {
+                        error: error::RUNTIME.to_owned(),
+                        cause: Some(format!(
+                            "The execution reached the maximum number of history events ({}).",
+                            run.limit
+                        )),
+                        ..Default::default()
+                    };
+                    let mut e = run.event(EventType::ExecutionFailed, *run.next_event_id - 1);
+                    if let Some(e) = e.as_mut() {
+                        e.execution_failed_event_details =
+                            Some(Box::new(history::ErrorCauseDetails {
+                                error: Some(f.error.clone()),
+                                cause: f.cause.clone(),
+                            }));
+                    }
+                    run.push(e);
+                    done = Some(Outcome::Err(f));
                 }
-            } else if *run.next_event_id >= run.limit {
-                // The failure is the limit-th event: drop this step's events beyond it.
-                let keep_below = run.limit;
-                run.step.history.retain(|e| e.id < keep_below);
-                *run.next_event_id = keep_below.max(1);
-                let f = Failure {
-                    error: error::RUNTIME.to_owned(),
-                    cause: Some(format!(
-                        "The execution reached the maximum number of history events ({}).",
-                        run.limit
-                    )),
-                    ..Default::default()
-                };
-                let mut e = run.event(EventType::ExecutionFailed, *run.next_event_id - 1);
-                if let Some(e) = e.as_mut() {
-                    e.execution_failed_event_details = Some(Box::new(history::ErrorCauseDetails {
-                        error: Some(f.error.clone()),
-                        cause: f.cause.clone(),
-                    }));
-                }
-                run.push(e);
-                done = Some(Outcome::Err(f));
-            }
-            self.entropy = run.entropy.0;
-            self.context = run.ctx_cache.take();
-            step = run.step;
-        }
-        let _ = last;
+                done
+            },
+            &mut step,
+        );
         match done {
             Some(Outcome::Ok(v)) => self.finish(Status::Succeeded, Some(v), None, None, &mut step),
             Some(Outcome::Err(f)) => self.finish(

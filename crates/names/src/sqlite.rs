@@ -126,11 +126,7 @@ impl SqliteNamePool {
         };
         // Validate the request before touching the store, so a bad zone is an answer, not a
         // half-done transaction.
-        let probe = match self.policy.candidate_space() {
-            CandidateSpace::Sequence { first, .. } => first,
-            CandidateSpace::Hash { .. } => 0,
-        };
-        self.policy.candidate(probe, &context)?;
+        self.policy.check_context(&context)?;
 
         let now = self.clock.now();
         let now_ms = to_millis(now);

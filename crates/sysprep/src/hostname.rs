@@ -503,6 +503,16 @@ impl HostnamePolicy {
         self.segments.iter().any(|s| matches!(s, Segment::Zone))
     }
 
+    /// Checks that `context` can produce names at all (an instance id, and a zone when the
+    /// pattern has `{zone}`), so a pool can refuse a bad request before it touches its store.
+    pub fn check_context(&self, context: &NameContext<'_>) -> Result<(), PolicyError> {
+        let probe = match self.space {
+            CandidateSpace::Sequence { first, .. } => first,
+            CandidateSpace::Hash { .. } => 0,
+        };
+        self.candidate(probe, context).map(drop)
+    }
+
     /// The candidate name number `n` (a sequence number or a hash attempt, see
     /// [`CandidateSpace`]) for an instance.
     pub fn candidate(&self, n: u64, context: &NameContext<'_>) -> Result<Hostname, PolicyError> {

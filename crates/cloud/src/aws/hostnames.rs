@@ -174,11 +174,7 @@ impl DynamoNamePool {
             availability_zone: request.availability_zone.as_deref(),
         };
         // Validate the request before touching the store: a bad zone is an answer.
-        let probe = match self.policy.candidate_space() {
-            CandidateSpace::Sequence { first, .. } => first,
-            CandidateSpace::Hash { .. } => 0,
-        };
-        self.policy.candidate(probe, &context)?;
+        self.policy.check_context(&context)?;
 
         let now = self.clock.now();
         if let Some(existing) = self.read(&instance_key(&request.instance_id)).await?
