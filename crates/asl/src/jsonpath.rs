@@ -194,11 +194,14 @@ impl JsonPath {
         }
         let (root, start) = if bytes.get(1) == Some(&b'$') {
             (PathRoot::Context, 2)
-        } else if bytes.get(1).is_some_and(|c| is_ident_start(*c)) {
-            let mut end = 2;
-            while end < bytes.len() && is_ident_char(bytes[end]) {
-                end += 1;
-            }
+        } else if text[1..].chars().next().is_some_and(is_variable_start) {
+            // Variable names are Unicode identifiers (`validate` checks the assigned ones);
+            // `_` may start a reference so that the error names the unassigned variable.
+            let end = text[1..]
+                .char_indices()
+                .skip(1)
+                .find(|&(_, c)| !unicode_ident::is_xid_continue(c))
+                .map_or(text.len(), |(i, _)| 1 + i);
             (PathRoot::Variable(text[1..end].to_owned()), end)
         } else {
             (PathRoot::Input, 1)
@@ -633,12 +636,8 @@ pub fn json_eq(a: &Value, b: &Value) -> bool {
 
 // ---------------------------------------------------------------- parser
 
-fn is_ident_start(c: u8) -> bool {
-    c.is_ascii_alphabetic() || c == b'_'
-}
-
-fn is_ident_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_'
+fn is_variable_start(c: char) -> bool {
+    unicode_ident::is_xid_start(c) || c == '_'
 }
 
 struct Cursor<'t> {

@@ -1116,9 +1116,10 @@ impl Validator {
         }
     }
 
-    /// Assign keys are variable names: a letter or `_`, then letters, digits or `_`, at most
-    /// 80 characters, and not the reserved `states` (Step Functions guide, "Passing data
-    /// between states with variables").
+    /// Assign keys are variable names: Unicode identifiers (UAX #31: an ID_Start character,
+    /// then ID_Continue characters, so not a leading `_` or digit), at most 80 characters, and
+    /// not the reserved `states` (Step Functions guide, "Passing data between states with
+    /// variables", "Variable name syntax").
     fn variable_names(&mut self, t: &Value, path: &str, st: Option<&str>, ql: QueryLanguage) {
         let Some(o) = t.as_object() else {
             self.err(
@@ -1134,16 +1135,14 @@ impl Validator {
                 QueryLanguage::Jsonata => k.as_str(),
             };
             let mut chars = name.chars();
-            let valid = chars
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-                && name.len() <= 80;
+            let valid = chars.next().is_some_and(unicode_ident::is_xid_start)
+                && chars.all(unicode_ident::is_xid_continue)
+                && name.chars().count() <= 80;
             if !valid {
                 self.err(
                     &format!("{path}/{}", esc(k)),
                     st,
-                    format!("\"{name}\" is not a valid variable name (a letter or _, then letters, digits or _; at most 80 characters)"),
+                    format!("\"{name}\" is not a valid variable name: start with a letter, then letters, digits or _ (Unicode identifier rules), at most 80 characters"),
                 );
             } else if name == "states" {
                 self.err(

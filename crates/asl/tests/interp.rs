@@ -454,3 +454,50 @@ fn a_definition_reassigning_an_outer_variable_inside_a_map_is_rejected() {
         "{err}"
     );
 }
+
+/// Step Functions' "Variable name syntax": Unicode identifiers (an ID_Start character, then
+/// ID_Continue characters), at most 80 characters; both query languages read them back.
+#[test]
+fn variable_names_are_unicode_identifiers() {
+    let d = def(json!({"StartAt":"A","States":{
+        "A":{"Type":"Pass","Assign":{"größe":3,"名前":"x","a_1":true},"Next":"B"},
+        "B":{"Type":"Pass","Parameters":{"g.$":"$größe","n.$":"States.Format('{}-{}', $名前, $a_1)"},
+             "Next":"C"},
+        "C":{"Type":"Pass","QueryLanguage":"JSONata","Output":"{% $merge([$states.input, {'sum': $größe + 1}]) %}",
+             "End":true}}}));
+    let (ex, _) = drive(&d, json!({}), false, |_| Ok(json!(null)));
+    assert_eq!(
+        ex.status,
+        Status::Succeeded,
+        "{:?} {:?}",
+        ex.error,
+        ex.cause
+    );
+    assert_eq!(ex.output, Some(json!({"g": 3, "n": "x-true", "sum": 4})));
+
+    let long = "v".repeat(81);
+    for bad in [
+        "_hidden",
+        "9lives",
+        "has-dash",
+        "has space",
+        "",
+        long.as_str(),
+    ] {
+        let text =
+            json!({"StartAt":"A","States":{"A":{"Type":"Pass","Assign":{bad: 1},"End":true}}})
+                .to_string();
+        let err = Definition::parse(&text)
+            .expect_err("not a variable name")
+            .to_string();
+        assert!(
+            err.contains("is not a valid variable name"),
+            "{bad:?}: {err}"
+        );
+    }
+    let eighty = "v".repeat(80);
+    let text =
+        json!({"StartAt":"A","States":{"A":{"Type":"Pass","Assign":{eighty: 1},"End":true}}})
+            .to_string();
+    Definition::parse(&text).expect("80 characters are allowed");
+}
