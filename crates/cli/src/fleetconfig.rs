@@ -9,7 +9,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use serde::Deserialize;
-use workflows::{BakeConfig, NamingMode, RolloutConfig, Settings};
+use workflows::{BakeConfig, NamingMode, RenameMethod, RolloutConfig, Settings};
 
 /// The whole file.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -26,6 +26,8 @@ pub struct FleetConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct Naming {
     pub mode: NamingMode,
+    /// With `mode = "rename"`: `"rename-computer"` or `"ec2launch-set-host-name"`.
+    pub rename_method: RenameMethod,
     pub pattern: String,
     pub prefix: String,
     pub hook_timeout_seconds: u64,
@@ -38,6 +40,7 @@ impl Default for Naming {
         let settings = Settings::default();
         Self {
             mode: settings.naming_mode,
+            rename_method: settings.rename_method,
             pattern: "{prefix}-{seq:4}".into(),
             prefix: "WEB".into(),
             hook_timeout_seconds: settings.hook_timeout_seconds,
@@ -51,6 +54,7 @@ impl Naming {
     pub fn settings(&self) -> Settings {
         Settings {
             naming_mode: self.mode,
+            rename_method: self.rename_method,
             hook_timeout_seconds: self.hook_timeout_seconds,
             cleanup_script: self.cleanup_script.clone(),
             ssm_timeout_seconds: self.ssm_timeout_seconds,
@@ -275,6 +279,37 @@ mod tests {
             error.starts_with("f.toml:3: key \"rollout.min_healthy_percentage\""),
             "{error}"
         );
+    }
+
+    #[test]
+    fn the_rename_method_reaches_the_settings_and_bad_ones_name_the_line() {
+        let config = FleetConfig::parse(
+            "[naming]\nmode = \"rename\"\nrename_method = \"ec2launch-set-host-name\"\n",
+            "f.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            config.naming.settings().rename_method,
+            RenameMethod::Ec2LaunchSetHostName
+        );
+        let config =
+            FleetConfig::parse("[naming]\nrename_method = \"rename-computer\"\n", "f.toml")
+                .unwrap();
+        assert_eq!(
+            config.naming.settings().rename_method,
+            RenameMethod::RenameComputer
+        );
+        assert_eq!(
+            FleetConfig::default().naming.settings().rename_method,
+            RenameMethod::RenameComputer
+        );
+        let error = FleetConfig::parse("[naming]\n\nrename_method = \"sethostname\"\n", "f.toml")
+            .unwrap_err();
+        assert!(
+            error.starts_with("f.toml:3: key \"naming.rename_method\":"),
+            "{error}"
+        );
+        assert!(error.contains("ec2launch-set-host-name"), "{error}");
     }
 
     #[test]

@@ -5,10 +5,11 @@
 //! - instances go `pending` → `running` in tens of seconds; the SSM agent comes online minutes
 //!   later; Windows identity (computer name, machine SID) is tracked, the SID changes after a
 //!   generalize;
-//! - SSM commands are understood by what the PowerShell does (Sysprep, Rename-Computer; the
-//!   `sysprep` crate's pre-flight / identity / agent-detection scripts by the output markers
-//!   they print; anything else succeeds): a
-//!   Sysprep run takes 8-20 minutes then shuts the instance down, and its command invocation is
+//! - SSM commands are understood by what the PowerShell does (Sysprep, Rename-Computer,
+//!   EC2Launch v2 `setHostName` (its rename takes effect after the SSM restart and the agent's
+//!   own reboot); the `sysprep` crate's pre-flight / identity / agent-detection scripts by the
+//!   output markers they print; anything else succeeds), and every accepted SendCommand is kept
+//!   for inspection ([`SimCloud::sent_commands`]): a Sysprep run takes 8-20 minutes then shuts the instance down, and its command invocation is
 //!   cut off (stays `InProgress`) as on a real instance;
 //! - CreateImage takes 10-30 minutes; Auto Scaling groups launch instances behind lifecycle
 //!   hooks and queue [`LifecycleEvent`]s that the driver turns into `name-on-launch` /
@@ -264,6 +265,17 @@ pub struct SimInstanceView {
     pub image_id: String,
 }
 
+/// A SendCommand the sim accepted, as sent (for tests and the CLI to inspect what ran).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentCommand {
+    pub command_id: String,
+    pub instance_ids: Vec<String>,
+    pub document_name: String,
+    /// The `commands` parameter, one entry per line as sent.
+    pub commands: Vec<String>,
+    pub comment: Option<String>,
+}
+
 /// Things the sim found still running or half-made (nothing should be after a workflow ends).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Leftovers {
@@ -323,6 +335,7 @@ struct World {
     calls: BTreeMap<String, u64>,
     throttled: BTreeMap<String, u64>,
     buckets: HashMap<&'static str, Bucket>,
+    sent: Vec<SentCommand>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -378,7 +391,8 @@ struct SimInvocation {
 #[derive(Clone, Debug)]
 enum Effect {
     None,
-    Rename(String),
+    /// A rename script whose restart (exit 3010) applies the name.
+    Rename(String, RenameBy),
     /// The script runs again after the reboot its exit code 3010 asked for.
     Rerun,
     Sysprep {
@@ -386,6 +400,16 @@ enum Effect {
         name: Option<String>,
     },
     SysprepFails,
+}
+
+/// What a rename script uses, which decides how many reboots the name takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RenameBy {
+    /// `Rename-Computer`: the name applies at the restart SSM performs for exit 3010.
+    RenameComputer,
+    /// EC2Launch v2 `setHostName`: the restart SSM performs starts the agent, whose
+    /// `postReady` task renames and reboots once more before SSM comes back.
+    Ec2LaunchSetHostName,
 }
 
 struct SimImage {
@@ -605,7 +629,7 @@ impl SimCloud {
                             Effect::Sysprep { .. } => {
                                 // Cut off by the shutdown: the agent never reports completion.
                             }
-                            Effect::Rename(_) => {
+                            Effect::Rename(..) => {
                                 // Decided below, once the instance's current name is known.
                             }
                             _ => {
@@ -622,22 +646,31 @@ impl SimCloud {
                     return;
                 };
                 match effect {
-                    Effect::Rename(name)
+                    Effect::Rename(name, by)
                         if sysprep::hostname::key(&instance.computer_name)
                             != sysprep::hostname::key(&name) =>
                     {
-                        // Rename-Computer takes effect at the restart the script asks for
-                        // (exit 3010); the agent then runs the script again.
+                        // The name takes effect at the restart the script asks for (exit
+                        // 3010); the agent then runs the script again, which finds the name
+                        // set and prints the identity.
                         instance.pending_name = Some(name);
                         instance.ssm_online = false;
                         instance.rerun_command = Some(command_id.clone());
-                        let delay = self.draw(
+                        let mut delay = self.draw(
                             &format!("reboot/{command_id}/{instance_id}"),
                             self.timings.reboot,
                         );
+                        if by == RenameBy::Ec2LaunchSetHostName {
+                            // EC2Launch v2 renames in postReady and reboots a second time
+                            // before startSsm, so SSM is back only after both boots.
+                            delay += self.draw(
+                                &format!("agent-reboot/{command_id}/{instance_id}"),
+                                self.timings.reboot,
+                            );
+                        }
                         Self::schedule(world, at + delay, Event::RebootUp(instance_id));
                     }
-                    Effect::Rename(_) | Effect::Rerun => {
+                    Effect::Rename(..) | Effect::Rerun => {
                         // Already named: the script prints the identity and exits 0.
                         let stdout = identity_json(instance);
                         if let Some(invocation) = world.commands.get_mut(&key) {
@@ -1088,6 +1121,11 @@ impl SimCloud {
                     && i.lifecycle_state.as_deref() == Some("InService")
             })
             .collect()
+    }
+
+    /// Every accepted SendCommand, oldest first.
+    pub fn sent_commands(&self) -> Vec<SentCommand> {
+        self.lock().sent.clone()
     }
 
     /// API calls per operation (`ec2:DescribeInstances` → n).
@@ -1833,7 +1871,13 @@ impl Cloud for SimCloud {
                 }
             } else if lower.contains("rename-computer") {
                 let name = rename_target(&script, id).unwrap_or_default();
-                effect = Effect::Rename(name);
+                effect = Effect::Rename(name, RenameBy::RenameComputer);
+            } else if lower.contains("task = 'sethostname'") {
+                // The `sysprep` crate's EC2Launch v2 rename: it adds this task to
+                // agent-config.yml (other scripts only mention the agent). Checked before the
+                // `throw` fallback below: the script throws on its own failure paths.
+                let name = rename_target(&script, id).unwrap_or_default();
+                effect = Effect::Rename(name, RenameBy::Ec2LaunchSetHostName);
             } else if script.contains(sysprep::agent::IDENTITY_MARKER) {
                 stdout = identity_json(&world.instances[id]);
             } else if lower.contains("exit 1") || lower.contains("throw") {
@@ -1863,6 +1907,13 @@ impl Cloud for SimCloud {
                 Event::CommandDone(command_id.clone(), id.clone()),
             );
         }
+        world.sent.push(SentCommand {
+            command_id: command_id.clone(),
+            instance_ids: request.instance_ids,
+            document_name: request.document_name,
+            commands: request.commands,
+            comment: request.comment,
+        });
         Ok(command_id)
     }
 

@@ -437,6 +437,74 @@ async fn the_sysprep_crates_report_scripts_get_answers_its_parsers_read() {
     assert_eq!(renamed.computer_name, "WEB-042");
 }
 
+#[tokio::test]
+async fn the_ec2launch_set_host_name_rename_takes_effect_after_its_reboots() {
+    use sysprep::commands::{NameSource, RenameMethod, RenameRestart, rename_commands_with};
+    let (clock, cloud) = sim(scenario(""));
+    let a = launch_builder(&cloud, "set-host-name-a").await;
+    let b = launch_builder(&cloud, "set-host-name-b").await;
+    advance(&clock, 400);
+    // One batched script for two instances: each takes its own name from the table prelude.
+    let script = rename_commands_with(
+        NameSource::PerInstance,
+        RenameMethod::Ec2LaunchSetHostName,
+        RenameRestart::SsmExit3010,
+    )
+    .script();
+    let mut commands = vec![
+        "# fleetprep:rename".to_string(),
+        format!("$fleetprepValues = @{{ '{a}' = 'WEB-101'; '{b}' = 'WEB-102' }}"),
+        "$fleetprepName = $fleetprepValues[$id]".to_string(),
+    ];
+    commands.extend(script.lines().map(str::to_string));
+    let command = cloud
+        .send_command(SendCommandRequest {
+            instance_ids: vec![a.clone(), b.clone()],
+            document_name: "AWS-RunPowerShellScript".into(),
+            commands: commands.clone(),
+            comment: Some("fleetprep rename".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // The script exits 3010 at first: the name is not in place until the reboots are over.
+    advance(&clock, 35);
+    let running = cloud.get_command_invocation(&command, &a).await.unwrap();
+    assert_eq!(running.status, CommandStatus::InProgress, "{running:?}");
+    let before = cloud.instances();
+    assert!(
+        before
+            .iter()
+            .all(|i| i.computer_name.starts_with("EC2AMAZ-")),
+        "{before:?}"
+    );
+    advance(&clock, 20 * 60);
+    for (id, name) in [(&a, "WEB-101"), (&b, "WEB-102")] {
+        let done = cloud.get_command_invocation(&command, id).await.unwrap();
+        assert_eq!(done.status, CommandStatus::Success, "{done:?}");
+        let identity = sysprep::agent::parse_identity_output(&done.stdout).unwrap();
+        assert_eq!(identity.computer_name, name);
+    }
+    // Still a rename, not a Sysprep: the machine SID is the image's.
+    let after = cloud.instances();
+    for id in [&a, &b] {
+        let sid = |list: &[cloud::sim::SimInstanceView]| {
+            list.iter()
+                .find(|i| &i.instance_id == id)
+                .map(|i| i.machine_sid.clone())
+        };
+        assert_eq!(sid(&before), sid(&after));
+    }
+    assert_eq!(state(&cloud, &a).await, InstanceState::Running);
+    // The sim keeps what was sent.
+    let sent = cloud.sent_commands();
+    let last = sent.last().expect("recorded");
+    assert_eq!(last.command_id, command);
+    assert_eq!(last.instance_ids, [a.clone(), b.clone()]);
+    assert_eq!(last.commands, commands);
+    assert_eq!(last.comment.as_deref(), Some("fleetprep rename"));
+}
+
 // ---- Start/Stop/TerminateInstances check the whole request before changing anything (EC2:
 // "If you specify multiple instances and the request fails ... none of the instances are
 // terminated"; StartInstances with one terminated id among stopped ones starts none).

@@ -264,6 +264,15 @@ impl FunctionConfig {
                     )
                 })?;
         }
+        if let Some(method) = get("FLEETPREP_RENAME_METHOD") {
+            settings.rename_method = serde_json::from_value(Value::String(method.clone()))
+                .map_err(|_| {
+                    format!(
+                        "environment variable FLEETPREP_RENAME_METHOD={method:?} must be \
+                         \"rename-computer\" or \"ec2launch-set-host-name\""
+                    )
+                })?;
+        }
         settings.hook_timeout_seconds = number(
             "FLEETPREP_HOOK_TIMEOUT_SECONDS",
             settings.hook_timeout_seconds,

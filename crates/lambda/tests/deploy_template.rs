@@ -173,6 +173,7 @@ fn generate() -> Value {
                     "FLEETPREP_HOSTNAME_PATTERN": reference("HostnamePattern"),
                     "FLEETPREP_HOSTNAME_PREFIX": reference("HostnamePrefix"),
                     "FLEETPREP_NAMING_MODE": reference("NamingMode"),
+                    "FLEETPREP_RENAME_METHOD": reference("RenameMethod"),
                     "FLEETPREP_HOOK_TIMEOUT_SECONDS": reference("HookHeartbeatTimeout"),
                     "FLEETPREP_METRIC_NAMESPACE": fleetprep_lambda::DEFAULT_METRIC_NAMESPACE,
                     "RUST_LOG": "info"
@@ -410,6 +411,7 @@ fn generate() -> Value {
             "HostnamePattern": {"Type": "String", "Default": "{prefix}-{seq:4}"},
             "HostnamePrefix": {"Type": "String", "Default": "WIN"},
             "NamingMode": {"Type": "String", "Default": "rename", "AllowedValues": ["rename", "sysprep"]},
+            "RenameMethod": {"Type": "String", "Default": "rename-computer", "AllowedValues": ["rename-computer", "ec2launch-set-host-name"], "Description": "With NamingMode rename: Rename-Computer (any launch agent) or EC2Launch v2's setHostName task (needs EC2Launch v2 with the hostName input)"},
             "HookHeartbeatTimeout": {"Type": "Number", "Default": 900, "MinValue": 30, "MaxValue": 7200}
         },
         "Resources": resources,

@@ -263,12 +263,17 @@ fn config_reads_fleetprep_variables_and_names_bad_ones() {
         ("FLEETPREP_HOSTNAME_PATTERN", "{prefix}{seq:4}"),
         ("FLEETPREP_HOSTNAME_PREFIX", "APP"),
         ("FLEETPREP_NAMING_MODE", "sysprep"),
+        ("FLEETPREP_RENAME_METHOD", "ec2launch-set-host-name"),
         ("FLEETPREP_HOOK_TIMEOUT_SECONDS", "1200"),
         ("UNRELATED", "x"),
     ]))
     .unwrap();
     assert_eq!(config.hostname_table, "names");
     assert_eq!(config.settings.naming_mode, workflows::NamingMode::Sysprep);
+    assert_eq!(
+        config.settings.rename_method,
+        workflows::RenameMethod::Ec2LaunchSetHostName
+    );
     assert_eq!(config.settings.hook_timeout_seconds, 1200);
     assert!(config.policy().is_ok());
 
@@ -277,6 +282,28 @@ fn config_reads_fleetprep_variables_and_names_bad_ones() {
     assert!(error.contains("FLEETPREP_LEASE_TTL_SECONDS"), "{error}");
     let error = FunctionConfig::from_env(vars(&[("FLEETPREP_NAMING_MODE", "magic")])).unwrap_err();
     assert!(error.contains("FLEETPREP_NAMING_MODE"), "{error}");
+    // Unset (or empty, as CloudFormation passes an empty parameter) is Rename-Computer.
+    for unset in [vars(&[]), vars(&[("FLEETPREP_RENAME_METHOD", "")])] {
+        let config = FunctionConfig::from_env(unset).unwrap();
+        assert_eq!(
+            config.settings.rename_method,
+            workflows::RenameMethod::RenameComputer
+        );
+    }
+    let config =
+        FunctionConfig::from_env(vars(&[("FLEETPREP_RENAME_METHOD", "rename-computer")])).unwrap();
+    assert_eq!(
+        config.settings.rename_method,
+        workflows::RenameMethod::RenameComputer
+    );
+    // The CLI's short spelling is not the setting's: the error lists the accepted values.
+    let error = FunctionConfig::from_env(vars(&[("FLEETPREP_RENAME_METHOD", "set-host-name")]))
+        .unwrap_err();
+    assert!(
+        error.contains("FLEETPREP_RENAME_METHOD=\"set-host-name\"")
+            && error.contains("\"rename-computer\" or \"ec2launch-set-host-name\""),
+        "{error}"
+    );
     let bad_pattern = FunctionConfig::from_env(vars(&[("FLEETPREP_HOSTNAME_PATTERN", "{prefix}")]))
         .unwrap()
         .policy()

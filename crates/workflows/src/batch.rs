@@ -47,7 +47,10 @@ type Queued = (String, String, String, SystemTime);
 #[derive(Default)]
 struct State {
     next_ticket: u64,
-    // Per script template: (ticket, instance id, table value, queued at).
+    // Per (script template, execution timeout): (ticket, instance id, table value, queued at).
+    // The key is the whole template text, so commands that differ in any line (another
+    // command kind, or the same kind built differently, e.g. by another rename method) are
+    // never sent together; only the table line differs within a send.
     pending: BTreeMap<(Vec<String>, u32), Vec<Queued>>,
     // The tickets in `pending`: a status check asks "still queued?" for every poll of every
     // instance, which must not scan 10,000 queued requests.

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::batch::{CommandSpec, DOCUMENT};
 use crate::errors::{self, HandlerError};
 use crate::metrics::Outcome;
-use crate::{Context, NamingMode, scripts};
+use crate::{Context, NamingMode, Settings, scripts};
 use sysprep::agent::LaunchAgent;
 use sysprep::commands::{self, NameSource, RenameRestart, SysprepOptions};
 use sysprep::diagnose::{Category, DiagnosisContext};
@@ -336,15 +336,25 @@ async fn check_ssm_online(p: &Value, ctx: &Context) -> Result<Value, HandlerErro
     Ok(wait.answer(false, json!({"computer_name": computer_name})))
 }
 
-fn command_template(p: &Value) -> Result<(Vec<String>, String, u32), HandlerError> {
+/// The script template for a command `kind`, the instance's table value and the execution
+/// timeout. `settings` picks how a rename is done ([`Settings::rename_method`]); the batcher
+/// groups by the rendered template, so commands of different methods never share a send.
+fn command_template(
+    p: &Value,
+    settings: &Settings,
+) -> Result<(Vec<String>, String, u32), HandlerError> {
     let kind = string(p, "kind")?;
     let value = opt_string(p, "value").unwrap_or_default();
     let invalid = |what: String| HandlerError::new(errors::INVALID_INPUT, what);
     let lines = match kind.as_str() {
         "rename" => scripts::per_instance(
             &kind,
-            &commands::rename_commands_from(NameSource::PerInstance, RenameRestart::SsmExit3010)
-                .script(),
+            &commands::rename_commands_with(
+                NameSource::PerInstance,
+                settings.rename_method,
+                RenameRestart::SsmExit3010,
+            )
+            .script(),
         ),
         "generalize" => {
             let sequence =
@@ -387,7 +397,7 @@ fn command_template(p: &Value) -> Result<(Vec<String>, String, u32), HandlerErro
 async fn send_command(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
     let instance_id = string(p, "instance_id")?;
     let kind = string(p, "kind")?;
-    let (template, value, timeout) = command_template(p)?;
+    let (template, value, timeout) = command_template(p, &ctx.settings)?;
     // Only the per-instance fleet commands are batched; a bake's builder is alone, and holding
     // its commands for company would only delay it.
     let batchable = matches!(
@@ -1162,6 +1172,7 @@ async fn rollback_template(p: &Value, ctx: &Context) -> Result<Value, HandlerErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::RenameMethod;
 
     const PANTHER_APPX: &str = "2026-11-26 15:04:11, Error                 SYSPRP Package Microsoft.BingWeather_4.53.51922.0_x64__8wekyb3d8bbwe was installed for a user, but not provisioned for all users. This package will not function properly in the sysprep image.";
 
@@ -1252,19 +1263,56 @@ mod tests {
     }
 
     #[test]
+    fn rename_commands_follow_the_rename_method() {
+        let template = |method: RenameMethod| {
+            let settings = Settings {
+                rename_method: method,
+                ..Settings::default()
+            };
+            command_template(&json!({"kind": "rename", "value": "WEB-001"}), &settings).unwrap()
+        };
+        let (computer, value, timeout) = template(RenameMethod::RenameComputer);
+        let computer = computer.join("\n");
+        assert_eq!((value.as_str(), timeout), ("WEB-001", 1800));
+        assert!(computer.contains("Rename-Computer -NewName $desired"));
+        assert!(!computer.contains("setHostName"));
+        let (agent, value, _) = template(RenameMethod::Ec2LaunchSetHostName);
+        let agent = agent.join("\n");
+        assert_eq!(value, "WEB-001");
+        assert!(agent.contains("task = 'setHostName'"), "{agent}");
+        assert!(!agent.contains("Rename-Computer"));
+        // Both read the instance's name from the batched table and print the identity after.
+        for script in [&computer, &agent] {
+            assert!(script.starts_with("# fleetprep:rename\n"));
+            assert!(script.contains(scripts::TABLE_LINE));
+            assert!(script.contains(sysprep::agent::IDENTITY_MARKER));
+        }
+        // The default is Rename-Computer.
+        let (default, _, _) =
+            command_template(&json!({"kind": "rename"}), &Settings::default()).unwrap();
+        assert_eq!(default.join("\n"), computer);
+    }
+
+    #[test]
     fn sysprep_commands_follow_the_detected_agent() {
         let template = |agent: &str| {
-            command_template(&json!({"kind": "sysprep", "agent": agent}))
-                .unwrap()
-                .0
-                .join("\n")
+            command_template(
+                &json!({"kind": "sysprep", "agent": agent}),
+                &Settings::default(),
+            )
+            .unwrap()
+            .0
+            .join("\n")
         };
         assert!(template("ec2launch-v2").contains("'ec2launch sysprep'"));
         assert!(template("ec2launch-v1").contains("SysprepInstance.ps1"));
         assert!(template("ec2config").contains("-sysprep"));
         assert!(template("none").contains("/generalize"));
-        let bad =
-            command_template(&json!({"kind": "sysprep", "agent": "ec2launch-v9"})).unwrap_err();
+        let bad = command_template(
+            &json!({"kind": "sysprep", "agent": "ec2launch-v9"}),
+            &Settings::default(),
+        )
+        .unwrap_err();
         assert_eq!(bad.error, errors::INVALID_INPUT);
     }
 }

@@ -50,6 +50,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use errors::HandlerError;
+/// What renames the computer in [`NamingMode::Rename`] ([`Settings::rename_method`]).
+pub use sysprep::commands::RenameMethod;
 
 /// The placeholder every task's `FunctionName` uses (a DefinitionSubstitutions key).
 pub const FUNCTION_ARN_PLACEHOLDER: &str = "${FleetprepFunctionArn}";
@@ -100,6 +102,11 @@ pub enum NamingMode {
 #[serde(default)]
 pub struct Settings {
     pub naming_mode: NamingMode,
+    /// What renames the computer when `naming_mode` is [`NamingMode::Rename`]:
+    /// `rename-computer` (any launch agent) or `ec2launch-set-host-name` (EC2Launch v2's
+    /// `setHostName` task, kept in the agent's config so it holds the name on every boot).
+    /// Ignored in [`NamingMode::Sysprep`], where the unattend file names the computer.
+    pub rename_method: RenameMethod,
     /// Seconds the launch hook waits without a heartbeat (the hook's HeartbeatTimeout).
     pub hook_timeout_seconds: u64,
     /// Optional PowerShell run on terminate (e.g. leave the AD domain).
@@ -114,6 +121,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             naming_mode: NamingMode::Rename,
+            rename_method: RenameMethod::RenameComputer,
             hook_timeout_seconds: 900,
             cleanup_script: None,
             ssm_timeout_seconds: 1200,

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use cloud::{Cloud, InstanceState};
 use engine::Status;
-use workflows::{NamingMode, Settings};
+use workflows::{NamingMode, RenameMethod, Settings};
 
 #[tokio::test(flavor = "current_thread")]
 async fn scaling_out_names_every_instance_uniquely_and_scaling_in_releases_names() {
@@ -149,4 +149,85 @@ async fn heartbeats_keep_a_short_hook_alive_through_a_long_naming() {
         "{calls:?}"
     );
     assert_eq!(fleet.sim.in_service("web").len(), 3);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_ec2launch_set_host_name_method_names_verifies_and_continues_every_instance() {
+    let fleet = common::fleet_with(
+        "",
+        "{prefix}-{seq:3}",
+        Settings {
+            rename_method: RenameMethod::Ec2LaunchSetHostName,
+            ..Settings::default()
+        },
+    )
+    .await;
+    let named = common::scale_out_and_name(&fleet, 900, 6).await;
+    assert_eq!(named, 6);
+    // CONTINUE put every instance in service, each under its leased name.
+    let in_service = fleet.sim.in_service("web");
+    assert_eq!(in_service.len(), 6);
+    let leases = fleet.sim.name_pool().list().await.unwrap();
+    for instance in &in_service {
+        let lease = leases
+            .iter()
+            .find(|l| l.instance_id == instance.instance_id)
+            .unwrap_or_else(|| panic!("no lease for {}", instance.instance_id));
+        assert_eq!(instance.computer_name, lease.name.as_str(), "{instance:?}");
+    }
+    let names: BTreeSet<String> = in_service.iter().map(|i| i.computer_name.clone()).collect();
+    assert_eq!(names.len(), 6, "names must be unique: {names:?}");
+    // Every execution went through the identity check and the CONTINUE.
+    for execution in fleet.engine.list_executions(None).unwrap() {
+        if execution.state_machine != "name-on-launch" {
+            continue;
+        }
+        let exited: BTreeSet<String> = fleet
+            .engine
+            .history(&execution.execution_arn)
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| e.state_exited_event_details.map(|d| d.name))
+            .collect();
+        for state in ["SendRename", "VerifyIdentity", "ConfirmName", "Continue"] {
+            assert!(exited.contains(state), "{}: {exited:?}", execution.name);
+        }
+    }
+    // The renames sent were EC2Launch v2 setHostName scripts, covering every instance.
+    let sent = fleet.sim.sent_commands();
+    let renames: Vec<_> = sent
+        .iter()
+        .filter(|c| c.commands.first().map(String::as_str) == Some("# fleetprep:rename"))
+        .collect();
+    assert!(!renames.is_empty(), "{sent:?}");
+    let mut renamed = BTreeSet::new();
+    for command in &renames {
+        let script = command.commands.join("\n");
+        assert!(script.contains("task = 'setHostName'"), "{script}");
+        assert!(!script.contains("Rename-Computer"), "{script}");
+        renamed.extend(command.instance_ids.iter().cloned());
+    }
+    let instances: BTreeSet<String> = in_service.iter().map(|i| i.instance_id.clone()).collect();
+    assert_eq!(renamed, instances);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_default_rename_method_sends_rename_computer() {
+    let fleet = common::fleet("").await;
+    common::scale_out_and_name(&fleet, 900, 2).await;
+    let renames: Vec<String> = fleet
+        .sim
+        .sent_commands()
+        .iter()
+        .filter(|c| c.commands.first().map(String::as_str) == Some("# fleetprep:rename"))
+        .map(|c| c.commands.join("\n"))
+        .collect();
+    assert!(!renames.is_empty());
+    for script in renames {
+        assert!(
+            script.contains("Rename-Computer -NewName $desired"),
+            "{script}"
+        );
+        assert!(!script.contains("setHostName"), "{script}");
+    }
 }
