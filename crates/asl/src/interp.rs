@@ -111,6 +111,13 @@ impl Status {
 pub enum Event {
     /// The task scheduled with `token` returned `output`.
     TaskSucceeded { token: u64, output: Value },
+    /// The task scheduled with `token` returned the integration's whole service response,
+    /// which becomes the state's result as is: for `arn:aws:states:::lambda:invoke` the
+    /// Invoke API response (`StatusCode`, `Payload`, …) instead of a payload the decider
+    /// wraps in that envelope. The same as [`Event::TaskSucceeded`] for every other resource.
+    /// Mocked responses (`fleetprep states exec --mock-config`) give the whole response, as
+    /// Step Functions Local's mock files do.
+    TaskResponded { token: u64, output: Value },
     /// The task scheduled with `token` failed.
     TaskFailed {
         token: u64,
@@ -456,6 +463,7 @@ impl Execution {
                     Ok(false) => {
                         let token = match other {
                             Event::TaskSucceeded { token, .. }
+                            | Event::TaskResponded { token, .. }
                             | Event::TaskFailed { token, .. }
                             | Event::TimerFired { token }
                             | Event::TaskHeartbeat { token } => token,
@@ -1592,10 +1600,14 @@ impl Run<'_> {
                     _ => (String::new(), String::new()),
                 };
                 match ev {
-                    Event::TaskSucceeded { token: t, output } if *t == token => {
+                    Event::TaskSucceeded { token: t, output }
+                    | Event::TaskResponded { token: t, output }
+                        if *t == token =>
+                    {
                         let output = std::mem::take(output);
+                        let whole = matches!(ev, Event::TaskResponded { .. });
                         let output = match lambda {
-                            Some(LambdaKind::Invoke) => lambda_envelope(output),
+                            Some(LambdaKind::Invoke) if !whole => lambda_envelope(output),
                             _ => output,
                         };
                         let ty = if lambda == Some(LambdaKind::Function) {

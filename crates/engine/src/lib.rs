@@ -28,7 +28,9 @@
 //!   `"Resource": "arn:aws:lambda:…:function:NAME"` and `arn:aws:states:::lambda:invoke` with
 //!   `FunctionName`; the decider wraps lambda:invoke results in AWS's response envelope.
 //! - An unregistered resource fails the task (catchable) with a cause naming the state and
-//!   the resource.
+//!   the resource, unless a fallback handler is registered ([`Engine::register_fallback`]).
+//!   A handler whose [`TaskHandler::returns_service_response`] is true (mocks) gives the whole
+//!   lambda:invoke response itself, so it is not wrapped again.
 //!
 //! Not here: ASL semantics (crate `asl`), printing (crate `cli`), AWS (crate `cloud`).
 //!
@@ -193,6 +195,15 @@ impl TaskContext {
 #[async_trait]
 pub trait TaskHandler: Send + Sync {
     async fn invoke(&self, input: Value, ctx: TaskContext) -> Result<Value, TaskError>;
+
+    /// Whether [`TaskHandler::invoke`] returns the integration's whole service response
+    /// rather than what the function returned: for `arn:aws:states:::lambda:invoke` the Invoke
+    /// API response (`{"StatusCode": 200, "Payload": …}`), which is then used as is instead
+    /// of being wrapped in that envelope. Mocks answer this way (Step Functions Local mock
+    /// files give the whole response); real handlers don't.
+    fn returns_service_response(&self) -> bool {
+        false
+    }
 }
 
 struct FnHandler<F>(F);
@@ -279,6 +290,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     store: StoreThread,
     handlers: RwLock<HashMap<String, Arc<dyn TaskHandler>>>,
+    // Runs the tasks no registered handler serves (`register_fallback`).
+    fallback: RwLock<Option<Arc<dyn TaskHandler>>>,
     rt: Mutex<Runtime>,
     progress: broadcast::Sender<Progress>,
     // The one driver, and the heartbeats of the tasks it runs.
@@ -413,6 +426,7 @@ impl Engine {
                 clock: config.clock,
                 store: StoreThread::spawn(store)?,
                 handlers: RwLock::new(HashMap::new()),
+                fallback: RwLock::new(None),
                 rt: Mutex::new(runtime),
                 progress: tx,
                 driver: tokio::sync::Mutex::new(beats_rx),
@@ -446,6 +460,16 @@ impl Engine {
         h.insert(resource.to_owned(), handler);
     }
 
+    /// Registers the handler for every task whose resource (or Lambda function) has no
+    /// handler of its own, e.g. one that answers by state name (`states exec --mock-config`).
+    pub fn register_fallback(&self, handler: Arc<dyn TaskHandler>) {
+        *self
+            .inner
+            .fallback
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(handler);
+    }
+
     fn handler_for(&self, target: &str) -> Option<Arc<dyn TaskHandler>> {
         let h = self
             .inner
@@ -462,6 +486,13 @@ impl Engine {
         h.iter()
             .find(|(k, _)| lambda_function_name(k) == Some(name))
             .map(|(_, v)| v.clone())
+            .or_else(|| {
+                self.inner
+                    .fallback
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+            })
     }
 
     /// Creates (or replaces) a state machine after validating the definition fully.
@@ -781,7 +812,7 @@ impl Engine {
         target: Option<&str>,
         beats: &mut tokio::sync::mpsc::UnboundedReceiver<HeartbeatRequest>,
     ) -> Result<(), EngineError> {
-        let mut tasks: JoinSet<(String, u64, Result<Value, TaskError>)> = JoinSet::new();
+        let mut tasks: JoinSet<(String, u64, bool, Result<Value, TaskError>)> = JoinSet::new();
         // Reused every round: a round of 10,000 executions would otherwise allocate (and the
         // allocator fetch zeroed from the OS) megabytes for these lists each time.
         let mut to_run: Vec<(String, Command)> = Vec::new();
@@ -833,6 +864,7 @@ impl Engine {
                 };
                 match self.handler_for(&what) {
                     Some(h) => {
+                        let whole = h.returns_service_response();
                         tasks.spawn(async move {
                             // A panic in the handler becomes a task failure of this token
                             // instead of a hung execution.
@@ -843,7 +875,7 @@ impl Engine {
                                     format!("the task handler panicked: {message}"),
                                 )),
                             };
-                            (arn, token, r)
+                            (arn, token, whole, r)
                         });
                     }
                     None => {
@@ -992,13 +1024,16 @@ impl Engine {
 
     fn task_done(
         &self,
-        joined: Result<(String, u64, Result<Value, TaskError>), tokio::task::JoinError>,
+        joined: Result<(String, u64, bool, Result<Value, TaskError>), tokio::task::JoinError>,
     ) -> Result<(), EngineError> {
         match joined {
-            Ok((arn, token, Ok(output))) => {
+            Ok((arn, token, false, Ok(output))) => {
                 self.apply(&arn, Event::TaskSucceeded { token, output }, false)
             }
-            Ok((arn, token, Err(e))) => self.apply(
+            Ok((arn, token, true, Ok(output))) => {
+                self.apply(&arn, Event::TaskResponded { token, output }, false)
+            }
+            Ok((arn, token, _, Err(e))) => self.apply(
                 &arn,
                 Event::TaskFailed {
                     token,

@@ -1,4 +1,9 @@
 //! `fleetprep states validate|exec`: check ASL definitions and run them on the embedded engine.
+//!
+//! `exec --mock-config FILE --test-case NAME` answers Task states from a Step Functions Local
+//! mock configuration file (module `mockconfig`), so a definition runs without handlers.
+
+mod mockconfig;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,7 +49,24 @@ pub enum Command {
         /// Execution name (default: generated).
         #[arg(long)]
         name: Option<String>,
+        /// Answer Task states from this Step Functions Local mock configuration file
+        /// (`StateMachines` / `MockedResponses`); needs --test-case.
+        #[arg(long, requires = "test_case")]
+        mock_config: Option<PathBuf>,
+        /// The test case of the mock configuration to run.
+        #[arg(long, requires = "mock_config")]
+        test_case: Option<String>,
+        /// The state machine's name, here and in the mock configuration (default: the
+        /// definition file's name without `.json` / `.asl.json`).
+        #[arg(long)]
+        state_machine_name: Option<String>,
     },
+}
+
+/// `--mock-config` and `--test-case`, together.
+struct Mocks {
+    file: PathBuf,
+    test_case: String,
 }
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -58,13 +80,28 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             start_time,
             store,
             name,
+            mock_config,
+            test_case,
+            state_machine_name,
         } => {
+            let mocks = mock_config
+                .zip(test_case)
+                .map(|(file, test_case)| Mocks { file, test_case });
             let clock: Arc<dyn clock::Clock> = match (real_time, start_time) {
                 (true, _) => Arc::new(clock::SystemClock),
                 (false, Some(start)) => Arc::new(clock::VirtualClock::new(start)),
                 (false, None) => crate::report::virtual_clock_now(),
             };
-            exec(&definition, input.as_deref(), output, clock, store, name)
+            exec(
+                &definition,
+                input.as_deref(),
+                output,
+                clock,
+                store,
+                name,
+                mocks,
+                state_machine_name,
+            )
         }
     }
 }
@@ -112,6 +149,7 @@ fn validate(files: &[PathBuf], output: OutputFormat) -> anyhow::Result<ExitCode>
     })
 }
 
+#[allow(clippy::too_many_arguments)] // one per command-line option
 fn exec(
     definition: &std::path::Path,
     input: Option<&std::path::Path>,
@@ -119,6 +157,8 @@ fn exec(
     clock: Arc<dyn clock::Clock>,
     store: Option<PathBuf>,
     name: Option<String>,
+    mocks: Option<Mocks>,
+    state_machine_name: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(definition)
         .with_context(|| format!("cannot read {}", definition.display()))?;
@@ -131,18 +171,26 @@ fn exec(
         }
         None => json!({}),
     };
+    let sm = match state_machine_name {
+        Some(n) => n,
+        None => stem_name(definition),
+    };
+    // Check first, act later: the mock file and the test case are checked against the
+    // definition before the engine (and its store) is opened.
+    let handler = match mocks {
+        None => None,
+        Some(m) => {
+            let def = asl::model::Definition::parse(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", definition.display()))?;
+            let cfg = mockconfig::MockConfig::load(&m.file)?;
+            let case = cfg.test_case(&sm, &m.test_case, &def)?;
+            Some(Arc::new(mockconfig::MockHandler::new(case)))
+        }
+    };
     let engine = engine::Engine::open(engine::EngineConfig { store, clock })?;
-    let sm = definition
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .map(|s| {
-            s.trim_end_matches(".asl").replace(
-                |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_',
-                "-",
-            )
-        })
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "definition".to_owned());
+    if let Some(h) = handler {
+        engine.register_fallback(h);
+    }
     if let Err(e) = engine.create_state_machine(&sm, &text) {
         bail!("{}: {e}", definition.display());
     }
@@ -186,4 +234,20 @@ fn exec(
         engine::Status::Succeeded => ExitCode::SUCCESS,
         _ => ExitCode::from(1),
     })
+}
+
+/// The engine's state machine name for a definition file: its name without `.json` /
+/// `.asl.json`, other characters than letters, digits, `-` and `_` replaced by `-`.
+fn stem_name(definition: &std::path::Path) -> String {
+    definition
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .map(|s| {
+            s.trim_end_matches(".asl").replace(
+                |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_',
+                "-",
+            )
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "definition".to_owned())
 }
