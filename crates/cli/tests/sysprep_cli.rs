@@ -271,3 +271,33 @@ fn hostname_preview_checks_the_pattern() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("all-digit"));
 }
+
+/// A reader that goes away (`fleetprep … | head -1`) ends the process quietly: no panic,
+/// no backtrace on stderr.
+#[cfg(unix)]
+#[test]
+fn a_closed_pipe_ends_output_without_a_panic() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fleetprep"))
+        .args(["sysprep", "preflight-script"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read end before the script (tens of KiB) is written.
+    drop(child.stdout.take());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        !status.success() || stderr.is_empty(),
+        "{status:?} {stderr}"
+    );
+}
