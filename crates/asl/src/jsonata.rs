@@ -150,6 +150,12 @@ impl Expression {
         })
     }
 
+    /// Whether the expression reads `$states.<field>` anywhere (used by validation: AWS
+    /// refuses `$states.errorOutput` outside a Catch at creation time).
+    pub fn reads_states_field(&self, field: &str) -> bool {
+        reads_states_field(&self.ast, field, 0)
+    }
+
     /// The expression text (without delimiters).
     pub fn as_str(&self) -> &str {
         &self.text
@@ -311,4 +317,69 @@ fn render_t(node: &TNode, ctx: &mut EvalContext<'_>) -> Result<Value, StatesErro
                 .collect::<Result<_, _>>()?,
         ),
     })
+}
+
+/// The first step of `n` with its predicates, focus and index bindings peeled off.
+fn step_core(mut n: &Node) -> &Node {
+    loop {
+        match n {
+            Node::Filter(inner, _)
+            | Node::KeepArray(inner)
+            | Node::Focus(inner, _)
+            | Node::Index(inner, _)
+            | Node::Ancestor(inner, _) => n = inner,
+            _ => return n,
+        }
+    }
+}
+
+/// Recursion is bounded: the parser limits a tree's height, and deeper trees are cut off
+/// (validation only; nothing is evaluated).
+fn reads_states_field(n: &Node, field: &str, depth: usize) -> bool {
+    if depth > 1024 {
+        return false;
+    }
+    let d = depth + 1;
+    let any = |ns: &mut dyn Iterator<Item = &Node>| {
+        for c in ns {
+            if reads_states_field(c, field, d) {
+                return true;
+            }
+        }
+        false
+    };
+    match n {
+        Node::Path(steps) => {
+            let direct = matches!(steps.first().map(step_core), Some(Node::Var(v)) if v == "states")
+                && matches!(steps.get(1).map(step_core), Some(Node::Name(f)) if f == field);
+            direct || any(&mut steps.iter())
+        }
+        Node::Filter(a, b) | Node::Binary(_, a, b) | Node::Chain(a, b) => {
+            any(&mut [a.as_ref(), b.as_ref()].into_iter())
+        }
+        Node::Neg(e)
+        | Node::Bind(_, e)
+        | Node::KeepArray(e)
+        | Node::Focus(e, _)
+        | Node::Index(e, _)
+        | Node::Ancestor(e, _)
+        | Node::Tuples(e) => reads_states_field(e, field, d),
+        Node::Array(items) | Node::Block(items) => any(&mut items.iter()),
+        Node::Object(pairs) => any(&mut pairs.iter().flat_map(|(k, v)| [k, v])),
+        Node::Condition(c, a, b) => {
+            any(&mut [c.as_ref(), a.as_ref()].into_iter().chain(b.as_deref()))
+        }
+        Node::Lambda(_, body, _) => reads_states_field(body, field, d),
+        Node::Call(f, args) => any(&mut std::iter::once(f.as_ref()).chain(args.iter())),
+        Node::Sort(e, terms) => {
+            any(&mut std::iter::once(e.as_ref()).chain(terms.iter().map(|(t, _)| t)))
+        }
+        Node::Group(e, pairs) => {
+            any(&mut std::iter::once(e.as_ref()).chain(pairs.iter().flat_map(|(k, v)| [k, v])))
+        }
+        Node::Transform(a, b, c) => any(&mut [a.as_ref(), b.as_ref()]
+            .into_iter()
+            .chain(c.as_ref().map(|c| c.as_ref()))),
+        _ => false,
+    }
 }

@@ -228,7 +228,7 @@ impl Kind {
 #[derive(Clone, Debug)]
 pub struct State {
     pub name: String,
-    /// Effective query language (the state's own, else the enclosing one).
+    /// Effective query language (the state's own, else the top-level one).
     pub query_language: QueryLanguage,
     pub kind: Kind,
     pub input_path: PathField,
@@ -268,9 +268,12 @@ impl Definition {
         if !diags.is_empty() {
             return Err(DefinitionError::Invalid(diags));
         }
-        let mut b = Builder { diags: Vec::new() };
         let ql = QueryLanguage::from_field(value.get("QueryLanguage"))
             .unwrap_or(QueryLanguage::JsonPath);
+        let mut b = Builder {
+            diags: Vec::new(),
+            top_ql: ql,
+        };
         let machine = b.machine(&value, ql, "");
         if !b.diags.is_empty() {
             return Err(DefinitionError::Invalid(b.diags));
@@ -306,6 +309,11 @@ fn string_list(v: Option<&Value>) -> Vec<String> {
 /// caught it) is collected rather than panicking.
 struct Builder {
     diags: Vec<Diagnostic>,
+    // The top-level QueryLanguage: the language of every state without its own, at any depth
+    // (developer guide, "Transforming data with JSONata": such a state "will use the query
+    // language specified in the top-level QueryLanguage field"; a Map or Parallel state's own
+    // QueryLanguage does not carry into its ItemProcessor or branches).
+    top_ql: QueryLanguage,
 }
 
 impl Builder {
@@ -534,7 +542,7 @@ impl Builder {
                     .into_iter()
                     .flatten()
                     .enumerate()
-                    .map(|(i, b)| self.machine(b, ql, &format!("{base}/Branches/{i}")))
+                    .map(|(i, b)| self.machine(b, self.top_ql, &format!("{base}/Branches/{i}")))
                     .collect(),
             },
             _ => {
@@ -548,7 +556,7 @@ impl Builder {
                     .and_then(Value::as_str)
                     == Some("DISTRIBUTED");
                 let machine = match processor {
-                    Some(p) => self.machine(p, ql, &at(pfield)),
+                    Some(p) => self.machine(p, self.top_ql, &at(pfield)),
                     None => StateMachine {
                         start_at: String::new(),
                         states: Vec::new(),

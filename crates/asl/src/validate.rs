@@ -41,6 +41,7 @@ pub fn validate(def: &Value) -> Vec<Diagnostic> {
     let mut v = Validator {
         diags: Vec::new(),
         names: HashMap::new(),
+        top_ql: QueryLanguage::JsonPath,
     };
     let Some(top) = def.as_object() else {
         v.err("", None, "a state machine definition must be a JSON object");
@@ -84,6 +85,7 @@ pub fn validate(def: &Value) -> Vec<Diagnostic> {
             QueryLanguage::JsonPath
         }),
     };
+    v.top_ql = ql;
     v.machine(top, "", ql);
     v.variable_scopes(top, "", &HashMap::new());
     v.diags
@@ -136,6 +138,9 @@ fn inner_scopes<'a>(
 
 struct Validator {
     diags: Vec<Diagnostic>,
+    // The definition's top-level QueryLanguage: the default of every state without its own,
+    // nested (Map processor, Parallel branch) states included.
+    top_ql: QueryLanguage,
     // Invariant: state name → JSON path of its first definition (names are unique per definition).
     names: HashMap<String, String>,
 }
@@ -262,6 +267,15 @@ impl Validator {
                     format!("state name is already used at {prev}; state names must be unique in the whole definition"),
                 );
             }
+            // ASL spec "States": a state name's length MUST be at most 80 Unicode characters;
+            // the Step Functions API types state names as 1 to 80 characters.
+            if name.is_empty() {
+                self.err(
+                    &path,
+                    None,
+                    "a state name cannot be empty; give the state a name of 1 to 80 characters",
+                );
+            }
             if name.chars().count() > 80 {
                 self.err(&path, Some(name), "state name is longer than 80 characters");
             }
@@ -327,6 +341,17 @@ impl Validator {
         let ql = match s.get("QueryLanguage") {
             None => parent_ql,
             Some(q) => match QueryLanguage::from_field(Some(q)) {
+                // Developer guide, "State machine structure": "You cannot revert a top-level
+                // JSONata-based state machine to a mix of JSONata and JSONPath states."
+                Some(QueryLanguage::JsonPath) if self.top_ql == QueryLanguage::Jsonata => {
+                    self.err(
+                        &format!("{path}/QueryLanguage"),
+                        st,
+                        "\"QueryLanguage\" cannot be \"JSONPath\" when the top-level QueryLanguage is \"JSONata\": a JSONata state machine cannot contain JSONPath states; remove this field (the state then uses JSONata) or set the top-level QueryLanguage to \"JSONPath\"",
+                    );
+                    // Go on as written, so the rest is checked against the fields it uses.
+                    QueryLanguage::JsonPath
+                }
                 Some(q) => q,
                 None => {
                     self.err(
@@ -354,6 +379,9 @@ impl Validator {
             }
         };
         let jp = ql == QueryLanguage::JsonPath;
+        if !jp {
+            self.error_output_uses(s, path, st);
+        }
         // Fields allowed per type (ASL spec "Common State Fields" table + JSONata variants).
         let (io_jp, io_ja): (&[&str], &[&str]) = (&["InputPath", "OutputPath"], &["Output"]);
         let mut allowed: Vec<&str> = COMMON.to_vec();
@@ -568,6 +596,7 @@ impl Validator {
                 for f in ["TimeoutSecondsPath", "HeartbeatSecondsPath"] {
                     if let Some(p) = s.get(f) {
                         self.path_field(p, &format!("{path}/{f}"), st, false, false);
+                        self.no_context_path(p, &format!("{path}/{f}"), st, f);
                     }
                 }
                 // ASL spec, Task State: "If provided, the HeartbeatSeconds interval MUST be
@@ -698,7 +727,11 @@ impl Validator {
                 Some(bs) if !bs.is_empty() => {
                     for (i, b) in bs.iter().enumerate() {
                         match b.as_object() {
-                            Some(bo) => self.machine(bo, &format!("{path}/Branches/{i}"), ql),
+                            // Nested states default to the top-level QueryLanguage, not the
+                            // Parallel state's own (see `map`).
+                            Some(bo) => {
+                                self.machine(bo, &format!("{path}/Branches/{i}"), self.top_ql)
+                            }
                             None => self.err(
                                 &format!("{path}/Branches/{i}"),
                                 st,
@@ -755,7 +788,11 @@ impl Validator {
                         self.err(&format!("{pp}/{}", esc(k)), st, format!("field \"{k}\" is not allowed in {proc_field}"));
                     }
                 }
-                self.machine(p, &pp, ql);
+                // Developer guide, "Transforming data with JSONata": a state without its own
+                // QueryLanguage "will use the query language specified in the top-level
+                // QueryLanguage field" — the Map state's own language does not flow into its
+                // ItemProcessor (AWS reports the inner states' JSONata-only fields as errors).
+                self.machine(p, &pp, self.top_ql);
             }
             None => self.err(path, st, "a Map state needs \"ItemProcessor\" (or legacy \"Iterator\") with StartAt and States"),
         }
@@ -769,6 +806,7 @@ impl Validator {
         ] {
             if let Some(p) = s.get(f) {
                 self.path_field(p, &format!("{path}/{f}"), st, false, false);
+                self.no_context_path(p, &format!("{path}/{f}"), st, f);
             }
         }
         let jp = ql == QueryLanguage::JsonPath;
@@ -1070,6 +1108,70 @@ impl Validator {
                     "must be a path string"
                 },
             ),
+        }
+    }
+
+    /// Developer guide, "Accessing execution data from the Context object": JSONPath states
+    /// can refer to the Context object (`$$.`) only from InputPath, OutputPath, ItemsPath,
+    /// a Choice rule's Variable, ResultSelector, Parameters and the variable-to-variable
+    /// comparison operators. The numeric `...Path` fields (TimeoutSecondsPath,
+    /// HeartbeatSecondsPath, MaxConcurrencyPath, ToleratedFailure*Path) are not among them;
+    /// they take a path into the state input or a `$variable`.
+    fn no_context_path(&mut self, v: &Value, path: &str, st: Option<&str>, field: &str) {
+        if v.as_str().is_some_and(|p| p.starts_with("$$")) {
+            self.err(
+                path,
+                st,
+                format!(
+                    "{field} cannot read the Context Object (\"$$\"): use a path into the state input (\"$.x\") or a variable (\"$x\"); to use a Context Object value, copy it into the input with Parameters or into a variable with Assign in an earlier state"
+                ),
+            );
+        }
+    }
+
+    /// Developer guide, "Transforming data with JSONata": "$states.errorOutput can be used in
+    /// the Catch field's Assign or Output" and using it elsewhere "will be caught at creation,
+    /// update, or validation of the state machine". Walks every JSONata string of the state
+    /// except the catchers (where it is allowed) and the nested states (checked as states).
+    fn error_output_uses(&mut self, s: &Map<String, Value>, path: &str, st: Option<&str>) {
+        for (k, v) in s {
+            if matches!(
+                k.as_str(),
+                "Catch" | "ItemProcessor" | "Iterator" | "Branches"
+            ) {
+                continue;
+            }
+            self.error_output_walk(v, &format!("{path}/{}", esc(k)), st, 0);
+        }
+    }
+
+    fn error_output_walk(&mut self, v: &Value, path: &str, st: Option<&str>, depth: usize) {
+        if depth > 256 {
+            return;
+        }
+        match v {
+            // A syntax error is reported by the field's own check.
+            Value::String(s)
+                if is_jsonata(v)
+                    && Expression::parse(s).is_ok_and(|e| e.reads_states_field("errorOutput")) =>
+            {
+                self.err(
+                    path,
+                    st,
+                    "$states.errorOutput is only available in a Catch's Output and Assign; read the error there (e.g. \"Output\": \"{% $states.errorOutput %}\" in the catcher) instead of in this field",
+                );
+            }
+            Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    self.error_output_walk(x, &format!("{path}/{i}"), st, depth + 1);
+                }
+            }
+            Value::Object(o) => {
+                for (k, x) in o {
+                    self.error_output_walk(x, &format!("{path}/{}", esc(k)), st, depth + 1);
+                }
+            }
+            _ => {}
         }
     }
 

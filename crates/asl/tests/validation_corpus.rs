@@ -18,6 +18,14 @@ const DELIBERATE_DIFFERENCES: &[(&str, &str)] = &[
         "CloudFormation `Ref`/`Fn::GetAtt` objects as Resource are template syntax, not ASL; \
          Step Functions itself rejects a non-string Resource",
     ),
+    (
+        "valid-map-with-item-batcher-jsonata.json",
+        "declares a JSONPath state inside a top-level JSONata machine; the Step Functions \
+         developer guide (\"State machine structure\") says a top-level JSONata state machine \
+         cannot be a mix of JSONata and JSONPath states, and AWS refuses it (\"'QueryLanguage' \
+         can not be 'JSONPath' if set to 'JSONata' for whole state machine\"); the file tests \
+         ItemBatcher, the JSONPath state is incidental",
+    ),
 ];
 
 #[test]
