@@ -16,6 +16,16 @@
 //! one `HeartbeatSeconds` later and records no history. Either timer firing fails the task with
 //! `States.Timeout` (a `TaskTimedOut`/`LambdaFunctionTimedOut` event, as AWS records it); a
 //! missed heartbeat is also matched by `States.HeartbeatTimeout` in Retry/Catch.
+//! `TimeoutSecondsPath`/`HeartbeatSecondsPath` select from the state input (after InputPath,
+//! before Parameters).
+//!
+//! Limits, as AWS enforces them: every timer deadline is bounded by the Standard-workflow
+//! maximum execution time ([`MAX_EXECUTION_DURATION`], 1 year). A Wait, backoff or task timeout
+//! reaching past it arms one execution-level timer at the cap instead, and the execution times
+//! out there (`ExecutionTimedOut`, `States.Timeout`, status TIMED_OUT), so no timestamp the
+//! ASL accepts can overflow a clock. State output over 256 KiB and variables over their
+//! limits ([`MAX_VARIABLE_BYTES`], [`MAX_ASSIGN_BYTES`], [`MAX_VARIABLES_TOTAL_BYTES`]) fail
+//! the state with `States.DataLimitExceeded`, which no Retry or Catch sees.
 //!
 //! History ids follow AWS: `previousEventId` is the event this one follows within its thread
 //! (not simply the previous id); see the rules next to each event kind below, reverse-read from
@@ -39,8 +49,24 @@ use crate::model::{
 
 /// Step Functions' payload limit for state input/output and results (256 KiB).
 pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+
+/// Workflow-variable limits (Step Functions developer guide, "Passing data between states
+/// with variables" › Limits): one variable at most 256 KiB, everything one `Assign` sets at
+/// most 256 KiB together, and all stored variables at most 10 MiB per execution. Sizes are
+/// the compact JSON text of the values, as the payload limit counts them.
+pub const MAX_VARIABLE_BYTES: usize = 256 * 1024;
+/// See [`MAX_VARIABLE_BYTES`].
+pub const MAX_ASSIGN_BYTES: usize = 256 * 1024;
+/// See [`MAX_VARIABLE_BYTES`].
+pub const MAX_VARIABLES_TOTAL_BYTES: usize = 10 * 1024 * 1024;
 /// Step Functions' history limit per execution.
 pub const MAX_HISTORY_EVENTS: i64 = 25_000;
+
+/// AWS's maximum execution time for a Standard workflow (Step Functions quotas: "1 year. If an
+/// execution runs for more than the 1-year maximum, it will fail with a States.Timeout error").
+/// Every timer (Wait, retry backoff, task timeout, heartbeat) is bounded by it, so no deadline
+/// the ASL accepts can overflow a clock or a store.
+pub const MAX_EXECUTION_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 const LAMBDA_INVOKE: &str = "arn:aws:states:::lambda:invoke";
 
 /// Identity of one execution, as the context object (`$$.Execution`, `$$.StateMachine`) shows it.
@@ -338,6 +364,10 @@ struct Run<'a> {
     now_text: String,
     next_event_id: &'a mut i64,
     next_token: &'a mut u64,
+    /// The execution-level timeout timer (TimeoutSeconds or the 1-year cap), if armed.
+    exec_timer: &'a mut Option<u64>,
+    /// Start time + [`MAX_EXECUTION_DURATION`].
+    cap: SystemTime,
     entropy: SplitMix64,
     record: bool,
     limit: i64,
@@ -397,9 +427,10 @@ impl Execution {
             let token = ex.next_token;
             ex.next_token += 1;
             ex.timeout_token = Some(token);
+            let limit = Duration::from_secs(t).min(MAX_EXECUTION_DURATION);
             step.commands.push(Command::StartTimer {
                 token,
-                fire_at: now + Duration::from_secs(t),
+                fire_at: now + limit,
             });
         }
         let mut more = ex.advance(def, now);
@@ -435,7 +466,15 @@ impl Execution {
             }
             Event::TimerFired { token } if Some(token) == self.timeout_token => {
                 let error = Some(error::TIMEOUT.to_owned());
-                let cause = Some("The execution timed out (TimeoutSeconds elapsed).".to_owned());
+                let within_cap = def
+                    .timeout_seconds
+                    .is_some_and(|t| Duration::from_secs(t) <= MAX_EXECUTION_DURATION);
+                let cause = Some(if within_cap {
+                    "The execution timed out (TimeoutSeconds elapsed).".to_owned()
+                } else {
+                    "The execution reached the maximum execution time of a Standard workflow (1 year)."
+                        .to_owned()
+                });
                 self.end_execution(
                     def,
                     now,
@@ -623,6 +662,8 @@ impl Execution {
             now_text: history::format_timestamp(now),
             next_event_id: &mut self.next_event_id,
             next_token: &mut self.next_token,
+            exec_timer: &mut self.timeout_token,
+            cap: execution_cap(&self.start_time, now),
             entropy: SplitMix64(self.entropy),
             record: self.record_history,
             limit: self.history_limit,
@@ -827,6 +868,33 @@ impl Run<'_> {
         t
     }
 
+    /// The deadline for a timer due at `at` (`None`: later than a `SystemTime` can hold).
+    /// A deadline past the execution's 1-year cap arms the cap timer (once) and parks the
+    /// timer just after the cap: the execution times out first, so it never fires, and no
+    /// deadline ever overflows the clock or the store.
+    fn deadline(&mut self, at: Option<SystemTime>) -> SystemTime {
+        match at {
+            Some(t) if t <= self.cap => t,
+            _ => {
+                if self.exec_timer.is_none() {
+                    let token = self.token();
+                    self.step.commands.push(Command::StartTimer {
+                        token,
+                        fire_at: self.cap,
+                    });
+                    *self.exec_timer = Some(token);
+                }
+                self.cap + Duration::from_secs(1)
+            }
+        }
+    }
+
+    /// The deadline `d` from now (see [`Run::deadline`]).
+    fn after(&mut self, d: Duration) -> SystemTime {
+        let at = self.now.checked_add(d);
+        self.deadline(at)
+    }
+
     /// The context object for a state. The execution part is built once per step and reused
     /// (it holds the execution input, which may be large); hand it back with [`Run::recycle`].
     fn context(&mut self, th: &Thread, st: &State) -> Value {
@@ -852,8 +920,14 @@ impl Run<'_> {
         let mut state = Map::new();
         state.insert("EnteredTime".into(), Value::String(th.entered_time.clone()));
         state.insert("Name".into(), Value::String(st.name.clone()));
-        let retries: u64 = th.attempts.iter().sum();
-        if retries > 0 {
+        // AWS lists `RetryCount` for the states that can retry (Task, Parallel, Map), 0 on
+        // the first attempt; a Pass state's context (recorded on AWS) has only Name and
+        // EnteredTime.
+        if matches!(
+            st.kind,
+            Kind::Task { .. } | Kind::Parallel { .. } | Kind::Map { .. }
+        ) {
+            let retries: u64 = th.attempts.iter().sum();
             state.insert("RetryCount".into(), Value::from(retries));
         }
         if let Some(obj) = ctx.as_object_mut() {
@@ -935,6 +1009,11 @@ impl Run<'_> {
                 if let Err(f) = check_size(&output, &st.name) {
                     return self.fail_state(th, st, f, false);
                 }
+                if let Some(a) = &assigned
+                    && let Err(f) = check_assigned(a, &th.vars, &st.name)
+                {
+                    return self.fail_state(th, st, f, false);
+                }
                 let mut carried: Option<String> = None;
                 if !matches!(st.kind, Kind::Fail { .. }) {
                     let mut e = self.event(exited_type(&st.kind), th.cursor);
@@ -1006,7 +1085,7 @@ impl Run<'_> {
                         delay *= u;
                     }
                     let token = self.token();
-                    let fire_at = self.now + Duration::from_secs_f64(delay.clamp(0.0, 1e9));
+                    let fire_at = self.after(Duration::from_secs_f64(delay.clamp(0.0, 1e9)));
                     self.step
                         .commands
                         .push(Command::StartTimer { token, fire_at });
@@ -1247,6 +1326,7 @@ impl Run<'_> {
                     let mut ec = EvalContext::new(&effective, ctx, &th.vars, ent);
                     wait_until(wait, &mut ec, self.now)?
                 };
+                let fire_at = self.deadline(fire_at);
                 let token = self.token();
                 self.step
                     .commands
@@ -1271,13 +1351,23 @@ impl Run<'_> {
                 } else {
                     None
                 };
+                // TimeoutSecondsPath/HeartbeatSecondsPath select from the state input (after
+                // InputPath), not from what Parameters built: AWS's Task example pairs
+                // `"Parameters": {"JobName": "myGlueJob"}` with `"$.params.maxTime"`.
+                let state_input = if !jsonata && st.parameters.is_some() {
+                    Some(select_path(&st.input_path, raw, ctx, &th.vars, ent)?)
+                } else {
+                    None
+                };
                 let (timeout, heartbeat) = {
-                    let mut ec = EvalContext::new(&effective, ctx, &th.vars, ent);
+                    let input = state_input.as_deref().unwrap_or(&effective);
+                    let mut ec = EvalContext::new(input, ctx, &th.vars, ent);
                     (
                         setting_u64(timeout_seconds.as_ref(), &mut ec, "TimeoutSeconds")?,
                         setting_u64(heartbeat_seconds.as_ref(), &mut ec, "HeartbeatSeconds")?,
                     )
                 };
+                drop(state_input);
                 // JSONPath: the effective input is the task's input (moved when rendered).
                 let args = arguments.unwrap_or_else(|| effective.into_owned());
                 self.schedule(th, st, resource, args, timeout, heartbeat)?;
@@ -1537,10 +1627,10 @@ impl Run<'_> {
         let timeout_token = match timeout {
             Some(t) => {
                 let tt = self.token();
-                self.step.commands.push(Command::StartTimer {
-                    token: tt,
-                    fire_at: self.now + Duration::from_secs(t),
-                });
+                let fire_at = self.after(Duration::from_secs(t));
+                self.step
+                    .commands
+                    .push(Command::StartTimer { token: tt, fire_at });
                 Some(tt)
             }
             None => None,
@@ -1548,10 +1638,10 @@ impl Run<'_> {
         // HeartbeatSeconds: a second timer, re-armed by every heartbeat (Event::TaskHeartbeat).
         let heartbeat_timer = heartbeat.map(|h| {
             let ht = self.token();
-            self.step.commands.push(Command::StartTimer {
-                token: ht,
-                fire_at: self.now + Duration::from_secs(h),
-            });
+            let fire_at = self.after(Duration::from_secs(h));
+            self.step
+                .commands
+                .push(Command::StartTimer { token: ht, fire_at });
             (h, ht)
         });
         self.step.commands.push(Command::ScheduleTask {
@@ -1709,9 +1799,10 @@ impl Run<'_> {
                         if let Some((seconds, old)) = *heartbeat {
                             self.step.commands.push(Command::CancelTimer { token: old });
                             let timer = self.token();
+                            let fire_at = self.after(Duration::from_secs(seconds));
                             self.step.commands.push(Command::StartTimer {
                                 token: timer,
-                                fire_at: self.now + Duration::from_secs(seconds),
+                                fire_at,
                             });
                             *heartbeat = Some((seconds, timer));
                         }
@@ -2180,6 +2271,66 @@ fn check_size(v: &Value, state: &str) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The workflow-variable limits ([`MAX_VARIABLE_BYTES`] and its siblings) for what `state`'s
+/// `Assign` sets, given the variables already in scope. Exceeding one fails the state with
+/// `States.DataLimitExceeded` (terminal, like the payload limit: no Retry or Catch sees it).
+fn check_assigned(
+    assigned: &Map<String, Value>,
+    vars: &Map<String, Value>,
+    state: &str,
+) -> Result<(), Failure> {
+    let fail = |cause: String| Failure {
+        error: error::DATA_LIMIT_EXCEEDED.into(),
+        cause: Some(cause),
+        ..Default::default()
+    };
+    let mut assign_total = 0usize;
+    for (name, v) in assigned {
+        let n = json_len(v);
+        if n > MAX_VARIABLE_BYTES {
+            return Err(fail(format!(
+                "The state '{state}' assigns {n} bytes to the variable '{name}', more than the {MAX_VARIABLE_BYTES} bytes a variable may hold. Store the data elsewhere (S3, DynamoDB) and keep a reference in the variable."
+            )));
+        }
+        assign_total += n;
+    }
+    if assign_total > MAX_ASSIGN_BYTES {
+        return Err(fail(format!(
+            "The state '{state}' assigns {assign_total} bytes of variables in one Assign, more than the {MAX_ASSIGN_BYTES} bytes allowed. Split the assignments across states."
+        )));
+    }
+    let kept: usize = vars
+        .iter()
+        .filter(|(k, _)| !assigned.contains_key(*k))
+        .map(|(_, v)| json_len(v))
+        .sum();
+    let total = kept + assign_total;
+    if total > MAX_VARIABLES_TOTAL_BYTES {
+        return Err(fail(format!(
+            "The state '{state}' would bring the execution's variables to {total} bytes, more than the {MAX_VARIABLES_TOTAL_BYTES} bytes allowed in total."
+        )));
+    }
+    Ok(())
+}
+
+/// The length of `v`'s compact JSON text, counted without building it.
+fn json_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Writing a Value to a sink that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
+}
+
 /// Whether `v` certainly serialises to at most `limit` bytes, judged from an upper bound that
 /// costs no allocation (every state output is checked; serialising each one to measure it
 /// was a visible share of a big run). `false` means "maybe larger": measure exactly.
@@ -2368,19 +2519,22 @@ fn setting_f64(
     }
 }
 
+/// When a Wait state ends; `Ok(None)` when that is later than a `SystemTime` can hold (the
+/// caller bounds it by the execution's 1-year cap anyway).
 fn wait_until(
     w: &WaitFor,
     ec: &mut EvalContext<'_>,
     now: SystemTime,
-) -> Result<SystemTime, StatesError> {
-    let seconds = |v: &Value, what: &str| -> Result<SystemTime, StatesError> {
+) -> Result<Option<SystemTime>, StatesError> {
+    let later = |n: u64| now.checked_add(Duration::from_secs(n));
+    let seconds = |v: &Value, what: &str| -> Result<Option<SystemTime>, StatesError> {
         if let Some(n) = v.as_i64() {
             if n < 0 {
                 return Err(StatesError::runtime(format!(
                     "The {what} parameter references a negative value: {n}"
                 )));
             }
-            return Ok(now + Duration::from_secs(n as u64));
+            return Ok(later(n as u64));
         }
         Err(StatesError::runtime(format!(
             "The {what} parameter cannot be parsed as a long value: {}",
@@ -2402,17 +2556,19 @@ fn wait_until(
         WaitFor::Seconds(Expr::Jsonata(t)) => {
             let v = t.render(ec)?;
             match v.as_i64() {
-                Some(n) if n >= 0 => Ok(now + Duration::from_secs(n as u64)),
+                Some(n) if n >= 0 => Ok(later(n as u64)),
                 _ => Err(StatesError::query(format!(
                     "The Seconds field must evaluate to a non-negative integer, got {}",
                     json_text(&v)
                 ))),
             }
         }
-        WaitFor::Timestamp(Expr::Literal(v)) => stamp(v, "Timestamp"),
+        WaitFor::Timestamp(Expr::Literal(v)) => stamp(v, "Timestamp").map(Some),
         WaitFor::Timestamp(Expr::Jsonata(t)) => {
             let v = t.render(ec)?;
-            stamp(&v, "Timestamp").map_err(|e| StatesError::query(e.cause))
+            stamp(&v, "Timestamp")
+                .map(Some)
+                .map_err(|e| StatesError::query(e.cause))
         }
         WaitFor::SecondsPath(p) => {
             let v = p
@@ -2426,7 +2582,7 @@ fn wait_until(
                         p.as_str()
                     )));
                 }
-                return Ok(now + Duration::from_secs(n as u64));
+                return Ok(later(n as u64));
             }
             Err(StatesError::runtime(format!(
                 "The SecondsPath parameter cannot be parsed as a long value: {} == {}",
@@ -2441,6 +2597,7 @@ fn wait_until(
                 .into_owned();
             v.as_str()
                 .and_then(history::parse_timestamp)
+                .map(Some)
                 .ok_or_else(|| {
                     StatesError::runtime(format!(
                         "The TimestampPath parameter does not reference a valid ISO-8601 extended offset date-time format string: {} == {}",
@@ -2450,6 +2607,13 @@ fn wait_until(
                 })
         }
     }
+}
+
+/// Start time + [`MAX_EXECUTION_DURATION`]; `start` is the execution's recorded start time
+/// (`now` stands in should it not parse, which the formatter never produces).
+fn execution_cap(start: &str, now: SystemTime) -> SystemTime {
+    let start = history::parse_timestamp(start).unwrap_or(now);
+    start.checked_add(MAX_EXECUTION_DURATION).unwrap_or(start)
 }
 
 /// `resourceType`/`resource` as Task* history events show them: for

@@ -501,3 +501,340 @@ fn variable_names_are_unicode_identifiers() {
             .to_string();
     Definition::parse(&text).expect("80 characters are allowed");
 }
+
+/// Every task input, in the order the tasks were scheduled, answering each with `f`.
+fn task_inputs(
+    d: &Definition,
+    input: Value,
+    f: impl Fn(usize) -> Result<Value, String>,
+) -> (Execution, Vec<Value>) {
+    let seen = std::cell::RefCell::new(Vec::new());
+    let (ex, _) = drive(d, input, false, |i| {
+        let n = seen.borrow().len();
+        seen.borrow_mut().push(i.clone());
+        f(n)
+    });
+    (ex, seen.into_inner())
+}
+
+#[test]
+fn retry_count_is_zero_on_the_first_attempt_of_a_task_and_counts_retries() {
+    let d = def(
+        json!({"StartAt":"T","States":{"T":{"Type":"Task","Resource":FN,
+        "Parameters":{"rc.$":"$$.State.RetryCount"},
+        "Retry":[{"ErrorEquals":["E"],"IntervalSeconds":1,"MaxAttempts":3}],"End":true}}}),
+    );
+    let (ex, inputs) = task_inputs(&d, json!({}), |n| {
+        if n < 2 {
+            Err("E".into())
+        } else {
+            Ok(json!("done"))
+        }
+    });
+    assert_eq!(
+        ex.status,
+        Status::Succeeded,
+        "{:?} {:?}",
+        ex.error,
+        ex.cause
+    );
+    assert_eq!(
+        inputs,
+        vec![json!({"rc": 0}), json!({"rc": 1}), json!({"rc": 2})]
+    );
+}
+
+#[test]
+fn retry_count_is_in_the_context_of_parallel_and_map_but_not_pass() {
+    let d = def(json!({"StartAt":"P","States":{
+        "P":{"Type":"Parallel","Parameters":{"rc.$":"$$.State.RetryCount"},
+             "Branches":[{"StartAt":"B","States":{"B":{"Type":"Pass","End":true}}}],
+             "ResultPath":"$.parallel","Next":"M"},
+        "M":{"Type":"Map","ItemsPath":"$.items",
+             "ItemSelector":{"rc.$":"$$.State.RetryCount"},
+             "ItemProcessor":{"StartAt":"I","States":{"I":{"Type":"Pass","End":true}}},
+             "ResultPath":"$.map","Next":"S"},
+        "S":{"Type":"Pass","Parameters":{"state.$":"$$.State"},"ResultPath":"$.pass","End":true}}}));
+    let (ex, _) = drive(&d, json!({"items":[1]}), false, |_| Ok(json!(null)));
+    assert_eq!(
+        ex.status,
+        Status::Succeeded,
+        "{:?} {:?}",
+        ex.error,
+        ex.cause
+    );
+    let out = ex.output.unwrap();
+    assert_eq!(out["parallel"], json!([{"rc": 0}]));
+    assert_eq!(out["map"], json!([{"rc": 0}]));
+    // A Pass state's context (as recorded on AWS) has no RetryCount.
+    let keys: Vec<&String> = out["pass"]["state"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, vec!["EnteredTime", "Name"]);
+}
+
+const YEAR: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// Runs `d` (tasks answer `null`) and checks it timed out at the 1-year cap, with no timer
+/// armed beyond it.
+fn assert_times_out_at_one_year(d: &Definition, input: Value) {
+    let (mut ex, step) = start(d, input);
+    let mut pending = step.commands;
+    let mut history = step.history;
+    let mut now = t0();
+    let mut rounds = 0;
+    while ex.status == Status::Running {
+        rounds += 1;
+        assert!(rounds < 100, "the execution never ended");
+        for c in &pending {
+            if let Command::StartTimer { fire_at, .. } = c {
+                assert!(
+                    *fire_at <= t0() + YEAR + Duration::from_secs(1),
+                    "a timer beyond the 1-year cap: {fire_at:?}"
+                );
+            }
+        }
+        let next = pending
+            .iter()
+            .position(|c| matches!(c, Command::ScheduleTask { .. }))
+            .or_else(|| {
+                pending
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, c)| match c {
+                        Command::StartTimer { fire_at, .. } => Some((i, *fire_at)),
+                        _ => None,
+                    })
+                    .min_by_key(|(_, t)| *t)
+                    .map(|(i, _)| i)
+            })
+            .expect("a running execution waits on something");
+        let ev = match pending.remove(next) {
+            Command::ScheduleTask { token, .. } => Event::TaskFailed {
+                token,
+                error: "E".into(),
+                cause: None,
+            },
+            Command::StartTimer { token, fire_at } => {
+                now = now.max(fire_at);
+                Event::TimerFired { token }
+            }
+            _ => unreachable!(),
+        };
+        if let Ok(step) = ex.handle(d, ev, now) {
+            history.extend(step.history);
+            pending.extend(step.commands);
+        }
+    }
+    assert_eq!(ex.status, Status::TimedOut, "{:?} {:?}", ex.error, ex.cause);
+    assert_eq!(ex.error.as_deref(), Some("States.Timeout"));
+    assert_eq!(now, t0() + YEAR);
+    let last = history.last().unwrap();
+    assert_eq!(last.event_type, EventType::ExecutionTimedOut);
+    assert_eq!(
+        last.timestamp,
+        asl::history::format_timestamp(t0() + YEAR),
+        "times out exactly at the cap"
+    );
+}
+
+#[test]
+fn a_wait_past_the_one_year_maximum_times_the_execution_out_at_one_year() {
+    for wait in [
+        json!({"Timestamp":"2600-01-01T00:00:00Z"}),
+        json!({"Timestamp":"9999-12-31T23:59:59Z"}),
+        json!({"Seconds": 99_999_999}),
+        json!({"SecondsPath":"$.s"}),
+        json!({"TimestampPath":"$.t"}),
+    ] {
+        let mut w = json!({"Type":"Wait","End":true});
+        w.as_object_mut()
+            .unwrap()
+            .extend(wait.as_object().unwrap().clone());
+        let d = def(json!({"StartAt":"W","States":{"W": w}}));
+        for s in [99_999_999_999_i64, i64::MAX] {
+            assert_times_out_at_one_year(&d, json!({"s": s, "t": "2500-06-01T00:00:00Z"}));
+        }
+    }
+}
+
+#[test]
+fn huge_task_timeouts_and_retry_backoff_are_bounded_by_the_cap() {
+    let d = def(
+        json!({"StartAt":"T","States":{"T":{"Type":"Task","Resource":FN,
+        "TimeoutSecondsPath":"$.t","HeartbeatSecondsPath":"$.t","End":true}}}),
+    );
+    // The task never answers here: the first timer due is the cap.
+    let (ex, step) = start(&d, json!({"t": u64::MAX}));
+    assert_eq!(ex.status, Status::Running);
+    let timers: Vec<SystemTime> = step
+        .commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::StartTimer { fire_at, .. } => Some(*fire_at),
+            _ => None,
+        })
+        .collect();
+    assert!(!timers.is_empty());
+    assert_eq!(timers.iter().min(), Some(&(t0() + YEAR)));
+    assert!(
+        timers
+            .iter()
+            .all(|t| *t <= t0() + YEAR + Duration::from_secs(1))
+    );
+
+    let d = def(
+        json!({"StartAt":"T","States":{"T":{"Type":"Task","Resource":FN,
+        "Retry":[{"ErrorEquals":["E"],"IntervalSeconds":99_999_999,"BackoffRate":2,"MaxAttempts":10}],
+        "End":true}}}),
+    );
+    assert_times_out_at_one_year(&d, json!({}));
+}
+
+#[test]
+fn an_explicit_timeout_seconds_beyond_a_year_is_capped_at_a_year() {
+    let d = def(json!({"TimeoutSeconds":99_999_999,"StartAt":"W",
+        "States":{"W":{"Type":"Wait","Seconds":99_999_998,"End":true}}}));
+    assert_times_out_at_one_year(&d, json!({}));
+}
+
+#[test]
+fn seconds_path_must_reference_a_non_negative_integer() {
+    let d =
+        def(json!({"StartAt":"W","States":{"W":{"Type":"Wait","SecondsPath":"$.s","End":true}}}));
+    for (s, cause) in [
+        (json!(-5), "references a negative value: $.s == -5"),
+        (json!(2.5), "cannot be parsed as a long value: $.s == 2.5"),
+        (
+            json!("10"),
+            "cannot be parsed as a long value: $.s == \"10\"",
+        ),
+        (
+            json!(u64::MAX),
+            "cannot be parsed as a long value: $.s == 18446744073709551615",
+        ),
+    ] {
+        let (ex, _) = start(&d, json!({ "s": s }));
+        assert_eq!(ex.status, Status::Failed);
+        assert_eq!(ex.error.as_deref(), Some("States.Runtime"));
+        let c = ex.cause.unwrap();
+        assert!(c.contains(cause), "{c}");
+    }
+}
+
+#[test]
+fn timeout_and_heartbeat_paths_read_the_state_input_not_the_parameters() {
+    // The AWS Task-state example: Parameters builds {"JobName": ...}, the timeout comes from
+    // the state input.
+    let d = def(
+        json!({"StartAt":"T","States":{"T":{"Type":"Task","Resource":FN,
+        "InputPath":"$.job",
+        "Parameters":{"JobName":"myGlueJob"},
+        "TimeoutSecondsPath":"$.params.maxTime",
+        "HeartbeatSecondsPath":"$.params.beat","End":true}}}),
+    );
+    let (ex, step) = start(&d, json!({"job":{"params":{"maxTime":30,"beat":10}}}));
+    assert_eq!(ex.status, Status::Running, "{:?} {:?}", ex.error, ex.cause);
+    let mut timers: Vec<SystemTime> = step
+        .commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::StartTimer { fire_at, .. } => Some(*fire_at),
+            _ => None,
+        })
+        .collect();
+    timers.sort();
+    assert_eq!(
+        timers,
+        vec![
+            t0() + Duration::from_secs(10),
+            t0() + Duration::from_secs(30)
+        ]
+    );
+    let input = step.commands.iter().find_map(|c| match c {
+        Command::ScheduleTask { input, .. } => Some(input.clone()),
+        _ => None,
+    });
+    assert_eq!(input, Some(json!({"JobName":"myGlueJob"})));
+}
+
+#[test]
+fn a_variable_over_256_kib_fails_with_data_limit_exceeded_even_under_catch() {
+    let big = "x".repeat(257 * 1024);
+    let d = def(json!({"StartAt":"P","States":{
+        "P":{"Type":"Pass","Assign":{"v":big},"End":true}}}));
+    let (ex, _) = start(&d, json!({}));
+    assert_eq!(ex.status, Status::Failed);
+    assert_eq!(ex.error.as_deref(), Some("States.DataLimitExceeded"));
+    assert!(
+        ex.cause.as_deref().unwrap().contains("'v'"),
+        "{:?}",
+        ex.cause
+    );
+
+    let d = def(json!({"StartAt":"T","States":{
+        "T":{"Type":"Task","Resource":FN,"Assign":{"v.$":"$"},
+             "Catch":[{"ErrorEquals":["States.ALL"],"Next":"C"}],"End":true},
+        "C":{"Type":"Pass","End":true}}}));
+    let (ex, _) = drive(&d, json!({}), false, |_| {
+        Ok(json!({"a": "y".repeat(200 * 1024), "b": "y".repeat(60 * 1024)}))
+    });
+    assert_eq!(ex.error.as_deref(), Some("States.DataLimitExceeded"));
+}
+
+#[test]
+fn one_assign_may_set_at_most_256_kib_in_total() {
+    let half = "x".repeat(130 * 1024);
+    let d = def(json!({"StartAt":"P","States":{
+        "P":{"Type":"Pass","Assign":{"a":half,"b":half},"End":true}}}));
+    let (ex, _) = start(&d, json!({}));
+    assert_eq!(ex.error.as_deref(), Some("States.DataLimitExceeded"));
+    assert!(
+        ex.cause.as_deref().unwrap().contains("one Assign"),
+        "{:?}",
+        ex.cause
+    );
+
+    // Each under the limit, in separate states: fine.
+    let d = def(json!({"StartAt":"P","States":{
+        "P":{"Type":"Pass","Assign":{"a":half},"Next":"Q"},
+        "Q":{"Type":"Pass","Assign":{"b":half},"End":true}}}));
+    let (ex, _) = start(&d, json!({}));
+    assert_eq!(
+        ex.status,
+        Status::Succeeded,
+        "{:?} {:?}",
+        ex.error,
+        ex.cause
+    );
+}
+
+#[test]
+fn all_variables_together_may_hold_at_most_10_mib() {
+    // 45 variables of 240 KiB = 10.5 MiB: the state that crosses 10 MiB fails.
+    let n = 45;
+    let mut states = serde_json::Map::new();
+    for i in 0..n {
+        let mut s = json!({"Type":"Pass"});
+        s["Assign"] = json!({ format!("v{i}.$"): "$.blob" });
+        if i + 1 < n {
+            s["Next"] = json!(format!("S{}", i + 1));
+        } else {
+            s["End"] = json!(true);
+        }
+        states.insert(format!("S{i}"), s);
+    }
+    let d = def(json!({"StartAt":"S0","States": states}));
+    let (ex, h) = start(&d, json!({"blob": "x".repeat(240 * 1024)}));
+    assert_eq!(ex.error.as_deref(), Some("States.DataLimitExceeded"));
+    assert!(
+        ex.cause.as_deref().unwrap().contains("in total"),
+        "{:?}",
+        ex.cause
+    );
+    // 10 MiB / (240 KiB + quotes) = 42 states fit.
+    let exited = h
+        .history
+        .iter()
+        .filter(|e| e.event_type == EventType::PassStateExited)
+        .count();
+    assert_eq!(exited, 42);
+}

@@ -28,7 +28,7 @@
 //! assert_eq!(clock.now().duration_since(start).unwrap(), Duration::from_secs(900));
 //! ```
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A source of the current time.
@@ -64,32 +64,32 @@ impl Clock for SystemClock {
 /// A clock that stands still until advanced. Thread-safe; time never moves backwards.
 #[derive(Debug)]
 pub struct VirtualClock {
-    // Invariant: nanoseconds since the Unix epoch, only ever increased (fetch_max).
-    nanos_since_epoch: AtomicU64,
+    // Invariant: only ever increased. Held as a `SystemTime` (not u64 nanoseconds, which
+    // saturate in 2554) so every time the OS type can represent is reachable exactly.
+    now: Mutex<SystemTime>,
 }
 
 impl VirtualClock {
     /// A virtual clock that reads `start` until advanced. Times before the epoch clamp to it.
     pub fn new(start: SystemTime) -> Self {
         Self {
-            nanos_since_epoch: AtomicU64::new(to_nanos(start)),
+            now: Mutex::new(start.max(UNIX_EPOCH)),
         }
     }
 
-    /// Moves the clock forward by `by`.
+    /// Moves the clock forward by `by`; a move past the latest representable time leaves the
+    /// clock where it is (saturating, never panicking).
     pub fn advance_by(&self, by: Duration) {
-        let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
-        let _ = self
-            .nanos_since_epoch
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |now| {
-                Some(now.saturating_add(by))
-            });
+        let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(later) = now.checked_add(by) {
+            *now = later;
+        }
     }
 }
 
 impl Clock for VirtualClock {
     fn now(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_nanos(self.nanos_since_epoch.load(Ordering::SeqCst))
+        *self.now.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn is_virtual(&self) -> bool {
@@ -97,15 +97,11 @@ impl Clock for VirtualClock {
     }
 
     fn advance_to(&self, until: SystemTime) {
-        self.nanos_since_epoch
-            .fetch_max(to_nanos(until), Ordering::SeqCst);
+        let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
+        if until > *now {
+            *now = until;
+        }
     }
-}
-
-fn to_nanos(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// Days since 1970-01-01 → `(year, month, day)` in the proleptic Gregorian calendar
@@ -282,6 +278,23 @@ mod tests {
         assert_eq!(clock.now(), UNIX_EPOCH + Duration::from_secs(160));
         clock.advance_by(Duration::from_millis(1500));
         assert_eq!(clock.now(), UNIX_EPOCH + Duration::from_millis(161_500));
+    }
+
+    #[test]
+    fn virtual_clock_reaches_times_past_2554_and_saturates_without_panicking() {
+        // u64 nanoseconds since the epoch end in 2554; the year 2595 must still be reachable
+        // exactly, or a timer due then would never be reached.
+        let y2595 = UNIX_EPOCH + Duration::from_secs(19_723_132_800); // 2595-01-01
+        let clock = VirtualClock::new(UNIX_EPOCH);
+        clock.advance_to(y2595);
+        assert_eq!(clock.now(), y2595);
+        assert_eq!(format_rfc3339_seconds(clock.now()), "2595-01-01T00:00:00Z");
+        clock.advance_by(Duration::from_secs(86_400));
+        assert_eq!(clock.now(), y2595 + Duration::from_secs(86_400));
+        // A move past the latest representable time leaves the clock where it is.
+        let before = clock.now();
+        clock.advance_by(Duration::MAX);
+        assert_eq!(clock.now(), before);
     }
 
     #[test]

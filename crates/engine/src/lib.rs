@@ -91,7 +91,17 @@ pub enum EngineError {
     },
     #[error("execution \"{0}\" is not running")]
     NotRunning(String),
+    /// AWS rejects such a StartExecution with a `ValidationException` (the API's `input`
+    /// length constraint) before the execution exists.
+    #[error(
+        "ValidationException: the execution input is {bytes} bytes; StartExecution accepts at most {limit} bytes (UTF-8 JSON). Pass a reference (an S3 key, an id) instead of the data"
+    )]
+    InputTooLarge { bytes: usize, limit: usize },
 }
+
+/// The largest execution input StartExecution accepts: 262,144 bytes of UTF-8 JSON (Step
+/// Functions quotas: "Maximum input or output size for a task, state, or execution").
+pub const MAX_INPUT_BYTES: usize = 262_144;
 
 /// A task's failure, as the handler reports it: `error` is the name Retry/Catch match on.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -593,6 +603,16 @@ impl Engine {
         input: Value,
         durable: bool,
     ) -> Result<String, EngineError> {
+        // Checked before anything is recorded: AWS never creates the execution.
+        let bytes = serde_json::to_string(&input)
+            .map(|t| t.len())
+            .unwrap_or(usize::MAX);
+        if bytes > MAX_INPUT_BYTES {
+            return Err(EngineError::InputTooLarge {
+                bytes,
+                limit: MAX_INPUT_BYTES,
+            });
+        }
         let cached = self.cached_definition(state_machine)?;
         let def = cached.def.clone();
         let now = self.inner.clock.now();

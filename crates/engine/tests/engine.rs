@@ -469,3 +469,66 @@ async fn a_store_in_an_older_format_is_kept_aside_and_a_new_one_started() {
     let e = Engine::open(config(&path)).unwrap();
     assert_eq!(e.list_executions(None).unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn an_input_over_256_kib_is_rejected_before_any_execution_exists() {
+    let e = engine();
+    e.create_state_machine(
+        "sm",
+        &json!({"StartAt":"P","States":{"P":{"Type":"Pass","End":true}}}).to_string(),
+    )
+    .expect("valid definition");
+    // `{"k":"xxx…"}` is 8 bytes of framing plus the string.
+    let at_limit = json!({ "k": "x".repeat(engine::MAX_INPUT_BYTES - 8) });
+    assert_eq!(at_limit.to_string().len(), engine::MAX_INPUT_BYTES);
+    let over = json!({ "k": "x".repeat(engine::MAX_INPUT_BYTES - 7) });
+    match e.start_execution("sm", Some("big"), over) {
+        Err(err @ engine::EngineError::InputTooLarge { .. }) => {
+            let text = err.to_string();
+            assert!(text.contains("262145 bytes"), "{text}");
+            assert!(text.contains("262144"), "{text}");
+        }
+        other => panic!("expected InputTooLarge, got {other:?}"),
+    }
+    assert!(
+        e.list_executions(None).unwrap().is_empty(),
+        "nothing recorded"
+    );
+    let arn = e
+        .start_execution("sm", Some("fits"), at_limit)
+        .expect("at the limit");
+    let s = e.run_until_complete(&arn).await.expect("run");
+    assert_eq!(s.status, Status::Succeeded);
+}
+
+#[tokio::test]
+async fn a_wait_centuries_ahead_times_out_at_the_one_year_maximum() {
+    for wait in [
+        json!({"Type":"Wait","Timestamp":"2600-01-01T00:00:00Z","End":true}),
+        json!({"Type":"Wait","Timestamp":"2500-01-01T00:00:00Z","End":true}),
+        json!({"Type":"Wait","SecondsPath":"$.s","End":true}),
+    ] {
+        let e = engine();
+        let start = e.clock().now();
+        let def = json!({"StartAt":"W","States":{"W": wait}});
+        let (s, h) = run(&e, def, json!({"s": 99_999_999_999_i64})).await;
+        assert_eq!(s.status, Status::TimedOut);
+        assert_eq!(s.error.as_deref(), Some("States.Timeout"));
+        let year = Duration::from_secs(365 * 24 * 60 * 60);
+        assert_eq!(s.stop_date, Some(start + year));
+        assert_eq!(
+            types(&h),
+            vec![
+                EventType::ExecutionStarted,
+                EventType::WaitStateEntered,
+                EventType::ExecutionTimedOut
+            ]
+        );
+        assert_eq!(
+            parse_timestamp(&h[2].timestamp),
+            Some(start + year),
+            "{}",
+            h[2].timestamp
+        );
+    }
+}
