@@ -339,47 +339,12 @@ fn reads_states_field(n: &Node, field: &str, depth: usize) -> bool {
     if depth > 1024 {
         return false;
     }
-    let d = depth + 1;
-    let any = |ns: &mut dyn Iterator<Item = &Node>| {
-        for c in ns {
-            if reads_states_field(c, field, d) {
-                return true;
-            }
-        }
-        false
-    };
-    match n {
+    let direct = match n {
         Node::Path(steps) => {
-            let direct = matches!(steps.first().map(step_core), Some(Node::Var(v)) if v == "states")
-                && matches!(steps.get(1).map(step_core), Some(Node::Name(f)) if f == field);
-            direct || any(&mut steps.iter())
+            matches!(steps.first().map(step_core), Some(Node::Var(v)) if v == "states")
+                && matches!(steps.get(1).map(step_core), Some(Node::Name(f)) if f == field)
         }
-        Node::Filter(a, b) | Node::Binary(_, a, b) | Node::Chain(a, b) => {
-            any(&mut [a.as_ref(), b.as_ref()].into_iter())
-        }
-        Node::Neg(e)
-        | Node::Bind(_, e)
-        | Node::KeepArray(e)
-        | Node::Focus(e, _)
-        | Node::Index(e, _)
-        | Node::Ancestor(e, _)
-        | Node::Tuples(e) => reads_states_field(e, field, d),
-        Node::Array(items) | Node::Block(items) => any(&mut items.iter()),
-        Node::Object(pairs) => any(&mut pairs.iter().flat_map(|(k, v)| [k, v])),
-        Node::Condition(c, a, b) => {
-            any(&mut [c.as_ref(), a.as_ref()].into_iter().chain(b.as_deref()))
-        }
-        Node::Lambda(_, body, _) => reads_states_field(body, field, d),
-        Node::Call(f, args) => any(&mut std::iter::once(f.as_ref()).chain(args.iter())),
-        Node::Sort(e, terms) => {
-            any(&mut std::iter::once(e.as_ref()).chain(terms.iter().map(|(t, _)| t)))
-        }
-        Node::Group(e, pairs) => {
-            any(&mut std::iter::once(e.as_ref()).chain(pairs.iter().flat_map(|(k, v)| [k, v])))
-        }
-        Node::Transform(a, b, c) => any(&mut [a.as_ref(), b.as_ref()]
-            .into_iter()
-            .chain(c.as_ref().map(|c| c.as_ref()))),
         _ => false,
-    }
+    };
+    direct || n.any_child(|c| reads_states_field(c, field, depth + 1))
 }

@@ -459,7 +459,12 @@ impl<'c, 'a> Ev<'c, 'a> {
         v
     }
 
-    fn eval(&mut self, node: &Node, input: &V<'a>, env: &Env<'a>) -> R<Option<V<'a>>> {
+    /// Enters one level of guarded recursion: counts a step and a level, and fails with
+    /// U1001 past the depth limit or the stack budget. The caller runs its body and then
+    /// leaves with `self.depth -= 1`. A call that returns (rather than a helper taking the
+    /// body as a closure) so no extra frame sits on every level of the recursion: debug
+    /// builds' frames are what the stack budget is spent on (see `eval_inner`).
+    fn enter(&mut self) -> R<()> {
         self.tick()?;
         self.depth += 1;
         let marker = 0u8;
@@ -471,6 +476,11 @@ impl<'c, 'a> Ev<'c, 'a> {
                 "U1001: Stack overflow error: check for non-terminating recursive function".into(),
             );
         }
+        Ok(())
+    }
+
+    fn eval(&mut self, node: &Node, input: &V<'a>, env: &Env<'a>) -> R<Option<V<'a>>> {
+        self.enter()?;
         let r = self.eval_inner(node, input, env);
         self.depth -= 1;
         r
@@ -958,17 +968,7 @@ impl<'c, 'a> Ev<'c, 'a> {
     /// The tuple stream of a path or block that a parent label resolved into
     /// ([`Node::Tuples`]): its items with the variables bound inside it.
     fn tuples_of(&mut self, node: &Node, input: &V<'a>, env: &Env<'a>) -> R<Vec<Tuple<'a>>> {
-        self.tick()?;
-        self.depth += 1;
-        let marker = 0u8;
-        if self.depth > MAX_EVAL_DEPTH
-            || self.stack_base.abs_diff(stack_address(&marker)) > STACK_BUDGET
-        {
-            self.depth -= 1;
-            return Err(
-                "U1001: Stack overflow error: check for non-terminating recursive function".into(),
-            );
-        }
+        self.enter()?;
         let r = self.tuples_of_inner(node, input, env);
         self.depth -= 1;
         r

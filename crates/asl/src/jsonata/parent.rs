@@ -89,16 +89,7 @@ impl Resolver {
             Node::Group(..) | Node::Lambda(..) | Node::Transform(..) | Node::Chain(..) => {
                 self.opaque(node)
             }
-            Node::Num(_)
-            | Node::Str(_)
-            | Node::Bool(_)
-            | Node::Null
-            | Node::Name(_)
-            | Node::Var(_)
-            | Node::Wildcard
-            | Node::Descendants
-            | Node::Regex(_)
-            | Node::Placeholder => Ok(Vec::new()),
+            // Everything else, leaves included (they have no operands, so no slots).
             _ => self.operands(node),
         }
     }
@@ -396,40 +387,8 @@ fn is_binding_step(n: &Node) -> bool {
 /// Does `n` contain a `%` anywhere (a cheap syntactic check)?
 fn contains_parent(n: &Node) -> bool {
     fn walk(n: &Node, depth: usize) -> bool {
-        if depth > MAX_WALK_DEPTH {
-            return false;
-        }
-        let d = depth + 1;
-        match n {
-            Node::Parent(_) => true,
-            Node::Path(items) | Node::Array(items) | Node::Block(items) => {
-                items.iter().any(|i| walk(i, d))
-            }
-            Node::Filter(a, b) | Node::Binary(_, a, b) | Node::Chain(a, b) => {
-                walk(a, d) || walk(b, d)
-            }
-            Node::Neg(e)
-            | Node::Bind(_, e)
-            | Node::KeepArray(e)
-            | Node::Focus(e, _)
-            | Node::Index(e, _)
-            | Node::Ancestor(e, _)
-            | Node::Tuples(e) => walk(e, d),
-            Node::Object(pairs) => pairs.iter().any(|(k, v)| walk(k, d) || walk(v, d)),
-            Node::Group(e, pairs) => {
-                walk(e, d) || pairs.iter().any(|(k, v)| walk(k, d) || walk(v, d))
-            }
-            Node::Sort(e, terms) => walk(e, d) || terms.iter().any(|(t, _)| walk(t, d)),
-            Node::Condition(c, a, b) => {
-                walk(c, d) || walk(a, d) || b.as_ref().is_some_and(|b| walk(b, d))
-            }
-            Node::Call(f, args) => walk(f, d) || args.iter().any(|a| walk(a, d)),
-            Node::Lambda(_, body, _) => walk(body, d),
-            Node::Transform(l, u, del) => {
-                walk(l, d) || walk(u, d) || del.as_ref().is_some_and(|x| walk(x, d))
-            }
-            _ => false,
-        }
+        depth <= MAX_WALK_DEPTH
+            && (matches!(n, Node::Parent(_)) || n.any_child(|c| walk(c, depth + 1)))
     }
     walk(n, 0)
 }

@@ -4,6 +4,8 @@
 //! `MAX_DEPTH`, so dropping, cloning, walking or evaluating a parsed tree cannot overflow the
 //! stack, and parsing is linear (left operands are moved, never copied).
 
+use std::ops::ControlFlow;
+
 /// Binary operators.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BinOp {
@@ -120,6 +122,80 @@ pub enum Node {
         std::sync::Arc<Node>,
         Option<std::sync::Arc<Node>>,
     ),
+}
+
+impl Node {
+    /// Calls `f` on each direct child in source order, stopping at the first `Break`: the
+    /// one place that knows which variants have which children, for every read-only walk
+    /// over the tree. Leaves (literals, names, variables, `%`, regexes) have none.
+    pub(crate) fn try_for_each_child<B>(
+        &self,
+        mut f: impl FnMut(&Node) -> ControlFlow<B>,
+    ) -> ControlFlow<B> {
+        match self {
+            Node::Path(items) | Node::Array(items) | Node::Block(items) => {
+                items.iter().try_for_each(f)
+            }
+            Node::Filter(a, b) | Node::Binary(_, a, b) | Node::Chain(a, b) => {
+                f(a)?;
+                f(b)
+            }
+            Node::Neg(e)
+            | Node::Bind(_, e)
+            | Node::KeepArray(e)
+            | Node::Focus(e, _)
+            | Node::Index(e, _)
+            | Node::Ancestor(e, _)
+            | Node::Tuples(e) => f(e),
+            Node::Object(pairs) => pairs.iter().flat_map(|(k, v)| [k, v]).try_for_each(f),
+            Node::Condition(c, a, b) => {
+                f(c)?;
+                f(a)?;
+                b.as_deref().map_or(ControlFlow::Continue(()), f)
+            }
+            Node::Lambda(_, body, _) => f(body),
+            Node::Call(callee, args) => {
+                f(callee)?;
+                args.iter().try_for_each(f)
+            }
+            Node::Sort(e, terms) => {
+                f(e)?;
+                terms.iter().try_for_each(|(t, _)| f(t))
+            }
+            Node::Group(e, pairs) => {
+                f(e)?;
+                pairs.iter().flat_map(|(k, v)| [k, v]).try_for_each(f)
+            }
+            Node::Transform(location, update, delete) => {
+                f(location)?;
+                f(update)?;
+                delete.as_deref().map_or(ControlFlow::Continue(()), f)
+            }
+            Node::Num(_)
+            | Node::Str(_)
+            | Node::Bool(_)
+            | Node::Null
+            | Node::Name(_)
+            | Node::Var(_)
+            | Node::Wildcard
+            | Node::Descendants
+            | Node::Regex(_)
+            | Node::Placeholder
+            | Node::Parent(_) => ControlFlow::Continue(()),
+        }
+    }
+
+    /// Does any direct child satisfy `pred`? (Stops at the first that does.)
+    pub(crate) fn any_child(&self, mut pred: impl FnMut(&Node) -> bool) -> bool {
+        self.try_for_each_child(|c| {
+            if pred(c) {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .is_break()
+    }
 }
 
 /// A compiled regular expression literal: JavaScript syntax as far as `fancy-regex` shares
@@ -1058,6 +1134,7 @@ fn walk_top(n: &Node, top: bool, depth: usize, too_deep: &mut bool) -> Option<&'
         Node::Var(v) if top && v.is_empty() => Some("'$'"),
         Node::Var(v) if top && v == "$" => Some("'$$'"),
         Node::Wildcard | Node::Descendants if top => Some("a wildcard"),
+        // Only the first step reads the context; later steps read the previous step's items.
         Node::Path(steps) => {
             let mut it = steps.iter();
             let first = it.next().and_then(|f| walk_top(f, top, d, too_deep));
@@ -1077,29 +1154,13 @@ fn walk_top(n: &Node, top: bool, depth: usize, too_deep: &mut bool) -> Option<&'
                 walk_top(k, false, d, too_deep).or_else(|| walk_top(v, false, d, too_deep))
             })
         }),
-        Node::Neg(e)
-        | Node::Bind(_, e)
-        | Node::KeepArray(e)
-        | Node::Focus(e, _)
-        | Node::Index(e, _)
-        | Node::Ancestor(e, _)
-        | Node::Tuples(e) => walk_top(e, top, d, too_deep),
         // The location and update run against the transformed copy, not the state input.
         Node::Transform(..) => None,
-        Node::Binary(_, l, r) | Node::Chain(l, r) => {
-            walk_top(l, top, d, too_deep).or_else(|| walk_top(r, top, d, too_deep))
-        }
-        Node::Array(items) | Node::Block(items) => {
-            items.iter().find_map(|i| walk_top(i, top, d, too_deep))
-        }
-        Node::Object(pairs) => pairs.iter().find_map(|(k, v)| {
-            walk_top(k, top, d, too_deep).or_else(|| walk_top(v, top, d, too_deep))
-        }),
-        Node::Condition(c, a, b) => walk_top(c, top, d, too_deep)
-            .or_else(|| walk_top(a, top, d, too_deep))
-            .or_else(|| b.as_ref().and_then(|b| walk_top(b, top, d, too_deep))),
-        Node::Call(f, args) => walk_top(f, top, d, too_deep)
-            .or_else(|| args.iter().find_map(|a| walk_top(a, top, d, too_deep))),
-        _ => None,
+        // Every other operand is evaluated against the same context as its parent.
+        _ => n
+            .try_for_each_child(|c| {
+                walk_top(c, top, d, too_deep).map_or(ControlFlow::Continue(()), ControlFlow::Break)
+            })
+            .break_value(),
     }
 }
