@@ -25,6 +25,24 @@ fn start(def: &Definition, input: Value) -> (Execution, Step) {
     )
 }
 
+/// Which pending command a driver answers next: the first task, else the earliest timer.
+fn next_command(pending: &[Command]) -> Option<usize> {
+    pending
+        .iter()
+        .position(|c| matches!(c, Command::ScheduleTask { .. }))
+        .or_else(|| {
+            pending
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| match c {
+                    Command::StartTimer { fire_at, .. } => Some((i, *fire_at)),
+                    _ => None,
+                })
+                .min_by_key(|(_, t)| *t)
+                .map(|(i, _)| i)
+        })
+}
+
 /// Answers every task with `f(input)` and fires timers in deadline order; optionally
 /// round-trips the decider state through JSON before every event (as a restart would).
 fn drive(
@@ -39,21 +57,9 @@ fn drive(
     let mut now = t0();
     while ex.status == Status::Running {
         // Tasks first (in order), then the earliest timer.
-        let pos = pending
-            .iter()
-            .position(|c| matches!(c, Command::ScheduleTask { .. }))
-            .or_else(|| {
-                pending
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, c)| match c {
-                        Command::StartTimer { fire_at, .. } => Some((i, *fire_at)),
-                        _ => None,
-                    })
-                    .min_by_key(|(_, t)| *t)
-                    .map(|(i, _)| i)
-            });
-        let Some(pos) = pos else { break };
+        let Some(pos) = next_command(&pending) else {
+            break;
+        };
         let ev = match pending.remove(pos) {
             Command::ScheduleTask { token, input, .. } => match f(&input) {
                 Ok(output) => Event::TaskSucceeded { token, output },
@@ -592,21 +598,7 @@ fn assert_times_out_at_one_year(d: &Definition, input: Value) {
                 );
             }
         }
-        let next = pending
-            .iter()
-            .position(|c| matches!(c, Command::ScheduleTask { .. }))
-            .or_else(|| {
-                pending
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, c)| match c {
-                        Command::StartTimer { fire_at, .. } => Some((i, *fire_at)),
-                        _ => None,
-                    })
-                    .min_by_key(|(_, t)| *t)
-                    .map(|(i, _)| i)
-            })
-            .expect("a running execution waits on something");
+        let next = next_command(&pending).expect("a running execution waits on something");
         let ev = match pending.remove(next) {
             Command::ScheduleTask { token, .. } => Event::TaskFailed {
                 token,
