@@ -380,7 +380,7 @@ impl Validator {
         };
         let jp = ql == QueryLanguage::JsonPath;
         if !jp {
-            self.error_output_uses(s, path, st);
+            self.states_field_uses(s, ty, path, st);
         }
         // Fields allowed per type (ASL spec "Common State Fields" table + JSONata variants).
         let (io_jp, io_ja): (&[&str], &[&str]) = (&["InputPath", "OutputPath"], &["Output"]);
@@ -1129,46 +1129,93 @@ impl Validator {
         }
     }
 
-    /// Developer guide, "Transforming data with JSONata": "$states.errorOutput can be used in
-    /// the Catch field's Assign or Output" and using it elsewhere "will be caught at creation,
-    /// update, or validation of the state machine". Walks every JSONata string of the state
-    /// except the catchers (where it is allowed) and the nested states (checked as states).
-    fn error_output_uses(&mut self, s: &Map<String, Value>, path: &str, st: Option<&str>) {
+    /// Developer guide, "Transforming data with JSONata": `$states.result` holds a Task's,
+    /// Parallel's or Map's result, `$states.errorOutput` "can be used in the Catch field's
+    /// Assign or Output", and "attempting to access $states.result or $states.errorOutput in
+    /// fields and states where they are not accessible will be caught at creation, update, or
+    /// validation of the state machine". So: `result` only in the state-level Output and Assign
+    /// of those three types, `errorOutput` only in a catcher's Output and Assign. Walks every
+    /// JSONata string of the state except the nested states (checked as states).
+    fn states_field_uses(
+        &mut self,
+        s: &Map<String, Value>,
+        ty: &str,
+        path: &str,
+        st: Option<&str>,
+    ) {
+        let has_result = matches!(ty, "Task" | "Parallel" | "Map");
         for (k, v) in s {
-            if matches!(
-                k.as_str(),
-                "Catch" | "ItemProcessor" | "Iterator" | "Branches"
-            ) {
-                continue;
+            let at = format!("{path}/{}", esc(k));
+            match k.as_str() {
+                "ItemProcessor" | "Iterator" | "Branches" => {}
+                "Catch" => {
+                    for (i, catcher) in v.as_array().into_iter().flatten().enumerate() {
+                        for (ck, cv) in catcher.as_object().into_iter().flatten() {
+                            let in_output = matches!(ck.as_str(), "Output" | "Assign");
+                            let access = StatesAccess {
+                                result: false,
+                                error_output: in_output,
+                            };
+                            self.states_field_walk(
+                                cv,
+                                &format!("{at}/{i}/{}", esc(ck)),
+                                st,
+                                access,
+                                0,
+                            );
+                        }
+                    }
+                }
+                "Output" | "Assign" => {
+                    let access = StatesAccess {
+                        result: has_result,
+                        error_output: false,
+                    };
+                    self.states_field_walk(v, &at, st, access, 0);
+                }
+                _ => self.states_field_walk(v, &at, st, StatesAccess::default(), 0),
             }
-            self.error_output_walk(v, &format!("{path}/{}", esc(k)), st, 0);
         }
     }
 
-    fn error_output_walk(&mut self, v: &Value, path: &str, st: Option<&str>, depth: usize) {
+    fn states_field_walk(
+        &mut self,
+        v: &Value,
+        path: &str,
+        st: Option<&str>,
+        access: StatesAccess,
+        depth: usize,
+    ) {
         if depth > 256 {
             return;
         }
         match v {
-            // A syntax error is reported by the field's own check.
-            Value::String(s)
-                if is_jsonata(v)
-                    && Expression::parse(s).is_ok_and(|e| e.reads_states_field("errorOutput")) =>
-            {
-                self.err(
-                    path,
-                    st,
-                    "$states.errorOutput is only available in a Catch's Output and Assign; read the error there (e.g. \"Output\": \"{% $states.errorOutput %}\" in the catcher) instead of in this field",
-                );
+            Value::String(s) if is_jsonata(v) => {
+                // A syntax error is reported by the field's own check.
+                let Ok(e) = Expression::parse(s) else { return };
+                if !access.error_output && e.reads_states_field("errorOutput") {
+                    self.err(
+                        path,
+                        st,
+                        "$states.errorOutput is only available in a Catch's Output and Assign; read the error there (e.g. \"Output\": \"{% $states.errorOutput %}\" in the catcher) instead of in this field",
+                    );
+                }
+                if !access.result && e.reads_states_field("result") {
+                    self.err(
+                        path,
+                        st,
+                        "$states.result is only available in the Output and Assign of a Task, Parallel or Map state (after the work is done); here, read the state input with $states.input, or keep the value in a variable with Assign",
+                    );
+                }
             }
             Value::Array(a) => {
                 for (i, x) in a.iter().enumerate() {
-                    self.error_output_walk(x, &format!("{path}/{i}"), st, depth + 1);
+                    self.states_field_walk(x, &format!("{path}/{i}"), st, access, depth + 1);
                 }
             }
             Value::Object(o) => {
                 for (k, x) in o {
-                    self.error_output_walk(x, &format!("{path}/{}", esc(k)), st, depth + 1);
+                    self.states_field_walk(x, &format!("{path}/{}", esc(k)), st, access, depth + 1);
                 }
             }
             _ => {}
@@ -1526,4 +1573,11 @@ mod tests {
             assert_eq!(e.is_empty(), ok, "{out:?}: {e:?}");
         }
     }
+}
+
+/// Which `$states` fields a JSONata string may read where it stands.
+#[derive(Clone, Copy, Default)]
+struct StatesAccess {
+    result: bool,
+    error_output: bool,
 }

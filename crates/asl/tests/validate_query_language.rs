@@ -4,8 +4,9 @@
 //!   Parallel state's own language does not carry into its ItemProcessor or branches
 //!   ("Transforming data with JSONata");
 //! - a JSONata state machine cannot contain JSONPath states ("State machine structure");
-//! - `$states.errorOutput` only in a Catch's Output and Assign ("Transforming data with
-//!   JSONata", "Reserved variable: $states");
+//! - `$states.errorOutput` only in a Catch's Output and Assign, and `$states.result` only in
+//!   the Output and Assign of a Task, Parallel or Map state ("Transforming data with JSONata",
+//!   "Reserved variable: $states");
 //! - the Context Object (`$$`) is not readable from the numeric `...Path` fields
 //!   ("Accessing execution data from the Context object");
 //! - state names have 1 to 80 characters.
@@ -266,4 +267,60 @@ fn empty_state_name_is_rejected() {
     let max = "n".repeat(80);
     let def = json!({"StartAt": max, "States": {max.clone(): {"Type": "Succeed"}}});
     assert_eq!(diags(def), vec![]);
+}
+
+#[test]
+fn result_only_in_the_output_and_assign_of_states_with_a_result() {
+    let result_msg = "$states.result is only available in the Output and Assign";
+    // Allowed: Task, Map and Parallel Output and Assign.
+    assert_eq!(
+        diags(task(json!({
+            "Output": {"r": "{% $states.result.Payload %}"},
+            "Assign": {"r": "{% $states.result %}"}
+        }))),
+        vec![]
+    );
+    let map = json!({"QueryLanguage": "JSONata", "StartAt": "M", "States": {"M": {
+        "Type": "Map", "Output": "{% $states.result %}", "End": true,
+        "ItemProcessor": {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": true}}}
+    }}});
+    assert_eq!(diags(map), vec![]);
+    let parallel = json!({"QueryLanguage": "JSONata", "StartAt": "P", "States": {"P": {
+        "Type": "Parallel", "Assign": {"n": "{% $count($states.result) %}"}, "End": true,
+        "Branches": [{"StartAt": "B", "States": {"B": {"Type": "Pass", "End": true}}}]
+    }}});
+    assert_eq!(diags(parallel), vec![]);
+    // Refused: before the work (Arguments), in a catcher, and in states without a result.
+    let d = only_at(
+        task(json!({"Arguments": {"a": "{% $states.result %}"}})),
+        "/States/T/Arguments/a",
+    );
+    assert!(d.message.contains(result_msg), "{}", d.message);
+    let mut caught = task(json!({"Catch": [{
+        "ErrorEquals": ["States.ALL"], "Next": "H", "Output": "{% $states.result %}"
+    }]}));
+    caught["States"]["H"] = json!({"Type": "Succeed"});
+    let d = only_at(caught, "/States/T/Catch/0/Output");
+    assert!(d.message.contains(result_msg), "{}", d.message);
+    for state in [
+        json!({"Type": "Pass", "Output": "{% $states.result %}", "End": true}),
+        json!({"Type": "Wait", "Seconds": "{% $states.result %}", "End": true}),
+        json!({"Type": "Choice", "Default": "E", "Choices": [
+            {"Condition": "{% $states.result > 1 %}", "Next": "E"}
+        ]}),
+    ] {
+        let def = json!({"QueryLanguage": "JSONata", "StartAt": "S", "States": {
+            "S": state, "E": {"Type": "Succeed"}
+        }});
+        let ds = diags(def.clone());
+        assert!(
+            ds.iter().any(|d| d.message.contains(result_msg)),
+            "{def}: {ds:#?}"
+        );
+    }
+    // A field merely named like it is not the reserved one.
+    assert_eq!(
+        diags(task(json!({"Arguments": "{% $states.input.result %}"}))),
+        vec![]
+    );
 }
