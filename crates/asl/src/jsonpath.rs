@@ -15,7 +15,10 @@
 //!   [`JsonPath::select`] returns `None` when a *definite* path finds nothing (callers turn
 //!   that into the AWS error with [`JsonPath::not_found_in_field`] or
 //!   [`JsonPath::not_found_invalid_path`]); an *indefinite* path (wildcards, slices, filters,
-//!   `..`, unions) always returns an array of the matches, as Jayway does. Limits: filters
+//!   `..`, unions) returns an array of the matches, as Jayway does — but, as in Jayway, a
+//!   missing `.name` before the first indefinite segment (`$.nothing[*]`) is not found
+//!   (`None`), not `[]`. A multi-property leaf (`$['a','b']`) merges the properties that
+//!   exist into one object (Jayway's "multiPropertyMergeCase"; definite). Limits: filters
 //!   nest at most 32 levels (brackets, `!`, `&&`, `||`: a syntax error), and one selection
 //!   visits at most a million nodes (repeated `..` multiplies matches); past that `select`
 //!   returns `None`, so the caller reports the path as not found instead of running for hours.
@@ -219,7 +222,12 @@ impl JsonPath {
                 cur.pos
             )));
         }
-        let definite = segments.iter().all(Segment::is_definite);
+        // Jayway's `PropertyPathToken.isTokenDefinite`: a multi-property token at the leaf
+        // ("multiPropertyMergeCase") is definite — it yields one merged object.
+        let definite = match segments.split_last() {
+            Some((Segment::Names(_), prefix)) => prefix.iter().all(Segment::is_definite),
+            _ => segments.iter().all(Segment::is_definite),
+        };
         Ok(JsonPath {
             text: text.to_owned(),
             root,
@@ -259,18 +267,52 @@ impl JsonPath {
         if self.definite {
             let mut node = root;
             for seg in &self.segments {
+                if let Segment::Names(names) = seg {
+                    // Only ever the leaf (see `parse`): Jayway returns the merged object
+                    // itself, not wrapped in an array, because the path is definite.
+                    return merge_properties(node, names).map(Cow::Owned);
+                }
                 node = step_definite(node, seg)?;
             }
             return Some(Cow::Borrowed(node));
         }
+        // The definite prefix (leading `.name` / `[n]` before the first indefinite segment).
+        // Jayway (`PathToken.handleObjectProperty`, `PropertyPathToken.evaluate`) throws
+        // "Missing property in path $['x']" for a non-leaf property token whose upstream and
+        // itself are definite, and "Expected to find an object with property ..." when such
+        // a token meets a non-object — so `$.nothing[*]` is a path-not-found error, not `[]`.
+        // An index out of range is silently skipped (`handleArrayIndex` catches it): `[]`.
+        let mut node = root;
+        let mut rest = self.segments.as_slice();
+        while let Some((seg, tail)) = rest.split_first() {
+            match seg {
+                Segment::Name(_) => node = step_definite(node, seg)?,
+                Segment::Index(_) => match step_definite(node, seg) {
+                    Some(child) => node = child,
+                    None => return Some(Cow::Owned(Value::Array(Vec::new()))),
+                },
+                _ => break,
+            }
+            rest = tail;
+        }
         let budget = Budget::new();
-        let matches = select_all(root, root, &self.segments, &budget);
+        let last = rest.len().saturating_sub(1);
+        let matches = match rest.split_last() {
+            // A leaf multi-property token merges per node (Jayway's multiPropertyMergeCase);
+            // nodes that are not objects are skipped because the upstream is indefinite.
+            Some((Segment::Names(names), _)) => select_all(root, node, &rest[..last], &budget)
+                .into_iter()
+                .filter_map(|n| merge_properties(n, names))
+                .collect(),
+            _ => select_all(root, node, rest, &budget)
+                .into_iter()
+                .cloned()
+                .collect(),
+        };
         if budget.exhausted() {
             return None;
         }
-        Some(Cow::Owned(Value::Array(
-            matches.into_iter().cloned().collect(),
-        )))
+        Some(Cow::Owned(Value::Array(matches)))
     }
 
     /// Jayway's normalized form, as AWS prints it in errors: `$['a']['b'][0]`.
@@ -349,6 +391,20 @@ fn push_normalized(out: &mut String, seg: &Segment) {
             push_normalized(out, inner);
         }
     }
+}
+
+/// Jayway's leaf multi-property token (`$['a','b']`, `PathToken.handleObjectProperty`): one
+/// object holding the named properties that exist (with default options a missing property
+/// is left out, and a JSON `null` value is kept). `None` when `node` is not an object.
+fn merge_properties(node: &Value, names: &[String]) -> Option<Value> {
+    let Value::Object(m) = node else {
+        return None;
+    };
+    let merged = names
+        .iter()
+        .filter_map(|n| m.get(n).map(|v| (n.clone(), v.clone())))
+        .collect();
+    Some(Value::Object(merged))
 }
 
 fn step_definite<'v>(node: &'v Value, seg: &Segment) -> Option<&'v Value> {
@@ -1064,7 +1120,7 @@ impl ReferencePath {
                 "a reference path must start with '$' (not '$$' or a variable)",
             ));
         }
-        if !path.definite {
+        if !path.segments.iter().all(Segment::is_definite) {
             return Err(SyntaxError::new(
                 "JSONPath",
                 text,

@@ -63,8 +63,90 @@ fn indefinite_paths_return_arrays() {
     check("$.items[-1:].id", doc.clone(), Some(json!([3])));
     check("$.items[0:3:2].id", doc.clone(), Some(json!([1, 3])));
     check("$..id", doc.clone(), Some(json!([1, 2, 3])));
-    check("$.o['x','y']", doc.clone(), Some(json!([1, 2])));
+    check("$.o['x','y']", doc.clone(), Some(json!({"x": 1, "y": 2})));
     check("$.items[*].none", doc.clone(), Some(json!([])));
+}
+
+/// Jayway `PathToken.handleObjectProperty`, multi-property branch (`assert isLeaf()`):
+/// "Object merged = ctx.jsonProvider().createMap(); for (String property : properties) {
+/// ... if(hasProperty(...)) ... else if DEFAULT_PATH_LEAF_TO_NULL ... else if
+/// REQUIRE_PROPERTIES throw ... else continue; ... setProperty(merged, property, propertyVal) }
+/// ctx.addResult(evalPath, pathRef, merged)". `PropertyPathToken.isTokenDefinite` returns true
+/// for `multiPropertyMergeCase()` (leaf, several properties), and a definite path's value is
+/// returned unwrapped (`EvaluationContextImpl.getValue`). Default options: missing properties
+/// are left out. A non-leaf union (`['a','b'].x`) iterates instead and is indefinite.
+#[test]
+fn multi_property_leaf_merges_into_one_object_like_jayway() {
+    let doc = json!({"a": {"k": 1}, "s": "str", "z": null});
+    check(
+        "$['a','s']",
+        doc.clone(),
+        Some(json!({"a": {"k": 1}, "s": "str"})),
+    );
+    // Missing properties are omitted; present JSON nulls are kept.
+    check(
+        "$['s','nope','z']",
+        doc.clone(),
+        Some(json!({"s": "str", "z": null})),
+    );
+    check("$['nope','gone']", doc.clone(), Some(json!({})));
+    check("$.a['k','x']", doc.clone(), Some(json!({"k": 1})));
+    assert!(JsonPath::parse("$.a['k','x']").unwrap().is_definite());
+    // A definite upstream that is not an object: PropertyPathToken throws ("Expected to find
+    // an object with property ..."): not found.
+    check("$.s['a','b']", doc.clone(), None);
+    check("$.nope['a','b']", doc.clone(), None);
+    // Under a wildcard, one merged object per element; non-objects are skipped because the
+    // upstream is indefinite.
+    check(
+        "$.items[*]['id','p']",
+        json!({"items": [{"id": 1, "p": 2, "q": 3}, {"id": 4}, 5]}),
+        Some(json!([{"id": 1, "p": 2}, {"id": 4}])),
+    );
+    // Not at the leaf: iteration, an indefinite array of the values found.
+    check(
+        "$['a','b'].k",
+        json!({"a": {"k": 1}, "b": {"k": 2}}),
+        Some(json!([1, 2])),
+    );
+    // The normalized form selects the same merged object.
+    let p = JsonPath::parse("$.a['k','x']").unwrap();
+    let again = JsonPath::parse(&p.normalized()).unwrap();
+    assert_eq!(again.select_in(&doc), p.select_in(&doc));
+}
+
+/// Jayway `PathToken.handleObjectProperty`, single property, non-leaf and absent:
+/// "if (! (isUpstreamDefinite() && isTokenDefinite()) && !REQUIRE_PROPERTIES ||
+/// SUPPRESS_EXCEPTIONS) { return; } else { throw new PathNotFoundException("Missing property
+/// in path " + evalPath); }" — so a missing `.name` before the first indefinite token throws
+/// (Step Functions reports the path as not found), while a missing leaf ("if(isLeaf()) ...
+/// return") or a property below a wildcard (upstream not definite) is just no match.
+#[test]
+fn missing_property_on_a_definite_prefix_is_not_found_like_jayway() {
+    let doc = json!({"a": [{"x": 1}, {"y": 2}], "s": "str", "o": {}});
+    check("$.nothing[*]", doc.clone(), None);
+    check("$.nothing..x", doc.clone(), None);
+    check("$.o.nothing[0:1]", doc.clone(), None);
+    check("$.nothing[?(@.x)]", doc.clone(), None);
+    // PropertyPathToken.evaluate: a non-object under a definite upstream throws too.
+    check("$.s.k[*]", doc.clone(), None);
+    // Still no match, not an error:
+    check("$.a[*].missing", doc.clone(), Some(json!([])));
+    check("$.a[*].missing[*]", doc.clone(), Some(json!([])));
+    check("$..missing", doc.clone(), Some(json!([])));
+    check("$.a[*].x", doc.clone(), Some(json!([1])));
+    // handleArrayIndex swallows IndexOutOfBoundsException: no match.
+    check("$.a[5].x[*]", doc.clone(), Some(json!([])));
+    check("$.o[*]", doc.clone(), Some(json!([])));
+    // The caller turns `None` into AWS's error.
+    let e = JsonPath::parse("$.nothing[*]")
+        .unwrap()
+        .not_found_in_field("f.$", &json!({"a": 1}));
+    assert_eq!(e.error, "States.Runtime");
+    assert_eq!(
+        e.cause,
+        "The JSONPath '$.nothing[*]' specified for the field 'f.$' could not be found in the input '{\"a\":1}'"
+    );
 }
 
 #[test]
