@@ -22,7 +22,8 @@
 //! Limits, as AWS enforces them: every timer deadline is bounded by the Standard-workflow
 //! maximum execution time ([`MAX_EXECUTION_DURATION`], 1 year). A Wait, backoff or task timeout
 //! reaching past it arms one execution-level timer at the cap instead, and the execution times
-//! out there (`ExecutionTimedOut`, `States.Timeout`, status TIMED_OUT), so no timestamp the
+//! out there (`ExecutionTimedOut` with `States.Timeout` and previousEventId 0, status
+//! TIMED_OUT with no error or cause, as AWS records it), so no timestamp the
 //! ASL accepts can overflow a clock. State output over 256 KiB and variables over their
 //! limits ([`MAX_VARIABLE_BYTES`], [`MAX_ASSIGN_BYTES`], [`MAX_VARIABLES_TOTAL_BYTES`]) fail
 //! the state with `States.DataLimitExceeded`, which no Retry or Catch sees.
@@ -207,6 +208,9 @@ pub struct Execution {
     pub info: ExecutionInfo,
     pub status: Status,
     pub output: Option<Value>,
+    /// The failure of a FAILED or ABORTED execution, as DescribeExecution reports it. `None`
+    /// for TIMED_OUT: AWS reports no error or cause there (States.Timeout is only in the
+    /// `ExecutionTimedOut` history event).
     pub error: Option<String>,
     pub cause: Option<String>,
     input: Value,
@@ -465,26 +469,37 @@ impl Execution {
                 return Ok(step);
             }
             Event::TimerFired { token } if Some(token) == self.timeout_token => {
-                let error = Some(error::TIMEOUT.to_owned());
+                // Shape measured on AWS (floci-io/floci#2733): the ExecutionTimedOut event has
+                // previousEventId 0 (it follows no event of the execution's threads) and
+                // carries only the error States.Timeout; DescribeExecution of the TIMED_OUT
+                // execution has no error and no cause, so the summary gets neither.
                 let within_cap = def
                     .timeout_seconds
                     .is_some_and(|t| Duration::from_secs(t) <= MAX_EXECUTION_DURATION);
-                let cause = Some(if within_cap {
-                    "The execution timed out (TimeoutSeconds elapsed).".to_owned()
-                } else {
+                // The 1-year cap was not measured; AWS documents only that such an execution
+                // fails with States.Timeout. The event keeps a cause there so a user can tell
+                // the cap from the definition's own TimeoutSeconds in the history.
+                let cause = (!within_cap).then(|| {
                     "The execution reached the maximum execution time of a Standard workflow (1 year)."
                         .to_owned()
                 });
-                self.end_execution(
+                self.with_run(
                     def,
                     now,
-                    EventType::ExecutionTimedOut,
-                    |e| &mut e.execution_timed_out_event_details,
-                    Status::TimedOut,
-                    error,
-                    cause,
+                    |run, _root, _| {
+                        let mut e = run.event(EventType::ExecutionTimedOut, 0);
+                        if let Some(e) = e.as_mut() {
+                            e.execution_timed_out_event_details =
+                                Some(Box::new(history::ErrorCauseDetails {
+                                    error: Some(error::TIMEOUT.to_owned()),
+                                    cause: cause.clone(),
+                                }));
+                        }
+                        run.push(e);
+                    },
                     &mut step,
                 );
+                self.finish(Status::TimedOut, None, None, None, &mut step);
                 return Ok(step);
             }
             mut other => {

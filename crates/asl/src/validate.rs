@@ -60,8 +60,14 @@ pub fn validate(def: &Value) -> Vec<Diagnostic> {
         }
     }
     if let Some(t) = top.get("TimeoutSeconds") {
-        if !is_non_negative_int(t) {
-            v.err("/TimeoutSeconds", None, "must be a non-negative integer");
+        // AWS rejects 0 here like it does for a Task's TimeoutSeconds: the field bounds how
+        // long the execution may run, and an execution cannot be allowed to run for no time.
+        if !is_positive_int(t) {
+            v.err(
+                "/TimeoutSeconds",
+                None,
+                "must be a positive integer (seconds the execution may run); remove the field for no limit other than the 1-year maximum",
+            );
         }
     }
     if let Some(ver) = top.get("Version") {
@@ -150,6 +156,12 @@ fn is_non_negative_int(v: &Value) -> bool {
         || v.as_f64()
             .is_some_and(|f| f >= 0.0 && f.fract() == 0.0 && v.is_u64())
 }
+
+/// Largest IntervalSeconds / MaxAttempts a retrier may declare (Step Functions developer
+/// guide, "Retrier fields").
+const MAX_RETRY_FIELD: u64 = 99_999_999;
+/// Largest MaxDelaySeconds a retrier may declare: AWS requires it to be less than 31622401.
+const MAX_RETRY_DELAY_SECONDS: u64 = 31_622_400;
 
 fn is_positive_int(v: &Value) -> bool {
     v.as_u64().is_some_and(|n| n > 0)
@@ -935,12 +947,21 @@ impl Validator {
                 }
             }
             self.error_equals(o.get("ErrorEquals"), &p, st, i + 1 == list.len());
+            // Upper bounds from the Step Functions developer guide, "Retrier fields":
+            // IntervalSeconds and MaxAttempts have a maximum value of 99999999, and
+            // MaxDelaySeconds must be greater than 0 and less than 31622401.
             if let Some(v) = o.get("IntervalSeconds") {
                 if !is_positive_int(v) {
                     self.err(
                         &format!("{p}/IntervalSeconds"),
                         st,
                         "must be a positive integer",
+                    );
+                } else if v.as_u64().is_some_and(|n| n > MAX_RETRY_FIELD) {
+                    self.err(
+                        &format!("{p}/IntervalSeconds"),
+                        st,
+                        format!("{v} exceeds the maximum of {MAX_RETRY_FIELD} seconds; use a value from 1 to {MAX_RETRY_FIELD}"),
                     );
                 }
             }
@@ -950,6 +971,12 @@ impl Validator {
                         &format!("{p}/MaxAttempts"),
                         st,
                         "must be a non-negative integer",
+                    );
+                } else if v.as_u64().is_some_and(|n| n > MAX_RETRY_FIELD) {
+                    self.err(
+                        &format!("{p}/MaxAttempts"),
+                        st,
+                        format!("{v} exceeds the maximum of {MAX_RETRY_FIELD} attempts; use a value from 0 to {MAX_RETRY_FIELD}"),
                     );
                 }
             }
@@ -964,6 +991,12 @@ impl Validator {
                         &format!("{p}/MaxDelaySeconds"),
                         st,
                         "must be a positive integer",
+                    );
+                } else if v.as_u64().is_some_and(|n| n > MAX_RETRY_DELAY_SECONDS) {
+                    self.err(
+                        &format!("{p}/MaxDelaySeconds"),
+                        st,
+                        format!("{v} is too large: MaxDelaySeconds must be less than {} (about one year); use a value from 1 to {MAX_RETRY_DELAY_SECONDS}", MAX_RETRY_DELAY_SECONDS + 1),
                     );
                 }
             }
@@ -1555,6 +1588,62 @@ mod tests {
                 e[0].starts_with(&format!("/States/T/HeartbeatSeconds: state \"T\": HeartbeatSeconds ({hb}) must be smaller than TimeoutSeconds ({to})")),
                 "{e:?}"
             );
+        }
+    }
+
+    #[test]
+    fn retrier_fields_have_aws_upper_bounds() {
+        let retrier = |r: Value| {
+            let mut r = r;
+            r["ErrorEquals"] = json!(["States.ALL"]);
+            errs(json!({"StartAt":"T","States":{"T":{"Type":"Task",
+                "Resource":"arn:aws:lambda:us-east-1:1:function:f","Retry":[r],"End":true}}}))
+        };
+        // The largest values AWS accepts are valid.
+        assert!(
+            retrier(
+                json!({"IntervalSeconds":99_999_999,"MaxAttempts":99_999_999,
+                "MaxDelaySeconds":31_622_400})
+            )
+            .is_empty()
+        );
+        for (field, bad) in [
+            ("IntervalSeconds", 100_000_000_u64),
+            ("MaxAttempts", 100_000_000),
+            ("MaxDelaySeconds", 31_622_401),
+        ] {
+            let e = retrier(json!({ field: bad }));
+            assert_eq!(e.len(), 1, "{field}: {e:?}");
+            assert!(
+                e[0].starts_with(&format!("/States/T/Retry/0/{field}: state \"T\": {bad} ")),
+                "{e:?}"
+            );
+            assert!(e[0].contains("use a value from"), "says how to fix: {e:?}");
+        }
+    }
+
+    #[test]
+    fn top_level_timeout_seconds_must_be_positive() {
+        let top = |t: Value| {
+            errs(
+                json!({"TimeoutSeconds":t,"StartAt":"P","States":{"P":{"Type":"Pass","End":true}}}),
+            )
+        };
+        assert!(top(json!(1)).is_empty());
+        for bad in [json!(0), json!(-1), json!(1.5), json!("10")] {
+            let e = top(bad.clone());
+            assert_eq!(e.len(), 1, "{bad}: {e:?}");
+            assert!(
+                e[0].starts_with("/TimeoutSeconds: ") && e[0].contains("positive integer"),
+                "{e:?}"
+            );
+        }
+        // A Task's TimeoutSeconds and HeartbeatSeconds: positive integers too (ASL spec).
+        for f in ["TimeoutSeconds", "HeartbeatSeconds"] {
+            let e = errs(json!({"StartAt":"T","States":{"T":{"Type":"Task",
+                "Resource":"arn:aws:lambda:us-east-1:1:function:f", f: 0, "End":true}}}));
+            assert_eq!(e.len(), 1, "{f}: {e:?}");
+            assert!(e[0].starts_with(&format!("/States/T/{f}: ")), "{e:?}");
         }
     }
 

@@ -230,7 +230,16 @@ fn execution_timeout_times_out() {
     );
     let (ex, h) = drive(&d, json!({}), false, |_| Ok(json!(null)));
     assert_eq!(ex.status, Status::TimedOut);
-    assert_eq!(h.last().unwrap().event_type, EventType::ExecutionTimedOut);
+    // As measured on AWS: DescribeExecution of a TIMED_OUT execution has no error and no
+    // cause; the ExecutionTimedOut event follows no event (previousEventId 0) and carries
+    // States.Timeout without a cause.
+    assert_eq!((ex.error.as_deref(), ex.cause.as_deref()), (None, None));
+    let last = h.last().unwrap();
+    assert_eq!(last.event_type, EventType::ExecutionTimedOut);
+    assert_eq!(last.previous_event_id, 0);
+    let d = last.execution_timed_out_event_details.as_deref().unwrap();
+    assert_eq!(d.error.as_deref(), Some("States.Timeout"));
+    assert_eq!(d.cause, None);
 }
 
 #[test]
@@ -617,10 +626,18 @@ fn assert_times_out_at_one_year(d: &Definition, input: Value) {
         }
     }
     assert_eq!(ex.status, Status::TimedOut, "{:?} {:?}", ex.error, ex.cause);
-    assert_eq!(ex.error.as_deref(), Some("States.Timeout"));
+    assert_eq!((ex.error.as_deref(), ex.cause.as_deref()), (None, None));
     assert_eq!(now, t0() + YEAR);
     let last = history.last().unwrap();
     assert_eq!(last.event_type, EventType::ExecutionTimedOut);
+    assert_eq!(last.previous_event_id, 0);
+    let d = last.execution_timed_out_event_details.as_deref().unwrap();
+    assert_eq!(d.error.as_deref(), Some("States.Timeout"));
+    assert!(
+        d.cause.as_deref().is_some_and(|c| c.contains("1 year")),
+        "the cap keeps its cause in the event: {:?}",
+        d.cause
+    );
     assert_eq!(
         last.timestamp,
         asl::history::format_timestamp(t0() + YEAR),

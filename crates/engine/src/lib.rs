@@ -275,6 +275,8 @@ pub struct ExecutionSummary {
     pub status: Status,
     pub input: Value,
     pub output: Option<Value>,
+    /// DescribeExecution's `error`/`cause`: set for FAILED and ABORTED, `None` for TIMED_OUT
+    /// (AWS omits both there; the history's `ExecutionTimedOut` event carries States.Timeout).
     pub error: Option<String>,
     pub cause: Option<String>,
     pub start_date: SystemTime,

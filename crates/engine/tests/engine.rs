@@ -501,6 +501,41 @@ async fn an_input_over_256_kib_is_rejected_before_any_execution_exists() {
     assert_eq!(s.status, Status::Succeeded);
 }
 
+/// The definition's own TimeoutSeconds, in the shape measured on AWS: TIMED_OUT exactly at
+/// the deadline, DescribeExecution without error or cause, and one ExecutionTimedOut event
+/// with previousEventId 0 carrying States.Timeout and no cause.
+#[tokio::test]
+async fn top_level_timeout_seconds_times_out_like_aws() {
+    let e = engine();
+    let start = e.clock().now();
+    let def = json!({"StartAt":"W","TimeoutSeconds":3,
+        "States":{"W":{"Type":"Wait","Seconds":25,"End":true}}});
+    let (s, h) = run(&e, def, json!({})).await;
+    assert_eq!(s.status, Status::TimedOut);
+    assert_eq!((s.error.as_deref(), s.cause.as_deref()), (None, None));
+    assert_eq!(s.stop_date, Some(start + Duration::from_secs(3)));
+    assert_eq!(
+        types(&h),
+        vec![
+            EventType::ExecutionStarted,
+            EventType::WaitStateEntered,
+            EventType::ExecutionTimedOut
+        ]
+    );
+    assert_eq!((h[2].id, h[2].previous_event_id), (3, 0));
+    let d = h[2].execution_timed_out_event_details.as_deref().unwrap();
+    assert_eq!(
+        (d.error.as_deref(), d.cause.as_deref()),
+        (Some("States.Timeout"), None)
+    );
+    let wire = serde_json::to_value(&h[2]).unwrap();
+    assert_eq!(
+        wire["executionTimedOutEventDetails"],
+        json!({"error": "States.Timeout"}),
+        "no cause key on the wire: {wire}"
+    );
+}
+
 #[tokio::test]
 async fn a_wait_centuries_ahead_times_out_at_the_one_year_maximum() {
     for wait in [
@@ -513,7 +548,9 @@ async fn a_wait_centuries_ahead_times_out_at_the_one_year_maximum() {
         let def = json!({"StartAt":"W","States":{"W": wait}});
         let (s, h) = run(&e, def, json!({"s": 99_999_999_999_i64})).await;
         assert_eq!(s.status, Status::TimedOut);
-        assert_eq!(s.error.as_deref(), Some("States.Timeout"));
+        // DescribeExecution of a TIMED_OUT execution carries no error and no cause on AWS;
+        // States.Timeout lives in the ExecutionTimedOut event only.
+        assert_eq!((s.error.as_deref(), s.cause.as_deref()), (None, None));
         let year = Duration::from_secs(365 * 24 * 60 * 60);
         assert_eq!(s.stop_date, Some(start + year));
         assert_eq!(
@@ -524,6 +561,9 @@ async fn a_wait_centuries_ahead_times_out_at_the_one_year_maximum() {
                 EventType::ExecutionTimedOut
             ]
         );
+        assert_eq!(h[2].previous_event_id, 0);
+        let d = h[2].execution_timed_out_event_details.as_deref().unwrap();
+        assert_eq!(d.error.as_deref(), Some("States.Timeout"));
         assert_eq!(
             parse_timestamp(&h[2].timestamp),
             Some(start + year),
