@@ -2184,6 +2184,31 @@ impl<'c, 'a> Ev<'c, 'a> {
         found(name, r)
     }
 
+    /// Runs `each` on the matches of `matcher` in `text`, in order, until `limit` of them
+    /// have been handled; returns how many were. As in the reference, the matcher's `next()`
+    /// is asked once more after the last handled match.
+    fn each_match(
+        &mut self,
+        name: &str,
+        matcher: &V<'a>,
+        text: &str,
+        limit: Option<f64>,
+        input: &V<'a>,
+        mut each: impl FnMut(&mut Self, &Found<'a>) -> R<()>,
+    ) -> R<usize> {
+        let mut handled = 0usize;
+        let mut cur = self.matcher_first(name, matcher, text, input)?;
+        while let Some(f) = cur {
+            if limit.is_some_and(|l| handled as f64 >= l) {
+                break;
+            }
+            each(self, &f)?;
+            handled += 1;
+            cur = self.matcher_next(name, &f, input)?;
+        }
+        Ok(handled)
+    }
+
     /// `$match(str, matcher, limit)`: `{match, index, groups}` per match.
     fn builtin_match(
         &mut self,
@@ -2201,11 +2226,7 @@ impl<'c, 'a> Ev<'c, 'a> {
         if limit.is_some_and(|l| l == 0.0) {
             return Ok(None);
         }
-        let mut cur = self.matcher_first("match", matcher, text, input)?;
-        while let Some(f) = cur {
-            if limit.is_some_and(|l| out.len() as f64 >= l) {
-                break;
-            }
+        self.each_match("match", matcher, text, limit, input, |_, f| {
             let mut entries = Vec::new();
             if let Some(m) = &f.matched {
                 entries.push(("match".to_owned(), m.clone()));
@@ -2217,8 +2238,8 @@ impl<'c, 'a> Ev<'c, 'a> {
                 entries.push(("groups".to_owned(), g.clone()));
             }
             out.push(V::Obj(Rc::new(entries)));
-            cur = self.matcher_next("match", &f, input)?;
-        }
+            Ok(())
+        })?;
         Ok(collapse(out))
     }
 
@@ -2240,20 +2261,16 @@ impl<'c, 'a> Ev<'c, 'a> {
             return Ok(Some(V::array(out)));
         }
         let units = Units::new(text);
-        let mut cur = self.matcher_first("split", matcher, text, input)?;
-        if cur.is_none() {
-            return Ok(Some(V::array(vec![V::str(text)])));
-        }
         let mut start = 0.0;
-        while let Some(f) = cur {
-            if limit.is_some_and(|l| out.len() as f64 >= l) {
-                break;
-            }
+        let handled = self.each_match("split", matcher, text, limit, input, |_, f| {
             out.push(V::str(units.substring(start, f.start())));
             start = f.end.as_ref().and_then(V::as_f64).unwrap_or(f64::NAN);
-            cur = self.matcher_next("split", &f, input)?;
+            Ok(())
+        })?;
+        if handled == 0 {
+            return Ok(Some(V::array(vec![V::str(text)])));
         }
-        if limit.is_none_or(|l| (out.len() as f64) < l) {
+        if limit.is_none_or(|l| (handled as f64) < l) {
             let rest = if start.is_nan() {
                 text
             } else {
@@ -2284,21 +2301,13 @@ impl<'c, 'a> Ev<'c, 'a> {
             return Ok(Some(V::str(text)));
         }
         let units = Units::new(text);
-        let mut cur = self.matcher_first("replace", matcher, text, input)?;
-        if cur.is_none() {
-            return Ok(Some(V::str(text)));
-        }
         let mut out = String::new();
         let mut position = 0.0;
-        let mut count = 0.0;
-        while let Some(f) = cur {
-            if limit.is_some_and(|l| count >= l) {
-                break;
-            }
+        let handled = self.each_match("replace", matcher, text, limit, input, |ev, f| {
             out.push_str(units.substring(position, f.start()));
             let with = match replacement {
                 V::Func(_) => {
-                    let r = self.call_fn(replacement, vec![Some(f.obj.clone())], input)?;
+                    let r = ev.call_fn(replacement, vec![Some(f.obj.clone())], input)?;
                     match r.as_ref().and_then(V::as_str) {
                         Some(s) => s.to_owned(),
                         None => {
@@ -2309,12 +2318,14 @@ impl<'c, 'a> Ev<'c, 'a> {
                         }
                     }
                 }
-                other => substitute(other.as_str().unwrap_or_default(), &f),
+                other => substitute(other.as_str().unwrap_or_default(), f),
             };
             out.push_str(&with);
             position = f.start() + f.matched_len();
-            count += 1.0;
-            cur = self.matcher_next("replace", &f, input)?;
+            Ok(())
+        })?;
+        if handled == 0 {
+            return Ok(Some(V::str(text)));
         }
         out.push_str(if position.is_nan() {
             ""
