@@ -2273,7 +2273,7 @@ fn check_size(v: &Value, state: &str) -> Result<(), Failure> {
     if small || serialized_len_at_most(v, MAX_PAYLOAD_BYTES) {
         return Ok(());
     }
-    let n = serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0);
+    let n = json_len(v);
     if n > MAX_PAYLOAD_BYTES {
         return Err(Failure {
             error: error::DATA_LIMIT_EXCEEDED.into(),
