@@ -612,10 +612,11 @@ impl Execution {
                 self.finish(Status::TimedOut, None, None, None, &mut step);
                 return Ok(step);
             }
-            other if other.token().is_some() && other.token() == self.timeout_token => {
+            // The execution timeout's token, in an event that is not its timer.
+            other if self.timeout_token.is_some() && other.token() == self.timeout_token => {
                 return Err(DecideError::UnexpectedEvent(UnexpectedEvent {
                     event: other.kind(),
-                    token: other.token().unwrap_or_default(),
+                    token: self.timeout_token.unwrap_or_default(),
                     state: None,
                     expected: "TimerFired",
                 }));
@@ -898,14 +899,15 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn waiting_tokens_follow_the_task_and_its_timeout() {
+    /// A started execution of one Lambda Task with TimeoutSeconds: its definition, the
+    /// execution, the task's token and the timeout timer's token, and "now".
+    fn task_with_timeout() -> (Definition, Execution, u64, u64, SystemTime) {
         let def = Definition::parse(
             r#"{"StartAt":"T","States":{"T":{"Type":"Task","Resource":"arn:aws:lambda:us-east-1:1:function:f","TimeoutSeconds":5,"End":true}}}"#,
         )
         .unwrap();
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let (mut ex, step) = Execution::start(
+        let (ex, step) = Execution::start(
             &def,
             ExecutionInfo::local("sm", "e"),
             json!({}),
@@ -921,6 +923,12 @@ mod tests {
             })
         };
         let (task, timeout) = (token_of(true).unwrap(), token_of(false).unwrap());
+        (def, ex, task, timeout, now)
+    }
+
+    #[test]
+    fn waiting_tokens_follow_the_task_and_its_timeout() {
+        let (def, mut ex, task, timeout, now) = task_with_timeout();
         assert_eq!(ex.waiting_tokens(), [task, timeout].into_iter().collect());
         // The timeout fires: the task is not waited on any more (its late result is stale).
         ex.handle(&def, Event::TimerFired { token: timeout }, now)
@@ -931,35 +939,7 @@ mod tests {
 
     #[test]
     fn an_event_of_the_wrong_kind_for_a_waited_token_is_refused_unapplied() {
-        let def = Definition::parse(
-            r#"{"StartAt":"T","States":{"T":{"Type":"Task","Resource":"arn:aws:lambda:us-east-1:1:function:f","TimeoutSeconds":5,"End":true}}}"#,
-        )
-        .unwrap();
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let (mut ex, step) = Execution::start(
-            &def,
-            ExecutionInfo::local("sm", "e"),
-            json!({}),
-            1,
-            now,
-            Options::default(),
-        );
-        let task = step
-            .commands
-            .iter()
-            .find_map(|c| match c {
-                Command::ScheduleTask { token, .. } => Some(*token),
-                _ => None,
-            })
-            .unwrap();
-        let timeout = step
-            .commands
-            .iter()
-            .find_map(|c| match c {
-                Command::StartTimer { token, .. } => Some(*token),
-                _ => None,
-            })
-            .unwrap();
+        let (def, mut ex, task, timeout, now) = task_with_timeout();
         let before = ex.next_event_id();
         // A task result for the timeout timer's token.
         let err = ex
