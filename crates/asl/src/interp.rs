@@ -2558,7 +2558,7 @@ fn wait_until(
     };
     let stamp = |v: &Value, what: &str| -> Result<SystemTime, StatesError> {
         v.as_str()
-            .and_then(history::parse_timestamp)
+            .and_then(clock::parse_rfc3339)
             .ok_or_else(|| {
                 StatesError::runtime(format!(
                     "The {what} parameter does not reference a valid ISO-8601 extended offset date-time format string: {}",
@@ -2611,7 +2611,7 @@ fn wait_until(
                 .ok_or_else(|| p.not_found_invalid_path())?
                 .into_owned();
             v.as_str()
-                .and_then(history::parse_timestamp)
+                .and_then(clock::parse_rfc3339)
                 .map(Some)
                 .ok_or_else(|| {
                     StatesError::runtime(format!(
@@ -2627,7 +2627,7 @@ fn wait_until(
 /// Start time + [`MAX_EXECUTION_DURATION`]; `start` is the execution's recorded start time
 /// (`now` stands in should it not parse, which the formatter never produces).
 fn execution_cap(start: &str, now: SystemTime) -> SystemTime {
-    let start = history::parse_timestamp(start).unwrap_or(now);
+    let start = clock::parse_rfc3339(start).unwrap_or(now);
     start.checked_add(MAX_EXECUTION_DURATION).unwrap_or(start)
 }
 

@@ -7,7 +7,9 @@
 //! modifiers (`[FN,*-3]`, `[Y,2]`) and time zones (`[Z]`, `[z]`, `[Z01:01t]`). All dates are
 //! proleptic Gregorian in UTC (plus the optional offset), computed with integer arithmetic.
 
-type R<T> = Result<T, String>;
+use crate::error::{JsonataError, err};
+
+type R<T> = Result<T, JsonataError>;
 
 /// Longest picture accepted: pictures are short in practice, and the bound keeps the
 /// work of padding and grouping small for hostile input.
@@ -15,8 +17,9 @@ pub(crate) const MAX_PICTURE: usize = 4096;
 
 pub(crate) fn check_picture(picture: &str) -> R<()> {
     if picture.len() > MAX_PICTURE {
-        return Err(format!(
-            "D3080: The picture string is longer than {MAX_PICTURE} characters"
+        return Err(err!(
+            D3080,
+            "The picture string is longer than {MAX_PICTURE} characters"
         ));
     }
     Ok(())
@@ -391,8 +394,9 @@ pub(crate) fn analyse_integer(picture: &str) -> R<IntFormat> {
                     match zero {
                         None => zero = Some(*g),
                         Some(z) if z != *g => {
-                            return Err(format!(
-                                "D3131: The picture string '{picture}' mixes digits from different digit families"
+                            return Err(err!(
+                                D3131,
+                                "The picture string '{picture}' mixes digits from different digit families"
                             ));
                         }
                         _ => {}
@@ -469,7 +473,7 @@ pub(crate) fn format_integer_with(value: f64, f: &IntFormat) -> R<String> {
         }
         Primary::Words if spelled_ok => apply_case(words(abs as u64, f.ordinal), f.case),
         Primary::Letters | Primary::Roman | Primary::Words => {
-            return Err("D3001: The number is too large to spell out".into());
+            return Err(err!(D3001, "The number is too large to spell out"));
         }
         Primary::Decimal => {
             let mut digits = if abs < 1e21 {
@@ -518,8 +522,9 @@ pub(crate) fn format_integer_with(value: f64, f: &IntFormat) -> R<String> {
             s
         }
         Primary::Sequence(token) => {
-            return Err(format!(
-                "D3130: Formatting or parsing an integer as a sequence starting with \"{token}\" is not supported by this implementation"
+            return Err(err!(
+                D3130,
+                "Formatting or parsing an integer as a sequence starting with \"{token}\" is not supported by this implementation"
             ));
         }
     };
@@ -583,8 +588,9 @@ fn int_regex(f: &IntFormat) -> R<String> {
             r
         }
         Primary::Sequence(token) => {
-            return Err(format!(
-                "D3130: Formatting or parsing an integer as a sequence starting with \"{token}\" is not supported by this implementation"
+            return Err(err!(
+                D3130,
+                "Formatting or parsing an integer as a sequence starting with \"{token}\" is not supported by this implementation"
             ));
         }
     })
@@ -844,9 +850,10 @@ fn analyse_datetime(picture: &str) -> R<Vec<Part>> {
             literal(&mut spec, &chars[start..pos]);
             start = pos;
             let Some(close) = chars[start..].iter().position(|c| *c == ']') else {
-                return Err(
-                    "D3135: No matching closing bracket ']' in date/time picture string".into(),
-                );
+                return Err(err!(
+                    D3135,
+                    "No matching closing bracket ']' in date/time picture string"
+                ));
             };
             pos = start + close;
             let marker: String = chars[start + 1..pos]
@@ -903,8 +910,9 @@ fn analyse_marker(marker: &str) -> R<Marker> {
             'm' | 's' => "01".into(),
             'Z' | 'z' => "01:01".into(),
             other => {
-                return Err(format!(
-                    "D3132: Unknown component specifier \"{other}\" in date/time picture string"
+                return Err(err!(
+                    D3132,
+                    "Unknown component specifier \"{other}\" in date/time picture string"
                 ));
             }
         }
@@ -980,7 +988,7 @@ pub(crate) fn format_datetime(millis: f64, picture: Option<&str>, tz: Option<&st
     check_picture(picture.unwrap_or(""))?;
     let spec = analyse_datetime(picture.unwrap_or(ISO_PICTURE))?;
     if !millis.is_finite() || millis.abs() > 8.64e15 {
-        return Err("D3001: The timestamp is out of range".into());
+        return Err(err!(D3001, "The timestamp is out of range"));
     }
     let offset_ms = (60 * oh + om) * 60_000;
     let p = parts(millis as i64 + offset_ms);
@@ -1006,8 +1014,9 @@ fn format_component(p: &Parts, m: &Marker, oh: i64, om: i64) -> R<String> {
                 'M' | 'x' => MONTHS.get((v - 1) as usize).copied().unwrap_or(""),
                 'F' => DAYS.get(v as usize).copied().unwrap_or(""),
                 other => {
-                    return Err(format!(
-                        "D3133: The 'name' modifier can only be applied to months and days in the date/time picture string, not {other}"
+                    return Err(err!(
+                        D3133,
+                        "The 'name' modifier can only be applied to months and days in the date/time picture string, not {other}"
                     ));
                 }
             };
@@ -1048,8 +1057,9 @@ fn format_component(p: &Parts, m: &Marker, oh: i64, om: i64) -> R<String> {
                     }
                     3 | 4 => format_integer_with(offset as f64, f)?,
                     n => {
-                        return Err(format!(
-                            "D3134: The timezone integer format specifier cannot have more than four digits ({n})"
+                        return Err(err!(
+                            D3134,
+                            "The timezone integer format specifier cannot have more than four digits ({n})"
                         ));
                     }
                 }
@@ -1147,8 +1157,7 @@ pub(crate) fn parse_datetime(text: &str, picture: &str, now_ms: i64) -> R<Option
                         }
                     }
                     other => {
-                        return Err(format!(
-                            "D3133: The 'name' modifier can only be applied to months and days in the date/time picture string, not {other}"
+                        return Err(err!(D3133, "The 'name' modifier can only be applied to months and days in the date/time picture string, not {other}"
                         ));
                     }
                 }
@@ -1165,7 +1174,7 @@ pub(crate) fn parse_datetime(text: &str, picture: &str, now_ms: i64) -> R<Option
         .case_insensitive(true)
         .size_limit(1 << 22)
         .build()
-        .map_err(|e| format!("D3136: The date/time picture string cannot be matched: {e}"))?;
+        .map_err(|e| err!(D3136, "The date/time picture string cannot be matched: {e}"))?;
     let Some(caps) = re.captures(text) else {
         return Ok(None);
     };
@@ -1249,12 +1258,18 @@ pub(crate) fn parse_datetime(text: &str, picture: &str, now_ms: i64) -> R<Option
         } else {
             started = true;
             if ended {
-                return Err("D3136: The date/time picture string is missing specifiers required to parse the timestamp".into());
+                return Err(err!(
+                    D3136,
+                    "The date/time picture string is missing specifiers required to parse the timestamp"
+                ));
             }
         }
     }
     if date_c || date_d {
-        return Err("D3136: The date/time picture string is missing specifiers required to parse the timestamp".into());
+        return Err(err!(
+            D3136,
+            "The date/time picture string is missing specifiers required to parse the timestamp"
+        ));
     }
     let g = |c: char| get(&comps, c).unwrap_or(0.0);
     let mut month0 = if g('M') > 0.0 { g('M') - 1.0 } else { 0.0 };
