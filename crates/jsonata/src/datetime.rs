@@ -648,36 +648,13 @@ pub(crate) fn parse_integer(text: &str, picture: &str) -> R<Option<f64>> {
 
 // ------------------------------------------------------------------ calendar
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (month 1-12).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 /// `Date.UTC(y, month0, d, h, mi, s, ms)` with JavaScript's overflow rules.
 fn utc(y: i64, month0: i64, d: i64, h: i64, mi: i64, s: i64, ms: i64) -> i64 {
     let y = if (0..=99).contains(&y) { 1900 + y } else { y };
     let total = y * 12 + month0;
     let (yy, mm) = (total.div_euclid(12), total.rem_euclid(12));
-    let days = days_from_civil(yy, mm + 1, 1) + d - 1;
+    // `mm` is 0..=11 (`rem_euclid`).
+    let days = clock::days_from_civil(yy, mm as u32 + 1, 1) + d - 1;
     days * DAY_MS + h * 3_600_000 + mi * 60_000 + s * 1000 + ms
 }
 
@@ -697,7 +674,8 @@ struct Parts {
 fn parts(millis: i64) -> Parts {
     let days = millis.div_euclid(DAY_MS);
     let rem = millis.rem_euclid(DAY_MS);
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = clock::civil_from_days(days);
+    let (m, d) = (i64::from(m), i64::from(d));
     Parts {
         year: y,
         month0: m - 1,
@@ -1336,6 +1314,7 @@ pub(crate) fn parse_iso(text: &str) -> Option<f64> {
             sign * (hh * 60 + mm)
         }
     };
-    let days = days_from_civil(y, mo, d);
+    // Range-checked above: month 1..=12, day 1..=31.
+    let days = clock::days_from_civil(y, mo as u32, d as u32);
     Some((days * DAY_MS + h * 3_600_000 + mi * 60_000 + s * 1000 + ms - offset_min * 60_000) as f64)
 }

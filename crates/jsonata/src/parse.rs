@@ -284,7 +284,7 @@ fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>, JsonataError> {
                     i += end + 4;
                     continue;
                 }
-                None => return Err(uncoded!("unterminated comment at offset {i}")),
+                None => return Err(uncoded!("unterminated comment at offset {i}").at(i)),
             }
         }
         let start = i;
@@ -312,7 +312,7 @@ fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>, JsonataError> {
             }
             let n: f64 = src[start..i]
                 .parse()
-                .map_err(|_| uncoded!("invalid number at offset {start}"))?;
+                .map_err(|_| uncoded!("invalid number at offset {start}").at(start))?;
             out.push((Tok::Num(n), start));
             continue;
         }
@@ -325,7 +325,7 @@ fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>, JsonataError> {
         if c == b'`' {
             let end = src[i + 1..]
                 .find('`')
-                .ok_or_else(|| uncoded!("unterminated `name` at offset {i}"))?;
+                .ok_or_else(|| uncoded!("unterminated `name` at offset {i}").at(i))?;
             out.push((Tok::Name(src[i + 1..i + 1 + end].to_owned()), start));
             i += end + 2;
             continue;
@@ -373,7 +373,7 @@ fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>, JsonataError> {
             out.push((Tok::Name(src[start..i].to_owned()), start));
             continue;
         }
-        return Err(uncoded!("unexpected character '{ch}' at offset {i}"));
+        return Err(uncoded!("unexpected character '{ch}' at offset {i}").at(i));
     }
     out.push((Tok::End, src.len()));
     Ok(out)
@@ -407,14 +407,12 @@ fn regex_literal(src: &str, start: usize) -> Result<(String, Option<String>, usi
         i += 1;
     }
     if i >= b.len() {
-        return Err(uncoded!(
-            "unterminated regular expression at offset {start}"
-        ));
+        return Err(uncoded!("unterminated regular expression at offset {start}").at(start));
     }
     let pattern = &src[start + 1..i];
     let src_pattern = pattern;
     if pattern.is_empty() {
-        return Err(uncoded!("empty regular expression at offset {start}"));
+        return Err(uncoded!("empty regular expression at offset {start}").at(start));
     }
     i += 1;
     let flags_start = i;
@@ -573,13 +571,13 @@ fn string_literal(src: &str, start: usize) -> Result<(String, usize), JsonataErr
             other => return Err(uncoded!("unsupported escape '\\{other}' in string")),
         }
     }
-    Err(uncoded!("unterminated string starting at offset {start}"))
+    Err(uncoded!("unterminated string starting at offset {start}").at(start))
 }
 
 fn too_deep(offset: usize) -> JsonataError {
     uncoded!(
         "the expression is nested more than {MAX_DEPTH} levels deep (operators, predicates, calls and brackets all count) at offset {offset}; split it into several expressions or use Assign variables"
-    )
+    ).at(offset)
 }
 
 struct Parser {
@@ -637,13 +635,13 @@ pub(crate) fn parse(src: &str) -> Result<Node, JsonataError> {
     }
     let node = p.expression(0)?;
     if !matches!(p.peek(), Tok::End) {
-        return Err(uncoded!("unexpected token at offset {}", p.offset()));
+        return Err(uncoded!("unexpected token at offset {}", p.offset()).at(p.offset()));
     }
     if let Some(at) = p.stray_range {
         return Err(err!(
             S0202,
             "the range operator '..' at offset {at} is only allowed inside an array constructor, as in [1..5]"
-        ));
+        ).at(at));
     }
     let mut node = node;
     if p.parents > 0 {
@@ -674,7 +672,7 @@ impl Parser {
             self.pos += 1;
             Ok(())
         } else {
-            Err(uncoded!("expected '{op}' at offset {}", self.offset()))
+            Err(uncoded!("expected '{op}' at offset {}", self.offset()).at(self.offset()))
         }
     }
 
@@ -724,7 +722,7 @@ impl Parser {
                 if self.parents >= MAX_PARENTS {
                     return Err(uncoded!(
                         "more than {MAX_PARENTS} parent operators '%' in one expression (offset {at}); bind the parent with '@' instead"
-                    ));
+                    ).at(at));
                 }
                 self.parents += 1;
                 Ok(Node::Parent(format!("!{}", self.parents - 1)))
@@ -781,7 +779,7 @@ impl Parser {
             }
             Tok::Regex(p, exact) => {
                 let bad = |e: fancy_regex::Error| {
-                    uncoded!("invalid regular expression at offset {at}: {e}")
+                    uncoded!("invalid regular expression at offset {at}: {e}").at(at)
                 };
                 let re = compile_regex(&p).map_err(bad)?;
                 let exact = match exact {
@@ -795,7 +793,7 @@ impl Parser {
                 }))
             }
             Tok::End => Err("unexpected end of expression".into()),
-            other => Err(uncoded!("unexpected {other:?} at offset {at}")),
+            other => Err(uncoded!("unexpected {other:?} at offset {at}").at(at)),
         }
     }
 
@@ -825,10 +823,10 @@ impl Parser {
                 match self.next() {
                     Tok::Var(v) => params.push(v),
                     _ => {
-                        return Err(uncoded!(
-                            "expected a $parameter at offset {}",
-                            self.offset()
-                        ));
+                        return Err(
+                            uncoded!("expected a $parameter at offset {}", self.offset())
+                                .at(self.offset()),
+                        );
                     }
                 }
                 if !self.is_op(",") {
@@ -851,7 +849,9 @@ impl Parser {
                     Tok::Op("<") => depth += 1,
                     Tok::Op(">") => depth -= 1,
                     Tok::Op("{") | Tok::End => {
-                        return Err(uncoded!("unterminated function signature at offset {at}"));
+                        return Err(
+                            uncoded!("unterminated function signature at offset {at}").at(at)
+                        );
                     }
                     _ => {}
                 }
@@ -861,7 +861,7 @@ impl Parser {
                     _ => {
                         return Err(uncoded!(
                             "invalid function signature at offset {at}: only type symbols (s n b l a o f j x), ( ) < > ? + - : may appear"
-                        ));
+                        ).at(at));
                     }
                 }
                 if depth == 0 {
@@ -870,7 +870,7 @@ impl Parser {
             }
             signature = Some(
                 super::signature::LambdaSignature::parse(&text)
-                    .map_err(|e| uncoded!("{e} (offset {at})"))?,
+                    .map_err(|e| uncoded!("{e} (offset {at})").at(at))?,
             );
         }
         self.expect("{")?;
@@ -939,7 +939,7 @@ impl Parser {
                     return Err(err!(
                         S0213,
                         "The literal value {lit} cannot be used as a step within a path expression (offset {at})"
-                    ));
+                    ).at(at));
                 }
                 Ok(Node::Path(steps))
             }
@@ -1001,18 +1001,20 @@ impl Parser {
                 let Tok::Var(name) = self.next() else {
                     return Err(uncoded!(
                         "the '{op}' operator must be followed by a $variable (offset {at})"
-                    ));
+                    )
+                    .at(at));
                 };
                 if name.is_empty() || name == "$" {
                     return Err(uncoded!(
                         "the '{op}' operator needs a named $variable, not '$' or '$$' (offset {at})"
-                    ));
+                    )
+                    .at(at));
                 }
                 let mut steps = into_steps(left);
                 let Some(last) = steps.pop() else {
-                    return Err(uncoded!(
-                        "'{op}' needs a path step on its left (offset {at})"
-                    ));
+                    return Err(
+                        uncoded!("'{op}' needs a path step on its left (offset {at})").at(at),
+                    );
                 };
                 if op == "@" {
                     // jsonata-js S0215/S0216: a focus binding must come before predicates
@@ -1021,13 +1023,13 @@ impl Parser {
                         return Err(err!(
                             S0215,
                             "A context variable binding must precede any predicates on a step (offset {at})"
-                        ));
+                        ).at(at));
                     }
                     if matches!(last, Node::Sort(..)) {
                         return Err(err!(
                             S0216,
                             "A context variable binding must precede the 'order-by' clause on a step (offset {at})"
-                        ));
+                        ).at(at));
                     }
                     steps.push(Node::Focus(Box::new(last), name));
                 } else {
@@ -1053,13 +1055,14 @@ impl Parser {
                 let Node::Var(name) = left else {
                     return Err(uncoded!(
                         "the left side of ':=' must be a $variable (offset {at})"
-                    ));
+                    )
+                    .at(at));
                 };
                 // Right-associative: `$a := $b := 1`.
                 let right = self.expression(bp - 1)?;
                 Ok(Node::Bind(name, Box::new(right)))
             }
-            other => Err(uncoded!("unexpected {other:?} at offset {at}")),
+            other => Err(uncoded!("unexpected {other:?} at offset {at}").at(at)),
         }
     }
 }

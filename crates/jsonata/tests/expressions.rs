@@ -332,6 +332,13 @@ fn parse_errors() {
         let err = Expression::parse(bad).expect_err(bad);
         assert!(err.to_string().contains(needle), "{bad}: {err}");
     }
+    // Syntax errors carry the offset as a field too (the message names it).
+    let err = Expression::parse("1 ! 2").unwrap_err();
+    assert_eq!(err.to_string(), "unexpected character '!' at offset 2");
+    assert_eq!((err.code(), err.position()), (None, Some(2)));
+    let err = Expression::parse("[1..2] ~> $x.(1..2)").unwrap_err();
+    assert!(err.has_code("S0202"), "{err}");
+    assert!(err.position().is_some(), "{err}");
     let deep = format!("{}1{}", "(".repeat(500), ")".repeat(500));
     assert!(
         Expression::parse(&deep)
