@@ -109,14 +109,14 @@ pub enum Node {
     Index(Box<Node>, String),
     /// `%`: the parent of the context item. The label names the tuple-stream variable that
     /// carries it (`!0`, `!1`, ...; no user variable can have such a name), bound by the
-    /// path step [`super::parent`] finds for it at parse time.
+    /// path step `parent.rs` finds for it at parse time.
     Parent(String),
     /// A path step that binds, for every item it produces, the item it was evaluated on
-    /// (its parent) to each of the labels (set by [`super::parent`] only).
+    /// (its parent) to each of the labels (set by `parent.rs` only).
     Ancestor(Box<Node>, Vec<String>),
     /// A path or block used as a step that returns its tuple stream (its items with the
     /// parent labels bound inside it), so later steps see those bindings (set by
-    /// [`super::parent`] only).
+    /// `parent.rs` only).
     Tuples(Box<Node>),
     /// `| location | update [, delete] |`: a function that returns a modified copy.
     Transform(
