@@ -16,7 +16,8 @@
 //! - [`history::HistoryEvent`]: `GetExecutionHistory`'s event shape (serde camelCase), shared
 //!   by the local engine, the CLI and the AWS mode.
 //! - The expression layer: [`jsonpath`], [`template`] (Parameters/ResultSelector/ItemSelector),
-//!   [`intrinsics`], [`jsonata`], [`choice`], with [`error::StatesError`] as AWS raises it.
+//!   [`intrinsics`], [`jsonata_template`] (JSONata-mode fields on the `jsonata` crate),
+//!   [`choice`], with [`error::StatesError`] as AWS raises it.
 //!
 //! Deliberately not here: storage, timers, task dispatch, concurrency (crate `engine`);
 //! distributed Map, activities and callback (`.waitForTaskToken`) patterns (a clear runtime
@@ -40,7 +41,7 @@ pub mod error;
 // Expression layer: JSONPath, payload templates, intrinsic functions, JSONata, Choice rules.
 pub mod choice;
 pub mod intrinsics;
-pub mod jsonata;
+pub mod jsonata_template;
 pub mod jsonpath;
 pub mod template;
 // Definitions and execution: model, validation, interpreter, history events.

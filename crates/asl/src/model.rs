@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::choice::ChoiceRule;
 use crate::error::Diagnostic;
-use crate::jsonata::JsonataTemplate;
+use crate::jsonata_template::JsonataTemplate;
 use crate::jsonpath::{JsonPath, ReferencePath};
 use crate::template::{PayloadExpr, Template};
 use crate::validate;

@@ -17,9 +17,10 @@
 //! - variable scopes: a Map processor or Parallel branch cannot assign a variable that an outer
 //!   scope assigns (developer guide, "Variable scope"), see `Validator::variable_scopes`.
 
-use crate::jsonata::{Expression, JsonataTemplate, is_expression};
+use crate::jsonata_template::{JsonataTemplate, parse_expression};
 use crate::jsonpath::{JsonPath, ReferencePath};
 use crate::template::Template;
+use jsonata::is_expression;
 use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value};
@@ -685,7 +686,7 @@ impl Validator {
                 if let Some(v) = s.get("Timestamp") {
                     let ok = match v {
                         Value::String(t) => {
-                            (!jp && is_jsonata(v)) || crate::history::parse_timestamp(t).is_some()
+                            (!jp && is_jsonata(v)) || clock::parse_rfc3339(t).is_some()
                         }
                         _ => false,
                     };
@@ -1225,7 +1226,7 @@ impl Validator {
         match v {
             Value::String(s) if is_jsonata(v) => {
                 // A syntax error is reported by the field's own check.
-                let Ok(e) = Expression::parse(s) else { return };
+                let Ok(e) = parse_expression(s) else { return };
                 if !access.error_output && e.reads_states_field("errorOutput") {
                     self.err(
                         path,
@@ -1432,7 +1433,7 @@ impl Validator {
     fn jsonata_string(&mut self, v: &Value, path: &str, st: Option<&str>) {
         if self.jsonata_surround(v, path, st) {
             if let Some(s) = v.as_str().filter(|s| is_expression(s)) {
-                if let Err(e) = Expression::parse(s) {
+                if let Err(e) = parse_expression(s) {
                     self.err(path, st, e.to_string());
                 }
             }

@@ -99,7 +99,7 @@ fn number(p: &Value, name: &str, default: u64) -> u64 {
 fn time_of(value: Option<&Value>, fallback: SystemTime) -> SystemTime {
     value
         .and_then(Value::as_str)
-        .and_then(asl::history::parse_timestamp)
+        .and_then(clock::parse_rfc3339)
         .unwrap_or(fallback)
 }
 

@@ -16,6 +16,8 @@
 //! Evaluation (`eval`) turns a path into a tuple stream from its first binding step on, so
 //! later steps, predicates, order-by terms and constructors see the labels as variables.
 
+use crate::error::{JsonataError, err, uncoded};
+
 use std::sync::Arc;
 
 use super::parse::Node;
@@ -31,14 +33,15 @@ struct Slot {
 /// Tree height the walk accepts (the parser bounds it far below this).
 const MAX_WALK_DEPTH: usize = 1000;
 
-fn s0217(what: &str) -> String {
-    format!(
-        "S0217: The object representing the 'parent' cannot be derived from this expression ({what}); '%' needs a preceding path step that is a field name, a wildcard, a block or a path"
+fn s0217(what: &str) -> JsonataError {
+    err!(
+        S0217,
+        "The object representing the 'parent' cannot be derived from this expression ({what}); '%' needs a preceding path step that is a field name, a wildcard, a block or a path"
     )
 }
 
 /// Resolves every `%` in `root`; errors are S0217.
-pub(crate) fn resolve(root: &mut Node) -> Result<(), String> {
+pub(crate) fn resolve(root: &mut Node) -> Result<(), JsonataError> {
     let mut r = Resolver { depth: 0 };
     let slots = r.seeking(root)?;
     if !slots.is_empty() {
@@ -54,10 +57,10 @@ struct Resolver {
 }
 
 impl Resolver {
-    fn enter(&mut self) -> Result<(), String> {
+    fn enter(&mut self) -> Result<(), JsonataError> {
         self.depth += 1;
         if self.depth > MAX_WALK_DEPTH {
-            return Err(format!(
+            return Err(uncoded!(
                 "the expression is nested more than {MAX_WALK_DEPTH} levels deep"
             ));
         }
@@ -65,7 +68,7 @@ impl Resolver {
     }
 
     /// The unresolved slots of `node` (processing everything inside it).
-    fn seeking(&mut self, node: &mut Node) -> Result<Vec<Slot>, String> {
+    fn seeking(&mut self, node: &mut Node) -> Result<Vec<Slot>, JsonataError> {
         self.enter()?;
         let r = self.seeking_inner(node);
         self.depth -= 1;
@@ -75,7 +78,7 @@ impl Resolver {
     // `seeking_inner` is on every level of the recursion: its arms call small
     // non-inlined helpers so that its frame stays small in debug builds (which give a
     // function one stack slot per local of every arm).
-    fn seeking_inner(&mut self, node: &mut Node) -> Result<Vec<Slot>, String> {
+    fn seeking_inner(&mut self, node: &mut Node) -> Result<Vec<Slot>, JsonataError> {
         match node {
             Node::Parent(label) => Ok(vec![Slot {
                 label: label.clone(),
@@ -98,7 +101,7 @@ impl Resolver {
     /// it. The reference makes a field name a one-step path, which keeps what is left
     /// unresolved to itself.
     #[inline(never)]
-    fn lone_step(&mut self, node: &mut Node) -> Result<Vec<Slot>, String> {
+    fn lone_step(&mut self, node: &mut Node) -> Result<Vec<Slot>, JsonataError> {
         let slots = self.step(node)?;
         let name_step = matches!(base(node), Node::Name(_) | Node::Ancestor(..));
         if is_binding_step(node) {
@@ -109,7 +112,7 @@ impl Resolver {
     }
 
     #[inline(never)]
-    fn sort(&mut self, node: &mut Node) -> Result<Vec<Slot>, String> {
+    fn sort(&mut self, node: &mut Node) -> Result<Vec<Slot>, JsonataError> {
         let Node::Sort(inner, terms) = node else {
             return Ok(Vec::new());
         };
@@ -136,7 +139,7 @@ impl Resolver {
     /// Nodes that, like in the reference, do not pass their slots outwards: grouping
     /// (except its operand), lambdas, the transform operator and `~>`.
     #[inline(never)]
-    fn opaque(&mut self, node: &mut Node) -> Result<Vec<Slot>, String> {
+    fn opaque(&mut self, node: &mut Node) -> Result<Vec<Slot>, JsonataError> {
         match node {
             Node::Group(expr, pairs) => {
                 for (k, v) in pairs.iter_mut() {
@@ -169,7 +172,7 @@ impl Resolver {
     /// Operators, constructors, calls, conditions, blocks and bindings: the slots of their
     /// operands (a call's arguments, not the function).
     #[inline(never)]
-    fn operands(&mut self, node: &mut Node) -> Result<Vec<Slot>, String> {
+    fn operands(&mut self, node: &mut Node) -> Result<Vec<Slot>, JsonataError> {
         let mut slots = Vec::new();
         match node {
             Node::Call(f, args) => {
@@ -210,7 +213,7 @@ impl Resolver {
 
     /// A path: each step's slots are resolved against the steps before it; what is still
     /// unresolved past the first step is the path's own.
-    fn path(&mut self, steps: &mut [Node]) -> Result<Vec<Slot>, String> {
+    fn path(&mut self, steps: &mut [Node]) -> Result<Vec<Slot>, JsonataError> {
         let mut out = Vec::new();
         for i in 0..steps.len() {
             let slots = self.step(&mut steps[i])?;
@@ -248,7 +251,7 @@ impl Resolver {
 
     /// A path step: its own slots plus what its predicates leave unresolved (a `%` in a
     /// predicate is the parent of the step's items, so it resolves on the step itself).
-    fn step(&mut self, node: &mut Node) -> Result<Vec<Slot>, String> {
+    fn step(&mut self, node: &mut Node) -> Result<Vec<Slot>, JsonataError> {
         self.enter()?;
         let r = match node {
             Node::Filter(inner, pred) => self.filter_step(inner, pred),
@@ -275,7 +278,11 @@ impl Resolver {
         r
     }
 
-    fn filter_step(&mut self, inner: &mut Node, pred: &mut Node) -> Result<Vec<Slot>, String> {
+    fn filter_step(
+        &mut self,
+        inner: &mut Node,
+        pred: &mut Node,
+    ) -> Result<Vec<Slot>, JsonataError> {
         let mut slots = self.step(inner)?;
         for mut s in self.seeking(pred)? {
             if s.level == 1 {
@@ -289,14 +296,14 @@ impl Resolver {
     }
 
     /// Moves `slot` one step back over `node` (the reference's `seekParent`).
-    fn seek_parent(&mut self, node: &mut Node, slot: &mut Slot) -> Result<(), String> {
+    fn seek_parent(&mut self, node: &mut Node, slot: &mut Slot) -> Result<(), JsonataError> {
         self.enter()?;
         let r = self.seek_parent_inner(node, slot);
         self.depth -= 1;
         r
     }
 
-    fn seek_parent_inner(&mut self, node: &mut Node, slot: &mut Slot) -> Result<(), String> {
+    fn seek_parent_inner(&mut self, node: &mut Node, slot: &mut Slot) -> Result<(), JsonataError> {
         match node {
             Node::Filter(inner, _)
             | Node::Focus(inner, _)

@@ -1,8 +1,7 @@
-//! JSONata: the language core, the function library, the Step Functions additions, and
-//! JSONata-mode templates (Output, Arguments, Assign).
+//! JSONata: the language core, the function library and the Step Functions additions.
 
-use asl::jsonata::{Expression, JsonataTemplate, is_expression};
-use asl::jsonpath::{EvalContext, SplitMix64};
+use jsonata::context::{EvalContext, SplitMix64};
+use jsonata::{Expression, JsonataError, is_expression};
 use serde_json::{Value, json};
 
 fn input() -> Value {
@@ -19,7 +18,7 @@ fn input() -> Value {
     })
 }
 
-fn eval_on(expr: &str, input: &Value, seed: u64) -> Result<Option<Value>, asl::error::StatesError> {
+fn eval_on(expr: &str, input: &Value, seed: u64) -> Result<Option<Value>, JsonataError> {
     let context = json!({"State": {"Name": "S", "EnteredTime": "2024-01-02T03:04:05.678Z"}, "Map": {"Item": {"Value": 7}}});
     let vars: serde_json::Map<String, Value> = serde_json::from_value(
         json!({"theAnswer": 42, "varname": {"varfield": "vf"}, "list": [3, 1, 2]}),
@@ -44,9 +43,8 @@ fn check(expr: &str, expected: Option<Value>) {
 
 #[track_caller]
 fn check_err(expr: &str, needle: &str) {
-    let e = eval_on(expr, &input(), 1).expect_err(expr);
-    assert_eq!(e.error, "States.QueryEvaluationError");
-    assert!(e.cause.contains(needle), "{expr}: {}", e.cause);
+    let e = eval_on(expr, &input(), 1).expect_err(expr).to_string();
+    assert!(e.contains(needle), "{expr}: {e}");
 }
 
 #[test]
@@ -334,6 +332,13 @@ fn parse_errors() {
         let err = Expression::parse(bad).expect_err(bad);
         assert!(err.to_string().contains(needle), "{bad}: {err}");
     }
+    // Syntax errors carry the offset as a field too (the message names it).
+    let err = Expression::parse("1 ! 2").unwrap_err();
+    assert_eq!(err.to_string(), "unexpected character '!' at offset 2");
+    assert_eq!((err.code(), err.position()), (None, Some(2)));
+    let err = Expression::parse("[1..2] ~> $x.(1..2)").unwrap_err();
+    assert!(err.has_code("S0202"), "{err}");
+    assert!(err.position().is_some(), "{err}");
     let deep = format!("{}1{}", "(".repeat(500), ")".repeat(500));
     assert!(
         Expression::parse(&deep)
@@ -341,68 +346,6 @@ fn parse_errors() {
             .to_string()
             .contains("nested")
     );
-}
-
-fn render(template: Value, field: &str, input: Value) -> Result<Value, asl::error::StatesError> {
-    let context = json!({});
-    let vars: serde_json::Map<String, Value> = serde_json::from_value(json!({"v": 1})).unwrap();
-    let mut entropy = SplitMix64(0);
-    let mut ctx = EvalContext::new(&input, &context, &vars, &mut entropy);
-    JsonataTemplate::compile(&template, field)
-        .unwrap_or_else(|d| panic!("{d:?}"))
-        .render(&mut ctx)
-}
-
-#[test]
-fn templates_evaluate_nested_expressions_and_copy_literals() {
-    let out = render(
-        json!({
-            "sum": "{% $sum($states.input.values) + $v %}",
-            "literal": " {% not evaluated %} ",
-            "path_like": "$states.input",
-            "list": [1, "{% $v %}", {"in": "{% $states.input.values[0] %}"}]
-        }),
-        "Output",
-        json!({"values": [1, 2]}),
-    )
-    .unwrap();
-    assert_eq!(
-        out,
-        json!({"sum": 4, "literal": " {% not evaluated %} ", "path_like": "$states.input", "list": [1, 1, {"in": 1}]})
-    );
-    assert!(
-        JsonataTemplate::compile(&json!({"a": [1, "x"]}), "Output")
-            .unwrap()
-            .is_static()
-    );
-}
-
-#[test]
-fn undefined_results_use_aws_text_with_the_field_path() {
-    // Recorded on AWS: BASE_UNDEFINED_ASSIGN / _OUTPUT / _OUTPUT_FIELD.
-    let e = render(
-        json!({"result": "{% $doesNotExist %}"}),
-        "Assign",
-        json!({}),
-    )
-    .unwrap_err();
-    assert_eq!(e.error, "States.QueryEvaluationError");
-    assert_eq!(
-        e.cause,
-        "The JSONata expression '$doesNotExist' specified for the field 'Assign/result' returned nothing (undefined)."
-    );
-    let e = render(json!("{% $doesNotExist %}"), "Output", json!({})).unwrap_err();
-    assert_eq!(
-        e.cause,
-        "The JSONata expression '$doesNotExist' specified for the field 'Output' returned nothing (undefined)."
-    );
-}
-
-#[test]
-fn template_compile_errors_point_at_the_field() {
-    let d = JsonataTemplate::compile(&json!({"a": {"b": "{% 1 + %}"}}), "Arguments").unwrap_err();
-    assert_eq!(d[0].path, "/a/b");
-    assert!(d[0].message.contains("JSONata"), "{}", d[0].message);
 }
 
 #[test]

@@ -7,7 +7,9 @@
 //! modifiers (`[FN,*-3]`, `[Y,2]`) and time zones (`[Z]`, `[z]`, `[Z01:01t]`). All dates are
 //! proleptic Gregorian in UTC (plus the optional offset), computed with integer arithmetic.
 
-type R<T> = Result<T, String>;
+use crate::error::{JsonataError, err};
+
+type R<T> = Result<T, JsonataError>;
 
 /// Longest picture accepted: pictures are short in practice, and the bound keeps the
 /// work of padding and grouping small for hostile input.
@@ -15,8 +17,9 @@ pub(crate) const MAX_PICTURE: usize = 4096;
 
 pub(crate) fn check_picture(picture: &str) -> R<()> {
     if picture.len() > MAX_PICTURE {
-        return Err(format!(
-            "D3080: The picture string is longer than {MAX_PICTURE} characters"
+        return Err(err!(
+            D3080,
+            "The picture string is longer than {MAX_PICTURE} characters"
         ));
     }
     Ok(())
@@ -391,8 +394,9 @@ pub(crate) fn analyse_integer(picture: &str) -> R<IntFormat> {
                     match zero {
                         None => zero = Some(*g),
                         Some(z) if z != *g => {
-                            return Err(format!(
-                                "D3131: The picture string '{picture}' mixes digits from different digit families"
+                            return Err(err!(
+                                D3131,
+                                "The picture string '{picture}' mixes digits from different digit families"
                             ));
                         }
                         _ => {}
@@ -469,7 +473,7 @@ pub(crate) fn format_integer_with(value: f64, f: &IntFormat) -> R<String> {
         }
         Primary::Words if spelled_ok => apply_case(words(abs as u64, f.ordinal), f.case),
         Primary::Letters | Primary::Roman | Primary::Words => {
-            return Err("D3001: The number is too large to spell out".into());
+            return Err(err!(D3001, "The number is too large to spell out"));
         }
         Primary::Decimal => {
             let mut digits = if abs < 1e21 {
@@ -518,8 +522,9 @@ pub(crate) fn format_integer_with(value: f64, f: &IntFormat) -> R<String> {
             s
         }
         Primary::Sequence(token) => {
-            return Err(format!(
-                "D3130: Formatting or parsing an integer as a sequence starting with \"{token}\" is not supported by this implementation"
+            return Err(err!(
+                D3130,
+                "Formatting or parsing an integer as a sequence starting with \"{token}\" is not supported by this implementation"
             ));
         }
     };
@@ -583,8 +588,9 @@ fn int_regex(f: &IntFormat) -> R<String> {
             r
         }
         Primary::Sequence(token) => {
-            return Err(format!(
-                "D3130: Formatting or parsing an integer as a sequence starting with \"{token}\" is not supported by this implementation"
+            return Err(err!(
+                D3130,
+                "Formatting or parsing an integer as a sequence starting with \"{token}\" is not supported by this implementation"
             ));
         }
     })
@@ -642,36 +648,13 @@ pub(crate) fn parse_integer(text: &str, picture: &str) -> R<Option<f64>> {
 
 // ------------------------------------------------------------------ calendar
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (month 1-12).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 /// `Date.UTC(y, month0, d, h, mi, s, ms)` with JavaScript's overflow rules.
 fn utc(y: i64, month0: i64, d: i64, h: i64, mi: i64, s: i64, ms: i64) -> i64 {
     let y = if (0..=99).contains(&y) { 1900 + y } else { y };
     let total = y * 12 + month0;
     let (yy, mm) = (total.div_euclid(12), total.rem_euclid(12));
-    let days = days_from_civil(yy, mm + 1, 1) + d - 1;
+    // `mm` is 0..=11 (`rem_euclid`).
+    let days = clock::days_from_civil(yy, mm as u32 + 1, 1) + d - 1;
     days * DAY_MS + h * 3_600_000 + mi * 60_000 + s * 1000 + ms
 }
 
@@ -691,7 +674,8 @@ struct Parts {
 fn parts(millis: i64) -> Parts {
     let days = millis.div_euclid(DAY_MS);
     let rem = millis.rem_euclid(DAY_MS);
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = clock::civil_from_days(days);
+    let (m, d) = (i64::from(m), i64::from(d));
     Parts {
         year: y,
         month0: m - 1,
@@ -844,9 +828,10 @@ fn analyse_datetime(picture: &str) -> R<Vec<Part>> {
             literal(&mut spec, &chars[start..pos]);
             start = pos;
             let Some(close) = chars[start..].iter().position(|c| *c == ']') else {
-                return Err(
-                    "D3135: No matching closing bracket ']' in date/time picture string".into(),
-                );
+                return Err(err!(
+                    D3135,
+                    "No matching closing bracket ']' in date/time picture string"
+                ));
             };
             pos = start + close;
             let marker: String = chars[start + 1..pos]
@@ -903,8 +888,9 @@ fn analyse_marker(marker: &str) -> R<Marker> {
             'm' | 's' => "01".into(),
             'Z' | 'z' => "01:01".into(),
             other => {
-                return Err(format!(
-                    "D3132: Unknown component specifier \"{other}\" in date/time picture string"
+                return Err(err!(
+                    D3132,
+                    "Unknown component specifier \"{other}\" in date/time picture string"
                 ));
             }
         }
@@ -980,7 +966,7 @@ pub(crate) fn format_datetime(millis: f64, picture: Option<&str>, tz: Option<&st
     check_picture(picture.unwrap_or(""))?;
     let spec = analyse_datetime(picture.unwrap_or(ISO_PICTURE))?;
     if !millis.is_finite() || millis.abs() > 8.64e15 {
-        return Err("D3001: The timestamp is out of range".into());
+        return Err(err!(D3001, "The timestamp is out of range"));
     }
     let offset_ms = (60 * oh + om) * 60_000;
     let p = parts(millis as i64 + offset_ms);
@@ -1006,8 +992,9 @@ fn format_component(p: &Parts, m: &Marker, oh: i64, om: i64) -> R<String> {
                 'M' | 'x' => MONTHS.get((v - 1) as usize).copied().unwrap_or(""),
                 'F' => DAYS.get(v as usize).copied().unwrap_or(""),
                 other => {
-                    return Err(format!(
-                        "D3133: The 'name' modifier can only be applied to months and days in the date/time picture string, not {other}"
+                    return Err(err!(
+                        D3133,
+                        "The 'name' modifier can only be applied to months and days in the date/time picture string, not {other}"
                     ));
                 }
             };
@@ -1048,8 +1035,9 @@ fn format_component(p: &Parts, m: &Marker, oh: i64, om: i64) -> R<String> {
                     }
                     3 | 4 => format_integer_with(offset as f64, f)?,
                     n => {
-                        return Err(format!(
-                            "D3134: The timezone integer format specifier cannot have more than four digits ({n})"
+                        return Err(err!(
+                            D3134,
+                            "The timezone integer format specifier cannot have more than four digits ({n})"
                         ));
                     }
                 }
@@ -1147,8 +1135,7 @@ pub(crate) fn parse_datetime(text: &str, picture: &str, now_ms: i64) -> R<Option
                         }
                     }
                     other => {
-                        return Err(format!(
-                            "D3133: The 'name' modifier can only be applied to months and days in the date/time picture string, not {other}"
+                        return Err(err!(D3133, "The 'name' modifier can only be applied to months and days in the date/time picture string, not {other}"
                         ));
                     }
                 }
@@ -1165,7 +1152,7 @@ pub(crate) fn parse_datetime(text: &str, picture: &str, now_ms: i64) -> R<Option
         .case_insensitive(true)
         .size_limit(1 << 22)
         .build()
-        .map_err(|e| format!("D3136: The date/time picture string cannot be matched: {e}"))?;
+        .map_err(|e| err!(D3136, "The date/time picture string cannot be matched: {e}"))?;
     let Some(caps) = re.captures(text) else {
         return Ok(None);
     };
@@ -1249,12 +1236,18 @@ pub(crate) fn parse_datetime(text: &str, picture: &str, now_ms: i64) -> R<Option
         } else {
             started = true;
             if ended {
-                return Err("D3136: The date/time picture string is missing specifiers required to parse the timestamp".into());
+                return Err(err!(
+                    D3136,
+                    "The date/time picture string is missing specifiers required to parse the timestamp"
+                ));
             }
         }
     }
     if date_c || date_d {
-        return Err("D3136: The date/time picture string is missing specifiers required to parse the timestamp".into());
+        return Err(err!(
+            D3136,
+            "The date/time picture string is missing specifiers required to parse the timestamp"
+        ));
     }
     let g = |c: char| get(&comps, c).unwrap_or(0.0);
     let mut month0 = if g('M') > 0.0 { g('M') - 1.0 } else { 0.0 };
@@ -1321,6 +1314,7 @@ pub(crate) fn parse_iso(text: &str) -> Option<f64> {
             sign * (hh * 60 + mm)
         }
     };
-    let days = days_from_civil(y, mo, d);
+    // Range-checked above: month 1..=12, day 1..=31.
+    let days = clock::days_from_civil(y, mo as u32, d as u32);
     Some((days * DAY_MS + h * 3_600_000 + mi * 60_000 + s * 1000 + ms - offset_min * 60_000) as f64)
 }

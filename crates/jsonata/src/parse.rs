@@ -4,6 +4,8 @@
 //! `MAX_DEPTH`, so dropping, cloning, walking or evaluating a parsed tree cannot overflow the
 //! stack, and parsing is linear (left operands are moved, never copied).
 
+use crate::error::{JsonataError, err, uncoded};
+
 use std::ops::ControlFlow;
 
 /// Binary operators.
@@ -107,14 +109,14 @@ pub enum Node {
     Index(Box<Node>, String),
     /// `%`: the parent of the context item. The label names the tuple-stream variable that
     /// carries it (`!0`, `!1`, ...; no user variable can have such a name), bound by the
-    /// path step [`super::parent`] finds for it at parse time.
+    /// path step `parent.rs` finds for it at parse time.
     Parent(String),
     /// A path step that binds, for every item it produces, the item it was evaluated on
-    /// (its parent) to each of the labels (set by [`super::parent`] only).
+    /// (its parent) to each of the labels (set by `parent.rs` only).
     Ancestor(Box<Node>, Vec<String>),
     /// A path or block used as a step that returns its tuple stream (its items with the
     /// parent labels bound inside it), so later steps see those bindings (set by
-    /// [`super::parent`] only).
+    /// `parent.rs` only).
     Tuples(Box<Node>),
     /// `| location | update [, delete] |`: a function that returns a modified copy.
     Transform(
@@ -223,7 +225,7 @@ impl Regex {
     }
 }
 
-fn compile_regex(pattern: &str) -> Result<std::sync::Arc<fancy_regex::Regex>, String> {
+fn compile_regex(pattern: &str) -> Result<std::sync::Arc<fancy_regex::Regex>, fancy_regex::Error> {
     fancy_regex::RegexBuilder::new(pattern)
         .backtrack_limit(REGEX_BACKTRACK_LIMIT)
         // With the `m` flag, `^`/`$` also stop at `\r` as JavaScript's do.
@@ -232,7 +234,6 @@ fn compile_regex(pattern: &str) -> Result<std::sync::Arc<fancy_regex::Regex>, St
         .delegate_dfa_size_limit(1 << 20)
         .build()
         .map(std::sync::Arc::new)
-        .map_err(|e| e.to_string())
 }
 
 /// Backtracking steps one search of a look-around/back-reference pattern may take before it
@@ -267,7 +268,7 @@ const OPS: &[&str] = &[
     ";", "?", "+", "-", "*", "/", "%", "&", "=", "<", ">", "|", "@", "#",
 ];
 
-fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>, String> {
+fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>, JsonataError> {
     let mut out = Vec::new();
     let b = src.as_bytes();
     let mut i = 0;
@@ -283,7 +284,7 @@ fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>, String> {
                     i += end + 4;
                     continue;
                 }
-                None => return Err(format!("unterminated comment at offset {i}")),
+                None => return Err(uncoded!("unterminated comment at offset {i}").at(i)),
             }
         }
         let start = i;
@@ -311,7 +312,7 @@ fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>, String> {
             }
             let n: f64 = src[start..i]
                 .parse()
-                .map_err(|_| format!("invalid number at offset {start}"))?;
+                .map_err(|_| uncoded!("invalid number at offset {start}").at(start))?;
             out.push((Tok::Num(n), start));
             continue;
         }
@@ -324,7 +325,7 @@ fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>, String> {
         if c == b'`' {
             let end = src[i + 1..]
                 .find('`')
-                .ok_or_else(|| format!("unterminated `name` at offset {i}"))?;
+                .ok_or_else(|| uncoded!("unterminated `name` at offset {i}").at(i))?;
             out.push((Tok::Name(src[i + 1..i + 1 + end].to_owned()), start));
             i += end + 2;
             continue;
@@ -372,7 +373,7 @@ fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>, String> {
             out.push((Tok::Name(src[start..i].to_owned()), start));
             continue;
         }
-        return Err(format!("unexpected character '{ch}' at offset {i}"));
+        return Err(uncoded!("unexpected character '{ch}' at offset {i}").at(i));
     }
     out.push((Tok::End, src.len()));
     Ok(out)
@@ -391,7 +392,7 @@ fn regex_allowed(prev: Option<&Tok>) -> bool {
 }
 
 /// Reads `/pattern/flags` and returns the pattern in `regex` crate syntax (`(?im)` prefix).
-fn regex_literal(src: &str, start: usize) -> Result<(String, Option<String>, usize), String> {
+fn regex_literal(src: &str, start: usize) -> Result<(String, Option<String>, usize), JsonataError> {
     let b = src.as_bytes();
     let mut i = start + 1;
     let mut in_class = false;
@@ -406,12 +407,12 @@ fn regex_literal(src: &str, start: usize) -> Result<(String, Option<String>, usi
         i += 1;
     }
     if i >= b.len() {
-        return Err(format!("unterminated regular expression at offset {start}"));
+        return Err(uncoded!("unterminated regular expression at offset {start}").at(start));
     }
     let pattern = &src[start + 1..i];
     let src_pattern = pattern;
     if pattern.is_empty() {
-        return Err(format!("empty regular expression at offset {start}"));
+        return Err(uncoded!("empty regular expression at offset {start}").at(start));
     }
     i += 1;
     let flags_start = i;
@@ -420,7 +421,7 @@ fn regex_literal(src: &str, start: usize) -> Result<(String, Option<String>, usi
     }
     let flags = &src[flags_start..i];
     if let Some(bad) = flags.chars().find(|c| !matches!(c, 'i' | 'm')) {
-        return Err(format!("unsupported regular expression flag '{bad}'"));
+        return Err(uncoded!("unsupported regular expression flag '{bad}'"));
     }
     let with_flags = |p: String| {
         if flags.is_empty() {
@@ -533,7 +534,7 @@ fn backtracks(pattern: &str) -> bool {
             .any(|w| w[0] == b'\\' && (b'1'..=b'9').contains(&w[1]))
 }
 
-fn string_literal(src: &str, start: usize) -> Result<(String, usize), String> {
+fn string_literal(src: &str, start: usize) -> Result<(String, usize), JsonataError> {
     let quote = src.as_bytes()[start] as char;
     let mut out = String::new();
     let mut it = src[start + 1..].char_indices();
@@ -567,16 +568,16 @@ fn string_literal(src: &str, start: usize) -> Result<(String, usize), String> {
                 }
                 out.push(char::from_u32(code).unwrap_or('\u{FFFD}'));
             }
-            other => return Err(format!("unsupported escape '\\{other}' in string")),
+            other => return Err(uncoded!("unsupported escape '\\{other}' in string")),
         }
     }
-    Err(format!("unterminated string starting at offset {start}"))
+    Err(uncoded!("unterminated string starting at offset {start}").at(start))
 }
 
-fn too_deep(offset: usize) -> String {
-    format!(
+fn too_deep(offset: usize) -> JsonataError {
+    uncoded!(
         "the expression is nested more than {MAX_DEPTH} levels deep (operators, predicates, calls and brackets all count) at offset {offset}; split it into several expressions or use Assign variables"
-    )
+    ).at(offset)
 }
 
 struct Parser {
@@ -619,7 +620,7 @@ fn lbp(tok: &Tok) -> u8 {
 }
 
 /// Parses a JSONata expression.
-pub(crate) fn parse(src: &str) -> Result<Node, String> {
+pub(crate) fn parse(src: &str) -> Result<Node, JsonataError> {
     let toks = tokenize(src)?;
     let mut p = Parser {
         toks,
@@ -634,12 +635,13 @@ pub(crate) fn parse(src: &str) -> Result<Node, String> {
     }
     let node = p.expression(0)?;
     if !matches!(p.peek(), Tok::End) {
-        return Err(format!("unexpected token at offset {}", p.offset()));
+        return Err(uncoded!("unexpected token at offset {}", p.offset()).at(p.offset()));
     }
     if let Some(at) = p.stray_range {
-        return Err(format!(
-            "S0202: the range operator '..' at offset {at} is only allowed inside an array constructor, as in [1..5]"
-        ));
+        return Err(err!(
+            S0202,
+            "the range operator '..' at offset {at} is only allowed inside an array constructor, as in [1..5]"
+        ).at(at));
     }
     let mut node = node;
     if p.parents > 0 {
@@ -665,16 +667,16 @@ impl Parser {
     fn is_op(&self, op: &str) -> bool {
         matches!(self.peek(), Tok::Op(o) if *o == op)
     }
-    fn expect(&mut self, op: &str) -> Result<(), String> {
+    fn expect(&mut self, op: &str) -> Result<(), JsonataError> {
         if self.is_op(op) {
             self.pos += 1;
             Ok(())
         } else {
-            Err(format!("expected '{op}' at offset {}", self.offset()))
+            Err(uncoded!("expected '{op}' at offset {}", self.offset()).at(self.offset()))
         }
     }
 
-    fn expression(&mut self, rbp: u8) -> Result<Node, String> {
+    fn expression(&mut self, rbp: u8) -> Result<Node, JsonataError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
             return Err(too_deep(self.offset()));
@@ -698,7 +700,7 @@ impl Parser {
         Ok(left)
     }
 
-    fn nud(&mut self) -> Result<Node, String> {
+    fn nud(&mut self) -> Result<Node, JsonataError> {
         let at = self.offset();
         match self.next() {
             Tok::Num(n) => Ok(Node::Num(n)),
@@ -718,9 +720,9 @@ impl Parser {
                 // Resolving a `%` walks back over the `%`s before it: bounding their number
                 // keeps parsing fast on hostile input.
                 if self.parents >= MAX_PARENTS {
-                    return Err(format!(
+                    return Err(uncoded!(
                         "more than {MAX_PARENTS} parent operators '%' in one expression (offset {at}); bind the parent with '@' instead"
-                    ));
+                    ).at(at));
                 }
                 self.parents += 1;
                 Ok(Node::Parent(format!("!{}", self.parents - 1)))
@@ -776,7 +778,9 @@ impl Parser {
                 ))
             }
             Tok::Regex(p, exact) => {
-                let bad = |e: String| format!("invalid regular expression at offset {at}: {e}");
+                let bad = |e: fancy_regex::Error| {
+                    uncoded!("invalid regular expression at offset {at}: {e}").at(at)
+                };
                 let re = compile_regex(&p).map_err(bad)?;
                 let exact = match exact {
                     Some(x) => Some(compile_regex(&x).map_err(bad)?),
@@ -789,11 +793,11 @@ impl Parser {
                 }))
             }
             Tok::End => Err("unexpected end of expression".into()),
-            other => Err(format!("unexpected {other:?} at offset {at}")),
+            other => Err(uncoded!("unexpected {other:?} at offset {at}").at(at)),
         }
     }
 
-    fn object_body(&mut self) -> Result<Vec<(Node, Node)>, String> {
+    fn object_body(&mut self) -> Result<Vec<(Node, Node)>, JsonataError> {
         let mut pairs = Vec::new();
         if !self.is_op("}") {
             loop {
@@ -811,14 +815,19 @@ impl Parser {
         Ok(pairs)
     }
 
-    fn lambda(&mut self) -> Result<Node, String> {
+    fn lambda(&mut self) -> Result<Node, JsonataError> {
         self.expect("(")?;
         let mut params = Vec::new();
         if !self.is_op(")") {
             loop {
                 match self.next() {
                     Tok::Var(v) => params.push(v),
-                    _ => return Err(format!("expected a $parameter at offset {}", self.offset())),
+                    _ => {
+                        return Err(
+                            uncoded!("expected a $parameter at offset {}", self.offset())
+                                .at(self.offset()),
+                        );
+                    }
                 }
                 if !self.is_op(",") {
                     break;
@@ -840,7 +849,9 @@ impl Parser {
                     Tok::Op("<") => depth += 1,
                     Tok::Op(">") => depth -= 1,
                     Tok::Op("{") | Tok::End => {
-                        return Err(format!("unterminated function signature at offset {at}"));
+                        return Err(
+                            uncoded!("unterminated function signature at offset {at}").at(at)
+                        );
                     }
                     _ => {}
                 }
@@ -848,9 +859,9 @@ impl Parser {
                     Tok::Op(op) => text.push_str(op),
                     Tok::Name(n) => text.push_str(&n),
                     _ => {
-                        return Err(format!(
+                        return Err(uncoded!(
                             "invalid function signature at offset {at}: only type symbols (s n b l a o f j x), ( ) < > ? + - : may appear"
-                        ));
+                        ).at(at));
                     }
                 }
                 if depth == 0 {
@@ -859,7 +870,7 @@ impl Parser {
             }
             signature = Some(
                 super::signature::LambdaSignature::parse(&text)
-                    .map_err(|e| format!("{e} (offset {at})"))?,
+                    .map_err(|e| uncoded!("{e} (offset {at})").at(at))?,
             );
         }
         self.expect("{")?;
@@ -872,7 +883,7 @@ impl Parser {
         ))
     }
 
-    fn led(&mut self, left: Node) -> Result<Node, String> {
+    fn led(&mut self, left: Node) -> Result<Node, JsonataError> {
         let at = self.offset();
         let tok = self.next();
         let bp = lbp(&tok);
@@ -925,9 +936,10 @@ impl Parser {
                         Node::Bool(b) => b.to_string(),
                         _ => "null".into(),
                     };
-                    return Err(format!(
-                        "S0213: The literal value {lit} cannot be used as a step within a path expression (offset {at})"
-                    ));
+                    return Err(err!(
+                        S0213,
+                        "The literal value {lit} cannot be used as a step within a path expression (offset {at})"
+                    ).at(at));
                 }
                 Ok(Node::Path(steps))
             }
@@ -987,33 +999,37 @@ impl Parser {
             Tok::Op("{") => Ok(Node::Group(Box::new(left), self.object_body()?)),
             Tok::Op(op @ ("@" | "#")) => {
                 let Tok::Var(name) = self.next() else {
-                    return Err(format!(
+                    return Err(uncoded!(
                         "the '{op}' operator must be followed by a $variable (offset {at})"
-                    ));
+                    )
+                    .at(at));
                 };
                 if name.is_empty() || name == "$" {
-                    return Err(format!(
+                    return Err(uncoded!(
                         "the '{op}' operator needs a named $variable, not '$' or '$$' (offset {at})"
-                    ));
+                    )
+                    .at(at));
                 }
                 let mut steps = into_steps(left);
                 let Some(last) = steps.pop() else {
-                    return Err(format!(
-                        "'{op}' needs a path step on its left (offset {at})"
-                    ));
+                    return Err(
+                        uncoded!("'{op}' needs a path step on its left (offset {at})").at(at),
+                    );
                 };
                 if op == "@" {
                     // jsonata-js S0215/S0216: a focus binding must come before predicates
                     // and cannot follow an order-by.
                     if matches!(last, Node::Filter(..)) {
-                        return Err(format!(
-                            "S0215: A context variable binding must precede any predicates on a step (offset {at})"
-                        ));
+                        return Err(err!(
+                            S0215,
+                            "A context variable binding must precede any predicates on a step (offset {at})"
+                        ).at(at));
                     }
                     if matches!(last, Node::Sort(..)) {
-                        return Err(format!(
-                            "S0216: A context variable binding must precede the 'order-by' clause on a step (offset {at})"
-                        ));
+                        return Err(err!(
+                            S0216,
+                            "A context variable binding must precede the 'order-by' clause on a step (offset {at})"
+                        ).at(at));
                     }
                     steps.push(Node::Focus(Box::new(last), name));
                 } else {
@@ -1037,15 +1053,16 @@ impl Parser {
             }
             Tok::Op(":=") => {
                 let Node::Var(name) = left else {
-                    return Err(format!(
+                    return Err(uncoded!(
                         "the left side of ':=' must be a $variable (offset {at})"
-                    ));
+                    )
+                    .at(at));
                 };
                 // Right-associative: `$a := $b := 1`.
                 let right = self.expression(bp - 1)?;
                 Ok(Node::Bind(name, Box::new(right)))
             }
-            other => Err(format!("unexpected {other:?} at offset {at}")),
+            other => Err(uncoded!("unexpected {other:?} at offset {at}").at(at)),
         }
     }
 }
@@ -1108,11 +1125,11 @@ fn attach_filter(left: Node, pred: Node) -> Node {
 /// (the developer guide: "You cannot use `$` or `$$` at the top level", "You cannot use
 /// unqualified field names at top level"). Returns what was used, for the error message.
 /// Errs on a tree deeper than any [`parse`] produces.
-pub(crate) fn top_level_context_use(node: &Node) -> Result<Option<&'static str>, String> {
+pub(crate) fn top_level_context_use(node: &Node) -> Result<Option<&'static str>, JsonataError> {
     let mut too_deep = false;
     let found = walk_top(node, true, 0, &mut too_deep);
     if too_deep {
-        return Err(format!(
+        return Err(uncoded!(
             "the expression is nested more than {} levels deep",
             MAX_DEPTH * 4
         ));

@@ -8,14 +8,14 @@
 //! `S0xxx` syntax error). Cases in [`KNOWN_DIFFERENCES`] must disagree: a listed difference
 //! that starts to agree fails the test, so the list cannot go stale.
 //!
-//! Needs node and the package: `npm ci --prefix crates/asl/tests/jsonata-oracle`. Without
+//! Needs node and the package: `npm ci --prefix crates/jsonata/tests/jsonata-oracle`. Without
 //! them the test fails and says so (it never skips).
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use asl::jsonata::Expression;
-use asl::jsonpath::{EvalContext, SplitMix64};
+use jsonata::Expression;
+use jsonata::context::{EvalContext, SplitMix64};
 use serde_json::{Map, Value, json};
 
 /// Cases where fleetprep deliberately or knowingly differs from jsonata-js 2.0.6, with why.
@@ -74,7 +74,7 @@ fn run_oracle(inputs: &Value, cases: &[(String, String)]) -> Vec<Value> {
         "context": context(),
         "cases": cases.iter().map(|(i, e)| json!({"input": i, "expr": e})).collect::<Vec<_>>(),
     });
-    let how = "install it with `npm ci --prefix crates/asl/tests/jsonata-oracle` (needs node >= 18 and npm)";
+    let how = "install it with `npm ci --prefix crates/jsonata/tests/jsonata-oracle` (needs node >= 18 and npm)";
     assert!(
         std::path::Path::new(&format!("{ORACLE_DIR}/node_modules/jsonata")).exists(),
         "the reference JSONata implementation is not installed: {how}"
@@ -115,19 +115,11 @@ fn ours(input: &Value, expr: &str) -> Value {
         Ok(Some(v)) => json!({"value": v}),
         Ok(None) => json!({"undefined": true}),
         Err(e) => {
-            if e.cause.contains("returned a function") {
+            if e.message().contains("returned a function") {
                 return json!({"function": true});
             }
-            let msg = e
-                .cause
-                .split(" could not be evaluated: ")
-                .nth(1)
-                .unwrap_or(&e.cause);
-            let code: String = msg.chars().take(5).collect();
-            let is_code = code.len() == 5
-                && code.starts_with(|c: char| c.is_ascii_uppercase())
-                && code[1..].chars().all(|c| c.is_ascii_digit());
-            json!({"error": if is_code { code } else { "none".into() }, "message": msg})
+            let code = e.code().map_or("none", |c| c.as_str());
+            json!({"error": code, "message": e.to_string()})
         }
     }
 }

@@ -1,6 +1,6 @@
 // Evaluates a corpus of JSONata cases with the reference implementation (the npm package
 // `jsonata`, pinned in package.json to the version Step Functions implements) and prints one
-// result per case as JSON. Used by crates/asl/tests/jsonata_oracle.rs.
+// result per case as JSON. Used by crates/jsonata/tests/jsonata_oracle.rs.
 //
 // Input (stdin): {"inputs": {name: value}, "cases": [{"expr", "input"}]}.
 // Output (stdout): [{"value": v} | {"undefined": true} | {"error": code, "message": text}].

@@ -9,6 +9,8 @@
 //! match), T0411 (the context value substituted for a missing argument does not match) and
 //! T0412 (an array argument holds items of the wrong type).
 
+use crate::error::{JsonataError, err};
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -39,7 +41,7 @@ impl LambdaSignature {
     /// Parses the signature text including its angle brackets; errors are S0401 (a type
     /// parameter on a type other than `a` or `f`) and S0402 (a type parameter inside a
     /// choice).
-    pub(crate) fn parse(text: &str) -> Result<LambdaSignature, String> {
+    pub(crate) fn parse(text: &str) -> Result<LambdaSignature, JsonataError> {
         Ok(LambdaSignature {
             text: text.to_owned(),
             sig: std::sync::Arc::new(parse(text)?),
@@ -57,7 +59,7 @@ impl LambdaSignature {
         what: &str,
         args: Vec<Option<V<'a>>>,
         context: &V<'a>,
-    ) -> Result<Vec<Option<V<'a>>>, String> {
+    ) -> Result<Vec<Option<V<'a>>>, JsonataError> {
         check(&self.sig, what, args, context)
     }
 }
@@ -153,7 +155,7 @@ fn symbol(v: Option<&V<'_>>) -> char {
     }
 }
 
-fn parse(sig: &str) -> Result<Signature, String> {
+fn parse(sig: &str) -> Result<Signature, JsonataError> {
     let chars: Vec<char> = sig.chars().collect();
     let mut params: Vec<Param> = Vec::new();
     let mut i = 1;
@@ -205,8 +207,9 @@ fn parse(sig: &str) -> Result<Signature, String> {
                 let end = closing(i, '(', ')');
                 let choice: String = chars[i + 1..end].iter().collect();
                 if choice.contains('<') {
-                    return Err(format!(
-                        "S0402: Choice groups containing parameterized types are not supported: ({choice}) in the signature {sig}"
+                    return Err(err!(
+                        S0402,
+                        "Choice groups containing parameterized types are not supported: ({choice}) in the signature {sig}"
                     ));
                 }
                 params.push(new(format!("[{choice}m]"), '('));
@@ -218,8 +221,9 @@ fn parse(sig: &str) -> Result<Signature, String> {
                 match params.last_mut() {
                     Some(p) if p.ty == 'a' || p.ty == 'f' => p.subtype = Some(sub),
                     _ => {
-                        return Err(format!(
-                            "S0401: Type parameters can only be applied to functions and arrays (the signature {sig})"
+                        return Err(err!(
+                            S0401,
+                            "Type parameters can only be applied to functions and arrays (the signature {sig})"
                         ));
                     }
                 }
@@ -241,7 +245,7 @@ thread_local! {
     static CACHE: RefCell<HashMap<&'static str, Rc<Signature>>> = RefCell::new(HashMap::new());
 }
 
-fn compiled(sig: &'static str) -> Result<Rc<Signature>, String> {
+fn compiled(sig: &'static str) -> Result<Rc<Signature>, JsonataError> {
     if let Some(s) = CACHE.with(|c| c.borrow().get(sig).cloned()) {
         return Ok(s);
     }
@@ -268,7 +272,7 @@ pub(crate) fn validate<'a>(
     name: &str,
     args: Vec<Option<V<'a>>>,
     context: &V<'a>,
-) -> Result<Vec<Option<V<'a>>>, String> {
+) -> Result<Vec<Option<V<'a>>>, JsonataError> {
     let Some(sig) = signature_of(name) else {
         return Ok(args);
     };
@@ -281,7 +285,7 @@ fn check<'a>(
     name: &str,
     args: Vec<Option<V<'a>>>,
     context: &V<'a>,
-) -> Result<Vec<Option<V<'a>>>, String> {
+) -> Result<Vec<Option<V<'a>>>, JsonataError> {
     let supplied: String = args.iter().map(|a| symbol(a.as_ref())).collect();
     let Some(caps) = sig.full.captures(&supplied) else {
         // Find the first argument the signature cannot match (for the error's index).
@@ -297,8 +301,9 @@ fn check<'a>(
                 None => break,
             }
         }
-        return Err(format!(
-            "T0410: Argument {} of function \"{name}\" does not match function signature",
+        return Err(err!(
+            T0410,
+            "Argument {} of function \"{name}\" does not match function signature",
             good + 1
         ));
     };
@@ -313,8 +318,9 @@ fn check<'a>(
                     if re.is_match(&ct) {
                         out.push(Some(context.clone()));
                     } else {
-                        return Err(format!(
-                            "T0411: Context value is not a compatible type with argument {} of function \"{name}\"",
+                        return Err(err!(
+                            T0411,
+                            "Context value is not a compatible type with argument {} of function \"{name}\"",
                             ai + 1
                         ));
                     }
@@ -343,8 +349,9 @@ fn check<'a>(
                         m == sub
                     };
                     if !ok {
-                        return Err(format!(
-                            "T0412: Argument {} of function \"{name}\" must be an array of {}",
+                        return Err(err!(
+                            T0412,
+                            "Argument {} of function \"{name}\" must be an array of {}",
                             ai + 1,
                             plural(sub)
                         ));

@@ -4,7 +4,9 @@
 //! percent `%` and per-mille `‰`, exponents (`00.000e0`), a separate negative sub-picture
 //! after `;`, and the decimal-format properties of the optional third argument.
 
-type R<T> = Result<T, String>;
+use crate::error::{ErrorCode, JsonataError, err};
+
+type R<T> = Result<T, JsonataError>;
 
 /// JSONata's `$round`: round half to even at `precision` decimal places, shifting by
 /// decimal exponent (not by multiplying) so `$round(2.675, 2)` sees 267.5, not 267.4999….
@@ -145,32 +147,41 @@ fn split_parts(sub: &str, p: &Props) -> SubPicture {
 fn validate(s: &SubPicture, p: &Props) -> R<()> {
     let fam = p.family();
     let count = |t: &str, c: char| t.matches(c).count();
-    let mut error: Option<(&str, &str)> = None;
+    let mut error: Option<(ErrorCode, &str)> = None;
     let sp = &s.picture;
     if count(sp, p.decimal) > 1 {
-        error = Some(("D3081", "the picture has more than one decimal separator"));
+        error = Some((
+            ErrorCode::new("D3081"),
+            "the picture has more than one decimal separator",
+        ));
     }
     if count(sp, p.percent) > 1 {
-        error = Some(("D3082", "the picture has more than one percent character"));
+        error = Some((
+            ErrorCode::new("D3082"),
+            "the picture has more than one percent character",
+        ));
     }
     if count(sp, p.per_mille) > 1 {
-        error = Some(("D3083", "the picture has more than one per-mille character"));
+        error = Some((
+            ErrorCode::new("D3083"),
+            "the picture has more than one per-mille character",
+        ));
     }
     if sp.contains(p.percent) && sp.contains(p.per_mille) {
         error = Some((
-            "D3084",
+            ErrorCode::new("D3084"),
             "the picture has both a percent and a per-mille character",
         ));
     }
     if !s.mantissa.chars().any(|c| fam(c) || c == p.digit) {
         error = Some((
-            "D3085",
+            ErrorCode::new("D3085"),
             "the mantissa of the picture must contain at least one digit",
         ));
     }
     if s.active.chars().any(|c| !p.active(c)) {
         error = Some((
-            "D3086",
+            ErrorCode::new("D3086"),
             "the picture has a passive character between active characters",
         ));
     }
@@ -178,24 +189,27 @@ fn validate(s: &SubPicture, p: &Props) -> R<()> {
     if let Some(dp) = chars.iter().position(|c| *c == p.decimal) {
         if (dp > 0 && chars[dp - 1] == p.grouping) || chars.get(dp + 1) == Some(&p.grouping) {
             error = Some((
-                "D3087",
+                ErrorCode::new("D3087"),
                 "a grouping separator cannot be next to the decimal separator",
             ));
         }
     } else if s.integer.ends_with(p.grouping) {
         error = Some((
-            "D3088",
+            ErrorCode::new("D3088"),
             "the integer part cannot end with a grouping separator",
         ));
     }
     if sp.contains(&format!("{0}{0}", p.grouping)) {
-        error = Some(("D3089", "the picture has two adjacent grouping separators"));
+        error = Some((
+            ErrorCode::new("D3089"),
+            "the picture has two adjacent grouping separators",
+        ));
     }
     if let Some(i) = s.integer.find(p.digit)
         && s.integer[..i].chars().any(&fam)
     {
         error = Some((
-            "D3090",
+            ErrorCode::new("D3090"),
             "the integer part has an optional digit after a mandatory one",
         ));
     }
@@ -203,24 +217,28 @@ fn validate(s: &SubPicture, p: &Props) -> R<()> {
         && s.fraction[i..].chars().any(&fam)
     {
         error = Some((
-            "D3091",
+            ErrorCode::new("D3091"),
             "the fractional part has a mandatory digit after an optional one",
         ));
     }
     if let Some(e) = &s.exponent {
         if !e.is_empty() && (sp.contains(p.percent) || sp.contains(p.per_mille)) {
             error = Some((
-                "D3092",
+                ErrorCode::new("D3092"),
                 "a picture with an exponent cannot have a percent or per-mille character",
             ));
         }
         if e.is_empty() || e.chars().any(|c| !fam(c)) {
-            error = Some(("D3093", "the exponent must contain only mandatory digits"));
+            error = Some((
+                ErrorCode::new("D3093"),
+                "the exponent must contain only mandatory digits",
+            ));
         }
     }
     match error {
-        Some((code, text)) => Err(format!(
-            "{code}: Invalid picture string '{sp}' for $formatNumber: {text}"
+        Some((code, text)) => Err(JsonataError::coded(
+            code,
+            format!("Invalid picture string '{sp}' for $formatNumber: {text}"),
         )),
         None => Ok(()),
     }
@@ -318,12 +336,13 @@ pub(crate) fn format_number(value: f64, picture: &str, options: &[(String, Strin
     };
     super::datetime::check_picture(picture)?;
     if !value.is_finite() {
-        return Err("D3001: Attempting to format Infinity or NaN".into());
+        return Err(err!(D3001, "Attempting to format Infinity or NaN"));
     }
     let subs: Vec<&str> = picture.split(p.pattern).collect();
     if subs.len() > 2 {
-        return Err(format!(
-            "D3080: The picture string '{picture}' for $formatNumber has more than two sub-pictures"
+        return Err(err!(
+            D3080,
+            "The picture string '{picture}' for $formatNumber has more than two sub-pictures"
         ));
     }
     let parts: Vec<SubPicture> = subs.iter().map(|s| split_parts(s, &p)).collect();

@@ -1,18 +1,47 @@
-//! JSONata for `QueryLanguage: JSONata` states.
+//! JSONata 2.0.6 as AWS Step Functions implements it, for `QueryLanguage: JSONata` states:
+//! a parser and a deterministic evaluator over borrowed JSON. Pure: no I/O, no clock, no
+//! randomness of its own, no async runtime, and nothing from the Amazon States Language
+//! crate (`asl` depends on this crate, never the reverse).
 //!
 //! API (stable; only additions from here on):
-//! - [`is_expression`]: is this string a `{% ... %}` expression?
+//! - [`is_expression`]: is this string a `{% ... %}` expression? [`strip_delimiters`] gives
+//!   the text inside.
 //! - [`Expression::parse`] parses the text of one `{% ... %}` string (with or without the
-//!   delimiters) once; [`Expression::evaluate`] runs it against an [`EvalContext`] and returns
+//!   delimiters) once, with Step Functions' rule against reading the context at the top level;
+//!   [`Expression::parse_standard`] parses standard JSONata (tools and tests).
+//!   [`Expression::evaluate`] runs it against a [`context::EvalContext`] and returns
 //!   `Ok(None)` for JSONata's *undefined*. Bindings: `$states.input`, `$states.result`,
 //!   `$states.errorOutput`, `$states.context`, every visible variable as `$name`, and the Step
 //!   Functions functions `$partition`, `$range`, `$hash`, `$random`, `$uuid`, `$parse`.
-//! - [`JsonataTemplate::compile`] takes a field's JSON value (Arguments, Output, Assign, Items,
-//!   a Choice Condition, Wait Seconds/Timestamp, ...) and the field name used in error texts
-//!   (`"Output"`, `"Assign"`); every string that is a `{% %}` expression is evaluated by
-//!   [`JsonataTemplate::render`], anything else is copied. An expression that yields
-//!   undefined raises `States.QueryEvaluationError` "The JSONata expression '$x' specified
-//!   for the field 'Output/result' returned nothing (undefined)."
+//! - [`context`]: everything the evaluator reads from outside ([`context::EvalContext`]: input,
+//!   context object and the entered time `$now()`/`$millis()` read from it, variables, result,
+//!   error output, [`context::Entropy`]).
+//! - [`error`]: [`JsonataError`], with the JSONata code ([`ErrorCode`]) as a field; its
+//!   `Display` is the text users read (`"T0410: Argument 1 of function $sum ..."`). The ASL
+//!   crate turns it into `States.QueryEvaluationError` (evaluation) or a definition
+//!   diagnostic (parsing).
+//! - [`stepfunctions`]: Base64, digests and UUIDs, shared with the `States.*` intrinsics.
+//!
+//! Files: `parse.rs` (a Pratt parser whose tree height is bounded), `parent.rs` (the parent
+//! operator `%`, linked at parse time to the step that produces the parent), `eval.rs` (the
+//! evaluator and the function library), `signature.rs` (built-in and lambda signatures),
+//! `datetime.rs` and `number.rs` (the XPath date/time, integer and number pictures).
+//!
+//! Timestamps: `$now()`/`$millis()` read `State.EnteredTime` from the context object
+//! ([`context::EvalContext::entered_millis`]); Step Functions' RFC 3339 timestamps are
+//! parsed by `clock::parse_rfc3339_nanos`, the one parser Choice rules and Wait states use
+//! too, and the calendar arithmetic is `clock`'s.
+//!
+//! Evaluation: JSONata's sequence rules over borrowed JSON (a path becomes a tuple stream at
+//! its first step that binds `@`, `#` or a parent); transform copies, so input is never
+//! mutated. Regexes mean what they mean in JavaScript: look-around and back-references run on
+//! `fancy-regex` under a backtracking limit, the rest on the linear-time `regex` crate; regexes
+//! and custom matcher functions share one matcher protocol.
+//!
+//! Invariants: the same expression, context and entropy always give the same result (the
+//! decider that calls this must replay identically after a crash); no input can panic it or
+//! hang it (bounded tree height, evaluation depth, stack use, work steps, range sizes and
+//! regex backtracking); every error carries its JSONata code when the reference has one.
 //!
 //! Decision: own evaluator. Step Functions implements JSONata 2.0.6 (developer guide,
 //! "Supported JSONata version": every 2.0.6 function and operator except `$eval`).
@@ -51,8 +80,8 @@
 //!   letters, ordinals) and `$fromMillis`/`$toMillis`/`$now` (`datetime`), plus the Step
 //!   Functions functions `$partition`, `$range`, `$hash`, `$random(seed)`, `$uuid`, `$parse`.
 //!
-//! Evaluator errors carry JSONata's codes (`T0410: ...`, `D3030: ...`) and surface as
-//! `States.QueryEvaluationError`. The differential test `tests/jsonata_oracle.rs` runs a
+//! Errors are [`JsonataError`]s whose code is a field (`T0410`, `D3030`); the ASL crate
+//! surfaces them as `States.QueryEvaluationError`. The differential test `tests/jsonata_oracle.rs` runs a
 //! corpus covering every operator and function through jsonata 2.0.6 (npm) and this module
 //! and requires agreement except for a short, checked list of deliberate differences.
 //!
@@ -78,8 +107,9 @@
 
 use serde_json::Value;
 
-use crate::error::{Diagnostic, StatesError, SyntaxError, pointer_token};
-use crate::jsonpath::EvalContext;
+pub mod context;
+pub mod error;
+pub mod stepfunctions;
 
 mod datetime;
 mod eval;
@@ -88,7 +118,10 @@ mod parent;
 mod parse;
 mod signature;
 
+pub use error::{ErrorCode, JsonataError};
 pub use parse::Node;
+
+use context::EvalContext;
 
 /// True when `text` is a JSONata expression string: it starts with `{%` and ends with `%}`
 /// exactly. AWS does not trim: `" {% $x %} "` is a plain string (recorded in the conformance
@@ -114,36 +147,25 @@ pub struct Expression {
 }
 
 impl Expression {
-    /// Parses a JSONata expression, with or without the `{% %}` delimiters.
-    pub fn parse(text: &str) -> Result<Expression, SyntaxError> {
-        let body = strip_delimiters(text);
-        let ast =
-            parse::parse(body).map_err(|m| SyntaxError::new("JSONata expression", body, m))?;
-        let top_use = parse::top_level_context_use(&ast)
-            .map_err(|m| SyntaxError::new("JSONata expression", body, m))?;
-        if let Some(what) = top_use {
-            return Err(SyntaxError::new(
-                "JSONata expression",
-                body,
-                format!(
-                    "{what} cannot be used at the top level of an expression in Step Functions; read the state input with $states.input (e.g. $states.input.name)"
-                ),
-            ));
+    /// Parses a JSONata expression, with or without the `{% %}` delimiters, refusing what Step
+    /// Functions refuses: reading the context (`$`, `$$`, a bare field name) at the top level.
+    pub fn parse(text: &str) -> Result<Expression, JsonataError> {
+        let expression = Expression::parse_standard(text)?;
+        if let Some(what) = parse::top_level_context_use(&expression.ast)? {
+            return Err(JsonataError::uncoded(format!(
+                "{what} cannot be used at the top level of an expression in Step Functions; read the state input with $states.input (e.g. $states.input.name)"
+            )));
         }
-        Ok(Expression {
-            text: body.to_owned(),
-            ast,
-        })
+        Ok(expression)
     }
 
     /// Parses like [`Expression::parse`] but without the Step Functions rule against reading
     /// the context (`$`, `$$`, bare field names) at the top level: standard JSONata, where
     /// `$` is the evaluation input. For tools and the differential test against the
     /// reference implementation; state machines use [`Expression::parse`].
-    pub fn parse_standard(text: &str) -> Result<Expression, SyntaxError> {
+    pub fn parse_standard(text: &str) -> Result<Expression, JsonataError> {
         let body = strip_delimiters(text);
-        let ast =
-            parse::parse(body).map_err(|m| SyntaxError::new("JSONata expression", body, m))?;
+        let ast = parse::parse(body)?;
         Ok(Expression {
             text: body.to_owned(),
             ast,
@@ -161,162 +183,10 @@ impl Expression {
         &self.text
     }
 
-    /// Evaluates; `Ok(None)` is JSONata's undefined. Errors are
-    /// `States.QueryEvaluationError` whose cause names the expression (the caller adds the
-    /// field with [`Expression::evaluate_field`] when it wants AWS's full text).
-    pub fn evaluate(&self, ctx: &mut EvalContext<'_>) -> Result<Option<Value>, StatesError> {
-        eval::evaluate(&self.ast, ctx).map_err(|e| {
-            StatesError::query(format!(
-                "The JSONata expression '{}' could not be evaluated: {e}",
-                self.text
-            ))
-        })
+    /// Evaluates; `Ok(None)` is JSONata's undefined.
+    pub fn evaluate(&self, ctx: &mut EvalContext<'_>) -> Result<Option<Value>, JsonataError> {
+        eval::evaluate(&self.ast, ctx)
     }
-
-    /// Evaluates for a named field (e.g. `"Output/result"`, `"Condition"`): undefined is an
-    /// error with AWS's text, and evaluation errors name the field.
-    pub fn evaluate_field(
-        &self,
-        ctx: &mut EvalContext<'_>,
-        field: &str,
-    ) -> Result<Value, StatesError> {
-        match eval::evaluate(&self.ast, ctx) {
-            Ok(Some(v)) => Ok(v),
-            Ok(None) => Err(StatesError::query(format!(
-                "The JSONata expression '{}' specified for the field '{field}' returned nothing (undefined).",
-                self.text
-            ))),
-            Err(e) => Err(StatesError::query(format!(
-                "The JSONata expression '{}' specified for the field '{field}' threw an error during evaluation: {e}",
-                self.text
-            ))),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum TNode {
-    Static(Value),
-    Expr { field: String, expr: Expression },
-    Object(Vec<(String, TNode)>),
-    Array(Vec<TNode>),
-}
-
-/// A JSON value whose `{% %}` strings are evaluated (JSONata-mode Arguments, Output, Assign,
-/// Items, Condition, Seconds, Timestamp, ...).
-#[derive(Debug, Clone, PartialEq)]
-pub struct JsonataTemplate {
-    root: TNode,
-}
-
-const MAX_DEPTH: usize = 512;
-
-impl JsonataTemplate {
-    /// Compiles `value`; `field` is the top-level field name used in error texts (nested
-    /// fields become `field/key/...`). Diagnostic pointers are relative to the field.
-    pub fn compile(value: &Value, field: &str) -> Result<JsonataTemplate, Vec<Diagnostic>> {
-        let mut diags = Vec::new();
-        let root = compile_t(value, field, "", 0, &mut diags);
-        if diags.is_empty() {
-            Ok(JsonataTemplate { root })
-        } else {
-            Err(diags)
-        }
-    }
-
-    /// True when nothing in the template is an expression.
-    pub fn is_static(&self) -> bool {
-        matches!(self.root, TNode::Static(_))
-    }
-
-    /// Evaluates every expression and builds the value.
-    pub fn render(&self, ctx: &mut EvalContext<'_>) -> Result<Value, StatesError> {
-        render_t(&self.root, ctx)
-    }
-}
-
-fn compile_t(
-    value: &Value,
-    field: &str,
-    pointer: &str,
-    depth: usize,
-    diags: &mut Vec<Diagnostic>,
-) -> TNode {
-    if depth > MAX_DEPTH {
-        diags.push(Diagnostic::new(pointer, "value nested too deeply"));
-        return TNode::Static(Value::Null);
-    }
-    match value {
-        Value::String(s) if is_expression(s) => match Expression::parse(s) {
-            Ok(expr) => TNode::Expr {
-                field: field.to_owned(),
-                expr,
-            },
-            Err(e) => {
-                diags.push(Diagnostic::new(pointer, e.to_string()));
-                TNode::Static(Value::Null)
-            }
-        },
-        Value::Object(m) => {
-            let entries: Vec<(String, TNode)> = m
-                .iter()
-                .map(|(k, v)| {
-                    let sub_field = format!("{field}/{k}");
-                    let sub_ptr = format!("{pointer}/{}", pointer_token(k));
-                    (
-                        k.clone(),
-                        compile_t(v, &sub_field, &sub_ptr, depth + 1, diags),
-                    )
-                })
-                .collect();
-            if entries.iter().all(|(_, n)| matches!(n, TNode::Static(_))) {
-                TNode::Static(value.clone())
-            } else {
-                TNode::Object(entries)
-            }
-        }
-        Value::Array(a) => {
-            let items: Vec<TNode> = a
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    compile_t(
-                        v,
-                        &format!("{field}[{i}]"),
-                        &format!("{pointer}/{i}"),
-                        depth + 1,
-                        diags,
-                    )
-                })
-                .collect();
-            if items.iter().all(|n| matches!(n, TNode::Static(_))) {
-                TNode::Static(value.clone())
-            } else {
-                TNode::Array(items)
-            }
-        }
-        other => TNode::Static(other.clone()),
-    }
-}
-
-fn render_t(node: &TNode, ctx: &mut EvalContext<'_>) -> Result<Value, StatesError> {
-    Ok(match node {
-        TNode::Static(v) => v.clone(),
-        TNode::Expr { field, expr } => expr.evaluate_field(ctx, field)?,
-        TNode::Object(entries) => {
-            let mut m = serde_json::Map::with_capacity(entries.len());
-            for (k, n) in entries {
-                m.insert(k.clone(), render_t(n, ctx)?);
-            }
-            Value::Object(m)
-        }
-        TNode::Array(items) => Value::Array(
-            items
-                .iter()
-                .map(|n| render_t(n, ctx))
-                .collect::<Result<_, _>>()?,
-        ),
-    })
 }
 
 /// The first step of `n` with its predicates, focus and index bindings peeled off.

@@ -11,8 +11,9 @@ use std::rc::Rc;
 use serde_json::{Map, Number, Value};
 
 use super::parse::{BinOp, Node};
-use crate::intrinsics::{base64_decode, base64_encode, hash, uuid_v4};
-use crate::jsonpath::{EvalContext, SplitMix64, compact};
+use crate::context::{Entropy, EvalContext, SplitMix64};
+use crate::error::{ErrorCode, JsonataError, err, uncoded};
+use crate::stepfunctions::{base64_decode, base64_encode, hash, uuid_v4};
 
 /// Internal value. `None` (in `Option<V>`) is JSONata's undefined.
 #[derive(Clone)]
@@ -112,7 +113,7 @@ impl<'a> Scope<'a> {
     }
 }
 
-type R<T> = Result<T, String>;
+type R<T> = Result<T, JsonataError>;
 
 /// Limits: evaluation depth (recursion through lambdas and nesting), range size, and total
 /// work, so hostile expressions end with an error instead of exhausting the machine.
@@ -168,14 +169,14 @@ fn stack_address(marker: &u8) -> usize {
 
 fn num_value(n: f64) -> R<Value> {
     if !n.is_finite() {
-        return Err("D1001: Number out of range (infinite or NaN)".into());
+        return Err(err!(D1001, "Number out of range (infinite or NaN)"));
     }
     if n.fract() == 0.0 && n.abs() < 9.007_199_254_740_992e15 {
         Ok(Value::from(n as i64))
     } else {
         Number::from_f64(n)
             .map(Value::Number)
-            .ok_or_else(|| "D1001: Number out of range".to_string())
+            .ok_or_else(|| err!(D1001, "Number out of range"))
     }
 }
 
@@ -401,9 +402,10 @@ fn stringify(v: &V<'_>) -> R<String> {
         V::Json(Value::String(s)) => s.clone(),
         V::Num(n) => {
             if !n.is_finite() {
-                return Err(
-                    "D3001: Attempting to invoke string function on Infinity or NaN".into(),
-                );
+                return Err(err!(
+                    D3001,
+                    "Attempting to invoke string function on Infinity or NaN"
+                ));
             }
             fmt_num(*n)
         }
@@ -412,7 +414,7 @@ fn stringify(v: &V<'_>) -> R<String> {
             _ => n.to_string(),
         },
         V::Func(_) => String::new(),
-        other => compact(&to_json(other)?),
+        other => serde_json::to_string(&to_json(other)?).unwrap_or_default(),
     })
 }
 
@@ -422,22 +424,9 @@ impl<'c, 'a> Ev<'c, 'a> {
     fn tick(&mut self) -> R<()> {
         self.steps += 1;
         if self.steps > MAX_STEPS {
-            return Err("U1001: evaluation exceeded the work limit".into());
+            return Err(err!(U1001, "evaluation exceeded the work limit"));
         }
         Ok(())
-    }
-
-    /// Milliseconds of the state's entered time (JSONata's evaluation timestamp).
-    fn now_millis(&self) -> Option<f64> {
-        let entered = self
-            .ctx
-            .context
-            .pointer("/State/EnteredTime")
-            .or_else(|| self.ctx.context.pointer("/Execution/StartTime"))
-            .and_then(Value::as_str)?;
-        super::datetime::parse_iso(entered).or_else(|| {
-            crate::choice::parse_timestamp(entered).map(|ns| ns.div_euclid(1_000_000) as f64)
-        })
     }
 
     fn states(&mut self) -> V<'a> {
@@ -472,9 +461,10 @@ impl<'c, 'a> Ev<'c, 'a> {
             || self.stack_base.abs_diff(stack_address(&marker)) > STACK_BUDGET
         {
             self.depth -= 1;
-            return Err(
-                "U1001: Stack overflow error: check for non-terminating recursive function".into(),
-            );
+            return Err(err!(
+                U1001,
+                "Stack overflow error: check for non-terminating recursive function"
+            ));
         }
         Ok(())
     }
@@ -515,7 +505,10 @@ impl<'c, 'a> Ev<'c, 'a> {
             Node::Call(_, args) if args.iter().any(|a| matches!(a, Node::Placeholder)) => {
                 self.eval_partial(node, input, env)
             }
-            Node::Placeholder => Err("S0211: The symbol ? cannot be used as a unary operator (it is a placeholder only in function arguments)".into()),
+            Node::Placeholder => Err(err!(
+                S0211,
+                "The symbol ? cannot be used as a unary operator (it is a placeholder only in function arguments)"
+            )),
             Node::Focus(..) | Node::Index(..) | Node::Ancestor(..) | Node::Tuples(_) => {
                 self.path(std::slice::from_ref(node), input, env)
             }
@@ -597,10 +590,11 @@ impl<'c, 'a> Ev<'c, 'a> {
         };
         Ok(match self.eval(e, input, env)? {
             None => None,
-            Some(v) => Some(V::Num(
-                -v.as_f64()
-                    .ok_or("D1002: Cannot negate a non-numeric value")?,
-            )),
+            Some(v) => {
+                Some(V::Num(-v.as_f64().ok_or_else(|| {
+                    err!(D1002, "Cannot negate a non-numeric value")
+                })?))
+            }
         })
     }
 
@@ -668,8 +662,9 @@ impl<'c, 'a> Ev<'c, 'a> {
                 let key = key
                     .as_str()
                     .ok_or_else(|| {
-                        format!(
-                            "T1003: Key in object structure must evaluate to a string; got: {}",
+                        err!(
+                            T1003,
+                            "Key in object structure must evaluate to a string; got: {}",
                             key.type_name()
                         )
                     })?
@@ -677,8 +672,9 @@ impl<'c, 'a> Ev<'c, 'a> {
                 match groups.iter_mut().find(|(k2, _, _)| *k2 == key) {
                     Some((_, gpi, items)) => {
                         if *gpi != pi {
-                            return Err(format!(
-                                "D1009: Multiple key definitions evaluate to same key: \"{key}\""
+                            return Err(err!(
+                                D1009,
+                                "Multiple key definitions evaluate to same key: \"{key}\""
                             ));
                         }
                         items.push(t.clone());
@@ -765,7 +761,7 @@ impl<'c, 'a> Ev<'c, 'a> {
             match func {
                 Some(V::Func(func)) => Some(V::Func(Rc::new(Func::Partial { func, args: bound }))),
                 _ => {
-                    return Err("T1008: Attempted to partially apply a non-function".to_string());
+                    return Err(err!(T1008, "Attempted to partially apply a non-function"));
                 }
             }
         })
@@ -804,9 +800,7 @@ impl<'c, 'a> Ev<'c, 'a> {
                         Node::Var(n) => format!("${n}"),
                         _ => "expression".into(),
                     };
-                    return Err(format!(
-                        "T1006: Attempted to invoke a non-function ({name})"
-                    ));
+                    return Err(err!(T1006, "Attempted to invoke a non-function ({name})"));
                 }
             }
         })
@@ -821,29 +815,37 @@ impl<'c, 'a> Ev<'c, 'a> {
         Ok({
             let lv = self.eval(l, input, env)?;
             match r.as_ref() {
-            Node::Call(f, args)
-                if !args.iter().any(|a| matches!(a, Node::Placeholder)) =>
-            {
-                let func = self.eval(f, input, env)?;
-                let mut argv = vec![lv];
-                for a in args {
-                    argv.push(self.eval(a, input, env)?);
+                Node::Call(f, args) if !args.iter().any(|a| matches!(a, Node::Placeholder)) => {
+                    let func = self.eval(f, input, env)?;
+                    let mut argv = vec![lv];
+                    for a in args {
+                        argv.push(self.eval(a, input, env)?);
+                    }
+                    match func {
+                        Some(V::Func(func)) => self.apply(&func, argv, input)?,
+                        _ => {
+                            return Err(err!(
+                                T2006,
+                                "The right side of the function application operator ~> must be a function"
+                            ));
+                        }
+                    }
                 }
-                match func {
-                    Some(V::Func(func)) => self.apply(&func, argv, input)?,
-                    _ => return Err("T2006: The right side of the function application operator ~> must be a function".into()),
-                }
+                other => match self.eval(other, input, env)? {
+                    Some(g @ V::Func(_)) if matches!(lv, Some(V::Func(_))) => {
+                        // Function composition: `$f ~> $g` is `function($x) { $g($f($x)) }`.
+                        let f = lv.unwrap_or(V::Null);
+                        Some(V::Func(Rc::new(Func::Compose(f, g))))
+                    }
+                    Some(V::Func(func)) => self.apply(&func, vec![lv], input)?,
+                    _ => {
+                        return Err(err!(
+                            T2006,
+                            "The right side of the function application operator ~> must be a function"
+                        ));
+                    }
+                },
             }
-            other => match self.eval(other, input, env)? {
-                Some(g @ V::Func(_)) if matches!(lv, Some(V::Func(_))) => {
-                    // Function composition: `$f ~> $g` is `function($x) { $g($f($x)) }`.
-                    let f = lv.unwrap_or(V::Null);
-                    Some(V::Func(Rc::new(Func::Compose(f, g))))
-                }
-                Some(V::Func(func)) => self.apply(&func, vec![lv], input)?,
-                _ => return Err("T2006: The right side of the function application operator ~> must be a function".into()),
-            },
-        }
         })
     }
 
@@ -1244,8 +1246,9 @@ impl<'c, 'a> Ev<'c, 'a> {
         env: &Env<'a>,
     ) -> R<V<'a>> {
         if obj.type_name() != "object" && obj.type_name() != "array" {
-            return Err(format!(
-                "T0410: Argument 1 of the transform function does not match function signature (expected an object or array, got {})",
+            return Err(err!(
+                T0410,
+                "Argument 1 of the transform function does not match function signature (expected an object or array, got {})",
                 obj.type_name()
             ));
         }
@@ -1257,8 +1260,9 @@ impl<'c, 'a> Ev<'c, 'a> {
                 let mut es = Vec::new();
                 if let Some(u) = upd {
                     let Some(fields) = u.entries().filter(|_| !u.is_array()) else {
-                        return Err(format!(
-                            "T2011: The insert/update clause of the transform expression must evaluate to an object: got {}",
+                        return Err(err!(
+                            T2011,
+                            "The insert/update clause of the transform expression must evaluate to an object: got {}",
                             u.type_name()
                         ));
                     };
@@ -1273,9 +1277,10 @@ impl<'c, 'a> Ev<'c, 'a> {
                         .map(|x| x.as_str().map(str::to_owned))
                         .collect();
                     let Some(names) = names else {
-                        return Err(
-                            "T2012: The delete clause of the transform expression must evaluate to a string or array of strings".into(),
-                        );
+                        return Err(err!(
+                            T2012,
+                            "The delete clause of the transform expression must evaluate to a string or array of strings"
+                        ));
                     };
                     es.push(Edit::Delete(names));
                 }
@@ -1382,10 +1387,16 @@ impl<'c, 'a> Ev<'c, 'a> {
                     return Ok(None);
                 };
                 let x = a.as_f64().ok_or_else(|| {
-                    format!("T2001: The left side of the {sym} operator must evaluate to a number")
+                    err!(
+                        T2001,
+                        "The left side of the {sym} operator must evaluate to a number"
+                    )
                 })?;
                 let y = b.as_f64().ok_or_else(|| {
-                    format!("T2002: The right side of the {sym} operator must evaluate to a number")
+                    err!(
+                        T2002,
+                        "The right side of the {sym} operator must evaluate to a number"
+                    )
                 })?;
                 let n = match op {
                     BinOp::Add => x + y,
@@ -1395,7 +1406,7 @@ impl<'c, 'a> Ev<'c, 'a> {
                     _ => x % y,
                 };
                 if !n.is_finite() {
-                    return Err("D1001: Number out of range".into());
+                    return Err(err!(D1001, "Number out of range"));
                 }
                 Some(V::Num(n))
             }
@@ -1410,8 +1421,9 @@ impl<'c, 'a> Ev<'c, 'a> {
                 // Type errors first (as jsonata-js checks them), then undefined → false.
                 for side in [&lv, &rv].into_iter().flatten() {
                     if side.as_f64().is_none() && side.as_str().is_none() {
-                        return Err(format!(
-                            "T2010: The expressions either side of operator \"{sym}\" must evaluate to numeric or string values"
+                        return Err(err!(
+                            T2010,
+                            "The expressions either side of operator \"{sym}\" must evaluate to numeric or string values"
                         ));
                     }
                 }
@@ -1423,8 +1435,9 @@ impl<'c, 'a> Ev<'c, 'a> {
                 } else if let (Some(x), Some(y)) = (a.as_str(), b.as_str()) {
                     Some(x.cmp(y))
                 } else {
-                    return Err(format!(
-                        "T2009: The values either side of operator \"{sym}\" must be of the same data type"
+                    return Err(err!(
+                        T2009,
+                        "The values either side of operator \"{sym}\" must be of the same data type"
                     ));
                 };
                 let Some(ord) = ord else {
@@ -1460,13 +1473,22 @@ impl<'c, 'a> Ev<'c, 'a> {
                     return Ok(None);
                 };
                 let (Some(x), Some(y)) = (a.as_f64(), b.as_f64()) else {
-                    return Err("T2003: The left and right sides of the range operator (..) must evaluate to integers".into());
+                    return Err(err!(
+                        T2003,
+                        "The left and right sides of the range operator (..) must evaluate to integers"
+                    ));
                 };
                 if x.fract() != 0.0 || y.fract() != 0.0 {
-                    return Err("T2003: The left and right sides of the range operator (..) must evaluate to integers".into());
+                    return Err(err!(
+                        T2003,
+                        "The left and right sides of the range operator (..) must evaluate to integers"
+                    ));
                 }
                 if y - x + 1.0 > MAX_RANGE {
-                    return Err("D2014: The size of the sequence allocated by the range operator (..) must not exceed 1e7".into());
+                    return Err(err!(
+                        D2014,
+                        "The size of the sequence allocated by the range operator (..) must not exceed 1e7"
+                    ));
                 }
                 if x > y {
                     return Ok(None);
@@ -1592,7 +1614,7 @@ impl<'c, 'a> Ev<'c, 'a> {
                 };
                 self.apply(&func, args, input)
             }
-            _ => Err("T1006: Attempted to invoke a non-function".into()),
+            _ => Err(err!(T1006, "Attempted to invoke a non-function")),
         }
     }
 }
@@ -1792,7 +1814,7 @@ fn compare_keys(
     a: &[Option<V<'_>>],
     b: &[Option<V<'_>>],
     terms: &[(Node, bool)],
-    err: &mut Option<String>,
+    err: &mut Option<JsonataError>,
 ) -> std::cmp::Ordering {
     for (i, (_, desc)) in terms.iter().enumerate() {
         // Undefined keys sort last in either direction.
@@ -1894,9 +1916,9 @@ fn rebuild<'a>(v: &V<'a>, edits: &HashMap<usize, Vec<Edit<'a>>>, depth: usize) -
 
 fn check_num(v: &Option<V<'_>>, side: &str, sym: &str) -> R<()> {
     match v {
-        Some(x) if x.as_f64().is_none() => Err(format!(
-            "T200{}: The {side} side of the {sym} operator must evaluate to a number",
-            if side == "left" { 1 } else { 2 }
+        Some(x) if x.as_f64().is_none() => Err(JsonataError::coded(
+            ErrorCode::new(if side == "left" { "T2001" } else { "T2002" }),
+            format!("The {side} side of the {sym} operator must evaluate to a number"),
         )),
         _ => Ok(()),
     }
@@ -1914,7 +1936,10 @@ fn order(a: &Option<V<'_>>, b: &Option<V<'_>>) -> R<std::cmp::Ordering> {
             } else if let (Some(p), Some(q)) = (x.as_str(), y.as_str()) {
                 p.cmp(q)
             } else {
-                return Err("T2008: The expressions within an order-by clause must evaluate to numeric or string values".into());
+                return Err(err!(
+                    T2008,
+                    "The expressions within an order-by clause must evaluate to numeric or string values"
+                ));
             }
         }
     })
@@ -2052,9 +2077,10 @@ impl<'t> Units<'t> {
     }
 }
 
-fn regex_error(e: fancy_regex::Error) -> String {
-    format!(
-        "U1001: the regular expression could not be evaluated ({e}); simplify the pattern (look-around and back-references backtrack, and a search may take at most {} steps)",
+fn regex_error(e: fancy_regex::Error) -> JsonataError {
+    err!(
+        U1001,
+        "the regular expression could not be evaluated ({e}); simplify the pattern (look-around and back-references backtrack, and a search may take at most {} steps)",
         super::parse::REGEX_BACKTRACK_LIMIT
     )
 }
@@ -2123,8 +2149,9 @@ impl<'c, 'a> Ev<'c, 'a> {
             return Ok(None);
         };
         if continuing && m.start() == m.end() {
-            return Err(format!(
-                "D1004: Regular expression matches zero length string: /{}/",
+            return Err(err!(
+                D1004,
+                "Regular expression matches zero length string: /{}/",
                 re.as_str()
             ));
         }
@@ -2176,8 +2203,9 @@ impl<'c, 'a> Ev<'c, 'a> {
     ) -> R<Option<Found<'a>>> {
         self.tick()?;
         let Some(next) = &prev.next else {
-            return Err(format!(
-                "T1010: The matcher function argument passed to function ${name} does not return the correct object structure (its result has no 'next' function)"
+            return Err(err!(
+                T1010,
+                "The matcher function argument passed to function ${name} does not return the correct object structure (its result has no 'next' function)"
             ));
         };
         let r = self.call_fn(next, Vec::new(), input)?;
@@ -2218,9 +2246,10 @@ impl<'c, 'a> Ev<'c, 'a> {
         input: &V<'a>,
     ) -> R<Option<V<'a>>> {
         if limit.is_some_and(|l| l < 0.0) {
-            return Err(
-                "D3040: Third argument of match function must evaluate to a positive number".into(),
-            );
+            return Err(err!(
+                D3040,
+                "Third argument of match function must evaluate to a positive number"
+            ));
         }
         let mut out = Vec::new();
         if limit.is_some_and(|l| l == 0.0) {
@@ -2252,9 +2281,10 @@ impl<'c, 'a> Ev<'c, 'a> {
         input: &V<'a>,
     ) -> R<Option<V<'a>>> {
         if limit.is_some_and(|l| l < 0.0) {
-            return Err(
-                "D3020: Third argument of split function must evaluate to a positive number".into(),
-            );
+            return Err(err!(
+                D3020,
+                "Third argument of split function must evaluate to a positive number"
+            ));
         }
         let mut out = Vec::new();
         if limit.is_some_and(|l| l == 0.0) {
@@ -2292,10 +2322,10 @@ impl<'c, 'a> Ev<'c, 'a> {
         input: &V<'a>,
     ) -> R<Option<V<'a>>> {
         if limit.is_some_and(|l| l < 0.0) {
-            return Err(
-                "D3011: Fourth argument of replace function must evaluate to a positive number"
-                    .into(),
-            );
+            return Err(err!(
+                D3011,
+                "Fourth argument of replace function must evaluate to a positive number"
+            ));
         }
         if limit.is_some_and(|l| l == 0.0) {
             return Ok(Some(V::str(text)));
@@ -2311,8 +2341,7 @@ impl<'c, 'a> Ev<'c, 'a> {
                     match r.as_ref().and_then(V::as_str) {
                         Some(s) => s.to_owned(),
                         None => {
-                            return Err(format!(
-                                "D3012: Attempted to replace a matched string with a non-string value ({})",
+                            return Err(err!(D3012, "Attempted to replace a matched string with a non-string value ({})",
                                 r.map_or("undefined", |v| v.type_name())
                             ));
                         }
@@ -2344,8 +2373,9 @@ fn found<'a>(name: &str, r: Option<V<'a>>) -> R<Option<Found<'a>>> {
     let groups = obj.field("groups").filter(V::is_array);
     let next = obj.field("next").filter(|v| matches!(v, V::Func(_)));
     if obj.entries().is_none() || (start.is_none() && groups.is_none() && next.is_none()) {
-        return Err(format!(
-            "T1010: The matcher function argument passed to function ${name} does not return the correct object structure (undefined, or an object with 'match', 'start', 'end', 'groups' and 'next')"
+        return Err(err!(
+            T1010,
+            "The matcher function argument passed to function ${name} does not return the correct object structure (undefined, or an object with 'match', 'start', 'end', 'groups' and 'next')"
         ));
     }
     Ok(Some(Found {
@@ -2502,7 +2532,7 @@ impl<'c, 'a> Ev<'c, 'a> {
             match arg(i) {
                 None => Ok(None),
                 Some(v) => v.as_str().map(|s| Some(s.to_owned())).ok_or_else(|| {
-                    format!("T0410: Argument {} of function ${name} does not match function signature (expected a string, got {})", i + 1, v.type_name())
+                    err!(T0410, "Argument {} of function ${name} does not match function signature (expected a string, got {})", i + 1, v.type_name())
                 }),
             }
         };
@@ -2510,7 +2540,7 @@ impl<'c, 'a> Ev<'c, 'a> {
             match arg(i) {
                 None => Ok(None),
                 Some(v) => v.as_f64().map(Some).ok_or_else(|| {
-                    format!("T0410: Argument {} of function ${name} does not match function signature (expected a number, got {})", i + 1, v.type_name())
+                    err!(T0410, "Argument {} of function ${name} does not match function signature (expected a number, got {})", i + 1, v.type_name())
                 }),
             }
         };
@@ -2519,7 +2549,10 @@ impl<'c, 'a> Ev<'c, 'a> {
                 .iter()
                 .map(|x| {
                     x.as_f64().ok_or_else(|| {
-                        format!("T0412: Argument 1 of function ${name} must be an array of numbers")
+                        err!(
+                            T0412,
+                            "Argument 1 of function ${name} must be an array of numbers"
+                        )
                     })
                 })
                 .collect()
@@ -2547,12 +2580,11 @@ impl<'c, 'a> Ev<'c, 'a> {
                         Some(V::Num(if b { 1.0 } else { 0.0 }))
                     } else if let Some(s) = v.as_str() {
                         let n: f64 = parse_number(s).ok_or_else(|| {
-                            format!("D3030: Unable to cast value to a number: \"{s}\"")
+                            err!(D3030, "Unable to cast value to a number: \"{s}\"")
                         })?;
                         Some(V::Num(n))
                     } else {
-                        return Err(format!(
-                            "D3030: Unable to cast value to a number: {}",
+                        return Err(err!(D3030, "Unable to cast value to a number: {}",
                             v.type_name()
                         ));
                     }
@@ -2655,7 +2687,7 @@ impl<'c, 'a> Ev<'c, 'a> {
                 None => None,
                 Some(text) => {
                     let Some(m @ V::Func(_)) = arg(1) else {
-                        return Err("T0410: Argument 2 of function $match must be a regular expression or a matcher function".into());
+                        return Err(err!(T0410, "Argument 2 of function $match must be a regular expression or a matcher function"));
                     };
                     return self.builtin_match(&text, &m, need_num(2)?, input);
                 }
@@ -2673,10 +2705,10 @@ impl<'c, 'a> Ev<'c, 'a> {
             "replace" if matches!(arg(1), Some(V::Func(_))) => match (need_str(0)?, arg(1)) {
                 (Some(text), Some(m)) => {
                     let Some(rep) = arg(2) else {
-                        return Err("T0410: Argument 3 of function $replace does not match function signature (expected a string or a function)".into());
+                        return Err(err!(T0410, "Argument 3 of function $replace does not match function signature (expected a string or a function)"));
                     };
                     if rep.as_str().is_none() && !matches!(rep, V::Func(_)) {
-                        return Err(format!("T0410: Argument 3 of function $replace does not match function signature (expected a string or a function, got {})", rep.type_name()));
+                        return Err(err!(T0410, "Argument 3 of function $replace does not match function signature (expected a string or a function, got {})", rep.type_name()));
                     }
                     return self.builtin_replace(&text, &m, &rep, need_num(3)?, input);
                 }
@@ -2689,9 +2721,9 @@ impl<'c, 'a> Ev<'c, 'a> {
             "split" => match need_str(0)? {
                 None => None,
                 Some(s) => {
-                    let sep = need_str(1)?.ok_or("T0410: Argument 2 of function $split must be a string, a regular expression or a matcher function")?;
+                    let sep = need_str(1)?.ok_or_else(|| err!(T0410, "Argument 2 of function $split must be a string, a regular expression or a matcher function"))?;
                     if need_num(2)?.is_some_and(|n| n < 0.0) {
-                        return Err("D3020: Third argument of split function must evaluate to a positive number".into());
+                        return Err(err!(D3020, "Third argument of split function must evaluate to a positive number"));
                     }
                     let limit = need_num(2)?.map(|n| n.max(0.0) as usize);
                     let parts: Vec<V<'a>> = if sep.is_empty() {
@@ -2713,7 +2745,7 @@ impl<'c, 'a> Ev<'c, 'a> {
                     let strs: R<Vec<String>> = v
                         .to_vec()
                         .iter()
-                        .map(|x| x.as_str().map(str::to_owned).ok_or_else(|| "T0412: Argument 1 of function $join must be an array of strings".to_string()))
+                        .map(|x| x.as_str().map(str::to_owned).ok_or_else(|| err!(T0412, "Argument 1 of function $join must be an array of strings")))
                         .collect();
                     Some(V::str(&strs?.join(&sep)))
                 }
@@ -2722,14 +2754,14 @@ impl<'c, 'a> Ev<'c, 'a> {
                 match need_str(0)? {
                     None => None,
                     Some(s) => {
-                        let pat = need_str(1)?.ok_or("T0410: Argument 2 of function $replace must be a string, a regular expression or a matcher function")?;
+                        let pat = need_str(1)?.ok_or_else(|| err!(T0410, "Argument 2 of function $replace must be a string, a regular expression or a matcher function"))?;
                         if pat.is_empty() {
-                            return Err("D3010: Second argument of replace function cannot be an empty string".into());
+                            return Err(err!(D3010, "Second argument of replace function cannot be an empty string"));
                         }
                         let rep = need_str(2)?.unwrap_or_default();
                         match need_num(3)? {
                             Some(l) if l < 0.0 => {
-                                return Err("D3011: Fourth argument of replace function must evaluate to a positive number".into());
+                                return Err(err!(D3011, "Fourth argument of replace function must evaluate to a positive number"));
                             }
                             Some(l) => Some(V::str(&s.replacen(&pat, &rep, l as usize))),
                             None => Some(V::str(&s.replace(&pat, &rep))),
@@ -2760,9 +2792,7 @@ impl<'c, 'a> Ev<'c, 'a> {
                 Some(v) => {
                     let mut out: Vec<(String, V<'a>)> = Vec::new();
                     for item in v.to_vec() {
-                        for (k, x) in item.entries().ok_or(
-                            "T0412: Argument 1 of function $merge must be an array of objects",
-                        )? {
+                        for (k, x) in item.entries().ok_or_else(|| err!(T0412, "Argument 1 of function $merge must be an array of objects"))? {
                             if let Some(slot) = out.iter_mut().find(|(k2, _)| *k2 == k) {
                                 slot.1 = x;
                             } else {
@@ -2802,7 +2832,13 @@ impl<'c, 'a> Ev<'c, 'a> {
                                 }
                             });
                             if let Some(e) = err {
-                                return Err(e.replace("T2008", "D3070"));
+                                // The reference reports an unsortable array under $sort's own
+                                // code (the message stays the comparison's).
+                                return Err(if e.has_code("T2008") {
+                                    e.with_code(ErrorCode::new("D3070"))
+                                } else {
+                                    e
+                                });
                             }
                         }
                         Some(f) => {
@@ -2865,8 +2901,7 @@ impl<'c, 'a> Ev<'c, 'a> {
             }
             "map" | "filter" | "each" => {
                 let Some(f) = arg(1) else {
-                    return Err(format!(
-                        "T0410: Argument 2 of function ${name} must be a function"
+                    return Err(err!(T0410, "Argument 2 of function ${name} must be a function"
                     ));
                 };
                 let Some(v) = arg(0) else { return Ok(None) };
@@ -2920,19 +2955,19 @@ impl<'c, 'a> Ev<'c, 'a> {
                     }
                     match found.len() {
                         1 => found.pop(),
-                        0 => return Err("D3139: The $single() function expected exactly 1 matching result. Instead it matched 0.".into()),
-                        n => return Err(format!("D3138: The $single() function expected exactly 1 matching result. Instead it matched {n}.")),
+                        0 => return Err(err!(D3139, "The $single() function expected exactly 1 matching result. Instead it matched 0.")),
+                        n => return Err(err!(D3138, "The $single() function expected exactly 1 matching result. Instead it matched {n}.")),
                     }
                 }
             },
             "reduce" => {
                 let Some(f) = arg(1) else {
-                    return Err("T0410: Argument 2 of function $reduce must be a function".into());
+                    return Err(err!(T0410, "Argument 2 of function $reduce must be a function"));
                 };
                 if let V::Func(func) = &f
                     && func.arity().is_some_and(|n| n < 2)
                 {
-                    return Err("D3050: The second argument of reduce function must be a function with at least two arguments".into());
+                    return Err(err!(D3050, "The second argument of reduce function must be a function with at least two arguments"));
                 }
                 let Some(v) = arg(0) else { return Ok(None) };
                 let items = v.to_vec();
@@ -2994,7 +3029,7 @@ impl<'c, 'a> Ev<'c, 'a> {
             "sqrt" => match need_num(0)? {
                 Some(n) if n < 0.0 => {
                     return Err(
-                        "D3060: The sqrt function cannot be applied to a negative number".into(),
+                        err!(D3060, "The sqrt function cannot be applied to a negative number"),
                     );
                 }
                 n => n.map(|n| V::Num(n.sqrt())),
@@ -3003,7 +3038,7 @@ impl<'c, 'a> Ev<'c, 'a> {
                 (Some(b), Some(e)) => {
                     let r = b.powf(e);
                     if !r.is_finite() {
-                        return Err("D3061: The power function has resulted in a value that cannot be represented as a JSON number".into());
+                        return Err(err!(D3061, "The power function has resulted in a value that cannot be represented as a JSON number"));
                     }
                     Some(V::Num(r))
                 }
@@ -3020,7 +3055,7 @@ impl<'c, 'a> Ev<'c, 'a> {
                 // Step Functions' $random([seed]): a float in [0, 1).
                 let bits = match need_num(0)? {
                     Some(seed) => {
-                        crate::jsonpath::Entropy::next_u64(&mut SplitMix64(seed as i64 as u64))
+                        Entropy::next_u64(&mut SplitMix64(seed as i64 as u64))
                     }
                     None => self.ctx.entropy.next_u64(),
                 };
@@ -3030,9 +3065,7 @@ impl<'c, 'a> Ev<'c, 'a> {
                 // The crate has no clock: "now" is the state's entered time from the context
                 // object, so results are reproducible (and constant within one evaluation,
                 // as JSONata's are).
-                let ms = self.now_millis().ok_or(
-                    "D3100: $now()/$millis() need State.EnteredTime in the context object",
-                )?;
+                let ms = self.ctx.entered_millis().ok_or_else(|| err!(D3100, "$now()/$millis() need State.EnteredTime in the context object"))?;
                 if name == "millis" {
                     Some(V::Num(ms))
                 } else if arg(0).is_none() && arg(1).is_none() {
@@ -3050,12 +3083,11 @@ impl<'c, 'a> Ev<'c, 'a> {
                 None => None,
                 Some(s) => match need_str(1)? {
                     None => Some(V::Num(super::datetime::parse_iso(&s).ok_or_else(|| {
-                        format!(
-                            "D3110: The argument of the toMillis function must be an ISO 8601 formatted timestamp. Given \"{s}\""
+                        err!(D3110, "The argument of the toMillis function must be an ISO 8601 formatted timestamp. Given \"{s}\""
                         )
                     })?)),
                     Some(picture) => {
-                        let now = self.now_millis().unwrap_or(0.0) as i64;
+                        let now = self.ctx.entered_millis().unwrap_or(0.0) as i64;
                         match super::datetime::parse_datetime(&s, &picture, now)? {
                             Some(ms) if ms.is_finite() => Some(V::Num(ms)),
                             // NaN in the reference, which JSON renders as null.
@@ -3095,15 +3127,15 @@ impl<'c, 'a> Ev<'c, 'a> {
             },
             "error" => {
                 let msg = need_str(0)?.unwrap_or_else(|| "$error() function evaluated".into());
-                return Err(format!("D3137: {msg}"));
+                return Err(err!(D3137, "{msg}"));
             }
             "assert" => {
                 let ok = arg(0)
                     .and_then(|v| v.as_bool())
-                    .ok_or("T0410: Argument 1 of function $assert must be a boolean")?;
+                    .ok_or_else(|| err!(T0410, "Argument 1 of function $assert must be a boolean"))?;
                 if !ok {
                     let msg = need_str(1)?.unwrap_or_else(|| "$assert() statement failed".into());
-                    return Err(format!("D3141: {msg}"));
+                    return Err(err!(D3141, "{msg}"));
                 }
                 None
             }
@@ -3164,7 +3196,7 @@ impl<'c, 'a> Ev<'c, 'a> {
                             let hex = s
                                 .get(i + 1..i + 3)
                                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-                                .ok_or("D3140: Malformed URL passed to $decodeUrl")?;
+                                .ok_or_else(|| err!(D3140, "Malformed URL passed to $decodeUrl"))?;
                             bytes.push(hex);
                             i += 3;
                         } else {
@@ -3173,7 +3205,7 @@ impl<'c, 'a> Ev<'c, 'a> {
                         }
                     }
                     Some(V::str(&String::from_utf8(bytes).map_err(|_| {
-                        "D3140: Malformed URL passed to $decodeUrl".to_string()
+                        err!(D3140, "Malformed URL passed to $decodeUrl")
                     })?))
                 }
             },
@@ -3183,7 +3215,7 @@ impl<'c, 'a> Ev<'c, 'a> {
                     Some(n) => {
                         let radix = need_num(1)?.unwrap_or(10.0) as u32;
                         if !(2..=36).contains(&radix) {
-                            return Err("D3100: The radix of the formatBase function must be between 2 and 36".into());
+                            return Err(err!(D3100, "The radix of the formatBase function must be between 2 and 36"));
                         }
                         let r = n.round() as i64;
                         let neg = r < 0;
@@ -3212,7 +3244,7 @@ impl<'c, 'a> Ev<'c, 'a> {
                 let Some(v) = arg(0) else { return Ok(None) };
                 let size = need_num(1)?.ok_or("The $partition function needs a chunk size")?;
                 if size.fract() != 0.0 || size <= 0.0 {
-                    return Err(format!(
+                    return Err(uncoded!(
                         "The chunk size argument of $partition must be a positive integer, but was {}",
                         fmt_num(size)
                     ));
@@ -3241,7 +3273,7 @@ impl<'c, 'a> Ev<'c, 'a> {
                     0.0
                 };
                 if count > 1000.0 {
-                    return Err(format!(
+                    return Err(uncoded!(
                         "The $range function can create at most 1000 items, but {} were requested",
                         fmt_num(count)
                     ));
@@ -3259,7 +3291,7 @@ impl<'c, 'a> Ev<'c, 'a> {
                 (Some(v), alg) => {
                     let data = stringify(&v)?;
                     let alg = alg.unwrap_or_else(|| "SHA-256".into());
-                    Some(V::str(&hash(&alg, data.as_bytes()).ok_or_else(|| format!("The hash algorithm '{alg}' is not supported; use MD5, SHA-1, SHA-256, SHA-384 or SHA-512"))?))
+                    Some(V::str(&hash(&alg, data.as_bytes()).ok_or_else(|| uncoded!("The hash algorithm '{alg}' is not supported; use MD5, SHA-1, SHA-256, SHA-384 or SHA-512"))?))
                 }
                 _ => None,
             },
@@ -3283,8 +3315,7 @@ impl<'c, 'a> Ev<'c, 'a> {
                 );
             }
             other => {
-                return Err(format!(
-                    "T1006: Attempted to invoke a non-function (${other})"
+                return Err(err!(T1006, "Attempted to invoke a non-function (${other})"
                 ));
             }
         })
