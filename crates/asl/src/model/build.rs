@@ -1,27 +1,10 @@
-//! Static validation of a state machine definition: every problem, not just the first.
-//!
-//! [`validate`] walks the raw JSON (so it can report fields the model has no place for) and
-//! returns one [`Diagnostic`] per problem, each naming the JSON path and, where there is one,
-//! the state. Checks, following the ASL spec (states-language.net) and what Step Functions'
-//! `ValidateStateMachineDefinition` rejects:
-//! - structure: `StartAt`/`States` present, `StartAt` and every `Next`/`Default` name a state in
-//!   the same block, state names unique across the whole definition and at most 80 characters;
-//! - each state: a known `Type`, only the fields that type allows in its query language, the
-//!   required fields, mutually exclusive pairs (`Seconds`/`SecondsPath`, `Error`/`ErrorPath`,
-//!   `TimeoutSeconds`/`TimeoutSecondsPath`, `Next`/`End`, …);
-//! - `Retry`/`Catch` shape (`ErrorEquals` non-empty list of strings, `States.ALL` last);
-//! - paths are syntactically valid JSONPath (ResultPath a reference path, no variables),
-//!   intrinsic calls well-formed, JSONata `{% … %}` strings well-formed;
-//! - graph: every state reachable from `StartAt`, at least one terminal state reachable;
-//! - Task `HeartbeatSeconds` smaller than `TimeoutSeconds` (ASL spec, Task State);
-//! - variable scopes: a Map processor or Parallel branch cannot assign a variable that an outer
-//!   scope assigns (developer guide, "Variable scope"), see `Validator::variable_scopes`.
-
 //! The one pass over a definition: checks it and builds the model from the same walk.
 //!
 //! Every path, payload template, Choice rule and JSONata expression is compiled here, once,
 //! where it is checked: a compile error becomes a [`Diagnostic`] (JSON pointer, state name)
-//! and a compiled value goes into the model. There is no other compile path, so validation
+//! and a compiled value goes into the model. (The `$states` access check, `states_field_uses`,
+//! still parses a JSONata state's strings to inspect them; see there.) There is no other
+//! compile path, so validation
 //! ([`crate::validate::validate`]) and the model cannot disagree. The walk goes over the raw
 //! JSON, so it can report fields the model has no place for; on any problem the model is
 //! dropped and every diagnostic returned. Checks, following the ASL spec (states-language.net)
@@ -1595,7 +1578,12 @@ impl Validator {
         }
         match v {
             Value::String(s) if is_jsonata(v) => {
-                // A syntax error is reported by the field's own check.
+                // A syntax error is reported by the field's own check. This parse only
+                // inspects the expression (nothing of it reaches the model): a compiled
+                // `JsonataTemplate` does not expose its expressions, so this check cannot run
+                // on the compiled fields yet.
+                // TODO(issue 9): walk the compiled templates once the JSONata crate exposes
+                // their expressions (as `Template::expressions` does), and drop this parse.
                 let Ok(e) = Expression::parse(s) else { return };
                 if !access.error_output && e.reads_states_field("errorOutput") {
                     self.err(
