@@ -7,8 +7,9 @@
 //!
 //! Main types:
 //! - [`model::Definition`]: a whole definition, parsed and *fully validated* before anything
-//!   runs ([`validate::validate`] reports every problem as an [`error::Diagnostic`] with the
-//!   JSON path and state name). Expressions are compiled once here.
+//!   runs, in one pass that compiles every expression once and reports every problem as an
+//!   [`error::Diagnostic`] with the JSON path and state name
+//!   ([`model::Definition::parse_with_diagnostics`]; [`validate::validate`] is its diagnostics).
 //! - [`interp::Execution`]: the decider. `start`/`handle` take an [`interp::Event`] (task
 //!   result, timer fired, abort) and return an [`interp::Step`]: the
 //!   [`history::HistoryEvent`]s recorded and the [`interp::Command`]s for the runtime
@@ -48,4 +49,5 @@ pub mod template;
 pub mod history;
 pub mod interp;
 pub mod model;
+pub mod query_language;
 pub mod validate;
