@@ -3,7 +3,7 @@
 //! `cloud::iam`).
 //!
 //! Deployment generates the Lambda role's least-privilege policy from [`all_actions`]. The
-//! tests keep both halves honest: `tests/iam.rs` runs the workflows against the simulated fleet
+//! tests keep both halves honest: `localfleet`'s `tests/iam.rs` runs the workflows against the simulated fleet
 //! through a recording Cloud and checks that every operation a handler calls is declared for
 //! it here; the AWS tests check that every SDK request an operation makes is an IAM action of
 //! that operation.

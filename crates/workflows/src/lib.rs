@@ -19,8 +19,9 @@
 //! calls from many concurrent executions when they share one process (the local fleet);
 //! on Lambda every invocation sends its own.
 //!
-//! [`local::LocalFleet`] wires the embedded engine, the simulated fleet and [`dispatch`] the way
-//! AWS wires Step Functions, Lambda and EventBridge, for the demo, the CLI and the tests.
+//! The `localfleet` crate wires the embedded engine, the simulated fleet and [`dispatch`] the
+//! way AWS wires Step Functions, Lambda and EventBridge; this crate knows neither the engine
+//! nor the simulator, so the Lambda links only what runs in Lambda.
 //!
 //! Polling handlers (`check_*`) answer `{"done": ..}` once and never loop; deadlines come from a
 //! `wait.since` timestamp the state machine carries, so handlers hold no state between calls.
@@ -38,7 +39,6 @@ pub mod batch;
 pub mod errors;
 pub mod handlers;
 pub mod iam;
-pub mod local;
 pub mod metrics;
 pub mod scripts;
 
@@ -138,11 +138,6 @@ pub struct Context {
     pub settings: Settings,
     /// Coalesces SendCommand and describe calls across executions sharing this process.
     pub batcher: Option<Arc<batch::Batcher>>,
-    /// Actions whose Lambda hangs until the function timeout (fault injection).
-    pub hanging_actions: Vec<String>,
-    /// The Lambda function timeout a hanging action runs into (must stay below the Task
-    /// states' TimeoutSeconds of 120).
-    pub lambda_timeout_seconds: u64,
 }
 
 impl Context {
@@ -152,8 +147,6 @@ impl Context {
             clock,
             settings: Settings::default(),
             batcher: None,
-            hanging_actions: Vec::new(),
-            lambda_timeout_seconds: 60,
         }
     }
 
@@ -181,24 +174,6 @@ pub async fn dispatch(payload: Value, context: &Context) -> Result<Value, Handle
             )
         })?
         .to_string();
-    if context.hanging_actions.iter().any(|a| a == &action) {
-        // Fault injection: a Lambda that hangs burns its whole function timeout and is then
-        // killed by the Lambda service, which reports `Sandbox.Timedout`. On a virtual clock
-        // the burnt time is simulated by moving the clock; on a real one it is waited out.
-        let timeout = std::time::Duration::from_secs(context.lambda_timeout_seconds);
-        if context.clock.is_virtual() {
-            context.clock.advance_to(context.clock.now() + timeout);
-        } else {
-            std::future::pending::<()>().await;
-        }
-        return Err(HandlerError::new(
-            errors::LAMBDA_TIMEOUT,
-            format!(
-                "Task timed out after {}.00 seconds (action {action})",
-                context.lambda_timeout_seconds
-            ),
-        ));
-    }
     handlers::call(&action, payload, context).await
 }
 

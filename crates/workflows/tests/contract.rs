@@ -1,9 +1,9 @@
 //! The contracts the state machines and the Lambda rely on: error names, actions, ASL shape,
 //! IAM coverage.
 
-mod common;
-
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::Value;
 use workflows::{WORKFLOWS, errors, handlers, iam};
@@ -49,7 +49,11 @@ fn error_names_are_stable_and_unique() {
 #[test]
 fn every_definition_parses_and_validates() {
     for workflow in WORKFLOWS {
-        let text = workflows::definition(workflow, workflows::local::LOCAL_FUNCTION_ARN).unwrap();
+        let text = workflows::definition(
+            workflow,
+            "arn:aws:lambda:us-east-1:123456789012:function:fleetprep",
+        )
+        .unwrap();
         asl::model::Definition::parse(&text).unwrap_or_else(|e| panic!("{workflow}.asl.json: {e}"));
     }
 }
@@ -115,42 +119,34 @@ fn every_action_declares_its_iam_actions() {
     assert!(iam::all_actions().contains(&"ec2:RunInstances"));
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn every_api_call_the_workflows_make_is_in_the_iam_list() {
-    let fleet = common::fleet("").await;
-    common::group(&fleet, 900);
-    fleet.sim.set_desired_capacity("web", 3).unwrap();
-    fleet.run_until_idle().await.unwrap();
-    common::bake(&fleet).await;
-    fleet.sim.set_desired_capacity("web", 1).unwrap();
-    fleet.run_until_idle().await.unwrap();
-    let allowed: BTreeSet<&str> = iam::all_actions().into_iter().collect();
-    for operation in fleet.sim.api_calls().keys() {
-        if operation == "autoscaling:SetDesiredCapacity" {
-            continue; // the test's own scaling call, not a workflow's
-        }
-        assert!(
-            allowed.contains(operation.as_str()),
-            "{operation} is not in workflows::iam"
-        );
-    }
+/// A handler context on the simulated fleet (no engine: handlers are called directly).
+fn context() -> workflows::Context {
+    let clock: Arc<dyn clock::Clock> = Arc::new(clock::VirtualClock::new(
+        UNIX_EPOCH + Duration::from_secs(1_790_000_000),
+    ));
+    let policy = sysprep::hostname::HostnamePolicy::from_pattern("{prefix}-{seq:3}", "WEB")
+        .expect("pattern");
+    let pool =
+        names::SqliteNamePool::in_memory(policy, clock.clone(), Default::default()).expect("pool");
+    let sim = cloud::sim::SimCloud::new(clock.clone(), Arc::new(pool), Default::default());
+    workflows::Context::new(Arc::new(sim), clock)
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn dispatch_rejects_bad_payloads_with_invalid_input() {
-    let fleet = common::fleet("").await;
-    let error = workflows::dispatch(serde_json::json!({"no": "action"}), &fleet.context)
+    let context = context();
+    let error = workflows::dispatch(serde_json::json!({"no": "action"}), &context)
         .await
         .unwrap_err();
     assert_eq!(error.error, errors::INVALID_INPUT);
-    let error = workflows::dispatch(serde_json::json!({"action": "explode"}), &fleet.context)
+    let error = workflows::dispatch(serde_json::json!({"action": "explode"}), &context)
         .await
         .unwrap_err();
     assert_eq!(error.error, errors::INVALID_INPUT);
     assert!(error.cause.contains("known actions"), "{}", error.cause);
     let error = workflows::dispatch(
         serde_json::json!({"action": "terminate_instance"}),
-        &fleet.context,
+        &context,
     )
     .await
     .unwrap_err();
