@@ -705,7 +705,7 @@ fn command_template(
     let invalid = |what: String| HandlerError::new(errors::INVALID_INPUT, what);
     let lines = match kind.as_str() {
         "rename" => scripts::per_instance(
-            &kind,
+            kind,
             &commands::rename_commands_with(
                 NameSource::PerInstance,
                 settings.rename_method,
