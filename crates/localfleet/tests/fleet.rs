@@ -13,17 +13,17 @@ async fn scaling_out_names_every_instance_uniquely_and_scaling_in_releases_names
     let fleet = common::fleet("").await;
     let named = common::scale_out_and_name(&fleet, 900, 20).await;
     assert_eq!(named, 20);
-    let in_service = fleet.sim.in_service("web");
+    let in_service = fleet.sim().in_service("web");
     assert_eq!(in_service.len(), 20);
     let names: BTreeSet<String> = in_service.iter().map(|i| i.computer_name.clone()).collect();
     assert_eq!(names.len(), 20, "names must be unique: {names:?}");
     assert!(names.iter().all(|n| n.starts_with("WEB-")), "{names:?}");
     // Batching: instances that come online in the same poll wave share one SendCommand, so
     // 40 commands (20 renames, 20 identity checks) take far fewer calls.
-    let calls = fleet.sim.api_calls();
+    let calls = fleet.sim().api_calls();
     assert!(calls["ssm:SendCommand"] <= 20, "{calls:?}");
 
-    fleet.sim.set_desired_capacity("web", 15).unwrap();
+    fleet.sim().set_desired_capacity("web", 15).unwrap();
     fleet.run_until_idle().await.unwrap();
     let released = common::statuses(&fleet, "release-on-terminate");
     assert_eq!(released.len(), 5);
@@ -31,13 +31,13 @@ async fn scaling_out_names_every_instance_uniquely_and_scaling_in_releases_names
         released.iter().all(|(s, _)| *s == Status::Succeeded),
         "{released:?}"
     );
-    let leases = fleet.sim.name_pool().list().await.unwrap();
+    let leases = fleet.sim().name_pool().list().await.unwrap();
     assert_eq!(leases.len(), 15);
     // Shutting down takes a minute or so after the hook completes.
-    let clock = fleet.sim.clock().clone();
+    let clock = fleet.sim().clock().clone();
     clock.advance_to(clock.now() + std::time::Duration::from_secs(120));
     let terminated = fleet
-        .sim
+        .sim()
         .instances()
         .iter()
         .filter(|i| i.state == InstanceState::Terminated)
@@ -58,7 +58,7 @@ async fn sysprep_naming_mode_changes_the_machine_sid() {
     .await;
     common::scale_out_and_name(&fleet, 900, 3).await;
     let sids: BTreeSet<String> = fleet
-        .sim
+        .sim()
         .in_service("web")
         .iter()
         .map(|i| i.machine_sid.clone())
@@ -70,7 +70,7 @@ async fn sysprep_naming_mode_changes_the_machine_sid() {
 async fn bake_then_rollout_replaces_the_group_onto_the_new_image() {
     let fleet = common::fleet("").await;
     common::group(&fleet, 900);
-    fleet.sim.set_desired_capacity("web", 4).unwrap();
+    fleet.sim().set_desired_capacity("web", 4).unwrap();
     fleet.run_until_idle().await.unwrap();
     let baked = common::bake(&fleet).await;
     assert_eq!(baked.status, Status::Succeeded);
@@ -80,11 +80,11 @@ async fn bake_then_rollout_replaces_the_group_onto_the_new_image() {
         .to_string();
     let input = common::rollout_input("web", &image_id);
     let arn = fleet
-        .engine
+        .engine()
         .start_execution("rollout", Some("roll-1"), input)
         .unwrap();
     fleet.run_until_idle().await.unwrap();
-    let done = fleet.engine.describe(&arn).unwrap();
+    let done = fleet.engine().describe(&arn).unwrap();
     assert_eq!(
         done.status,
         Status::Succeeded,
@@ -92,7 +92,7 @@ async fn bake_then_rollout_replaces_the_group_onto_the_new_image() {
         done.error,
         done.cause
     );
-    let in_service = fleet.sim.in_service("web");
+    let in_service = fleet.sim().in_service("web");
     assert_eq!(in_service.len(), 4);
     assert!(
         in_service.iter().all(|i| i.image_id == image_id),
@@ -112,16 +112,16 @@ async fn the_same_seed_gives_the_same_fleet() {
     ) {
         let fleet = common::fleet("seed = 42\n").await;
         common::group(&fleet, 900);
-        fleet.sim.set_desired_capacity("web", 8).unwrap();
+        fleet.sim().set_desired_capacity("web", 8).unwrap();
         fleet.run_until_idle().await.unwrap();
         let mut instances: Vec<_> = fleet
-            .sim
+            .sim()
             .in_service("web")
             .into_iter()
             .map(|i| (i.instance_id, i.computer_name, i.machine_sid))
             .collect();
         instances.sort();
-        (instances, fleet.sim.api_calls())
+        (instances, fleet.sim().api_calls())
     }
     let first = run().await;
     let second = run().await;
@@ -143,12 +143,12 @@ async fn heartbeats_keep_a_short_hook_alive_through_a_long_naming() {
     )
     .await;
     common::scale_out_and_name(&fleet, 240, 3).await;
-    let calls = fleet.sim.api_calls();
+    let calls = fleet.sim().api_calls();
     assert!(
         calls["autoscaling:RecordLifecycleActionHeartbeat"] >= 3,
         "{calls:?}"
     );
-    assert_eq!(fleet.sim.in_service("web").len(), 3);
+    assert_eq!(fleet.sim().in_service("web").len(), 3);
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -165,9 +165,9 @@ async fn the_ec2launch_set_host_name_method_names_verifies_and_continues_every_i
     let named = common::scale_out_and_name(&fleet, 900, 6).await;
     assert_eq!(named, 6);
     // CONTINUE put every instance in service, each under its leased name.
-    let in_service = fleet.sim.in_service("web");
+    let in_service = fleet.sim().in_service("web");
     assert_eq!(in_service.len(), 6);
-    let leases = fleet.sim.name_pool().list().await.unwrap();
+    let leases = fleet.sim().name_pool().list().await.unwrap();
     for instance in &in_service {
         let lease = leases
             .iter()
@@ -178,12 +178,12 @@ async fn the_ec2launch_set_host_name_method_names_verifies_and_continues_every_i
     let names: BTreeSet<String> = in_service.iter().map(|i| i.computer_name.clone()).collect();
     assert_eq!(names.len(), 6, "names must be unique: {names:?}");
     // Every execution went through the identity check and the CONTINUE.
-    for execution in fleet.engine.list_executions(None).unwrap() {
+    for execution in fleet.engine().list_executions(None).unwrap() {
         if execution.state_machine != "name-on-launch" {
             continue;
         }
         let exited: BTreeSet<String> = fleet
-            .engine
+            .engine()
             .history(&execution.execution_arn)
             .unwrap()
             .into_iter()
@@ -194,7 +194,7 @@ async fn the_ec2launch_set_host_name_method_names_verifies_and_continues_every_i
         }
     }
     // The renames sent were EC2Launch v2 setHostName scripts, covering every instance.
-    let sent = fleet.sim.sent_commands();
+    let sent = fleet.sim().sent_commands();
     let renames: Vec<_> = sent
         .iter()
         .filter(|c| c.commands.first().map(String::as_str) == Some("# fleetprep:rename"))
@@ -216,7 +216,7 @@ async fn the_default_rename_method_sends_rename_computer() {
     let fleet = common::fleet("").await;
     common::scale_out_and_name(&fleet, 900, 2).await;
     let renames: Vec<String> = fleet
-        .sim
+        .sim()
         .sent_commands()
         .iter()
         .filter(|c| c.commands.first().map(String::as_str) == Some("# fleetprep:rename"))

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use cloud::Cloud;
 use engine::Status;
-use workflows::local::LocalFleet;
+use localfleet::LocalFleet;
 
 /// Bakes under `scenario` and checks the common guarantees; returns the fleet and the failure
 /// category (the Fail state's Error), or None when the bake succeeded.
@@ -15,7 +15,7 @@ async fn bake_under(scenario: &str) -> (LocalFleet, Option<String>) {
     let fleet = common::fleet(scenario).await;
     let done = common::bake(&fleet).await;
     assert_ne!(done.status, Status::Running);
-    let leftovers = fleet.sim.leftovers();
+    let leftovers = fleet.sim().leftovers();
     assert!(
         leftovers.is_empty(),
         "{scenario}: left behind {leftovers:?}"
@@ -47,7 +47,7 @@ async fn appx_preflight_blocker_stops_before_sysprep() {
     // Sysprep never ran: no instance was generalized.
     assert!(
         fleet
-            .sim
+            .sim()
             .instances()
             .iter()
             .all(|i| i.state != cloud::InstanceState::Stopped)
@@ -70,7 +70,7 @@ async fn builder_terminated_mid_sysprep_fails_as_instance_gone() {
 async fn instance_stuck_in_stopping_is_force_stopped_and_the_bake_succeeds() {
     let (fleet, category) = bake_under("[[fault]]\nkind = \"stuck-stopping\"\n").await;
     assert_eq!(category, None);
-    assert!(fleet.sim.api_calls()["ec2:StopInstances"] >= 1);
+    assert!(fleet.sim().api_calls()["ec2:StopInstances"] >= 1);
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -78,14 +78,14 @@ async fn request_limit_storm_is_absorbed_by_retries() {
     let (fleet, category) =
         bake_under("[[fault]]\nkind = \"throttle-storm\"\nduration_seconds = 90\n").await;
     assert_eq!(category, None, "throttling must not fail the workflow");
-    assert!(!fleet.sim.throttled_calls().is_empty());
+    assert!(!fleet.sim().throttled_calls().is_empty());
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn create_image_failure_deregisters_the_image() {
     let (fleet, category) = bake_under("[[fault]]\nkind = \"create-image-fails\"\n").await;
     assert_eq!(category.as_deref(), Some("image-failed"));
-    assert!(fleet.sim.api_calls()["ec2:DeregisterImage"] >= 1);
+    assert!(fleet.sim().api_calls()["ec2:DeregisterImage"] >= 1);
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -108,7 +108,7 @@ async fn lost_heartbeats_expire_the_hook_and_release_the_name() {
     )
     .await;
     common::group(&fleet, 200);
-    fleet.sim.set_desired_capacity("web", 3).unwrap();
+    fleet.sim().set_desired_capacity("web", 3).unwrap();
     fleet.run_until_idle().await.unwrap();
     let statuses = common::statuses(&fleet, "name-on-launch");
     assert_eq!(statuses.len(), 3);
@@ -117,18 +117,18 @@ async fn lost_heartbeats_expire_the_hook_and_release_the_name() {
         assert_eq!(error.as_deref(), Some("Fleetprep.LifecycleActionExpired"));
     }
     assert!(
-        fleet.sim.name_pool().list().await.unwrap().is_empty(),
+        fleet.sim().name_pool().list().await.unwrap().is_empty(),
         "names released"
     );
     assert_eq!(common::failed_metrics(&fleet, "name-on-launch"), 3);
-    assert!(fleet.sim.leftovers().waiting_on_hooks.is_empty());
+    assert!(fleet.sim().leftovers().waiting_on_hooks.is_empty());
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn exhausted_name_pool_abandons_the_extra_launches() {
     let fleet = common::fleet("[[fault]]\nkind = \"name-pool-exhausted\"\n").await;
     common::group(&fleet, 900);
-    fleet.sim.set_desired_capacity("web", 12).unwrap();
+    fleet.sim().set_desired_capacity("web", 12).unwrap();
     fleet.run_until_idle().await.unwrap();
     let statuses = common::statuses(&fleet, "name-on-launch");
     let failed: Vec<_> = statuses
@@ -147,12 +147,12 @@ async fn exhausted_name_pool_abandons_the_extra_launches() {
         common::failed_metrics(&fleet, "name-on-launch"),
         failed.len()
     );
-    let in_service = fleet.sim.in_service("web");
+    let in_service = fleet.sim().in_service("web");
     assert_eq!(in_service.len(), capacity);
     let names: BTreeSet<_> = in_service.iter().map(|i| i.computer_name.clone()).collect();
     assert_eq!(names.len(), capacity, "no duplicate names");
     assert!(
-        fleet.sim.leftovers().waiting_on_hooks.is_empty(),
+        fleet.sim().leftovers().waiting_on_hooks.is_empty(),
         "abandoned, not left waiting"
     );
 }
@@ -163,7 +163,7 @@ async fn names_held_by_another_writer_are_never_handed_out_twice() {
         common::fleet("[[fault]]\nkind = \"concurrent-allocation-conflict\"\npreallocated = 4\n")
             .await;
     let foreign: BTreeSet<String> = fleet
-        .sim
+        .sim()
         .name_pool()
         .list()
         .await
@@ -174,7 +174,7 @@ async fn names_held_by_another_writer_are_never_handed_out_twice() {
     assert_eq!(foreign.len(), 4);
     common::scale_out_and_name(&fleet, 900, 10).await;
     let names: BTreeSet<_> = fleet
-        .sim
+        .sim()
         .in_service("web")
         .iter()
         .map(|i| i.computer_name.clone())

@@ -14,25 +14,26 @@ use std::sync::{Arc, Mutex};
 use cloud::SecretRef;
 use cloud::iam::{OperationLog, RecordingCloud};
 use engine::{Status, TaskError, handler_fn};
+use localfleet::{LOCAL_FUNCTION_ARN, LocalFleet};
 use serde_json::Value;
-use workflows::local::{LOCAL_FUNCTION_ARN, LocalFleet};
 use workflows::{BakeConfig, Settings, iam};
 
 type Seen = Arc<Mutex<BTreeMap<String, BTreeSet<cloud::iam::Operation>>>>;
 
 thread_local! {
     // The fleet being driven, for starting lifecycle executions from inside a handler (the
-    // engine is not `Send`; handlers run on the driving thread, as in `workflows::local`).
+    // function cannot own the engine that owns it; handlers run on the driving thread, as in
+    // `localfleet`).
     static DRIVING: RefCell<Option<LocalFleet>> = const { RefCell::new(None) };
 }
 
 /// Replaces the fleet's function with one that gives each invocation a recording Cloud over
 /// the same simulated fleet and notes the operations under the invocation's action.
 fn record_per_action(fleet: &LocalFleet, seen: &Seen) {
-    let context = fleet.context.clone();
-    let sim = fleet.sim.clone();
+    let context = fleet.context().clone();
+    let sim = fleet.sim().clone();
     let seen = seen.clone();
-    fleet.engine.register(
+    fleet.engine().register(
         LOCAL_FUNCTION_ARN,
         handler_fn(move |payload: Value, _task| {
             let mut context = context.clone();
@@ -97,21 +98,21 @@ async fn bake(fleet: &LocalFleet, name: &str) -> engine::ExecutionSummary {
     }
     .input();
     let arn = fleet
-        .engine
+        .engine()
         .start_execution("bake", Some(name), input)
         .expect("start");
     drive(fleet).await;
-    fleet.engine.describe(&arn).expect("describe")
+    fleet.engine().describe(&arn).expect("describe")
 }
 
 async fn rollout(fleet: &LocalFleet, group: &str, image_id: &str) -> engine::ExecutionSummary {
     let input = common::rollout_input(group, image_id);
     let arn = fleet
-        .engine
+        .engine()
         .start_execution("rollout", Some(&format!("roll-{group}")), input)
         .expect("start");
     drive(fleet).await;
-    fleet.engine.describe(&arn).expect("describe")
+    fleet.engine().describe(&arn).expect("describe")
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -121,7 +122,7 @@ async fn every_operation_a_handler_calls_is_declared_for_it() {
     // Success paths.
     let fleet = recorded_fleet("", &seen).await;
     common::group(&fleet, 240);
-    fleet.sim.set_desired_capacity("web", 3).unwrap();
+    fleet.sim().set_desired_capacity("web", 3).unwrap();
     drive(&fleet).await;
     let baked = bake(&fleet, "bake-ok").await;
     assert_eq!(baked.status, Status::Succeeded, "{:?}", baked.cause);
@@ -131,7 +132,7 @@ async fn every_operation_a_handler_calls_is_declared_for_it() {
         .to_owned();
     let rolled = rollout(&fleet, "web", &image_id).await;
     assert_eq!(rolled.status, Status::Succeeded, "{:?}", rolled.cause);
-    fleet.sim.set_desired_capacity("web", 1).unwrap();
+    fleet.sim().set_desired_capacity("web", 1).unwrap();
     drive(&fleet).await;
     // A rollout of a group that does not exist: StartInstanceRefresh fails, the template's
     // default version is rolled back.
@@ -167,20 +168,42 @@ async fn every_operation_a_handler_calls_is_declared_for_it() {
     }
     assert!(
         undeclared.is_empty(),
-        "add these to workflows::iam::HANDLER_ACTIONS: {undeclared:#?}"
+        "add these to their row of workflows::handlers::ACTIONS: {undeclared:#?}"
     );
 
     // The runs must have exercised every handler that declares an operation, or the check
     // above proves nothing about it.
-    let unexercised: Vec<&str> = iam::HANDLER_ACTIONS
+    let unexercised: Vec<&str> = workflows::handlers::ACTIONS
         .iter()
-        .filter(|(action, operations)| {
-            !operations.is_empty() && seen.get(*action).is_none_or(|called| called.is_empty())
+        .filter(|action| {
+            !action.operations.is_empty()
+                && seen.get(action.name).is_none_or(|called| called.is_empty())
         })
-        .map(|(action, _)| *action)
+        .map(|action| action.name)
         .collect();
     assert!(
         unexercised.is_empty(),
         "never called AWS in these runs: {unexercised:?}"
     );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn every_api_call_the_workflows_make_is_in_the_iam_list() {
+    let fleet = common::fleet("").await;
+    common::group(&fleet, 900);
+    fleet.sim().set_desired_capacity("web", 3).unwrap();
+    fleet.run_until_idle().await.unwrap();
+    common::bake(&fleet).await;
+    fleet.sim().set_desired_capacity("web", 1).unwrap();
+    fleet.run_until_idle().await.unwrap();
+    let allowed: BTreeSet<&str> = iam::all_actions().into_iter().collect();
+    for operation in fleet.sim().api_calls().keys() {
+        if operation == "autoscaling:SetDesiredCapacity" {
+            continue; // the test's own scaling call, not a workflow's
+        }
+        assert!(
+            allowed.contains(operation.as_str()),
+            "{operation} is not in workflows::iam"
+        );
+    }
 }

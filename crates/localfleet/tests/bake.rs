@@ -19,7 +19,7 @@ async fn bake_produces_an_available_tagged_image_and_leaves_nothing_running() {
     let output = done.output.unwrap();
     let image_id = output["image_id"].as_str().unwrap().to_string();
     let image = fleet
-        .sim
+        .sim()
         .images()
         .into_iter()
         .find(|i| i.image_id == image_id)
@@ -33,9 +33,9 @@ async fn bake_produces_an_available_tagged_image_and_leaves_nothing_running() {
     );
     assert_eq!(output["agent"], "ec2launch-v2");
     assert!(
-        fleet.sim.leftovers().is_empty(),
+        fleet.sim().leftovers().is_empty(),
         "{:?}",
-        fleet.sim.leftovers()
+        fleet.sim().leftovers()
     );
     // Simulated time: minutes of Sysprep and CreateImage went by.
     let took = done
@@ -45,12 +45,12 @@ async fn bake_produces_an_available_tagged_image_and_leaves_nothing_running() {
         .unwrap();
     assert!(took.as_secs() > 20 * 60, "{took:?}");
     let succeeded = fleet
-        .sim
+        .sim()
         .metrics()
         .iter()
         .filter(|(_, d)| d.metric_name == "Succeeded")
         .count();
     assert_eq!(succeeded, 1);
     // A healthy shutdown needs no forced stop.
-    assert!(!fleet.sim.api_calls().contains_key("ec2:StopInstances"));
+    assert!(!fleet.sim().api_calls().contains_key("ec2:StopInstances"));
 }

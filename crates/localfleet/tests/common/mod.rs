@@ -8,7 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use clock::VirtualClock;
 use cloud::sim::{GroupSpec, Scenario};
 use engine::{ExecutionSummary, Status};
-use workflows::local::{FleetOptions, LocalFleet};
+use localfleet::{FleetOptions, LocalFleet};
 use workflows::{BakeConfig, RolloutConfig, Settings};
 
 pub async fn fleet_with(scenario: &str, pattern: &str, settings: Settings) -> LocalFleet {
@@ -31,7 +31,7 @@ pub async fn fleet(scenario: &str) -> LocalFleet {
 
 pub fn bake_config(fleet: &LocalFleet) -> BakeConfig {
     BakeConfig {
-        image_id: fleet.sim.base_image_id().into(),
+        image_id: fleet.sim().base_image_id().into(),
         customization_scripts: vec!["Install-WindowsFeature Web-Server".into()],
         ..BakeConfig::default()
     }
@@ -40,11 +40,11 @@ pub fn bake_config(fleet: &LocalFleet) -> BakeConfig {
 pub async fn bake(fleet: &LocalFleet) -> ExecutionSummary {
     let input = bake_config(fleet).input();
     let arn = fleet
-        .engine
+        .engine()
         .start_execution("bake", Some("bake-1"), input)
         .expect("start");
     fleet.run_until_idle().await.expect("run");
-    fleet.engine.describe(&arn).expect("describe")
+    fleet.engine().describe(&arn).expect("describe")
 }
 
 /// Rollout input for `group` on the template the simulated fleet's groups launch from.
@@ -61,7 +61,7 @@ pub fn rollout_input(group: &str, image_id: &str) -> serde_json::Value {
 }
 
 pub fn group(fleet: &LocalFleet, hook_timeout: u64) {
-    fleet.sim.create_group(GroupSpec {
+    fleet.sim().create_group(GroupSpec {
         name: "web".into(),
         launch_template_id: "lt-fleet".into(),
         instance_type: "m5.large".into(),
@@ -75,7 +75,7 @@ pub fn group(fleet: &LocalFleet, hook_timeout: u64) {
 pub async fn scale_out_and_name(fleet: &LocalFleet, hook_timeout: u64, desired: usize) -> usize {
     group(fleet, hook_timeout);
     fleet
-        .sim
+        .sim()
         .set_desired_capacity("web", desired)
         .expect("scale out");
     fleet.run_until_idle().await.expect("run");
@@ -90,7 +90,7 @@ pub async fn scale_out_and_name(fleet: &LocalFleet, hook_timeout: u64, desired: 
 /// How many `Failed` metric data the workflow published.
 pub fn failed_metrics(fleet: &LocalFleet, workflow: &str) -> usize {
     fleet
-        .sim
+        .sim()
         .metrics()
         .iter()
         .filter(|(_, d)| {
@@ -104,7 +104,7 @@ pub fn failed_metrics(fleet: &LocalFleet, workflow: &str) -> usize {
 
 pub fn statuses(fleet: &LocalFleet, workflow: &str) -> Vec<(Status, Option<String>)> {
     fleet
-        .engine
+        .engine()
         .list_executions(None)
         .expect("list")
         .into_iter()
