@@ -2301,12 +2301,11 @@ fn extract_between(text: &str, open: &str, close: &str) -> Option<String> {
 /// A stable 64-bit hash of (seed, key): splitmix64 over FNV-1a. Deterministic across runs and
 /// platforms, unlike `std`'s randomly keyed hasher.
 fn mix(seed: u64, key: &str) -> u64 {
-    let mut hash = 0xcbf2_9ce4_8422_2325u64 ^ seed;
-    for byte in key.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    let mut z = hash.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    // FNV-1a from the standard offset basis xor the seed.
+    use std::hash::Hasher as _;
+    let mut fnv = fnv::FnvHasher::with_key(0xcbf2_9ce4_8422_2325 ^ seed);
+    fnv.write(key.as_bytes());
+    let mut z = fnv.finish().wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)

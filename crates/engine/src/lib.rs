@@ -75,8 +75,14 @@ use writer::StoreThread;
 /// Errors of the engine API. Task failures are not errors here: they are execution events.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("store: {0}")]
-    Store(String),
+    /// The store failed. `source` is the SQLite, JSON or I/O error underneath, when there is
+    /// one, kept whole so callers (and `{:#}` chains) see the original.
+    #[error("store: {context}")]
+    Store {
+        context: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     #[error("state machine \"{0}\" does not exist; create it with create_state_machine")]
     NoStateMachine(String),
     #[error("execution \"{0}\" does not exist")]
@@ -105,6 +111,27 @@ pub enum EngineError {
         "ValidationException: the execution input is {bytes} bytes; StartExecution accepts at most {limit} bytes (UTF-8 JSON). Pass a reference (an S3 key, an id) instead of the data"
     )]
     InputTooLarge { bytes: usize, limit: usize },
+}
+
+impl EngineError {
+    /// A store failure caused by `source` (SQLite, JSON, I/O).
+    pub fn store(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        EngineError::Store {
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// A store failure with no underlying error (a corrupt record, a stopped thread).
+    pub fn store_message(context: impl Into<String>) -> Self {
+        EngineError::Store {
+            context: context.into(),
+            source: None,
+        }
+    }
 }
 
 /// The largest execution input StartExecution accepts: 262,144 bytes of UTF-8 JSON (Step
@@ -418,9 +445,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn seed_of(arn: &str) -> u64 {
     // FNV-1a: a stable seed per execution, so replays draw the same jitter/UUIDs.
-    arn.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    use std::hash::Hasher as _;
+    let mut fnv = fnv::FnvHasher::default();
+    fnv.write(arn.as_bytes());
+    fnv.finish()
 }
 
 fn lambda_function_name(target: &str) -> Option<&str> {
@@ -646,8 +674,8 @@ impl Engine {
             return Err(EngineError::ExecutionExists(arn));
         }
         let seed = seed_of(&arn);
-        let input_text = serde_json::to_string(&input)
-            .map_err(|e| EngineError::Store(format!("execution input: {e}")))?;
+        let input_text =
+            serde_json::to_string(&input).map_err(|e| EngineError::store("execution input", e))?;
         let options = Options {
             record_history: self.recording(),
             ..Options::default()
@@ -750,7 +778,7 @@ impl Engine {
         let def = live.def.clone();
         // Serialised before the decider consumes the event (no clone of a task's output).
         let logged = serde_json::to_string(&event)
-            .map_err(|e| EngineError::Store(format!("execution {arn}: event: {e}")))?;
+            .map_err(|e| EngineError::store(format!("execution {arn}: event"), e))?;
         live.exec.set_record_history(self.recording());
         let step = match live.exec.handle(&def, event, now) {
             Ok(s) => s,

@@ -65,11 +65,11 @@ pub(crate) fn from_nanos(n: i64) -> SystemTime {
 }
 
 fn sql(e: rusqlite::Error) -> EngineError {
-    EngineError::Store(e.to_string())
+    EngineError::store("SQLite", e)
 }
 
 fn js(e: serde_json::Error) -> EngineError {
-    EngineError::Store(format!("corrupt JSON in store: {e}"))
+    EngineError::store("corrupt JSON in store", e)
 }
 
 impl Store {
@@ -78,11 +78,11 @@ impl Store {
             Some(p) => {
                 if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).map_err(|e| {
-                        EngineError::Store(format!("cannot create {}: {e}", dir.display()))
+                        EngineError::store(format!("cannot create {}", dir.display()), e)
                     })?;
                 }
                 Connection::open(p)
-                    .map_err(|e| EngineError::Store(format!("cannot open {}: {e}", p.display())))?
+                    .map_err(|e| EngineError::store(format!("cannot open {}", p.display()), e))?
             }
             None => Connection::open_in_memory().map_err(sql)?,
         };
@@ -102,7 +102,7 @@ impl Store {
             .map_err(sql)?;
         if has_tables && version != STORE_FORMAT {
             let Some(p) = path else {
-                return Err(EngineError::Store(format!(
+                return Err(EngineError::store_message(format!(
                     "{} is in store format {version}, expected {STORE_FORMAT}",
                     where_()
                 )));
@@ -121,12 +121,15 @@ impl Store {
                 if from.exists() {
                     std::fs::rename(&from, aside(&format!(".format{version}{extra}"))).map_err(
                         |e| {
-                            EngineError::Store(format!(
-                                "{} is in store format {version} (this fleetprep writes format \
-                                 {STORE_FORMAT}) and could not be moved aside: {e}; move or \
-                                 delete it, or choose another store file",
-                                from.display()
-                            ))
+                            EngineError::store(
+                                format!(
+                                    "{} is in store format {version} (this fleetprep writes \
+                                     format {STORE_FORMAT}) and could not be moved aside (move \
+                                     or delete it, or choose another store file)",
+                                    from.display()
+                                ),
+                                e,
+                            )
                         },
                     )?;
                 }
@@ -259,7 +262,7 @@ impl Store {
         match text.strip_prefix(DEFINITION_REF) {
             Some(id) => {
                 let id: i64 = id.parse().map_err(|_| {
-                    EngineError::Store(format!(
+                    EngineError::store_message(format!(
                         "execution {arn}: corrupt definition reference {text:?}"
                     ))
                 })?;

@@ -217,7 +217,7 @@ impl LocalFleet {
     ) -> Result<Self, EngineError> {
         for name in WORKFLOWS {
             let text = definition(name, LOCAL_FUNCTION_ARN)
-                .map_err(|e| EngineError::Store(e.to_string()))?;
+                .map_err(|e| EngineError::store(format!("workflow {name}"), e))?;
             engine.create_state_machine(name, &text)?;
         }
         let waiting: Arc<Mutex<Vec<LifecycleEvent>>> = Arc::default();

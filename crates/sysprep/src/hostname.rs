@@ -596,11 +596,10 @@ fn zone_letter(context: &NameContext<'_>) -> Result<char, PolicyError> {
 /// moves them when only the last characters differ (ids ending in a counter, and the `#k`
 /// rehash suffix): 10,000 such ids gave 804 distinct `{hash:4}` names instead of ~9,270.
 fn short_hash(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in bytes {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
+    use std::hash::Hasher as _;
+    let mut fnv = fnv::FnvHasher::default();
+    fnv.write(bytes);
+    let mut hash = fnv.finish();
     hash ^= hash >> 33;
     hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
     hash ^= hash >> 33;

@@ -494,12 +494,10 @@ fn client_token(ctx: &Context, purpose: &str) -> String {
 }
 
 fn stable_hash(text: &str) -> u64 {
-    let mut hash = 0xcbf2_9ce4_8422_2325u64;
-    for byte in text.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
+    use std::hash::Hasher as _;
+    let mut fnv = fnv::FnvHasher::default();
+    fnv.write(text.as_bytes());
+    fnv.finish()
 }
 
 fn cloud_err(context: &str) -> impl FnOnce(CloudError) -> HandlerError + '_ {
