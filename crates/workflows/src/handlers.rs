@@ -475,9 +475,7 @@ pub struct RollbackTemplate {
 // ==================================================================== payload helpers
 
 fn time_of(value: Option<&str>, fallback: SystemTime) -> SystemTime {
-    value
-        .and_then(clock::parse_rfc3339)
-        .unwrap_or(fallback)
+    value.and_then(clock::parse_rfc3339).unwrap_or(fallback)
 }
 
 fn ts(time: SystemTime) -> String {
