@@ -81,6 +81,8 @@ enum Command {
     /// Check hostnames against the Windows rules.
     #[command(subcommand)]
     Hostname(cmd::hostname::Command),
+    /// Deploy to AWS with CloudFormation; render the template; package the Lambda.
+    Deploy(cmd::deploy::Args),
     /// Benchmarks that print figures (never timed assertions).
     #[command(subcommand)]
     Bench(cmd::bench::Command),
@@ -101,6 +103,7 @@ fn main() -> ExitCode {
         Command::Unattend(command) => cmd::unattend::run(command),
         Command::Hostname(command) => cmd::hostname::run(command),
         Command::Bench(command) => cmd::bench::run(command),
+        Command::Deploy(args) => cmd::deploy::run(args),
     };
     match result {
         Ok(code) => code,

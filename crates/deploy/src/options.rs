@@ -83,6 +83,10 @@ pub struct StackOptions {
     pub log_retention_days: u32,
     /// Tags on every resource that takes tags (and on the stack itself).
     pub tags: BTreeMap<String, String>,
+    /// The address subscribed to the alarm topic (the `AlarmEmail` parameter).
+    pub alarm_email: Option<String>,
+    /// X-Ray tracing of the state machines (the `Tracing` parameter).
+    pub tracing: bool,
 }
 
 impl Default for StackOptions {
@@ -100,6 +104,8 @@ impl Default for StackOptions {
             bake_schedule: None,
             log_retention_days: 90,
             tags: BTreeMap::new(),
+            alarm_email: None,
+            tracing: false,
         }
     }
 }

@@ -475,10 +475,14 @@ pub fn render(options: &StackOptions, bake_input: Option<&Value>) -> Result<Temp
             .ok_or_else(|| format!("workflow {workflow} has no checked-in definition"))?;
         let definition: Value = serde_json::from_str(text)
             .map_err(|e| format!("the checked-in {workflow} definition is not JSON: {e}"))?;
-        // "AWS::StepFunctions::StateMachine": Definition, DefinitionSubstitutions,
-        // LoggingConfiguration (Level, IncludeExecutionData, Destinations), TracingConfiguration.
+        // "AWS::StepFunctions::StateMachine": DefinitionString, DefinitionSubstitutions,
+        // LoggingConfiguration (Level, IncludeExecutionData, Destinations),
+        // TracingConfiguration. The definition goes in as the checked-in JSON text (compact),
+        // not through Fn::Sub, which would have to escape every `${`; Step Functions puts the
+        // function's ARN in place of `${FleetprepFunctionArn}`.
         // Execution data is logged so the dashboard can show failure categories and causes;
         // secrets never enter it (they travel by reference).
+        let definition_string = definition.to_string();
         b.add(
             &id,
             json!({
@@ -487,7 +491,7 @@ pub fn render(options: &StackOptions, bake_input: Option<&Value>) -> Result<Temp
                     "StateMachineName": sub(&format!("${{AWS::StackName}}-{workflow}")),
                     "StateMachineType": "STANDARD",
                     "RoleArn": get_att("StatesRole", "Arn"),
-                    "Definition": definition,
+                    "DefinitionString": definition_string,
                     "DefinitionSubstitutions": {
                         "FleetprepFunctionArn": get_att("Function", "Arn")
                     },
@@ -815,7 +819,7 @@ fn parameters(options: &StackOptions) -> Map<String, Value> {
     );
     add(
         "LaunchTemplateId",
-        json!({"Type": "String", "Description": "The group's launch template (lt-...): rollouts create its versions", "AllowedPattern": "^lt-[0-9a-f]+$"}),
+        json!({"Type": "String", "Description": "The group's launch template (lt-...): rollouts create its versions", "AllowedPattern": "^lt-[0-9a-z]+$"}),
     );
     add(
         "BuilderRoleArn",

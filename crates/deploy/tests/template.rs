@@ -394,7 +394,15 @@ fn every_state_machine_uses_only_the_substituted_function() {
     let template = rendered(&StackOptions::default());
     for workflow in workflows::WORKFLOWS {
         let machine = &resources(&template)[&deploy::template::machine_id(workflow)]["Properties"];
-        let text = machine["Definition"].to_string();
+        let text = machine["DefinitionString"].as_str().unwrap().to_owned();
+        assert_eq!(
+            machine["DefinitionSubstitutions"]["FleetprepFunctionArn"],
+            json!({"Fn::GetAtt": ["Function", "Arn"]})
+        );
+        // The definition is the checked-in one, byte for byte once parsed.
+        let checked_in: Value =
+            serde_json::from_str(workflows::raw_definition(workflow).unwrap()).unwrap();
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), checked_in);
         assert!(
             text.contains(workflows::FUNCTION_ARN_PLACEHOLDER),
             "{workflow}"

@@ -5,6 +5,7 @@ pub mod aws_engine;
 pub mod bake;
 pub mod bench;
 pub mod demo;
+pub mod deploy;
 pub mod executions;
 pub mod fleet;
 pub mod graph;
