@@ -78,6 +78,9 @@ enum Command {
     /// Render unattend.xml answer files.
     #[command(subcommand)]
     Unattend(cmd::unattend::Command),
+    /// Launch-template user data for fleet instances (SSM agent running, IMDSv2 only).
+    #[command(subcommand)]
+    Userdata(cmd::userdata::Command),
     /// Check hostnames against the Windows rules.
     #[command(subcommand)]
     Hostname(cmd::hostname::Command),
@@ -102,6 +105,7 @@ fn main() -> ExitCode {
         Command::Sysprep(command) => cmd::sysprep::run(command),
         Command::Unattend(command) => cmd::unattend::run(command),
         Command::Hostname(command) => cmd::hostname::run(command),
+        Command::Userdata(command) => cmd::userdata::run(command),
         Command::Bench(command) => cmd::bench::run(command),
         Command::Deploy(args) => cmd::deploy::run(args),
     };

@@ -13,6 +13,7 @@ pub mod hostname;
 pub mod states;
 pub mod sysprep;
 pub mod unattend;
+pub mod userdata;
 
 use std::path::PathBuf;
 
