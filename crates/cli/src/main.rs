@@ -61,6 +61,8 @@ enum Command {
     Demo(cmd::demo::Args),
     /// Bake a golden AMI from a config file.
     Bake(cmd::bake::Args),
+    /// Roll an image out to the group (launch-template version + instance refresh).
+    Rollout(cmd::rollout::Args),
     /// Drive the simulated fleet.
     #[command(subcommand)]
     Fleet(cmd::fleet::Command),
@@ -99,6 +101,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Bake(args) => cmd::bake::run(args),
         Command::Fleet(command) => cmd::fleet::run(command),
+        Command::Rollout(args) => cmd::rollout::run(args),
         Command::Executions(command) => cmd::executions::run(command),
         Command::Graph(args) => cmd::graph::run(args),
         Command::States(command) => cmd::states::run(command),

@@ -10,6 +10,7 @@ pub mod executions;
 pub mod fleet;
 pub mod graph;
 pub mod hostname;
+pub mod rollout;
 pub mod states;
 pub mod sysprep;
 pub mod unattend;
