@@ -2,9 +2,9 @@
 //!
 //! Workflow task handlers only ever talk to a [`Cloud`]. Two implementations exist:
 //!
-//! - [`sim::SimCloud`], the simulated fleet: EC2, SSM, Auto Scaling and CloudWatch behaviour on a
-//!   [`clock::Clock`] (virtual in the demo and tests), seeded and deterministic, with fault
-//!   injection from a TOML scenario.
+//! - `sim::SimCloud` (cargo feature `sim`), the simulated fleet: EC2, SSM, Auto Scaling and
+//!   CloudWatch behaviour on a [`clock::Clock`] (virtual in the demo and tests), seeded and
+//!   deterministic, with fault injection from a TOML scenario. The Lambda builds without it.
 //! - `aws::AwsCloud` (cargo feature `aws`), the same operations on the official AWS SDK.
 //!
 //! [`iam::Operation`] names every operation of the trait once, with the IAM actions it needs
@@ -38,6 +38,7 @@
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod iam;
+#[cfg(feature = "sim")]
 pub mod sim;
 
 use std::fmt;

@@ -60,16 +60,16 @@ async fn bake(args: Args) -> anyhow::Result<ExitCode> {
     .await?;
     let mut input = config.bake.clone();
     if input.image_id.is_empty() {
-        input.image_id = fleet.sim.base_image_id().into();
+        input.image_id = fleet.sim().base_image_id().into();
     }
-    let name = format!("bake-{:x}", fleet.sim.scenario().seed & 0xffff_ffff);
+    let name = format!("bake-{:x}", fleet.sim().scenario().seed & 0xffff_ffff);
     let arn = fleet
-        .engine
+        .engine()
         .start_execution("bake", Some(&name), input.input())?;
     let mut progress = LiveProgress::new(true, args.output == OutputFormat::Json);
     report::drive(&fleet, &mut progress).await?;
     progress.finish();
-    let done = fleet.engine.describe(&arn)?;
+    let done = fleet.engine().describe(&arn)?;
     // The local execution in the terms an AWS one ends in, so both print through one summary.
     let finished = Finished {
         execution_arn: done.execution_arn,

@@ -63,17 +63,17 @@ async fn rollout(args: Args) -> anyhow::Result<ExitCode> {
             true,
         )
         .await?;
-        fleet.sim.create_group(config.simulated_group());
+        fleet.sim().create_group(config.simulated_group());
         fleet
-            .sim
+            .sim()
             .set_desired_capacity(&config.group.name, args.instances)?;
         report::drive(&fleet, &mut progress).await?;
-        let name = format!("rollout-{:x}", fleet.sim.scenario().seed & 0xffff_ffff);
+        let name = format!("rollout-{:x}", fleet.sim().scenario().seed & 0xffff_ffff);
         let arn = fleet
-            .engine
+            .engine()
             .start_execution("rollout", Some(&name), input)?;
         report::drive(&fleet, &mut progress).await?;
-        let done = fleet.engine.describe(&arn)?;
+        let done = fleet.engine().describe(&arn)?;
         Finished {
             execution_arn: done.execution_arn,
             status: done.status.as_str().into(),

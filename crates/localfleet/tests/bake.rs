@@ -1,0 +1,56 @@
+//! The bake state machine end to end on the engine against the simulated fleet.
+
+mod common;
+
+use cloud::ImageState;
+use engine::Status;
+
+#[tokio::test(flavor = "current_thread")]
+async fn bake_produces_an_available_tagged_image_and_leaves_nothing_running() {
+    let fleet = common::fleet("").await;
+    let done = common::bake(&fleet).await;
+    assert_eq!(
+        done.status,
+        Status::Succeeded,
+        "{:?} {:?}",
+        done.error,
+        done.cause
+    );
+    let output = done.output.unwrap();
+    let image_id = output["image_id"].as_str().unwrap().to_string();
+    let image = fleet
+        .sim()
+        .images()
+        .into_iter()
+        .find(|i| i.image_id == image_id)
+        .unwrap();
+    assert_eq!(image.state, ImageState::Available);
+    assert!(
+        image
+            .tags
+            .iter()
+            .any(|t| t.key == "fleetprep:state" && t.value == "available")
+    );
+    assert_eq!(output["agent"], "ec2launch-v2");
+    assert!(
+        fleet.sim().leftovers().is_empty(),
+        "{:?}",
+        fleet.sim().leftovers()
+    );
+    // Simulated time: minutes of Sysprep and CreateImage went by.
+    let took = done
+        .stop_date
+        .unwrap()
+        .duration_since(done.start_date)
+        .unwrap();
+    assert!(took.as_secs() > 20 * 60, "{took:?}");
+    let succeeded = fleet
+        .sim()
+        .metrics()
+        .iter()
+        .filter(|(_, d)| d.metric_name == "Succeeded")
+        .count();
+    assert_eq!(succeeded, 1);
+    // A healthy shutdown needs no forced stop.
+    assert!(!fleet.sim().api_calls().contains_key("ec2:StopInstances"));
+}
