@@ -174,3 +174,34 @@ fn graph_draws_every_workflow_in_both_formats() {
     let missing = fleetprep(&["graph", "nope"]);
     assert_eq!(missing.status.code(), Some(2));
 }
+
+#[test]
+fn rollout_refreshes_the_group_onto_a_given_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("engine.sqlite3");
+    let store = store.to_str().unwrap();
+    let output = fleetprep(&[
+        "rollout",
+        "--image",
+        "ami-0new",
+        "--instances",
+        "3",
+        "--seed",
+        "5",
+        "--store",
+        store,
+        "--output",
+        "json",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary = json(&output);
+    assert_eq!(summary["status"], "SUCCEEDED");
+    assert_eq!(summary["image_id"], "ami-0new");
+    let bad = fleetprep(&["rollout", "--image", "not-an-ami", "--store", store]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not an AMI id"));
+}

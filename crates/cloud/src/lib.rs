@@ -53,6 +53,10 @@ use serde::{Deserialize, Serialize};
 /// `InstanceIds`: "You can specify a maximum of 50 IDs").
 pub const SEND_COMMAND_MAX_INSTANCES: usize = 50;
 
+/// The hostname table's TTL attribute (epoch seconds): written by the DynamoDB name pool
+/// (`aws::hostnames`), declared by the deploy template (outside the `aws` feature).
+pub const HOSTNAME_TTL_ATTRIBUTE: &str = "ttl";
+
 /// The one seam to AWS. Object-safe: workflows hold an `Arc<dyn Cloud>`.
 #[async_trait]
 pub trait Cloud: Send + Sync {

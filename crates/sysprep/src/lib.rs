@@ -30,3 +30,4 @@ pub mod hostname;
 pub mod powershell;
 pub mod preflight;
 pub mod unattend;
+pub mod userdata;

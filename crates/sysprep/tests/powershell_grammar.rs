@@ -342,3 +342,16 @@ fn hostile_values_cannot_change_a_generated_script() {
     // Every generator took some hostile values (the two path generators reject a few).
     assert!(compared >= 3 * 9 + 2 * 5, "only {compared} comparisons");
 }
+
+#[test]
+fn user_data_script_parses() {
+    let script = sysprep::userdata::script();
+    assert_parses("user data", &script);
+    // The `<powershell>` envelope's body is the same script.
+    let tagged = sysprep::userdata::powershell_tags(&script);
+    let body = tagged
+        .strip_prefix("<powershell>\n")
+        .and_then(|rest| rest.split("</powershell>").next())
+        .unwrap();
+    assert_parses("user data in <powershell>", body);
+}

@@ -5,13 +5,16 @@ pub mod aws_engine;
 pub mod bake;
 pub mod bench;
 pub mod demo;
+pub mod deploy;
 pub mod executions;
 pub mod fleet;
 pub mod graph;
 pub mod hostname;
+pub mod rollout;
 pub mod states;
 pub mod sysprep;
 pub mod unattend;
+pub mod userdata;
 
 use std::path::PathBuf;
 

@@ -49,7 +49,7 @@ const COUNTER_TRIES: u32 = 8;
 const COUNTER_KEY: &str = "meta#next";
 
 /// The table's TTL attribute (epoch seconds).
-pub const TTL_ATTRIBUTE: &str = "ttl";
+pub const TTL_ATTRIBUTE: &str = crate::HOSTNAME_TTL_ATTRIBUTE;
 
 /// A DynamoDB table that holds hostname leases for any number of pools.
 #[derive(Clone, Debug)]
