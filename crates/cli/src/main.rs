@@ -84,6 +84,8 @@ enum Command {
     /// Benchmarks that print figures (never timed assertions).
     #[command(subcommand)]
     Bench(cmd::bench::Command),
+    /// Serve the embedded engine as a Step Functions API endpoint (AWS CLI, SDKs).
+    Serve(cmd::serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -101,6 +103,7 @@ fn main() -> ExitCode {
         Command::Unattend(command) => cmd::unattend::run(command),
         Command::Hostname(command) => cmd::hostname::run(command),
         Command::Bench(command) => cmd::bench::run(command),
+        Command::Serve(args) => cmd::serve::run(args),
     };
     match result {
         Ok(code) => code,

@@ -4,11 +4,13 @@
 pub mod aws_engine;
 pub mod bake;
 pub mod bench;
+pub mod bench_serve;
 pub mod demo;
 pub mod executions;
 pub mod fleet;
 pub mod graph;
 pub mod hostname;
+pub mod serve;
 pub mod states;
 pub mod sysprep;
 pub mod unattend;
