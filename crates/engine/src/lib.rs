@@ -743,6 +743,13 @@ impl Engine {
         Ok(())
     }
 
+    /// A receiver that changes whenever steps were committed (a round of the driver, a start
+    /// or a stop): a front end that holds tasks open for outside answers re-checks
+    /// [`Engine::task_pending`] then, and lets go of the tasks that are over.
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.committed.subscribe()
+    }
+
     /// Tells `wait_until_complete` callers that steps were committed.
     fn committed(&self) {
         self.inner.committed.send_modify(|n| *n = n.wrapping_add(1));

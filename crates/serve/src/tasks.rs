@@ -107,9 +107,38 @@ impl Tasks {
         })
     }
 
-    /// Connects the engine (which holds this as its fallback handler).
-    pub fn attach(&self, engine: Engine) {
+    /// Connects the engine (which holds this as its fallback handler), and starts letting go
+    /// of waiting tasks that are over: a task whose execution was stopped or which timed out
+    /// still has its handler running in the engine, which counts as a running task (a
+    /// virtual clock would never jump again); answering it ends that, and the engine ignores
+    /// the answer of a task that is over.
+    pub fn attach(self: &Arc<Self>, engine: Engine) {
+        let mut commits = engine.commits();
         let _ = self.engine.set(engine);
+        let tasks = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while commits.changed().await.is_ok() {
+                let Some(tasks) = tasks.upgrade() else { return };
+                tasks.release_finished();
+            }
+        });
+    }
+
+    /// Ends the waits of tasks that are over (see [`Tasks::attach`]).
+    fn release_finished(&self) {
+        let over: Vec<String> = lock(&self.waiting)
+            .keys()
+            .filter(|token| !self.still_pending(token))
+            .cloned()
+            .collect();
+        for token in over {
+            if let Some(w) = lock(&self.waiting).remove(&token) {
+                let _ = w.reply.send(Err(TaskError::new(
+                    "States.Runtime",
+                    "the task is over (its execution ended or it timed out)",
+                )));
+            }
+        }
     }
 
     /// Checks a `#TestCase` suffix when the execution starts (Step Functions Local fails the
@@ -439,6 +468,10 @@ impl Lambda {
                 .map(str::to_owned)
         };
         let function_error = header("x-amz-function-error");
+        // The Invoke API's exception name travels in this header ("ResourceNotFoundException",
+        // possibly with ":<detail>" after it); the body's `Type` is only User or Service.
+        let api_error =
+            header("x-amzn-errortype").map(|t| t.split(':').next().unwrap_or_default().to_owned());
         let version = header("x-amz-executed-version").unwrap_or_else(|| "$LATEST".into());
         let request_id = header("x-amzn-requestid").unwrap_or_default();
         let body = response
@@ -451,11 +484,14 @@ impl Lambda {
         if !status.is_success() {
             // The Invoke API's own error: Step Functions names it Lambda.<ExceptionName>.
             let parsed: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            let kind = parsed
-                .get("Type")
-                .or_else(|| parsed.get("__type"))
-                .and_then(Value::as_str)
-                .map(|t| t.rsplit('#').next().unwrap_or(t).to_owned())
+            let kind = api_error
+                .filter(|t| !t.is_empty())
+                .or_else(|| {
+                    parsed
+                        .get("__type")
+                        .and_then(Value::as_str)
+                        .map(|t| t.rsplit('#').next().unwrap_or(t).to_owned())
+                })
                 .unwrap_or_else(|| "ServiceException".into());
             return Err(TaskError::new(format!("Lambda.{kind}"), text));
         }

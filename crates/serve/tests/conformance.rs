@@ -14,7 +14,7 @@ async fn the_corpus_scores_in_full_over_the_api() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../conformance");
     let cases = count_cases(&root.join("cases"));
     assert!(cases > 200, "the corpus is vendored in the repo");
-    let (_server, endpoint) = common::virtual_server().await;
+    let (_server, endpoint) = common::server_with(serve::Config::default()).await;
     let client = root.join("sfn_client.py");
     let out = tokio::process::Command::new("python3")
         .arg(root.join("run.py"))

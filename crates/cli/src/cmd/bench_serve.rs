@@ -119,11 +119,16 @@ async fn throughput(
         let (c, arn, input, next) = (c.clone(), arn.to_owned(), input.clone(), next.clone());
         workers.spawn(async move {
             let mut last = String::new();
-            while next.fetch_add(1, Ordering::Relaxed) < n {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                // Named: moto's server names every unnamed execution "None" (then collides).
                 let ex = c
                     .call(
                         "StartExecution",
-                        &json!({"stateMachineArn": arn, "input": input}),
+                        &json!({"stateMachineArn": arn, "input": input, "name": format!("e{i}")}),
                     )
                     .await
                     .map_err(anyhow::Error::msg)?;

@@ -282,6 +282,13 @@ def test_admin_clock_advance_times_a_task_out():
     assert (d["status"], d["error"]) == ("FAILED", "States.Timeout"), d
 
 
+def test_virtual_clock_still_jumps_after_abandoned_tasks():
+    # The stopped and timed-out activity tasks above no longer count as running.
+    arn = machine({"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 86400, "End": True}}})
+    d = wait_done(sfn.start_execution(stateMachineArn=arn)["executionArn"], timeout=10)
+    assert d["status"] == "SUCCEEDED", d
+
+
 def test_long_poll_blocks_no_other_client():
     act = sfn.create_activity(name=name("idle"))["activityArn"]
     done = {}
@@ -303,6 +310,8 @@ def test_long_poll_blocks_no_other_client():
     sfn.start_execution(stateMachineArn=activity_machine_arn, input='{"late": 1}')
     t.join(30)
     assert json.loads(done["task"]["input"]) == {"late": 1}
+    # Answer it: a running task holds virtual time still for everyone.
+    sfn.send_task_success(taskToken=done["task"]["taskToken"], output="{}")
 
 
 def test_aws_cli():
@@ -360,6 +369,95 @@ def test_test_state():
     assert (r["status"], r["error"], r["cause"]) == ("FAILED", "Nope", "because"), r
     code, _, _ = error_of(sfn.test_state, definition=json.dumps({"Type": "Nope"}), roleArn=ROLE)
     assert code == "InvalidDefinition", code
+
+
+def test_mock_config_answers_by_test_case():
+    # The state machine's name is the key in the mock file; the test case follows '#'.
+    definition = open(os.path.join(os.environ["EXAMPLES"], "greeting.asl.json")).read()
+    try:
+        arn = sfn.create_state_machine(name="greeting", definition=definition,
+                                       roleArn=ROLE)["stateMachineArn"]
+    except ClientError:
+        arn = "arn:aws:states:us-east-1:123456789012:stateMachine:greeting"
+    happy = sfn.start_execution(stateMachineArn=arn + "#HappyPath", input='{"who": "fleet"}')
+    d = wait_done(happy["executionArn"])
+    assert d["status"] == "SUCCEEDED", d
+    out = json.loads(d["output"])
+    assert out["result"] == {"greeting": "Hello, fleet!"} and out["sent"]["MessageId"], out
+    retry = wait_done(sfn.start_execution(stateMachineArn=arn + "#RetryPath")["executionArn"])
+    assert json.loads(retry["output"])["result"] == {"greeting": "Hello at last!"}, retry
+    sad = wait_done(sfn.start_execution(stateMachineArn=arn + "#SadPath")["executionArn"])
+    assert (sad["status"], sad["error"]) == ("FAILED", "GreetingFailed"), sad
+    code, message, _ = error_of(sfn.start_execution, stateMachineArn=arn + "#NoSuchCase")
+    assert code == "InvalidArn" and "NoSuchCase" in message, (code, message)
+
+
+class FakeLambda:
+    """The Lambda Invoke API on LAMBDA_PORT: function `echo` returns its payload, `broken`
+    raises (X-Amz-Function-Error), anything else is ResourceNotFoundException."""
+
+    def __init__(self):
+        import http.server
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                fn = self.path.split("/")[3]
+                headers = {"Content-Type": "application/json", "x-amzn-RequestId": "req-1",
+                           "X-Amz-Executed-Version": "$LATEST"}
+                if fn.endswith("echo"):
+                    status, payload = 200, {"echo": json.loads(body)}
+                elif fn.endswith("broken"):
+                    status, payload = 200, {"errorType": "ValueError", "errorMessage": "bad value"}
+                    headers["X-Amz-Function-Error"] = "Unhandled"
+                else:
+                    status, payload = 404, {"Type": "User", "message": "Function not found"}
+                    headers["x-amzn-ErrorType"] = "ResourceNotFoundException"
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["LAMBDA_PORT"])), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_lambda_tasks_go_to_the_lambda_endpoint():
+    lam = FakeLambda()
+    try:
+        invoke = machine({"StartAt": "Call", "States": {"Call": {
+            "Type": "Task", "Resource": "arn:aws:states:::lambda:invoke",
+            "Parameters": {"FunctionName": "echo", "Payload.$": "$"}, "End": True}}})
+        d = wait_done(sfn.start_execution(stateMachineArn=invoke, input='{"k": 1}')["executionArn"])
+        out = json.loads(d["output"])
+        assert out["StatusCode"] == 200 and out["Payload"] == {"echo": {"k": 1}}, out
+        assert out["SdkResponseMetadata"]["RequestId"] == "req-1", out
+        plain = machine({"StartAt": "Call", "States": {"Call": {
+            "Type": "Task", "Resource": "arn:aws:lambda:us-east-1:123456789012:function:echo",
+            "End": True}}})
+        d = wait_done(sfn.start_execution(stateMachineArn=plain, input='{"k": 2}')["executionArn"])
+        assert json.loads(d["output"]) == {"echo": {"k": 2}}, d
+        types = [e["type"] for e in sfn.get_execution_history(executionArn=d["executionArn"])["events"]]
+        assert "LambdaFunctionSucceeded" in types, types
+        broken = machine({"StartAt": "Call", "States": {"Call": {
+            "Type": "Task", "Resource": "arn:aws:states:::lambda:invoke",
+            "Parameters": {"FunctionName": "broken", "Payload": {}}, "End": True}}})
+        d = wait_done(sfn.start_execution(stateMachineArn=broken)["executionArn"])
+        assert (d["status"], d["error"]) == ("FAILED", "ValueError"), d
+        assert json.loads(d["cause"])["errorMessage"] == "bad value", d
+        missing = machine({"StartAt": "Call", "States": {"Call": {
+            "Type": "Task", "Resource": "arn:aws:states:::lambda:invoke",
+            "Parameters": {"FunctionName": "nope", "Payload": {}}, "End": True}}})
+        d = wait_done(sfn.start_execution(stateMachineArn=missing)["executionArn"])
+        assert (d["status"], d["error"]) == ("FAILED", "Lambda.ResourceNotFoundException"), d
+    finally:
+        lam.server.shutdown()
 
 
 def main(names):

@@ -30,12 +30,13 @@ pub fn clients_or_skip(cli: bool) -> bool {
     }
 }
 
-/// A server on a free loopback port with a virtual clock; its endpoint URL.
-pub async fn virtual_server() -> (serve::Server, String) {
+/// A server on a free loopback port with a virtual clock and `config`'s other settings; its
+/// endpoint URL.
+pub async fn server_with(config: serve::Config) -> (serve::Server, String) {
     let server = serve::Server::start(serve::Config {
         listen: Some("127.0.0.1:0".parse().expect("an address")),
         virtual_clock: true,
-        ..serve::Config::default()
+        ..config
     })
     .await
     .expect("server starts");
