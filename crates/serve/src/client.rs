@@ -14,6 +14,7 @@ use crate::protocol::{DEFAULT_REGION, TARGET_PREFIX};
 #[derive(Clone)]
 pub struct Client {
     endpoint: String,
+    region: String,
     http: hyper_util::client::legacy::Client<
         hyper_util::client::legacy::connect::HttpConnector,
         Full<Bytes>,
@@ -27,8 +28,17 @@ impl Client {
         connector.set_nodelay(true);
         Client {
             endpoint: endpoint.trim_end_matches('/').to_owned(),
+            region: DEFAULT_REGION.to_owned(),
             http: hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build(connector),
+        }
+    }
+
+    /// The same client (and connection pool) for another region.
+    pub fn in_region(&self, region: &str) -> Client {
+        Client {
+            region: region.to_owned(),
+            ..self.clone()
         }
     }
 
@@ -41,7 +51,8 @@ impl Client {
             .header(
                 "authorization",
                 format!(
-                    "AWS4-HMAC-SHA256 Credential=test/20240101/{DEFAULT_REGION}/states/aws4_request, SignedHeaders=host, Signature=0"
+                    "AWS4-HMAC-SHA256 Credential=test/20240101/{}/states/aws4_request, SignedHeaders=host, Signature=0",
+                    self.region
                 ),
             )
             .body(Full::new(Bytes::from(request.to_string())))

@@ -18,8 +18,8 @@ pub struct ServeArgs {
     /// Executions per workload against fleetprep serve.
     #[arg(long, default_value_t = 2000)]
     executions: usize,
-    /// Executions per workload against moto (far slower).
-    #[arg(long, default_value_t = 20)]
+    /// Executions per workload against moto (far slower; at most 8: see `MOTO_REGIONS`).
+    #[arg(long, default_value_t = 8)]
     moto_executions: usize,
     /// Concurrent clients.
     #[arg(long, default_value_t = 16)]
@@ -105,25 +105,26 @@ async fn wait_done(c: &Client, arn: &str) -> anyhow::Result<String> {
 /// Executions per second from StartExecution to a final state, `clients` at a time.
 #[allow(clippy::disallowed_methods)] // benchmarks measure elapsed real time
 async fn throughput(
-    c: &Client,
-    arn: &str,
+    slots: &[(Client, String)],
     input: &Value,
     n: usize,
     clients: usize,
-) -> anyhow::Result<(f64, String)> {
+) -> anyhow::Result<(f64, (Client, String))> {
     let next = Arc::new(AtomicUsize::new(0));
     let input = input.to_string();
+    let slots = Arc::new(slots.to_vec());
     let t = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..clients {
-        let (c, arn, input, next) = (c.clone(), arn.to_owned(), input.clone(), next.clone());
+    for _ in 0..clients.min(n) {
+        let (slots, input, next) = (slots.clone(), input.clone(), next.clone());
         workers.spawn(async move {
-            let mut last = String::new();
+            let mut last = None;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= n {
                     break;
                 }
+                let (c, arn) = &slots[i % slots.len()];
                 // Named: moto's server names every unnamed execution "None" (then collides).
                 let ex = c
                     .call(
@@ -133,20 +134,20 @@ async fn throughput(
                     .await
                     .map_err(anyhow::Error::msg)?;
                 let ex = ex["executionArn"].as_str().unwrap_or_default().to_owned();
-                let status = wait_done(&c, &ex).await?;
+                let status = wait_done(c, &ex).await?;
                 anyhow::ensure!(status == "SUCCEEDED", "{ex} ended {status}");
-                last = ex;
+                last = Some((c.clone(), ex));
             }
             anyhow::Ok(last)
         });
     }
-    let mut last = String::new();
+    let mut last = None;
     while let Some(r) = workers.join_next().await {
-        let arn = r??;
-        if !arn.is_empty() {
-            last = arn;
+        if let Some(done) = r?? {
+            last = Some(done);
         }
     }
+    let last = last.ok_or_else(|| anyhow::anyhow!("no execution ran"))?;
     Ok((n as f64 / t.elapsed().as_secs_f64(), last))
 }
 
@@ -182,19 +183,83 @@ async fn describe_latency(
     Ok((at(0.50), at(0.99)))
 }
 
+/// moto's server breaks for good once a second execution starts in a region where one ran
+/// (moto 5.2.1: "cannot pickle '_thread.RLock' object" deep-copying the region's backend), so
+/// each moto execution gets a region of its own; the state machines are created before the
+/// clock starts.
+const MOTO_REGIONS: [&str; 16] = [
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "eu-central-1",
+    "eu-north-1",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-south-1",
+    "ca-central-1",
+    "sa-east-1",
+];
+
+/// Where executions run: one state machine per region in `regions` (or one in the client's
+/// region when `regions` is empty).
+async fn slots(
+    c: &Client,
+    name: &str,
+    def: &Value,
+    regions: &[&str],
+) -> anyhow::Result<Vec<(Client, String)>> {
+    if regions.is_empty() {
+        return Ok(vec![(c.clone(), create(c, name, def).await?)]);
+    }
+    let mut out = Vec::new();
+    for r in regions {
+        let rc = c.in_region(r);
+        let arn = create(&rc, name, def).await?;
+        out.push((rc, arn));
+    }
+    Ok(out)
+}
+
 async fn measure(
     c: &Client,
     tag: &str,
     executions: usize,
     clients: usize,
     describes: usize,
+    one_region_per_execution: bool,
 ) -> anyhow::Result<Figures> {
-    let chain = create(c, &format!("bench-chain-{tag}"), &pass_chain(10)).await?;
-    let map = create(c, &format!("bench-map-{tag}"), &map_100()).await?;
-    let (chain_per_s, last) = throughput(c, &chain, &json!({"n": 1}), executions, clients).await?;
+    let (chain_regions, map_regions): (&[&str], &[&str]) = if one_region_per_execution {
+        anyhow::ensure!(
+            2 * executions <= MOTO_REGIONS.len(),
+            "moto runs one execution per region: at most {} executions per workload",
+            MOTO_REGIONS.len() / 2
+        );
+        (
+            &MOTO_REGIONS[..executions],
+            &MOTO_REGIONS[executions..2 * executions],
+        )
+    } else {
+        (&[], &[])
+    };
+    let chain = slots(
+        c,
+        &format!("bench-chain-{tag}"),
+        &pass_chain(10),
+        chain_regions,
+    )
+    .await?;
+    let map = slots(c, &format!("bench-map-{tag}"), &map_100(), map_regions).await?;
+    let (chain_per_s, (last_client, last)) =
+        throughput(&chain, &json!({"n": 1}), executions, clients).await?;
     let items: Vec<usize> = (0..100).collect();
-    let (map_per_s, _) = throughput(c, &map, &json!({"items": items}), executions, clients).await?;
-    let (p50_ms, p99_ms) = describe_latency(c, &last, clients, describes).await?;
+    let (map_per_s, _) = throughput(&map, &json!({"items": items}), executions, clients).await?;
+    let (p50_ms, p99_ms) = describe_latency(&last_client, &last, clients, describes).await?;
     Ok(Figures {
         chain_per_s,
         map_per_s,
@@ -270,7 +335,15 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             "{} executions per workload on fleetprep serve, {} on moto; {} concurrent clients; {} DescribeExecution calls per client",
             args.executions, args.moto_executions, args.clients, args.describes
         );
-        let f = measure(&ours, "serve", args.executions, args.clients, args.describes).await?;
+        let f = measure(
+            &ours,
+            "serve",
+            args.executions,
+            args.clients,
+            args.describes,
+            false,
+        )
+        .await?;
         print("fleetprep serve", &f);
         if args.no_moto {
             return anyhow::Ok(ExitCode::SUCCESS);
@@ -284,6 +357,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             args.moto_executions,
             args.clients,
             (args.describes / 10).max(10),
+            true,
         )
         .await;
         let _ = moto.kill();
