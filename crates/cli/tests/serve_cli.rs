@@ -217,3 +217,60 @@ fn kill_9_mid_execution_loses_and_duplicates_nothing() {
         .count();
     assert_eq!(answered_before, 1);
 }
+
+/// fleetprep's own AWS path (aws-sdk-sfn) reads an execution's history from the server.
+#[cfg(feature = "aws")]
+#[test]
+#[allow(clippy::disallowed_methods)] // a real server process, so a real-time deadline
+fn executions_history_engine_aws_reads_from_the_server() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start(&dir.path().join("serve.db"));
+    let port = server.port;
+    let def = json!({"StartAt": "A", "States": {"A": {"Type": "Pass", "Result": 1, "End": true}}});
+    let machine = ok(
+        port,
+        "CreateStateMachine",
+        json!({"name": "fleetprep-sdk", "definition": def.to_string(), "roleArn": "arn:aws:iam::123456789012:role/r"}),
+    )["stateMachineArn"]
+        .as_str()
+        .expect("ARN")
+        .to_owned();
+    let arn = ok(
+        port,
+        "StartExecution",
+        json!({"stateMachineArn": machine, "name": "sdk"}),
+    )["executionArn"]
+        .as_str()
+        .expect("ARN")
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ok(port, "DescribeExecution", json!({"executionArn": arn}))["status"] == "RUNNING" {
+        assert!(Instant::now() < deadline, "still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_fleetprep"))
+        .args([
+            "executions",
+            "history",
+            &arn,
+            "--engine",
+            "aws",
+            "--region",
+            "us-east-1",
+        ])
+        .arg("--endpoint-url")
+        .arg(format!("http://127.0.0.1:{port}"))
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .expect("fleetprep runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for event in ["ExecutionStarted", "PassStateEntered", "ExecutionSucceeded"] {
+        assert!(stdout.contains(event), "{event} missing:\n{stdout}");
+    }
+}
