@@ -91,6 +91,8 @@ enum Command {
     /// Benchmarks that print figures (never timed assertions).
     #[command(subcommand)]
     Bench(cmd::bench::Command),
+    /// Serve the embedded engine as a Step Functions API endpoint (AWS CLI, SDKs).
+    Serve(cmd::serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -111,6 +113,7 @@ fn main() -> ExitCode {
         Command::Userdata(command) => cmd::userdata::run(command),
         Command::Bench(command) => cmd::bench::run(command),
         Command::Deploy(args) => cmd::deploy::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
     };
     match result {
         Ok(code) => code,

@@ -183,6 +183,15 @@ impl Store {
              CREATE TABLE IF NOT EXISTS definitions (
                  id INTEGER PRIMARY KEY,
                  definition TEXT NOT NULL UNIQUE
+             );
+             -- What a front end keeps beside the engine's own records (an API server's state
+             -- machine types, tags, activities): opaque JSON by kind and key. Added without a
+             -- format change: older stores simply gain the empty table.
+             CREATE TABLE IF NOT EXISTS metadata (
+                 kind TEXT NOT NULL,
+                 key TEXT NOT NULL,
+                 value TEXT NOT NULL,
+                 PRIMARY KEY (kind, key)
              );",
         )
         .map_err(sql)?;
@@ -209,6 +218,48 @@ impl Store {
             )
             .map_err(sql)?;
         Ok(())
+    }
+
+    pub(crate) fn delete_state_machine(&self, name: &str) -> Result<bool, EngineError> {
+        let n = self
+            .conn
+            .execute("DELETE FROM state_machines WHERE name = ?1", params![name])
+            .map_err(sql)?;
+        Ok(n > 0)
+    }
+
+    /// Sets (`Some`) or removes (`None`) one metadata entry.
+    pub(crate) fn put_metadata(
+        &self,
+        kind: &str,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<(), EngineError> {
+        match value {
+            Some(v) => self.conn.execute(
+                "INSERT INTO metadata(kind, key, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(kind, key) DO UPDATE SET value = excluded.value",
+                params![kind, key, v],
+            ),
+            None => self.conn.execute(
+                "DELETE FROM metadata WHERE kind = ?1 AND key = ?2",
+                params![kind, key],
+            ),
+        }
+        .map_err(sql)?;
+        Ok(())
+    }
+
+    /// Every metadata entry of one kind, by key.
+    pub(crate) fn metadata(&self, kind: &str) -> Result<Vec<(String, String)>, EngineError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT key, value FROM metadata WHERE kind = ?1 ORDER BY key")
+            .map_err(sql)?;
+        let rows = st
+            .query_map(params![kind], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(sql)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sql)
     }
 
     pub(crate) fn state_machine(&self, name: &str) -> Result<Option<String>, EngineError> {

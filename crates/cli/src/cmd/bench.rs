@@ -22,6 +22,10 @@ pub enum Command {
     /// Targets: init < 30 ms, stripped size < 20 MB. `scripts/bench-lambda` builds the release
     /// bootstrap first.
     Lambda(LambdaArgs),
+    /// `fleetprep serve` against moto's server over loopback HTTP: executions/s (10-state
+    /// Pass chain, 100-item Map) and DescribeExecution p50/p99 under 16 concurrent clients.
+    /// Targets: >= 50x moto, p99 < 5 ms. Run from the repository root (moto's script).
+    Serve(crate::cmd::bench_serve::ServeArgs),
 }
 
 #[derive(clap::Args)]
@@ -45,6 +49,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Engine(args) => engine_bench(&args),
         Command::Fleet(args) => crate::cmd::fleet::bench(args),
         Command::Lambda(args) => lambda_bench(&args),
+        Command::Serve(args) => crate::cmd::bench_serve::run(&args),
     }
 }
 

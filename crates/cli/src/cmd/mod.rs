@@ -4,6 +4,7 @@
 pub mod aws_engine;
 pub mod bake;
 pub mod bench;
+pub mod bench_serve;
 pub mod demo;
 pub mod deploy;
 pub mod executions;
@@ -11,6 +12,7 @@ pub mod fleet;
 pub mod graph;
 pub mod hostname;
 pub mod rollout;
+pub mod serve;
 pub mod states;
 pub mod sysprep;
 pub mod unattend;

@@ -1,4 +1,5 @@
-//! Step Functions Local mock configuration files (`states exec --mock-config FILE --test-case NAME`).
+//! Step Functions Local mock configuration files (`states exec --mock-config FILE --test-case NAME`,
+//! `serve --mock-config FILE` with the test case after `#` in the state machine ARN).
 //!
 //! The format is AWS's, unchanged, so one file serves both Step Functions Local and fleetprep
 //! (AWS Step Functions developer guide, "Configuration file for mocked service
@@ -27,8 +28,9 @@
 //!   which `States.ALL` does not catch. A Task state the test case does not name fails as an
 //!   unregistered resource does, with a cause that says which mock to add.
 //!
-//! It lives in the CLI, not the engine: it is a user-facing file format (paths, JSON pointers,
-//! exit code 2), while the engine only needs a task handler.
+//! It lives beside the API server, not in the engine: it is a user-facing file format (paths,
+//! JSON pointers), while the engine only needs a task handler. `states exec --mock-config` and
+//! `serve --mock-config` both use it.
 //!
 //! Not here: calling real services for unmocked states (Step Functions Local does;
 //! fleetprep fails them), and generated task tokens for `.waitForTaskToken` (a mocked
@@ -111,7 +113,7 @@ impl MockedResponse {
     }
 
     /// Invocations the response covers.
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         self.ranges.last().map_or(0, |(_, hi, _)| hi + 1)
     }
 }
@@ -227,6 +229,13 @@ impl MockConfig {
         } else {
             Err(MockErrors(errors))
         }
+    }
+
+    /// Whether the file has test case `case` for state machine `sm`.
+    pub fn has_test_case(&self, sm: &str, case: &str) -> bool {
+        self.state_machines
+            .get(sm)
+            .is_some_and(|cases| cases.contains_key(case))
     }
 
     /// The test case `case` of state machine `sm`, checked against `definition`: every state
