@@ -1773,7 +1773,10 @@ impl Cloud for SimCloud {
                 platform_name: "Microsoft Windows Server 2022 Datacenter".into(),
                 platform_version: "10.0.20348".into(),
                 agent_version: "3.3.1142.0".into(),
-                computer_name: i.computer_name.clone(),
+                // The agent reports `DNSHostName.Domain`, and `Domain` is the workgroup off a
+                // domain (amazon-ssm-agent source, platform code for Windows,
+                // `fullyQualifiedDomainName`); simulated instances are in WORKGROUP.
+                computer_name: format!("{}.WORKGROUP", i.computer_name),
             })
             .collect())
     }

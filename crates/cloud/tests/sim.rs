@@ -677,3 +677,28 @@ async fn an_instance_that_never_ran_cannot_be_stopped_but_a_restarting_one_can()
         )]
     );
 }
+
+/// Issue 10, bug 3: the SSM agent reports `ComputerName` as `DNSHostName.Domain`, with the
+/// workgroup as the domain off a domain (amazon-ssm-agent source, platform code for Windows,
+/// `fullyQualifiedDomainName`); the simulator reports it the same way.
+#[tokio::test]
+async fn ssm_reports_the_computer_name_fully_qualified() {
+    let (clock, cloud) = sim(Scenario::default());
+    let id = launch_builder(&cloud, "fqdn").await;
+    advance(&clock, 400);
+    let info = cloud
+        .describe_instance_information(std::slice::from_ref(&id))
+        .await
+        .unwrap();
+    let netbios = cloud
+        .instances()
+        .into_iter()
+        .find(|i| i.instance_id == id)
+        .unwrap()
+        .computer_name;
+    assert_eq!(info[0].computer_name, format!("{netbios}.WORKGROUP"));
+    assert!(sysprep::hostname::ssm_name_matches(
+        &info[0].computer_name,
+        &netbios
+    ));
+}

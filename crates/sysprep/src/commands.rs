@@ -386,17 +386,118 @@ pub enum RenameMethod {
     Ec2LaunchSetHostName,
 }
 
-/// `Rename-Computer`, then the restart.
-fn rename_computer_block(restart: RenameRestart) -> &'static str {
-    match restart {
-        RenameRestart::SsmExit3010 => {
-            "    Rename-Computer -NewName $desired -Force\n    exit 3010\n"
-        }
-        RenameRestart::RestartComputer => {
-            "    Rename-Computer -NewName $desired -Force -Restart\n    exit 0\n"
-        }
-    }
+/// The restart that applies a new name, after EC2Launch v2 (when installed) has finished its
+/// own run: rebooting while the agent is mid-run would cut its tasks short (EC2Launch v2
+/// settings, `ec2launch status --block` waits for the service to finish). `exit 3010` asks
+/// SSM Run Command to reboot and run the script again ("Handling reboots when running
+/// commands").
+fn restart_block(restart: RenameRestart) -> String {
+    let restart = match restart {
+        RenameRestart::SsmExit3010 => "    exit 3010\n",
+        RenameRestart::RestartComputer => "    Restart-Computer -Force\n    exit 0\n",
+    };
+    format!(
+        "    $agentProgram = {EC2LAUNCH_V2}\n    if (Test-Path -LiteralPath $agentProgram) {{ & $agentProgram status --block | Out-Null }}\n{restart}"
+    )
 }
+
+/// `Rename-Computer` after switching off the launch agents' own renamers, then the restart.
+fn rename_computer_block(restart: RenameRestart) -> String {
+    format!(
+        "{}    Rename-Computer -NewName $desired -Force\n{}",
+        agent_renamers_block(),
+        restart_block(restart)
+    )
+}
+
+/// Writes `$agentConfig` back to `$agentConfigPath` as JSON (JSON is YAML), checks it with
+/// `ec2launch validate` and puts the previous file back when validation fails; `what` names
+/// the change in the error. The one way fleetprep edits EC2Launch v2's `agent-config.yml`.
+fn save_agent_config(indent: &str, what: &str) -> String {
+    let lines = [
+        "$agentBackup = $agentConfigPath + '.fleetprep-backup'".to_owned(),
+        "Copy-Item -LiteralPath $agentConfigPath -Destination $agentBackup -Force".to_owned(),
+        "# Windows PowerShell 5.1's type data for arrays makes ConvertTo-Json write some".to_owned(),
+        "# arrays as {\"value\": [...], \"Count\": n}; without it they stay arrays.".to_owned(),
+        "Remove-TypeData -TypeName System.Array -ErrorAction SilentlyContinue".to_owned(),
+        "$agentConfig | ConvertTo-Json -Depth 16 | Out-File -Encoding UTF8 -FilePath $agentConfigPath".to_owned(),
+        "& $agentProgram validate".to_owned(),
+        "if ($LASTEXITCODE -ne 0) {".to_owned(),
+        "    $code = $LASTEXITCODE".to_owned(),
+        "    Copy-Item -LiteralPath $agentBackup -Destination $agentConfigPath -Force".to_owned(),
+        format!("    throw ('ec2launch validate rejected {what} (exit code {{0}}): the EC2Launch v2 version may predate it; agent-config.yml was restored' -f $code)"),
+        "}".to_owned(),
+    ];
+    lines
+        .iter()
+        .map(|line| format!("{indent}{line}\n"))
+        .collect()
+}
+
+/// Reads EC2Launch v2's configuration into `$agentConfig` and its non-empty stages into
+/// `$agentStages` (the CLI reference's `get-agent-config --format json`).
+fn read_agent_config(indent: &str) -> String {
+    [
+        "$agentJson = & $agentProgram get-agent-config --format json | Out-String",
+        "if ($LASTEXITCODE -ne 0) { throw ('ec2launch get-agent-config failed with exit code {0}' -f $LASTEXITCODE) }",
+        "$agentConfig = $agentJson | ConvertFrom-Json",
+        "$agentStages = @($agentConfig.config | Where-Object { $null -ne $_ })",
+    ]
+    .iter()
+    .map(|line| format!("{indent}{line}\n"))
+    .collect()
+}
+
+/// Switches off the launch agents' own renamers, which would put their name back at the next
+/// boot: an EC2Launch v2 `setHostName` task for another name (EC2Launch v2 settings: the task
+/// runs with frequency always), EC2Config's `Ec2SetComputerName` plugin in
+/// `Settings\Config.xml` (EC2Config service), and EC2Launch v1's `setComputerName` in
+/// `LaunchConfig.json` (Configure EC2Launch). Each is only touched when present and on, so
+/// running it again changes nothing. Shared by every `Rename-Computer` script (SSM and
+/// user-data renames alike).
+pub fn agent_renamers_block() -> String {
+    format!(
+        r#"    # The launch agents' own renamers would undo this name at the next boot.
+    $agentProgram = {EC2LAUNCH_V2}
+    if (Test-Path -LiteralPath $agentProgram) {{
+        $agentConfigPath = {EC2LAUNCH_V2_CONFIG}
+        & $agentProgram status --block | Out-Null
+{read}        $otherNames = @($agentStages | ForEach-Object {{ $_.tasks }} | Where-Object {{ $null -ne $_ -and $_.task -eq 'setHostName' -and [string]$_.inputs.hostName -ne $desired }})
+        if ($otherNames.Count -gt 0) {{
+            foreach ($stage in $agentStages) {{
+                $kept = @($stage.tasks | Where-Object {{ $null -ne $_ -and $_.task -ne 'setHostName' }})
+                $stage | Add-Member -NotePropertyName 'tasks' -NotePropertyValue $kept -Force
+            }}
+            $agentConfig | Add-Member -NotePropertyName 'config' -NotePropertyValue $agentStages -Force
+{save}        }}
+    }}
+    $ec2configSettings = {EC2CONFIG_SETTINGS}
+    if (Test-Path -LiteralPath $ec2configSettings) {{
+        [xml]$ec2configXml = Get-Content -LiteralPath $ec2configSettings -Raw
+        $renamer = $ec2configXml.SelectSingleNode("//Plugin[Name='Ec2SetComputerName']")
+        if ($null -ne $renamer -and [string]$renamer.State -ne 'Disabled') {{
+            $renamer.State = 'Disabled'
+            $ec2configXml.Save($ec2configSettings)
+        }}
+    }}
+    $launchConfigPath = {EC2LAUNCH_V1_LAUNCH_CONFIG}
+    if (Test-Path -LiteralPath $launchConfigPath) {{
+        $launchConfig = Get-Content -LiteralPath $launchConfigPath -Raw | ConvertFrom-Json
+        if ($launchConfig.setComputerName -eq $true) {{
+            $launchConfig.setComputerName = $false
+            $launchConfig | ConvertTo-Json -Depth 8 | Out-File -Encoding UTF8 -FilePath $launchConfigPath
+        }}
+    }}
+"#,
+        read = read_agent_config("        "),
+        save = save_agent_config("            ", "removing setHostName"),
+    )
+}
+
+const EC2CONFIG_SETTINGS: &str =
+    "Join-Path $env:ProgramFiles 'Amazon\\Ec2ConfigService\\Settings\\Config.xml'";
+const EC2LAUNCH_V1_LAUNCH_CONFIG: &str =
+    "Join-Path $env:ProgramData 'Amazon\\EC2-Windows\\Launch\\Config\\LaunchConfig.json'";
 
 const EC2LAUNCH_V2_CONFIG: &str =
     "Join-Path $env:ProgramData 'Amazon\\EC2Launch\\config\\agent-config.yml'";
@@ -420,33 +521,25 @@ const EC2LAUNCH_V2_AGENT_LOG: &str =
 /// reboot) right now; a rename it made shows as the pending name, and then only the restart
 /// is left.
 fn set_host_name_block(restart: RenameRestart) -> String {
-    let restart = match restart {
-        RenameRestart::SsmExit3010 => "    exit 3010\n",
-        RenameRestart::RestartComputer => "    Restart-Computer -Force\n    exit 0\n",
-    };
     format!(
-        r#"    $program = {EC2LAUNCH_V2}
-    $configPath = {EC2LAUNCH_V2_CONFIG}
-    & $program status --block | Out-Null
+        r#"    $agentProgram = {EC2LAUNCH_V2}
+    $agentConfigPath = {EC2LAUNCH_V2_CONFIG}
+    & $agentProgram status --block | Out-Null
     # The name the next boot applies: already $desired when the agent renamed during this boot
     # and its own reboot has not happened yet, so only the restart is left.
     $pending = [string](Get-ItemProperty -LiteralPath 'HKLM:\SYSTEM\CurrentControlSet\Control\ComputerName\ComputerName').ComputerName
     if ($pending -ne $desired) {{
-        $json = & $program get-agent-config --format json | Out-String
-        if ($LASTEXITCODE -ne 0) {{ throw ('ec2launch get-agent-config failed with exit code {{0}}' -f $LASTEXITCODE) }}
-        $config = $json | ConvertFrom-Json
-        $stages = @($config.config | Where-Object {{ $null -ne $_ }})
-        $current = @($stages | ForEach-Object {{ $_.tasks }} | Where-Object {{ $null -ne $_ -and $_.task -eq 'setHostName' }})
+{read}        $current = @($agentStages | ForEach-Object {{ $_.tasks }} | Where-Object {{ $null -ne $_ -and $_.task -eq 'setHostName' }})
         $configured = $current.Count -eq 1 -and [string]$current[0].inputs.hostName -eq $desired -and $current[0].inputs.reboot -eq $true
         if ($configured) {{
             $booted = (Get-CimInstance -ClassName Win32_OperatingSystem).LastBootUpTime
-            if ((Get-Item -LiteralPath $configPath).LastWriteTime -lt $booted) {{
+            if ((Get-Item -LiteralPath $agentConfigPath).LastWriteTime -lt $booted) {{
                 throw ('EC2Launch v2 ran setHostName {{0}} on this boot but the computer is still {{1}}; see {{2}}' -f $desired, $env:COMPUTERNAME, ({EC2LAUNCH_V2_AGENT_LOG}))
             }}
         }} else {{
             $task = [pscustomobject]@{{ task = 'setHostName'; inputs = [pscustomobject]@{{ hostName = $desired; reboot = $true }} }}
             $postReady = $null
-            foreach ($stage in $stages) {{
+            foreach ($stage in $agentStages) {{
                 $kept = @($stage.tasks | Where-Object {{ $null -ne $_ -and $_.task -ne 'setHostName' }})
                 $stage | Add-Member -NotePropertyName 'tasks' -NotePropertyValue $kept -Force
                 if ($stage.stage -eq 'postReady') {{ $postReady = $stage }}
@@ -454,26 +547,17 @@ fn set_host_name_block(restart: RenameRestart) -> String {
             # First in postReady: the rename reboot comes before startSsm, so SSM resumes this
             # command only once the name is in place.
             if ($null -eq $postReady) {{
-                $stages = $stages + @([pscustomobject]@{{ stage = 'postReady'; tasks = @($task) }})
+                $agentStages = $agentStages + @([pscustomobject]@{{ stage = 'postReady'; tasks = @($task) }})
             }} else {{
                 $postReady.tasks = @($task) + @($postReady.tasks)
             }}
-            $config | Add-Member -NotePropertyName 'config' -NotePropertyValue $stages -Force
-            $backup = $configPath + '.fleetprep-backup'
-            Copy-Item -LiteralPath $configPath -Destination $backup -Force
-            # Windows PowerShell 5.1's type data for arrays makes ConvertTo-Json write some
-            # arrays as {{"value": [...], "Count": n}}; without it they stay arrays.
-            Remove-TypeData -TypeName System.Array -ErrorAction SilentlyContinue
-            $config | ConvertTo-Json -Depth 16 | Out-File -Encoding UTF8 -FilePath $configPath
-            & $program validate
-            if ($LASTEXITCODE -ne 0) {{
-                $code = $LASTEXITCODE
-                Copy-Item -LiteralPath $backup -Destination $configPath -Force
-                throw ('ec2launch validate rejected setHostName {{0}} (exit code {{1}}): the EC2Launch v2 version may predate the hostName input; agent-config.yml was restored' -f $desired, $code)
-            }}
-        }}
+            $agentConfig | Add-Member -NotePropertyName 'config' -NotePropertyValue $agentStages -Force
+{save}        }}
     }}
-{restart}"#
+{restart}"#,
+        read = read_agent_config("        "),
+        save = save_agent_config("            ", "setHostName with the hostName input"),
+        restart = restart_block(restart),
     )
 }
 
@@ -487,7 +571,7 @@ pub fn rename_commands_with(
     let (agent, rename, how) = match method {
         RenameMethod::RenameComputer => (
             LaunchAgent::None,
-            rename_computer_block(restart).to_owned(),
+            rename_computer_block(restart),
             "Rename-Computer",
         ),
         RenameMethod::Ec2LaunchSetHostName => (
@@ -722,8 +806,8 @@ mod tests {
             "task = 'setHostName'; inputs = [pscustomobject]@{ hostName = $desired; reboot = $true }",
         );
         let write =
-            s.find("ConvertTo-Json -Depth 16 | Out-File -Encoding UTF8 -FilePath $configPath");
-        let validate = s.find("& $program validate");
+            s.find("ConvertTo-Json -Depth 16 | Out-File -Encoding UTF8 -FilePath $agentConfigPath");
+        let validate = s.find("& $agentProgram validate");
         let restart = s.find("    exit 3010");
         let order = [Some(guard), pending, read, task, write, validate, restart];
         assert!(order.iter().all(Option::is_some), "{s}");
@@ -732,7 +816,7 @@ mod tests {
             "steps out of order:\n{s}"
         );
         assert!(s.contains("agent-config.yml"));
-        assert!(s.contains("Copy-Item -LiteralPath $backup -Destination $configPath"));
+        assert!(s.contains("Copy-Item -LiteralPath $agentBackup -Destination $agentConfigPath"));
         // Any earlier setHostName task is replaced, not duplicated.
         assert!(s.contains("$_.task -ne 'setHostName'"));
         // The loop guard: a task that predates this boot and did not rename is an error.
@@ -748,6 +832,52 @@ mod tests {
         .script();
         assert!(outside_ssm.contains("    Restart-Computer -Force\n    exit 0\n"));
         assert!(!outside_ssm.contains("exit 3010"));
+    }
+
+    /// Issue 10, bug 8: the launch agents' own renamers (EC2Launch v2 `setHostName` for another
+    /// name, EC2Config `Ec2SetComputerName`, EC2Launch v1 `setComputerName`) are switched off
+    /// before Rename-Computer, and the restart waits for `ec2launch status --block` (EC2Launch
+    /// v2 settings; EC2Config service; Configure EC2Launch).
+    #[test]
+    fn rename_computer_disables_the_agents_renamers_and_waits_for_the_agent() {
+        let name = Hostname::parse("APP-0042").unwrap();
+        for restart in [RenameRestart::SsmExit3010, RenameRestart::RestartComputer] {
+            let s = rename_commands(&name, restart).script();
+            let v2 = s
+                .find("$_.task -eq 'setHostName' -and [string]$_.inputs.hostName -ne $desired")
+                .expect("v2 setHostName check");
+            let v2_removed = s.find("$_.task -ne 'setHostName'").expect("removes it");
+            let validate = s.find("& $agentProgram validate").expect("validated");
+            let ec2config = s
+                .find("//Plugin[Name='Ec2SetComputerName']")
+                .expect("EC2Config renamer");
+            let disabled = s.find("$renamer.State = 'Disabled'").expect("disabled");
+            let v1 = s
+                .find("$launchConfig.setComputerName = $false")
+                .expect("v1");
+            let rename = s
+                .find("Rename-Computer -NewName $desired -Force\n")
+                .unwrap();
+            let wait = s.rfind("& $agentProgram status --block").unwrap();
+            let exit = match restart {
+                RenameRestart::SsmExit3010 => s.find("exit 3010").unwrap(),
+                RenameRestart::RestartComputer => s.find("Restart-Computer -Force").unwrap(),
+            };
+            let order = [
+                v2, v2_removed, validate, ec2config, disabled, v1, rename, wait, exit,
+            ];
+            assert!(order.windows(2).all(|w| w[0] < w[1]), "{restart:?}\n{s}");
+            assert!(!s.contains("-Restart\n"), "the restart waits for the agent");
+        }
+        // The setHostName method waits for the agent before its restart too.
+        let s = rename_commands_with(
+            NameSource::Literal(&name),
+            RenameMethod::Ec2LaunchSetHostName,
+            RenameRestart::SsmExit3010,
+        )
+        .script();
+        let wait = s.rfind("& $agentProgram status --block").unwrap();
+        assert!(wait < s.find("exit 3010").unwrap());
     }
 
     #[test]

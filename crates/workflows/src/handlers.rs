@@ -298,7 +298,7 @@ async fn check_ssm_online(p: &Value, ctx: &Context) -> Result<Value, HandlerErro
         .is_some_and(|i| i.ping_status == PingStatus::Online);
     let name_ok = match (&expected, &info) {
         (Some(expected), Some(info)) => {
-            sysprep::hostname::key(&info.computer_name) == sysprep::hostname::key(expected)
+            sysprep::hostname::ssm_name_matches(&info.computer_name, expected)
         }
         (Some(_), None) => false,
         (None, _) => true,
