@@ -586,9 +586,12 @@ impl SimCloud {
                     && instance.state == InstanceState::Pending
                 {
                     instance.state = InstanceState::Running;
+                    // What a healthy EC2Launch v2 boot prints ("Troubleshoot EC2Launch v2",
+                    // sample console log output): UNDEPLOYABLE while Windows is configured.
                     instance.console.push_str(&format!(
-                        "{} EC2Launch: Windows is being configured. SysprepState=IMAGE_STATE_COMPLETE\n",
-                        clock::format_rfc3339_seconds(at)
+                        "{}: Windows is being configured. SysprepState=IMAGE_STATE_UNDEPLOYABLE\n{}: Message: Windows is Ready to use\n",
+                        console_time(at),
+                        console_time(at)
                     ));
                     let never_online = self
                         .scenario
@@ -598,11 +601,6 @@ impl SimCloud {
                         let delay =
                             self.draw(&format!("ssm/{id}"), self.timings.ssm_online_after_running);
                         Self::schedule(world, at + delay, Event::SsmOnline(id));
-                    } else {
-                        instance.console.push_str(&format!(
-                            "{} Amazon SSM Agent: failed to register: unable to retrieve instance identity (IMAGE_STATE_UNDEPLOYABLE)\n",
-                            clock::format_rfc3339_seconds(at)
-                        ));
                     }
                 }
             }
@@ -686,8 +684,8 @@ impl SimCloud {
                         instance.machine_sid =
                             sid(self.scenario.seed, &format!("{instance_id}/{command_id}"));
                         instance.console.push_str(&format!(
-                            "{} Windows sysprep configuration complete.\n",
-                            clock::format_rfc3339_seconds(at)
+                            "{}: Windows sysprep configuration complete.\n",
+                            console_time(at)
                         ));
                         instance.ssm_online = false;
                         if reboot {
@@ -891,12 +889,7 @@ impl SimCloud {
                 machine_sid: sid,
                 generalized: false,
                 sysprep_running: false,
-                console: format!(
-                    "{} Instance {} launching from {}\n",
-                    clock::format_rfc3339_seconds(now),
-                    id,
-                    image_id
-                ),
+                console: String::new(),
                 generation: 0,
             },
         );
@@ -2201,6 +2194,13 @@ fn identity_json(instance: &SimInstance) -> String {
         "Generalized": instance.generalized,
     })
     .to_string()
+}
+
+/// The console's timestamp format (`2020/08/13 17:25:12Z`, "Troubleshoot EC2Launch v2").
+fn console_time(at: SystemTime) -> String {
+    clock::format_rfc3339_seconds(at)
+        .replacen('-', "/", 2)
+        .replace('T', " ")
 }
 
 /// EC2's answer for an instance id it does not know.

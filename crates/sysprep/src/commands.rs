@@ -51,7 +51,8 @@ pub struct SysprepOptions {
     /// [`LaunchAgent::unattend_path`]).
     pub unattend_path: Option<String>,
     /// Plain `sysprep.exe` `/mode:vm` (skips hardware re-detection; only for the same
-    /// hypervisor and instance family).
+    /// hypervisor and instance family). Microsoft allows only `/generalize /oobe` and one of
+    /// `/reboot`, `/shutdown`, `/quit` with it, so it takes no `unattend_path`.
     pub mode_vm: bool,
 }
 
@@ -64,6 +65,22 @@ impl Default for SysprepOptions {
             detach: true,
             unattend_path: None,
             mode_vm: false,
+        }
+    }
+}
+
+impl SysprepOptions {
+    /// Sysprep without shutdown, waited for in the command: what AWS-UpdateWindowsAmi does
+    /// ("AWS-UpdateWindowsAmi" runbook: Sysprep, then stop the instance through the API), so a
+    /// failure is seen while SSM is still online. Per agent ("Create a standardized Amazon
+    /// Machine Image (AMI) using Sysprep"): `ec2launch sysprep` without `--shutdown`,
+    /// `SysprepInstance.ps1 -NoShutdown`, and `sysprep.exe /quit` with the agent's answer file
+    /// for EC2Config and plain Sysprep.
+    pub fn no_shutdown() -> Self {
+        Self {
+            after: AfterSysprep::Quit,
+            detach: false,
+            ..Self::default()
         }
     }
 }
@@ -250,15 +267,15 @@ pub fn sysprep_commands(
                 },
             ]
         }
-        LaunchAgent::Ec2Config => {
-            if options.after != AfterSysprep::Shutdown {
+        LaunchAgent::Ec2Config => match options.after {
+            AfterSysprep::Reboot => {
                 return Err(unsupported(
-                    "ec2config.exe -sysprep always shuts down; use agent none for /reboot or /quit",
+                    "ec2config.exe -sysprep always shuts down; use agent none for /reboot",
                 ));
             }
             // --clean/--block are EC2Launch v2 flags with no EC2Config equivalent; they are
             // ignored rather than rejected so the defaults work for every agent.
-            vec![Step {
+            AfterSysprep::Shutdown => vec![Step {
                 description: "EC2Config: run Sysprep with sysprep2008.xml and shut down".into(),
                 script: run_native(
                     "ec2config.exe -sysprep",
@@ -266,8 +283,33 @@ pub fn sysprep_commands(
                     &["-sysprep".to_owned()],
                     options.detach,
                 ),
-            }]
-        }
+            }],
+            // `ec2config.exe -sysprep` cannot stay up, so the no-shutdown form runs sysprep.exe
+            // with EC2Config's own answer file, after doing what the BundleConfig setting
+            // SetPasswordAfterSysprep makes EC2Config do first: enable Ec2SetPassword so the
+            // first boot randomizes the administrator password (EC2Config service).
+            AfterSysprep::Quit => vec![
+                Step {
+                    description: "EC2Config: randomize the administrator password at first boot (Ec2SetPassword)".into(),
+                    script: ec2config_set_password_script(),
+                },
+                Step {
+                    description: "Sysprep: generalize, OOBE, quit, with EC2Config's sysprep2008.xml".into(),
+                    script: run_native(
+                        "sysprep.exe",
+                        SYSPREP_EXE,
+                        &[
+                            "/generalize".to_owned(),
+                            "/oobe".to_owned(),
+                            "/quit".to_owned(),
+                            "/quiet".to_owned(),
+                            format!("/unattend:{}", LaunchAgent::Ec2Config.unattend_path()),
+                        ],
+                        options.detach,
+                    ),
+                },
+            ],
+        },
         LaunchAgent::None => {
             let unattend = options
                 .unattend_path
@@ -287,14 +329,28 @@ pub fn sysprep_commands(
                 AfterSysprep::Reboot => "/reboot",
                 AfterSysprep::Quit => "/quit",
             };
-            let mut args: Vec<String> = ["/generalize", "/oobe", after, "/quiet"]
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect();
-            if options.mode_vm {
-                args.push("/mode:vm".to_owned());
-            }
-            args.push(format!("/unattend:{unattend}"));
+            let args: Vec<String> = if options.mode_vm {
+                // Microsoft "Sysprep Command-Line Options": `Sysprep /generalize /oobe
+                // /mode:vm`, and "the only additional switches that apply to VM mode are
+                // /reboot, /shutdown, and /quit" (no /quiet, no /unattend): Windows then finds
+                // the answer file by its implicit search, which includes the Sysprep folder.
+                if options.unattend_path.is_some() {
+                    return Err(unsupported(
+                        "/mode:vm takes no /unattend (Sysprep Command-Line Options: only /reboot, /shutdown and /quit go with it); leave unattend_path unset so Windows finds C:\\Windows\\System32\\Sysprep\\unattend.xml itself",
+                    ));
+                }
+                ["/generalize", "/oobe", "/mode:vm", after]
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect()
+            } else {
+                let mut args: Vec<String> = ["/generalize", "/oobe", after, "/quiet"]
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect();
+                args.push(format!("/unattend:{unattend}"));
+                args
+            };
             vec![Step {
                 description: "Sysprep: generalize, OOBE, with the answer file".into(),
                 script: run_native("sysprep.exe", SYSPREP_EXE, &args, options.detach),
@@ -306,6 +362,23 @@ pub fn sysprep_commands(
         steps,
         detached: options.detach,
     })
+}
+
+/// Enables EC2Config's `Ec2SetPassword` plugin in `Settings\Config.xml`, the agent's own way
+/// to give every instance a new random administrator password at first boot (EC2Config
+/// service, `SetPasswordAfterSysprep`).
+pub fn ec2config_set_password_script() -> String {
+    format!(
+        r#"$ec2configSettings = {EC2CONFIG_SETTINGS}
+[xml]$ec2configXml = Get-Content -LiteralPath $ec2configSettings -Raw
+$setPassword = $ec2configXml.SelectSingleNode("//Plugin[Name='Ec2SetPassword']")
+if ($null -eq $setPassword) {{ throw ('{{0}} has no Ec2SetPassword plugin' -f $ec2configSettings) }}
+if ([string]$setPassword.State -ne 'Enabled') {{
+    $setPassword.State = 'Enabled'
+    $ec2configXml.Save($ec2configSettings)
+}}
+"#
+    )
 }
 
 /// How the rename takes effect.
@@ -724,6 +797,77 @@ mod tests {
         assert!(detached.contains(
             r#"-ArgumentList '/generalize /oobe /shutdown /quiet "/unattend:C:\Answer Files\unattend.xml"'"#
         ));
+    }
+
+    /// Issue 10, bug 1: the no-shutdown form each agent documents ("Create a standardized
+    /// Amazon Machine Image (AMI) using Sysprep"; "AWS-UpdateWindowsAmi"), run inside the
+    /// command so its exit code and the Panther logs are seen while SSM is online.
+    #[test]
+    fn no_shutdown_sysprep_per_agent() {
+        let options = SysprepOptions::no_shutdown();
+        let v2 = script(LaunchAgent::Ec2LaunchV2, &options);
+        assert!(v2.contains("& $program 'sysprep' '--block'\n"), "{v2}");
+        assert!(!v2.contains("--shutdown") && !v2.contains("Start-Process"));
+        let v1 = script(LaunchAgent::Ec2LaunchV1, &options);
+        assert!(v1.contains("'SysprepInstance.ps1') -NoShutdown"), "{v1}");
+        assert!(!v1.contains("Start-Process"));
+        let ec2config = script(LaunchAgent::Ec2Config, &options);
+        let password = ec2config.find("$setPassword.State = 'Enabled'").unwrap();
+        let quit = ec2config
+            .find(r"'/generalize' '/oobe' '/quit' '/quiet' '/unattend:C:\Program Files\Amazon\Ec2ConfigService\sysprep2008.xml'")
+            .expect("sysprep.exe /quit with EC2Config's answer file");
+        assert!(password < quit);
+        assert!(!ec2config.contains("-sysprep"));
+        let plain = script(LaunchAgent::None, &options);
+        assert!(plain.contains("'/quit'") && !plain.contains("'/shutdown'"));
+        // Native programs' exit codes are checked; SysprepInstance.ps1 is PowerShell and
+        // reports nothing, which is why the bake confirms ImageState afterwards either way.
+        for agent in LaunchAgent::ALL {
+            let sequence = sysprep_commands(agent, &options).unwrap();
+            assert!(!sequence.detached, "{agent}");
+            assert_eq!(
+                sequence.script().contains("$LASTEXITCODE"),
+                agent != LaunchAgent::Ec2LaunchV1,
+                "{agent}"
+            );
+        }
+    }
+
+    /// Issue 10, point 9: Microsoft "Sysprep Command-Line Options": "the only additional
+    /// switches that apply to VM mode are /reboot, /shutdown, and /quit".
+    #[test]
+    fn mode_vm_only_takes_the_flags_microsoft_allows() {
+        for (after, flag) in [
+            (AfterSysprep::Shutdown, "/shutdown"),
+            (AfterSysprep::Reboot, "/reboot"),
+            (AfterSysprep::Quit, "/quit"),
+        ] {
+            let s = script(
+                LaunchAgent::None,
+                &SysprepOptions {
+                    after,
+                    mode_vm: true,
+                    detach: false,
+                    ..SysprepOptions::default()
+                },
+            );
+            let call = s.lines().find(|l| l.starts_with("& $program")).unwrap();
+            assert_eq!(
+                call,
+                format!("& $program '/generalize' '/oobe' '/mode:vm' '{flag}'")
+            );
+        }
+        let error = sysprep_commands(
+            LaunchAgent::None,
+            &SysprepOptions {
+                mode_vm: true,
+                unattend_path: Some(r"C:\x\unattend.xml".into()),
+                ..SysprepOptions::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("/mode:vm takes no /unattend"), "{error}");
     }
 
     #[test]

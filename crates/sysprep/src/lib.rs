@@ -5,6 +5,7 @@
 //! - [`config`]: this crate's sections of a TOML config file, with located errors.
 //! - [`diagnose`]: Panther log and console output classification ([`diagnose::Category`]).
 //! - [`hostname`]: Windows computer-name rules and the naming [`hostname::HostnamePolicy`].
+//! - [`panther`]: fetching the tail of Sysprep's Panther logs over SSM, and classifying it.
 //! - [`powershell`]: quoting values into generated scripts.
 //! - [`preflight`]: the pre-flight blocker script and its findings.
 //! - [`unattend`]: unattend.xml rendering/parsing and the on-instance writer script.
@@ -27,6 +28,7 @@ pub mod commands;
 pub mod config;
 pub mod diagnose;
 pub mod hostname;
+pub mod panther;
 pub mod powershell;
 pub mod preflight;
 pub mod unattend;

@@ -245,7 +245,7 @@ pub fn evaluate(report: &PreflightReport) -> PreflightResult {
                 "rearm-limit",
                 Severity::Block,
                 format!("the remaining Windows rearm count is {rearm}; generalize would fail with 0xC004D307"),
-                "set SkipRearm=1 in the answer file's generalize pass (Microsoft-Windows-Security-SPP) or rebuild from a fresh AMI",
+                "rebuild the builder from a fresh AWS AMI; SkipRearm=1 (generalize pass, Microsoft-Windows-Security-SPP) is only for images that are not for production (KB929828)",
                 vec![format!("RemainingWindowsReArmCount={rearm}")],
             ));
         } else if rearm == 1 && !skip {
@@ -253,7 +253,7 @@ pub fn evaluate(report: &PreflightReport) -> PreflightResult {
                 "rearm-limit",
                 Severity::Warn,
                 "only one Windows rearm is left: this image can be generalized once more".into(),
-                "set SkipRearm=1 in the answer file so repeated bakes do not use up rearms",
+                "bake from a fresh AWS AMI rather than re-baking a baked image; SkipRearm=1 is only for images that are not for production (KB929828)",
                 vec![format!("RemainingWindowsReArmCount={rearm}")],
             ));
         }

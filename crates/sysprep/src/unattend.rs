@@ -311,8 +311,9 @@ pub struct UnattendConfig {
     /// a frequent cause of specialize failures).
     #[serde(default)]
     pub copy_profile: bool,
-    /// Keep the licensing state instead of spending one of the limited rearms.
-    #[serde(default = "default_true")]
+    /// Keep the licensing state instead of spending one of the limited rearms. Off by default:
+    /// Microsoft KB929828 reserves SkipRearm for images that are not for production.
+    #[serde(default)]
     pub skip_rearm: bool,
     /// Keep drivers across generalize (the AWS launch agents' default).
     #[serde(default = "default_true")]
@@ -333,7 +334,7 @@ impl Default for UnattendConfig {
             registered_owner: None,
             registered_organization: None,
             copy_profile: false,
-            skip_rearm: true,
+            skip_rearm: false,
             persist_all_device_installs: true,
             processor_architecture: Architecture::Amd64,
             admin_password: None,
@@ -360,8 +361,8 @@ pub fn render(config: &UnattendConfig) -> Result<Rendered, UnattendError> {
     if config.copy_profile {
         warnings.push("copy_profile = true: the builder's administrator profile becomes the default profile; CopyProfile failures are a common cause of specialize errors".to_owned());
     }
-    if !config.skip_rearm {
-        warnings.push("skip_rearm = false: every bake spends one of Windows' limited rearms (see the rearm-limit diagnosis)".to_owned());
+    if config.skip_rearm {
+        warnings.push("skip_rearm = true: Microsoft KB929828 allows SkipRearm only for images that are not for production; production images should rearm".to_owned());
     }
     let arch = config.processor_architecture.as_str();
     let mut writer = Writer::new_with_indent(Vec::new(), b' ', 2);
@@ -805,7 +806,7 @@ mod tests {
             ),
             registered_organization: Some(XmlText::new("Example 'Corp'\nLine two").unwrap()),
             copy_profile: true,
-            skip_rearm: false,
+            skip_rearm: true,
             persist_all_device_installs: false,
             processor_architecture: Architecture::Arm64,
             admin_password: None,
@@ -818,6 +819,16 @@ mod tests {
             let rendered = render(&config).unwrap();
             assert_eq!(parse(&rendered.xml).unwrap(), config, "{}", rendered.xml);
         }
+    }
+
+    /// Issue 10, point 9: KB929828 reserves SkipRearm for non-production images, so it is off
+    /// unless asked for, and asking for it warns.
+    #[test]
+    fn skip_rearm_is_off_by_default() {
+        let config = crate::config::load_unattend("[unattend]\n", "u.toml").unwrap();
+        assert!(!config.skip_rearm);
+        let xml = render(&config).unwrap().xml;
+        assert!(xml.contains("<SkipRearm>0</SkipRearm>"), "{xml}");
     }
 
     #[test]

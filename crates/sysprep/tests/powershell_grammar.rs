@@ -54,6 +54,12 @@ fn assert_parses(what: &str, script: &str) {
 fn detection_and_identity_scripts_parse() {
     assert_parses("detection", &detection_script());
     assert_parses("identity", &identity_script());
+    assert_parses("image state", &sysprep::agent::image_state_script());
+    assert_parses("panther", &sysprep::panther::collection_script());
+    assert_parses(
+        "ec2config set password",
+        &sysprep::commands::ec2config_set_password_script(),
+    );
 }
 
 #[test]
@@ -94,8 +100,9 @@ fn every_sysprep_command_combination_parses() {
             }
         }
     }
-    // v2: 2 afters x 8; v1: 2 x 8; ec2config: 1 x 8; none: 3 x 8 x 2 x 2.
-    assert_eq!(generated, 16 + 16 + 8 + 96);
+    // v2: 2 afters x 8; v1: 2 x 8; ec2config: 2 x 8 (shutdown, quit); none: 3 x 8 x (2
+    // paths without /mode:vm + 1 with it, which takes no /unattend).
+    assert_eq!(generated, 16 + 16 + 16 + 72);
 }
 
 #[test]

@@ -1205,13 +1205,10 @@ mod tests {
             assert_eq!(evidence, ["it went wrong"], "{name}");
             assert!(!remediation.is_empty(), "{name}");
         }
-        // IMAGE_STATE_UNDEPLOYABLE on the console means the agent can never come back.
-        let console =
-            "2026-11-26T15:00:00Z Amazon SSM Agent: failed to register (IMAGE_STATE_UNDEPLOYABLE)";
-        assert_eq!(
-            classify(errors::TIMEOUT, "", console).0,
-            "agent-unreachable"
-        );
+        // Issue 10, bug 2: every healthy EC2Launch v2 boot prints IMAGE_STATE_UNDEPLOYABLE
+        // ("Troubleshoot EC2Launch v2", sample console output): with a time-out it is `timeout`.
+        let console = "2020/08/13 17:25:12Z: Windows is being configured. SysprepState=IMAGE_STATE_UNDEPLOYABLE\n2020/08/13 17:28:13Z: Message: Windows is Ready to use";
+        assert_eq!(classify(errors::TIMEOUT, "", console).0, "timeout");
     }
 
     #[test]
@@ -1275,7 +1272,8 @@ mod tests {
         let computer = computer.join("\n");
         assert_eq!((value.as_str(), timeout), ("WEB-001", 1800));
         assert!(computer.contains("Rename-Computer -NewName $desired"));
-        assert!(!computer.contains("setHostName"));
+        // It only removes other names' setHostName tasks (issue 10, point 8), never adds one.
+        assert!(!computer.contains("task = 'setHostName'"));
         let (agent, value, _) = template(RenameMethod::Ec2LaunchSetHostName);
         let agent = agent.join("\n");
         assert_eq!(value, "WEB-001");

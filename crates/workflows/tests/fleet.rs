@@ -228,6 +228,7 @@ async fn the_default_rename_method_sends_rename_computer() {
             script.contains("Rename-Computer -NewName $desired"),
             "{script}"
         );
-        assert!(!script.contains("setHostName"), "{script}");
+        // It only removes other names' setHostName tasks (issue 10, point 8), never adds one.
+        assert!(!script.contains("task = 'setHostName'"), "{script}");
     }
 }
