@@ -374,6 +374,10 @@ struct SimInstance {
     machine_sid: String,
     generalized: bool,
     sysprep_running: bool,
+    // `HKLM\...\Setup\State\ImageState`.
+    image_state: sysprep::agent::ImageState,
+    // Panther logs on the instance's disk: (path, content), as Sysprep leaves them.
+    panther: Vec<(String, String)>,
     console: String,
     generation: u64,
 }
@@ -396,10 +400,24 @@ enum Effect {
     /// The script runs again after the reboot its exit code 3010 asked for.
     Rerun,
     Sysprep {
-        reboot: bool,
+        after: SysprepAfter,
         name: Option<String>,
     },
-    SysprepFails,
+    /// Sysprep fails validation; `attached` when the command waits for it (the no-shutdown
+    /// form), so the command itself reports the failure and the builder keeps running.
+    SysprepFails {
+        attached: bool,
+        exit_code: i32,
+    },
+}
+
+/// What Windows does when Sysprep finishes, as the command asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SysprepAfter {
+    Shutdown,
+    Reboot,
+    /// The no-shutdown form: the command returns when Sysprep is done, the instance stays up.
+    Quit,
 }
 
 /// What a rename script uses, which decides how many reboots the name takes.
@@ -618,11 +636,43 @@ impl SimCloud {
                     Some(invocation) if !invocation.status.is_terminal() => {
                         let effect = invocation.effect.clone();
                         match effect {
-                            Effect::SysprepFails => {
+                            Effect::SysprepFails {
+                                attached: false, ..
+                            } => {
+                                // FIXME(#10): a detached Start-Process reports success at
+                                // once on Windows; kept failing until the bake no longer uses
+                                // the detached form.
                                 invocation.status = CommandStatus::Failed;
                                 invocation.details = "Failed".into();
                                 invocation.code = 1;
                                 invocation.stderr = PANTHER_VALIDATION_FAILED.into();
+                            }
+                            Effect::SysprepFails {
+                                attached: true,
+                                exit_code,
+                            } => {
+                                // The command sees the failure; the evidence is in Panther.
+                                let (status, details) = if exit_code == 0 {
+                                    (CommandStatus::Success, "Success")
+                                } else {
+                                    (CommandStatus::Failed, "Failed")
+                                };
+                                invocation.status = status;
+                                invocation.details = details.into();
+                                invocation.code = exit_code;
+                                if exit_code != 0 {
+                                    invocation.stderr = format!(
+                                        "sysprep failed with exit code {exit_code}; see the Panther logs"
+                                    );
+                                }
+                            }
+                            Effect::Sysprep {
+                                after: SysprepAfter::Quit,
+                                ..
+                            } => {
+                                invocation.status = CommandStatus::Success;
+                                invocation.details = "Success".into();
+                                invocation.code = 0;
                             }
                             Effect::Sysprep { .. } => {
                                 // Cut off by the shutdown: the agent never reports completion.
@@ -678,33 +728,52 @@ impl SimCloud {
                             invocation.stdout = stdout;
                         }
                     }
-                    Effect::Sysprep { reboot, name } => {
+                    Effect::SysprepFails { .. } => {
+                        // A failed Sysprep leaves Windows running with its Panther logs
+                        // ("Troubleshoot Sysprep with Amazon EC2 Windows instances").
+                        instance.sysprep_running = false;
+                        instance.panther = panther_logs(at, PANTHER_VALIDATION_FAILED);
+                    }
+                    Effect::Sysprep { after, name } => {
                         instance.sysprep_running = false;
                         instance.generalized = true;
+                        instance.image_state = sysprep::agent::ImageState::GeneralizeResealToOobe;
+                        instance.panther = panther_logs(at, PANTHER_GENERALIZED);
                         instance.machine_sid =
                             sid(self.scenario.seed, &format!("{instance_id}/{command_id}"));
-                        instance.console.push_str(&format!(
-                            "{}: Windows sysprep configuration complete.\n",
-                            console_time(at)
-                        ));
-                        instance.ssm_online = false;
-                        if reboot {
-                            instance.pending_name = Some(name.unwrap_or_else(|| {
-                                format!("WIN-{}", &sid_hex(self.scenario.seed, &instance_id)[..11])
-                            }));
-                            let delay = self.draw(&format!("oobe/{instance_id}"), (180, 420));
-                            Self::schedule(world, at + delay, Event::RebootUp(instance_id));
-                        } else {
-                            instance.state = InstanceState::Stopping;
-                            instance.state_reason = Some("Client.InstanceInitiatedShutdown".into());
-                            let stuck = self
-                                .scenario
-                                .fault(FaultKind::StuckStopping, instance.from_group.is_some())
-                                .is_some();
-                            if !stuck {
-                                let delay = self
-                                    .draw(&format!("stop/{instance_id}"), self.timings.stopping);
-                                Self::schedule(world, at + delay, Event::Stopped(instance_id));
+                        match after {
+                            SysprepAfter::Quit => {}
+                            SysprepAfter::Reboot => {
+                                instance.ssm_online = false;
+                                instance.console.push_str(&format!(
+                                    "{}: Windows sysprep configuration complete.\n",
+                                    console_time(at)
+                                ));
+                                instance.pending_name = Some(name.unwrap_or_else(|| {
+                                    format!(
+                                        "WIN-{}",
+                                        &sid_hex(self.scenario.seed, &instance_id)[..11]
+                                    )
+                                }));
+                                let delay = self.draw(&format!("oobe/{instance_id}"), (180, 420));
+                                Self::schedule(world, at + delay, Event::RebootUp(instance_id));
+                            }
+                            SysprepAfter::Shutdown => {
+                                instance.ssm_online = false;
+                                instance.state = InstanceState::Stopping;
+                                instance.state_reason =
+                                    Some("Client.InstanceInitiatedShutdown".into());
+                                let stuck = self
+                                    .scenario
+                                    .fault(FaultKind::StuckStopping, instance.from_group.is_some())
+                                    .is_some();
+                                if !stuck {
+                                    let delay = self.draw(
+                                        &format!("stop/{instance_id}"),
+                                        self.timings.stopping,
+                                    );
+                                    Self::schedule(world, at + delay, Event::Stopped(instance_id));
+                                }
                             }
                         }
                     }
@@ -889,6 +958,8 @@ impl SimCloud {
                 machine_sid: sid,
                 generalized: false,
                 sysprep_running: false,
+                image_state: sysprep::agent::ImageState::Complete,
+                panther: Vec::new(),
                 console: String::new(),
                 generation: 0,
             },
@@ -1826,6 +1897,14 @@ impl Cloud for SimCloud {
             } else if script.contains(sysprep::agent::DETECT_MARKER) {
                 stdout = serde_json::json!({"agent": "ec2launch-v2", "version": "2.0.2107.0"})
                     .to_string();
+            } else if script.contains(sysprep::agent::IMAGE_STATE_MARKER) {
+                stdout = format!(
+                    "{}{}",
+                    sysprep::agent::IMAGE_STATE_MARKER,
+                    serde_json::json!({"imageState": world.instances[id].image_state.as_str()})
+                );
+            } else if script.contains(sysprep::panther::PANTHER_MARKER) {
+                stdout = panther_output(&world.instances[id].panther);
             } else if lower.contains("sysprep")
                 && (lower.contains("/generalize")
                     || (lower.contains("ec2launch") && lower.contains(" sysprep"))
@@ -1837,12 +1916,21 @@ impl Cloud for SimCloud {
                     .fault(FaultKind::SysprepValidationFailure, from_group)
                     .is_some()
                 {
-                    effect = Effect::SysprepFails;
+                    let attached = !lower.contains("start-process");
+                    // SysprepInstance.ps1 reports nothing; the native programs exit non-zero.
+                    let exit_code = if lower.contains("sysprepinstance.ps1") {
+                        0
+                    } else {
+                        1
+                    };
+                    effect = Effect::SysprepFails {
+                        attached,
+                        exit_code,
+                    };
                     delay = Duration::from_secs(90);
                 } else {
-                    let reboot = lower.contains("/reboot") && !lower.contains("/shutdown");
                     effect = Effect::Sysprep {
-                        reboot,
+                        after: sysprep_after(&lower),
                         name: rename_target(&script, id).or_else(|| {
                             extract_between(&script, "<ComputerName>", "</ComputerName>")
                         }),
@@ -1880,7 +1968,10 @@ impl Cloud for SimCloud {
                 status_failed = true;
             }
             let effect = if status_failed {
-                Effect::SysprepFails
+                Effect::SysprepFails {
+                    attached: false,
+                    exit_code: 1,
+                }
             } else {
                 effect
             };
@@ -2186,6 +2277,79 @@ impl Cloud for SimCloud {
     }
 }
 
+/// What a Sysprep command asks Windows to do afterwards, per agent ("Create a standardized
+/// Amazon Machine Image (AMI) using Sysprep"): `ec2launch sysprep` shuts down only with
+/// `--shutdown`, `SysprepInstance.ps1` unless `-NoShutdown`, `ec2config.exe -sysprep` always,
+/// and `sysprep.exe` as its `/shutdown`, `/reboot` or `/quit` says.
+fn sysprep_after(lower: &str) -> SysprepAfter {
+    if lower.contains("/reboot") {
+        SysprepAfter::Reboot
+    } else if lower.contains("/shutdown")
+        || lower.contains("--shutdown")
+        || lower.contains("-sysprep'")
+        || (lower.contains("sysprepinstance.ps1") && !lower.contains("-noshutdown"))
+    {
+        SysprepAfter::Shutdown
+    } else {
+        SysprepAfter::Quit
+    }
+}
+
+/// The Panther logs a Sysprep run leaves: `setupact.log` with every line and `setuperr.log`
+/// with the errors, in `%WINDIR%\System32\Sysprep\Panther` ("Troubleshoot Sysprep with Amazon
+/// EC2 Windows instances").
+fn panther_logs(at: SystemTime, lines: &str) -> Vec<(String, String)> {
+    let stamp = clock::format_rfc3339_seconds(at).replace('T', " ");
+    let stamp = stamp.trim_end_matches('Z');
+    let restamp = |text: &str| -> String {
+        text.lines()
+            .map(|line| match line.split_once(", ") {
+                Some((_, rest)) if line.as_bytes().first().is_some_and(u8::is_ascii_digit) => {
+                    format!("{stamp}, {rest}\n")
+                }
+                _ => format!("{line}\n"),
+            })
+            .collect()
+    };
+    let act = restamp(lines);
+    let err: String = act
+        .lines()
+        .filter(|l| l.contains(", Error"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let folder = r"C:\Windows\System32\Sysprep\Panther";
+    vec![
+        (format!(r"{folder}\setupact.log"), act),
+        (format!(r"{folder}\setuperr.log"), err),
+    ]
+}
+
+/// What `sysprep::panther::collection_script` prints for these logs: a marked header and the
+/// bounded tail of each.
+fn panther_output(logs: &[(String, String)]) -> String {
+    let mut out = String::new();
+    for (path, content) in logs {
+        let bytes = content.len() as u64;
+        let start = content
+            .len()
+            .saturating_sub(sysprep::panther::TAIL_BYTES as usize);
+        let start = (start..=content.len())
+            .find(|&i| content.is_char_boundary(i))
+            .unwrap_or(content.len());
+        let tail = &content[start..];
+        out.push_str(sysprep::panther::PANTHER_MARKER);
+        out.push_str(
+            &serde_json::json!({"path": path, "bytes": bytes, "tailBytes": tail.len()}).to_string(),
+        );
+        out.push('\n');
+        out.push_str(tail);
+        if !tail.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// What the fleetprep identity snippet prints on this instance.
 fn identity_json(instance: &SimInstance) -> String {
     serde_json::json!({
@@ -2328,6 +2492,9 @@ fn sid(seed: u64, key: &str) -> String {
 
 /// setupact.log lines (Panther) for a validation failure, in the real format.
 const PANTHER_VALIDATION_FAILED: &str = "2026-11-26 15:04:11, Error                 SYSPRP Sysprep_Clean_Validate_Opk: There are one or more Windows updates that require a reboot.\n2026-11-26 15:04:11, Error                 SYSPRP ActionPlatform::LaunchModule: Failure occurred while executing 'Sysprep_Clean_Validate_Opk' from C:\\Windows\\System32\\spopk.dll; dwRet = 0x3cf2\n2026-11-26 15:04:11, Error                 SYSPRP SysprepSession::Validate: Error in validating actions from C:\\Windows\\System32\\Sysprep\\ActionFiles\\Cleanup.xml; dwRet = 0x3cf2\n2026-11-26 15:04:11, Error      [0x0f0070] SYSPRP RunDlls:An error occurred while running registry sysprep DLLs, halting sysprep execution. dwRet = 0x3cf2\nSysprep was not able to validate your Windows installation.\n";
+
+/// setupact.log lines (Panther) of a generalize that succeeded.
+const PANTHER_GENERALIZED: &str = "2026-11-26 15:04:11, Info                  SYSPRP ========================================================\n2026-11-26 15:04:11, Info                  SYSPRP ===          Beginning of a new sysprep run          ===\n2026-11-26 15:04:12, Info       [0x0f004d] SYSPRP WinMain:Processing 'generalize' internal provider...\n2026-11-26 15:09:40, Info                  SYSPRP ActionPlatform::LaunchModule: Successfully executed 'Sysprep_Generalize_Bcd' from C:\\Windows\\System32\\spbcd.dll\n2026-11-26 15:10:02, Info       [0x0f0052] SYSPRP WinMain:Sysprep successfully completed\n";
 
 /// Pre-flight script output with no findings.
 const PREFLIGHT_CLEAN: &str = r#"{"appx_not_provisioned":[],"reboot_pending":{"cbs":false,"windows_update":false,"pending_file_rename":false},"rearm_count":1001,"skip_rearm":0,"bitlocker_os_volume":"FullyDecrypted","agent_run_once":false,"copy_profile":false,"domain_joined":false,"free_disk_gb":42.5}"#;

@@ -702,3 +702,111 @@ async fn ssm_reports_the_computer_name_fully_qualified() {
         &netbios
     ));
 }
+
+/// Runs the no-shutdown Sysprep form for `agent` and waits long enough for any Sysprep.
+async fn sysprep_without_shutdown(
+    clock: &VirtualClock,
+    cloud: &SimCloud,
+    id: &str,
+    agent: sysprep::agent::LaunchAgent,
+) -> CommandInvocation {
+    let script = sysprep::commands::sysprep_commands(
+        agent,
+        &sysprep::commands::SysprepOptions::no_shutdown(),
+    )
+    .unwrap()
+    .script();
+    let command = cloud
+        .send_command(SendCommandRequest {
+            instance_ids: vec![id.to_string()],
+            document_name: "AWS-RunPowerShellScript".into(),
+            commands: script.lines().map(str::to_string).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    advance(clock, 21 * 60);
+    cloud.get_command_invocation(&command, id).await.unwrap()
+}
+
+/// Issue 10, bug 1: Sysprep without shutdown (AWS-UpdateWindowsAmi) returns in the command;
+/// the image state is sealed and the builder keeps running until it is stopped through the
+/// API.
+#[tokio::test]
+async fn sysprep_without_shutdown_seals_the_image_and_keeps_the_builder_running() {
+    for agent in sysprep::agent::LaunchAgent::ALL {
+        let (clock, cloud) = sim(Scenario::default());
+        let id = launch_builder(&cloud, "no-shutdown").await;
+        advance(&clock, 400);
+        let done = sysprep_without_shutdown(&clock, &cloud, &id, agent).await;
+        assert_eq!(done.status, CommandStatus::Success, "{agent}: {done:?}");
+        assert_eq!(state(&cloud, &id).await, InstanceState::Running, "{agent}");
+        let image_state =
+            run_script(&clock, &cloud, &id, sysprep::agent::image_state_script()).await;
+        assert_eq!(
+            sysprep::agent::confirm_sealed(&image_state.stdout),
+            Ok(sysprep::agent::ImageState::GeneralizeResealToOobe),
+            "{agent}"
+        );
+        cloud
+            .stop_instances(std::slice::from_ref(&id), false)
+            .await
+            .unwrap();
+        advance(&clock, 61);
+        assert_eq!(state(&cloud, &id).await, InstanceState::Stopped, "{agent}");
+    }
+}
+
+/// Issue 10, bug 1: a failed Sysprep leaves Windows running with its Panther logs
+/// ("Troubleshoot Sysprep with Amazon EC2 Windows instances"), which the collection script
+/// fetches over SSM and the diagnosis classifies.
+#[tokio::test]
+async fn a_failed_sysprep_leaves_the_builder_running_with_panther_logs() {
+    let (clock, cloud) = sim(scenario(
+        "[[fault]]\nkind = \"sysprep-validation-failure\"\n",
+    ));
+    let id = launch_builder(&cloud, "panther").await;
+    advance(&clock, 400);
+    let done = sysprep_without_shutdown(
+        &clock,
+        &cloud,
+        &id,
+        sysprep::agent::LaunchAgent::Ec2LaunchV2,
+    )
+    .await;
+    assert_eq!(done.status, CommandStatus::Failed, "{done:?}");
+    assert!(
+        !done.stderr.contains("SYSPRP"),
+        "the evidence is on disk: {done:?}"
+    );
+    assert_eq!(state(&cloud, &id).await, InstanceState::Running);
+    let info = cloud
+        .describe_instance_information(std::slice::from_ref(&id))
+        .await
+        .unwrap();
+    assert_eq!(info[0].ping_status, PingStatus::Online);
+    let image_state = run_script(&clock, &cloud, &id, sysprep::agent::image_state_script()).await;
+    assert!(sysprep::agent::confirm_sealed(&image_state.stdout).is_err());
+    let logs = run_script(&clock, &cloud, &id, sysprep::panther::collection_script()).await;
+    assert_eq!(logs.status, CommandStatus::Success);
+    let tails = sysprep::panther::parse_output(&logs.stdout);
+    assert!(
+        tails
+            .iter()
+            .any(|t| t.path.ends_with(r"Sysprep\Panther\setupact.log"))
+    );
+    assert!(
+        tails
+            .iter()
+            .any(|t| t.path.ends_with(r"Sysprep\Panther\setuperr.log"))
+    );
+    let diagnosis = sysprep::panther::diagnose_output(
+        &logs.stdout,
+        "",
+        &sysprep::diagnose::DiagnosisContext::default(),
+    );
+    assert_eq!(
+        diagnosis.category,
+        sysprep::diagnose::Category::ValidationFailed
+    );
+}
