@@ -8,6 +8,7 @@
 //! - [`panther`]: fetching the tail of Sysprep's Panther logs over SSM, and classifying it.
 //! - [`powershell`]: quoting values into generated scripts.
 //! - [`preflight`]: the pre-flight blocker script and its findings.
+//! - [`secrets`]: the on-instance check that the builder can read and decrypt each secret.
 //! - [`unattend`]: unattend.xml rendering/parsing and the on-instance writer script.
 //!
 //! This crate deliberately does no I/O (beyond reading a `BufRead` the caller hands it), makes
@@ -31,4 +32,5 @@ pub mod hostname;
 pub mod panther;
 pub mod powershell;
 pub mod preflight;
+pub mod secrets;
 pub mod unattend;

@@ -56,6 +56,23 @@ fn detection_and_identity_scripts_parse() {
     assert_parses("identity", &identity_script());
     assert_parses("image state", &sysprep::agent::image_state_script());
     assert_parses("panther", &sysprep::panther::collection_script());
+    let references = [
+        sysprep::unattend::PasswordRef::SecretsManager {
+            secret_id: "it's $(admin)".into(),
+            json_key: None,
+        },
+        sysprep::unattend::PasswordRef::SsmParameter {
+            name: "/fleet/admin".into(),
+        },
+    ];
+    assert_parses(
+        "secret check",
+        &sysprep::secrets::secret_check_script(&references),
+    );
+    assert_parses(
+        "secret check (none)",
+        &sysprep::secrets::secret_check_script(&[]),
+    );
     assert_parses(
         "ec2config set password",
         &sysprep::commands::ec2config_set_password_script(),
