@@ -240,12 +240,36 @@ fn unattend_render_never_prints_the_password_source_in_the_xml() {
     assert!(output.status.success(), "{output:?}");
     let xml = stdout(&output);
     assert!(xml.starts_with("<?xml"));
-    assert!(xml.contains("<SkipRearm>1</SkipRearm>"));
+    assert!(xml.contains("<SkipRearm>0</SkipRearm>"));
     assert!(!xml.contains("AdministratorPassword") && !xml.contains("secretsmanager"));
     let output = fleetprep(&["unattend", "render", "--config", &config, "--script"]);
     let script = stdout(&output);
     assert!(script.contains("Get-SECSecretValue"));
     assert!(script.contains(r"C:\ProgramData\Amazon\EC2Launch\sysprep\unattend.xml"));
+    // Issue 10, bug 4: on the builder the agent's own file is merged into, not replaced.
+    assert!(script.contains("$answer.Load($destination)"));
+}
+
+/// Issue 10, bug 4: `--base AGENT_FILE` merges into the agent's answer file offline and
+/// keeps what it carries (the specialize command that turns RDP back on).
+#[test]
+fn unattend_render_merges_into_the_agent_file() {
+    let config = repo("examples/unattend-secrets-manager.toml")
+        .display()
+        .to_string();
+    let base = repo("crates/sysprep/tests/data/agents/ec2launch-v2-unattend.xml")
+        .display()
+        .to_string();
+    let output = fleetprep(&["unattend", "render", "--config", &config, "--base", &base]);
+    assert!(output.status.success(), "{output:?}");
+    let xml = stdout(&output);
+    assert!(
+        xml.contains("fDenyTSConnections /t REG_DWORD /d 0"),
+        "{xml}"
+    );
+    assert!(xml.contains("<DoNotCleanUpNonPresentDevices>true</DoNotCleanUpNonPresentDevices>"));
+    assert!(xml.contains("<RegisteredOwner>Platform Team</RegisteredOwner>"));
+    assert!(!xml.contains("AdministratorPassword"));
 }
 
 #[test]

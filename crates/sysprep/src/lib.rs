@@ -5,6 +5,7 @@
 //! - [`config`]: this crate's sections of a TOML config file, with located errors.
 //! - [`diagnose`]: Panther log and console output classification ([`diagnose::Category`]).
 //! - [`hostname`]: Windows computer-name rules and the naming [`hostname::HostnamePolicy`].
+//! - [`merge`]: fleetprep's settings merged into a launch agent's own answer file.
 //! - [`panther`]: fetching the tail of Sysprep's Panther logs over SSM, and classifying it.
 //! - [`powershell`]: quoting values into generated scripts.
 //! - [`preflight`]: the pre-flight blocker script and its findings.
@@ -29,6 +30,7 @@ pub mod commands;
 pub mod config;
 pub mod diagnose;
 pub mod hostname;
+pub mod merge;
 pub mod panther;
 pub mod powershell;
 pub mod preflight;

@@ -26,7 +26,7 @@ pub const UNATTEND_NS: &str = "urn:schemas-microsoft-com:unattend";
 const WCM_NS: &str = "http://schemas.microsoft.com/WMIConfig/2002/State";
 const XSI_NS: &str = "http://www.w3.org/2001/XMLSchema-instance";
 /// Microsoft's public key token for inbox components.
-const PUBLIC_KEY_TOKEN: &str = "31bf3856ad364e35";
+pub(crate) const PUBLIC_KEY_TOKEN: &str = "31bf3856ad364e35";
 /// The marker the writer script prints (with the path, never the content).
 pub const UNATTEND_MARKER: &str = "FLEETPREP-UNATTEND:";
 
@@ -486,7 +486,9 @@ fn local(name: &str) -> String {
     }
 }
 
-fn resolve_entity(entity: &quick_xml::events::BytesRef<'_>) -> Result<String, UnattendError> {
+pub(crate) fn resolve_entity(
+    entity: &quick_xml::events::BytesRef<'_>,
+) -> Result<String, UnattendError> {
     if entity.is_char_ref() {
         return match entity.resolve_char_ref() {
             Ok(Some(ch)) => Ok(ch.to_string()),
@@ -665,7 +667,16 @@ pub fn parse(xml: &str) -> Result<UnattendConfig, UnattendError> {
 /// PowerShell, preinstalled on AWS Windows AMIs: `Get-SECSecretValue`, `Get-SSMParameter`),
 /// and saves it to `destination`. It prints only the destination.
 pub fn writer_script(config: &UnattendConfig, destination: &str) -> Result<String, UnattendError> {
-    writer(config, destination, None)
+    writer(config, destination, None, false)
+}
+
+/// The builder's side of [`crate::merge::merge`]: loads the launch agent's own answer file at
+/// `destination`, sets the same [`crate::merge::managed_settings`], removes any
+/// `AdministratorPassword`, adds the configured password source if any (as
+/// [`writer_script`] does) and saves the file in place. Everything else the agent put in the
+/// file (RDP commands, locales, device settings) stays.
+pub fn merge_script(config: &UnattendConfig, destination: &str) -> Result<String, UnattendError> {
+    writer(config, destination, None, true)
 }
 
 /// [`writer_script`] for a name known only on the instance: `prelude` (PowerShell) runs first
@@ -684,25 +695,88 @@ pub fn writer_script_with_name(
             reason: "must be set (e.g. to \"*\") for the instance's name to replace it".into(),
         });
     }
-    writer(config, destination, Some((prelude, name_expr)))
+    writer(config, destination, Some((prelude, name_expr)), false)
 }
+
+/// Applies [`crate::merge::managed_settings`] to `$answer` in PowerShell, creating the pass,
+/// component or element where the file has none, and removes every administrator password.
+fn merge_settings_script(config: &UnattendConfig) -> String {
+    let mut script = format!(
+        r#"$u = {ns}
+$mergeNs = New-Object System.Xml.XmlNamespaceManager($answer.NameTable)
+$mergeNs.AddNamespace('u', $u)
+function Set-AnswerValue([string]$Pass, [string]$Component, [string]$Element, [string]$Value) {{
+    $settings = $answer.DocumentElement.SelectSingleNode(("u:settings[@pass='{{0}}']" -f $Pass), $mergeNs)
+    if ($null -eq $settings) {{
+        $settings = $answer.CreateElement('settings', $u)
+        $settings.SetAttribute('pass', $Pass)
+        [void]$answer.DocumentElement.AppendChild($settings)
+    }}
+    $component = $settings.SelectSingleNode(("u:component[@name='{{0}}']" -f $Component), $mergeNs)
+    if ($null -eq $component) {{
+        $component = $answer.CreateElement('component', $u)
+        $component.SetAttribute('name', $Component)
+        $component.SetAttribute('processorArchitecture', {arch})
+        $component.SetAttribute('publicKeyToken', {token})
+        $component.SetAttribute('language', 'neutral')
+        $component.SetAttribute('versionScope', 'nonSxS')
+        [void]$settings.AppendChild($component)
+    }}
+    $node = $component.SelectSingleNode(('u:{{0}}' -f $Element), $mergeNs)
+    if ($null -eq $node) {{
+        $node = $answer.CreateElement($Element, $u)
+        [void]$component.AppendChild($node)
+    }}
+    $node.InnerText = $Value
+}}
+"#,
+        ns = quote(UNATTEND_NS),
+        arch = quote(config.processor_architecture.as_str()),
+        token = quote(PUBLIC_KEY_TOKEN),
+    );
+    for setting in crate::merge::managed_settings(config) {
+        script.push_str(&format!(
+            "Set-AnswerValue {} {} {} {}\n",
+            quote(setting.pass),
+            quote(setting.component),
+            quote(setting.element),
+            quote(&setting.value)
+        ));
+    }
+    script.push_str(REMOVE_PASSWORDS);
+    script
+}
+
+/// Removes every `AdministratorPassword` from `$answer` (no password stays in an image:
+/// Microsoft "Hide Sensitive Data in an Answer File": it is only obfuscated).
+const REMOVE_PASSWORDS: &str = "foreach ($secret in @($answer.SelectNodes(\"//*[local-name()='AdministratorPassword']\"))) { [void]$secret.ParentNode.RemoveChild($secret) }\n";
 
 fn writer(
     config: &UnattendConfig,
     destination: &str,
     name: Option<(&str, &str)>,
+    merge_on_disk: bool,
 ) -> Result<String, UnattendError> {
     check_windows_path("destination", destination).map_err(|e| UnattendError::InvalidValue {
         key: "destination",
         reason: e.to_string(),
     })?;
-    let rendered = render(config)?;
-    let encoded = base64(rendered.xml.as_bytes());
-    let mut script = format!(
-        "# fleetprep: write unattend.xml; the administrator password is read here, on the instance.\n$ErrorActionPreference = 'Stop'\n$destination = {}\n$xmlText = [System.Text.Encoding]::UTF8.GetString([System.Convert]::FromBase64String({}))\n$answer = New-Object System.Xml.XmlDocument\n$answer.PreserveWhitespace = $false\n$answer.LoadXml($xmlText)\n",
-        quote(destination),
-        quote(&encoded)
-    );
+    let mut script = if merge_on_disk {
+        render(config)?;
+        format!(
+            "# fleetprep: merge fleetprep's settings into the launch agent's answer file; the administrator password, if any, is read here, on the instance.\n$ErrorActionPreference = 'Stop'\n$destination = {}\nif (-not (Test-Path -LiteralPath $destination)) {{ throw ('the launch agent''s answer file {{0}} is missing: reinstall the agent or set the answer file explicitly' -f $destination) }}\n$answer = New-Object System.Xml.XmlDocument\n$answer.PreserveWhitespace = $false\n$answer.Load($destination)\n{}",
+            quote(destination),
+            merge_settings_script(config)
+        )
+    } else {
+        let rendered = render(config)?;
+        let encoded = base64(rendered.xml.as_bytes());
+        format!(
+            "# fleetprep: write unattend.xml; the administrator password is read here, on the instance.\n$ErrorActionPreference = 'Stop'\n$destination = {}\n$xmlText = [System.Text.Encoding]::UTF8.GetString([System.Convert]::FromBase64String({}))\n$answer = New-Object System.Xml.XmlDocument\n$answer.PreserveWhitespace = $false\n$answer.LoadXml($xmlText)\n",
+            quote(destination),
+            quote(&encoded)
+        )
+    };
     if let Some((prelude, name_expr)) = name {
         script.push_str(prelude);
         if !prelude.ends_with('\n') {

@@ -298,6 +298,9 @@ fn unattend_writer_scripts_parse() {
         for agent in LaunchAgent::ALL {
             let script = writer_script(&config, agent.unattend_path()).expect("writer script");
             assert_parses(&format!("writer {source:?} {agent}"), &script);
+            let merge = sysprep::unattend::merge_script(&config, agent.unattend_path())
+                .expect("merge script");
+            assert_parses(&format!("merge {source:?} {agent}"), &merge);
         }
     }
 }
@@ -310,7 +313,14 @@ fn unattend_writer_scripts_parse() {
 fn hostile_values_cannot_change_a_generated_script() {
     use sysprep::unattend::{PasswordRef, UnattendConfig, writer_script};
     type Generator = fn(&str) -> Option<String>;
-    let generators: [(&str, Generator); 5] = [
+    let generators: [(&str, Generator); 6] = [
+        ("merge registered owner", |v| {
+            let config = UnattendConfig {
+                registered_owner: Some(sysprep::unattend::XmlText::new(v).ok()?),
+                ..UnattendConfig::default()
+            };
+            sysprep::unattend::merge_script(&config, r"C:\Windows\Panther\unattend.xml").ok()
+        }),
         ("preflight answer file", |v| {
             Some(sysprep::preflight::preflight_script(Some(v)))
         }),
@@ -364,5 +374,5 @@ fn hostile_values_cannot_change_a_generated_script() {
         }
     }
     // Every generator took some hostile values (the two path generators reject a few).
-    assert!(compared >= 3 * 9 + 2 * 5, "only {compared} comparisons");
+    assert!(compared >= 4 * 9 + 2 * 5, "only {compared} comparisons");
 }
