@@ -381,6 +381,55 @@ if ([string]$setPassword.State -ne 'Enabled') {{
     )
 }
 
+/// Makes the launch agent randomize the administrator password at each new instance's first
+/// boot, by the agent's own setting, so no password ever needs to be in the image
+/// ("Create a standardized Amazon Machine Image (AMI) using Sysprep", password settings):
+/// EC2Launch v2 `setAdminAccount` with a random password (EC2Launch v2 settings), EC2Launch v1
+/// `adminPasswordType` `Random` in `LaunchConfig.json` (Configure EC2Launch), EC2Config's
+/// `Ec2SetPassword` (EC2Config service). Without an agent there is nothing to set.
+pub fn agent_password_script(agent: LaunchAgent) -> String {
+    match agent {
+        LaunchAgent::Ec2LaunchV2 => format!(
+            r#"$agentProgram = {EC2LAUNCH_V2}
+$agentConfigPath = {EC2LAUNCH_V2_CONFIG}
+{read}$accounts = @($agentStages | ForEach-Object {{ $_.tasks }} | Where-Object {{ $null -ne $_ -and $_.task -eq 'setAdminAccount' }})
+$random = @($accounts | Where-Object {{ [string]$_.inputs.password.type -eq 'random' }})
+if ($random.Count -eq 0) {{
+    $task = [pscustomobject]@{{ task = 'setAdminAccount'; inputs = [pscustomobject]@{{ name = 'Administrator'; password = [pscustomobject]@{{ type = 'random' }} }} }}
+    $preReady = $null
+    foreach ($stage in $agentStages) {{
+        $kept = @($stage.tasks | Where-Object {{ $null -ne $_ -and $_.task -ne 'setAdminAccount' }})
+        $stage | Add-Member -NotePropertyName 'tasks' -NotePropertyValue $kept -Force
+        if ($stage.stage -eq 'preReady') {{ $preReady = $stage }}
+    }}
+    if ($null -eq $preReady) {{
+        $agentStages = $agentStages + @([pscustomobject]@{{ stage = 'preReady'; tasks = @($task) }})
+    }} else {{
+        $preReady.tasks = @($preReady.tasks) + @($task)
+    }}
+    $agentConfig | Add-Member -NotePropertyName 'config' -NotePropertyValue $agentStages -Force
+{save}}}
+"#,
+            read = read_agent_config(""),
+            save = save_agent_config("    ", "setAdminAccount with a random password"),
+        ),
+        LaunchAgent::Ec2LaunchV1 => format!(
+            r#"$launchConfigPath = {EC2LAUNCH_V1_LAUNCH_CONFIG}
+$launchConfig = Get-Content -LiteralPath $launchConfigPath -Raw | ConvertFrom-Json
+if ([string]$launchConfig.adminPasswordType -ne 'Random') {{
+    $launchConfig | Add-Member -NotePropertyName 'adminPasswordType' -NotePropertyValue 'Random' -Force
+    $launchConfig | ConvertTo-Json -Depth 8 | Out-File -Encoding UTF8 -FilePath $launchConfigPath
+}}
+"#
+        ),
+        LaunchAgent::Ec2Config => ec2config_set_password_script(),
+        LaunchAgent::None => {
+            "Write-Verbose 'no launch agent: nothing randomizes the administrator password at launch'\n"
+                .to_owned()
+        }
+    }
+}
+
 /// How the rename takes effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -830,6 +879,22 @@ mod tests {
                 agent != LaunchAgent::Ec2LaunchV1,
                 "{agent}"
             );
+        }
+    }
+
+    /// Issue 10, bug 5: each agent's own password setting, never a password in the image.
+    #[test]
+    fn the_agents_randomize_the_password_by_their_own_setting() {
+        let v2 = agent_password_script(LaunchAgent::Ec2LaunchV2);
+        assert!(v2.contains("task = 'setAdminAccount'"));
+        assert!(v2.contains("password = [pscustomobject]@{ type = 'random' }"));
+        assert!(v2.contains("& $agentProgram validate"));
+        let v1 = agent_password_script(LaunchAgent::Ec2LaunchV1);
+        assert!(v1.contains("'adminPasswordType' -NotePropertyValue 'Random'"));
+        let ec2config = agent_password_script(LaunchAgent::Ec2Config);
+        assert!(ec2config.contains("//Plugin[Name='Ec2SetPassword']"));
+        for agent in LaunchAgent::ALL {
+            assert!(!agent_password_script(agent).contains("AdministratorPassword"));
         }
     }
 

@@ -837,12 +837,61 @@ Remove-Variable -Name password
 "#,
             ns = quote(UNATTEND_NS)
         ));
+        script.push_str(&first_boot_password_removal());
     }
     script.push_str(&format!(
         "[void](New-Item -ItemType Directory -Force -Path (Split-Path -Parent $destination))\n$answer.Save($destination)\nWrite-Output ({} + $destination)\n",
         quote(UNATTEND_MARKER)
     ));
     Ok(script)
+}
+
+/// Every answer-file location on an instance: each agent's, and the copies Windows Setup keeps
+/// in `%WINDIR%\Panther` (Microsoft "Deployment Troubleshooting and Log Files").
+pub const ANSWER_FILE_LOCATIONS: [&str; 6] = [
+    r"C:\ProgramData\Amazon\EC2Launch\sysprep\unattend.xml",
+    r"C:\ProgramData\Amazon\EC2-Windows\Launch\Sysprep\Unattend.xml",
+    r"C:\Program Files\Amazon\Ec2ConfigService\sysprep2008.xml",
+    r"C:\Windows\System32\Sysprep\unattend.xml",
+    r"C:\Windows\Panther\unattend.xml",
+    r"C:\Windows\Panther\Unattend\unattend.xml",
+];
+
+/// The PowerShell that removes every `AdministratorPassword` from every answer file on disk.
+pub fn password_scrub_script() -> String {
+    let paths: Vec<String> = ANSWER_FILE_LOCATIONS.iter().map(|p| quote(p)).collect();
+    format!(
+        "foreach ($path in @({})) {{\n    if (Test-Path -LiteralPath $path) {{\n        $answer = New-Object System.Xml.XmlDocument\n        $answer.Load($path)\n        {}        $answer.Save($path)\n    }}\n}}\n",
+        paths.join(", "),
+        REMOVE_PASSWORDS
+    )
+}
+
+/// When a user insists on an answer-file password: the first boot removes it from every
+/// answer file on disk once Windows Setup is done, through `SetupComplete.cmd`, which Setup
+/// runs as SYSTEM after OOBE and before anyone logs on (Microsoft "Add a Custom Script to
+/// Windows Setup"). The line is appended (EC2Config's own SetupComplete.cmd keeps its line) and
+/// only once. The scrub runs as `-EncodedCommand` so cmd.exe quoting cannot change it.
+fn first_boot_password_removal() -> String {
+    let utf16: Vec<u8> = password_scrub_script()
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    let line = format!(
+        "powershell.exe -NoProfile -NonInteractive -ExecutionPolicy Bypass -EncodedCommand {} & REM fleetprep-password-scrub",
+        base64(&utf16)
+    );
+    format!(
+        r#"# A password in an answer file is only obfuscated (Hide Sensitive Data in an Answer File):
+# the first boot removes it from every answer file on disk.
+$setupComplete = Join-Path $env:WINDIR 'Setup\Scripts\SetupComplete.cmd'
+[void](New-Item -ItemType Directory -Force -Path (Split-Path -Parent $setupComplete))
+if (-not ((Test-Path -LiteralPath $setupComplete) -and (Select-String -LiteralPath $setupComplete -SimpleMatch 'fleetprep-password-scrub' -Quiet))) {{
+    Add-Content -LiteralPath $setupComplete -Value {} -Encoding ASCII
+}}
+"#,
+        quote(&line)
+    )
 }
 
 /// Standard base64 (RFC 4648) for embedding the XML in the script.
@@ -950,6 +999,17 @@ mod tests {
         assert!(!xml.contains("secretsmanager"));
         let script = writer_script(&config, r"C:\Windows\Panther\unattend.xml").unwrap();
         assert!(script.contains("Get-SECSecretValue -SecretId 'arn:aws:secretsmanager"));
+        // Issue 10, bug 5: the first boot removes the password from every answer file.
+        assert!(script.contains(r"Setup\Scripts\SetupComplete.cmd"));
+        assert!(script.contains("fleetprep-password-scrub"));
+        let scrub = password_scrub_script();
+        for path in ANSWER_FILE_LOCATIONS {
+            assert!(scrub.contains(&quote(path)), "{path}");
+        }
+        assert!(scrub.contains("RemoveChild($secret)"));
+        // Without a password source nothing is scheduled.
+        let plain = writer_script(&UnattendConfig::default(), r"C:\x\u.xml").unwrap();
+        assert!(!plain.contains("SetupComplete"));
         assert!(script.contains("Properties['password']"));
         assert!(script.contains("Remove-Variable -Name password"));
         let ssm = UnattendConfig {

@@ -74,6 +74,16 @@ fn detection_and_identity_scripts_parse() {
         &sysprep::secrets::secret_check_script(&[]),
     );
     assert_parses(
+        "password scrub",
+        &sysprep::unattend::password_scrub_script(),
+    );
+    for agent in LaunchAgent::ALL {
+        assert_parses(
+            &format!("agent password {agent}"),
+            &sysprep::commands::agent_password_script(agent),
+        );
+    }
+    assert_parses(
         "ec2config set password",
         &sysprep::commands::ec2config_set_password_script(),
     );
