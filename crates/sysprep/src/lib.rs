@@ -9,6 +9,7 @@
 //! - [`panther`]: fetching the tail of Sysprep's Panther logs over SSM, and classifying it.
 //! - [`powershell`]: quoting values into generated scripts.
 //! - [`preflight`]: the pre-flight blocker script and its findings.
+//! - [`remedy`]: the fixes a self-healing bake applies (AppX removal, reboot, BitLocker off).
 //! - [`secrets`]: the on-instance check that the builder can read and decrypt each secret.
 //! - [`unattend`]: unattend.xml rendering/parsing and the on-instance writer script.
 //!
@@ -34,5 +35,6 @@ pub mod merge;
 pub mod panther;
 pub mod powershell;
 pub mod preflight;
+pub mod remedy;
 pub mod secrets;
 pub mod unattend;

@@ -74,6 +74,16 @@ fn detection_and_identity_scripts_parse() {
         &sysprep::secrets::secret_check_script(&[]),
     );
     assert_parses(
+        "remedy appx",
+        &sysprep::remedy::appx_removal_script(&["it's $(x)".into(), "B_1_x64__b".into()]),
+    );
+    assert_parses(
+        "remedy appx (none)",
+        &sysprep::remedy::appx_removal_script(&[]),
+    );
+    assert_parses("remedy reboot", &sysprep::remedy::reboot_script("exec/1"));
+    assert_parses("remedy bitlocker", &sysprep::remedy::bitlocker_off_script());
+    assert_parses(
         "password scrub",
         &sysprep::unattend::password_scrub_script(),
     );
