@@ -21,7 +21,7 @@
 //! changes are queued as events and applied lazily whenever the simulation is touched at a later
 //! time; nothing runs in the background.
 //!
-//! Faults come from a TOML [`Scenario`] (see [`FaultKind`] for the twelve kinds). The simulator
+//! Faults come from a TOML [`Scenario`] (see [`FaultKind`] for the kinds). The simulator
 //! does not run any workflow itself: that is the engine's job. It also keeps API-call counters
 //! per operation ([`SimCloud::api_calls`]) so the scale benchmark can report them.
 
@@ -45,8 +45,15 @@ use crate::*;
 pub enum FaultKind {
     /// The SSM agent never comes online on the target instances.
     SsmNeverOnline,
-    /// The pre-flight script reports AppX packages installed for a user but not provisioned.
+    /// An AppX package is installed for a user but not provisioned: pre-flight reports it and
+    /// Sysprep's AppX provider fails on it. Removing it for all users fixes it, unless
+    /// `recurs = true` (it comes back, as a Store app that reinstalls itself).
     PreflightAppxBlocker,
+    /// A reboot is pending (Component Based Servicing) until the builder reboots.
+    PendingReboot,
+    /// BitLocker protects the OS volume until it is turned off and decrypted
+    /// (`duration_seconds`, default 1800).
+    BitlockerEnabled,
     /// Sysprep fails validation ("Sysprep was not able to validate your Windows installation").
     SysprepValidationFailure,
     /// The instance is terminated (by someone else) while Sysprep runs.
@@ -55,7 +62,8 @@ pub enum FaultKind {
     StuckStopping,
     /// Every EC2 call is throttled (`RequestLimitExceeded`) for `duration_seconds`.
     ThrottleStorm,
-    /// CreateImage ends in state `failed`.
+    /// CreateImage ends in state `failed` (`Client.InternalError`); with `times = N` only the
+    /// first N images fail, a transient failure.
     CreateImageFails,
     /// CreateImage never leaves `pending`.
     ImageStuckPending,
@@ -104,6 +112,12 @@ pub struct Fault {
     /// ConcurrentAllocationConflict: names held by another writer.
     #[serde(default)]
     pub preallocated: Option<u64>,
+    /// PreflightAppxBlocker: the blocker comes back after every removal.
+    #[serde(default)]
+    pub recurs: bool,
+    /// CreateImageFails: how many images fail before one succeeds (default: all).
+    #[serde(default)]
+    pub times: Option<u32>,
 }
 
 /// A scenario file: a seed and faults.
@@ -336,6 +350,7 @@ struct World {
     throttled: BTreeMap<String, u64>,
     buckets: HashMap<&'static str, Bucket>,
     sent: Vec<SentCommand>,
+    failed_images: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -378,6 +393,12 @@ struct SimInstance {
     image_state: sysprep::agent::ImageState,
     // Panther logs on the instance's disk: (path, content), as Sysprep leaves them.
     panther: Vec<(String, String)>,
+    // What pre-flight and Sysprep find on this instance (from the scenario's faults).
+    appx_blocker: bool,
+    reboot_pending: bool,
+    // BitLocker on the OS volume: None when off; Some(None) until turned off, then the
+    // time decryption finishes.
+    bitlocker: Option<Option<SystemTime>>,
     console: String,
     generation: u64,
 }
@@ -399,6 +420,10 @@ enum Effect {
     Rename(String, RenameBy),
     /// The script runs again after the reboot its exit code 3010 asked for.
     Rerun,
+    /// `sysprep::remedy::reboot_script`: exits 3010 once, then reports on the rerun.
+    RebootRemedy,
+    /// The reboot remedy's second run, after the reboot.
+    RebootRemedyDone,
     Sysprep {
         after: SysprepAfter,
         name: Option<String>,
@@ -408,6 +433,7 @@ enum Effect {
     SysprepFails {
         attached: bool,
         exit_code: i32,
+        panther: &'static str,
     },
 }
 
@@ -637,7 +663,9 @@ impl SimCloud {
                         let effect = invocation.effect.clone();
                         match effect {
                             Effect::SysprepFails {
-                                attached: false, ..
+                                attached: false,
+                                panther,
+                                ..
                             } => {
                                 // FIXME(#10): a detached Start-Process reports success at
                                 // once on Windows; kept failing until the bake no longer uses
@@ -645,11 +673,12 @@ impl SimCloud {
                                 invocation.status = CommandStatus::Failed;
                                 invocation.details = "Failed".into();
                                 invocation.code = 1;
-                                invocation.stderr = PANTHER_VALIDATION_FAILED.into();
+                                invocation.stderr = panther.into();
                             }
                             Effect::SysprepFails {
                                 attached: true,
                                 exit_code,
+                                ..
                             } => {
                                 // The command sees the failure; the evidence is in Panther.
                                 let (status, details) = if exit_code == 0 {
@@ -677,8 +706,8 @@ impl SimCloud {
                             Effect::Sysprep { .. } => {
                                 // Cut off by the shutdown: the agent never reports completion.
                             }
-                            Effect::Rename(..) => {
-                                // Decided below, once the instance's current name is known.
+                            Effect::Rename(..) | Effect::RebootRemedy => {
+                                // Decided below, once the instance's state is known.
                             }
                             _ => {
                                 invocation.status = CommandStatus::Success;
@@ -728,11 +757,34 @@ impl SimCloud {
                             invocation.stdout = stdout;
                         }
                     }
-                    Effect::SysprepFails { .. } => {
+                    Effect::SysprepFails { panther, .. } => {
                         // A failed Sysprep leaves Windows running with its Panther logs
                         // ("Troubleshoot Sysprep with Amazon EC2 Windows instances").
                         instance.sysprep_running = false;
-                        instance.panther = panther_logs(at, PANTHER_VALIDATION_FAILED);
+                        instance.panther = panther_logs(at, panther);
+                    }
+                    Effect::RebootRemedy => {
+                        // exit 3010: SSM reboots the instance and runs the script again
+                        // ("Handling reboots when running commands").
+                        instance.ssm_online = false;
+                        instance.rerun_command = Some(command_id.clone());
+                        let delay = self.draw(
+                            &format!("reboot/{command_id}/{instance_id}"),
+                            self.timings.reboot,
+                        );
+                        Self::schedule(world, at + delay, Event::RebootUp(instance_id));
+                    }
+                    Effect::RebootRemedyDone => {
+                        if let Some(invocation) = world.commands.get_mut(&key) {
+                            invocation.status = CommandStatus::Success;
+                            invocation.details = "Success".into();
+                            invocation.code = 0;
+                            invocation.stdout = format!(
+                                "{}{}",
+                                sysprep::remedy::REMEDY_MARKER,
+                                serde_json::json!({"remedy": "reboot", "done": true})
+                            );
+                        }
                     }
                     Effect::Sysprep { after, name } => {
                         instance.sysprep_running = false;
@@ -803,6 +855,8 @@ impl SimCloud {
                     if let Some(name) = instance.pending_name.take() {
                         instance.computer_name = name;
                     }
+                    // Any reboot completes pending servicing.
+                    instance.reboot_pending = false;
                     let rerun = instance.rerun_command.take();
                     if self
                         .scenario
@@ -815,7 +869,10 @@ impl SimCloud {
                         if let Some(invocation) =
                             world.commands.get_mut(&(command_id.clone(), id.clone()))
                         {
-                            invocation.effect = Effect::Rerun;
+                            invocation.effect = match invocation.effect {
+                                Effect::RebootRemedy => Effect::RebootRemedyDone,
+                                _ => Effect::Rerun,
+                            };
                         }
                         let delay =
                             self.draw(&format!("rerun/{command_id}/{id}"), self.timings.command);
@@ -935,6 +992,7 @@ impl SimCloud {
             &sid_hex(self.scenario.seed, &id)[..7].to_uppercase()
         );
         let sid = sid(self.scenario.seed, &format!("{image_id}/base"));
+        let from_group = group.is_some();
         world.instances.insert(
             id.clone(),
             SimInstance {
@@ -960,6 +1018,18 @@ impl SimCloud {
                 sysprep_running: false,
                 image_state: sysprep::agent::ImageState::Complete,
                 panther: Vec::new(),
+                appx_blocker: self
+                    .scenario
+                    .fault(FaultKind::PreflightAppxBlocker, from_group)
+                    .is_some(),
+                reboot_pending: self
+                    .scenario
+                    .fault(FaultKind::PendingReboot, from_group)
+                    .is_some(),
+                bitlocker: self
+                    .scenario
+                    .fault(FaultKind::BitlockerEnabled, from_group)
+                    .map(|_| None),
                 console: String::new(),
                 generation: 0,
             },
@@ -1603,10 +1673,14 @@ impl Cloud for SimCloud {
                 &format!("image/{}", request.client_token)
             )
         );
+        // `times = N`: only the first N images fail (a transient Client.InternalError).
         let fails = self
             .scenario
             .fault(FaultKind::CreateImageFails, from_group)
-            .is_some();
+            .is_some_and(|f| f.times.is_none_or(|n| world.failed_images < u64::from(n)));
+        if fails {
+            world.failed_images += 1;
+        }
         let stuck = self
             .scenario
             .fault(FaultKind::ImageStuckPending, from_group)
@@ -1885,15 +1959,53 @@ impl Cloud for SimCloud {
             // print (stable constants), checked first: their text mentions Sysprep and the
             // launch agents too.
             if script.contains(sysprep::preflight::PREFLIGHT_MARKER) {
-                stdout = if self
+                stdout = preflight_json(&world.instances[id], now);
+            } else if script.contains(sysprep::remedy::REMEDY_MARKER) {
+                let recurs = self
                     .scenario
                     .fault(FaultKind::PreflightAppxBlocker, from_group)
-                    .is_some()
-                {
-                    PREFLIGHT_APPX.into()
-                } else {
-                    PREFLIGHT_CLEAN.into()
+                    .is_some_and(|f| f.recurs);
+                let bitlocker_seconds = self
+                    .scenario
+                    .fault(FaultKind::BitlockerEnabled, from_group)
+                    .and_then(|f| f.duration_seconds)
+                    .unwrap_or(1800);
+                let Some(instance) = world.instances.get_mut(id) else {
+                    continue;
                 };
+                if lower.contains("remedy = 'appx'") {
+                    let removed: Vec<&str> = if instance.appx_blocker {
+                        vec![APPX_BLOCKER]
+                    } else {
+                        vec![]
+                    };
+                    // A recurring blocker is back by the next pre-flight.
+                    instance.appx_blocker = instance.appx_blocker && recurs;
+                    stdout = format!(
+                        "{}{}",
+                        sysprep::remedy::REMEDY_MARKER,
+                        serde_json::json!({"remedy": "appx", "done": true, "removed": removed})
+                    );
+                } else if lower.contains("remedy = 'reboot'") {
+                    effect = Effect::RebootRemedy;
+                } else if lower.contains("remedy = 'bitlocker'") {
+                    let decrypted_at = match instance.bitlocker {
+                        None => None,
+                        Some(Some(at)) => Some(at),
+                        Some(None) => Some(now + Duration::from_secs(bitlocker_seconds)),
+                    };
+                    instance.bitlocker = decrypted_at.map(Some);
+                    let done = decrypted_at.is_none_or(|at| at <= now);
+                    stdout = format!(
+                        "{}{}",
+                        sysprep::remedy::REMEDY_MARKER,
+                        serde_json::json!({
+                            "remedy": "bitlocker",
+                            "done": done,
+                            "volumeStatus": if done { "FullyDecrypted" } else { "DecryptionInProgress" },
+                        })
+                    );
+                }
             } else if script.contains(sysprep::agent::DETECT_MARKER) {
                 stdout = serde_json::json!({"agent": "ec2launch-v2", "version": "2.0.2107.0"})
                     .to_string();
@@ -1911,11 +2023,27 @@ impl Cloud for SimCloud {
                     || lower.contains("sysprepinstance.ps1")
                     || lower.contains("-sysprep"))
             {
-                if self
-                    .scenario
-                    .fault(FaultKind::SysprepValidationFailure, from_group)
-                    .is_some()
+                let instance = &world.instances[id];
+                // What Sysprep finds first: the AppX provider, BitLocker, then validation
+                // (a pending reboot fails it too).
+                let failure = if instance.appx_blocker {
+                    Some(PANTHER_APPX_FAILED)
+                } else if instance
+                    .bitlocker
+                    .is_some_and(|at| at.is_none_or(|at| at > now))
                 {
+                    Some(PANTHER_BITLOCKER_FAILED)
+                } else if instance.reboot_pending
+                    || self
+                        .scenario
+                        .fault(FaultKind::SysprepValidationFailure, from_group)
+                        .is_some()
+                {
+                    Some(PANTHER_VALIDATION_FAILED)
+                } else {
+                    None
+                };
+                if let Some(panther) = failure {
                     let attached = !lower.contains("start-process");
                     // SysprepInstance.ps1 reports nothing; the native programs exit non-zero.
                     let exit_code = if lower.contains("sysprepinstance.ps1") {
@@ -1926,6 +2054,7 @@ impl Cloud for SimCloud {
                     effect = Effect::SysprepFails {
                         attached,
                         exit_code,
+                        panther,
                     };
                     delay = Duration::from_secs(90);
                 } else {
@@ -1971,6 +2100,7 @@ impl Cloud for SimCloud {
                 Effect::SysprepFails {
                     attached: false,
                     exit_code: 1,
+                    panther: "",
                 }
             } else {
                 effect
@@ -2496,11 +2626,57 @@ const PANTHER_VALIDATION_FAILED: &str = "2026-11-26 15:04:11, Error             
 /// setupact.log lines (Panther) of a generalize that succeeded.
 const PANTHER_GENERALIZED: &str = "2026-11-26 15:04:11, Info                  SYSPRP ========================================================\n2026-11-26 15:04:11, Info                  SYSPRP ===          Beginning of a new sysprep run          ===\n2026-11-26 15:04:12, Info       [0x0f004d] SYSPRP WinMain:Processing 'generalize' internal provider...\n2026-11-26 15:09:40, Info                  SYSPRP ActionPlatform::LaunchModule: Successfully executed 'Sysprep_Generalize_Bcd' from C:\\Windows\\System32\\spbcd.dll\n2026-11-26 15:10:02, Info       [0x0f0052] SYSPRP WinMain:Sysprep successfully completed\n";
 
-/// Pre-flight script output with no findings.
-const PREFLIGHT_CLEAN: &str = r#"{"appx_not_provisioned":[],"reboot_pending":{"cbs":false,"windows_update":false,"pending_file_rename":false},"rearm_count":1001,"skip_rearm":0,"bitlocker_os_volume":"FullyDecrypted","agent_run_once":false,"copy_profile":false,"domain_joined":false,"free_disk_gb":42.5}"#;
+/// The per-user package the AppX fault installs.
+const APPX_BLOCKER: &str = "Microsoft.BingWeather_4.53.51922.0_x64__8wekyb3d8bbwe";
 
-/// Pre-flight script output with an AppX package installed for a user but not provisioned.
-const PREFLIGHT_APPX: &str = r#"{"appx_not_provisioned":["Microsoft.BingWeather_4.53.51922.0_x64__8wekyb3d8bbwe"],"reboot_pending":{"cbs":false,"windows_update":false,"pending_file_rename":false},"rearm_count":1001,"skip_rearm":0,"bitlocker_os_volume":"FullyDecrypted","agent_run_once":false,"copy_profile":false,"domain_joined":false,"free_disk_gb":42.5}"#;
+/// What `sysprep::preflight::preflight_script` prints on this instance.
+fn preflight_json(instance: &SimInstance, now: SystemTime) -> String {
+    let bitlocker_on = instance
+        .bitlocker
+        .is_some_and(|at| at.is_none_or(|at| at > now));
+    let blockers: Vec<serde_json::Value> = if instance.appx_blocker {
+        vec![serde_json::json!({
+            "packageFullName": APPX_BLOCKER,
+            "packageFamilyName": "Microsoft.BingWeather_8wekyb3d8bbwe",
+            "version": "4.53.51922.0",
+            "provisionedVersion": "4.25.20211.0",
+            "signatureKind": "Store",
+            "users": ["Administrator"],
+        })]
+    } else {
+        vec![]
+    };
+    let report = serde_json::json!({
+        "appxBlockers": blockers,
+        "upgradedOs": false,
+        "pendingReboot": {
+            "cbsRebootPending": instance.reboot_pending,
+            "windowsUpdateRebootRequired": false,
+            "pendingFileRenameOperations": false,
+        },
+        "rearmCount": 1001,
+        "bitlocker": if bitlocker_on {
+            serde_json::json!({"protectionStatus": "On", "volumeStatus": "FullyEncrypted"})
+        } else {
+            serde_json::json!({"protectionStatus": "Off", "volumeStatus": "FullyDecrypted"})
+        },
+        "agent": "ec2launch-v2",
+        "agentRunOnceRecorded": false,
+        "copyProfile": false,
+        "domain": {"partOfDomain": false, "domain": "WORKGROUP"},
+        "systemDrive": "C:",
+        "freeDiskBytes": 45_634_027_520u64,
+        "errors": [],
+    });
+    format!("{}{report}", sysprep::preflight::PREFLIGHT_MARKER)
+}
+
+/// setupact.log lines for the AppX provider's failure (KB2769827).
+const PANTHER_APPX_FAILED: &str = "2026-11-26 15:04:11, Error                 SYSPRP Package Microsoft.BingWeather_4.53.51922.0_x64__8wekyb3d8bbwe was installed for a user, but not provisioned for all users. This package will not function properly in the sysprep image.\n2026-11-26 15:04:11, Error                 SYSPRP Failed to remove apps for the current user: 0x80073cf2.\n2026-11-26 15:04:11, Error      [0x0f0082] SYSPRP ActionPlatform::LaunchModule: Failure occurred while executing 'SysprepGeneralizeValidate' from C:\\Windows\\System32\\AppxSysprep.dll; dwRet = 0x3cf2\n";
+
+/// setupact.log lines for BitLocker on the OS volume ("Troubleshoot Sysprep with Amazon EC2
+/// Windows instances").
+const PANTHER_BITLOCKER_FAILED: &str = "2026-11-26 15:04:11, Error      [0x0f0082] SYSPRP ActionPlatform::LaunchModule: Failure occurred while executing 'ValidateBitLockerState' from C:\\Windows\\System32\\BdeSysprep.dll; dwRet = 0x80310039\n2026-11-26 15:04:11, Error      [0x0f0070] SYSPRP RunExternalDlls:An error occurred while running registry sysprep DLLs, halting sysprep execution. dwRet = 0x80310039\n";
 
 /// The Panther line Sysprep writes for an AppX blocker (for console/diagnostics).
 pub const PANTHER_APPX_LINE: &str = "2026-11-26 15:04:11, Error                 SYSPRP Package Microsoft.BingWeather_4.53.51922.0_x64__8wekyb3d8bbwe was installed for a user, but not provisioned for all users. This package will not function properly in the sysprep image.";

@@ -810,3 +810,148 @@ async fn a_failed_sysprep_leaves_the_builder_running_with_panther_logs() {
         sysprep::diagnose::Category::ValidationFailed
     );
 }
+
+async fn preflight(clock: &VirtualClock, cloud: &SimCloud, id: &str) -> Vec<String> {
+    let output = run_script(clock, cloud, id, sysprep::preflight::preflight_script(None)).await;
+    sysprep::preflight::check_output(&output.stdout)
+        .unwrap()
+        .findings
+        .into_iter()
+        .filter(|f| f.severity == sysprep::preflight::Severity::Block)
+        .map(|f| f.check)
+        .collect()
+}
+
+/// The self-healing bake's remedies act on the simulated Windows: AppX removal fixes the
+/// blocker unless it recurs, and Sysprep fails on whatever is left with the Panther lines
+/// Windows writes for it.
+#[tokio::test]
+async fn remedies_fix_the_blockers_they_target() {
+    use sysprep::remedy::{appx_removal_script, parse_remedy_output, reboot_script};
+    for recurs in [false, true] {
+        let text = format!("[[fault]]\nkind = \"preflight-appx-blocker\"\nrecurs = {recurs}\n");
+        let (clock, cloud) = sim(scenario(&text));
+        let id = launch_builder(&cloud, "appx").await;
+        advance(&clock, 400);
+        assert_eq!(
+            preflight(&clock, &cloud, &id).await,
+            ["appx-not-provisioned"]
+        );
+        let removal = run_script(
+            &clock,
+            &cloud,
+            &id,
+            appx_removal_script(&["Microsoft.BingWeather_4.53.51922.0_x64__8wekyb3d8bbwe".into()]),
+        )
+        .await;
+        let report = parse_remedy_output(&removal.stdout).unwrap();
+        assert_eq!(report.removed.len(), 1);
+        let after = preflight(&clock, &cloud, &id).await;
+        assert_eq!(after.is_empty(), !recurs, "recurs = {recurs}: {after:?}");
+        if recurs {
+            let done = sysprep_without_shutdown(
+                &clock,
+                &cloud,
+                &id,
+                sysprep::agent::LaunchAgent::Ec2LaunchV2,
+            )
+            .await;
+            assert_eq!(done.status, CommandStatus::Failed);
+            let logs = run_script(&clock, &cloud, &id, sysprep::panther::collection_script()).await;
+            let diagnosis = sysprep::panther::diagnose_output(
+                &logs.stdout,
+                "",
+                &sysprep::diagnose::DiagnosisContext::default(),
+            );
+            assert_eq!(
+                diagnosis.category,
+                sysprep::diagnose::Category::AppxNotProvisioned
+            );
+        }
+    }
+
+    // A pending reboot clears once the reboot remedy has rebooted (exit 3010, rerun).
+    let (clock, cloud) = sim(scenario("[[fault]]\nkind = \"pending-reboot\"\n"));
+    let id = launch_builder(&cloud, "reboot").await;
+    advance(&clock, 400);
+    assert_eq!(preflight(&clock, &cloud, &id).await, ["pending-reboot"]);
+    let command = cloud
+        .send_command(SendCommandRequest {
+            instance_ids: vec![id.clone()],
+            document_name: "AWS-RunPowerShellScript".into(),
+            commands: vec![reboot_script("bake/1")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    advance(&clock, 40);
+    let info = cloud
+        .describe_instance_information(std::slice::from_ref(&id))
+        .await
+        .unwrap();
+    assert_eq!(info[0].ping_status, PingStatus::ConnectionLost, "rebooting");
+    advance(&clock, 300);
+    let done = cloud.get_command_invocation(&command, &id).await.unwrap();
+    assert_eq!(done.status, CommandStatus::Success, "{done:?}");
+    assert!(parse_remedy_output(&done.stdout).unwrap().done);
+    assert!(preflight(&clock, &cloud, &id).await.is_empty());
+}
+
+#[tokio::test]
+async fn bitlocker_decrypts_over_time_once_turned_off() {
+    let (clock, cloud) = sim(scenario(
+        "[[fault]]\nkind = \"bitlocker-enabled\"\nduration_seconds = 600\n",
+    ));
+    let id = launch_builder(&cloud, "bitlocker").await;
+    advance(&clock, 400);
+    assert_eq!(preflight(&clock, &cloud, &id).await, ["bitlocker"]);
+    let script = sysprep::remedy::bitlocker_off_script();
+    let first = run_script(&clock, &cloud, &id, script.clone()).await;
+    assert!(
+        !sysprep::remedy::parse_remedy_output(&first.stdout)
+            .unwrap()
+            .done
+    );
+    advance(&clock, 600);
+    let second = run_script(&clock, &cloud, &id, script).await;
+    assert!(
+        sysprep::remedy::parse_remedy_output(&second.stdout)
+            .unwrap()
+            .done
+    );
+    assert!(preflight(&clock, &cloud, &id).await.is_empty());
+}
+
+/// `times = 1`: the first image fails with Client.InternalError, the next one succeeds.
+#[tokio::test]
+async fn a_transient_create_image_failure_fails_only_the_first_image() {
+    let (clock, cloud) = sim(scenario(
+        "[[fault]]\nkind = \"create-image-fails\"\ntimes = 1\n",
+    ));
+    let id = launch_builder(&cloud, "image").await;
+    advance(&clock, 400);
+    let mut states = Vec::new();
+    for token in ["first", "second"] {
+        let image = cloud
+            .create_image(CreateImageRequest {
+                instance_id: id.clone(),
+                name: format!("golden-{token}"),
+                client_token: token.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        advance(&clock, 31 * 60);
+        let described = cloud.describe_images(&[image]).await.unwrap();
+        states.push((described[0].state, described[0].state_reason.clone()));
+    }
+    assert_eq!(states[0].0, ImageState::Failed);
+    assert!(
+        states[0]
+            .1
+            .as_deref()
+            .unwrap()
+            .starts_with("Client.InternalError")
+    );
+    assert_eq!(states[1].0, ImageState::Available);
+}
