@@ -135,6 +135,35 @@ pub struct Scenario {
     pub seed: u64,
     #[serde(default, rename = "fault")]
     pub faults: Vec<Fault>,
+    /// What should happen under these faults (the scenario tests check it; the simulator
+    /// ignores it).
+    #[serde(default)]
+    pub expect: Option<Expect>,
+}
+
+/// The terminal state a scenario file promises, checked by the tests that run every file in
+/// `examples/scenarios/`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// `bake` (through `fleetprep bake`) or `fleet` (through `fleetprep fleet simulate`).
+    pub run: String,
+    /// The execution's terminal status: `SUCCEEDED` or `FAILED`.
+    pub status: String,
+    /// The failure category (a failed bake's Fail error).
+    #[serde(default)]
+    pub category: Option<String>,
+    /// The remedy the self-healing bake applied, and how many rounds it took.
+    #[serde(default)]
+    pub remedy: Option<String>,
+    #[serde(default)]
+    pub remediation_rounds: Option<u32>,
+    /// Fleet runs: how many instances are launched.
+    #[serde(default)]
+    pub instances: Option<u32>,
+    /// Fleet runs: how many instances end in service.
+    #[serde(default)]
+    pub in_service: Option<u32>,
 }
 
 /// A scenario file that could not be read, with its location.

@@ -955,3 +955,62 @@ async fn a_transient_create_image_failure_fails_only_the_first_image() {
     );
     assert_eq!(states[1].0, ImageState::Available);
 }
+
+/// `examples/scenarios/` has a file for every fault the simulator can inject, each with the
+/// terminal state it promises (the bake and fleet tests run them).
+#[test]
+fn every_fault_kind_has_an_example_scenario() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/scenarios");
+    let mut kinds = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let scenario = Scenario::from_toml(&text, &path.display().to_string()).unwrap();
+        let expect = scenario.expect.as_ref().unwrap_or_else(|| {
+            panic!("{}: no [expect] table", path.display());
+        });
+        assert!(["bake", "fleet"].contains(&expect.run.as_str()), "{path:?}");
+        assert!(
+            ["SUCCEEDED", "FAILED"].contains(&expect.status.as_str()),
+            "{path:?}"
+        );
+        for fault in &scenario.faults {
+            kinds.insert(format!("{:?}", fault.kind));
+        }
+    }
+    // Exhaustive: a new fault kind does not compile here until it has a scenario.
+    let all = |kind: FaultKind| match kind {
+        FaultKind::SsmNeverOnline
+        | FaultKind::PreflightAppxBlocker
+        | FaultKind::PendingReboot
+        | FaultKind::BitlockerEnabled
+        | FaultKind::SysprepValidationFailure
+        | FaultKind::TerminatedMidSysprep
+        | FaultKind::StuckStopping
+        | FaultKind::ThrottleStorm
+        | FaultKind::CreateImageFails
+        | FaultKind::ImageStuckPending
+        | FaultKind::HandlerTimeout
+        | FaultKind::LifecycleHeartbeatTimeout
+        | FaultKind::NamePoolExhausted
+        | FaultKind::ConcurrentAllocationConflict => format!("{kind:?}"),
+    };
+    for kind in [
+        FaultKind::SsmNeverOnline,
+        FaultKind::PreflightAppxBlocker,
+        FaultKind::PendingReboot,
+        FaultKind::BitlockerEnabled,
+        FaultKind::SysprepValidationFailure,
+        FaultKind::TerminatedMidSysprep,
+        FaultKind::StuckStopping,
+        FaultKind::ThrottleStorm,
+        FaultKind::CreateImageFails,
+        FaultKind::ImageStuckPending,
+        FaultKind::HandlerTimeout,
+        FaultKind::LifecycleHeartbeatTimeout,
+        FaultKind::NamePoolExhausted,
+        FaultKind::ConcurrentAllocationConflict,
+    ] {
+        assert!(kinds.contains(&all(kind)), "no scenario for {kind:?}");
+    }
+}
