@@ -62,7 +62,10 @@ async fn bake(args: Args) -> anyhow::Result<ExitCode> {
     if input.image_id.is_empty() {
         input.image_id = fleet.sim.base_image_id().into();
     }
-    let name = format!("bake-{:x}", fleet.sim.scenario().seed & 0xffff_ffff);
+    let name = report::fresh_execution_name(
+        &fleet.engine,
+        &format!("bake-{:x}", fleet.sim.scenario().seed & 0xffff_ffff),
+    )?;
     let arn = fleet
         .engine
         .start_execution("bake", Some(&name), input.input())?;
