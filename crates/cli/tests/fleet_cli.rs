@@ -98,7 +98,11 @@ fn demo_bakes_names_and_rolls_out_and_stores_executions() {
 fn bake_with_a_fault_scenario_reports_the_category_and_fails() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = dir.path().join("appx.toml");
-    std::fs::write(&scenario, "[[fault]]\nkind = \"preflight-appx-blocker\"\n").unwrap();
+    std::fs::write(
+        &scenario,
+        "[[fault]]\nkind = \"preflight-appx-blocker\"\nrecurs = true\n",
+    )
+    .unwrap();
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/fleetprep.toml");
     let store = dir.path().join("engine.sqlite3");
     let output = fleetprep(&[

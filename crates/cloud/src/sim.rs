@@ -687,8 +687,14 @@ impl SimCloud {
             }
             Event::CommandDone(command_id, instance_id) => {
                 let key = (command_id.clone(), instance_id.clone());
+                // An instance that went away mid-command never reports: its invocation stays
+                // in progress until SSM times it out.
+                let gone = world
+                    .instances
+                    .get(&instance_id)
+                    .is_none_or(|i| i.state != InstanceState::Running);
                 let effect = match world.commands.get_mut(&key) {
-                    Some(invocation) if !invocation.status.is_terminal() => {
+                    Some(invocation) if !invocation.status.is_terminal() && !gone => {
                         let effect = invocation.effect.clone();
                         match effect {
                             Effect::SysprepFails {
@@ -1615,8 +1621,14 @@ impl Cloud for SimCloud {
                     instance.ssm_online = false;
                     instance.sysprep_running = false;
                     instance.state_reason = Some("Client.UserInitiatedShutdown".into());
-                    let delay = self.draw(&format!("stop/{id}"), self.timings.stopping);
-                    Self::schedule(world, now + delay, Event::Stopped(id.to_string()));
+                    let stuck = self
+                        .scenario
+                        .fault(FaultKind::StuckStopping, instance.from_group.is_some())
+                        .is_some();
+                    if !stuck {
+                        let delay = self.draw(&format!("stop/{id}"), self.timings.stopping);
+                        Self::schedule(world, now + delay, Event::Stopped(id.to_string()));
+                    }
                 }
                 InstanceState::Stopping if force => {
                     // A forced stop cuts a hung shutdown short (EC2 StopInstances Force=true).
@@ -2038,6 +2050,26 @@ impl Cloud for SimCloud {
             } else if script.contains(sysprep::agent::DETECT_MARKER) {
                 stdout = serde_json::json!({"agent": "ec2launch-v2", "version": "2.0.2107.0"})
                     .to_string();
+            } else if script.contains(sysprep::secrets::SECRETS_MARKER) {
+                // The builder reads each secret: readable when the simulated account has it.
+                let mut checks: Vec<serde_json::Value> = Vec::new();
+                for reference in script.split("@{ reference = '").skip(1) {
+                    let name = reference.split('\'').next().unwrap_or_default();
+                    if checks.iter().any(|c| c["reference"] == name) {
+                        continue;
+                    }
+                    let readable = world.secrets.contains_key(name);
+                    checks.push(serde_json::json!({
+                        "reference": name,
+                        "readable": readable,
+                        "error": (!readable).then_some("ResourceNotFoundException: Secrets Manager can't find the specified secret."),
+                    }));
+                }
+                stdout = format!(
+                    "{}{}",
+                    sysprep::secrets::SECRETS_MARKER,
+                    serde_json::Value::Array(checks)
+                );
             } else if script.contains(sysprep::agent::IMAGE_STATE_MARKER) {
                 stdout = format!(
                     "{}{}",

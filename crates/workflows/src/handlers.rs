@@ -38,6 +38,8 @@ pub async fn call(action: &str, p: Value, ctx: &Context) -> Result<Value, Handle
         "check_command" => check_command(&p, ctx).await,
         "check_secrets" => check_secrets(&p, ctx).await,
         "check_stopped" => check_stopped(&p, ctx).await,
+        "stop_instance" => stop_instance(&p, ctx).await,
+        "plan_remedy" => plan_remedy(&p, ctx).await,
         "create_image" => create_image(&p, ctx).await,
         "check_image" => check_image(&p, ctx).await,
         "tag_image" => tag_image(&p, ctx).await,
@@ -373,22 +375,83 @@ fn command_template(
                     .map_err(|e| invalid(format!("send_command sysprep: field \"agent\": {e}")))?,
                 None => LaunchAgent::None,
             };
-            let sequence = commands::sysprep_commands(agent, &SysprepOptions::default())
+            // Without shutdown, waited for in the command, as AWS-UpdateWindowsAmi does: a
+            // failure is seen while SSM is online, and the bake stops the builder itself.
+            let sequence = commands::sysprep_commands(agent, &SysprepOptions::no_shutdown())
                 .map_err(|e| invalid(format!("send_command sysprep: {e}")))?;
             scripts::labelled(&kind, &sequence.script())
+        }
+        "image-state" => scripts::labelled(&kind, &sysprep::agent::image_state_script()),
+        "panther" => scripts::labelled(&kind, &sysprep::panther::collection_script()),
+        "secrets-check" => {
+            let references: Vec<sysprep::unattend::PasswordRef> = p
+                .get("secrets")
+                .cloned()
+                .map(|v| {
+                    serde_json::from_value::<Vec<SecretRef>>(v)
+                        .map_err(|e| invalid(format!("send_command secrets-check: {e}")))
+                })
+                .transpose()?
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| match r {
+                    SecretRef::SecretsManager { secret_id } => {
+                        sysprep::unattend::PasswordRef::SecretsManager {
+                            secret_id,
+                            json_key: None,
+                        }
+                    }
+                    SecretRef::SsmParameter { name } => {
+                        sysprep::unattend::PasswordRef::SsmParameter { name }
+                    }
+                })
+                .collect();
+            scripts::labelled(&kind, &sysprep::secrets::secret_check_script(&references))
+        }
+        "remedy" => {
+            let plan = p.get("plan").cloned().unwrap_or(Value::Null);
+            let script = match plan.get("remedy").and_then(Value::as_str) {
+                Some("appx") => {
+                    let packages: Vec<String> = plan
+                        .get("packages")
+                        .and_then(Value::as_array)
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(Value::as_str)
+                                .map(str::to_owned)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    sysprep::remedy::appx_removal_script(&packages)
+                }
+                Some("reboot") => sysprep::remedy::reboot_script(&format!(
+                    "{}-{}",
+                    opt_string(p, "execution").unwrap_or_default(),
+                    plan.get("round").and_then(Value::as_u64).unwrap_or(0)
+                )),
+                Some("bitlocker") => sysprep::remedy::bitlocker_off_script(),
+                other => {
+                    return Err(invalid(format!(
+                        "send_command remedy: plan.remedy {other:?} must be appx, reboot or bitlocker"
+                    )));
+                }
+            };
+            scripts::labelled(&kind, &script)
         }
         "customization" | "cleanup" => scripts::user_script(&kind, &string(p, "script")?),
         other => {
             return Err(HandlerError::new(
                 errors::INVALID_INPUT,
                 format!(
-                    "send_command: unknown kind {other:?}; expected rename, generalize, identity, detect-agent, preflight, sysprep, customization or cleanup"
+                    "send_command: unknown kind {other:?}; expected rename, generalize, identity, detect-agent, preflight, sysprep, image-state, panther, secrets-check, remedy, customization or cleanup"
                 ),
             ));
         }
     };
     let timeout = match kind.as_str() {
         "sysprep" | "generalize" => 3600,
+        // BitLocker's remedy only starts the decryption; a reboot comes back through SSM.
+        "remedy" => 3600,
         _ => 1800,
     };
     Ok((lines, value, timeout))
@@ -498,6 +561,10 @@ async fn check_command(p: &Value, ctx: &Context) -> Result<Value, HandlerError> 
                 ),
             ))
         }
+        _ if kind == "sysprep" && builder_gone(ctx, &instance_id).await? => Err(HandlerError::new(
+            errors::INSTANCE_GONE,
+            format!("builder {instance_id} was terminated during Sysprep"),
+        )),
         _ if wait.expired(p, 1800) => Err(HandlerError::new(
             errors::TIMEOUT,
             format!(
@@ -508,6 +575,22 @@ async fn check_command(p: &Value, ctx: &Context) -> Result<Value, HandlerError> 
         )),
         _ => Ok(wait.answer(false, json!({"status": format!("{:?}", invocation.status)}))),
     }
+}
+
+/// Whether the instance is shutting down or terminated: an instance that goes away while
+/// Sysprep runs never reports its command's end.
+async fn builder_gone(ctx: &Context, instance_id: &str) -> Result<bool, HandlerError> {
+    let instances = ctx
+        .cloud
+        .describe_instances(&[instance_id.to_owned()])
+        .await
+        .map_err(cloud_err("DescribeInstances"))?;
+    Ok(instances.first().is_none_or(|i| {
+        matches!(
+            i.state,
+            InstanceState::ShuttingDown | InstanceState::Terminated
+        )
+    }))
 }
 
 /// Turns a finished command's stdout into workflow data (and pre-flight blockers into errors),
@@ -567,6 +650,37 @@ fn interpret(kind: &str, instance_id: &str, stdout: &str) -> Result<Value, Handl
                 ));
             }
             Ok(json!({"findings": result.findings}))
+        }
+        "image-state" => {
+            // A Sysprep that returned without sealing the image failed, whatever its exit code
+            // said (SysprepInstance.ps1 reports nothing).
+            let state = sysprep::agent::confirm_sealed(stdout).map_err(|e| {
+                HandlerError::new(
+                    errors::SYSPREP_FAILED,
+                    format!("Sysprep on {instance_id} did not seal the image: {e}"),
+                )
+            })?;
+            Ok(json!({"image_state": state.as_str()}))
+        }
+        "secrets-check" => {
+            let checks = sysprep::secrets::parse_secret_check(stdout)
+                .map_err(|e| unreadable("secret check", &e))?;
+            let problems = sysprep::secrets::unreadable(&checks);
+            if !problems.is_empty() {
+                return Err(HandlerError::new(
+                    errors::SECRET_MISSING,
+                    format!(
+                        "builder {instance_id} cannot read its secrets: {}",
+                        problems.join("; ")
+                    ),
+                ));
+            }
+            Ok(json!({"checked": checks.len()}))
+        }
+        "remedy" => {
+            let report = sysprep::remedy::parse_remedy_output(stdout)
+                .map_err(|e| unreadable("remedy", &e))?;
+            serde_json::to_value(report).map_err(|e| unreadable("remedy", &e))
         }
         _ => Ok(json!({"stdout": stdout})),
     }
@@ -669,10 +783,84 @@ async fn check_stopped(p: &Value, ctx: &Context) -> Result<Value, HandlerError> 
     Ok(wait.answer(false, json!({"state": instance.state.as_str()})))
 }
 
+/// Stops the builder through the EC2 API once Sysprep has sealed the image (the
+/// AWS-UpdateWindowsAmi sequence: Sysprep without shutdown, then stop the instance).
+async fn stop_instance(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
+    let instance_id = string(p, "instance_id")?;
+    let changes = ctx
+        .cloud
+        .stop_instances(std::slice::from_ref(&instance_id), false)
+        .await
+        .map_err(cloud_err("StopInstances"))?;
+    let state = changes
+        .first()
+        .map(|c| c.current_state.as_str())
+        .unwrap_or("unknown");
+    Ok(json!({"state": state}))
+}
+
+/// Decides the next remediation round of a self-healing bake from the failure (`error`), the
+/// rounds already run (`remediation`) and the `[bake.remediation]` toggles (`settings`): the
+/// remedy to apply, or none, which ends the bake with the failure as it is (a remedy that did
+/// not help ends with the original category). Pure: no cloud call.
+async fn plan_remedy(p: &Value, _ctx: &Context) -> Result<Value, HandlerError> {
+    let error = p.get("error").cloned().unwrap_or(Value::Null);
+    let error_name = error.get("Error").and_then(Value::as_str).unwrap_or("");
+    let cause = cause_text(&error);
+    let panther = p
+        .get("panther")
+        .and_then(|v| v.get("stdout"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let settings = crate::remediation::RemediationSettings::from_payload(p.get("settings"));
+    let previous = p.get("remediation").cloned().unwrap_or(Value::Null);
+    let rounds = previous.get("rounds").and_then(Value::as_u64).unwrap_or(0);
+    let plan = crate::remediation::plan(error_name, &cause, panther, rounds, &settings);
+    let mut history: Vec<Value> = previous
+        .get("history")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let remedy = plan.as_ref().map(|(remedy, _)| remedy.as_str());
+    if let Some(remedy) = remedy {
+        history.push(json!(remedy));
+    }
+    Ok(json!({
+        "remedy": remedy,
+        "packages": plan.map(|(_, packages)| packages).unwrap_or_default(),
+        "round": rounds + u64::from(remedy.is_some()),
+        "rounds": rounds + u64::from(remedy.is_some()),
+        "history": history,
+        "max_rounds": settings.max_rounds,
+    }))
+}
+
+/// The cause of a caught error, unwrapped from Lambda's `{"errorMessage": ...}` envelope.
+fn cause_text(error: &Value) -> String {
+    let raw = error
+        .get("Cause")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    serde_json::from_str::<Value>(&raw)
+        .ok()
+        .and_then(|v| {
+            v.get("errorMessage")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or(raw)
+}
+
 async fn create_image(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
     let instance_id = string(p, "instance_id")?;
     let base = opt_string(p, "name").unwrap_or_else(|| "fleetprep".into());
-    let token = client_token(p, "image");
+    // A retry after a failed image (Client.InternalError) is a new image: a new token and
+    // name, while a repeated call of one attempt stays idempotent.
+    let token = match number(p, "attempt", 0) {
+        0 => client_token(p, "image"),
+        attempt => client_token(p, &format!("image-{attempt}")),
+    };
     // AMI names are unique per region; the execution-derived suffix keeps retries idempotent.
     let name = format!("{base}-{}", &token[token.len() - 8..]);
     let image_id = ctx
@@ -769,6 +957,7 @@ async fn terminate_instance(p: &Value, ctx: &Context) -> Result<Value, HandlerEr
 pub fn classify(
     error_name: &str,
     cause: &str,
+    panther: &[String],
     console: &str,
 ) -> (String, bool, Vec<String>, String) {
     let timed_out = [
@@ -784,6 +973,9 @@ pub fn classify(
     };
     let mut diagnoser = sysprep::diagnose::Diagnoser::new();
     cause.lines().for_each(|line| diagnoser.feed_log_line(line));
+    panther
+        .iter()
+        .for_each(|line| diagnoser.feed_log_line(line));
     console
         .lines()
         .for_each(|line| diagnoser.feed_console_line(line));
@@ -827,7 +1019,7 @@ pub fn classify(
     let category = match error_name {
         _ if decisive => diagnosis.category,
         errors::PREFLIGHT_BLOCKED => blocking_findings(cause)
-            .find_map(|name| Category::ALL.into_iter().find(|c| c.as_str() == name))
+            .find_map(sysprep::preflight::category_of)
             .unwrap_or(Category::ProviderFailure),
         errors::SYSPREP_FAILED if diagnosis.category == Category::Unknown => {
             Category::ProviderFailure
@@ -851,8 +1043,16 @@ pub fn classify(
     )
 }
 
+/// The lines of the Panther log tails the `panther` command printed.
+pub fn panther_lines(stdout: &str) -> Vec<String> {
+    sysprep::panther::parse_output(stdout)
+        .into_iter()
+        .flat_map(|log| log.lines)
+        .collect()
+}
+
 /// The finding names of a [`errors::PREFLIGHT_BLOCKED`] cause (`... blocked by [a, b]: ...`).
-fn blocking_findings(cause: &str) -> impl Iterator<Item = &str> {
+pub(crate) fn blocking_findings(cause: &str) -> impl Iterator<Item = &str> {
     cause
         .split_once("blocked by [")
         .and_then(|(_, rest)| rest.split_once(']'))
@@ -869,20 +1069,14 @@ async fn collect_diagnostics(p: &Value, ctx: &Context) -> Result<Value, HandlerE
         .and_then(Value::as_str)
         .unwrap_or("States.Runtime")
         .to_string();
-    let cause_raw = error
-        .get("Cause")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
     // Lambda failures wrap the cause as {"errorMessage": ..., "errorType": ...}.
-    let cause = serde_json::from_str::<Value>(&cause_raw)
-        .ok()
-        .and_then(|v| {
-            v.get("errorMessage")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
-        .unwrap_or(cause_raw);
+    let cause = cause_text(&error);
+    // Panther log tails fetched over SSM while the failed builder was still up.
+    let panther = p
+        .get("panther")
+        .and_then(|v| v.get("stdout"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let console = match opt_string(p, "instance_id") {
         Some(id) => ctx
             .cloud
@@ -892,7 +1086,8 @@ async fn collect_diagnostics(p: &Value, ctx: &Context) -> Result<Value, HandlerE
             .unwrap_or_default(),
         None => String::new(),
     };
-    let (category, retriable, evidence, remediation) = classify(&error_name, &cause, &console);
+    let (category, retriable, evidence, remediation) =
+        classify(&error_name, &cause, &panther_lines(panther), &console);
     Ok(json!({
         "error": error_name,
         "cause": cause,
@@ -1178,12 +1373,13 @@ mod tests {
 
     #[test]
     fn windows_failures_are_classified_by_sysprep_diagnose() {
-        let (category, retriable, evidence, _) = classify(errors::SYSPREP_FAILED, PANTHER_APPX, "");
+        let (category, retriable, evidence, _) =
+            classify(errors::SYSPREP_FAILED, PANTHER_APPX, &[], "");
         assert_eq!(category, "appx-not-provisioned");
         assert!(!retriable);
         assert!(evidence[0].contains("BingWeather"));
         // Log evidence beats the error name, even an AWS-side one.
-        let (category, ..) = classify(errors::INSTANCE_GONE, PANTHER_APPX, "");
+        let (category, ..) = classify(errors::INSTANCE_GONE, PANTHER_APPX, &[], "");
         assert_eq!(category, "appx-not-provisioned");
     }
 
@@ -1200,7 +1396,7 @@ mod tests {
             ("States.Runtime", "unknown"),
         ];
         for (name, expected) in cases {
-            let (category, _, evidence, remediation) = classify(name, "it went wrong", "");
+            let (category, _, evidence, remediation) = classify(name, "it went wrong", &[], "");
             assert_eq!(category, expected, "{name}");
             assert_eq!(evidence, ["it went wrong"], "{name}");
             assert!(!remediation.is_empty(), "{name}");
@@ -1208,7 +1404,7 @@ mod tests {
         // Issue 10, bug 2: every healthy EC2Launch v2 boot prints IMAGE_STATE_UNDEPLOYABLE
         // ("Troubleshoot EC2Launch v2", sample console output): with a time-out it is `timeout`.
         let console = "2020/08/13 17:25:12Z: Windows is being configured. SysprepState=IMAGE_STATE_UNDEPLOYABLE\n2020/08/13 17:28:13Z: Message: Windows is Ready to use";
-        assert_eq!(classify(errors::TIMEOUT, "", console).0, "timeout");
+        assert_eq!(classify(errors::TIMEOUT, "", &[], console).0, "timeout");
     }
 
     #[test]
@@ -1225,13 +1421,14 @@ mod tests {
         );
         assert!(error.cause.contains("Contoso.App"));
         assert_eq!(
-            classify(errors::PREFLIGHT_BLOCKED, &error.cause, "").0,
+            classify(errors::PREFLIGHT_BLOCKED, &error.cause, &[], "").0,
             "appx-not-provisioned"
         );
         let reboot_only = "pre-flight on i-1 blocked by [pending-reboot]: reboot first";
         assert_eq!(
-            classify(errors::PREFLIGHT_BLOCKED, reboot_only, "").0,
-            "provider-failure"
+            classify(errors::PREFLIGHT_BLOCKED, reboot_only, &[], "").0,
+            // Sysprep refuses to validate with a reboot pending (preflight::category_of).
+            "validation-failed"
         );
     }
 
@@ -1304,7 +1501,8 @@ mod tests {
         };
         assert!(template("ec2launch-v2").contains("'ec2launch sysprep'"));
         assert!(template("ec2launch-v1").contains("SysprepInstance.ps1"));
-        assert!(template("ec2config").contains("-sysprep"));
+        // EC2Config's no-shutdown form: sysprep.exe /quit with its own answer file.
+        assert!(template("ec2config").contains("sysprep2008.xml"));
         assert!(template("none").contains("/generalize"));
         let bad = command_template(
             &json!({"kind": "sysprep", "agent": "ec2launch-v9"}),

@@ -30,6 +30,8 @@ pub const HANDLER_ACTIONS: &[(&str, &[Operation])] = &[
             SendCommand,
             GetCommandInvocation,
             RecordLifecycleActionHeartbeat,
+            // A builder terminated while Sysprep runs never reports the command's end.
+            DescribeInstances,
         ],
     ),
     ("check_secrets", &[CheckSecret]),
@@ -45,6 +47,9 @@ pub const HANDLER_ACTIONS: &[(&str, &[Operation])] = &[
             SendCommand,
         ],
     ),
+    // Sysprep ran without shutdown: the bake stops the builder through the API.
+    ("stop_instance", &[StopInstances]),
+    ("plan_remedy", &[]),
     ("create_image", &[CreateImage]),
     ("check_image", &[DescribeImages]),
     ("tag_image", &[CreateTags]),

@@ -40,6 +40,7 @@ pub mod handlers;
 pub mod iam;
 pub mod local;
 pub mod metrics;
+pub mod remediation;
 pub mod scripts;
 
 use std::sync::Arc;

@@ -40,10 +40,25 @@ async fn ssm_agent_never_online_fails_as_agent_unreachable() {
     assert_eq!(category.as_deref(), Some("agent-unreachable"));
 }
 
+/// Issue 10, self-healing bake: the AppX blocker is removed for all users through SSM, pre-flight
+/// passes and the bake succeeds (a remedied blocker stays fixed).
 #[tokio::test(flavor = "current_thread")]
-async fn appx_preflight_blocker_stops_before_sysprep() {
+async fn appx_preflight_blocker_is_remedied_and_the_bake_succeeds() {
     let (fleet, category) = bake_under("[[fault]]\nkind = \"preflight-appx-blocker\"\n").await;
+    assert_eq!(category, None);
+    let remedies = remedy_commands(&fleet);
+    assert_eq!(remedies.len(), 1, "{remedies:?}");
+    assert!(remedies[0].contains("Remove-AppxPackage"));
+}
+
+/// A blocker that comes back fails the bake after the default two rounds, with the original
+/// category: never an endless loop.
+#[tokio::test(flavor = "current_thread")]
+async fn a_recurring_appx_blocker_fails_after_two_rounds() {
+    let (fleet, category) =
+        bake_under("[[fault]]\nkind = \"preflight-appx-blocker\"\nrecurs = true\n").await;
     assert_eq!(category.as_deref(), Some("appx-not-provisioned"));
+    assert_eq!(remedy_commands(&fleet).len(), 2);
     // Sysprep never ran: no instance was generalized.
     assert!(
         fleet
@@ -52,6 +67,16 @@ async fn appx_preflight_blocker_stops_before_sysprep() {
             .iter()
             .all(|i| i.state != cloud::InstanceState::Stopped)
     );
+}
+
+fn remedy_commands(fleet: &LocalFleet) -> Vec<String> {
+    fleet
+        .sim
+        .sent_commands()
+        .iter()
+        .filter(|c| c.commands.first().map(String::as_str) == Some("# fleetprep:remedy"))
+        .map(|c| c.commands.join("\n"))
+        .collect()
 }
 
 #[tokio::test(flavor = "current_thread")]
