@@ -137,12 +137,12 @@ fn print_summary(
 fn remediation(events: &[asl::history::HistoryEvent]) -> Option<serde_json::Value> {
     let last = events
         .iter()
+        .rev()
         .filter_map(|e| e.state_exited_event_details.as_deref())
         .filter(|d| d.name == "PlanRemedy")
         .filter_map(|d| d.output.as_deref())
         .filter_map(|output| serde_json::from_str::<serde_json::Value>(output).ok())
-        .filter_map(|output| output.get("remediation").cloned())
-        .last()?;
+        .find_map(|output| output.get("remediation").cloned())?;
     let remedies = last.get("history").cloned().unwrap_or_else(|| json!([]));
     if remedies.as_array().is_none_or(|a| a.is_empty()) {
         return None;
