@@ -1999,7 +1999,15 @@ impl Cloud for SimCloud {
             // The `sysprep` crate's report scripts are recognised by the output markers they
             // print (stable constants), checked first: their text mentions Sysprep and the
             // launch agents too.
-            if script.contains(sysprep::preflight::PREFLIGHT_MARKER) {
+            if request.document_name == "AWS-InstallWindowsUpdates" {
+                // The document installs the updates and reboots as they need (AllowReboot):
+                // tens of minutes, and no reboot is left pending afterwards.
+                delay = self.draw(&format!("updates/{id}"), (20 * 60, 40 * 60));
+                if let Some(instance) = world.instances.get_mut(id) {
+                    instance.reboot_pending = false;
+                }
+                stdout = "Windows updates installed.".into();
+            } else if script.contains(sysprep::preflight::PREFLIGHT_MARKER) {
                 stdout = preflight_json(&world.instances[id], now);
             } else if script.contains(sysprep::remedy::REMEDY_MARKER) {
                 let recurs = self

@@ -24,6 +24,10 @@ use sysprep::agent::LaunchAgent;
 use sysprep::commands::{self, NameSource, RenameRestart, SysprepOptions};
 use sysprep::diagnose::{Category, DiagnosisContext};
 
+/// The SSM document that installs Windows updates (AWS-UpdateWindowsAmi's update step). A
+/// deployment's `ssm:SendCommand` permission must name it beside `AWS-RunPowerShellScript`.
+pub const WINDOWS_UPDATES_DOCUMENT: &str = "AWS-InstallWindowsUpdates";
+
 /// Every action [`call`] knows, in the order of [`crate::iam::HANDLER_ACTIONS`].
 pub fn actions() -> impl Iterator<Item = &'static str> {
     crate::iam::HANDLER_ACTIONS.iter().map(|(name, _)| *name)
@@ -439,6 +443,8 @@ fn command_template(
             scripts::labelled(&kind, &script)
         }
         "customization" | "cleanup" => scripts::user_script(&kind, &string(p, "script")?),
+        // Sent as the AWS-InstallWindowsUpdates document (see send_command), not a script.
+        "windows-updates" => Vec::new(),
         other => {
             return Err(HandlerError::new(
                 errors::INVALID_INPUT,
@@ -480,16 +486,34 @@ async fn send_command(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
         );
         return Ok(json!({"ticket": ticket}));
     }
-    let commands = scripts::render(&template, &[(instance_id.clone(), value)]);
-    let command_id = ctx
-        .cloud
-        .send_command(SendCommandRequest {
+    let request = if kind == "windows-updates" {
+        // The SSM document AWS-UpdateWindowsAmi uses: it installs the updates and reboots as
+        // they need (AllowReboot), resuming after each reboot.
+        SendCommandRequest {
             instance_ids: vec![instance_id],
+            document_name: WINDOWS_UPDATES_DOCUMENT.into(),
+            parameters: [
+                ("Action".to_owned(), vec!["Install".to_owned()]),
+                ("AllowReboot".to_owned(), vec!["True".to_owned()]),
+            ]
+            .into_iter()
+            .collect(),
+            comment: Some(format!("fleetprep {kind}")),
+            ..SendCommandRequest::default()
+        }
+    } else {
+        SendCommandRequest {
+            instance_ids: vec![instance_id.clone()],
             document_name: DOCUMENT.into(),
-            commands,
+            commands: scripts::render(&template, &[(instance_id, value)]),
             execution_timeout_seconds: Some(timeout),
             comment: Some(format!("fleetprep {kind}")),
-        })
+            ..SendCommandRequest::default()
+        }
+    };
+    let command_id = ctx
+        .cloud
+        .send_command(request)
         .await
         .map_err(cloud_err("SendCommand"))?;
     Ok(json!({"ticket": format!("ssm:{command_id}")}))

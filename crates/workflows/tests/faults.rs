@@ -211,3 +211,34 @@ async fn names_held_by_another_writer_are_never_handed_out_twice() {
     // Failure metric: none, this conflict is resolved, not failed.
     assert_eq!(common::failed_metrics(&fleet, "name-on-launch"), 0);
 }
+
+/// Issue 10: `[bake] windows_updates` installs updates through AWS-InstallWindowsUpdates (the
+/// document AWS-UpdateWindowsAmi uses) before pre-flight; it reboots as the updates need, so
+/// the pending reboot is gone and no remedy runs.
+#[tokio::test(flavor = "current_thread")]
+async fn windows_updates_run_through_the_aws_document_before_preflight() {
+    let fleet = common::fleet("[[fault]]\nkind = \"pending-reboot\"\n").await;
+    let input = workflows::BakeConfig {
+        windows_updates: true,
+        ..common::bake_config(&fleet)
+    }
+    .input();
+    let arn = fleet
+        .engine
+        .start_execution("bake", Some("bake-updates"), input)
+        .expect("start");
+    fleet.run_until_idle().await.expect("run");
+    let done = fleet.engine.describe(&arn).expect("describe");
+    assert_eq!(done.status, Status::Succeeded, "{:?}", done.cause);
+    let sent = fleet.sim.sent_commands();
+    let updates = sent
+        .iter()
+        .position(|c| c.document_name == workflows::handlers::WINDOWS_UPDATES_DOCUMENT)
+        .expect("updates sent");
+    let preflight = sent
+        .iter()
+        .position(|c| c.commands.first().map(String::as_str) == Some("# fleetprep:preflight"))
+        .unwrap();
+    assert!(updates < preflight);
+    assert!(remedy_commands(&fleet).is_empty());
+}
