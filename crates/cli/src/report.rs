@@ -302,6 +302,21 @@ pub async fn simulated_fleet(
 }
 
 /// A seed from the wall clock when none is given, so repeated runs get fresh instance ids.
+/// An execution name not yet used in the store: `{prefix}-{n}` with the smallest free `n`.
+/// Execution names are unique per state machine (StartExecution: "ExecutionAlreadyExists"),
+/// and one store keeps every run, so a second run with the same seed needs a new name.
+pub fn fresh_execution_name(engine: &engine::Engine, prefix: &str) -> anyhow::Result<String> {
+    let taken: std::collections::BTreeSet<String> = engine
+        .list_executions(None)?
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    Ok((0u64..)
+        .map(|n| format!("{prefix}-{n}"))
+        .find(|name| !taken.contains(name))
+        .unwrap_or_else(|| prefix.to_owned()))
+}
+
 pub fn seed_or_now(seed: Option<u64>) -> u64 {
     seed.unwrap_or_else(|| {
         SystemClock

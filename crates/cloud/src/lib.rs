@@ -492,8 +492,12 @@ pub struct SendCommandRequest {
     /// At most [`SEND_COMMAND_MAX_INSTANCES`].
     pub instance_ids: Vec<String>,
     pub document_name: String,
-    /// The document's `commands` parameter: script lines.
+    /// The document's `commands` parameter: script lines (`AWS-RunPowerShellScript`).
     pub commands: Vec<String>,
+    /// Parameters of any other document (e.g. `AWS-InstallWindowsUpdates`: `Action`,
+    /// `AllowReboot`), sent as given.
+    #[serde(default)]
+    pub parameters: std::collections::BTreeMap<String, Vec<String>>,
     /// The document's `executionTimeout` parameter, seconds.
     pub execution_timeout_seconds: Option<u32>,
     pub comment: Option<String>,

@@ -51,6 +51,27 @@ async fn bake_produces_an_available_tagged_image_and_leaves_nothing_running() {
         .filter(|(_, d)| d.metric_name == "Succeeded")
         .count();
     assert_eq!(succeeded, 1);
-    // A healthy shutdown needs no forced stop.
-    assert!(!fleet.sim().api_calls().contains_key("ec2:StopInstances"));
+    // Issue 10, bug 1: Sysprep without shutdown, ImageState confirmed, then one stop through
+    // the API (AWS-UpdateWindowsAmi), never a forced one.
+    assert_eq!(fleet.sim().api_calls().get("ec2:StopInstances"), Some(&1));
+    let kinds: Vec<String> = fleet
+        .sim()
+        .sent_commands()
+        .iter()
+        .filter_map(|c| c.commands.first().cloned())
+        .collect();
+    let sysprep = kinds
+        .iter()
+        .position(|k| k == "# fleetprep:sysprep")
+        .unwrap();
+    let sealed = kinds
+        .iter()
+        .position(|k| k == "# fleetprep:image-state")
+        .unwrap();
+    assert!(sysprep < sealed, "{kinds:?}");
+    let script = fleet.sim().sent_commands()[sysprep].commands.join("\n");
+    assert!(
+        !script.contains("--shutdown") && !script.contains("Start-Process"),
+        "{script}"
+    );
 }

@@ -40,10 +40,25 @@ async fn ssm_agent_never_online_fails_as_agent_unreachable() {
     assert_eq!(category.as_deref(), Some("agent-unreachable"));
 }
 
+/// Issue 10, self-healing bake: the AppX blocker is removed for all users through SSM, pre-flight
+/// passes and the bake succeeds (a remedied blocker stays fixed).
 #[tokio::test(flavor = "current_thread")]
-async fn appx_preflight_blocker_stops_before_sysprep() {
+async fn appx_preflight_blocker_is_remedied_and_the_bake_succeeds() {
     let (fleet, category) = bake_under("[[fault]]\nkind = \"preflight-appx-blocker\"\n").await;
+    assert_eq!(category, None);
+    let remedies = remedy_commands(&fleet);
+    assert_eq!(remedies.len(), 1, "{remedies:?}");
+    assert!(remedies[0].contains("Remove-AppxPackage"));
+}
+
+/// A blocker that comes back fails the bake after the default two rounds, with the original
+/// category: never an endless loop.
+#[tokio::test(flavor = "current_thread")]
+async fn a_recurring_appx_blocker_fails_after_two_rounds() {
+    let (fleet, category) =
+        bake_under("[[fault]]\nkind = \"preflight-appx-blocker\"\nrecurs = true\n").await;
     assert_eq!(category.as_deref(), Some("appx-not-provisioned"));
+    assert_eq!(remedy_commands(&fleet).len(), 2);
     // Sysprep never ran: no instance was generalized.
     assert!(
         fleet
@@ -52,6 +67,16 @@ async fn appx_preflight_blocker_stops_before_sysprep() {
             .iter()
             .all(|i| i.state != cloud::InstanceState::Stopped)
     );
+}
+
+fn remedy_commands(fleet: &LocalFleet) -> Vec<String> {
+    fleet
+        .sim()
+        .sent_commands()
+        .iter()
+        .filter(|c| c.commands.first().map(String::as_str) == Some("# fleetprep:remedy"))
+        .map(|c| c.commands.join("\n"))
+        .collect()
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -73,10 +98,12 @@ async fn instance_stuck_in_stopping_is_force_stopped_and_the_bake_succeeds() {
     assert!(fleet.sim().api_calls()["ec2:StopInstances"] >= 1);
 }
 
+/// Issue 10: a 10-minute EC2 throttling storm used to fail the bake in under 3 simulated
+/// minutes; Fleetprep.Throttled now has its own capped, jittered retrier.
 #[tokio::test(flavor = "current_thread")]
 async fn request_limit_storm_is_absorbed_by_retries() {
     let (fleet, category) =
-        bake_under("[[fault]]\nkind = \"throttle-storm\"\nduration_seconds = 90\n").await;
+        bake_under("[[fault]]\nkind = \"throttle-storm\"\nduration_seconds = 600\n").await;
     assert_eq!(category, None, "throttling must not fail the workflow");
     assert!(!fleet.sim().throttled_calls().is_empty());
 }
@@ -183,4 +210,35 @@ async fn names_held_by_another_writer_are_never_handed_out_twice() {
     assert!(names.is_disjoint(&foreign), "{names:?} vs {foreign:?}");
     // Failure metric: none, this conflict is resolved, not failed.
     assert_eq!(common::failed_metrics(&fleet, "name-on-launch"), 0);
+}
+
+/// Issue 10: `[bake] windows_updates` installs updates through AWS-InstallWindowsUpdates (the
+/// document AWS-UpdateWindowsAmi uses) before pre-flight; it reboots as the updates need, so
+/// the pending reboot is gone and no remedy runs.
+#[tokio::test(flavor = "current_thread")]
+async fn windows_updates_run_through_the_aws_document_before_preflight() {
+    let fleet = common::fleet("[[fault]]\nkind = \"pending-reboot\"\n").await;
+    let input = workflows::BakeConfig {
+        windows_updates: true,
+        ..common::bake_config(&fleet)
+    }
+    .input();
+    let arn = fleet
+        .engine()
+        .start_execution("bake", Some("bake-updates"), input)
+        .expect("start");
+    fleet.run_until_idle().await.expect("run");
+    let done = fleet.engine().describe(&arn).expect("describe");
+    assert_eq!(done.status, Status::Succeeded, "{:?}", done.cause);
+    let sent = fleet.sim().sent_commands();
+    let updates = sent
+        .iter()
+        .position(|c| c.document_name == workflows::handlers::WINDOWS_UPDATES_DOCUMENT)
+        .expect("updates sent");
+    let preflight = sent
+        .iter()
+        .position(|c| c.commands.first().map(String::as_str) == Some("# fleetprep:preflight"))
+        .unwrap();
+    assert!(updates < preflight);
+    assert!(remedy_commands(&fleet).is_empty());
 }

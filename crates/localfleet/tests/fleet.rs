@@ -64,6 +64,48 @@ async fn sysprep_naming_mode_changes_the_machine_sid() {
         .map(|i| i.machine_sid.clone())
         .collect();
     assert_eq!(sids.len(), 3, "each generalized instance has its own SID");
+    // Issue 10: pre-flight runs on each instance before it is generalized.
+    let kinds: Vec<String> = fleet
+        .sim()
+        .sent_commands()
+        .iter()
+        .filter_map(|c| c.commands.first().cloned())
+        .collect();
+    let preflight = kinds.iter().position(|k| k == "# fleetprep:preflight");
+    let generalize = kinds.iter().position(|k| k == "# fleetprep:generalize");
+    assert!(preflight.is_some() && preflight < generalize, "{kinds:?}");
+}
+
+/// Issue 10: in the sysprep naming mode a pre-flight blocker abandons the launch before the
+/// instance is generalized, and its name goes back to the pool.
+#[tokio::test(flavor = "current_thread")]
+async fn sysprep_naming_mode_abandons_a_launch_that_fails_preflight() {
+    let fleet = common::fleet_with(
+        "[[fault]]\nkind = \"preflight-appx-blocker\"\ntarget = \"group\"\n",
+        "{prefix}-{seq:3}",
+        Settings {
+            naming_mode: NamingMode::Sysprep,
+            ..Settings::default()
+        },
+    )
+    .await;
+    common::group(&fleet, 900);
+    fleet.sim().set_desired_capacity("web", 2).unwrap();
+    fleet.run_until_idle().await.unwrap();
+    let statuses = common::statuses(&fleet, "name-on-launch");
+    assert_eq!(statuses.len(), 2);
+    for (status, error) in &statuses {
+        assert_eq!(*status, Status::Failed);
+        assert_eq!(error.as_deref(), Some("Fleetprep.PreflightBlocked"));
+    }
+    assert!(
+        fleet
+            .sim()
+            .sent_commands()
+            .iter()
+            .all(|c| c.commands.first().map(String::as_str) != Some("# fleetprep:generalize"))
+    );
+    assert!(fleet.sim().name_pool().list().await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -228,6 +270,7 @@ async fn the_default_rename_method_sends_rename_computer() {
             script.contains("Rename-Computer -NewName $desired"),
             "{script}"
         );
-        assert!(!script.contains("setHostName"), "{script}");
+        // It only removes other names' setHostName tasks (issue 10, point 8), never adds one.
+        assert!(!script.contains("task = 'setHostName'"), "{script}");
     }
 }

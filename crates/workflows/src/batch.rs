@@ -140,6 +140,7 @@ impl Batcher {
                     commands: scripts::render(&template, &table),
                     execution_timeout_seconds: Some(timeout),
                     comment: Some(format!("fleetprep batch of {}", chunk.len())),
+                    ..SendCommandRequest::default()
                 };
                 let result = cloud.send_command(request).await;
                 let mut state = self.state();

@@ -31,6 +31,10 @@ use sysprep::agent::LaunchAgent;
 use sysprep::commands::{self, NameSource, RenameRestart, SysprepOptions};
 use sysprep::diagnose::{Category, DiagnosisContext};
 
+/// The SSM document that installs Windows updates (AWS-UpdateWindowsAmi's update step). A
+/// deployment's `ssm:SendCommand` permission must name it beside `AWS-RunPowerShellScript`.
+pub const WINDOWS_UPDATES_DOCUMENT: &str = "AWS-InstallWindowsUpdates";
+
 /// One action of the function: its name (the ASL `Payload.action`), its request type, its
 /// handler and the Cloud operations it may call.
 pub struct Action {
@@ -115,6 +119,8 @@ pub static ACTIONS: &[Action] = &[
             SendCommand,
             GetCommandInvocation,
             RecordLifecycleActionHeartbeat,
+            // A builder terminated during Sysprep never reports its command's end.
+            DescribeInstances,
         ]
     ),
     action!("check_secrets", CheckSecrets, check_secrets, [CheckSecret]),
@@ -132,6 +138,14 @@ pub static ACTIONS: &[Action] = &[
             SendCommand,
         ]
     ),
+    action!(
+        "stop_instance",
+        InstanceRequest,
+        stop_instance,
+        [StopInstances]
+    ),
+    // Pure: decides the next remediation round from the failure, no cloud call.
+    action!("plan_remedy", PlanRemedy, plan_remedy, []),
     action!("create_image", CreateImage, create_image, [CreateImage]),
     action!("check_image", CheckImage, check_image, [DescribeImages]),
     action!("tag_image", TagImage, tag_image, [CreateTags]),
@@ -322,6 +336,10 @@ pub struct SendCommand {
     pub agent: Option<String>,
     /// `customization`/`cleanup`: the PowerShell to run.
     pub script: Option<String>,
+    /// `secrets-check`: the secrets the builder must be able to read.
+    pub secrets: Option<Vec<SecretRef>>,
+    /// `remedy`: the plan `plan_remedy` answered.
+    pub plan: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -357,6 +375,20 @@ pub struct CheckStopped {
 pub struct CreateImage {
     pub instance_id: String,
     pub name: Option<String>,
+    /// The retry of a failed image (Client.InternalError): a new image, new token and name.
+    pub attempt: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanRemedy {
+    pub error: Option<CaughtError>,
+    /// The `panther` command's answer (`stdout`).
+    pub panther: Option<Value>,
+    /// The rounds already run (`rounds`, `history`).
+    pub remediation: Option<Value>,
+    /// The `[bake.remediation]` toggles.
+    pub settings: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -388,6 +420,8 @@ pub struct CaughtError {
 pub struct CollectDiagnostics {
     pub error: Option<CaughtError>,
     pub instance_id: Option<String>,
+    /// The `panther` command's answer (`stdout`).
+    pub panther: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -651,7 +685,7 @@ async fn check_ssm_online(r: CheckSsmOnline, ctx: &Context) -> Result<Value, Han
         .is_some_and(|i| i.ping_status == PingStatus::Online);
     let name_ok = match (&expected, &info) {
         (Some(expected), Some(info)) => {
-            sysprep::hostname::key(&info.computer_name) == sysprep::hostname::key(expected)
+            sysprep::hostname::ssm_name_matches(&info.computer_name, expected)
         }
         (Some(_), None) => false,
         (None, _) => true,
@@ -692,9 +726,19 @@ async fn check_ssm_online(r: CheckSsmOnline, ctx: &Context) -> Result<Value, Han
 /// The script template for a command `kind`, the instance's table value and the execution
 /// timeout. `settings` picks how a rename is done ([`Settings::rename_method`]); the batcher
 /// groups by the rendered template, so commands of different methods never share a send.
+#[cfg(test)]
 fn command_template(
     r: &SendCommand,
     settings: &Settings,
+) -> Result<(Vec<String>, String, u32), HandlerError> {
+    command_template_in(r, settings, "")
+}
+
+/// [`command_template`] within an execution (a reboot remedy's marker names it).
+fn command_template_in(
+    r: &SendCommand,
+    settings: &Settings,
+    execution: &str,
 ) -> Result<(Vec<String>, String, u32), HandlerError> {
     let kind = &r.kind;
     let value = r.value.clone().unwrap_or_default();
@@ -726,7 +770,9 @@ fn command_template(
                     .map_err(|e| invalid(format!("send_command sysprep: field \"agent\": {e}")))?,
                 None => LaunchAgent::None,
             };
-            let sequence = commands::sysprep_commands(agent, &SysprepOptions::default())
+            // Without shutdown, waited for in the command, as AWS-UpdateWindowsAmi does: a
+            // failure is seen while SSM is online, and the bake stops the builder itself.
+            let sequence = commands::sysprep_commands(agent, &SysprepOptions::no_shutdown())
                 .map_err(|e| invalid(format!("send_command sysprep: {e}")))?;
             scripts::labelled(kind, &sequence.script())
         }
@@ -738,24 +784,80 @@ fn command_template(
             })?;
             scripts::user_script(kind, script)
         }
+        "image-state" => scripts::labelled(kind, &sysprep::agent::image_state_script()),
+        "panther" => scripts::labelled(kind, &sysprep::panther::collection_script()),
+        "secrets-check" => {
+            let references: Vec<sysprep::unattend::PasswordRef> = r
+                .secrets
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| match r {
+                    SecretRef::SecretsManager { secret_id } => {
+                        sysprep::unattend::PasswordRef::SecretsManager {
+                            secret_id,
+                            json_key: None,
+                        }
+                    }
+                    SecretRef::SsmParameter { name } => {
+                        sysprep::unattend::PasswordRef::SsmParameter { name }
+                    }
+                })
+                .collect();
+            scripts::labelled(kind, &sysprep::secrets::secret_check_script(&references))
+        }
+        "remedy" => {
+            let plan = r.plan.clone().unwrap_or(Value::Null);
+            let script = match plan.get("remedy").and_then(Value::as_str) {
+                Some("appx") => {
+                    let packages: Vec<String> = plan
+                        .get("packages")
+                        .and_then(Value::as_array)
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(Value::as_str)
+                                .map(str::to_owned)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    sysprep::remedy::appx_removal_script(&packages)
+                }
+                Some("reboot") => sysprep::remedy::reboot_script(&format!(
+                    "{}-{}",
+                    execution,
+                    plan.get("round").and_then(Value::as_u64).unwrap_or(0)
+                )),
+                Some("bitlocker") => sysprep::remedy::bitlocker_off_script(),
+                other => {
+                    return Err(invalid(format!(
+                        "send_command remedy: plan.remedy {other:?} must be appx, reboot or bitlocker"
+                    )));
+                }
+            };
+            scripts::labelled(kind, &script)
+        }
+        // Sent as the AWS-InstallWindowsUpdates document (see send_command), not a script.
+        "windows-updates" => Vec::new(),
         other => {
             return Err(HandlerError::new(
                 errors::INVALID_INPUT,
                 format!(
-                    "send_command: unknown kind {other:?}; expected rename, generalize, identity, detect-agent, preflight, sysprep, customization or cleanup"
+                    "send_command: unknown kind {other:?}; expected rename, generalize, identity, detect-agent, preflight, sysprep, image-state, panther, secrets-check, remedy, customization or cleanup"
                 ),
             ));
         }
     };
     let timeout = match kind.as_str() {
         "sysprep" | "generalize" => 3600,
+        // BitLocker's remedy only starts the decryption; a reboot comes back through SSM.
+        "remedy" => 3600,
         _ => 1800,
     };
     Ok((lines, value, timeout))
 }
 
 async fn send_command(r: SendCommand, ctx: &Context) -> Result<Value, HandlerError> {
-    let (template, value, timeout) = command_template(&r, &ctx.settings)?;
+    let (template, value, timeout) = command_template_in(&r, &ctx.settings, &ctx.task.execution)?;
     let SendCommand {
         instance_id, kind, ..
     } = r;
@@ -778,16 +880,34 @@ async fn send_command(r: SendCommand, ctx: &Context) -> Result<Value, HandlerErr
         );
         return Ok(json!({"ticket": ticket}));
     }
-    let commands = scripts::render(&template, &[(instance_id.clone(), value)]);
-    let command_id = ctx
-        .cloud
-        .send_command(SendCommandRequest {
+    let request = if kind == "windows-updates" {
+        // The SSM document AWS-UpdateWindowsAmi uses: it installs the updates and reboots as
+        // they need (AllowReboot), resuming after each reboot.
+        SendCommandRequest {
             instance_ids: vec![instance_id],
+            document_name: WINDOWS_UPDATES_DOCUMENT.into(),
+            parameters: [
+                ("Action".to_owned(), vec!["Install".to_owned()]),
+                ("AllowReboot".to_owned(), vec!["True".to_owned()]),
+            ]
+            .into_iter()
+            .collect(),
+            comment: Some(format!("fleetprep {kind}")),
+            ..SendCommandRequest::default()
+        }
+    } else {
+        SendCommandRequest {
+            instance_ids: vec![instance_id.clone()],
             document_name: DOCUMENT.into(),
-            commands,
+            commands: scripts::render(&template, &[(instance_id, value)]),
             execution_timeout_seconds: Some(timeout),
             comment: Some(format!("fleetprep {kind}")),
-        })
+            ..SendCommandRequest::default()
+        }
+    };
+    let command_id = ctx
+        .cloud
+        .send_command(request)
         .await
         .map_err(cloud_err("SendCommand"))?;
     Ok(json!({"ticket": format!("ssm:{command_id}")}))
@@ -862,6 +982,10 @@ async fn check_command(r: CheckCommand, ctx: &Context) -> Result<Value, HandlerE
                 ),
             ))
         }
+        _ if kind == "sysprep" && builder_gone(ctx, &instance_id).await? => Err(HandlerError::new(
+            errors::INSTANCE_GONE,
+            format!("builder {instance_id} was terminated during Sysprep"),
+        )),
         _ if wait.expired(r.timeout_seconds, 1800) => Err(HandlerError::new(
             errors::TIMEOUT,
             format!(
@@ -872,6 +996,22 @@ async fn check_command(r: CheckCommand, ctx: &Context) -> Result<Value, HandlerE
         )),
         _ => Ok(wait.answer(false, json!({"status": format!("{:?}", invocation.status)}))),
     }
+}
+
+/// Whether the instance is shutting down or terminated: an instance that goes away while
+/// Sysprep runs never reports its command's end.
+async fn builder_gone(ctx: &Context, instance_id: &str) -> Result<bool, HandlerError> {
+    let instances = ctx
+        .cloud
+        .describe_instances(&[instance_id.to_owned()])
+        .await
+        .map_err(cloud_err("DescribeInstances"))?;
+    Ok(instances.first().is_none_or(|i| {
+        matches!(
+            i.state,
+            InstanceState::ShuttingDown | InstanceState::Terminated
+        )
+    }))
 }
 
 /// Turns a finished command's stdout into workflow data (and pre-flight blockers into errors),
@@ -931,6 +1071,37 @@ fn interpret(kind: &str, instance_id: &str, stdout: &str) -> Result<Value, Handl
                 ));
             }
             Ok(json!({"findings": result.findings}))
+        }
+        "image-state" => {
+            // A Sysprep that returned without sealing the image failed, whatever its exit code
+            // said (SysprepInstance.ps1 reports nothing).
+            let state = sysprep::agent::confirm_sealed(stdout).map_err(|e| {
+                HandlerError::new(
+                    errors::SYSPREP_FAILED,
+                    format!("Sysprep on {instance_id} did not seal the image: {e}"),
+                )
+            })?;
+            Ok(json!({"image_state": state.as_str()}))
+        }
+        "secrets-check" => {
+            let checks = sysprep::secrets::parse_secret_check(stdout)
+                .map_err(|e| unreadable("secret check", &e))?;
+            let problems = sysprep::secrets::unreadable(&checks);
+            if !problems.is_empty() {
+                return Err(HandlerError::new(
+                    errors::SECRET_MISSING,
+                    format!(
+                        "builder {instance_id} cannot read its secrets: {}",
+                        problems.join("; ")
+                    ),
+                ));
+            }
+            Ok(json!({"checked": checks.len()}))
+        }
+        "remedy" => {
+            let report = sysprep::remedy::parse_remedy_output(stdout)
+                .map_err(|e| unreadable("remedy", &e))?;
+            serde_json::to_value(report).map_err(|e| unreadable("remedy", &e))
         }
         _ => Ok(json!({"stdout": stdout})),
     }
@@ -1025,10 +1196,84 @@ async fn check_stopped(r: CheckStopped, ctx: &Context) -> Result<Value, HandlerE
     Ok(wait.answer(false, json!({"state": instance.state.as_str()})))
 }
 
+/// Stops the builder through the EC2 API once Sysprep has sealed the image (the
+/// AWS-UpdateWindowsAmi sequence: Sysprep without shutdown, then stop the instance).
+async fn stop_instance(r: InstanceRequest, ctx: &Context) -> Result<Value, HandlerError> {
+    let instance_id = r.instance_id;
+    let changes = ctx
+        .cloud
+        .stop_instances(std::slice::from_ref(&instance_id), false)
+        .await
+        .map_err(cloud_err("StopInstances"))?;
+    let state = changes
+        .first()
+        .map(|c| c.current_state.as_str())
+        .unwrap_or("unknown");
+    Ok(json!({"state": state}))
+}
+
+/// Decides the next remediation round of a self-healing bake from the failure (`error`), the
+/// rounds already run (`remediation`) and the `[bake.remediation]` toggles (`settings`): the
+/// remedy to apply, or none, which ends the bake with the failure as it is (a remedy that did
+/// not help ends with the original category). Pure: no cloud call.
+async fn plan_remedy(r: PlanRemedy, _ctx: &Context) -> Result<Value, HandlerError> {
+    let error = r.error.unwrap_or_default();
+    let error_name = error.error.as_deref().unwrap_or("");
+    let cause = cause_text(&error);
+    let panther = panther_stdout(r.panther.as_ref());
+    let settings = crate::remediation::RemediationSettings::from_payload(r.settings.as_ref());
+    let previous = r.remediation.unwrap_or(Value::Null);
+    let rounds = previous.get("rounds").and_then(Value::as_u64).unwrap_or(0);
+    let plan = crate::remediation::plan(error_name, &cause, panther, rounds, &settings);
+    let mut history: Vec<Value> = previous
+        .get("history")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let remedy = plan.as_ref().map(|(remedy, _)| remedy.as_str());
+    if let Some(remedy) = remedy {
+        history.push(json!(remedy));
+    }
+    Ok(json!({
+        "remedy": remedy,
+        "packages": plan.map(|(_, packages)| packages).unwrap_or_default(),
+        "round": rounds + u64::from(remedy.is_some()),
+        "rounds": rounds + u64::from(remedy.is_some()),
+        "history": history,
+        "max_rounds": settings.max_rounds,
+    }))
+}
+
+/// The cause of a caught error, unwrapped from Lambda's `{"errorMessage": ...}` envelope.
+fn cause_text(error: &CaughtError) -> String {
+    let raw = error.cause.clone().unwrap_or_default();
+    serde_json::from_str::<Value>(&raw)
+        .ok()
+        .and_then(|v| {
+            v.get("errorMessage")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or(raw)
+}
+
+/// The `stdout` of the `panther` command's answer, or nothing.
+fn panther_stdout(panther: Option<&Value>) -> &str {
+    panther
+        .and_then(|v| v.get("stdout"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
 async fn create_image(r: CreateImage, ctx: &Context) -> Result<Value, HandlerError> {
     let instance_id = r.instance_id;
     let base = r.name.unwrap_or_else(|| "fleetprep".into());
-    let token = client_token(ctx, "image");
+    // A retry after a failed image (Client.InternalError) is a new image: a new token and
+    // name, while a repeated call of one attempt stays idempotent.
+    let token = match r.attempt.unwrap_or(0) {
+        0 => client_token(ctx, "image"),
+        attempt => client_token(ctx, &format!("image-{attempt}")),
+    };
     // AMI names are unique per region; the execution-derived suffix keeps retries idempotent.
     let name = format!("{base}-{}", &token[token.len() - 8..]);
     let image_id = ctx
@@ -1125,6 +1370,7 @@ async fn terminate_instance(r: InstanceRequest, ctx: &Context) -> Result<Value, 
 pub fn classify(
     error_name: &str,
     cause: &str,
+    panther: &[String],
     console: &str,
 ) -> (String, bool, Vec<String>, String) {
     let timed_out = [
@@ -1140,6 +1386,9 @@ pub fn classify(
     };
     let mut diagnoser = sysprep::diagnose::Diagnoser::new();
     cause.lines().for_each(|line| diagnoser.feed_log_line(line));
+    panther
+        .iter()
+        .for_each(|line| diagnoser.feed_log_line(line));
     console
         .lines()
         .for_each(|line| diagnoser.feed_console_line(line));
@@ -1183,7 +1432,7 @@ pub fn classify(
     let category = match error_name {
         _ if decisive => diagnosis.category,
         errors::PREFLIGHT_BLOCKED => blocking_findings(cause)
-            .find_map(|name| Category::ALL.into_iter().find(|c| c.as_str() == name))
+            .find_map(sysprep::preflight::category_of)
             .unwrap_or(Category::ProviderFailure),
         errors::SYSPREP_FAILED if diagnosis.category == Category::Unknown => {
             Category::ProviderFailure
@@ -1207,8 +1456,16 @@ pub fn classify(
     )
 }
 
+/// The lines of the Panther log tails the `panther` command printed.
+pub fn panther_lines(stdout: &str) -> Vec<String> {
+    sysprep::panther::parse_output(stdout)
+        .into_iter()
+        .flat_map(|log| log.lines)
+        .collect()
+}
+
 /// The finding names of a [`errors::PREFLIGHT_BLOCKED`] cause (`... blocked by [a, b]: ...`).
-fn blocking_findings(cause: &str) -> impl Iterator<Item = &str> {
+pub(crate) fn blocking_findings(cause: &str) -> impl Iterator<Item = &str> {
     cause
         .split_once("blocked by [")
         .and_then(|(_, rest)| rest.split_once(']'))
@@ -1220,17 +1477,14 @@ fn blocking_findings(cause: &str) -> impl Iterator<Item = &str> {
 
 async fn collect_diagnostics(r: CollectDiagnostics, ctx: &Context) -> Result<Value, HandlerError> {
     let error = r.error.unwrap_or_default();
-    let error_name = error.error.unwrap_or_else(|| "States.Runtime".into());
-    let cause_raw = error.cause.unwrap_or_default();
+    let error_name = error
+        .error
+        .clone()
+        .unwrap_or_else(|| "States.Runtime".into());
     // Lambda failures wrap the cause as {"errorMessage": ..., "errorType": ...}.
-    let cause = serde_json::from_str::<Value>(&cause_raw)
-        .ok()
-        .and_then(|v| {
-            v.get("errorMessage")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
-        .unwrap_or(cause_raw);
+    let cause = cause_text(&error);
+    // Panther log tails fetched over SSM while the failed builder was still up.
+    let panther = panther_stdout(r.panther.as_ref());
     let console = match r.instance_id {
         Some(id) => ctx
             .cloud
@@ -1240,7 +1494,8 @@ async fn collect_diagnostics(r: CollectDiagnostics, ctx: &Context) -> Result<Val
             .unwrap_or_default(),
         None => String::new(),
     };
-    let (category, retriable, evidence, remediation) = classify(&error_name, &cause, &console);
+    let (category, retriable, evidence, remediation) =
+        classify(&error_name, &cause, &panther_lines(panther), &console);
     Ok(json!({
         "error": error_name,
         "cause": cause,
@@ -1523,12 +1778,13 @@ mod tests {
 
     #[test]
     fn windows_failures_are_classified_by_sysprep_diagnose() {
-        let (category, retriable, evidence, _) = classify(errors::SYSPREP_FAILED, PANTHER_APPX, "");
+        let (category, retriable, evidence, _) =
+            classify(errors::SYSPREP_FAILED, PANTHER_APPX, &[], "");
         assert_eq!(category, "appx-not-provisioned");
         assert!(!retriable);
         assert!(evidence[0].contains("BingWeather"));
         // Log evidence beats the error name, even an AWS-side one.
-        let (category, ..) = classify(errors::INSTANCE_GONE, PANTHER_APPX, "");
+        let (category, ..) = classify(errors::INSTANCE_GONE, PANTHER_APPX, &[], "");
         assert_eq!(category, "appx-not-provisioned");
     }
 
@@ -1545,18 +1801,15 @@ mod tests {
             ("States.Runtime", "unknown"),
         ];
         for (name, expected) in cases {
-            let (category, _, evidence, remediation) = classify(name, "it went wrong", "");
+            let (category, _, evidence, remediation) = classify(name, "it went wrong", &[], "");
             assert_eq!(category, expected, "{name}");
             assert_eq!(evidence, ["it went wrong"], "{name}");
             assert!(!remediation.is_empty(), "{name}");
         }
-        // IMAGE_STATE_UNDEPLOYABLE on the console means the agent can never come back.
-        let console =
-            "2026-11-26T15:00:00Z Amazon SSM Agent: failed to register (IMAGE_STATE_UNDEPLOYABLE)";
-        assert_eq!(
-            classify(errors::TIMEOUT, "", console).0,
-            "agent-unreachable"
-        );
+        // Issue 10, bug 2: every healthy EC2Launch v2 boot prints IMAGE_STATE_UNDEPLOYABLE
+        // ("Troubleshoot EC2Launch v2", sample console output): with a time-out it is `timeout`.
+        let console = "2020/08/13 17:25:12Z: Windows is being configured. SysprepState=IMAGE_STATE_UNDEPLOYABLE\n2020/08/13 17:28:13Z: Message: Windows is Ready to use";
+        assert_eq!(classify(errors::TIMEOUT, "", &[], console).0, "timeout");
     }
 
     #[test]
@@ -1573,13 +1826,14 @@ mod tests {
         );
         assert!(error.cause.contains("Contoso.App"));
         assert_eq!(
-            classify(errors::PREFLIGHT_BLOCKED, &error.cause, "").0,
+            classify(errors::PREFLIGHT_BLOCKED, &error.cause, &[], "").0,
             "appx-not-provisioned"
         );
         let reboot_only = "pre-flight on i-1 blocked by [pending-reboot]: reboot first";
         assert_eq!(
-            classify(errors::PREFLIGHT_BLOCKED, reboot_only, "").0,
-            "provider-failure"
+            classify(errors::PREFLIGHT_BLOCKED, reboot_only, &[], "").0,
+            // Sysprep refuses to validate with a reboot pending (preflight::category_of).
+            "validation-failed"
         );
     }
 
@@ -1624,7 +1878,8 @@ mod tests {
         let computer = computer.join("\n");
         assert_eq!((value.as_str(), timeout), ("WEB-001", 1800));
         assert!(computer.contains("Rename-Computer -NewName $desired"));
-        assert!(!computer.contains("setHostName"));
+        // It only removes other names' setHostName tasks (issue 10, point 8), never adds one.
+        assert!(!computer.contains("task = 'setHostName'"));
         let (agent, value, _) = template(RenameMethod::Ec2LaunchSetHostName);
         let agent = agent.join("\n");
         assert_eq!(value, "WEB-001");
@@ -1655,7 +1910,8 @@ mod tests {
         };
         assert!(template("ec2launch-v2").contains("'ec2launch sysprep'"));
         assert!(template("ec2launch-v1").contains("SysprepInstance.ps1"));
-        assert!(template("ec2config").contains("-sysprep"));
+        // EC2Config's no-shutdown form: sysprep.exe /quit with its own answer file.
+        assert!(template("ec2config").contains("sysprep2008.xml"));
         assert!(template("none").contains("/generalize"));
         let bad = command_template(
             &request(json!({"kind": "sysprep", "agent": "ec2launch-v9"})),

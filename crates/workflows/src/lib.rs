@@ -41,6 +41,7 @@ pub mod errors;
 pub mod handlers;
 pub mod iam;
 pub mod metrics;
+pub mod remediation;
 pub mod scripts;
 pub mod shape;
 
@@ -239,6 +240,11 @@ pub struct BakeConfig {
     pub stop_timeout_seconds: u64,
     pub force_stop_after_seconds: u64,
     pub image_timeout_seconds: u64,
+    /// Install Windows updates before pre-flight, through the SSM document AWS uses for it
+    /// (AWS-InstallWindowsUpdates, as AWS-UpdateWindowsAmi does), rebooting as they need.
+    pub windows_updates: bool,
+    /// `[bake.remediation]`: which fixes the self-healing bake may apply, and how often.
+    pub remediation: remediation::RemediationSettings,
 }
 
 impl Default for BakeConfig {
@@ -257,6 +263,8 @@ impl Default for BakeConfig {
             stop_timeout_seconds: 3600,
             force_stop_after_seconds: 1500,
             image_timeout_seconds: 3600,
+            windows_updates: false,
+            remediation: remediation::RemediationSettings::default(),
         }
     }
 }

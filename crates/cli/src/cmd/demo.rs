@@ -70,11 +70,10 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     if bake.customization_scripts.is_empty() {
         bake.customization_scripts = vec!["Install-WindowsFeature Web-Server".into()];
     }
-    let bake_arn = fleet.engine().start_execution(
-        "bake",
-        Some(&format!("demo-bake-{run_id}")),
-        bake.input(),
-    )?;
+    let bake_name = report::fresh_execution_name(fleet.engine(), &format!("demo-bake-{run_id}"))?;
+    let bake_arn = fleet
+        .engine()
+        .start_execution("bake", Some(&bake_name), bake.input())?;
     report::drive(&fleet, &mut progress).await?;
     let baked = fleet.engine().describe(&bake_arn)?;
     let image_id = baked

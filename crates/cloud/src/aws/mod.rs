@@ -511,8 +511,14 @@ impl Cloud for AwsCloud {
             .send_command()
             .set_instance_ids(Some(request.instance_ids.clone()))
             .document_name(&request.document_name)
-            .parameters("commands", request.commands.clone())
             .set_comment(request.comment.clone());
+        // AWS-RunPowerShellScript takes `commands`; other documents take their own parameters.
+        if !request.commands.is_empty() {
+            call = call.parameters("commands", request.commands.clone());
+        }
+        for (name, values) in &request.parameters {
+            call = call.parameters(name, values.clone());
+        }
         if let Some(seconds) = request.execution_timeout_seconds {
             call = call.parameters("executionTimeout", vec![seconds.to_string()]);
         }
