@@ -82,7 +82,7 @@ async fn bake(args: Args) -> anyhow::Result<ExitCode> {
         cause: done.cause,
         started: done.start_date,
         stopped: Some(done.stop_date.unwrap_or_else(|| clock.now())),
-        events: fleet.engine.history(&arn)?,
+        events: fleet.engine().history(&arn)?,
     };
     print_summary(&finished, Timing::Simulated, &wall, args.output)
 }
