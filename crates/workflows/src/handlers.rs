@@ -982,7 +982,7 @@ async fn check_command(r: CheckCommand, ctx: &Context) -> Result<Value, HandlerE
                 ),
             ))
         }
-        _ if kind == "sysprep" && builder_gone(ctx, &instance_id).await? => Err(HandlerError::new(
+        _ if kind == "sysprep" && builder_gone(ctx, instance_id).await? => Err(HandlerError::new(
             errors::INSTANCE_GONE,
             format!("builder {instance_id} was terminated during Sysprep"),
         )),
