@@ -61,7 +61,8 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     (r, t.elapsed())
 }
 
-fn pass_chain(n: usize) -> Value {
+/// A chain of `n` Pass states (the engine and serve benchmarks both run it).
+pub(crate) fn pass_chain(n: usize) -> Value {
     let mut states = serde_json::Map::new();
     for i in 0..n {
         let mut s = json!({"Type": "Pass"});
@@ -75,7 +76,8 @@ fn pass_chain(n: usize) -> Value {
     json!({"StartAt": "P0", "States": states})
 }
 
-fn inline_map() -> Value {
+/// An inline Map of one Pass state over `$.items`.
+pub(crate) fn inline_map() -> Value {
     json!({"StartAt": "M", "States": {"M": {"Type": "Map", "ItemsPath": "$.items",
         "ItemProcessor": {"ProcessorConfig": {"Mode": "INLINE"}, "StartAt": "Item",
             "States": {"Item": {"Type": "Pass", "Parameters": {"n.$": "$"}, "End": true}}},

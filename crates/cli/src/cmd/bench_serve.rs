@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use super::bench::{inline_map, pass_chain};
 use serde_json::{Value, json};
 use serve::client::Client;
 
@@ -40,27 +41,6 @@ struct Figures {
     map_per_s: f64,
     p50_ms: f64,
     p99_ms: f64,
-}
-
-fn pass_chain(n: usize) -> Value {
-    let mut states = serde_json::Map::new();
-    for i in 0..n {
-        let mut s = json!({"Type": "Pass"});
-        if i + 1 == n {
-            s["End"] = json!(true);
-        } else {
-            s["Next"] = json!(format!("P{}", i + 1));
-        }
-        states.insert(format!("P{i}"), s);
-    }
-    json!({"StartAt": "P0", "States": states})
-}
-
-fn map_100() -> Value {
-    json!({"StartAt": "M", "States": {"M": {"Type": "Map", "ItemsPath": "$.items",
-        "ItemProcessor": {"ProcessorConfig": {"Mode": "INLINE"}, "StartAt": "Item",
-          "States": {"Item": {"Type": "Pass", "Parameters": {"n.$": "$"}, "End": true}}},
-        "End": true}}})
 }
 
 async fn create(c: &Client, name: &str, def: &Value) -> anyhow::Result<String> {
@@ -254,7 +234,7 @@ async fn measure(
         chain_regions,
     )
     .await?;
-    let map = slots(c, &format!("bench-map-{tag}"), &map_100(), map_regions).await?;
+    let map = slots(c, &format!("bench-map-{tag}"), &inline_map(), map_regions).await?;
     let (chain_per_s, (last_client, last)) =
         throughput(&chain, &json!({"n": 1}), executions, clients).await?;
     let items: Vec<usize> = (0..100).collect();
