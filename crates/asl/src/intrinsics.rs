@@ -16,7 +16,7 @@
 //! most 10,000 characters, JsonMerge shallow only, MathAdd/MathRandom/ArrayRange take
 //! integers (AWS rounds non-integral numbers half up, as Java's `Math.round`).
 //!
-//! `States.IntrinsicFailure` causes read "Invalid arguments in States.X: <what is wrong>"; the
+//! `States.IntrinsicFailure` causes read "Invalid arguments in States.X: `<what is wrong>`"; the
 //! corpus recorded no failing intrinsic call, so AWS's exact wording per case is not known.
 //!
 //! Source of behaviour: the "Intrinsic functions" page of the Step Functions developer guide

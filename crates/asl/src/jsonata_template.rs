@@ -81,6 +81,15 @@ impl JsonataTemplate {
         matches!(self.root, TNode::Static(_))
     }
 
+    /// Every expression with its JSON pointer below the template's root (`""` when the
+    /// template is one `{% %}` string), for checks that inspect expressions at creation
+    /// (e.g. which `$states` fields they read) without parsing the strings again.
+    pub fn expressions(&self) -> Vec<(String, &Expression)> {
+        let mut out = Vec::new();
+        collect_expressions(&self.root, String::new(), &mut out);
+        out
+    }
+
     /// Evaluates every expression and builds the value.
     pub fn render(&self, ctx: &mut EvalContext<'_>) -> Result<Value, StatesError> {
         render_t(&self.root, ctx)
@@ -148,6 +157,27 @@ fn compile_t(
             }
         }
         other => TNode::Static(other.clone()),
+    }
+}
+
+fn collect_expressions<'t>(
+    node: &'t TNode,
+    pointer: String,
+    out: &mut Vec<(String, &'t Expression)>,
+) {
+    match node {
+        TNode::Static(_) => {}
+        TNode::Expr { expr, .. } => out.push((pointer, expr)),
+        TNode::Object(entries) => {
+            for (k, n) in entries {
+                collect_expressions(n, format!("{pointer}/{}", pointer_token(k)), out);
+            }
+        }
+        TNode::Array(items) => {
+            for (i, n) in items.iter().enumerate() {
+                collect_expressions(n, format!("{pointer}/{i}"), out);
+            }
+        }
     }
 }
 

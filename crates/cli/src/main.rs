@@ -10,6 +10,7 @@ mod cmd;
 mod fleetconfig;
 mod output;
 mod report;
+mod session;
 
 use std::process::ExitCode;
 

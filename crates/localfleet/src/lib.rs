@@ -45,8 +45,6 @@
 //! # });
 //! ```
 
-#![warn(missing_docs)]
-
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 

@@ -39,8 +39,6 @@
 //! # });
 //! ```
 
-#![warn(missing_docs)]
-
 #[cfg(any(test, feature = "contract-tests"))]
 pub mod contract;
 #[cfg(feature = "sqlite")]

@@ -24,8 +24,6 @@
 //! assert_eq!(policy.candidate(1, &context).unwrap().as_str(), "WEB-001");
 //! ```
 
-#![warn(missing_docs)]
-
 pub mod agent;
 pub mod commands;
 pub mod config;

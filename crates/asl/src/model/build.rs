@@ -23,7 +23,7 @@
 //!   scope assigns (developer guide, "Variable scope"), see `Validator::variable_scopes`.
 
 use crate::choice::ChoiceRule;
-use crate::jsonata_template::{JsonataTemplate, parse_expression};
+use crate::jsonata_template::JsonataTemplate;
 use crate::jsonpath::{JsonPath, ReferencePath};
 use crate::template::{PayloadExpr, Template};
 use std::collections::{HashMap, HashSet};
@@ -50,6 +50,7 @@ pub(super) fn definition(def: &Value) -> (Option<Definition>, Vec<Diagnostic>) {
     let mut v = Validator {
         diags: Vec::new(),
         names: HashMap::new(),
+        state_scopes: Vec::new(),
         top_ql: QueryLanguage::DEFAULT,
     };
     let Some(top) = def.as_object() else {
@@ -202,6 +203,16 @@ struct Validator {
     top_ql: QueryLanguage,
     // Invariant: state name → JSON path of its first definition (names are unique per definition).
     names: HashMap<String, String>,
+    // The JSONata states being built, innermost last: where each compiled expression stands,
+    // for the `$states` access check (see `states_field_uses`).
+    state_scopes: Vec<StateScope>,
+}
+
+/// A JSONata state being built: its path and whether its Output and Assign may read
+/// `$states.result`.
+struct StateScope {
+    path: String,
+    has_result: bool,
 }
 
 fn is_non_negative_int(v: &Value) -> bool {
@@ -414,6 +425,18 @@ impl Validator {
         s: &'a Map<String, Value>,
         path: &str,
     ) -> (Vec<(String, &'a str)>, bool, Option<State>) {
+        let depth = self.state_scopes.len();
+        let built = self.state_body(name, s, path);
+        self.state_scopes.truncate(depth);
+        built
+    }
+
+    fn state_body<'a>(
+        &mut self,
+        name: &str,
+        s: &'a Map<String, Value>,
+        path: &str,
+    ) -> (Vec<(String, &'a str)>, bool, Option<State>) {
         let st = Some(name);
         let mut next: Vec<(String, &'a str)> = Vec::new();
         let own_ql = match s.get("QueryLanguage") {
@@ -459,7 +482,10 @@ impl Validator {
         };
         let jp = ql == QueryLanguage::JsonPath;
         if !jp {
-            self.states_field_uses(s, ty, path, st);
+            self.state_scopes.push(StateScope {
+                path: path.to_owned(),
+                has_result: matches!(ty, "Task" | "Parallel" | "Map"),
+            });
         }
         // Fields allowed per type (ASL spec "Common State Fields" table + JSONata variants).
         let (io_jp, io_ja): (&[&str], &[&str]) = (&["InputPath", "OutputPath"], &["Output"]);
@@ -1521,96 +1547,44 @@ impl Validator {
     /// Assign or Output", and "attempting to access $states.result or $states.errorOutput in
     /// fields and states where they are not accessible will be caught at creation, update, or
     /// validation of the state machine". So: `result` only in the state-level Output and Assign
-    /// of those three types, `errorOutput` only in a catcher's Output and Assign. Walks every
-    /// JSONata string of the state except the nested states (checked as states).
-    fn states_field_uses(
-        &mut self,
-        s: &Map<String, Value>,
-        ty: &str,
-        path: &str,
-        st: Option<&str>,
-    ) {
-        let has_result = matches!(ty, "Task" | "Parallel" | "Map");
-        for (k, v) in s {
-            let at = format!("{path}/{}", esc(k));
-            match k.as_str() {
-                "ItemProcessor" | "Iterator" | "Branches" => {}
-                "Catch" => {
-                    for (i, catcher) in v.as_array().into_iter().flatten().enumerate() {
-                        for (ck, cv) in catcher.as_object().into_iter().flatten() {
-                            let in_output = matches!(ck.as_str(), "Output" | "Assign");
-                            let access = StatesAccess {
-                                result: false,
-                                error_output: in_output,
-                            };
-                            self.states_field_walk(
-                                cv,
-                                &format!("{at}/{i}/{}", esc(ck)),
-                                st,
-                                access,
-                                0,
-                            );
-                        }
-                    }
-                }
-                "Output" | "Assign" => {
-                    let access = StatesAccess {
-                        result: has_result,
+    /// of those three types, `errorOutput` only in a catcher's Output and Assign. Runs on each
+    /// compiled template of a JSONata state (`path` is the template's field), so every
+    /// expression is parsed once.
+    fn states_field_uses(&mut self, template: &JsonataTemplate, path: &str, st: Option<&str>) {
+        let access = match self.state_scopes.last() {
+            Some(scope) => {
+                let field = path.strip_prefix(scope.path.as_str()).unwrap_or_default();
+                let segments: Vec<&str> = field.split('/').skip(1).collect();
+                match segments.as_slice() {
+                    ["Output" | "Assign"] => StatesAccess {
+                        result: scope.has_result,
                         error_output: false,
-                    };
-                    self.states_field_walk(v, &at, st, access, 0);
-                }
-                _ => self.states_field_walk(v, &at, st, StatesAccess::default(), 0),
-            }
-        }
-    }
-
-    fn states_field_walk(
-        &mut self,
-        v: &Value,
-        path: &str,
-        st: Option<&str>,
-        access: StatesAccess,
-        depth: usize,
-    ) {
-        if depth > 256 {
-            return;
-        }
-        match v {
-            Value::String(s) if is_jsonata(v) => {
-                // A syntax error is reported by the field's own check. This parse only
-                // inspects the expression (nothing of it reaches the model): a compiled
-                // `JsonataTemplate` does not expose its expressions, so this check cannot run
-                // on the compiled fields yet.
-                // TODO(issue 9): walk the compiled templates once the JSONata crate exposes
-                // their expressions (as `Template::expressions` does), and drop this parse.
-                let Ok(e) = parse_expression(s) else { return };
-                if !access.error_output && e.reads_states_field("errorOutput") {
-                    self.err(
-                        path,
-                        st,
-                        "$states.errorOutput is only available in a Catch's Output and Assign; read the error there (e.g. \"Output\": \"{% $states.errorOutput %}\" in the catcher) instead of in this field",
-                    );
-                }
-                if !access.result && e.reads_states_field("result") {
-                    self.err(
-                        path,
-                        st,
-                        "$states.result is only available in the Output and Assign of a Task, Parallel or Map state (after the work is done); here, read the state input with $states.input, or keep the value in a variable with Assign",
-                    );
+                    },
+                    ["Catch", _, "Output" | "Assign"] => StatesAccess {
+                        result: false,
+                        error_output: true,
+                    },
+                    _ => StatesAccess::default(),
                 }
             }
-            Value::Array(a) => {
-                for (i, x) in a.iter().enumerate() {
-                    self.states_field_walk(x, &format!("{path}/{i}"), st, access, depth + 1);
-                }
+            None => StatesAccess::default(),
+        };
+        for (pointer, e) in template.expressions() {
+            let at = format!("{path}{pointer}");
+            if !access.error_output && e.reads_states_field("errorOutput") {
+                self.err(
+                    &at,
+                    st,
+                    "$states.errorOutput is only available in a Catch's Output and Assign; read the error there (e.g. \"Output\": \"{% $states.errorOutput %}\" in the catcher) instead of in this field",
+                );
             }
-            Value::Object(o) => {
-                for (k, x) in o {
-                    self.states_field_walk(x, &format!("{path}/{}", esc(k)), st, access, depth + 1);
-                }
+            if !access.result && e.reads_states_field("result") {
+                self.err(
+                    &at,
+                    st,
+                    "$states.result is only available in the Output and Assign of a Task, Parallel or Map state (after the work is done); here, read the state input with $states.input, or keep the value in a variable with Assign",
+                );
             }
-            _ => {}
         }
     }
 
@@ -1647,8 +1621,9 @@ impl Validator {
         path: &str,
         st: Option<&str>,
     ) -> Option<JsonataTemplate> {
-        let compiled = JsonataTemplate::compile(t, field);
-        self.compiled(compiled, path, st)
+        let compiled = self.compiled(JsonataTemplate::compile(t, field), path, st)?;
+        self.states_field_uses(&compiled, path, st);
+        Some(compiled)
     }
 
     /// A compiler's result: the value, or its diagnostics (pointers relative to `path`)

@@ -12,7 +12,8 @@ use crate::cmd::ScenarioArgs;
 use crate::cmd::aws_engine::{self, AwsArgs, Finished};
 use crate::fleetconfig::FleetConfig;
 use crate::output::OutputFormat;
-use crate::report::{self, EngineKind, LiveProgress, Stopwatch};
+use crate::report::{self, LiveProgress, Stopwatch};
+use crate::session::{self, EngineKind};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -47,10 +48,10 @@ async fn bake(args: Args) -> anyhow::Result<ExitCode> {
         return bake_on_aws(&args, &config).await;
     }
     let scenario = args.sim.load(None)?;
-    let store = report::store_path(args.store.clone());
-    report::prepare_store(&store)?;
+    let store = session::store_path(args.store.clone());
+    session::prepare_store(&store)?;
     let wall = Stopwatch::start();
-    let (fleet, clock) = report::simulated_fleet(
+    let (fleet, clock) = session::simulated_fleet(
         &config,
         scenario,
         config.naming.pattern.clone(),
@@ -62,7 +63,7 @@ async fn bake(args: Args) -> anyhow::Result<ExitCode> {
     if input.image_id.is_empty() {
         input.image_id = fleet.sim().base_image_id().into();
     }
-    let name = report::fresh_execution_name(
+    let name = session::fresh_execution_name(
         fleet.engine(),
         &format!("bake-{:x}", fleet.sim().scenario().seed & 0xffff_ffff),
     )?;

@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::cmd::SimulatedFleetArgs;
 use crate::output::OutputFormat;
 use crate::report::{self, LiveProgress, Stopwatch};
+use crate::session;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -44,12 +45,12 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     let store = if args.in_memory {
         None
     } else {
-        let path = report::store_path(args.store.clone());
-        report::prepare_store(&path)?;
+        let path = session::store_path(args.store.clone());
+        session::prepare_store(&path)?;
         Some(path)
     };
     let wall = Stopwatch::start();
-    let (fleet, clock) = report::simulated_fleet(
+    let (fleet, clock) = session::simulated_fleet(
         &config,
         scenario,
         config.naming.pattern.clone(),
@@ -70,7 +71,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     if bake.customization_scripts.is_empty() {
         bake.customization_scripts = vec!["Install-WindowsFeature Web-Server".into()];
     }
-    let bake_name = report::fresh_execution_name(fleet.engine(), &format!("demo-bake-{run_id}"))?;
+    let bake_name = session::fresh_execution_name(fleet.engine(), &format!("demo-bake-{run_id}"))?;
     let bake_arn = fleet
         .engine()
         .start_execution("bake", Some(&bake_name), bake.input())?;

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 
 use crate::cmd::aws_engine::{self, AwsArgs};
 use crate::output::OutputFormat;
-use crate::report::{self, EngineKind};
+use crate::report;
+use crate::session::{self, EngineKind};
 
 #[derive(clap::Args, Clone)]
 pub struct Common {
@@ -64,7 +65,7 @@ fn open(common: &Common) -> anyhow::Result<Engine> {
 }
 
 fn open_store(store: Option<PathBuf>) -> anyhow::Result<Engine> {
-    let path = report::store_path(store);
+    let path = session::store_path(store);
     if !path.exists() {
         anyhow::bail!(
             "no execution store at {} (run `fleetprep demo` or `fleetprep bake` first, or pass --store)",

@@ -13,6 +13,7 @@ use serde_json::json;
 use crate::cmd::SimulatedFleetArgs;
 use crate::output::OutputFormat;
 use crate::report::{self, LiveProgress, Stopwatch};
+use crate::session;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -66,7 +67,8 @@ pub async fn simulate_report(args: &SimulateArgs) -> anyhow::Result<serde_json::
         .unwrap_or_else(|| scratch.path().join("simulate.sqlite3"));
     let wall = Stopwatch::start();
     let (fleet, clock) =
-        report::simulated_fleet(&config, scenario, pattern, Some(store), !args.no_batching).await?;
+        session::simulated_fleet(&config, scenario, pattern, Some(store), !args.no_batching)
+            .await?;
     let started = clock.now();
     fleet.sim().create_group(config.simulated_group());
     fleet

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use cloud::sim::Scenario;
 
 use crate::fleetconfig::FleetConfig;
-use crate::report;
+use crate::session;
 
 /// `--scenario` and `--seed`: how the simulated fleet misbehaves and which run of it this is.
 /// Shared by every subcommand that runs on the simulated fleet (`demo`, `bake`,
@@ -54,7 +54,7 @@ impl ScenarioArgs {
             None => Scenario::default(),
         };
         if self.scenario.is_none() || seed.is_some() {
-            scenario.seed = report::seed_or_now(seed);
+            scenario.seed = session::seed_or_now(seed);
         }
         Ok(scenario)
     }

@@ -11,7 +11,8 @@ use serde_json::json;
 use crate::cmd::SimulatedFleetArgs;
 use crate::cmd::aws_engine::{self, AwsArgs, Finished};
 use crate::output::OutputFormat;
-use crate::report::{self, EngineKind, LiveProgress};
+use crate::report::{self, LiveProgress};
+use crate::session::{self, EngineKind};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -53,9 +54,9 @@ async fn rollout(args: Args) -> anyhow::Result<ExitCode> {
         aws_engine::run_execution(&args.aws, "rollout", &input, None, &mut progress).await?
     } else {
         let scenario = args.fleet.sim.load(None)?;
-        let store = report::store_path(args.store.clone());
-        report::prepare_store(&store)?;
-        let (fleet, clock) = report::simulated_fleet(
+        let store = session::store_path(args.store.clone());
+        session::prepare_store(&store)?;
+        let (fleet, clock) = session::simulated_fleet(
             &config,
             scenario,
             config.naming.pattern.clone(),

@@ -90,7 +90,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             let clock: Arc<dyn clock::Clock> = match (real_time, start_time) {
                 (true, _) => Arc::new(clock::SystemClock),
                 (false, Some(start)) => Arc::new(clock::VirtualClock::new(start)),
-                (false, None) => crate::report::virtual_clock_now(),
+                (false, None) => crate::session::virtual_clock_now(),
             };
             exec(
                 &definition,
