@@ -55,6 +55,18 @@ pub enum PackageError {
     GlibcTooNew { path: String, needed: (u32, u32) },
     #[error("cannot write the zip: {0}")]
     Zip(String),
+    #[error(
+        "{path}: not a readable zip archive ({reason}); build one with `fleetprep deploy package`"
+    )]
+    NotZip { path: String, reason: String },
+    #[error(
+        "{0}: no `bootstrap` file at the zip's root (the provided.al2023 runtime runs the file named bootstrap in the package root); build one with `fleetprep deploy package`"
+    )]
+    NoBootstrap(String),
+    #[error(
+        "{0}: `bootstrap` is not executable in the zip (mode {1:o}); Lambda needs it executable: build the zip with `fleetprep deploy package`, or `chmod 755 bootstrap` before zipping"
+    )]
+    NotExecutableInZip(String, u32),
 }
 
 /// Checks that `data` (the file `path`) can run as a `provided.al2023` bootstrap on `arch`.
@@ -159,6 +171,45 @@ fn glibc_version(name: &[u8]) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
+/// Checks a ready-made deployment zip (`fleetprep deploy --package ZIP`) as
+/// [`check_bootstrap`] checks a binary: `bootstrap` at the root, executable ("Deploy Rust
+/// Lambda functions with .zip file archives", Lambda Developer Guide: the runtime runs the
+/// executable `bootstrap` at the root of the package), for `arch`, and runnable on
+/// Amazon Linux 2023.
+pub fn check_package(path: &str, zip: &[u8], arch: Arch) -> Result<BootstrapInfo, PackageError> {
+    use std::io::Read as _;
+    let not_zip = |e: zip::result::ZipError| PackageError::NotZip {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    };
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).map_err(not_zip)?;
+    let mut entry = match archive.by_name("bootstrap") {
+        Ok(entry) => entry,
+        Err(zip::result::ZipError::FileNotFound) => {
+            return Err(PackageError::NoBootstrap(path.to_owned()));
+        }
+        Err(e) => return Err(not_zip(e)),
+    };
+    // A zip made without Unix modes (e.g. on Windows) has none; Lambda then applies its own
+    // defaults, so only a mode that is present and lacks the owner's execute bit is refused.
+    if let Some(mode) = entry.unix_mode()
+        && mode & 0o100 == 0
+    {
+        return Err(PackageError::NotExecutableInZip(
+            path.to_owned(),
+            mode & 0o7777,
+        ));
+    }
+    let mut bootstrap = Vec::with_capacity(usize::try_from(entry.size()).unwrap_or(0));
+    entry
+        .read_to_end(&mut bootstrap)
+        .map_err(|e| PackageError::NotZip {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    check_bootstrap(&format!("{path}!bootstrap"), &bootstrap, arch)
+}
+
 /// The deployment zip: `bootstrap` at the root, mode 0755, a fixed timestamp.
 pub fn zip_bootstrap(bootstrap: &[u8]) -> Result<Vec<u8>, PackageError> {
     let zip_error = |e: zip::result::ZipError| PackageError::Zip(e.to_string());
@@ -177,11 +228,10 @@ pub fn zip_bootstrap(bootstrap: &[u8]) -> Result<Vec<u8>, PackageError> {
 /// The S3 key of a package: its content's hash (FNV-1a, 64 bits), so an unchanged package has
 /// an unchanged key and the stack an unchanged `FunctionCodeKey`.
 pub fn package_key(zip: &[u8]) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in zip {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
+    use std::hash::Hasher as _;
+    let mut hasher = fnv::FnvHasher::default();
+    hasher.write(zip);
+    let hash = hasher.finish();
     format!("fleetprep/lambda/bootstrap-{hash:016x}-{}.zip", zip.len())
 }
 
@@ -221,5 +271,63 @@ mod tests {
         let entry = archive.by_index(0).unwrap();
         assert_eq!(entry.name(), "bootstrap");
         assert_eq!(entry.unix_mode().map(|m| m & 0o777), Some(0o755));
+    }
+
+    /// A zip with one entry, as another tool might build it.
+    fn zip_with(name: &str, mode: u32, data: &[u8]) -> Vec<u8> {
+        let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let options = zip::write::SimpleFileOptions::default().unix_permissions(mode);
+        writer.start_file(name, options).unwrap();
+        writer.write_all(data).unwrap();
+        writer.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn a_given_package_is_checked_as_a_built_one() {
+        // This test's own executable is a real x86_64 Linux ELF executable.
+        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let package = zip_bootstrap(&exe).unwrap();
+        match check_package("given.zip", &package, Arch::X86_64) {
+            Ok(info) => assert_eq!(info.arch, Arch::X86_64),
+            // A build machine newer than AL2023 links newer glibc symbols: still the
+            // glibc check, not a failure to read the package.
+            Err(e) => assert!(matches!(e, PackageError::GlibcTooNew { .. }), "{e}"),
+        }
+        let wrong = check_package("given.zip", &package, Arch::Arm64).unwrap_err();
+        assert!(matches!(wrong, PackageError::WrongArch { .. }), "{wrong}");
+        assert!(
+            wrong
+                .to_string()
+                .starts_with("given.zip!bootstrap: built for")
+        );
+    }
+
+    #[test]
+    fn a_package_without_an_executable_bootstrap_at_its_root_is_refused() {
+        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert_eq!(
+            check_package(
+                "p.zip",
+                &zip_with("bin/bootstrap", 0o755, &exe),
+                Arch::X86_64
+            ),
+            Err(PackageError::NoBootstrap("p.zip".into()))
+        );
+        assert_eq!(
+            check_package("p.zip", &zip_with("bootstrap", 0o644, &exe), Arch::X86_64),
+            Err(PackageError::NotExecutableInZip("p.zip".into(), 0o644))
+        );
+        assert!(matches!(
+            check_package("p.zip", &exe, Arch::X86_64),
+            Err(PackageError::NotZip { .. })
+        ));
+        assert_eq!(
+            check_package(
+                "p.zip",
+                &zip_with("bootstrap", 0o755, b"#!/bin/sh\n"),
+                Arch::X86_64
+            ),
+            Err(PackageError::NotElf("p.zip!bootstrap".into()))
+        );
     }
 }

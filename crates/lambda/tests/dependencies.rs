@@ -1,6 +1,6 @@
 //! The Lambda ships only what runs in Lambda (issue 9): the `bootstrap`'s normal dependency
 //! graph, as cargo resolves it for this package alone, has no local runtime in it — not the
-//! embedded engine, not SQLite, not the simulated fleet, not the local driver, not proptest.
+//! embedded engine, not SQLite, not the simulated fleet, not the local driver, not proptest, not the ASL interpreter or JSONata.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -64,6 +64,9 @@ fn the_bootstrap_links_no_local_runtime() {
         ("names/sqlite", "the SQLite name pool"),
         ("cloud/sim", "the simulated fleet"),
         ("proptest", "a test library"),
+        // Step Functions runs the state machines; the Lambda only runs their tasks.
+        ("asl", "the ASL parser and interpreter"),
+        ("jsonata", "the JSONata evaluator"),
     ];
     let found: Vec<String> = forbidden
         .iter()

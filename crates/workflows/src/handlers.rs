@@ -513,7 +513,7 @@ fn time_of(value: Option<&str>, fallback: SystemTime) -> SystemTime {
 }
 
 fn ts(time: SystemTime) -> String {
-    asl::history::format_timestamp(time)
+    clock::format_rfc3339(time)
 }
 
 /// A stable idempotency token (≤ 64 chars) from the execution id and the state name.

@@ -26,6 +26,7 @@ use crate::choice::ChoiceRule;
 use crate::jsonata_template::JsonataTemplate;
 use crate::jsonpath::{JsonPath, ReferencePath};
 use crate::template::{PayloadExpr, Template};
+use jsonata::Expression;
 use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value};
@@ -1455,6 +1456,17 @@ impl Validator {
                 None
             }
         };
+        // A Choice rule's Condition runs before any work is done: no `$states` field but input
+        // and context (see `states_field_uses`).
+        if let Some(ChoiceRule::Condition(condition)) = &parsed {
+            let at = format!("{p}/Condition");
+            self.states_reads(
+                vec![(String::new(), condition)],
+                &at,
+                st,
+                StatesAccess::default(),
+            );
+        }
         let [assign, output] = ["Assign", "Output"].map(|f| {
             let t = rule.get(f)?;
             self.template(t, &format!("{p}/{f}"), st, ql, f == "Assign")
@@ -1569,7 +1581,19 @@ impl Validator {
             }
             None => StatesAccess::default(),
         };
-        for (pointer, e) in template.expressions() {
+        self.states_reads(template.expressions(), path, st, access);
+    }
+
+    /// Reports each expression (pointer below `path`) that reads a `$states` field `access`
+    /// does not allow where it stands.
+    fn states_reads(
+        &mut self,
+        expressions: Vec<(String, &Expression)>,
+        path: &str,
+        st: Option<&str>,
+        access: StatesAccess,
+    ) {
+        for (pointer, e) in expressions {
             let at = format!("{path}{pointer}");
             if !access.error_output && e.reads_states_field("errorOutput") {
                 self.err(

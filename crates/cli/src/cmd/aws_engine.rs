@@ -46,6 +46,22 @@ pub struct AwsArgs {
     pub dummy_credentials: bool,
 }
 
+impl AwsArgs {
+    /// The config's `[deploy]` section fills what the command line left out: its region and
+    /// its stack (the stack `fleetprep deploy` created), so `--engine aws` reaches the stack
+    /// the same config deployed without repeating `--region`/`--stack`.
+    pub fn with_deploy_defaults(&self, options: &deploy::StackOptions) -> AwsArgs {
+        let mut args = self.clone();
+        if args.region.is_none() {
+            args.region = options.region.clone();
+        }
+        if args.stack.is_none() {
+            args.stack = options.stack.clone();
+        }
+        args
+    }
+}
+
 /// How an AWS execution ended, in the terms the local summary prints.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Finished {
@@ -237,6 +253,31 @@ pub async fn run_execution(
 /// The whole history of an AWS execution.
 pub async fn history(args: &AwsArgs, execution_arn: &str) -> anyhow::Result<Vec<HistoryEvent>> {
     imp::history(args, execution_arn).await
+}
+
+#[cfg(test)]
+mod defaults_tests {
+    use super::*;
+
+    #[test]
+    fn the_config_fills_region_and_stack_the_command_line_left_out() {
+        let options = deploy::StackOptions {
+            stack: Some("fleetprep-web".into()),
+            region: Some("eu-west-1".into()),
+            ..deploy::StackOptions::default()
+        };
+        let filled = AwsArgs::default().with_deploy_defaults(&options);
+        assert_eq!(filled.stack.as_deref(), Some("fleetprep-web"));
+        assert_eq!(filled.region.as_deref(), Some("eu-west-1"));
+        let given = AwsArgs {
+            stack: Some("other".into()),
+            region: Some("us-west-2".into()),
+            ..AwsArgs::default()
+        };
+        let kept = given.with_deploy_defaults(&options);
+        assert_eq!(kept.stack.as_deref(), Some("other"));
+        assert_eq!(kept.region.as_deref(), Some("us-west-2"));
+    }
 }
 
 #[cfg(all(test, feature = "aws"))]

@@ -98,9 +98,14 @@ async fn bake_on_aws(args: &Args, config: &FleetConfig) -> anyhow::Result<ExitCo
     }
     let wall = Stopwatch::start();
     let mut progress = LiveProgress::new(true, args.output == OutputFormat::Json);
-    let done =
-        aws_engine::run_execution(&args.aws, "bake", &config.bake.input(), None, &mut progress)
-            .await?;
+    let done = aws_engine::run_execution(
+        &args.aws.with_deploy_defaults(&config.deploy),
+        "bake",
+        &config.bake.input(),
+        None,
+        &mut progress,
+    )
+    .await?;
     progress.finish();
     print_summary(&done, Timing::Real, &wall, args.output)
 }

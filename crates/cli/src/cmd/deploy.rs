@@ -93,11 +93,28 @@ pub struct PackageArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct StackArgs {
-    /// The stack name.
+    /// The stack name (default: [deploy] stack of --config).
     #[arg(long)]
-    pub stack: String,
+    pub stack: Option<String>,
+    /// The config whose [deploy] section names the stack and its region.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub connection: Connection,
+}
+
+impl StackArgs {
+    /// The stack name and the connection, the config's `[deploy]` stack and region filling
+    /// what the command line left out.
+    pub fn resolve(&self) -> anyhow::Result<(String, Connection)> {
+        let config = load_config(self.config.as_deref())?;
+        let stack = stack_name(self.stack.as_deref(), &config.deploy)?;
+        let mut connection = self.connection.clone();
+        if connection.region.is_none() {
+            connection.region = config.deploy.region.clone();
+        }
+        Ok((stack, connection))
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -203,7 +220,11 @@ pub fn parameters(
 fn stack_name(flag: Option<&str>, options: &StackOptions) -> anyhow::Result<String> {
     flag.map(str::to_owned)
         .or_else(|| options.stack.clone())
-        .ok_or_else(|| anyhow::anyhow!("no stack name: pass --stack NAME or set [deploy] stack"))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no stack name: pass --stack NAME, or --config FILE whose [deploy] section sets stack"
+            )
+        })
 }
 
 #[cfg(feature = "aws")]
@@ -239,6 +260,50 @@ mod imp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stack_commands_take_the_stack_and_region_from_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let example = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/fleetprep.toml"),
+        )
+        .unwrap();
+        let config = dir.path().join("fleetprep.toml");
+        std::fs::write(
+            &config,
+            example.replace("# region = \"eu-west-1\"", "region = \"eu-west-1\""),
+        )
+        .unwrap();
+        let from_config = StackArgs {
+            stack: None,
+            config: Some(config.clone()),
+            connection: Connection::default(),
+        };
+        let (stack, connection) = from_config.resolve().unwrap();
+        assert_eq!(stack, "fleetprep-web");
+        assert_eq!(connection.region.as_deref(), Some("eu-west-1"));
+        // The command line wins over the config.
+        let flags = StackArgs {
+            stack: Some("other".into()),
+            config: Some(config),
+            connection: Connection {
+                region: Some("us-west-2".into()),
+                ..Connection::default()
+            },
+        };
+        let (stack, connection) = flags.resolve().unwrap();
+        assert_eq!(
+            (stack.as_str(), connection.region.as_deref()),
+            ("other", Some("us-west-2"))
+        );
+        let neither = StackArgs {
+            stack: None,
+            config: None,
+            connection: Connection::default(),
+        };
+        let error = neither.resolve().unwrap_err().to_string();
+        assert!(error.contains("--stack NAME"), "{error}");
+    }
 
     #[test]
     fn the_default_config_renders_the_checked_in_template() {

@@ -371,8 +371,12 @@ pub(super) fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     let stack = stack_name(args.stack.as_deref(), options)?;
     let template = template(&config)?;
     let zip = match &args.package {
-        Some(path) => std::fs::read(path)
-            .with_context(|| format!("cannot read the package {}", path.display()))?,
+        Some(path) => {
+            let zip = std::fs::read(path)
+                .with_context(|| format!("cannot read the package {}", path.display()))?;
+            deploy::package::check_package(&path.display().to_string(), &zip, options.arch)?;
+            zip
+        }
         None => package_bootstrap(&default_bootstrap(), options.arch)?,
     };
     runtime()?.block_on(async {
@@ -547,10 +551,11 @@ pub(super) fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub(super) fn delete(args: StackArgs) -> anyhow::Result<ExitCode> {
+    let (stack, connection) = args.resolve()?;
     runtime()?.block_on(async {
-        let clients = connect(&args.connection, None).await;
-        let Some(current) = describe(&clients.cfn, &args.stack).await? else {
-            println!("stack {} does not exist", args.stack);
+        let clients = connect(&connection, None).await;
+        let Some(current) = describe(&clients.cfn, &stack).await? else {
+            println!("stack {} does not exist", stack);
             return Ok(ExitCode::SUCCESS);
         };
         // The table's name from the stack's resources (outputs are missing from a stack whose
@@ -558,7 +563,7 @@ pub(super) fn delete(args: StackArgs) -> anyhow::Result<ExitCode> {
         let table = clients
             .cfn
             .describe_stack_resource()
-            .stack_name(&args.stack)
+            .stack_name(&stack)
             .logical_resource_id("HostnameTable")
             .send()
             .await
@@ -571,23 +576,23 @@ pub(super) fn delete(args: StackArgs) -> anyhow::Result<ExitCode> {
         clients
             .cfn
             .delete_stack()
-            .stack_name(&args.stack)
+            .stack_name(&stack)
             .send()
             .await
             .map_err(sdk_error("DeleteStack"))?;
         let (settled, failure) =
-            follow(&clients.cfn, &args.stack, since, current.outputs().len()).await?;
+            follow(&clients.cfn, &stack, since, current.outputs().len()).await?;
         if let Some(settled) = settled
             && settled.stack_status() != Some(&StackStatus::DeleteComplete)
         {
             anyhow::bail!(
                 "stack {} ended {}: {}",
-                args.stack,
+                stack,
                 settled.stack_status().map(|s| s.as_str()).unwrap_or("?"),
                 failure.unwrap_or_default()
             );
         }
-        println!("stack {} deleted", args.stack);
+        println!("stack {} deleted", stack);
         if let Some(table) = table {
             println!(
                 "the hostname table {table} is kept (DeletionPolicy Retain, deletion protection \
@@ -599,9 +604,10 @@ pub(super) fn delete(args: StackArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub(super) fn status(args: StackArgs) -> anyhow::Result<ExitCode> {
+    let (stack, connection) = args.resolve()?;
     runtime()?.block_on(async {
-        let clients = connect(&args.connection, None).await;
-        let Some(current) = describe(&clients.cfn, &args.stack).await? else {
+        let clients = connect(&connection, None).await;
+        let Some(current) = describe(&clients.cfn, &stack).await? else {
             anyhow::bail!(
                 "stack {} does not exist (deploy it with fleetprep deploy)",
                 args.stack
@@ -609,7 +615,7 @@ pub(super) fn status(args: StackArgs) -> anyhow::Result<ExitCode> {
         };
         println!(
             "stack {}: {}{}",
-            args.stack,
+            stack,
             current.stack_status().map(|s| s.as_str()).unwrap_or("?"),
             current
                 .stack_status_reason()

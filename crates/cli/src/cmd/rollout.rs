@@ -51,7 +51,14 @@ async fn rollout(args: Args) -> anyhow::Result<ExitCode> {
     let input = config.rollout_input(&args.image).input();
     let mut progress = LiveProgress::new(true, args.output == OutputFormat::Json);
     let done = if args.engine == EngineKind::Aws {
-        aws_engine::run_execution(&args.aws, "rollout", &input, None, &mut progress).await?
+        aws_engine::run_execution(
+            &args.aws.with_deploy_defaults(&config.deploy),
+            "rollout",
+            &input,
+            None,
+            &mut progress,
+        )
+        .await?
     } else {
         let scenario = args.fleet.sim.load(None)?;
         let store = session::store_path(args.store.clone());
