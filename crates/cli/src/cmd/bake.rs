@@ -8,8 +8,8 @@ use clock::Clock;
 use engine::Status;
 use serde_json::json;
 
-use crate::cmd::ScenarioArgs;
-use crate::cmd::aws_engine::{self, AwsArgs, Finished};
+use crate::cmd::aws_engine::{self, Finished};
+use crate::cmd::{RunArgs, ScenarioArgs};
 use crate::fleetconfig::FleetConfig;
 use crate::output::OutputFormat;
 use crate::report::{self, LiveProgress, Stopwatch};
@@ -22,17 +22,8 @@ pub struct Args {
     pub config: PathBuf,
     #[command(flatten)]
     pub sim: ScenarioArgs,
-    /// Engine store (default: $FLEETPREP_STORE, else fleetprep/engine.sqlite3 in the user's
-    /// data directory, e.g. ~/.local/share on Linux).
-    #[arg(long)]
-    pub store: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
-    /// Run on the embedded engine against the simulated fleet, or on AWS Step Functions.
-    #[arg(long, value_enum, default_value_t = EngineKind::Local)]
-    pub engine: EngineKind,
     #[command(flatten)]
-    pub aws: AwsArgs,
+    pub run: RunArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -44,11 +35,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 async fn bake(args: Args) -> anyhow::Result<ExitCode> {
     let config = FleetConfig::load(&args.config)?;
-    if args.engine == EngineKind::Aws {
+    if args.run.engine == EngineKind::Aws {
         return bake_on_aws(&args, &config).await;
     }
     let scenario = args.sim.load(None)?;
-    let store = session::store_path(args.store.clone());
+    let store = session::store_path(args.run.store.clone());
     session::prepare_store(&store)?;
     let wall = Stopwatch::start();
     let (fleet, clock) = session::simulated_fleet(
@@ -70,7 +61,7 @@ async fn bake(args: Args) -> anyhow::Result<ExitCode> {
     let arn = fleet
         .engine()
         .start_execution("bake", Some(&name), input.input())?;
-    let mut progress = LiveProgress::new(true, args.output == OutputFormat::Json);
+    let mut progress = LiveProgress::new(true, args.run.output == OutputFormat::Json);
     report::drive(&fleet, &mut progress).await?;
     progress.finish();
     let done = fleet.engine().describe(&arn)?;
@@ -85,7 +76,7 @@ async fn bake(args: Args) -> anyhow::Result<ExitCode> {
         stopped: Some(done.stop_date.unwrap_or_else(|| clock.now())),
         events: fleet.engine().history(&arn)?,
     };
-    print_summary(&finished, Timing::Simulated, &wall, args.output)
+    print_summary(&finished, Timing::Simulated, &wall, args.run.output)
 }
 
 /// The same bake on the deployed state machine, through the same progress display.
@@ -97,9 +88,9 @@ async fn bake_on_aws(args: &Args, config: &FleetConfig) -> anyhow::Result<ExitCo
         );
     }
     let wall = Stopwatch::start();
-    let mut progress = LiveProgress::new(true, args.output == OutputFormat::Json);
+    let mut progress = LiveProgress::new(true, args.run.output == OutputFormat::Json);
     let done = aws_engine::run_execution(
-        &args.aws.with_deploy_defaults(&config.deploy),
+        &args.run.aws.with_deploy_defaults(&config.deploy),
         "bake",
         &config.bake.input(),
         None,
@@ -107,7 +98,7 @@ async fn bake_on_aws(args: &Args, config: &FleetConfig) -> anyhow::Result<ExitCo
     )
     .await?;
     progress.finish();
-    print_summary(&done, Timing::Real, &wall, args.output)
+    print_summary(&done, Timing::Real, &wall, args.run.output)
 }
 
 /// What the execution's start-to-stop time means.

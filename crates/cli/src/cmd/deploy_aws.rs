@@ -610,7 +610,7 @@ pub(super) fn status(args: StackArgs) -> anyhow::Result<ExitCode> {
         let Some(current) = describe(&clients.cfn, &stack).await? else {
             anyhow::bail!(
                 "stack {} does not exist (deploy it with fleetprep deploy)",
-                args.stack
+                stack
             );
         };
         println!(

@@ -71,6 +71,23 @@ pub struct SimulatedFleetArgs {
     pub sim: ScenarioArgs,
 }
 
+/// Where a workflow command (`bake`, `rollout`) runs and how it reports: the embedded engine
+/// with its store, or AWS Step Functions.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Engine store (default: $FLEETPREP_STORE, else fleetprep/engine.sqlite3 in the user's
+    /// data directory, e.g. ~/.local/share on Linux).
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = crate::output::OutputFormat::Text)]
+    pub output: crate::output::OutputFormat,
+    /// Run on the embedded engine against the simulated fleet, or on AWS Step Functions.
+    #[arg(long, value_enum, default_value_t = crate::session::EngineKind::Local)]
+    pub engine: crate::session::EngineKind,
+    #[command(flatten)]
+    pub aws: aws_engine::AwsArgs,
+}
+
 impl SimulatedFleetArgs {
     /// The config file, or the defaults without one.
     pub fn config(&self) -> anyhow::Result<FleetConfig> {

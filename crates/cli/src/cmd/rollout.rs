@@ -2,14 +2,13 @@
 //! (a new launch-template version and an instance refresh, rolled back on failure). Locally
 //! the simulated group is scaled to `--instances` first, so there is something to refresh.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clock::Clock as _;
 use serde_json::json;
 
-use crate::cmd::SimulatedFleetArgs;
-use crate::cmd::aws_engine::{self, AwsArgs, Finished};
+use crate::cmd::aws_engine::{self, Finished};
+use crate::cmd::{RunArgs, SimulatedFleetArgs};
 use crate::output::OutputFormat;
 use crate::report::{self, LiveProgress};
 use crate::session::{self, EngineKind};
@@ -24,16 +23,8 @@ pub struct Args {
     /// Locally: instances in the simulated group before the rollout.
     #[arg(long, default_value_t = 4)]
     pub instances: usize,
-    /// Engine store (default: $FLEETPREP_STORE, else the user's data directory).
-    #[arg(long)]
-    pub store: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
-    /// Run on the embedded engine against the simulated fleet, or on AWS Step Functions.
-    #[arg(long, value_enum, default_value_t = EngineKind::Local)]
-    pub engine: EngineKind,
     #[command(flatten)]
-    pub aws: AwsArgs,
+    pub run: RunArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -49,10 +40,10 @@ async fn rollout(args: Args) -> anyhow::Result<ExitCode> {
     }
     let config = args.fleet.config()?;
     let input = config.rollout_input(&args.image).input();
-    let mut progress = LiveProgress::new(true, args.output == OutputFormat::Json);
-    let done = if args.engine == EngineKind::Aws {
+    let mut progress = LiveProgress::new(true, args.run.output == OutputFormat::Json);
+    let done = if args.run.engine == EngineKind::Aws {
         aws_engine::run_execution(
-            &args.aws.with_deploy_defaults(&config.deploy),
+            &args.run.aws.with_deploy_defaults(&config.deploy),
             "rollout",
             &input,
             None,
@@ -61,7 +52,7 @@ async fn rollout(args: Args) -> anyhow::Result<ExitCode> {
         .await?
     } else {
         let scenario = args.fleet.sim.load(None)?;
-        let store = session::store_path(args.store.clone());
+        let store = session::store_path(args.run.store.clone());
         session::prepare_store(&store)?;
         let (fleet, clock) = session::simulated_fleet(
             &config,
@@ -95,7 +86,7 @@ async fn rollout(args: Args) -> anyhow::Result<ExitCode> {
     };
     progress.finish();
     let ok = done.status == "SUCCEEDED";
-    match args.output {
+    match args.run.output {
         OutputFormat::Json => println!(
             "{}",
             json!({
