@@ -37,6 +37,26 @@ pub(super) struct Children {
 
 impl Run<'_> {
     /// Parallel: every branch gets the effective input (JSONata: Arguments).
+    /// Records a `MapIteration{Started,Succeeded,Failed,Aborted}` event: each type carries the
+    /// same details (the Map state's name and the iteration's index) in its own field.
+    fn map_iteration_event(&mut self, ty: EventType, prev: i64, map_state: &str, index: usize) {
+        let Some(mut e) = self.event(ty, prev) else {
+            return;
+        };
+        let details = Some(Box::new(history::MapIterationEventDetails {
+            name: map_state.to_owned(),
+            index: index as u64,
+        }));
+        match ty {
+            EventType::MapIterationStarted => e.map_iteration_started_event_details = details,
+            EventType::MapIterationSucceeded => e.map_iteration_succeeded_event_details = details,
+            EventType::MapIterationFailed => e.map_iteration_failed_event_details = details,
+            EventType::MapIterationAborted => e.map_iteration_aborted_event_details = details,
+            _ => {}
+        }
+        self.push(Some(e));
+    }
+
     pub(super) fn start_parallel(
         &mut self,
         th: &mut Thread,
@@ -208,30 +228,23 @@ impl Run<'_> {
                         Outcome::Ok(v) => {
                             ch.results[idx] = Some(v);
                             if ch.is_map {
-                                let mut e =
-                                    self.event(EventType::MapIterationSucceeded, child_cursor);
-                                if let Some(e) = e.as_mut() {
-                                    e.map_iteration_succeeded_event_details =
-                                        Some(Box::new(history::MapIterationEventDetails {
-                                            name: st.name.clone(),
-                                            index: idx as u64,
-                                        }));
-                                }
-                                self.push(e);
+                                self.map_iteration_event(
+                                    EventType::MapIterationSucceeded,
+                                    child_cursor,
+                                    &st.name,
+                                    idx,
+                                );
                             }
                             th.cursor = child_cursor;
                         }
                         Outcome::Err(f) => {
                             if ch.is_map {
-                                let mut e = self.event(EventType::MapIterationFailed, child_cursor);
-                                if let Some(e) = e.as_mut() {
-                                    e.map_iteration_failed_event_details =
-                                        Some(Box::new(history::MapIterationEventDetails {
-                                            name: st.name.clone(),
-                                            index: idx as u64,
-                                        }));
-                                }
-                                self.push(e);
+                                self.map_iteration_event(
+                                    EventType::MapIterationFailed,
+                                    child_cursor,
+                                    &st.name,
+                                    idx,
+                                );
                             }
                             th.cursor = child_cursor;
                             ch.failures += 1;
@@ -287,15 +300,12 @@ impl Run<'_> {
                             break;
                         }
                     };
-                    let mut e = self.event(EventType::MapIterationStarted, th.cursor);
-                    if let Some(e) = e.as_mut() {
-                        e.map_iteration_started_event_details =
-                            Some(Box::new(history::MapIterationEventDetails {
-                                name: st.name.clone(),
-                                index: idx as u64,
-                            }));
-                    }
-                    self.push(e);
+                    self.map_iteration_event(
+                        EventType::MapIterationStarted,
+                        th.cursor,
+                        &st.name,
+                        idx,
+                    );
                     (m, input, Some(map_item))
                 } else {
                     path.push((state_index, idx as u32));
@@ -330,15 +340,12 @@ impl Run<'_> {
             // Abort the rest (their pending tasks/timers become stale tokens).
             for (idx, child) in ch.running.drain(..) {
                 if ch.is_map {
-                    let mut e = self.event(EventType::MapIterationAborted, child.cursor);
-                    if let Some(e) = e.as_mut() {
-                        e.map_iteration_aborted_event_details =
-                            Some(Box::new(history::MapIterationEventDetails {
-                                name: st.name.clone(),
-                                index: idx as u64,
-                            }));
-                    }
-                    self.push(e);
+                    self.map_iteration_event(
+                        EventType::MapIterationAborted,
+                        child.cursor,
+                        &st.name,
+                        idx,
+                    );
                 }
             }
             th.cursor = cursor;
