@@ -266,8 +266,11 @@ impl Tasks {
                 .get_mut(activity_arn)
                 .and_then(VecDeque::pop_front);
             if let Some(task) = next {
-                // A task whose execution ended meanwhile is not handed out.
-                if self.still_pending(&task.token) {
+                // A task whose execution ended meanwhile is not handed out, nor one already
+                // answered whose answer the engine has not applied yet (a task dispatched
+                // again after a restart can be answered with the token handed out before).
+                if self.still_pending(&task.token) && lock(&self.waiting).contains_key(&task.token)
+                {
                     return json!({"taskToken": task.token, "input": task.input.to_string()});
                 }
                 continue;
