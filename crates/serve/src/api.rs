@@ -31,6 +31,10 @@ const TEST_CASES: &str = "serve.testCase";
 const REDRIVE_TOKENS: usize = 10;
 const REDRIVE_TOKEN_MILLIS: i64 = 15 * 60 * 1000;
 
+/// Why an EXPRESS execution cannot be redriven (API Reference, "RedriveExecution": "This API
+/// action is not supported by EXPRESS state machines.").
+const EXPRESS_NOT_REDRIVABLE: &str = "Redrive is not supported for EXPRESS state machines.";
+
 /// What a state machine is beyond its definition (DescribeStateMachine's members).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -568,10 +572,15 @@ impl Api {
     /// API Reference, "DescribeExecution".
     fn describe_execution(&self, request: &Value) -> Result<Value, ApiError> {
         let arn = required(request, "executionArn")?;
-        machine_of_execution(arn)?;
+        let machine_arn = machine_of_execution(arn)?;
         let s = self.engine.describe(arn)?;
+        let express = self
+            .registry()
+            .machines
+            .get(&machine_arn)
+            .is_some_and(|m| m.kind == "EXPRESS");
         let mut out = execution_value(&s);
-        add_redrive_members(&mut out, &s, self.engine.clock().now());
+        add_redrive_members(&mut out, &s, express, self.engine.clock().now());
         Ok(out)
     }
 
@@ -684,7 +693,7 @@ impl Api {
         {
             return Err(ApiError::client(
                 "ExecutionNotRedrivable",
-                format!("Redrive is not supported for EXPRESS state machines. Execution: '{arn}'"),
+                format!("{EXPRESS_NOT_REDRIVABLE} Execution: '{arn}'"),
             ));
         }
         let now = self.now_millis();
@@ -863,7 +872,7 @@ fn execution_value(s: &ExecutionSummary) -> Value {
 /// with `redriveStatusReason` when it is NOT_REDRIVABLE (API Reference, "DescribeExecution";
 /// the reasons as worded there). The history-size limit is checked by RedriveExecution
 /// only: knowing it here would cost a replay per describe.
-fn add_redrive_members(out: &mut Value, s: &ExecutionSummary, now: SystemTime) {
+fn add_redrive_members(out: &mut Value, s: &ExecutionSummary, express: bool, now: SystemTime) {
     out["redriveCount"] = json!(s.redrive_count);
     if let Some(d) = s.redrive_date {
         out["redriveDate"] = epoch_seconds(d);
@@ -871,6 +880,7 @@ fn add_redrive_members(out: &mut Value, s: &ExecutionSummary, now: SystemTime) {
     let reason = match s.status {
         Status::Running => Some("Execution is RUNNING and cannot be redriven."),
         Status::Succeeded => Some("Execution is SUCCEEDED and cannot be redriven."),
+        _ if express => Some(EXPRESS_NOT_REDRIVABLE),
         _ if s
             .stop_date
             .and_then(|t| t.checked_add(engine::REDRIVABLE_PERIOD))

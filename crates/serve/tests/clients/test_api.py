@@ -582,6 +582,7 @@ def test_redrive_with_boto3():
     express = machine({"StartAt": "F", "States": {"F": {"Type": "Fail", "Error": "E"}}}, kind="EXPRESS")
     failed = sfn.start_execution(stateMachineArn=express)["executionArn"]
     wait_done(failed)
+    assert sfn.describe_execution(executionArn=failed)["redriveStatus"] == "NOT_REDRIVABLE"
     code, _, _ = error_of(sfn.redrive_execution, executionArn=failed)
     assert code == "ExecutionNotRedrivable", code
 
