@@ -383,6 +383,8 @@ pub struct Engine {
 struct Inner {
     clock: Arc<dyn Clock>,
     store: StoreThread,
+    // The store file found in another format, moved aside, and that format.
+    kept_aside: Option<(PathBuf, i64)>,
     handlers: RwLock<HashMap<String, Arc<dyn TaskHandler>>>,
     // Runs the tasks no registered handler serves (`register_fallback`).
     fallback: RwLock<Option<Arc<dyn TaskHandler>>>,
@@ -545,7 +547,8 @@ fn lambda_function_name(target: &str) -> Option<&str> {
 impl Engine {
     /// Opens (creating if needed) the store and resumes every running execution.
     pub fn open(config: EngineConfig) -> Result<Engine, EngineError> {
-        let store = Store::open(config.store.as_deref())?;
+        let mut store = Store::open(config.store.as_deref())?;
+        let kept_aside = store.kept_aside.take();
         let (tx, _) = broadcast::channel(4096);
         let (beats, beats_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut runtime = Runtime::default();
@@ -554,6 +557,7 @@ impl Engine {
             inner: Arc::new(Inner {
                 clock: config.clock,
                 store: StoreThread::spawn(store)?,
+                kept_aside,
                 handlers: RwLock::new(HashMap::new()),
                 fallback: RwLock::new(None),
                 rt: Mutex::new(runtime),
@@ -568,6 +572,16 @@ impl Engine {
             }),
         };
         Ok(engine)
+    }
+
+    /// When the store file was written in another store format: where it was moved (its
+    /// executions kept for the fleetprep that wrote them) and that format, so that a front end
+    /// can tell its user why the store starts empty.
+    pub fn store_kept_aside(&self) -> Option<(&std::path::Path, i64)> {
+        self.inner
+            .kept_aside
+            .as_ref()
+            .map(|(path, format)| (path.as_path(), *format))
     }
 
     /// The engine's clock.

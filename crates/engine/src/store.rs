@@ -38,6 +38,9 @@ pub(crate) struct Store {
     // A group commit is open: steps are savepoints inside one outer transaction that
     // `end_group` commits (see `Engine::flush`).
     group: bool,
+    /// Where a store in another format was moved when this one was started in its place,
+    /// and that format.
+    pub(crate) kept_aside: Option<(std::path::PathBuf, i64)>,
 }
 
 /// One row of `executions`.
@@ -143,7 +146,9 @@ impl Store {
                 kept = %kept.display(),
                 "the store was written in format {version}; it is kept aside and a new one (format {STORE_FORMAT}) is started"
             );
-            return Store::open(path);
+            let mut fresh = Store::open(path)?;
+            fresh.kept_aside = Some((kept, version));
+            return Ok(fresh);
         }
         // WAL + synchronous=NORMAL: a committed step survives a process kill (the WAL is
         // written before commit returns); only an OS crash could lose the last steps. A 32 MiB
@@ -206,6 +211,7 @@ impl Store {
             conn,
             group: false,
             ids: HashMap::new(),
+            kept_aside: None,
         })
     }
 
