@@ -60,6 +60,12 @@ pub struct HistoryEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_timed_out_event_details: Option<Box<TaskFailedEventDetails>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_redriven_event_details: Option<Box<ExecutionRedrivenEventDetails>>,
+    /// A callback (`.waitForTaskToken`) task's integration answered; the task now waits for
+    /// SendTaskSuccess/SendTaskFailure. Same members as `taskSucceededEventDetails`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_submitted_event_details: Option<Box<TaskSucceededEventDetails>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lambda_function_scheduled_event_details: Option<Box<LambdaFunctionScheduledEventDetails>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lambda_function_succeeded_event_details: Option<Box<ExecutionSucceededEventDetails>>,
@@ -96,6 +102,8 @@ impl HistoryEvent {
             task_succeeded_event_details: None,
             task_failed_event_details: None,
             task_timed_out_event_details: None,
+            task_submitted_event_details: None,
+            execution_redriven_event_details: None,
             lambda_function_scheduled_event_details: None,
             lambda_function_succeeded_event_details: None,
             lambda_function_failed_event_details: None,
@@ -254,6 +262,13 @@ pub struct TaskSucceededEventDetails {
     pub output: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_details: Option<DataDetails>,
+}
+
+/// `ExecutionRedrivenEventDetails`: how often the execution was redriven, this time included.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionRedrivenEventDetails {
+    pub redrive_count: u64,
 }
 
 /// `TaskFailedEventDetails` and `TaskTimedOutEventDetails`.

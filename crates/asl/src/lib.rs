@@ -21,8 +21,8 @@
 //!   [`choice`], with [`error::StatesError`] as AWS raises it.
 //!
 //! Deliberately not here: storage, timers, task dispatch, concurrency (crate `engine`);
-//! distributed Map, activities and callback (`.waitForTaskToken`) patterns (a clear runtime
-//! error names the state).
+//! distributed Map and `.sync` integrations (a clear runtime error names the state).
+//! Callbacks (`.waitForTaskToken`) are decided here; waiting for them is the runtime's.
 //!
 //! ```
 //! use std::time::UNIX_EPOCH;

@@ -1,6 +1,6 @@
 //! `fleetprep serve` as a process: kill -9 it mid-execution and start it again on the same
 //! store; every execution continues, none is lost or duplicated, and a task token handed out
-//! before the crash is still valid after it.
+//! before the crash (an activity's, a callback's) is still valid after it.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -72,6 +72,27 @@ fn ok(port: u16, op: &str, body: Value) -> Value {
     let (status, v) = call(port, op, body);
     assert_eq!(status, 200, "{op}: {v}");
     v
+}
+
+/// Creates state machine `name` with `definition` and starts execution `execution` of it;
+/// the execution's ARN.
+fn create_and_start(port: u16, name: &str, definition: &Value, execution: &str) -> String {
+    let machine = ok(
+        port,
+        "CreateStateMachine",
+        json!({"name": name, "definition": definition.to_string(), "roleArn": "arn:aws:iam::123456789012:role/r"}),
+    )["stateMachineArn"]
+        .as_str()
+        .expect("ARN")
+        .to_owned();
+    ok(
+        port,
+        "StartExecution",
+        json!({"stateMachineArn": machine, "name": execution}),
+    )["executionArn"]
+        .as_str()
+        .expect("ARN")
+        .to_owned()
 }
 
 #[test]
@@ -218,6 +239,87 @@ fn kill_9_mid_execution_loses_and_duplicates_nothing() {
     assert_eq!(answered_before, 1);
 }
 
+/// A `.waitForTaskToken` task submitted before a kill -9 still waits after it, under the same
+/// token (the task's `$$.Task.Token`), and is not submitted a second time.
+#[test]
+#[allow(clippy::disallowed_methods)] // a real server process, so a real-time deadline
+fn a_callback_token_stays_valid_across_kill_9() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = dir.path().join("serve.db");
+    let mut server = start(&store);
+    let port = server.port;
+    let def = json!({"StartAt": "Send", "States": {"Send": {"Type": "Task",
+        "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+        "Parameters": {"QueueUrl": "q", "MessageBody": {"TaskToken.$": "$$.Task.Token"}},
+        "End": true}}});
+    let arn = create_and_start(port, "callback", &def, "cb");
+    let history = |port: u16| {
+        ok(port, "GetExecutionHistory", json!({"executionArn": arn}))["events"]
+            .as_array()
+            .expect("events")
+            .clone()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let token = loop {
+        let events = history(port);
+        if events.iter().any(|e| e["type"] == "TaskSubmitted") {
+            let parameters = events
+                .iter()
+                .find(|e| e["type"] == "TaskScheduled")
+                .and_then(|e| e["taskScheduledEventDetails"]["parameters"].as_str())
+                .expect("TaskScheduled parameters");
+            let parameters: Value = serde_json::from_str(parameters).expect("JSON");
+            break parameters["MessageBody"]["TaskToken"]
+                .as_str()
+                .expect("the token in the message")
+                .to_owned();
+        }
+        assert!(Instant::now() < deadline, "never submitted: {events:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().expect("reaped");
+    let server = start(&store);
+    let port = server.port;
+    ok(port, "SendTaskHeartbeat", json!({"taskToken": token}));
+    ok(
+        port,
+        "SendTaskSuccess",
+        json!({"taskToken": token, "output": "{\"after\": \"restart\"}"}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let done = loop {
+        let d = ok(port, "DescribeExecution", json!({"executionArn": arn}));
+        if d["status"] != "RUNNING" {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "still running");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    assert_eq!(done["output"], "{\"after\":\"restart\"}");
+    let types: Vec<String> = history(port)
+        .iter()
+        .filter_map(|e| e["type"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        types.iter().filter(|t| *t == "TaskSubmitted").count(),
+        1,
+        "{types:?}"
+    );
+    let (status, v) = call(
+        port,
+        "SendTaskSuccess",
+        json!({"taskToken": token, "output": "{}"}),
+    );
+    assert_eq!(
+        (status, v["__type"].as_str()),
+        (400, Some("TaskTimedOut")),
+        "{v}"
+    );
+}
+
 /// fleetprep's own AWS path (aws-sdk-sfn) reads an execution's history from the server.
 #[cfg(feature = "aws")]
 #[test]
@@ -227,22 +329,7 @@ fn executions_history_engine_aws_reads_from_the_server() {
     let server = start(&dir.path().join("serve.db"));
     let port = server.port;
     let def = json!({"StartAt": "A", "States": {"A": {"Type": "Pass", "Result": 1, "End": true}}});
-    let machine = ok(
-        port,
-        "CreateStateMachine",
-        json!({"name": "fleetprep-sdk", "definition": def.to_string(), "roleArn": "arn:aws:iam::123456789012:role/r"}),
-    )["stateMachineArn"]
-        .as_str()
-        .expect("ARN")
-        .to_owned();
-    let arn = ok(
-        port,
-        "StartExecution",
-        json!({"stateMachineArn": machine, "name": "sdk"}),
-    )["executionArn"]
-        .as_str()
-        .expect("ARN")
-        .to_owned();
+    let arn = create_and_start(port, "fleetprep-sdk", &def, "sdk");
     let deadline = Instant::now() + Duration::from_secs(20);
     while ok(port, "DescribeExecution", json!({"executionArn": arn}))["status"] == "RUNNING" {
         assert!(Instant::now() < deadline, "still running");

@@ -22,6 +22,11 @@
 //!   result: logged, replayed on resume, and answered only once committed. A task silent for
 //!   longer fails with `States.Timeout` (matched by `States.HeartbeatTimeout`); this applies to
 //!   every resource, Lambda included (no AWS document exempts any).
+//! - Callbacks (`.waitForTaskToken`): the handler hands the integration
+//!   [`TaskContext::task_token`] (the task's `$$.Task.Token`), reports the integration's answer
+//!   with [`TaskContext::submit`] (`TaskSubmitted`, committed like a heartbeat) and returns the
+//!   callback's answer; a task dispatched again after a restart has [`TaskContext::submitted`]
+//!   set and only waits for its callback.
 //! - Lateness: before a task result or heartbeat is applied, the timers that fell due while
 //!   the task ran fire first (a handler may advance a virtual clock to simulate long work).
 //! - Lambda: a handler registered for a function ARN (or bare function name) serves both
@@ -97,6 +102,10 @@ pub enum EngineError {
     },
     #[error("execution \"{0}\" is not running")]
     NotRunning(String),
+    /// RedriveExecution refused: the reason, as DescribeExecution's `redriveStatusReason`
+    /// words it.
+    #[error("execution \"{execution}\" cannot be redriven: {reason}")]
+    NotRedrivable { execution: String, reason: String },
     /// The runtime delivered an event of another kind than its token waits for (a bug in the
     /// runtime, not in the state machine); the execution did not change.
     #[error("execution \"{execution}\": {source}")]
@@ -138,6 +147,10 @@ impl EngineError {
 /// Functions quotas: "Maximum input or output size for a task, state, or execution").
 pub const MAX_INPUT_BYTES: usize = 262_144;
 
+/// How long after its stop an execution can be redriven (developer guide, "Restarting state
+/// machine executions with redrive in Step Functions": "the redrivable period of 14 days").
+pub const REDRIVABLE_PERIOD: std::time::Duration = std::time::Duration::from_secs(14 * 86_400);
+
 /// A task's failure, as the handler reports it: `error` is the name Retry/Catch match on.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[error("{error}: {cause}")]
@@ -171,16 +184,22 @@ pub struct TaskContext {
     /// `execution ARN + "/" + state name`: stable across retries and crash re-dispatch; use it
     /// as the client token for side effects.
     pub idempotency_key: String,
+    /// A callback task (`.waitForTaskToken`) whose integration already answered
+    /// ([`TaskContext::submitted`] was committed before a restart): only its callback is
+    /// still awaited, so the integration must not be called again.
+    pub submitted: bool,
     // Where heartbeats go: the driver that dispatched the task; `None` for a context made
     // outside an engine (handler tests), where a heartbeat has nobody to tell.
     beats: Option<tokio::sync::mpsc::UnboundedSender<HeartbeatRequest>>,
 }
 
-/// One heartbeat on its way to the driver, answered once it is committed.
+/// One heartbeat (or, with `submitted`, a callback task's submission) on its way to the
+/// driver, answered once it is committed.
 #[derive(Debug)]
 struct HeartbeatRequest {
     execution_arn: String,
     token: u64,
+    submitted: Option<Value>,
     reply: tokio::sync::oneshot::Sender<Result<(), TaskError>>,
 }
 
@@ -204,8 +223,23 @@ impl TaskContext {
             target: resource.to_owned(),
             token,
             idempotency_key: format!("{execution_arn}/{state_name}"),
+            submitted: false,
             beats: None,
         }
+    }
+
+    /// The task token (`$$.Task.Token`) of this task, as a callback task's parameters carry
+    /// it and SendTaskSuccess/SendTaskFailure/SendTaskHeartbeat name it.
+    pub fn task_token(&self) -> String {
+        asl::interp::task_token(&self.execution_arn, self.token)
+    }
+
+    /// A callback task's integration answered `output` (its `TaskSubmitted` event); the task
+    /// keeps running until the handler returns the callback's answer. Returns once committed,
+    /// so after a restart the task is dispatched again with [`TaskContext::submitted`] set.
+    /// Fails with `TaskTimedOut` when the task is already over.
+    pub async fn submit(&self, output: Value) -> Result<(), TaskError> {
+        self.signal(Some(output)).await
     }
 
     /// SendTaskHeartbeat, locally: tells the engine the task is still making progress, which
@@ -216,6 +250,11 @@ impl TaskContext {
     /// when the task is already over (timed out, or its execution ended): stop working then,
     /// its result would be ignored.
     pub async fn heartbeat(&self) -> Result<(), TaskError> {
+        self.signal(None).await
+    }
+
+    /// Sends a heartbeat (`None`) or a submission to the driver and waits for its commit.
+    async fn signal(&self, submitted: Option<Value>) -> Result<(), TaskError> {
         let Some(beats) = &self.beats else {
             return Ok(());
         };
@@ -233,6 +272,7 @@ impl TaskContext {
             .send(HeartbeatRequest {
                 execution_arn: self.execution_arn.clone(),
                 token: self.token,
+                submitted,
                 reply,
             })
             .map_err(|_| over())?;
@@ -320,6 +360,9 @@ pub struct ExecutionSummary {
     pub cause: Option<String>,
     pub start_date: SystemTime,
     pub stop_date: Option<SystemTime>,
+    /// How often it was redriven, and when last.
+    pub redrive_count: u64,
+    pub redrive_date: Option<SystemTime>,
 }
 
 // The engine is shared across tokio tasks and threads: keep it Send + Sync.
@@ -340,6 +383,8 @@ pub struct Engine {
 struct Inner {
     clock: Arc<dyn Clock>,
     store: StoreThread,
+    // The store file found in another format, moved aside, and that format.
+    kept_aside: Option<(PathBuf, i64)>,
     handlers: RwLock<HashMap<String, Arc<dyn TaskHandler>>>,
     // Runs the tasks no registered handler serves (`register_fallback`).
     fallback: RwLock<Option<Arc<dyn TaskHandler>>>,
@@ -502,7 +547,8 @@ fn lambda_function_name(target: &str) -> Option<&str> {
 impl Engine {
     /// Opens (creating if needed) the store and resumes every running execution.
     pub fn open(config: EngineConfig) -> Result<Engine, EngineError> {
-        let store = Store::open(config.store.as_deref())?;
+        let mut store = Store::open(config.store.as_deref())?;
+        let kept_aside = store.kept_aside.take();
         let (tx, _) = broadcast::channel(4096);
         let (beats, beats_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut runtime = Runtime::default();
@@ -511,6 +557,7 @@ impl Engine {
             inner: Arc::new(Inner {
                 clock: config.clock,
                 store: StoreThread::spawn(store)?,
+                kept_aside,
                 handlers: RwLock::new(HashMap::new()),
                 fallback: RwLock::new(None),
                 rt: Mutex::new(runtime),
@@ -525,6 +572,16 @@ impl Engine {
             }),
         };
         Ok(engine)
+    }
+
+    /// When the store file was written in another store format: where it was moved (its
+    /// executions kept for the fleetprep that wrote them) and that format, so that a front end
+    /// can tell its user why the store starts empty.
+    pub fn store_kept_aside(&self) -> Option<(&std::path::Path, i64)> {
+        self.inner
+            .kept_aside
+            .as_ref()
+            .map(|(path, format)| (path.as_path(), *format))
     }
 
     /// The engine's clock.
@@ -733,6 +790,7 @@ impl Engine {
                     seed,
                 }),
                 input: None,
+                redriven: false,
                 outcome: Outcome::of(&step.commands),
             },
             durable,
@@ -906,6 +964,13 @@ impl Engine {
                 return Ok(());
             }
             Err(DecideError::NotRunning(_)) => return Err(EngineError::NotRunning(arn.to_owned())),
+            // Only `redrive_execution` sends a redrive, to an execution that is not live.
+            Err(DecideError::NotRedrivable(reason)) => {
+                return Err(EngineError::NotRedrivable {
+                    execution: arn.to_owned(),
+                    reason,
+                });
+            }
             Err(DecideError::UnexpectedEvent(source)) => {
                 return Err(EngineError::UnexpectedEvent {
                     execution: arn.to_owned(),
@@ -924,18 +989,33 @@ impl Engine {
             // Committed at the next flush, before anything this step schedules runs.
             self.begin_group()?;
         }
+        self.log_step(arn, now, (seq, logged), false, &step.commands, durable)?;
+        self.effects(&mut rt, arn, step.history, step.commands);
+        Ok(())
+    }
+
+    /// Writes one decided step of an existing execution: its input event `(seq, JSON)`,
+    /// whether it redrives the execution, and its outcome if it ended it.
+    fn log_step(
+        &self,
+        arn: &str,
+        now: SystemTime,
+        input: (i64, String),
+        redriven: bool,
+        commands: &[Command],
+        durable: bool,
+    ) -> Result<(), EngineError> {
         self.inner.store.write(
             StepRecord {
                 arn: arn.to_owned(),
                 now,
                 new_execution: None,
-                input: Some((seq, logged)),
-                outcome: Outcome::of(&step.commands),
+                input: Some(input),
+                redriven,
+                outcome: Outcome::of(commands),
             },
             durable,
-        )?;
-        self.effects(&mut rt, arn, step.history, step.commands);
-        Ok(())
+        )
     }
 
     /// Stops a running execution (`ExecutionAborted`).
@@ -956,6 +1036,69 @@ impl Engine {
             },
             true,
         )?;
+        self.committed();
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// RedriveExecution: runs a FAILED, TIMED_OUT or ABORTED execution again from its
+    /// unsuccessful states (`asl::interp::Execution::redrive`), under the same ARN, input and
+    /// definition. Refused with [`EngineError::NotRedrivable`] and the documented reason, also
+    /// after the redrivable period of 14 days from its stop (developer guide, "Restarting
+    /// state machine executions with redrive in Step Functions"). The redrive is a logged
+    /// input event like any other, so a restart replays it.
+    pub fn redrive_execution(&self, arn: &str) -> Result<(), EngineError> {
+        let refuse = |reason: &str| EngineError::NotRedrivable {
+            execution: arn.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let now = self.inner.clock.now();
+        // Held throughout: the execution becomes live only once its redrive is committed,
+        // and a second redrive of it waits and then finds it running.
+        let mut rt = lock(&self.inner.rt);
+        if rt.live.contains_key(arn) {
+            return Err(refuse("Execution is RUNNING and cannot be redriven."));
+        }
+        let (row, replayed) = {
+            let arn = arn.to_owned();
+            self.inner.store.call(move |store| {
+                let row = store
+                    .execution(&arn)?
+                    .ok_or_else(|| EngineError::NoExecution(arn.clone()))?;
+                let replayed = replay(store, &row, false)?;
+                Ok((row, replayed))
+            })?
+        };
+        let stopped = row.stop_nanos.map(store::from_nanos);
+        if stopped
+            .and_then(|t| t.checked_add(REDRIVABLE_PERIOD))
+            .is_some_and(|end| now > end)
+        {
+            return Err(refuse("Execution redrivable period exceeded."));
+        }
+        let Replayed {
+            def, mut exec, seq, ..
+        } = replayed;
+        exec.set_record_history(self.recording());
+        let step = match exec.handle(&def, Event::Redrive, now) {
+            Ok(step) => step,
+            Err(DecideError::NotRedrivable(reason)) => return Err(refuse(&reason)),
+            Err(other) => return Err(refuse(&other.to_string())),
+        };
+        let logged = serde_json::to_string(&Event::Redrive)
+            .map_err(|e| EngineError::store(format!("execution {arn}: event"), e))?;
+        let seq = seq + 1;
+        self.log_step(arn, now, (seq, logged), true, &step.commands, true)?;
+        rt.live.insert(
+            arn.to_owned(),
+            Live {
+                def: Arc::new(def),
+                exec,
+                seq,
+            },
+        );
+        self.effects(&mut rt, arn, step.history, step.commands);
+        drop(rt);
         self.committed();
         self.inner.wake.notify_one();
         Ok(())
@@ -1067,6 +1210,10 @@ impl Engine {
                     resource: resource.clone(),
                     target: what.clone(),
                     token,
+                    submitted: lock(&self.inner.rt)
+                        .live
+                        .get(&arn)
+                        .is_some_and(|l| l.exec.task_submitted(token)),
                     beats: Some(self.inner.beats.clone()),
                 };
                 match self.handler_for(&what) {
@@ -1219,12 +1366,34 @@ impl Engine {
         Ok(true)
     }
 
-    /// Decides one heartbeat (in the open group); the answer goes out after the commit.
+    /// Decides one heartbeat or submission (in the open group); the answer goes out after
+    /// the commit.
     fn heartbeat(&self, b: HeartbeatRequest) -> Result<HeartbeatAck, EngineError> {
-        let monitored = lock(&self.inner.rt)
+        let (monitored, submitted) = lock(&self.inner.rt)
             .live
             .get(&b.execution_arn)
-            .and_then(|l| l.exec.task_heartbeat_monitored(b.token));
+            .map(|l| {
+                (
+                    l.exec.task_heartbeat_monitored(b.token),
+                    l.exec.task_submitted(b.token),
+                )
+            })
+            .unwrap_or((None, false));
+        if let (Some(output), Some(_)) = (b.submitted, monitored) {
+            // A repeated submission (the handler ran again before the first was committed
+            // and replayed) changes nothing.
+            if !submitted {
+                self.apply(
+                    &b.execution_arn,
+                    Event::TaskSubmitted {
+                        token: b.token,
+                        output,
+                    },
+                    false,
+                )?;
+            }
+            return Ok((b.reply, Ok(())));
+        }
         let answer = match monitored {
             None => Err(TaskError::new(
                 TASK_TIMED_OUT,
@@ -1462,5 +1631,7 @@ fn summary(row: store::ExecutionRow) -> ExecutionSummary {
         cause: row.cause,
         start_date: store::from_nanos(row.start_nanos),
         stop_date: row.stop_nanos.map(store::from_nanos),
+        redrive_count: row.redrive_count,
+        redrive_date: row.redrive_nanos.map(store::from_nanos),
     }
 }

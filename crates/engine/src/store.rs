@@ -26,7 +26,9 @@ const DEFINITION_REF: &str = "#definition:";
 
 /// The layout of the tables below (`PRAGMA user_version`); a store in another format is
 /// refused with an explanation instead of being misread.
-const STORE_FORMAT: i64 = 2;
+/// Format 3: executions record their redrives (`redrive_count`, `redrive_nanos`), and the
+/// `metadata` table is part of the format.
+const STORE_FORMAT: i64 = 3;
 
 pub(crate) struct Store {
     conn: Connection,
@@ -36,6 +38,9 @@ pub(crate) struct Store {
     // A group commit is open: steps are savepoints inside one outer transaction that
     // `end_group` commits (see `Engine::flush`).
     group: bool,
+    /// Where a store in another format was moved when this one was started in its place,
+    /// and that format.
+    pub(crate) kept_aside: Option<(std::path::PathBuf, i64)>,
 }
 
 /// One row of `executions`.
@@ -52,6 +57,8 @@ pub(crate) struct ExecutionRow {
     pub start_nanos: i64,
     pub stop_nanos: Option<i64>,
     pub seed: u64,
+    pub redrive_count: u64,
+    pub redrive_nanos: Option<i64>,
 }
 
 pub(crate) fn to_nanos(t: SystemTime) -> i64 {
@@ -139,7 +146,9 @@ impl Store {
                 kept = %kept.display(),
                 "the store was written in format {version}; it is kept aside and a new one (format {STORE_FORMAT}) is started"
             );
-            return Store::open(path);
+            let mut fresh = Store::open(path)?;
+            fresh.kept_aside = Some((kept, version));
+            return Ok(fresh);
         }
         // WAL + synchronous=NORMAL: a committed step survives a process kill (the WAL is
         // written before commit returns); only an OS crash could lose the last steps. A 32 MiB
@@ -169,7 +178,9 @@ impl Store {
                  cause TEXT,
                  start_nanos INTEGER NOT NULL,
                  stop_nanos INTEGER,
-                 seed INTEGER NOT NULL
+                 seed INTEGER NOT NULL,
+                 redrive_count INTEGER NOT NULL DEFAULT 0,
+                 redrive_nanos INTEGER
              );
              -- Appended in rowid order; the index holds only integers, so it stays small
              -- and cached however many executions interleave their steps.
@@ -185,8 +196,7 @@ impl Store {
                  definition TEXT NOT NULL UNIQUE
              );
              -- What a front end keeps beside the engine's own records (an API server's state
-             -- machine types, tags, activities): opaque JSON by kind and key. Added without a
-             -- format change: older stores simply gain the empty table.
+             -- machine types, tags, activities): opaque JSON by kind and key.
              CREATE TABLE IF NOT EXISTS metadata (
                  kind TEXT NOT NULL,
                  key TEXT NOT NULL,
@@ -201,6 +211,7 @@ impl Store {
             conn,
             group: false,
             ids: HashMap::new(),
+            kept_aside: None,
         })
     }
 
@@ -362,10 +373,12 @@ impl Store {
             start_nanos: r.get(8)?,
             stop_nanos: r.get(9)?,
             seed: r.get::<_, i64>(10)? as u64,
+            redrive_count: r.get::<_, i64>(11)? as u64,
+            redrive_nanos: r.get(12)?,
         })
     }
 
-    const COLS: &'static str = "arn, name, state_machine, status, input, output, error, cause, start_nanos, stop_nanos, seed";
+    const COLS: &'static str = "arn, name, state_machine, status, input, output, error, cause, start_nanos, stop_nanos, seed, redrive_count, redrive_nanos";
 
     pub(crate) fn execution_exists(&self, arn: &str) -> Result<bool, EngineError> {
         self.conn
@@ -495,6 +508,8 @@ pub(crate) struct StepRecord {
     pub new_execution: Option<NewExecution>,
     /// The step's input event (sequence number, JSON text).
     pub input: Option<(i64, String)>,
+    /// The step redrives the ended execution: it runs again.
+    pub redriven: bool,
     pub outcome: Option<Outcome>,
 }
 
@@ -557,6 +572,9 @@ fn write_step(
             .map_err(sql)?
             .execute(params![id, seq, to_nanos(step.now), ev])
             .map_err(sql)?;
+        }
+        if step.redriven {
+            tx.prepare_cached("UPDATE executions SET status = 'RUNNING', output = NULL, error = NULL, cause = NULL, stop_nanos = NULL, redrive_count = redrive_count + 1, redrive_nanos = ?2 WHERE arn = ?1").map_err(sql)?.execute(params![step.arn, to_nanos(step.now)]).map_err(sql)?;
         }
         // Pending work is not stored: replaying the log rebuilds it (`engine::replay`).
         if let Some(end) = &step.outcome {

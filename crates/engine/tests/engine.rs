@@ -446,6 +446,9 @@ async fn a_store_in_an_older_format_is_kept_aside_and_a_new_one_started() {
     };
     let e = Engine::open(config(&path)).expect("a fresh store replaces the old one");
     assert!(e.list_executions(None).unwrap().is_empty());
+    // A front end can say so (fleetprep serve prints it).
+    let kept = dir.path().join("engine.sqlite3.format0");
+    assert_eq!(e.store_kept_aside(), Some((kept.as_path(), 0)));
     e.create_state_machine(
         "sm",
         r#"{"StartAt":"P","States":{"P":{"Type":"Pass","End":true}}}"#,
@@ -455,7 +458,6 @@ async fn a_store_in_an_older_format_is_kept_aside_and_a_new_one_started() {
     e.run_until_complete(&arn).await.unwrap();
     drop(e);
     // Nothing lost: the old executions are still there, under a name that says why.
-    let kept = dir.path().join("engine.sqlite3.format0");
     let old = rusqlite::Connection::open(&kept).unwrap();
     let status: String = old
         .query_row(
@@ -468,6 +470,7 @@ async fn a_store_in_an_older_format_is_kept_aside_and_a_new_one_started() {
     // And the new store reopens in its own format.
     let e = Engine::open(config(&path)).unwrap();
     assert_eq!(e.list_executions(None).unwrap().len(), 1);
+    assert_eq!(e.store_kept_aside(), None);
 }
 
 #[tokio::test]

@@ -25,6 +25,16 @@ const STATE_MACHINES: &str = "serve.stateMachine";
 const ACTIVITIES: &str = "serve.activity";
 const TEST_CASES: &str = "serve.testCase";
 
+/// RedriveExecution's `clientToken`: "The API will return idempotent responses for the last
+/// 10 client tokens used to successfully redrive the execution. These client tokens are valid
+/// for up to 15 minutes after they are first used." (API Reference, "RedriveExecution").
+const REDRIVE_TOKENS: usize = 10;
+const REDRIVE_TOKEN_MILLIS: i64 = 15 * 60 * 1000;
+
+/// Why an EXPRESS execution cannot be redriven (API Reference, "RedriveExecution": "This API
+/// action is not supported by EXPRESS state machines.").
+const EXPRESS_NOT_REDRIVABLE: &str = "Redrive is not supported for EXPRESS state machines.";
+
 /// What a state machine is beyond its definition (DescribeStateMachine's members).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -77,6 +87,12 @@ pub struct Api {
     account: String,
     registry: Mutex<Registry>,
     pub(crate) tasks: Arc<Tasks>,
+    // Per execution: the client tokens of its last redrives, with their redrive dates.
+    redrives: Mutex<std::collections::HashMap<String, Vec<(String, i64)>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn millis(t: SystemTime) -> i64 {
@@ -163,6 +179,7 @@ impl Api {
             account: account.to_owned(),
             registry: Mutex::new(registry),
             tasks,
+            redrives: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -555,9 +572,16 @@ impl Api {
     /// API Reference, "DescribeExecution".
     fn describe_execution(&self, request: &Value) -> Result<Value, ApiError> {
         let arn = required(request, "executionArn")?;
-        machine_of_execution(arn)?;
+        let machine_arn = machine_of_execution(arn)?;
         let s = self.engine.describe(arn)?;
-        Ok(execution_value(&s))
+        let express = self
+            .registry()
+            .machines
+            .get(&machine_arn)
+            .is_some_and(|m| m.kind == "EXPRESS");
+        let mut out = execution_value(&s);
+        add_redrive_members(&mut out, &s, express, self.engine.clock().now());
+        Ok(out)
     }
 
     /// API Reference, "ListExecutions": newest first, optionally by `statusFilter`.
@@ -591,6 +615,10 @@ impl Api {
                 });
                 if let Some(stop) = e.stop_date {
                     v["stopDate"] = epoch_seconds(stop);
+                }
+                if let Some(d) = e.redrive_date {
+                    v["redriveCount"] = json!(e.redrive_count);
+                    v["redriveDate"] = epoch_seconds(d);
                 }
                 v
             })
@@ -642,19 +670,54 @@ impl Api {
         Ok(json!({"stopDate": epoch_seconds(stop)}))
     }
 
-    /// API Reference, "RedriveExecution". The decider cannot yet restart an execution from
-    /// its failed states, so every execution answers `ExecutionNotRedrivable`, with the reason.
+    /// API Reference, "RedriveExecution": a FAILED, TIMED_OUT or ABORTED STANDARD execution
+    /// runs again from its unsuccessful states (the engine's `redrive_execution`); answers its
+    /// `redriveDate`. `clientToken` makes it idempotent as documented there: a token used for
+    /// one of the execution's last 10 successful redrives within 15 minutes answers that
+    /// redrive again instead of redriving once more.
     fn redrive_execution(&self, request: &Value) -> Result<Value, ApiError> {
         let arn = required(request, "executionArn")?;
-        machine_of_execution(arn)?;
+        let machine_arn = machine_of_execution(arn)?;
+        let client_token = optional(request, "clientToken")?;
+        if let Some(token) = client_token
+            && (token.is_empty() || token.len() > 64)
+        {
+            return Err(ApiError::validation(format!(
+                "1 validation error detected: Value at 'clientToken' failed to satisfy constraint: Member must have length between 1 and 64 (it has {})",
+                token.len()
+            )));
+        }
         let s = self.engine.describe(arn)?;
-        Err(ApiError::client(
-            "ExecutionNotRedrivable",
-            format!(
-                "Execution is {} and cannot be redriven by fleetprep serve: redrive is not implemented yet; start a new execution instead: '{arn}'",
-                s.status.as_str()
-            ),
-        ))
+        if let Some(m) = self.registry().machines.get(&machine_arn)
+            && m.kind == "EXPRESS"
+        {
+            return Err(ApiError::client(
+                "ExecutionNotRedrivable",
+                format!("{EXPRESS_NOT_REDRIVABLE} Execution: '{arn}'"),
+            ));
+        }
+        let now = self.now_millis();
+        if let Some(token) = client_token {
+            let recent = lock(&self.redrives);
+            if let Some((_, at)) = recent
+                .get(arn)
+                .and_then(|tokens| tokens.iter().find(|(t, _)| t == token))
+                .filter(|(_, at)| now - at <= REDRIVE_TOKEN_MILLIS)
+            {
+                return Ok(json!({"redriveDate": epoch_seconds(from_millis(*at))}));
+            }
+        }
+        self.engine.redrive_execution(arn)?;
+        let redriven = self.engine.describe(arn)?;
+        let date = redriven.redrive_date.unwrap_or(s.start_date);
+        if let Some(token) = client_token {
+            let mut recent = lock(&self.redrives);
+            let tokens = recent.entry(arn.to_owned()).or_default();
+            tokens.push((token.to_owned(), millis(date)));
+            let excess = tokens.len().saturating_sub(REDRIVE_TOKENS);
+            tokens.drain(..excess);
+        }
+        Ok(json!({"redriveDate": epoch_seconds(date)}))
     }
 
     // --- Activities -------------------------------------------------------------------
@@ -803,6 +866,37 @@ fn execution_value(s: &ExecutionSummary) -> Value {
         out["cause"] = json!(c);
     }
     out
+}
+
+/// DescribeExecution's redrive members: `redriveCount`, `redriveDate`, and `redriveStatus`
+/// with `redriveStatusReason` when it is NOT_REDRIVABLE (API Reference, "DescribeExecution";
+/// the reasons as worded there). The history-size limit is checked by RedriveExecution
+/// only: knowing it here would cost a replay per describe.
+fn add_redrive_members(out: &mut Value, s: &ExecutionSummary, express: bool, now: SystemTime) {
+    out["redriveCount"] = json!(s.redrive_count);
+    if let Some(d) = s.redrive_date {
+        out["redriveDate"] = epoch_seconds(d);
+    }
+    let reason = match s.status {
+        Status::Running => Some("Execution is RUNNING and cannot be redriven."),
+        Status::Succeeded => Some("Execution is SUCCEEDED and cannot be redriven."),
+        _ if express => Some(EXPRESS_NOT_REDRIVABLE),
+        _ if s
+            .stop_date
+            .and_then(|t| t.checked_add(engine::REDRIVABLE_PERIOD))
+            .is_some_and(|end| now > end) =>
+        {
+            Some("Execution redrivable period exceeded.")
+        }
+        _ => None,
+    };
+    match reason {
+        Some(r) => {
+            out["redriveStatus"] = json!("NOT_REDRIVABLE");
+            out["redriveStatusReason"] = json!(r);
+        }
+        None => out["redriveStatus"] = json!("REDRIVABLE"),
+    }
 }
 
 /// One history event on the wire: the engine's event (already in the API's shape) with its

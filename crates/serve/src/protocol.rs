@@ -79,6 +79,10 @@ impl From<engine::EngineError> for ApiError {
             E::NotRunning(arn) => {
                 ApiError::validation(format!("Execution is not running: '{arn}'"))
             }
+            E::NotRedrivable { execution, reason } => ApiError::client(
+                "ExecutionNotRedrivable",
+                format!("{reason} Execution: '{execution}'"),
+            ),
             // The store or a replay failed: the whole error chain, so the cause is not lost.
             other @ (E::Store { .. } | E::UnexpectedEvent { .. }) => {
                 let mut message = other.to_string();

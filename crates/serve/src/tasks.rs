@@ -6,6 +6,8 @@
 //!   Step Functions Local mock file (`--mock-config`), as Step Functions Local does;
 //! - an activity (`arn:aws:states:REGION:ACCOUNT:activity:NAME`) waits in the activity's queue
 //!   for a worker's GetActivityTask, then for its SendTaskSuccess/Failure;
+//! - a callback task (`….waitForTaskToken`) calls its integration (only Lambda, with
+//!   `--lambda-endpoint`), records `TaskSubmitted`, and waits for SendTaskSuccess/Failure;
 //! - Lambda (`arn:aws:states:::lambda:invoke` and function ARNs) goes to `--lambda-endpoint`;
 //! - anything else fails as an unserved resource does in the engine.
 //!
@@ -31,31 +33,7 @@ use crate::protocol::{ApiError, optional, required};
 /// maximum time the service holds on to the request before responding is 60 seconds").
 pub const ACTIVITY_POLL: Duration = Duration::from_secs(60);
 
-/// The task token of task `token` of execution `arn`: `hex(arn)` and the token, so the server
-/// can find the task again from the token alone, also after a restart.
-pub fn task_token(arn: &str, token: u64) -> String {
-    let mut out = String::with_capacity(arn.len() * 2 + 21);
-    for b in arn.bytes() {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out.push('-');
-    out.push_str(&token.to_string());
-    out
-}
-
-/// The execution ARN and engine token of a task token, or `None` when it is not one of ours.
-pub fn parse_task_token(text: &str) -> Option<(String, u64)> {
-    let (hex, token) = text.rsplit_once('-')?;
-    let token = token.parse().ok()?;
-    if hex.len() % 2 != 0 {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect();
-    Some((String::from_utf8(bytes?).ok()?, token))
-}
+pub use asl::interp::{parse_task_token, task_token};
 
 /// A task that waits for an outside answer (activity worker or callback).
 struct Waiting {
@@ -248,6 +226,36 @@ impl Tasks {
         })
     }
 
+    /// Runs a callback task (`.waitForTaskToken`; developer guide, "Wait for a Callback with
+    /// Task Token"): calls the integration with the parameters that carry `$$.Task.Token`
+    /// (Lambda with `--lambda-endpoint`; no other integration is called: its response is
+    /// `{}`), records its answer as `TaskSubmitted`, then waits for SendTaskSuccess or
+    /// SendTaskFailure. The wait is registered first, so a callback sent while the
+    /// integration still runs (a Lambda function that answers its own token) is kept. After
+    /// a restart a submitted task only waits again, under the same token.
+    async fn callback(&self, input: Value, ctx: TaskContext) -> Result<Value, TaskError> {
+        let (token, answer) = self.wait(&ctx);
+        if !ctx.submitted {
+            let submitted = async {
+                let response = match &self.lambda {
+                    Some(lambda) if is_lambda(&ctx) => lambda.invoke(input, &ctx).await?,
+                    _ => json!({}),
+                };
+                ctx.submit(response).await
+            };
+            if let Err(e) = submitted.await {
+                lock(&self.waiting).remove(&token);
+                return Err(e);
+            }
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(TaskError::new(
+                "States.Runtime",
+                "the server stopped waiting for the callback",
+            ))
+        })
+    }
+
     /// GetActivityTask: the oldest queued task of the activity, waiting up to
     /// [`ACTIVITY_POLL`]; an empty answer when none came.
     pub async fn poll_activity(&self, activity_arn: &str, _worker: Option<&str>) -> Value {
@@ -258,8 +266,11 @@ impl Tasks {
                 .get_mut(activity_arn)
                 .and_then(VecDeque::pop_front);
             if let Some(task) = next {
-                // A task whose execution ended meanwhile is not handed out.
-                if self.still_pending(&task.token) {
+                // A task whose execution ended meanwhile is not handed out, nor one already
+                // answered whose answer the engine has not applied yet (a task dispatched
+                // again after a restart can be answered with the token handed out before).
+                if self.still_pending(&task.token) && lock(&self.waiting).contains_key(&task.token)
+                {
                     return json!({"taskToken": task.token, "input": task.input.to_string()});
                 }
                 continue;
@@ -279,16 +290,31 @@ impl Tasks {
         }
     }
 
-    /// The waiting task of a SendTask* request: `InvalidToken` for a token this server never
-    /// issued, `TaskTimedOut` for one whose task is over (API Reference, "SendTaskSuccess").
-    /// Right after a restart a task can still wait for the engine to dispatch it again; the
-    /// request then waits for that (briefly) instead of calling a valid token stale.
+    /// The waiting task of a SendTask* request, with the errors of the API Reference
+    /// ("SendTaskSuccess"): `InvalidToken` ("The provided token is not valid") for a token
+    /// this server never issued (not of its form, or naming an execution it does not have),
+    /// `TaskTimedOut` ("the task associated with the token has already been closed") for one
+    /// whose task is over. Right after a restart a task can still wait for the engine to
+    /// dispatch it again; the request then waits for that (briefly) instead of calling a
+    /// valid token stale.
     async fn waiting_ctx(&self, token: &str) -> Result<TaskContext, ApiError> {
-        if parse_task_token(token).is_none() {
-            return Err(ApiError::client(
-                "InvalidToken",
-                format!("Invalid Token: '{token}'"),
-            ));
+        let invalid = || ApiError::client("InvalidToken", format!("Invalid Token: '{token}'"));
+        // API Reference, "SendTaskSuccess": taskToken "Length Constraints: Minimum length of
+        // 1. Maximum length of 2048."
+        if token.is_empty() || token.len() > 2048 {
+            return Err(ApiError::validation(format!(
+                "1 validation error detected: Value at 'taskToken' failed to satisfy constraint: Member must have length between 1 and 2048 (it has {})",
+                token.len()
+            )));
+        }
+        let (arn, _) = parse_task_token(token).ok_or_else(invalid)?;
+        if let Some(engine) = self.engine.get()
+            && matches!(
+                engine.describe(&arn),
+                Err(engine::EngineError::NoExecution(_))
+            )
+        {
+            return Err(invalid());
         }
         let over = || {
             ApiError::client(
@@ -334,6 +360,14 @@ impl Tasks {
     pub async fn send_success(&self, request: &Value) -> Result<Value, ApiError> {
         let token = required(request, "taskToken")?;
         let output = required(request, "output")?;
+        // API Reference, "SendTaskSuccess": output "Maximum length of 262144".
+        if output.len() > engine::MAX_INPUT_BYTES {
+            return Err(ApiError::validation(format!(
+                "1 validation error detected: Value at 'output' failed to satisfy constraint: Member must have length less than or equal to {} (it has {})",
+                engine::MAX_INPUT_BYTES,
+                output.len()
+            )));
+        }
         let output: Value = serde_json::from_str(output)
             .map_err(|e| ApiError::client("InvalidOutput", format!("Invalid Output: '{e}'")))?;
         self.answer(token, Ok(output)).await
@@ -380,6 +414,9 @@ impl TaskHandler for Router {
         }
         if is_activity(&ctx.resource) {
             return tasks.activity(input, ctx).await;
+        }
+        if asl::interp::is_callback(&ctx.resource) {
+            return tasks.callback(input, ctx).await;
         }
         if is_lambda(&ctx) {
             if let Some(lambda) = &tasks.lambda {

@@ -204,6 +204,8 @@ impl Run<'_> {
     ) -> Option<Produced> {
         let state_index = th.state;
         let mut failed: Option<(Failure, i64)> = None;
+        // The child whose failure fails the state, kept for a redrive.
+        let mut failed_child: Option<(usize, Thread)> = None;
         loop {
             // Start new children while allowed.
             let limit = if ch.max_concurrency == 0 {
@@ -222,7 +224,7 @@ impl Run<'_> {
                 if let Phase::Done(o) = &child.phase {
                     let o = o.clone();
                     let child_cursor = child.cursor;
-                    ch.running.remove(i);
+                    let (_, child) = ch.running.remove(i);
                     progressed = true;
                     match o {
                         Outcome::Ok(v) => {
@@ -271,6 +273,7 @@ impl Run<'_> {
                                     f
                                 };
                                 failed = Some((f, child_cursor));
+                                failed_child = Some((idx, child));
                                 break;
                             }
                         }
@@ -295,6 +298,10 @@ impl Run<'_> {
                     let input = match self.item_input(th, st, ch, &map_item) {
                         Ok(v) => v,
                         Err(e) => {
+                            // Not started: a redrive starts it.
+                            let mut map_item = map_item;
+                            ch.items[idx] = map_item["Value"].take();
+                            ch.next = idx;
                             let f = Failure::in_state(e, st, th);
                             failed = Some((f, th.cursor));
                             break;
@@ -338,6 +345,8 @@ impl Run<'_> {
         }
         if let Some((f, cursor)) = failed {
             // Abort the rest (their pending tasks/timers become stale tokens).
+            let child_failed = failed_child.is_some();
+            let mut unfinished: Vec<(usize, Thread)> = failed_child.into_iter().collect();
             for (idx, child) in ch.running.drain(..) {
                 if ch.is_map {
                     self.map_iteration_event(
@@ -347,6 +356,24 @@ impl Run<'_> {
                         idx,
                     );
                 }
+                unfinished.push((idx, child));
+            }
+            // What a redrive resumes (developer guide, "Restarting state machine executions
+            // with redrive in Step Functions": only the iterations and branches that failed or
+            // aborted run again; after States.DataLimitExceeded the whole state does).
+            if f.error != error::DATA_LIMIT_EXCEEDED {
+                let mut rest = Children {
+                    running: unfinished,
+                    items: std::mem::take(&mut ch.items),
+                    effective: std::mem::take(&mut ch.effective),
+                    results: std::mem::take(&mut ch.results),
+                    ..ch.clone()
+                };
+                // The failed iterations run again; tolerated ones keep their error output.
+                if child_failed {
+                    rest.failures = rest.failures.saturating_sub(1);
+                }
+                th.unfinished = Some(Box::new(rest));
             }
             th.cursor = cursor;
             let will_retry = st

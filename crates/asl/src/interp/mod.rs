@@ -26,6 +26,7 @@
 //! Task                  TaskFailed                          Retry/Catch                  task.rs
 //! Task                  TimerFired(timeout | heartbeat)     Retry/Catch (States.Timeout) task.rs
 //! Task                  TaskHeartbeat                       Task (heartbeat timer anew)  task.rs
+//! Task                  TaskSubmitted (callback)            Task (waits for the callback) task.rs
 //! Sleep(wait)           TimerFired                          Enter next | Done(Ok)        wait.rs
 //! Sleep(retry)          TimerFired                          Run (the same state again)   retry.rs
 //! Children              any event for a child's token       Children | Enter next | Done children.rs
@@ -64,8 +65,10 @@
 //! (not simply the previous id); see the rules next to each event kind, reverse-read from
 //! executions recorded on AWS (the conformance corpus).
 //!
-//! Not supported (runtime error naming the state): distributed Map (ItemReader/ResultWriter),
-//! activities and `.sync`/`.waitForTaskToken` integration patterns' callbacks.
+//! Callbacks (`.waitForTaskToken`): the task's context has `Task.Token` ([`task_token`]);
+//! the runtime reports the integration's answer as [`Event::TaskSubmitted`] and the callback
+//! as the task's result. Not supported (runtime error naming the state): distributed Map
+//! (ItemReader/ResultWriter) and `.sync` integrations.
 
 mod children;
 mod choice;
@@ -91,6 +94,8 @@ pub use limits::{
     MAX_ASSIGN_BYTES, MAX_EXECUTION_DURATION, MAX_HISTORY_EVENTS, MAX_PAYLOAD_BYTES,
     MAX_VARIABLE_BYTES, MAX_VARIABLES_TOTAL_BYTES,
 };
+
+pub use task::{is_callback, parse_task_token, task_token};
 
 use children::Children;
 use limits::execution_cap;
@@ -177,11 +182,19 @@ pub enum Event {
         error: String,
         cause: Option<String>,
     },
+    /// The callback task (`.waitForTaskToken`) scheduled with `token` handed its task token
+    /// to the integration, which answered `output` (the `TaskSubmitted` event); the task now
+    /// waits for its callback (SendTaskSuccess/SendTaskFailure), which comes as
+    /// [`Event::TaskSucceeded`]/[`Event::TaskResponded`]/[`Event::TaskFailed`].
+    TaskSubmitted { token: u64, output: Value },
     /// The timer started with `token` fired.
     TimerFired { token: u64 },
     /// The task scheduled with `token` reported progress (SendTaskHeartbeat): its
     /// HeartbeatSeconds clock starts again. Records no history event (as on AWS).
     TaskHeartbeat { token: u64 },
+    /// Run the ended (FAILED, TIMED_OUT or ABORTED) execution again from its unsuccessful
+    /// states (RedriveExecution; see [`Execution::redrive`]).
+    Redrive,
     /// Stop the execution (StopExecution).
     Abort {
         error: Option<String>,
@@ -196,9 +209,10 @@ impl Event {
             Event::TaskSucceeded { token, .. }
             | Event::TaskResponded { token, .. }
             | Event::TaskFailed { token, .. }
+            | Event::TaskSubmitted { token, .. }
             | Event::TimerFired { token }
             | Event::TaskHeartbeat { token } => Some(*token),
-            Event::Abort { .. } => None,
+            Event::Abort { .. } | Event::Redrive => None,
         }
     }
 
@@ -208,9 +222,11 @@ impl Event {
             Event::TaskSucceeded { .. } => "TaskSucceeded",
             Event::TaskResponded { .. } => "TaskResponded",
             Event::TaskFailed { .. } => "TaskFailed",
+            Event::TaskSubmitted { .. } => "TaskSubmitted",
             Event::TimerFired { .. } => "TimerFired",
             Event::TaskHeartbeat { .. } => "TaskHeartbeat",
             Event::Abort { .. } => "Abort",
+            Event::Redrive => "Redrive",
         }
     }
 }
@@ -272,6 +288,9 @@ pub struct Execution {
     next_token: u64,
     entropy: u64,
     timeout_token: Option<u64>,
+    /// How often the execution was redriven (`$$.Execution.RedriveCount`).
+    #[serde(default)]
+    redrive_count: u64,
     /// When false, history events are counted (ids advance) but not built: the fast path
     /// for benchmarks and callers that never read history.
     record_history: bool,
@@ -320,6 +339,11 @@ struct Thread {
     /// Attempts used per retrier of the current state.
     attempts: Vec<u64>,
     phase: Phase,
+    /// The children of the Map or Parallel state that failed this thread: the failed and
+    /// aborted iterations or branches where they stopped, the successful ones' results and
+    /// the items not started. What a redrive resumes; cleared when the thread moves on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unfinished: Option<Box<Children>>,
     /// JSON text of `input` when the previous state's Exited event already rendered it
     /// (saves serialising every payload twice); never persisted.
     #[serde(skip)]
@@ -347,6 +371,7 @@ impl Thread {
             input,
             attempts: Vec::new(),
             phase: Phase::Enter,
+            unfinished: None,
             input_text: None,
         }
     }
@@ -366,6 +391,11 @@ enum Phase {
         /// the start of the task).
         #[serde(default)]
         heartbeat: Option<(u64, u64)>,
+        /// A callback task whose integration answered (`TaskSubmitted`): it only waits for
+        /// its callback now, so a runtime that dispatches it again must not call the
+        /// integration again.
+        #[serde(default)]
+        submitted: bool,
     },
     Sleep {
         token: u64,
@@ -424,6 +454,10 @@ pub enum DecideError {
     NotRunning(&'static str),
     #[error("no task or timer is waiting for token {0}")]
     UnknownToken(u64),
+    /// RedriveExecution's `ExecutionNotRedrivable`, with the reason as DescribeExecution's
+    /// `redriveStatusReason` words it.
+    #[error("{0}")]
+    NotRedrivable(String),
     #[error(transparent)]
     UnexpectedEvent(#[from] UnexpectedEvent),
 }
@@ -480,6 +514,8 @@ struct Run<'a> {
     next_token: &'a mut u64,
     /// The execution-level timeout timer (TimeoutSeconds or the 1-year cap), if armed.
     exec_timer: &'a mut Option<u64>,
+    /// `$$.Execution.RedriveCount`.
+    redrive_count: u64,
     /// Start time + [`MAX_EXECUTION_DURATION`].
     cap: SystemTime,
     entropy: SplitMix64,
@@ -514,6 +550,7 @@ impl Execution {
             next_token: 1,
             entropy: seed,
             timeout_token: None,
+            redrive_count: 0,
             record_history: options.record_history,
             history_limit: options.history_limit,
             context: None,
@@ -537,16 +574,7 @@ impl Execution {
             },
             &mut step,
         );
-        if let Some(t) = def.timeout_seconds {
-            let token = ex.next_token;
-            ex.next_token += 1;
-            ex.timeout_token = Some(token);
-            let limit = Duration::from_secs(t).min(MAX_EXECUTION_DURATION);
-            step.commands.push(Command::StartTimer {
-                token,
-                fire_at: now + limit,
-            });
-        }
+        ex.arm_execution_timeout(def, now, &mut step);
         let mut more = ex.advance(def, now);
         step.history.append(&mut more.history);
         step.commands.append(&mut more.commands);
@@ -560,6 +588,10 @@ impl Execution {
         event: Event,
         now: SystemTime,
     ) -> Result<Step, DecideError> {
+        let event = match event {
+            Event::Redrive => return self.redrive(def, now),
+            other => other,
+        };
         if self.status != Status::Running {
             return Err(DecideError::NotRunning(self.status.as_str()));
         }
@@ -642,6 +674,88 @@ impl Execution {
         Ok(step)
     }
 
+    /// RedriveExecution (developer guide, "Restarting state machine executions with redrive
+    /// in Step Functions"): an execution that is FAILED, TIMED_OUT or ABORTED runs again from
+    /// its unsuccessful states with the same input, definition and ARN. It records
+    /// `ExecutionRedriven` (with the new `redriveCount`); every thread that stopped resumes
+    /// where it stopped: a failed or interrupted state runs again with its retry counts reset
+    /// to 0 (a Task is scheduled again with fresh timeouts; a Fail state is entered again and
+    /// fails again), a Map or Parallel resumes only its failed and aborted iterations and
+    /// branches (after a `States.DataLimitExceeded` it runs whole again), and the states that
+    /// succeeded are not run again. The execution's `TimeoutSeconds` starts again.
+    ///
+    /// Refused (`NotRedrivable`, with the documented reason) while RUNNING, once SUCCEEDED, at
+    /// 24,999 history events ("Make sure your workflow execution contains less than 24,999
+    /// events") and after a year from the start (the maximum open time). The 14-day
+    /// redrivable period counts from the stop date, which the runtime keeps.
+    pub fn redrive(&mut self, def: &Definition, now: SystemTime) -> Result<Step, DecideError> {
+        let refuse = |reason: &str| Err(DecideError::NotRedrivable(reason.to_owned()));
+        match self.status {
+            Status::Running => return refuse("Execution is RUNNING and cannot be redriven."),
+            Status::Succeeded => return refuse("Execution is SUCCEEDED and cannot be redriven."),
+            Status::Failed | Status::TimedOut | Status::Aborted => {}
+        }
+        if self.next_event_id > MAX_REDRIVE_EVENTS {
+            return refuse("Execution history event limit exceeded.");
+        }
+        if now >= execution_cap(&self.start_time, now) {
+            return refuse("Execution has exceeded the max execution time.");
+        }
+        self.status = Status::Running;
+        self.output = None;
+        self.error = None;
+        self.cause = None;
+        self.redrive_count += 1;
+        // `$$.Execution.RedriveCount` changed: the cached context object is stale.
+        self.context = None;
+        let count = self.redrive_count;
+        let mut step = Step::default();
+        self.with_run(
+            def,
+            now,
+            |run, root, _| {
+                let last = run.last_id();
+                let mut e = run.event(EventType::ExecutionRedriven, last);
+                if let Some(e) = e.as_mut() {
+                    e.execution_redriven_event_details =
+                        Some(Box::new(history::ExecutionRedrivenEventDetails {
+                            redrive_count: count,
+                        }));
+                }
+                run.push(e);
+                resume_thread(run.def, root);
+            },
+            &mut step,
+        );
+        // The one-year cap timer (if one was armed) was forgotten with the execution; a
+        // deadline past it arms it again.
+        self.timeout_token = None;
+        self.arm_execution_timeout(def, now, &mut step);
+        let mut more = self.advance(def, now);
+        step.history.append(&mut more.history);
+        step.commands.append(&mut more.commands);
+        Ok(step)
+    }
+
+    /// Arms the definition's `TimeoutSeconds` (at most a Standard workflow's year) from now.
+    fn arm_execution_timeout(&mut self, def: &Definition, now: SystemTime, step: &mut Step) {
+        if let Some(t) = def.timeout_seconds {
+            let token = self.next_token;
+            self.next_token += 1;
+            self.timeout_token = Some(token);
+            let limit = Duration::from_secs(t).min(MAX_EXECUTION_DURATION);
+            step.commands.push(Command::StartTimer {
+                token,
+                fire_at: now + limit,
+            });
+        }
+    }
+
+    /// How often the execution was redriven.
+    pub fn redrive_count(&self) -> u64 {
+        self.redrive_count
+    }
+
     /// The id the next history event will get (= events so far + 1).
     pub fn next_event_id(&self) -> i64 {
         self.next_event_id
@@ -704,6 +818,24 @@ impl Execution {
             return None;
         }
         walk(&self.root, token)
+    }
+
+    /// Whether the callback task scheduled with `token` still runs and its integration
+    /// already answered (`TaskSubmitted`): a runtime dispatching it again after a restart
+    /// only waits for its callback then.
+    pub fn task_submitted(&self, token: u64) -> bool {
+        fn walk(th: &Thread, token: u64) -> Option<bool> {
+            match &th.phase {
+                Phase::Task {
+                    token: t,
+                    submitted,
+                    ..
+                } if *t == token => Some(*submitted),
+                Phase::Children(ch) => ch.running.iter().find_map(|(_, c)| walk(c, token)),
+                _ => None,
+            }
+        }
+        self.status == Status::Running && walk(&self.root, token).unwrap_or(false)
     }
 
     /// Switches building history events on or off for the following steps. Decisions never
@@ -785,6 +917,7 @@ impl Execution {
             next_event_id: &mut self.next_event_id,
             next_token: &mut self.next_token,
             exec_timer: &mut self.timeout_token,
+            redrive_count: self.redrive_count,
             cap: execution_cap(&self.start_time, now),
             entropy: SplitMix64(self.entropy),
             record: self.record_history,
@@ -881,6 +1014,46 @@ impl Execution {
         }
         step
     }
+}
+
+/// The most history events an execution may have to be redriven: the developer guide asks for
+/// "less than 24,999 events to accommodate the `ExecutionRedriven` history event and at least
+/// one other history event".
+const MAX_REDRIVE_EVENTS: i64 = 24_998;
+
+/// Makes a thread that stopped (failed, or interrupted by an abort or a time-out) run its
+/// unsuccessful state again on the next advance; see [`Execution::redrive`].
+fn resume_thread(def: &Definition, th: &mut Thread) {
+    let m = thread::machine_at(def, &th.machine);
+    let Some(st) = m.states.get(th.state as usize) else {
+        return;
+    };
+    match std::mem::replace(&mut th.phase, Phase::Run) {
+        // Interrupted while its iterations or branches ran: those resume.
+        Phase::Children(mut ch) => {
+            for (_, child) in ch.running.iter_mut() {
+                resume_thread(def, child);
+            }
+            th.phase = Phase::Children(ch);
+        }
+        Phase::Done(Outcome::Ok(v)) => th.phase = Phase::Done(Outcome::Ok(v)),
+        Phase::Done(Outcome::Err(f)) if f.error != error::DATA_LIMIT_EXCEEDED => {
+            if let Some(mut ch) = th.unfinished.take() {
+                for (_, child) in ch.running.iter_mut() {
+                    resume_thread(def, child);
+                }
+                th.phase = Phase::Children(ch);
+            } else if matches!(st.kind, crate::model::Kind::Fail { .. }) {
+                th.phase = Phase::Enter;
+            }
+        }
+        // A failed state's input is still the thread's; it runs again (a Wait waits again,
+        // a Task is scheduled again).
+        Phase::Done(Outcome::Err(_)) | Phase::Task { .. } | Phase::Sleep { .. } | Phase::Run => {}
+        Phase::Enter => th.phase = Phase::Enter,
+    }
+    th.unfinished = None;
+    th.attempts = vec![0; st.retry.len()];
 }
 
 /// A Fail state without Error has no error name (AWS reports none, not "").
@@ -994,5 +1167,359 @@ mod tests {
         .unwrap();
         assert_eq!(ex.status, Status::Succeeded);
         assert_eq!(ex.output, Some(json!(1)));
+    }
+
+    /// The one task scheduled by `step`: its token and input.
+    fn scheduled(step: &Step) -> (u64, Value) {
+        step.commands
+            .iter()
+            .find_map(|c| match c {
+                Command::ScheduleTask { token, input, .. } => Some((*token, input.clone())),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    fn types(history: &[HistoryEvent]) -> Vec<String> {
+        history
+            .iter()
+            .map(|e| format!("{:?}", e.event_type))
+            .collect()
+    }
+
+    #[test]
+    fn a_callback_task_sees_its_token_records_the_submission_and_waits_for_the_callback() {
+        // The shape of AWS's recorded `sqs:sendMessage.waitForTaskToken` executions:
+        // TaskScheduled, TaskStarted, TaskSubmitted (the integration's answer), then the
+        // callback's TaskSucceeded with SendTaskSuccess's output.
+        let def = Definition::parse(
+            r#"{"StartAt":"Send","States":{"Send":{"Type":"Task",
+                "Resource":"arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+                "Parameters":{"QueueUrl":"q","MessageBody":{"TaskToken.$":"$$.Task.Token"}},
+                "End":true}}}"#,
+        )
+        .unwrap();
+        let now = SystemTime::UNIX_EPOCH;
+        let info = ExecutionInfo::local("sm", "e");
+        let arn = info.execution_arn.clone();
+        let (mut ex, step) = Execution::start(&def, info, json!({}), 1, now, Options::default());
+        let (token, input) = scheduled(&step);
+        assert_eq!(
+            input["MessageBody"]["TaskToken"],
+            json!(task_token(&arn, token))
+        );
+        assert_eq!(
+            parse_task_token(&task_token(&arn, token)),
+            Some((arn.clone(), token))
+        );
+        assert!(!ex.task_submitted(token));
+        let submitted = ex
+            .handle(
+                &def,
+                Event::TaskSubmitted {
+                    token,
+                    output: json!({"MessageId": "m"}),
+                },
+                now,
+            )
+            .unwrap();
+        assert_eq!(types(&submitted.history), ["TaskSubmitted"]);
+        let d = submitted.history[0]
+            .task_submitted_event_details
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (d.resource_type.as_str(), d.resource.as_str()),
+            ("sqs", "sendMessage.waitForTaskToken")
+        );
+        assert_eq!(d.output.as_deref(), Some(r#"{"MessageId":"m"}"#));
+        assert!(ex.task_submitted(token));
+        assert_eq!(ex.status, Status::Running);
+        // A second submission is a runtime bug, refused unapplied.
+        assert!(matches!(
+            ex.handle(
+                &def,
+                Event::TaskSubmitted {
+                    token,
+                    output: json!({})
+                },
+                now
+            ),
+            Err(DecideError::UnexpectedEvent(_))
+        ));
+        let done = ex
+            .handle(
+                &def,
+                Event::TaskSucceeded {
+                    token,
+                    output: json!("answer"),
+                },
+                now,
+            )
+            .unwrap();
+        assert_eq!(
+            types(&done.history),
+            ["TaskSucceeded", "TaskStateExited", "ExecutionSucceeded"]
+        );
+        assert_eq!(done.history[0].previous_event_id, submitted.history[0].id);
+        assert_eq!(ex.output, Some(json!("answer")));
+    }
+
+    #[test]
+    fn only_a_callback_task_has_a_task_token_and_its_lambda_result_is_not_wrapped() {
+        let run = |resource: &str| {
+            let def = Definition::parse(&format!(
+                r#"{{"StartAt":"T","States":{{"T":{{"Type":"Task","Resource":"{resource}",
+                    "Parameters":{{"FunctionName":"f","Payload":{{"token.$":"$$.Task.Token"}}}},"End":true}}}}}}"#
+            ))
+            .unwrap();
+            let (mut ex, step) = Execution::start(
+                &def,
+                ExecutionInfo::local("sm", "e"),
+                json!({}),
+                1,
+                SystemTime::UNIX_EPOCH,
+                Options::default(),
+            );
+            if ex.status != Status::Running {
+                return (ex, None);
+            }
+            let (token, input) = scheduled(&step);
+            ex.handle(
+                &def,
+                Event::TaskSucceeded {
+                    token,
+                    output: json!({"ok": 1}),
+                },
+                SystemTime::UNIX_EPOCH,
+            )
+            .unwrap();
+            (ex, Some(input))
+        };
+        let (ex, input) = run("arn:aws:states:::lambda:invoke.waitForTaskToken");
+        assert!(
+            input.unwrap()["token"]
+                .as_str()
+                .is_some_and(|t| parse_task_token(t).is_some())
+        );
+        assert_eq!(ex.output, Some(json!({"ok": 1})));
+        // Without the suffix there is no `$$.Task`: the path matches nothing.
+        let (ex, input) = run("arn:aws:states:::lambda:invoke");
+        assert!(input.is_none());
+        assert_eq!(ex.status, Status::Failed);
+        assert_eq!(ex.error.as_deref(), Some("States.Runtime"));
+    }
+
+    fn tasks_of(step: &Step) -> Vec<(u64, Value)> {
+        step.commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::ScheduleTask { token, input, .. } => Some((*token, input.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_redrive_reruns_the_failed_task_and_not_the_states_before_it() {
+        let def = Definition::parse(
+            r#"{"StartAt":"Before","States":{
+                "Before":{"Type":"Pass","Result":"done","ResultPath":"$.before","Next":"T"},
+                "T":{"Type":"Task","Resource":"arn:aws:states:::sqs:sendMessage",
+                     "Parameters":{"redrives.$":"$$.Execution.RedriveCount"},
+                     "Retry":[{"ErrorEquals":["Flaky"],"MaxAttempts":1}],"End":true}}}"#,
+        )
+        .unwrap();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let (mut ex, step) = Execution::start(
+            &def,
+            ExecutionInfo::local("sm", "e"),
+            json!({}),
+            1,
+            now,
+            Options::default(),
+        );
+        let (token, input) = scheduled(&step);
+        assert_eq!(input, json!({"redrives": 0}));
+        // Not redrivable while it runs.
+        assert!(
+            matches!(ex.redrive(&def, now), Err(DecideError::NotRedrivable(r)) if r.contains("RUNNING"))
+        );
+        let failed = |ex: &mut Execution, token| {
+            ex.handle(
+                &def,
+                Event::TaskFailed {
+                    token,
+                    error: "Broken".into(),
+                    cause: None,
+                },
+                now,
+            )
+            .unwrap()
+        };
+        failed(&mut ex, token);
+        assert_eq!(ex.status, Status::Failed);
+        let before = ex.next_event_id();
+        let step = ex.handle(&def, Event::Redrive, now).unwrap();
+        assert_eq!(ex.status, Status::Running);
+        assert_eq!(ex.redrive_count(), 1);
+        assert_eq!(
+            types(&step.history),
+            ["ExecutionRedriven", "TaskScheduled", "TaskStarted"],
+            "the Pass state before is not run again"
+        );
+        assert_eq!(step.history[0].id, before);
+        assert_eq!(
+            step.history[0]
+                .execution_redriven_event_details
+                .as_ref()
+                .unwrap()
+                .redrive_count,
+            1
+        );
+        let (token, input) = scheduled(&step);
+        assert_eq!(input, json!({"redrives": 1}));
+        // Retry counts start again at 0: Flaky is retried once more.
+        let step = ex
+            .handle(
+                &def,
+                Event::TaskFailed {
+                    token,
+                    error: "Flaky".into(),
+                    cause: None,
+                },
+                now,
+            )
+            .unwrap();
+        assert_eq!(ex.status, Status::Running);
+        let timer = step.commands.iter().find_map(|c| match c {
+            Command::StartTimer { token, .. } => Some(*token),
+            _ => None,
+        });
+        let step = ex
+            .handle(
+                &def,
+                Event::TimerFired {
+                    token: timer.unwrap(),
+                },
+                now,
+            )
+            .unwrap();
+        let (token, _) = scheduled(&step);
+        ex.handle(
+            &def,
+            Event::TaskSucceeded {
+                token,
+                output: json!("ok"),
+            },
+            now,
+        )
+        .unwrap();
+        assert_eq!(ex.status, Status::Succeeded);
+        assert_eq!(ex.output, Some(json!("ok")));
+        assert!(
+            matches!(ex.redrive(&def, now), Err(DecideError::NotRedrivable(r)) if r.contains("SUCCEEDED"))
+        );
+    }
+
+    #[test]
+    fn a_redriven_map_reruns_only_its_failed_and_aborted_iterations() {
+        let def = Definition::parse(
+            r#"{"StartAt":"M","States":{"M":{"Type":"Map","End":true,
+                "ItemProcessor":{"StartAt":"T","States":{"T":{"Type":"Task",
+                    "Resource":"arn:aws:states:::sqs:sendMessage","End":true}}}}}}"#,
+        )
+        .unwrap();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let (mut ex, step) = Execution::start(
+            &def,
+            ExecutionInfo::local("sm", "e"),
+            json!([10, 11, 12]),
+            1,
+            now,
+            Options::default(),
+        );
+        let tasks = tasks_of(&step);
+        assert_eq!(
+            tasks.iter().map(|(_, i)| i.clone()).collect::<Vec<_>>(),
+            [json!(10), json!(11), json!(12)]
+        );
+        // Item 0 succeeds, item 1 fails (the Map fails), item 2 is aborted.
+        ex.handle(
+            &def,
+            Event::TaskSucceeded {
+                token: tasks[0].0,
+                output: json!("a"),
+            },
+            now,
+        )
+        .unwrap();
+        ex.handle(
+            &def,
+            Event::TaskFailed {
+                token: tasks[1].0,
+                error: "Broken".into(),
+                cause: None,
+            },
+            now,
+        )
+        .unwrap();
+        assert_eq!(ex.status, Status::Failed);
+        let step = ex.handle(&def, Event::Redrive, now).unwrap();
+        let again = tasks_of(&step);
+        assert_eq!(
+            again.iter().map(|(_, i)| i.clone()).collect::<Vec<_>>(),
+            [json!(11), json!(12)],
+            "only the failed and the aborted iteration run again"
+        );
+        for (token, input) in again {
+            ex.handle(
+                &def,
+                Event::TaskSucceeded {
+                    token,
+                    output: json!(format!("r{input}")),
+                },
+                now,
+            )
+            .unwrap();
+        }
+        assert_eq!(ex.status, Status::Succeeded);
+        assert_eq!(ex.output, Some(json!(["a", "r11", "r12"])));
+    }
+
+    #[test]
+    fn an_aborted_wait_waits_again_after_a_redrive() {
+        let def = Definition::parse(
+            r#"{"StartAt":"W","States":{"W":{"Type":"Wait","Seconds":60,"End":true}}}"#,
+        )
+        .unwrap();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let (mut ex, _) = Execution::start(
+            &def,
+            ExecutionInfo::local("sm", "e"),
+            json!({}),
+            1,
+            now,
+            Options::default(),
+        );
+        ex.handle(
+            &def,
+            Event::Abort {
+                error: None,
+                cause: None,
+            },
+            now,
+        )
+        .unwrap();
+        assert_eq!(ex.status, Status::Aborted);
+        let step = ex.handle(&def, Event::Redrive, now).unwrap();
+        let timer = step.commands.iter().find_map(|c| match c {
+            Command::StartTimer { token, fire_at } => Some((*token, *fire_at)),
+            _ => None,
+        });
+        let (token, at) = timer.expect("the Wait's timer again");
+        assert_eq!(at, now + Duration::from_secs(60));
+        ex.handle(&def, Event::TimerFired { token }, at).unwrap();
+        assert_eq!(ex.status, Status::Succeeded);
     }
 }

@@ -77,6 +77,7 @@ impl Run<'_> {
     /// again without a new Entered event).
     pub(super) fn on_retry_timer_fired(&mut self, th: &mut Thread) {
         th.phase = Phase::Run;
+        th.unfinished = None;
     }
 
     fn catch_output(

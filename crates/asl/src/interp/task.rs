@@ -43,6 +43,46 @@ pub(super) struct RunningTask {
     pub(super) lambda: Option<LambdaKind>,
     /// The heartbeat timer armed at the start of the task or at its last heartbeat.
     pub(super) heartbeat_timer: Option<u64>,
+    /// A callback task whose integration answered (`TaskSubmitted`).
+    pub(super) submitted: bool,
+}
+
+/// The suffix of a callback task's resource (developer guide, "Wait for a Callback with Task
+/// Token"): the task hands `$$.Task.Token` to the integration, then waits for
+/// SendTaskSuccess/SendTaskFailure with that token.
+const WAIT_FOR_TASK_TOKEN: &str = ".waitForTaskToken";
+
+/// Whether a Task resource is a callback (`….waitForTaskToken`).
+pub fn is_callback(resource: &str) -> bool {
+    resource.ends_with(WAIT_FOR_TASK_TOKEN)
+}
+
+/// The task token (`$$.Task.Token`) of the task scheduled with `token` in execution `arn`:
+/// the execution ARN in hex, `-`, and the token. A function of the two, so a runtime finds
+/// the task again from the token alone, also after replaying the execution in another
+/// process, and the same task always has the same token.
+pub fn task_token(arn: &str, token: u64) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(arn.len() * 2 + 21);
+    for b in arn.bytes() {
+        let _ = write!(out, "{b:02x}");
+    }
+    let _ = write!(out, "-{token}");
+    out
+}
+
+/// The execution ARN and task of a [`task_token`], or `None` when the text is not one.
+pub fn parse_task_token(text: &str) -> Option<(String, u64)> {
+    let (hex, token) = text.rsplit_once('-')?;
+    let token = token.parse().ok()?;
+    if hex.is_empty() || hex.len() % 2 != 0 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect();
+    Some((String::from_utf8(bytes?).ok()?, token))
 }
 
 impl Run<'_> {
@@ -61,6 +101,21 @@ impl Run<'_> {
             raw,
             jsonata,
         } = w;
+        // A callback task's token is known before its parameters are rendered: they carry
+        // it (`"TaskToken.$": "$$.Task.Token"`). Only such a task's context has `Task`
+        // (developer guide, "Accessing the Context object": "Task.Token").
+        let callback = is_callback(resource).then(|| {
+            let token = self.token();
+            let mut with_token = ctx.clone();
+            if let Some(obj) = with_token.as_object_mut() {
+                obj.insert(
+                    "Task".into(),
+                    json!({ "Token": task_token(&self.info.execution_arn, token) }),
+                );
+            }
+            (token, with_token)
+        });
+        let ctx = callback.as_ref().map_or(ctx, |(_, c)| c);
         let effective = effective_input(st, raw, ctx, &th.vars, ent, jsonata)?;
         let arguments = if jsonata {
             let mut ec = EvalContext::new(raw, ctx, &th.vars, ent);
@@ -90,17 +145,20 @@ impl Run<'_> {
         drop(state_input);
         // JSONPath: the effective input is the task's input (moved when rendered).
         let args = arguments.unwrap_or_else(|| effective.into_owned());
-        self.schedule(th, st, resource, args, timeout, heartbeat)
+        let token = callback.map(|(token, _)| token);
+        self.schedule(th, st, resource, args, (timeout, heartbeat), token)
     }
 
+    /// Records TaskScheduled/TaskStarted (or their Lambda forms) and schedules the task with
+    /// its timers; `token` is the task's token when it was drawn already (a callback's).
     fn schedule(
         &mut self,
         th: &mut Thread,
         st: &State,
         resource: &str,
         args: Value,
-        timeout: Option<u64>,
-        heartbeat: Option<u64>,
+        (timeout, heartbeat): (Option<u64>, Option<u64>),
+        token: Option<u64>,
     ) -> Result<(), StatesError> {
         let lambda = if resource == LAMBDA_INVOKE
             || resource.starts_with("arn:aws:states:::lambda:invoke")
@@ -123,7 +181,7 @@ impl Run<'_> {
                 .to_owned(),
             _ => resource.to_owned(),
         };
-        let token = self.token();
+        let token = token.unwrap_or_else(|| self.token());
         match lambda {
             Some(LambdaKind::Function) => {
                 let mut e = self.event(EventType::LambdaFunctionScheduled, th.cursor);
@@ -213,6 +271,7 @@ impl Run<'_> {
             timeout_token,
             lambda,
             heartbeat: heartbeat_timer,
+            submitted: false,
         };
         Ok(())
     }
@@ -253,12 +312,20 @@ impl Run<'_> {
                 self.on_task_timed_out(th, st, task, true);
             }
             Event::TaskHeartbeat { token } if *token == task.token => self.on_task_heartbeat(th),
+            Event::TaskSubmitted { token, output }
+                if *token == task.token
+                    && !task.submitted
+                    && task.lambda != Some(LambdaKind::Function) =>
+            {
+                let output = std::mem::take(output);
+                self.on_task_submitted(th, st, output);
+            }
             other => {
                 let Some(token) = other.token() else {
                     return Ok(Delivery::NotWaiting);
                 };
                 let expected = if token == task.token {
-                    "TaskSucceeded, TaskResponded, TaskFailed or TaskHeartbeat"
+                    "TaskSucceeded, TaskResponded, TaskFailed, TaskHeartbeat or TaskSubmitted"
                 } else if Some(token) == task.timeout_token || Some(token) == task.heartbeat_timer {
                     "TimerFired"
                 } else {
@@ -287,8 +354,10 @@ impl Run<'_> {
         whole: bool,
     ) {
         let lambda = task.lambda;
+        // A callback's result is SendTaskSuccess's output as sent, for lambda:invoke too.
+        let callback = is_callback(resource_of(st));
         let output = match lambda {
-            Some(LambdaKind::Invoke) if !whole => lambda_envelope(output),
+            Some(LambdaKind::Invoke) if !whole && !callback => lambda_envelope(output),
             _ => output,
         };
         let ty = if lambda == Some(LambdaKind::Function) {
@@ -331,6 +400,27 @@ impl Run<'_> {
         };
         th.phase = Phase::Run;
         self.complete(th, st, p);
+    }
+
+    /// A callback task's integration answered: recorded as `TaskSubmitted` (the integration's
+    /// response, with the resource, as AWS records it), and the task keeps waiting for its
+    /// callback; its timers keep running (TimeoutSeconds covers the whole wait).
+    fn on_task_submitted(&mut self, th: &mut Thread, st: &State, output: Value) {
+        let mut e = self.event(EventType::TaskSubmitted, th.cursor);
+        if let Some(e) = e.as_mut() {
+            let (resource_type, resource) = task_resource(st);
+            e.task_submitted_event_details = Some(Box::new(history::TaskSucceededEventDetails {
+                resource_type,
+                resource,
+                output: Some(json_text(&output)),
+                output_details: Some(history::DataDetails::default()),
+            }));
+        }
+        self.push(e);
+        th.cursor = self.last_id();
+        if let Phase::Task { submitted, .. } = &mut th.phase {
+            *submitted = true;
+        }
     }
 
     /// The handler reported a failure.
@@ -442,6 +532,14 @@ impl Run<'_> {
         th.cursor = self.last_id();
         th.phase = Phase::Run;
         self.fail_state(th, st, failure, true);
+    }
+}
+
+/// The state's `Resource` (empty for a state that is not a Task).
+fn resource_of(st: &State) -> &str {
+    match &st.kind {
+        Kind::Task { resource, .. } => resource,
+        _ => "",
     }
 }
 

@@ -84,7 +84,7 @@ impl Run<'_> {
             execution.insert("StartTime".into(), text(self.start_time));
             execution.insert("Name".into(), text(&self.info.execution_name));
             execution.insert("RoleArn".into(), text(&self.info.role_arn));
-            execution.insert("RedriveCount".into(), Value::from(0));
+            execution.insert("RedriveCount".into(), Value::from(self.redrive_count));
             let mut machine = Map::new();
             machine.insert("Id".into(), text(&self.info.state_machine_arn));
             machine.insert("Name".into(), text(&self.info.state_machine_name));
@@ -162,6 +162,7 @@ impl Run<'_> {
 
     pub(super) fn enter(&mut self, th: &mut Thread, st: &State) {
         th.attempts = vec![0; st.retry.len()];
+        th.unfinished = None;
         th.entered_prev = th.cursor;
         th.entered_time = self.now_text.clone();
         let mut e = self.event(entered_type(&st.kind), th.cursor);
@@ -371,12 +372,14 @@ impl Run<'_> {
                 timeout_token,
                 lambda,
                 heartbeat,
+                submitted,
             } => {
                 let task = super::task::RunningTask {
                     token: *token,
                     timeout_token: *timeout_token,
                     lambda: *lambda,
                     heartbeat_timer: heartbeat.map(|(_, timer)| timer),
+                    submitted: *submitted,
                 };
                 self.deliver_to_task(th, st, task, ev)
             }

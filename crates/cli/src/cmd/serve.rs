@@ -47,6 +47,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()?;
     rt.block_on(async {
         let server = serve::Server::start(config).await?;
+        if let Some((kept, format)) = server.engine().store_kept_aside() {
+            // Not silent: the store starts empty, and the user must learn why.
+            eprintln!(
+                "fleetprep serve: the store was written in store format {format} by another \
+                 fleetprep; its executions were moved to {} (open it with that fleetprep) and \
+                 a new store was started",
+                kept.display()
+            );
+        }
         // The one line scripts wait for (and read the port from, with --port 0).
         println!("fleetprep serve: listening on http://{}", server.addr());
         tokio::signal::ctrl_c().await?;

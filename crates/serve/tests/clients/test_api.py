@@ -265,8 +265,14 @@ def test_stop_execution():
     d = wait_done(ex["executionArn"])
     assert (d["status"], d["error"], d["cause"]) == ("ABORTED", "Ops", "stopped by test"), d
     assert sfn.get_execution_history(executionArn=ex["executionArn"])["events"][-1]["type"] == "ExecutionAborted"
-    code, _, _ = error_of(sfn.redrive_execution, executionArn=ex["executionArn"])
-    assert code == "ExecutionNotRedrivable"
+    # An ABORTED execution redrives: the interrupted activity task is handed out again.
+    assert sfn.describe_execution(executionArn=ex["executionArn"])["redriveStatus"] == "REDRIVABLE"
+    sfn.redrive_execution(executionArn=ex["executionArn"])
+    task = sfn.get_activity_task(activityArn=act)
+    sfn.send_task_success(taskToken=task["taskToken"], output='{"second": "attempt"}')
+    d = wait_done(ex["executionArn"])
+    assert (d["status"], json.loads(d["output"]), d["redriveCount"]) == \
+        ("SUCCEEDED", {"second": "attempt"}, 1), d
 
 
 def test_admin_clock_advance_times_a_task_out():
@@ -314,16 +320,28 @@ def test_long_poll_blocks_no_other_client():
     sfn.send_task_success(taskToken=done["task"]["taskToken"], output="{}")
 
 
-def test_aws_cli():
-    env = dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
+CLI_ENV = dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
                AWS_DEFAULT_REGION="us-east-1", AWS_PAGER="")
 
-    def aws(*args):
-        out = subprocess.run(["aws", "stepfunctions", "--endpoint-url", ENDPOINT, *args],
-                             env=env, capture_output=True, text=True)
-        assert out.returncode == 0, out.stderr
-        return json.loads(out.stdout) if out.stdout.strip() else {}
 
+def aws_cli(*args):
+    """`aws stepfunctions ARGS` against the endpoint; its JSON answer."""
+    out = subprocess.run(["aws", "stepfunctions", "--endpoint-url", ENDPOINT, *args],
+                         env=CLI_ENV, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout) if out.stdout.strip() else {}
+
+
+def aws_cli_failure(*args):
+    """`aws stepfunctions ARGS`, which must fail; its error output."""
+    out = subprocess.run(["aws", "stepfunctions", "--endpoint-url", ENDPOINT, *args],
+                         env=CLI_ENV, capture_output=True, text=True)
+    assert out.returncode != 0, out.stdout
+    return out.stderr
+
+
+def test_aws_cli():
+    aws = aws_cli
     n = name("cli")
     arn = aws("create-state-machine", "--name", n, "--definition", json.dumps(PASS_CHAIN),
               "--role-arn", ROLE)["stateMachineArn"]
@@ -335,9 +353,8 @@ def test_aws_cli():
     hist = aws("get-execution-history", "--execution-arn", ex["executionArn"])
     assert hist["events"][-1]["type"] == "ExecutionSucceeded"
     assert n in [m["name"] for m in aws("list-state-machines")["stateMachines"]]
-    bad = subprocess.run(["aws", "stepfunctions", "--endpoint-url", ENDPOINT, "describe-state-machine",
-                          "--state-machine-arn", arn + "x"], env=env, capture_output=True, text=True)
-    assert bad.returncode != 0 and "StateMachineDoesNotExist" in bad.stderr, bad.stderr
+    bad = aws_cli_failure("describe-state-machine", "--state-machine-arn", arn + "x")
+    assert "StateMachineDoesNotExist" in bad, bad
 
 
 def test_test_state():
@@ -390,6 +407,216 @@ def test_mock_config_answers_by_test_case():
     assert (sad["status"], sad["error"]) == ("FAILED", "GreetingFailed"), sad
     code, message, _ = error_of(sfn.start_execution, stateMachineArn=arn + "#NoSuchCase")
     assert code == "InvalidArn" and "NoSuchCase" in message, (code, message)
+
+
+CALLBACK = "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
+
+
+def callback_machine(extra=None, catch=None):
+    task = {"Type": "Task", "Resource": CALLBACK,
+            "Parameters": {"QueueUrl": "https://sqs.us-east-1.amazonaws.com/123456789012/q",
+                           "MessageBody": {"job.$": "$.job", "TaskToken.$": "$$.Task.Token"}},
+            "End": True}
+    task.update(extra or {})
+    states = {"Send": task}
+    if catch:
+        task["Catch"] = [{"ErrorEquals": [catch], "Next": "Caught"}]
+        states["Caught"] = {"Type": "Pass", "End": True}
+    return machine({"StartAt": "Send", "States": states})
+
+
+def submitted_token(execution_arn, timeout=20):
+    """The task token of a callback task, read where a consumer would find it (the message
+    the task sent: TaskScheduled's parameters) once the task is submitted."""
+    deadline = time.time() + timeout
+    while True:
+        events = sfn.get_execution_history(executionArn=execution_arn)["events"]
+        if any(e["type"] == "TaskSubmitted" for e in events):
+            scheduled = next(e for e in events if e["type"] == "TaskScheduled")
+            params = json.loads(scheduled["taskScheduledEventDetails"]["parameters"])
+            return params["MessageBody"]["TaskToken"]
+        assert time.time() < deadline, f"{execution_arn} never submitted its task"
+        time.sleep(0.02)
+
+
+def test_callbacks_with_boto3():
+    arn = callback_machine({"HeartbeatSeconds": 3600})
+    ex = sfn.start_execution(stateMachineArn=arn, input='{"job": 7}')["executionArn"]
+    token = submitted_token(ex)
+    sfn.send_task_heartbeat(taskToken=token)
+    code, _, _ = error_of(sfn.send_task_success, taskToken=token, output="{not json")
+    assert code == "InvalidOutput", code
+    sfn.send_task_success(taskToken=token, output='{"processed": 7}')
+    d = wait_done(ex)
+    assert d["status"] == "SUCCEEDED" and json.loads(d["output"]) == {"processed": 7}, d
+    events = sfn.get_execution_history(executionArn=ex)["events"]
+    assert [e["type"] for e in events] == [
+        "ExecutionStarted", "TaskStateEntered", "TaskScheduled", "TaskStarted", "TaskSubmitted",
+        "TaskSucceeded", "TaskStateExited", "ExecutionSucceeded"], events
+    scheduled = events[2]["taskScheduledEventDetails"]
+    assert (scheduled["resourceType"], scheduled["resource"]) == ("sqs", "sendMessage.waitForTaskToken")
+    assert json.loads(scheduled["parameters"])["MessageBody"]["job"] == 7
+    assert scheduled["heartbeatInSeconds"] == 3600
+    for e in events[4:6]:
+        details = e["taskSubmittedEventDetails" if e["type"] == "TaskSubmitted" else "taskSucceededEventDetails"]
+        assert (details["resourceType"], details["resource"]) == ("sqs", "sendMessage.waitForTaskToken"), e
+    assert json.loads(events[5]["taskSucceededEventDetails"]["output"]) == {"processed": 7}
+    # API Reference, "SendTaskSuccess": a closed task is TaskTimedOut; a token that is not
+    # one of ours is InvalidToken, also one naming an execution that does not exist.
+    for call in (sfn.send_task_success, sfn.send_task_failure, sfn.send_task_heartbeat):
+        kw = {"output": "{}"} if call == sfn.send_task_success else {}
+        assert error_of(call, taskToken=token, **kw)[0] == "TaskTimedOut", call
+        assert error_of(call, taskToken="forged", **kw)[0] == "InvalidToken", call
+    stranger = ex.replace(ex.split(":")[-1], "nobody").encode().hex() + "-1"
+    assert error_of(sfn.send_task_success, taskToken=stranger, output="{}")[0] == "InvalidToken"
+    # SendTaskFailure fails the task with the sender's error and cause.
+    ex = sfn.start_execution(stateMachineArn=arn, input='{"job": 8}')["executionArn"]
+    sfn.send_task_failure(taskToken=submitted_token(ex), error="Consumer.Rejected", cause="bad job")
+    d = wait_done(ex)
+    assert (d["status"], d["error"], d["cause"]) == ("FAILED", "Consumer.Rejected", "bad job"), d
+    failed = [e for e in sfn.get_execution_history(executionArn=ex)["events"] if e["type"] == "TaskFailed"]
+    assert failed[0]["taskFailedEventDetails"]["resource"] == "sendMessage.waitForTaskToken", failed
+
+
+def test_callback_heartbeat_and_task_timeouts():
+    # A missed heartbeat: TaskTimedOut with States.Timeout, caught by States.HeartbeatTimeout.
+    arn = callback_machine({"HeartbeatSeconds": 10}, catch="States.HeartbeatTimeout")
+    ex = sfn.start_execution(stateMachineArn=arn, input='{"job": 1}')["executionArn"]
+    token = submitted_token(ex)
+    admin("/_fleetprep/clock/advance", {"seconds": 6})
+    sfn.send_task_heartbeat(taskToken=token)  # restarts the 10 s
+    admin("/_fleetprep/clock/advance", {"seconds": 6})
+    time.sleep(0.1)
+    assert sfn.describe_execution(executionArn=ex)["status"] == "RUNNING"
+    admin("/_fleetprep/clock/advance", {"seconds": 5})
+    d = wait_done(ex)
+    assert d["status"] == "SUCCEEDED", d
+    events = sfn.get_execution_history(executionArn=ex)["events"]
+    timed_out = [e for e in events if e["type"] == "TaskTimedOut"]
+    assert timed_out and timed_out[0]["taskTimedOutEventDetails"]["error"] == "States.Timeout", events
+    assert error_of(sfn.send_task_success, taskToken=token, output="{}")[0] == "TaskTimedOut"
+    # TimeoutSeconds covers the whole wait for the callback.
+    arn = callback_machine({"TimeoutSeconds": 30})
+    ex = sfn.start_execution(stateMachineArn=arn, input='{"job": 2}')["executionArn"]
+    submitted_token(ex)
+    admin("/_fleetprep/clock/advance", {"seconds": 31})
+    d = wait_done(ex)
+    assert (d["status"], d["error"]) == ("FAILED", "States.Timeout"), d
+
+
+def test_callbacks_with_the_aws_cli():
+    arn = callback_machine()
+    ex = aws_cli("start-execution", "--state-machine-arn", arn, "--input", '{"job": 3}')["executionArn"]
+    token = submitted_token(ex)
+    aws_cli("send-task-heartbeat", "--task-token", token)
+    aws_cli("send-task-success", "--task-token", token, "--task-output", '{"cli": "done"}')
+    d = wait_done(ex)
+    assert d["status"] == "SUCCEEDED" and json.loads(d["output"]) == {"cli": "done"}, d
+    ex = aws_cli("start-execution", "--state-machine-arn", arn, "--input", '{"job": 4}')["executionArn"]
+    token = submitted_token(ex)
+    aws_cli("send-task-failure", "--task-token", token, "--error", "Cli.Error", "--cause", "from the cli")
+    d = wait_done(ex)
+    assert (d["status"], d["error"], d["cause"]) == ("FAILED", "Cli.Error", "from the cli"), d
+    bad = aws_cli_failure("send-task-success", "--task-token", token, "--task-output", "{}")
+    assert "TaskTimedOut" in bad, bad
+
+
+# A Map whose second item fails on the first attempt only: its Parse state reads the text at
+# index $$.Execution.RedriveCount, which is not JSON at 0. Every iteration records the attempt
+# its last state ran in.
+REDRIVE_MAP = {"StartAt": "Before", "States": {
+    "Before": {"Type": "Pass", "Parameters": {"items": [1, 2, 3], "ranAt.$": "$$.Execution.RedriveCount"},
+               "Next": "Each"},
+    "Each": {"Type": "Map", "ItemsPath": "$.items", "ResultPath": "$.results", "End": True,
+             "ItemSelector": {"item.$": "$$.Map.Item.Value"},
+             "ItemProcessor": {"StartAt": "Check", "States": {
+                 "Check": {"Type": "Choice", "Choices": [
+                     {"Variable": "$.item", "NumericEquals": 2, "Next": "Parse"}], "Default": "Done"},
+                 "Parse": {"Type": "Pass", "ResultPath": "$.parsed", "Next": "Done", "Parameters": {
+                     "v.$": "States.StringToJson(States.ArrayGetItem(States.Array('not json', '{}'), $$.Execution.RedriveCount))"}},
+                 "Done": {"Type": "Pass", "End": True,
+                          "Parameters": {"item.$": "$.item", "ranAt.$": "$$.Execution.RedriveCount"}}}}}}}
+
+
+def test_redrive_with_boto3():
+    arn = machine(REDRIVE_MAP)
+    ex = sfn.start_execution(stateMachineArn=arn)["executionArn"]
+    d = wait_done(ex)
+    assert (d["status"], d["redriveCount"], d["redriveStatus"]) == ("FAILED", 0, "REDRIVABLE"), d
+    failed_events = len(sfn.get_execution_history(executionArn=ex)["events"])
+    r = sfn.redrive_execution(executionArn=ex)
+    d = wait_done(ex)
+    assert d["status"] == "SUCCEEDED", d
+    out = json.loads(d["output"])
+    # The Pass before the Map and the Map's first iteration ran once, in the first attempt;
+    # the failed iteration and the one never started ran in the redrive.
+    assert out["ranAt"] == 0, out
+    assert [(x["item"], x["ranAt"]) for x in out["results"]] == [(1, 0), (2, 1), (3, 1)], out
+    assert d["redriveCount"] == 1 and d["redriveDate"] == r["redriveDate"], d
+    assert (d["redriveStatus"], d["redriveStatusReason"]) == \
+        ("NOT_REDRIVABLE", "Execution is SUCCEEDED and cannot be redriven."), d
+    events = sfn.get_execution_history(executionArn=ex)["events"]
+    redriven = events[failed_events]
+    assert redriven["type"] == "ExecutionRedriven", redriven
+    assert redriven["executionRedrivenEventDetails"] == {"redriveCount": 1}, redriven
+    assert [e["id"] for e in events] == list(range(1, len(events) + 1))
+    # After the redrive: item 2's Parse runs again (no new Entered event) and enters Done;
+    # item 3 starts; nothing of item 1 or of the Pass before the Map runs again.
+    after = [e["type"] for e in events[failed_events:]]
+    assert after.count("PassStateEntered") == 2 and after.count("MapIterationStarted") == 1, after
+    assert after[-1] == "ExecutionSucceeded", after
+    listed = sfn.list_executions(stateMachineArn=arn)["executions"]
+    assert listed[0]["redriveCount"] == 1, listed
+    # API Reference, "RedriveExecution": its errors.
+    code, message, _ = error_of(sfn.redrive_execution, executionArn=ex)
+    assert code == "ExecutionNotRedrivable" and "SUCCEEDED" in message, (code, message)
+    code, _, _ = error_of(sfn.redrive_execution, executionArn=ex + "-none")
+    assert code == "ExecutionDoesNotExist", code
+    code, _, _ = error_of(sfn.redrive_execution, executionArn="not-an-arn")
+    assert code == "InvalidArn", code
+    act = sfn.create_activity(name=name("busy"))["activityArn"]
+    running = sfn.start_execution(stateMachineArn=activity_machine(act))["executionArn"]
+    code, message, _ = error_of(sfn.redrive_execution, executionArn=running)
+    assert code == "ExecutionNotRedrivable" and "RUNNING" in message, (code, message)
+    sfn.stop_execution(executionArn=running)
+    express = machine({"StartAt": "F", "States": {"F": {"Type": "Fail", "Error": "E"}}}, kind="EXPRESS")
+    failed = sfn.start_execution(stateMachineArn=express)["executionArn"]
+    wait_done(failed)
+    assert sfn.describe_execution(executionArn=failed)["redriveStatus"] == "NOT_REDRIVABLE"
+    code, _, _ = error_of(sfn.redrive_execution, executionArn=failed)
+    assert code == "ExecutionNotRedrivable", code
+
+
+def test_redrive_client_token_is_idempotent_and_a_fail_state_fails_again():
+    arn = machine({"StartAt": "F", "States": {"F": {"Type": "Fail", "Error": "Always"}}})
+    ex = sfn.start_execution(stateMachineArn=arn)["executionArn"]
+    wait_done(ex)
+    first = sfn.redrive_execution(executionArn=ex, clientToken="redrive-1")
+    d = wait_done(ex)
+    # "Reenters the Fail state and fails again."
+    assert (d["status"], d["error"], d["redriveCount"]) == ("FAILED", "Always", 1), d
+    again = sfn.redrive_execution(executionArn=ex, clientToken="redrive-1")
+    assert again["redriveDate"] == first["redriveDate"]
+    assert sfn.describe_execution(executionArn=ex)["redriveCount"] == 1
+    sfn.redrive_execution(executionArn=ex, clientToken="redrive-2")
+    assert wait_done(ex)["redriveCount"] == 2
+    types = [e["type"] for e in sfn.get_execution_history(executionArn=ex)["events"]]
+    assert types == ["ExecutionStarted", "FailStateEntered", "ExecutionFailed",
+                     "ExecutionRedriven", "FailStateEntered", "ExecutionFailed",
+                     "ExecutionRedriven", "FailStateEntered", "ExecutionFailed"], types
+
+
+def test_redrive_with_the_aws_cli():
+    arn = machine(REDRIVE_MAP)
+    ex = aws_cli("start-execution", "--state-machine-arn", arn)["executionArn"]
+    assert wait_done(ex)["status"] == "FAILED"
+    r = aws_cli("redrive-execution", "--execution-arn", ex)
+    assert "redriveDate" in r, r
+    d = aws_cli("describe-execution", "--execution-arn", ex)
+    d = wait_done(ex) if d["status"] == "RUNNING" else d
+    assert (d["status"], d["redriveCount"]) == ("SUCCEEDED", 1), d
+    bad = aws_cli_failure("redrive-execution", "--execution-arn", ex)
+    assert "ExecutionNotRedrivable" in bad, bad
 
 
 class FakeLambda:
@@ -456,6 +683,28 @@ def test_lambda_tasks_go_to_the_lambda_endpoint():
             "Parameters": {"FunctionName": "nope", "Payload": {}}, "End": True}}})
         d = wait_done(sfn.start_execution(stateMachineArn=missing)["executionArn"])
         assert (d["status"], d["error"]) == ("FAILED", "Lambda.ResourceNotFoundException"), d
+        # A callback through Lambda: the function gets the token; its Invoke response is the
+        # TaskSubmitted output; the callback's output is the result, not wrapped.
+        callback = machine({"StartAt": "Call", "States": {"Call": {
+            "Type": "Task", "Resource": "arn:aws:states:::lambda:invoke.waitForTaskToken",
+            "Parameters": {"FunctionName": "echo", "Payload": {"token.$": "$$.Task.Token"}},
+            "End": True}}})
+        ex = sfn.start_execution(stateMachineArn=callback)["executionArn"]
+        deadline = time.time() + 20
+        while True:
+            events = sfn.get_execution_history(executionArn=ex)["events"]
+            submitted = [e for e in events if e["type"] == "TaskSubmitted"]
+            if submitted:
+                break
+            assert time.time() < deadline, events
+            time.sleep(0.02)
+        details = submitted[0]["taskSubmittedEventDetails"]
+        assert (details["resourceType"], details["resource"]) == ("lambda", "invoke.waitForTaskToken")
+        response = json.loads(details["output"])
+        assert response["StatusCode"] == 200, response
+        sfn.send_task_success(taskToken=response["Payload"]["echo"]["token"], output='"called back"')
+        d = wait_done(ex)
+        assert (d["status"], json.loads(d["output"])) == ("SUCCEEDED", "called back"), d
     finally:
         lam.server.shutdown()
 
