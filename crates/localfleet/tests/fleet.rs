@@ -274,3 +274,108 @@ async fn the_default_rename_method_sends_rename_computer() {
         assert!(!script.contains("task = 'setHostName'"), "{script}");
     }
 }
+
+/// Issue 11: with the `user-data` rename method the workflow only tags the instance (the name
+/// claim stays the conditional lease) and waits for SSM to report the new name: no SSM
+/// command renames anything, and no identity command either.
+#[tokio::test(flavor = "current_thread")]
+async fn the_user_data_method_tags_instances_and_they_rename_themselves() {
+    let fleet = common::fleet_with("", "{prefix}-{seq:3}", common::user_data_settings()).await;
+    common::user_data_template(&fleet, true);
+    let named = common::scale_out_and_name(&fleet, 900, 4).await;
+    assert_eq!(named, 4);
+    let in_service = fleet.sim().in_service("web");
+    assert_eq!(in_service.len(), 4);
+    let leases = fleet.sim().name_pool().list().await.unwrap();
+    let described = fleet
+        .sim()
+        .describe_instances(
+            &in_service
+                .iter()
+                .map(|i| i.instance_id.clone())
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    for instance in &in_service {
+        let lease = leases
+            .iter()
+            .find(|l| l.instance_id == instance.instance_id)
+            .unwrap_or_else(|| panic!("no lease for {}", instance.instance_id));
+        assert_eq!(instance.computer_name, lease.name.as_str(), "{instance:?}");
+        // The tag the instance read its name from is the lease.
+        let tags = &described
+            .iter()
+            .find(|d| d.instance_id == instance.instance_id)
+            .unwrap()
+            .tags;
+        assert!(
+            tags.iter()
+                .any(|t| t.key == "fleetprep:hostname" && t.value == lease.name.as_str()),
+            "{tags:?}"
+        );
+    }
+    assert!(
+        fleet.sim().sent_commands().is_empty(),
+        "{:?}",
+        fleet.sim().sent_commands()
+    );
+    for execution in fleet.engine().list_executions(None).unwrap() {
+        if execution.state_machine != "name-on-launch" {
+            continue;
+        }
+        let exited: BTreeSet<String> = fleet
+            .engine()
+            .history(&execution.execution_arn)
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| e.state_exited_event_details.map(|d| d.name))
+            .collect();
+        for state in ["TagHostname", "CheckRenamed", "VerifyIdentity", "Continue"] {
+            assert!(exited.contains(state), "{}: {exited:?}", execution.name);
+        }
+        assert!(!exited.contains("SendRename"), "{exited:?}");
+    }
+}
+
+/// Issue 11: without `InstanceMetadataTags: enabled` the tag never reaches the instance
+/// ("Work with instance tags in instance metadata"), so it never renames; the launch is
+/// abandoned with an error that names the launch template setting, and the name goes back.
+#[tokio::test(flavor = "current_thread")]
+async fn the_user_data_method_without_metadata_tags_fails_clearly() {
+    let fleet = common::fleet_with("", "{prefix}-{seq:3}", common::user_data_settings()).await;
+    common::user_data_template(&fleet, false);
+    common::group(&fleet, 900);
+    fleet.sim().set_desired_capacity("web", 1).unwrap();
+    fleet.run_until_idle().await.unwrap();
+    let statuses = common::statuses(&fleet, "name-on-launch");
+    assert_eq!(statuses.len(), 1);
+    assert_eq!(statuses[0].0, Status::Failed, "{statuses:?}");
+    let execution = fleet
+        .engine()
+        .list_executions(None)
+        .unwrap()
+        .into_iter()
+        .find(|e| e.state_machine == "name-on-launch")
+        .unwrap();
+    let cause = fleet
+        .engine()
+        .history(&execution.execution_arn)
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| e.task_failed_event_details)
+        .map(|d| {
+            format!(
+                "{} {}",
+                d.error.unwrap_or_default(),
+                d.cause.unwrap_or_default()
+            )
+        })
+        .find(|c| c.contains("InstanceMetadataTags"))
+        .expect("a task failure naming InstanceMetadataTags");
+    assert!(cause.contains("Fleetprep.VerifyFailed"), "{cause}");
+    assert!(cause.contains("fleetprep:hostname="), "{cause}");
+    // The instance kept its launch name, the lease was released, the launch abandoned.
+    assert!(fleet.sim().name_pool().list().await.unwrap().is_empty());
+    assert!(fleet.sim().in_service("web").is_empty());
+}

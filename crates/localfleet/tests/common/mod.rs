@@ -60,6 +60,30 @@ pub fn rollout_input(group: &str, image_id: &str) -> serde_json::Value {
     .input()
 }
 
+/// Settings for the `user-data` rename method (instances rename themselves from their tag).
+pub fn user_data_settings() -> Settings {
+    Settings {
+        rename_method: workflows::RenameMethod::UserData,
+        ..Settings::default()
+    }
+}
+
+/// Gives the fleet's launch template the user data that renames from the `fleetprep:hostname`
+/// tag (`fleetprep userdata render --rename user-data`), with instance tags in instance
+/// metadata on or off.
+pub fn user_data_template(fleet: &LocalFleet, instance_metadata_tags: bool) {
+    fleet.sim().set_launch_template_data(
+        "lt-fleet",
+        cloud::sim::LaunchTemplateData {
+            user_data: Some(sysprep::userdata::render(
+                sysprep::userdata::Format::Ec2LaunchV2,
+                true,
+            )),
+            instance_metadata_tags,
+        },
+    );
+}
+
 pub fn group(fleet: &LocalFleet, hook_timeout: u64) {
     fleet.sim().create_group(GroupSpec {
         name: "web".into(),
