@@ -54,12 +54,7 @@ async fn bake_produces_an_available_tagged_image_and_leaves_nothing_running() {
     // Issue 10, bug 1: Sysprep without shutdown, ImageState confirmed, then one stop through
     // the API (AWS-UpdateWindowsAmi), never a forced one.
     assert_eq!(fleet.sim().api_calls().get("ec2:StopInstances"), Some(&1));
-    let kinds: Vec<String> = fleet
-        .sim()
-        .sent_commands()
-        .iter()
-        .filter_map(|c| c.commands.first().cloned())
-        .collect();
+    let kinds = common::command_kinds(&fleet);
     let sysprep = kinds
         .iter()
         .position(|k| k == "# fleetprep:sysprep")
@@ -90,12 +85,7 @@ async fn the_baked_image_leaves_the_password_to_the_agents_randomizer() {
         fleet.sim().image_admin_password(image_id).as_deref(),
         Some("random")
     );
-    let kinds: Vec<String> = fleet
-        .sim()
-        .sent_commands()
-        .iter()
-        .filter_map(|c| c.commands.first().cloned())
-        .collect();
+    let kinds = common::command_kinds(&fleet);
     let preflight = kinds.iter().rposition(|k| k == "# fleetprep:preflight");
     let password = kinds.iter().position(|k| k == "# fleetprep:agent-password");
     let sysprep = kinds.iter().position(|k| k == "# fleetprep:sysprep");

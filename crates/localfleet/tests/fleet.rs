@@ -65,12 +65,7 @@ async fn sysprep_naming_mode_changes_the_machine_sid() {
         .collect();
     assert_eq!(sids.len(), 3, "each generalized instance has its own SID");
     // Issue 10: pre-flight runs on each instance before it is generalized.
-    let kinds: Vec<String> = fleet
-        .sim()
-        .sent_commands()
-        .iter()
-        .filter_map(|c| c.commands.first().cloned())
-        .collect();
+    let kinds = common::command_kinds(&fleet);
     let preflight = kinds.iter().position(|k| k == "# fleetprep:preflight");
     let generalize = kinds.iter().position(|k| k == "# fleetprep:generalize");
     assert!(preflight.is_some() && preflight < generalize, "{kinds:?}");
@@ -220,19 +215,9 @@ async fn the_ec2launch_set_host_name_method_names_verifies_and_continues_every_i
     let names: BTreeSet<String> = in_service.iter().map(|i| i.computer_name.clone()).collect();
     assert_eq!(names.len(), 6, "names must be unique: {names:?}");
     // Every execution went through the identity check and the CONTINUE.
-    for execution in fleet.engine().list_executions(None).unwrap() {
-        if execution.state_machine != "name-on-launch" {
-            continue;
-        }
-        let exited: BTreeSet<String> = fleet
-            .engine()
-            .history(&execution.execution_arn)
-            .unwrap()
-            .into_iter()
-            .filter_map(|e| e.state_exited_event_details.map(|d| d.name))
-            .collect();
+    for (name, exited) in common::exited_states(&fleet, "name-on-launch") {
         for state in ["SendRename", "VerifyIdentity", "ConfirmName", "Continue"] {
-            assert!(exited.contains(state), "{}: {exited:?}", execution.name);
+            assert!(exited.contains(state), "{name}: {exited:?}");
         }
     }
     // The renames sent were EC2Launch v2 setHostName scripts, covering every instance.
@@ -320,19 +305,11 @@ async fn the_user_data_method_tags_instances_and_they_rename_themselves() {
         "{:?}",
         fleet.sim().sent_commands()
     );
-    for execution in fleet.engine().list_executions(None).unwrap() {
-        if execution.state_machine != "name-on-launch" {
-            continue;
-        }
-        let exited: BTreeSet<String> = fleet
-            .engine()
-            .history(&execution.execution_arn)
-            .unwrap()
-            .into_iter()
-            .filter_map(|e| e.state_exited_event_details.map(|d| d.name))
-            .collect();
+    let executions = common::exited_states(&fleet, "name-on-launch");
+    assert_eq!(executions.len(), 4);
+    for (name, exited) in executions {
         for state in ["TagHostname", "CheckRenamed", "VerifyIdentity", "Continue"] {
-            assert!(exited.contains(state), "{}: {exited:?}", execution.name);
+            assert!(exited.contains(state), "{name}: {exited:?}");
         }
         assert!(!exited.contains("SendRename"), "{exited:?}");
     }

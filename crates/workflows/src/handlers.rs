@@ -720,7 +720,7 @@ async fn check_ssm_online(r: CheckSsmOnline, ctx: &Context) -> Result<Value, Han
             batcher.unwatch(&instance_id);
         }
         let what = match (&expected, online) {
-            (Some(expected), true) if renames_from_tag(&ctx.settings) => format!(
+            (Some(expected), true) if ctx.settings.renames_from_tag() => format!(
                 "instance {instance_id} is online as {:?}, not {expected:?}, {} s after it was tagged {}={expected}: its user data never renamed it. Check the launch template: MetadataOptions InstanceMetadataTags must be enabled (\"Work with instance tags in instance metadata\"; without it the tag is not visible on the instance) and the user data must come from `fleetprep userdata render --rename user-data`",
                 computer_name.unwrap_or_default(),
                 wait.elapsed().as_secs(),
@@ -1609,19 +1609,12 @@ async fn naming_settings(_: NoRequest, ctx: &Context) -> Result<Value, HandlerEr
     Ok(json!({
         "mode": match s.naming_mode { NamingMode::Rename => "rename", NamingMode::Sysprep => "sysprep" },
         // The `user-data` rename method: the instance renames itself from its tag.
-        "user_data": renames_from_tag(s),
+        "user_data": s.renames_from_tag(),
         "hook_timeout_seconds": s.hook_timeout_seconds,
         "ssm_timeout_seconds": s.ssm_timeout_seconds,
         "cleanup_script": s.cleanup_script,
         "has_cleanup": s.cleanup_script.is_some(),
     }))
-}
-
-/// Whether instances rename themselves from their [`sysprep::userdata::HOSTNAME_TAG`] tag
-/// (the `user-data` rename method in the rename naming mode).
-fn renames_from_tag(settings: &Settings) -> bool {
-    settings.naming_mode == NamingMode::Rename
-        && settings.rename_method == crate::RenameMethod::UserData
 }
 
 /// The `user-data` rename method: puts the leased name on the instance as its
@@ -2052,17 +2045,8 @@ mod tests {
             rename_method,
             ..Settings::default()
         };
-        assert!(renames_from_tag(&with(
-            NamingMode::Rename,
-            RenameMethod::UserData
-        )));
-        assert!(!renames_from_tag(&with(
-            NamingMode::Sysprep,
-            RenameMethod::UserData
-        )));
-        assert!(!renames_from_tag(&with(
-            NamingMode::Rename,
-            RenameMethod::RenameComputer
-        )));
+        assert!(with(NamingMode::Rename, RenameMethod::UserData).renames_from_tag());
+        assert!(!with(NamingMode::Sysprep, RenameMethod::UserData).renames_from_tag());
+        assert!(!with(NamingMode::Rename, RenameMethod::RenameComputer).renames_from_tag());
     }
 }

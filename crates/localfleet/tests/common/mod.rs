@@ -126,6 +126,40 @@ pub fn failed_metrics(fleet: &LocalFleet, workflow: &str) -> usize {
         .count()
 }
 
+/// The label line (`# fleetprep:<kind>`) of every command sent, in order.
+pub fn command_kinds(fleet: &LocalFleet) -> Vec<String> {
+    fleet
+        .sim()
+        .sent_commands()
+        .iter()
+        .filter_map(|c| c.commands.first().cloned())
+        .collect()
+}
+
+/// Each execution of `workflow` with the names of the states it exited.
+pub fn exited_states(
+    fleet: &LocalFleet,
+    workflow: &str,
+) -> Vec<(String, std::collections::BTreeSet<String>)> {
+    fleet
+        .engine()
+        .list_executions(None)
+        .expect("list")
+        .into_iter()
+        .filter(|e| e.state_machine == workflow)
+        .map(|e| {
+            let exited = fleet
+                .engine()
+                .history(&e.execution_arn)
+                .expect("history")
+                .into_iter()
+                .filter_map(|event| event.state_exited_event_details.map(|d| d.name))
+                .collect();
+            (e.name, exited)
+        })
+        .collect()
+}
+
 pub fn statuses(fleet: &LocalFleet, workflow: &str) -> Vec<(Status, Option<String>)> {
     fleet
         .engine()
