@@ -204,14 +204,7 @@ async fn the_ec2launch_set_host_name_method_names_verifies_and_continues_every_i
     // CONTINUE put every instance in service, each under its leased name.
     let in_service = fleet.sim().in_service("web");
     assert_eq!(in_service.len(), 6);
-    let leases = fleet.sim().name_pool().list().await.unwrap();
-    for instance in &in_service {
-        let lease = leases
-            .iter()
-            .find(|l| l.instance_id == instance.instance_id)
-            .unwrap_or_else(|| panic!("no lease for {}", instance.instance_id));
-        assert_eq!(instance.computer_name, lease.name.as_str(), "{instance:?}");
-    }
+    common::assert_named_by_lease(&fleet, &in_service).await;
     let names: BTreeSet<String> = in_service.iter().map(|i| i.computer_name.clone()).collect();
     assert_eq!(names.len(), 6, "names must be unique: {names:?}");
     // Every execution went through the identity check and the CONTINUE.
@@ -271,32 +264,22 @@ async fn the_user_data_method_tags_instances_and_they_rename_themselves() {
     assert_eq!(named, 4);
     let in_service = fleet.sim().in_service("web");
     assert_eq!(in_service.len(), 4);
-    let leases = fleet.sim().name_pool().list().await.unwrap();
+    let leases = common::assert_named_by_lease(&fleet, &in_service).await;
     let described = fleet
         .sim()
-        .describe_instances(
-            &in_service
-                .iter()
-                .map(|i| i.instance_id.clone())
-                .collect::<Vec<_>>(),
-        )
+        .describe_instances(&leases.keys().cloned().collect::<Vec<_>>())
         .await
         .unwrap();
-    for instance in &in_service {
-        let lease = leases
-            .iter()
-            .find(|l| l.instance_id == instance.instance_id)
-            .unwrap_or_else(|| panic!("no lease for {}", instance.instance_id));
-        assert_eq!(instance.computer_name, lease.name.as_str(), "{instance:?}");
-        // The tag the instance read its name from is the lease.
+    // The tag each instance read its name from is its lease.
+    for (instance_id, name) in &leases {
         let tags = &described
             .iter()
-            .find(|d| d.instance_id == instance.instance_id)
+            .find(|d| &d.instance_id == instance_id)
             .unwrap()
             .tags;
         assert!(
             tags.iter()
-                .any(|t| t.key == "fleetprep:hostname" && t.value == lease.name.as_str()),
+                .any(|t| t.key == "fleetprep:hostname" && &t.value == name),
             "{tags:?}"
         );
     }
@@ -328,13 +311,7 @@ async fn the_user_data_method_without_metadata_tags_fails_clearly() {
     let statuses = common::statuses(&fleet, "name-on-launch");
     assert_eq!(statuses.len(), 1);
     assert_eq!(statuses[0].0, Status::Failed, "{statuses:?}");
-    let execution = fleet
-        .engine()
-        .list_executions(None)
-        .unwrap()
-        .into_iter()
-        .find(|e| e.state_machine == "name-on-launch")
-        .unwrap();
+    let execution = common::executions(&fleet, "name-on-launch").remove(0);
     let cause = fleet
         .engine()
         .history(&execution.execution_arn)

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use clock::VirtualClock;
+use cloud::Cloud as _;
 use cloud::sim::{GroupSpec, Scenario};
 use engine::{ExecutionSummary, Status};
 use localfleet::{FleetOptions, LocalFleet};
@@ -141,12 +142,8 @@ pub fn exited_states(
     fleet: &LocalFleet,
     workflow: &str,
 ) -> Vec<(String, std::collections::BTreeSet<String>)> {
-    fleet
-        .engine()
-        .list_executions(None)
-        .expect("list")
+    executions(fleet, workflow)
         .into_iter()
-        .filter(|e| e.state_machine == workflow)
         .map(|e| {
             let exited = fleet
                 .engine()
@@ -160,13 +157,39 @@ pub fn exited_states(
         .collect()
 }
 
-pub fn statuses(fleet: &LocalFleet, workflow: &str) -> Vec<(Status, Option<String>)> {
+/// Every execution of `workflow`.
+pub fn executions(fleet: &LocalFleet, workflow: &str) -> Vec<ExecutionSummary> {
     fleet
         .engine()
         .list_executions(None)
         .expect("list")
         .into_iter()
         .filter(|e| e.state_machine == workflow)
+        .collect()
+}
+
+pub fn statuses(fleet: &LocalFleet, workflow: &str) -> Vec<(Status, Option<String>)> {
+    executions(fleet, workflow)
+        .into_iter()
         .map(|e| (e.status, e.error))
         .collect()
+}
+
+/// Asserts every instance in `in_service` has the name its lease holds, and returns the
+/// leases by instance.
+pub async fn assert_named_by_lease(
+    fleet: &LocalFleet,
+    in_service: &[cloud::sim::SimInstanceView],
+) -> std::collections::BTreeMap<String, String> {
+    let leases = fleet.sim().name_pool().list().await.expect("leases");
+    let mut names = std::collections::BTreeMap::new();
+    for instance in in_service {
+        let lease = leases
+            .iter()
+            .find(|l| l.instance_id == instance.instance_id)
+            .unwrap_or_else(|| panic!("no lease for {}", instance.instance_id));
+        assert_eq!(instance.computer_name, lease.name.as_str(), "{instance:?}");
+        names.insert(instance.instance_id.clone(), lease.name.as_str().to_owned());
+    }
+    names
 }
