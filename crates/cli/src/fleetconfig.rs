@@ -28,7 +28,8 @@ pub struct FleetConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct Naming {
     pub mode: NamingMode,
-    /// With `mode = "rename"`: `"rename-computer"` or `"ec2launch-set-host-name"`.
+    /// With `mode = "rename"`: `"rename-computer"`, `"ec2launch-set-host-name"` or
+    /// `"user-data"` (the instance renames itself from its `fleetprep:hostname` tag).
     pub rename_method: RenameMethod,
     pub pattern: String,
     pub prefix: String,
@@ -116,6 +117,26 @@ impl FleetConfig {
             instance_type: self.group.instance_type.clone(),
             launch_hook_timeout_seconds: self.naming.hook_timeout_seconds,
             terminate_hook_timeout_seconds: self.naming.hook_timeout_seconds,
+        }
+    }
+
+    /// Creates the simulated group on `sim`, with the launch template its instances start
+    /// from as the config asks: the `user-data` rename method gives the template the user
+    /// data that renames from the `fleetprep:hostname` tag and instance tags in instance
+    /// metadata, as `docs/deploy.md` tells users to set up their own launch template.
+    pub fn create_simulated_group(&self, sim: &cloud::sim::SimCloud) {
+        sim.create_group(self.simulated_group());
+        if self.naming.settings().renames_from_tag() {
+            sim.set_launch_template_data(
+                &self.group.launch_template_id,
+                cloud::sim::LaunchTemplateData {
+                    user_data: Some(sysprep::userdata::render(
+                        sysprep::userdata::Format::Ec2LaunchV2,
+                        true,
+                    )),
+                    instance_metadata_tags: true,
+                },
+            );
         }
     }
 

@@ -166,6 +166,37 @@ fn fleet_simulate_reports_calls_and_no_collisions() {
     );
 }
 
+/// Issue 11: the `user-data` rename method on the simulated fleet: every instance is named
+/// from its tag, and no SSM command is sent for naming.
+#[test]
+fn fleet_simulate_with_the_user_data_rename_method_sends_no_command() {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/user-data-naming.toml");
+    let output = fleetprep(&[
+        "fleet",
+        "simulate",
+        "--config",
+        config.to_str().unwrap(),
+        "--instances",
+        "12",
+        "--output",
+        "json",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = json(&output);
+    assert_eq!(report["in_service"], 12);
+    assert_eq!(report["collisions"], 0);
+    assert!(
+        report["api_calls"].get("ssm:SendCommand").is_none(),
+        "{}",
+        report["api_calls"]
+    );
+    assert_eq!(report["api_calls"]["ec2:CreateTags"], 12);
+}
+
 #[test]
 fn graph_draws_every_workflow_in_both_formats() {
     for workflow in ["bake", "name-on-launch", "release-on-terminate", "rollout"] {

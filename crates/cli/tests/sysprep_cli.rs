@@ -356,3 +356,45 @@ fn a_closed_pipe_ends_output_without_a_panic() {
         "{status:?} {stderr}"
     );
 }
+
+/// Issue 11: `userdata render` with the `user-data` rename method, chosen by flag or config.
+#[test]
+fn userdata_render_adds_the_rename_from_the_tag() {
+    let plain = stdout(&fleetprep(&["userdata", "render"]));
+    assert!(plain.contains("AmazonSSMAgent") && !plain.contains("Rename-Computer"));
+    let v2 = fleetprep(&["userdata", "render", "--rename", "user-data"]);
+    assert!(v2.status.success(), "{v2:?}");
+    let v2 = stdout(&v2);
+    assert!(v2.starts_with("version: 1.0\n"), "{v2}");
+    assert!(v2.contains("meta-data/tags/instance/$tagKey"));
+    assert!(v2.contains("Rename-Computer -NewName $desired") && v2.contains("exit 3010"));
+    let tags = stdout(&fleetprep(&[
+        "userdata",
+        "render",
+        "--format",
+        "powershell",
+        "--rename",
+        "user-data",
+    ]));
+    assert!(tags.starts_with("<powershell>\n") && tags.contains("Restart-Computer -Force"));
+    // The config's [naming] picks it too.
+    let config = repo("examples/user-data-naming.toml");
+    let from_config = stdout(&fleetprep(&[
+        "userdata",
+        "render",
+        "--config",
+        config.to_str().unwrap(),
+    ]));
+    assert_eq!(from_config, v2);
+    let default_config = repo("examples/fleetprep.toml");
+    let not_chosen = stdout(&fleetprep(&[
+        "userdata",
+        "render",
+        "--config",
+        default_config.to_str().unwrap(),
+    ]));
+    assert_eq!(not_chosen, plain);
+    let bad = fleetprep(&["userdata", "render", "--rename", "ssm"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("user-data or none"));
+}

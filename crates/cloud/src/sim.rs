@@ -394,6 +394,9 @@ enum Event {
     HookTimeout(String, u64),
     OutOfBandTerminate(String),
     RefreshStep(String),
+    /// The launch template's user data looks for the instance's `fleetprep:hostname` tag
+    /// (at boot, and on its next retry after a tag is added).
+    TagPoll(String),
 }
 
 struct SimInstance {
@@ -430,6 +433,28 @@ struct SimInstance {
     bitlocker: Option<Option<SystemTime>>,
     console: String,
     generation: u64,
+    // The launch agent's administrator password setting as fleetprep's bake left it
+    // (`sysprep::commands::agent_password_script`): None until that script runs. Images
+    // capture it and instances launched from them inherit it.
+    admin_password: Option<String>,
+    // The launch template's user data renames the instance from its `fleetprep:hostname`
+    // tag (`sysprep::userdata::rename_from_tag_script`).
+    renames_from_tag: bool,
+    // `MetadataOptions.InstanceMetadataTags` of the launch template: without it the tag is
+    // not visible to the instance ("Work with instance tags in instance metadata").
+    metadata_tags: bool,
+    // When the current boot finished (the user data's tag wait counts from it).
+    booted_at: Option<SystemTime>,
+}
+
+/// What the launch template gives instances besides the image (sim-only: the trait's
+/// template calls only change the image).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LaunchTemplateData {
+    /// The user data (`fleetprep userdata render`).
+    pub user_data: Option<String>,
+    /// `MetadataOptions.InstanceMetadataTags: enabled`.
+    pub instance_metadata_tags: bool,
 }
 
 struct SimInvocation {
@@ -488,11 +513,14 @@ enum RenameBy {
 struct SimImage {
     image: Image,
     fails: bool,
+    // The builder's administrator password setting when the image was created.
+    admin_password: Option<String>,
 }
 
 struct SimTemplate {
     versions: Vec<LaunchTemplateVersion>,
     default_version: i64,
+    data: LaunchTemplateData,
 }
 
 struct SimGroup {
@@ -537,6 +565,7 @@ impl SimCloud {
                     tags: vec![],
                 },
                 fails: false,
+                admin_password: None,
             },
         );
         world.templates.insert(
@@ -549,6 +578,7 @@ impl SimCloud {
                     default_version: true,
                 }],
                 default_version: 1,
+                data: LaunchTemplateData::default(),
             },
         );
         for (key, arn) in [
@@ -659,6 +689,8 @@ impl SimCloud {
                     && instance.state == InstanceState::Pending
                 {
                     instance.state = InstanceState::Running;
+                    instance.booted_at = Some(at);
+                    let renames_from_tag = instance.renames_from_tag;
                     // What a healthy EC2Launch v2 boot prints ("Troubleshoot EC2Launch v2",
                     // sample console log output): UNDEPLOYABLE while Windows is configured.
                     instance.console.push_str(&format!(
@@ -670,6 +702,11 @@ impl SimCloud {
                         .scenario
                         .fault(FaultKind::SsmNeverOnline, instance.from_group.is_some())
                         .is_some();
+                    if renames_from_tag {
+                        // The agent runs the user data once Windows is up.
+                        let delay = self.draw(&format!("userdata/{id}"), (30, 90));
+                        Self::schedule(world, at + delay, Event::TagPoll(id.clone()));
+                    }
                     if !never_online {
                         let delay =
                             self.draw(&format!("ssm/{id}"), self.timings.ssm_online_after_running);
@@ -887,6 +924,7 @@ impl SimCloud {
                     if let Some(name) = instance.pending_name.take() {
                         instance.computer_name = name;
                     }
+                    instance.booted_at = Some(at);
                     // Any reboot completes pending servicing.
                     instance.reboot_pending = false;
                     let rerun = instance.rerun_command.take();
@@ -939,7 +977,45 @@ impl SimCloud {
                 self.begin_terminate(world, at, &id, false);
             }
             Event::RefreshStep(refresh_id) => self.step_refresh(world, at, &refresh_id),
+            Event::TagPoll(id) => self.tag_poll(world, at, &id),
         }
+    }
+
+    /// The user data's look at the instance's `fleetprep:hostname` tag: the name is taken
+    /// only when tags are in instance metadata, within the script's wait after boot, and when
+    /// it differs from the current name; then Rename-Computer and the restart (exit 3010 under
+    /// EC2Launch v2), and SSM is back after the reboot with the new name.
+    fn tag_poll(&self, world: &mut World, at: SystemTime, id: &str) {
+        let Some(instance) = world.instances.get_mut(id) else {
+            return;
+        };
+        let waiting = instance.booted_at.is_some_and(|booted| {
+            at.duration_since(booted).unwrap_or_default()
+                <= Duration::from_secs(u64::from(sysprep::userdata::TAG_WAIT_SECONDS))
+        });
+        if instance.state != InstanceState::Running
+            || !instance.renames_from_tag
+            || !instance.metadata_tags
+            || !waiting
+            || instance.pending_name.is_some()
+        {
+            return;
+        }
+        let Some(name) = instance
+            .tags
+            .iter()
+            .find(|t| t.key == sysprep::userdata::HOSTNAME_TAG)
+            .map(|t| t.value.clone())
+        else {
+            return;
+        };
+        if sysprep::hostname::key(&instance.computer_name) == sysprep::hostname::key(&name) {
+            return;
+        }
+        instance.pending_name = Some(name);
+        instance.ssm_online = false;
+        let delay = self.draw(&format!("tag-reboot/{id}"), self.timings.reboot);
+        Self::schedule(world, at + delay, Event::RebootUp(id.to_string()));
     }
 
     fn count(&self, world: &mut World, operation: &str) {
@@ -1064,6 +1140,13 @@ impl SimCloud {
                     .map(|_| None),
                 console: String::new(),
                 generation: 0,
+                admin_password: world
+                    .images
+                    .get(image_id)
+                    .and_then(|i| i.admin_password.clone()),
+                renames_from_tag: false,
+                metadata_tags: false,
+                booted_at: None,
             },
         );
         Self::schedule(world, now + delay, Event::Running(id.clone()));
@@ -1134,6 +1217,23 @@ impl SimCloud {
 
     // ------------------------------------------------------------ Auto Scaling (sim side)
 
+    /// Sets the launch template's user data and instance metadata options (what
+    /// CreateLaunchTemplate would carry); instances launched from it afterwards get them.
+    pub fn set_launch_template_data(&self, template_id: &str, data: LaunchTemplateData) {
+        if let Some(template) = self.lock().templates.get_mut(template_id) {
+            template.data = data;
+        }
+    }
+
+    /// The administrator password setting an image's builder had when it was captured:
+    /// `Some("random")` only when the bake ran the agent's own setting on it.
+    pub fn image_admin_password(&self, image_id: &str) -> Option<String> {
+        self.lock()
+            .images
+            .get(image_id)
+            .and_then(|i| i.admin_password.clone())
+    }
+
     /// Creates an Auto Scaling group with a launch and a terminate lifecycle hook.
     pub fn create_group(&self, spec: GroupSpec) {
         let mut world = self.lock();
@@ -1197,6 +1297,17 @@ impl SimCloud {
         let now = self.clock.now();
         let tags = vec![Tag::new("aws:autoscaling:groupName", group)];
         let id = self.launch(world, &image, &instance_type, tags, Some(group.to_string()));
+        let data = world
+            .templates
+            .get(&template)
+            .map(|t| t.data.clone())
+            .unwrap_or_default();
+        if let Some(instance) = world.instances.get_mut(&id) {
+            instance.renames_from_tag = data
+                .user_data
+                .is_some_and(|u| u.contains(sysprep::userdata::TAG_MARKER));
+            instance.metadata_tags = data.instance_metadata_tags;
+        }
         let token = format!("{:032x}", mix(self.scenario.seed, &format!("launch/{id}")));
         let timeout = self
             .scenario
@@ -1493,6 +1604,7 @@ impl Cloud for SimCloud {
                         tags: vec![],
                     },
                     fails: false,
+                    admin_password: None,
                 },
             );
         }
@@ -1687,8 +1799,8 @@ impl Cloud for SimCloud {
                 format!("AMI name {} is already in use by another AMI", request.name),
             ));
         }
-        let (from_group, state) = match world.instances.get(&request.instance_id) {
-            Some(i) => (i.from_group.is_some(), i.state),
+        let (from_group, state, admin_password) = match world.instances.get(&request.instance_id) {
+            Some(i) => (i.from_group.is_some(), i.state, i.admin_password.clone()),
             None => {
                 return Err(instance_not_found(&request.instance_id));
             }
@@ -1736,6 +1848,7 @@ impl Cloud for SimCloud {
                     tags: request.tags.clone(),
                 },
                 fails,
+                admin_password,
             },
         );
         world
@@ -1805,6 +1918,20 @@ impl Cloud for SimCloud {
             for tag in tags {
                 existing.retain(|t| t.key != tag.key);
                 existing.push(tag.clone());
+            }
+        }
+        // Instance metadata shows a new tag while the instance runs ("Work with instance tags
+        // in instance metadata"): the user data's next retry (every 5 s) sees it.
+        if tags
+            .iter()
+            .any(|t| t.key == sysprep::userdata::HOSTNAME_TAG)
+        {
+            let now = self.clock.now();
+            for id in resource_ids {
+                if world.instances.get(id).is_some_and(|i| i.renames_from_tag) {
+                    let delay = self.draw(&format!("tag-poll/{id}"), (1, 5));
+                    Self::schedule(&mut world, now + delay, Event::TagPoll(id.clone()));
+                }
             }
         }
         Ok(())
@@ -2006,6 +2133,24 @@ impl Cloud for SimCloud {
                 stdout = "Windows updates installed.".into();
             } else if script.contains(sysprep::preflight::PREFLIGHT_MARKER) {
                 stdout = preflight_json(&world.instances[id], now);
+            } else if script.contains(sysprep::commands::PASSWORD_MARKER) {
+                // `agent_password_script`: the agent's own randomizer is on from now on (no
+                // agent: nothing to set). Checked before the generic branches: the script
+                // mentions EC2Launch and throws on its own failure paths.
+                let agent = extract_between(&script, "agent = '", "'").unwrap_or_default();
+                let password = if agent == "none" {
+                    "unchanged"
+                } else {
+                    "random"
+                };
+                if let Some(instance) = world.instances.get_mut(id) {
+                    instance.admin_password = Some(password.to_owned());
+                }
+                stdout = format!(
+                    "{}{}",
+                    sysprep::commands::PASSWORD_MARKER,
+                    serde_json::json!({"agent": agent, "password": password})
+                );
             } else if script.contains(sysprep::remedy::REMEDY_MARKER) {
                 let recurs = self
                     .scenario

@@ -1014,3 +1014,78 @@ fn every_fault_kind_has_an_example_scenario() {
         assert!(kinds.contains(&all(kind)), "no scenario for {kind:?}");
     }
 }
+
+/// Issue 11: the launch template's user data reads the `fleetprep:hostname` tag at boot and
+/// on its retries after the tag is added (instance metadata shows a new tag while the instance
+/// runs), only within its wait, and only when the template puts instance tags in instance
+/// metadata ("Work with instance tags in instance metadata").
+#[tokio::test]
+async fn user_data_renames_from_its_tag_only_with_metadata_tags_and_within_its_wait() {
+    use sysprep::userdata::{Format, HOSTNAME_TAG, TAG_WAIT_SECONDS, render};
+    for metadata_tags in [true, false] {
+        let (clock, cloud) = sim(Scenario::default());
+        cloud.set_launch_template_data(
+            "lt-fleet",
+            cloud::sim::LaunchTemplateData {
+                user_data: Some(render(Format::Ec2LaunchV2, true)),
+                instance_metadata_tags: metadata_tags,
+            },
+        );
+        cloud.create_group(GroupSpec {
+            name: "web".into(),
+            launch_template_id: "lt-fleet".into(),
+            instance_type: "m5.large".into(),
+            launch_hook_timeout_seconds: 7200,
+            terminate_hook_timeout_seconds: 300,
+        });
+        cloud.set_desired_capacity("web", 3).unwrap();
+        let ids: Vec<String> = cloud
+            .drain_lifecycle_events()
+            .into_iter()
+            .map(|e| e.instance_id)
+            .collect();
+        let tag = |name: &str| vec![Tag::new(HOSTNAME_TAG, name)];
+        // Tagged before it booted: read at boot.
+        cloud.create_tags(&ids[..1], &tag("WEB-001")).await.unwrap();
+        advance(&clock, 600);
+        // Tagged while it runs: read on the next retry.
+        cloud
+            .create_tags(&ids[1..2], &tag("WEB-002"))
+            .await
+            .unwrap();
+        advance(&clock, 300);
+        // Tagged after the user data gave up: never read.
+        advance(&clock, u64::from(TAG_WAIT_SECONDS));
+        cloud.create_tags(&ids[2..], &tag("WEB-003")).await.unwrap();
+        advance(&clock, 300);
+        let names: Vec<String> = ids
+            .iter()
+            .map(|id| {
+                cloud
+                    .instances()
+                    .into_iter()
+                    .find(|i| &i.instance_id == id)
+                    .unwrap()
+                    .computer_name
+            })
+            .collect();
+        if metadata_tags {
+            assert_eq!(names[..2], ["WEB-001", "WEB-002"], "{names:?}");
+            let info = cloud
+                .describe_instance_information(&ids[..1])
+                .await
+                .unwrap();
+            assert_eq!(info[0].computer_name, "WEB-001.WORKGROUP");
+            assert_eq!(info[0].ping_status, PingStatus::Online);
+        }
+        let unchanged = if metadata_tags {
+            &names[2..]
+        } else {
+            &names[..]
+        };
+        assert!(
+            unchanged.iter().all(|n| n.starts_with("EC2AMAZ-")),
+            "metadata tags {metadata_tags}: {names:?}"
+        );
+    }
+}

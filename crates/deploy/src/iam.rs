@@ -154,6 +154,21 @@ pub fn grants(action: &str, scope: &Scope) -> Result<Vec<Grant>, String> {
                 }})),
             },
             fleetprep_images(),
+            // The `user-data` rename method (`tag_hostname`): only the hostname tag, only on
+            // the group's instances (`aws:TagKeys` with `ForAllValues`: "Grant permission to
+            // tag Amazon EC2 resources during creation" and the EC2 condition keys).
+            Grant {
+                sid: "HostnameTagOnGroupInstances",
+                resources: vec![ec2("instance/*")],
+                condition: Some(json!({
+                    "StringEquals": {
+                        format!("aws:ResourceTag/{GROUP_TAG_KEY}"): {"Ref": "AutoScalingGroupName"}
+                    },
+                    "ForAllValues:StringEquals": {
+                        "aws:TagKeys": [sysprep::userdata::HOSTNAME_TAG]
+                    }
+                })),
+            },
         ],
         "ec2:StopInstances" | "ec2:TerminateInstances" | "ec2:GetConsoleOutput" => {
             vec![builder_instances()]
@@ -374,6 +389,26 @@ mod tests {
             without[0].condition.as_ref().unwrap()["StringEquals"]
                 .get("ec2:MetadataHttpTokens")
                 .is_none()
+        );
+    }
+
+    /// Issue 11: the `user-data` rename method may set only the hostname tag, only on the
+    /// group's instances.
+    #[test]
+    fn the_hostname_tag_is_scoped_to_the_group_and_its_key() {
+        let grants = grants("ec2:CreateTags", &scope()).unwrap();
+        let hostname = grants
+            .iter()
+            .find(|g| g.sid == "HostnameTagOnGroupInstances")
+            .unwrap();
+        let condition = hostname.condition.as_ref().unwrap();
+        assert_eq!(
+            condition["ForAllValues:StringEquals"]["aws:TagKeys"],
+            json!(["fleetprep:hostname"])
+        );
+        assert_eq!(
+            condition["StringEquals"]["aws:ResourceTag/aws:autoscaling:groupName"],
+            json!({"Ref": "AutoScalingGroupName"})
         );
     }
 

@@ -839,7 +839,7 @@ fn parameters(options: &StackOptions) -> Map<String, Value> {
     );
     add(
         "RenameMethod",
-        json!({"Type": "String", "Default": "rename-computer", "AllowedValues": ["rename-computer", "ec2launch-set-host-name"], "Description": "With NamingMode rename: Rename-Computer (any launch agent) or EC2Launch v2's setHostName task"}),
+        json!({"Type": "String", "Default": "rename-computer", "AllowedValues": ["rename-computer", "ec2launch-set-host-name", "user-data"], "Description": "With NamingMode rename: Rename-Computer over SSM (any launch agent), EC2Launch v2's setHostName task, or user-data (the instance renames itself from its fleetprep:hostname tag; the group's launch template needs InstanceMetadataTags enabled and the user data from fleetprep userdata render --rename user-data)"}),
     );
     add(
         "HookHeartbeatTimeout",

@@ -269,7 +269,7 @@ impl FunctionConfig {
                 .map_err(|_| {
                     format!(
                         "environment variable FLEETPREP_RENAME_METHOD={method:?} must be \
-                         \"rename-computer\" or \"ec2launch-set-host-name\""
+                         \"rename-computer\", \"ec2launch-set-host-name\" or \"user-data\""
                     )
                 })?;
         }

@@ -301,9 +301,12 @@ fn config_reads_fleetprep_variables_and_names_bad_ones() {
         .unwrap_err();
     assert!(
         error.contains("FLEETPREP_RENAME_METHOD=\"set-host-name\"")
-            && error.contains("\"rename-computer\" or \"ec2launch-set-host-name\""),
+            && error.contains("\"rename-computer\", \"ec2launch-set-host-name\" or \"user-data\""),
         "{error}"
     );
+    let user_data =
+        FunctionConfig::from_env(vars(&[("FLEETPREP_RENAME_METHOD", "user-data")])).unwrap();
+    assert!(user_data.settings.renames_from_tag());
     let bad_pattern = FunctionConfig::from_env(vars(&[("FLEETPREP_HOSTNAME_PATTERN", "{prefix}")]))
         .unwrap()
         .policy()

@@ -65,12 +65,7 @@ async fn sysprep_naming_mode_changes_the_machine_sid() {
         .collect();
     assert_eq!(sids.len(), 3, "each generalized instance has its own SID");
     // Issue 10: pre-flight runs on each instance before it is generalized.
-    let kinds: Vec<String> = fleet
-        .sim()
-        .sent_commands()
-        .iter()
-        .filter_map(|c| c.commands.first().cloned())
-        .collect();
+    let kinds = common::command_kinds(&fleet);
     let preflight = kinds.iter().position(|k| k == "# fleetprep:preflight");
     let generalize = kinds.iter().position(|k| k == "# fleetprep:generalize");
     assert!(preflight.is_some() && preflight < generalize, "{kinds:?}");
@@ -209,30 +204,13 @@ async fn the_ec2launch_set_host_name_method_names_verifies_and_continues_every_i
     // CONTINUE put every instance in service, each under its leased name.
     let in_service = fleet.sim().in_service("web");
     assert_eq!(in_service.len(), 6);
-    let leases = fleet.sim().name_pool().list().await.unwrap();
-    for instance in &in_service {
-        let lease = leases
-            .iter()
-            .find(|l| l.instance_id == instance.instance_id)
-            .unwrap_or_else(|| panic!("no lease for {}", instance.instance_id));
-        assert_eq!(instance.computer_name, lease.name.as_str(), "{instance:?}");
-    }
+    common::assert_named_by_lease(&fleet, &in_service).await;
     let names: BTreeSet<String> = in_service.iter().map(|i| i.computer_name.clone()).collect();
     assert_eq!(names.len(), 6, "names must be unique: {names:?}");
     // Every execution went through the identity check and the CONTINUE.
-    for execution in fleet.engine().list_executions(None).unwrap() {
-        if execution.state_machine != "name-on-launch" {
-            continue;
-        }
-        let exited: BTreeSet<String> = fleet
-            .engine()
-            .history(&execution.execution_arn)
-            .unwrap()
-            .into_iter()
-            .filter_map(|e| e.state_exited_event_details.map(|d| d.name))
-            .collect();
+    for (name, exited) in common::exited_states(&fleet, "name-on-launch") {
         for state in ["SendRename", "VerifyIdentity", "ConfirmName", "Continue"] {
-            assert!(exited.contains(state), "{}: {exited:?}", execution.name);
+            assert!(exited.contains(state), "{name}: {exited:?}");
         }
     }
     // The renames sent were EC2Launch v2 setHostName scripts, covering every instance.
@@ -273,4 +251,85 @@ async fn the_default_rename_method_sends_rename_computer() {
         // It only removes other names' setHostName tasks (issue 10, point 8), never adds one.
         assert!(!script.contains("task = 'setHostName'"), "{script}");
     }
+}
+
+/// Issue 11: with the `user-data` rename method the workflow only tags the instance (the name
+/// claim stays the conditional lease) and waits for SSM to report the new name: no SSM
+/// command renames anything, and no identity command either.
+#[tokio::test(flavor = "current_thread")]
+async fn the_user_data_method_tags_instances_and_they_rename_themselves() {
+    let fleet = common::fleet_with("", "{prefix}-{seq:3}", common::user_data_settings()).await;
+    common::user_data_template(&fleet, true);
+    let named = common::scale_out_and_name(&fleet, 900, 4).await;
+    assert_eq!(named, 4);
+    let in_service = fleet.sim().in_service("web");
+    assert_eq!(in_service.len(), 4);
+    let leases = common::assert_named_by_lease(&fleet, &in_service).await;
+    let described = fleet
+        .sim()
+        .describe_instances(&leases.keys().cloned().collect::<Vec<_>>())
+        .await
+        .unwrap();
+    // The tag each instance read its name from is its lease.
+    for (instance_id, name) in &leases {
+        let tags = &described
+            .iter()
+            .find(|d| &d.instance_id == instance_id)
+            .unwrap()
+            .tags;
+        assert!(
+            tags.iter()
+                .any(|t| t.key == "fleetprep:hostname" && &t.value == name),
+            "{tags:?}"
+        );
+    }
+    assert!(
+        fleet.sim().sent_commands().is_empty(),
+        "{:?}",
+        fleet.sim().sent_commands()
+    );
+    let executions = common::exited_states(&fleet, "name-on-launch");
+    assert_eq!(executions.len(), 4);
+    for (name, exited) in executions {
+        for state in ["TagHostname", "CheckRenamed", "VerifyIdentity", "Continue"] {
+            assert!(exited.contains(state), "{name}: {exited:?}");
+        }
+        assert!(!exited.contains("SendRename"), "{exited:?}");
+    }
+}
+
+/// Issue 11: without `InstanceMetadataTags: enabled` the tag never reaches the instance
+/// ("Work with instance tags in instance metadata"), so it never renames; the launch is
+/// abandoned with an error that names the launch template setting, and the name goes back.
+#[tokio::test(flavor = "current_thread")]
+async fn the_user_data_method_without_metadata_tags_fails_clearly() {
+    let fleet = common::fleet_with("", "{prefix}-{seq:3}", common::user_data_settings()).await;
+    common::user_data_template(&fleet, false);
+    common::group(&fleet, 900);
+    fleet.sim().set_desired_capacity("web", 1).unwrap();
+    fleet.run_until_idle().await.unwrap();
+    let statuses = common::statuses(&fleet, "name-on-launch");
+    assert_eq!(statuses.len(), 1);
+    assert_eq!(statuses[0].0, Status::Failed, "{statuses:?}");
+    let execution = common::executions(&fleet, "name-on-launch").remove(0);
+    let cause = fleet
+        .engine()
+        .history(&execution.execution_arn)
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| e.task_failed_event_details)
+        .map(|d| {
+            format!(
+                "{} {}",
+                d.error.unwrap_or_default(),
+                d.cause.unwrap_or_default()
+            )
+        })
+        .find(|c| c.contains("InstanceMetadataTags"))
+        .expect("a task failure naming InstanceMetadataTags");
+    assert!(cause.contains("Fleetprep.VerifyFailed"), "{cause}");
+    assert!(cause.contains("fleetprep:hostname="), "{cause}");
+    // The instance kept its launch name, the lease was released, the launch abandoned.
+    assert!(fleet.sim().name_pool().list().await.unwrap().is_empty());
+    assert!(fleet.sim().in_service("web").is_empty());
 }

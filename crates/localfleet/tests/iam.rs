@@ -139,6 +139,14 @@ async fn every_operation_a_handler_calls_is_declared_for_it() {
     let rolled_back = rollout(&fleet, "ghost", &image_id).await;
     assert_eq!(rolled_back.status, Status::Failed);
 
+    // The `user-data` rename method tags instances instead of sending a rename.
+    let fleet = common::fleet_with("", "{prefix}-{seq:3}", common::user_data_settings()).await;
+    record_per_action(&fleet, &seen);
+    common::user_data_template(&fleet, true);
+    common::group(&fleet, 900);
+    fleet.sim().set_desired_capacity("web", 2).unwrap();
+    drive(&fleet).await;
+
     // Failure paths.
     for fault in [
         "stuck-stopping",

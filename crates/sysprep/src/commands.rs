@@ -381,13 +381,65 @@ if ([string]$setPassword.State -ne 'Enabled') {{
     )
 }
 
+/// The marker [`agent_password_script`] prints before its JSON report.
+pub const PASSWORD_MARKER: &str = "FLEETPREP-PASSWORD:";
+
+/// What [`agent_password_script`] reports: the agent and the password setting it left
+/// (`random`, or `unchanged` without a launch agent). Never a password.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordReport {
+    /// The launch agent whose setting was checked.
+    pub agent: LaunchAgent,
+    /// `random` when the agent randomizes the password at launch.
+    pub password: String,
+}
+
+impl PasswordReport {
+    /// Whether the image leaves the password to the agent's randomizer.
+    pub fn randomized(&self) -> bool {
+        self.password == "random"
+    }
+}
+
+/// Reads [`agent_password_script`]'s report.
+pub fn parse_password_output(output: &str) -> Result<PasswordReport, crate::agent::DetectError> {
+    let (line, json) = crate::agent::marked_line(output, PASSWORD_MARKER).ok_or(
+        crate::agent::DetectError::MissingMarker {
+            marker: PASSWORD_MARKER,
+        },
+    )?;
+    serde_json::from_str(json).map_err(|e| crate::agent::DetectError::InvalidJson {
+        marker: PASSWORD_MARKER,
+        line,
+        message: e.to_string(),
+    })
+}
+
 /// Makes the launch agent randomize the administrator password at each new instance's first
 /// boot, by the agent's own setting, so no password ever needs to be in the image
 /// ("Create a standardized Amazon Machine Image (AMI) using Sysprep", password settings):
 /// EC2Launch v2 `setAdminAccount` with a random password (EC2Launch v2 settings), EC2Launch v1
 /// `adminPasswordType` `Random` in `LaunchConfig.json` (Configure EC2Launch), EC2Config's
-/// `Ec2SetPassword` (EC2Config service). Without an agent there is nothing to set.
+/// `Ec2SetPassword` (EC2Config service). Without an agent there is nothing to set. The bake
+/// runs it before Sysprep; it ends with one [`PASSWORD_MARKER`] line ([`PasswordReport`]).
 pub fn agent_password_script(agent: LaunchAgent) -> String {
+    let password = if agent == LaunchAgent::None {
+        "unchanged"
+    } else {
+        "random"
+    };
+    let report = format!(
+        "Write-Output ({} + (ConvertTo-Json -Compress -InputObject ([ordered]@{{ agent = {}; password = {} }})))\n",
+        quote(PASSWORD_MARKER),
+        quote(agent.as_str()),
+        quote(password)
+    );
+    let mut script = agent_password_setting(agent);
+    script.push_str(&report);
+    script
+}
+
+fn agent_password_setting(agent: LaunchAgent) -> String {
     match agent {
         LaunchAgent::Ec2LaunchV2 => format!(
             r#"$agentProgram = {EC2LAUNCH_V2}
@@ -441,6 +493,21 @@ pub enum RenameRestart {
     SsmExit3010,
     /// `Rename-Computer -Restart` (outside SSM).
     RestartComputer,
+    /// `exit 3010` inside an EC2Launch v2 `executeScript` task (launch-template user data):
+    /// the agent reboots and calls the script again until it returns another code, at most
+    /// 5 reboots per task; `Restart-Computer` there leaves the run status inconsistent
+    /// (EC2Launch v2 settings, "EC2Launch v2 exit codes and reboots"). The script is part
+    /// of the agent's own run, so it never waits for `ec2launch status --block`, which
+    /// would wait for itself (the CLI reference: `--block` inside `executeScript`).
+    Ec2LaunchExit3010,
+}
+
+impl RenameRestart {
+    /// Whether the script may wait for EC2Launch v2's run to finish first: not when it is
+    /// part of that run.
+    fn waits_for_agent(self) -> bool {
+        self != RenameRestart::Ec2LaunchExit3010
+    }
 }
 
 /// The PowerShell variable (without `$`) a per-instance prelude sets to the instance's own
@@ -457,6 +524,11 @@ pub enum NameSource<'a> {
     /// (SSM Run Command sends one script to up to 50 instances). The script checks the value
     /// against the computer-name rules before using it, so a missing entry fails loudly.
     PerInstance,
+    /// The instance's own [`crate::userdata::HOSTNAME_TAG`] tag, read through instance
+    /// metadata (IMDSv2) and waited for: the `user-data` rename method, where the workflow
+    /// only tags the instance ([`crate::userdata::tag_read_script`]). Checked like
+    /// [`NameSource::PerInstance`].
+    InstanceTag,
 }
 
 impl NameSource<'_> {
@@ -467,6 +539,11 @@ impl NameSource<'_> {
             NameSource::PerInstance => format!(
                 "$desired = [string]${NAME_VARIABLE}\nif ($desired -notmatch '^[A-Za-z0-9-]{{1,15}}$' -or $desired -match '^[0-9]+$') {{ throw ('no valid computer name for this instance: \"{{0}}\"' -f $desired) }}\n"
             ),
+            NameSource::InstanceTag => format!(
+                "{}{}",
+                crate::userdata::tag_read_script(),
+                NameSource::PerInstance.assign_desired()
+            ),
         }
     }
 
@@ -474,6 +551,7 @@ impl NameSource<'_> {
         match self {
             NameSource::Literal(name) => name.to_string(),
             NameSource::PerInstance => format!("${NAME_VARIABLE}"),
+            NameSource::InstanceTag => format!("its {} tag", crate::userdata::HOSTNAME_TAG),
         }
     }
 }
@@ -506,6 +584,13 @@ pub enum RenameMethod {
     /// rejects the file otherwise, and the command restores the previous file and fails.
     #[serde(rename = "ec2launch-set-host-name")]
     Ec2LaunchSetHostName,
+    /// The instance renames itself with `Rename-Computer` from its `fleetprep:hostname` tag,
+    /// read through instance metadata by the launch template's user data
+    /// ([`crate::userdata::rename_from_tag_script`]); the workflow only tags the instance and
+    /// waits for the name, with no SSM command round trip. Needs `InstanceMetadataTags:
+    /// enabled` in the launch template's metadata options ("Work with instance tags in
+    /// instance metadata").
+    UserData,
 }
 
 /// The restart that applies a new name, after EC2Launch v2 (when installed) has finished its
@@ -514,12 +599,15 @@ pub enum RenameMethod {
 /// SSM Run Command to reboot and run the script again ("Handling reboots when running
 /// commands").
 fn restart_block(restart: RenameRestart) -> String {
-    let restart = match restart {
-        RenameRestart::SsmExit3010 => "    exit 3010\n",
+    let exit = match restart {
+        RenameRestart::SsmExit3010 | RenameRestart::Ec2LaunchExit3010 => "    exit 3010\n",
         RenameRestart::RestartComputer => "    Restart-Computer -Force\n    exit 0\n",
     };
+    if !restart.waits_for_agent() {
+        return exit.to_owned();
+    }
     format!(
-        "    $agentProgram = {EC2LAUNCH_V2}\n    if (Test-Path -LiteralPath $agentProgram) {{ & $agentProgram status --block | Out-Null }}\n{restart}"
+        "    $agentProgram = {EC2LAUNCH_V2}\n    if (Test-Path -LiteralPath $agentProgram) {{ & $agentProgram status --block | Out-Null }}\n{exit}"
     )
 }
 
@@ -527,7 +615,7 @@ fn restart_block(restart: RenameRestart) -> String {
 fn rename_computer_block(restart: RenameRestart) -> String {
     format!(
         "{}    Rename-Computer -NewName $desired -Force\n{}",
-        agent_renamers_block(),
+        agent_renamers_block(restart),
         restart_block(restart)
     )
 }
@@ -576,15 +664,20 @@ fn read_agent_config(indent: &str) -> String {
 /// `Settings\Config.xml` (EC2Config service), and EC2Launch v1's `setComputerName` in
 /// `LaunchConfig.json` (Configure EC2Launch). Each is only touched when present and on, so
 /// running it again changes nothing. Shared by every `Rename-Computer` script (SSM and
-/// user-data renames alike).
-pub fn agent_renamers_block() -> String {
+/// user-data renames alike); `restart` says whether it may wait for EC2Launch v2's run
+/// ([`RenameRestart::Ec2LaunchExit3010`] is part of that run and must not).
+pub fn agent_renamers_block(restart: RenameRestart) -> String {
+    let wait = if restart.waits_for_agent() {
+        "        & $agentProgram status --block | Out-Null\n"
+    } else {
+        ""
+    };
     format!(
         r#"    # The launch agents' own renamers would undo this name at the next boot.
     $agentProgram = {EC2LAUNCH_V2}
     if (Test-Path -LiteralPath $agentProgram) {{
         $agentConfigPath = {EC2LAUNCH_V2_CONFIG}
-        & $agentProgram status --block | Out-Null
-{read}        $otherNames = @($agentStages | ForEach-Object {{ $_.tasks }} | Where-Object {{ $null -ne $_ -and $_.task -eq 'setHostName' -and [string]$_.inputs.hostName -ne $desired }})
+{wait}{read}        $otherNames = @($agentStages | ForEach-Object {{ $_.tasks }} | Where-Object {{ $null -ne $_ -and $_.task -eq 'setHostName' -and [string]$_.inputs.hostName -ne $desired }})
         if ($otherNames.Count -gt 0) {{
             foreach ($stage in $agentStages) {{
                 $kept = @($stage.tasks | Where-Object {{ $null -ne $_ -and $_.task -ne 'setHostName' }})
@@ -646,8 +739,7 @@ fn set_host_name_block(restart: RenameRestart) -> String {
     format!(
         r#"    $agentProgram = {EC2LAUNCH_V2}
     $agentConfigPath = {EC2LAUNCH_V2_CONFIG}
-    & $agentProgram status --block | Out-Null
-    # The name the next boot applies: already $desired when the agent renamed during this boot
+{wait}    # The name the next boot applies: already $desired when the agent renamed during this boot
     # and its own reboot has not happened yet, so only the restart is left.
     $pending = [string](Get-ItemProperty -LiteralPath 'HKLM:\SYSTEM\CurrentControlSet\Control\ComputerName\ComputerName').ComputerName
     if ($pending -ne $desired) {{
@@ -680,6 +772,11 @@ fn set_host_name_block(restart: RenameRestart) -> String {
         read = read_agent_config("        "),
         save = save_agent_config("            ", "setHostName with the hostName input"),
         restart = restart_block(restart),
+        wait = if restart.waits_for_agent() {
+            "    & $agentProgram status --block | Out-Null\n"
+        } else {
+            ""
+        },
     )
 }
 
@@ -691,7 +788,7 @@ pub fn rename_commands_with(
     restart: RenameRestart,
 ) -> CommandSequence {
     let (agent, rename, how) = match method {
-        RenameMethod::RenameComputer => (
+        RenameMethod::RenameComputer | RenameMethod::UserData => (
             LaunchAgent::None,
             rename_computer_block(restart),
             "Rename-Computer",
@@ -748,7 +845,7 @@ pub fn generalize_with_name_from(
             config.computer_name = Some(crate::unattend::ComputerName::Name(name.clone()));
             crate::unattend::writer_script(&config, path)?
         }
-        NameSource::PerInstance => {
+        NameSource::PerInstance | NameSource::InstanceTag => {
             // Rendered with a placeholder `*`; the writer replaces the element's text with the
             // instance's name on the instance (XmlDocument escapes it).
             config.computer_name = Some(crate::unattend::ComputerName::Random);
@@ -894,8 +991,29 @@ mod tests {
         let ec2config = agent_password_script(LaunchAgent::Ec2Config);
         assert!(ec2config.contains("//Plugin[Name='Ec2SetPassword']"));
         for agent in LaunchAgent::ALL {
-            assert!(!agent_password_script(agent).contains("AdministratorPassword"));
+            let script = agent_password_script(agent);
+            assert!(!script.contains("AdministratorPassword"));
+            // The setting comes first, the report last, naming the agent.
+            let report = script.rfind("Write-Output ('FLEETPREP-PASSWORD:'").unwrap();
+            assert!(script[..report].contains(&agent_password_setting(agent)));
+            assert!(
+                script[report..].contains(&format!("agent = '{agent}'")),
+                "{script}"
+            );
         }
+        // What the script prints (ConvertTo-Json -Compress of the ordered table).
+        let report = parse_password_output(
+            "noise\r\nFLEETPREP-PASSWORD:{\"agent\":\"ec2launch-v2\",\"password\":\"random\"}\r\n",
+        )
+        .unwrap();
+        assert_eq!(report.agent, LaunchAgent::Ec2LaunchV2);
+        assert!(report.randomized());
+        let none = parse_password_output(
+            "FLEETPREP-PASSWORD:{\"agent\":\"none\",\"password\":\"unchanged\"}",
+        )
+        .unwrap();
+        assert!(!none.randomized());
+        assert!(parse_password_output("nothing").is_err());
     }
 
     /// Issue 10, point 9: Microsoft "Sysprep Command-Line Options": "the only additional
@@ -1069,8 +1187,8 @@ mod tests {
                 .unwrap();
             let wait = s.rfind("& $agentProgram status --block").unwrap();
             let exit = match restart {
-                RenameRestart::SsmExit3010 => s.find("exit 3010").unwrap(),
                 RenameRestart::RestartComputer => s.find("Restart-Computer -Force").unwrap(),
+                _ => s.find("exit 3010").unwrap(),
             };
             let order = [
                 v2, v2_removed, validate, ec2config, disabled, v1, rename, wait, exit,
@@ -1078,6 +1196,13 @@ mod tests {
             assert!(order.windows(2).all(|w| w[0] < w[1]), "{restart:?}\n{s}");
             assert!(!s.contains("-Restart\n"), "the restart waits for the agent");
         }
+        // Inside EC2Launch v2's own run (user data) nothing waits for the agent, with the
+        // same renamers switched off.
+        let s = rename_commands(&name, RenameRestart::Ec2LaunchExit3010).script();
+        assert!(!s.contains("status --block"), "{s}");
+        assert!(s.contains("$renamer.State = 'Disabled'"));
+        assert!(s.contains("$launchConfig.setComputerName = $false"));
+        assert!(s.find("Rename-Computer -NewName").unwrap() < s.find("    exit 3010").unwrap());
         // The setHostName method waits for the agent before its restart too.
         let s = rename_commands_with(
             NameSource::Literal(&name),

@@ -846,23 +846,43 @@ Remove-Variable -Name password
     Ok(script)
 }
 
-/// Every answer-file location on an instance: each agent's, and the copies Windows Setup keeps
-/// in `%WINDIR%\Panther` (Microsoft "Deployment Troubleshooting and Log Files").
-pub const ANSWER_FILE_LOCATIONS: [&str; 6] = [
+/// Every answer-file location on an instance: each launch agent's own file ("Create a
+/// standardized Amazon Machine Image (AMI) using Sysprep"), and every place Windows Setup's
+/// implicit search looks on the system drive, in its order (Microsoft "Windows Setup
+/// Automation Overview", implicit answer file search order): `%WINDIR%\Panther\Unattend`
+/// (`Unattend.xml` or `Autounattend.xml`), `%WINDIR%\Panther` (where Setup caches the answer
+/// file it used), `%WINDIR%\System32\Sysprep`, and the root of `%SYSTEMDRIVE%`. Removable
+/// media are not part of an image. The registry pointer
+/// (`HKLM\System\Setup!UnattendFile`, first in that order) can name any file, so
+/// [`password_scrub_script`] reads it on the instance.
+pub const ANSWER_FILE_LOCATIONS: [&str; 11] = [
     r"C:\ProgramData\Amazon\EC2Launch\sysprep\unattend.xml",
     r"C:\ProgramData\Amazon\EC2-Windows\Launch\Sysprep\Unattend.xml",
     r"C:\Program Files\Amazon\Ec2ConfigService\sysprep2008.xml",
-    r"C:\Windows\System32\Sysprep\unattend.xml",
-    r"C:\Windows\Panther\unattend.xml",
     r"C:\Windows\Panther\Unattend\unattend.xml",
+    r"C:\Windows\Panther\Unattend\autounattend.xml",
+    r"C:\Windows\Panther\unattend.xml",
+    r"C:\Windows\Panther\autounattend.xml",
+    r"C:\Windows\System32\Sysprep\unattend.xml",
+    r"C:\Windows\System32\Sysprep\autounattend.xml",
+    r"C:\unattend.xml",
+    r"C:\autounattend.xml",
 ];
 
-/// The PowerShell that removes every `AdministratorPassword` from every answer file on disk.
+/// The registry value Windows Setup reads first for an answer file (Microsoft "Windows Setup
+/// Automation Overview", implicit answer file search order).
+const UNATTEND_FILE_POINTER: (&str, &str) = (r"HKLM:\SYSTEM\Setup", "UnattendFile");
+
+/// The PowerShell that removes every `AdministratorPassword` from every answer file on disk:
+/// [`ANSWER_FILE_LOCATIONS`] and the file the `UnattendFile` registry value points to.
 pub fn password_scrub_script() -> String {
     let paths: Vec<String> = ANSWER_FILE_LOCATIONS.iter().map(|p| quote(p)).collect();
     format!(
-        "foreach ($path in @({})) {{\n    if (Test-Path -LiteralPath $path) {{\n        $answer = New-Object System.Xml.XmlDocument\n        $answer.Load($path)\n        {}        $answer.Save($path)\n    }}\n}}\n",
+        "$answerFiles = @({})\n$pointer = (Get-ItemProperty -LiteralPath {} -Name {} -ErrorAction SilentlyContinue).{}\nif (-not [string]::IsNullOrEmpty($pointer)) {{ $answerFiles += [Environment]::ExpandEnvironmentVariables([string]$pointer) }}\nforeach ($path in $answerFiles) {{\n    if (Test-Path -LiteralPath $path) {{\n        $answer = New-Object System.Xml.XmlDocument\n        $answer.Load($path)\n        {}        $answer.Save($path)\n    }}\n}}\n",
         paths.join(", "),
+        quote(UNATTEND_FILE_POINTER.0),
+        quote(UNATTEND_FILE_POINTER.1),
+        UNATTEND_FILE_POINTER.1,
         REMOVE_PASSWORDS
     )
 }
@@ -1007,6 +1027,21 @@ mod tests {
             assert!(scrub.contains(&quote(path)), "{path}");
         }
         assert!(scrub.contains("RemoveChild($secret)"));
+        // Windows Setup Automation Overview: the registry pointer comes first in the implicit
+        // search, then Panther\Unattend, Panther, the Sysprep folder and the system drive.
+        assert!(
+            scrub.contains(
+                r"Get-ItemProperty -LiteralPath 'HKLM:\SYSTEM\Setup' -Name 'UnattendFile'"
+            )
+        );
+        for path in [
+            r"C:\Windows\Panther\Unattend\autounattend.xml",
+            r"C:\Windows\Panther\unattend.xml",
+            r"C:\Windows\System32\Sysprep\unattend.xml",
+            r"C:\unattend.xml",
+        ] {
+            assert!(ANSWER_FILE_LOCATIONS.contains(&path), "{path}");
+        }
         // Without a password source nothing is scheduled.
         let plain = writer_script(&UnattendConfig::default(), r"C:\x\u.xml").unwrap();
         assert!(!plain.contains("SetupComplete"));

@@ -167,13 +167,22 @@ fn rename_scripts_parse() {
     use sysprep::commands::{NameSource, RenameMethod, rename_commands_with};
     let name = Hostname::parse("WEB-a001").unwrap();
     let mut generated = 0;
-    for restart in [RenameRestart::SsmExit3010, RenameRestart::RestartComputer] {
+    for restart in [
+        RenameRestart::SsmExit3010,
+        RenameRestart::RestartComputer,
+        RenameRestart::Ec2LaunchExit3010,
+    ] {
         assert_parses("rename", &rename_commands(&name, restart).script());
         for method in [
             RenameMethod::RenameComputer,
             RenameMethod::Ec2LaunchSetHostName,
+            RenameMethod::UserData,
         ] {
-            for source in [NameSource::Literal(&name), NameSource::PerInstance] {
+            for source in [
+                NameSource::Literal(&name),
+                NameSource::PerInstance,
+                NameSource::InstanceTag,
+            ] {
                 let script = rename_commands_with(source, method, restart).script();
                 assert_parses(
                     &format!("rename {method:?} {restart:?} {source:?}"),
@@ -183,7 +192,7 @@ fn rename_scripts_parse() {
             }
         }
     }
-    assert_eq!(generated, 8);
+    assert_eq!(generated, 27);
 }
 
 const HOSTILE: &[&str] = &[
@@ -408,4 +417,19 @@ fn user_data_script_parses() {
         .and_then(|rest| rest.split("</powershell>").next())
         .unwrap();
     assert_parses("user data in <powershell>", body);
+    // Issue 11: the user data with the rename from the fleetprep:hostname tag, both envelopes.
+    use sysprep::userdata::{Format, render};
+    let yaml = render(Format::Ec2LaunchV2, true);
+    let parsed: serde_json::Value = serde_norway::from_str(&yaml).unwrap();
+    let content = parsed["tasks"][0]["inputs"][0]["content"].as_str().unwrap();
+    assert!(content.contains("Rename-Computer"));
+    assert_parses("user data rename (EC2Launch v2 YAML)", content);
+    let tagged = render(Format::PowerShell, true);
+    let body = tagged
+        .strip_prefix("<powershell>\n")
+        .and_then(|rest| rest.split("</powershell>").next())
+        .unwrap();
+    assert!(body.contains("Rename-Computer"));
+    assert_parses("user data rename (<powershell>)", body);
+    assert_parses("tag read", &sysprep::userdata::tag_read_script());
 }

@@ -180,6 +180,8 @@ pub static ACTIONS: &[Action] = &[
         allocate_hostname,
         [NamePoolAllocate]
     ),
+    // The `user-data` rename method: the leased name as the instance's tag.
+    action!("tag_hostname", TagHostname, tag_hostname, [CreateTags]),
     action!(
         "confirm_hostname",
         InstanceRequest,
@@ -442,6 +444,13 @@ pub struct PublishOutcome {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct TagHostname {
+    pub instance_id: String,
+    pub hostname: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AllocateHostname {
     pub instance_id: String,
     pub availability_zone: Option<String>,
@@ -695,13 +704,28 @@ async fn check_ssm_online(r: CheckSsmOnline, ctx: &Context) -> Result<Value, Han
         if let Some(batcher) = &ctx.batcher {
             batcher.unwatch(&instance_id);
         }
-        return Ok(wait.answer(true, json!({"computer_name": computer_name})));
+        // With an expected name the answer is an identity (`computer_name` as SSM reports
+        // it), which `verify_identity` reads in the `user-data` rename method.
+        let output = match &expected {
+            Some(_) => json!({"computer_name": computer_name, "machine_sid": null}),
+            None => Value::Null,
+        };
+        return Ok(wait.answer(
+            true,
+            json!({"computer_name": computer_name, "output": output}),
+        ));
     }
     if wait.expired(r.timeout_seconds, ctx.settings.ssm_timeout_seconds) {
         if let Some(batcher) = &ctx.batcher {
             batcher.unwatch(&instance_id);
         }
         let what = match (&expected, online) {
+            (Some(expected), true) if ctx.settings.renames_from_tag() => format!(
+                "instance {instance_id} is online as {:?}, not {expected:?}, {} s after it was tagged {}={expected}: its user data never renamed it. Check the launch template: MetadataOptions InstanceMetadataTags must be enabled (\"Work with instance tags in instance metadata\"; without it the tag is not visible on the instance) and the user data must come from `fleetprep userdata render --rename user-data`",
+                computer_name.unwrap_or_default(),
+                wait.elapsed().as_secs(),
+                sysprep::userdata::HOSTNAME_TAG,
+            ),
             (Some(expected), true) => format!(
                 "instance {instance_id} is online as {:?}, not {expected:?}",
                 computer_name.unwrap_or_default()
@@ -734,6 +758,20 @@ fn command_template(
     command_template_in(r, settings, "")
 }
 
+/// The builder's launch agent as `detect-agent` reported it (`agent`); none means plain
+/// `sysprep.exe` and no agent password setting.
+fn builder_agent(r: &SendCommand) -> Result<LaunchAgent, HandlerError> {
+    match &r.agent {
+        Some(agent) => agent.parse().map_err(|e| {
+            HandlerError::new(
+                errors::INVALID_INPUT,
+                format!("send_command {}: field \"agent\": {e}", r.kind),
+            )
+        }),
+        None => Ok(LaunchAgent::None),
+    }
+}
+
 /// [`command_template`] within an execution (a reboot remedy's marker names it).
 fn command_template_in(
     r: &SendCommand,
@@ -762,14 +800,13 @@ fn command_template_in(
         "identity" => scripts::labelled(kind, &sysprep::agent::identity_script()),
         "detect-agent" => scripts::labelled(kind, &sysprep::agent::detection_script()),
         "preflight" => scripts::labelled(kind, &sysprep::preflight::preflight_script(None)),
+        "agent-password" => {
+            // Issue 10, bug 5: the agent's own randomizer, so no password is in the image.
+            let agent = builder_agent(r)?;
+            scripts::labelled(kind, &commands::agent_password_script(agent))
+        }
         "sysprep" => {
-            // The builder's agent as detect-agent reported it; none means plain sysprep.exe.
-            let agent: LaunchAgent = match &r.agent {
-                Some(agent) => agent
-                    .parse()
-                    .map_err(|e| invalid(format!("send_command sysprep: field \"agent\": {e}")))?,
-                None => LaunchAgent::None,
-            };
+            let agent = builder_agent(r)?;
             // Without shutdown, waited for in the command, as AWS-UpdateWindowsAmi does: a
             // failure is seen while SSM is online, and the bake stops the builder itself.
             let sequence = commands::sysprep_commands(agent, &SysprepOptions::no_shutdown())
@@ -842,7 +879,7 @@ fn command_template_in(
             return Err(HandlerError::new(
                 errors::INVALID_INPUT,
                 format!(
-                    "send_command: unknown kind {other:?}; expected rename, generalize, identity, detect-agent, preflight, sysprep, image-state, panther, secrets-check, remedy, customization or cleanup"
+                    "send_command: unknown kind {other:?}; expected rename, generalize, identity, detect-agent, preflight, agent-password, sysprep, image-state, panther, secrets-check, remedy, customization or cleanup"
                 ),
             ));
         }
@@ -1071,6 +1108,20 @@ fn interpret(kind: &str, instance_id: &str, stdout: &str) -> Result<Value, Handl
                 ));
             }
             Ok(json!({"findings": result.findings}))
+        }
+        "agent-password" => {
+            let report = sysprep::commands::parse_password_output(stdout)
+                .map_err(|e| unreadable("agent password setting", &e))?;
+            if report.agent != LaunchAgent::None && !report.randomized() {
+                return Err(HandlerError::new(
+                    errors::COMMAND_FAILED,
+                    format!(
+                        "{} on {instance_id} left the administrator password setting {:?}, not random: the image would keep one password for every instance",
+                        report.agent, report.password
+                    ),
+                ));
+            }
+            serde_json::to_value(report).map_err(|e| unreadable("agent password setting", &e))
         }
         "image-state" => {
             // A Sysprep that returned without sealing the image failed, whatever its exit code
@@ -1557,11 +1608,35 @@ async fn naming_settings(_: NoRequest, ctx: &Context) -> Result<Value, HandlerEr
     let s = &ctx.settings;
     Ok(json!({
         "mode": match s.naming_mode { NamingMode::Rename => "rename", NamingMode::Sysprep => "sysprep" },
+        // The `user-data` rename method: the instance renames itself from its tag.
+        "user_data": s.renames_from_tag(),
         "hook_timeout_seconds": s.hook_timeout_seconds,
         "ssm_timeout_seconds": s.ssm_timeout_seconds,
         "cleanup_script": s.cleanup_script,
         "has_cleanup": s.cleanup_script.is_some(),
     }))
+}
+
+/// The `user-data` rename method: puts the leased name on the instance as its
+/// [`sysprep::userdata::HOSTNAME_TAG`] tag, which the launch template's user data reads
+/// through instance metadata and renames to. Setting the same tag again is a no-op, so a
+/// retry is safe. The answer has a null `ticket`: the wait that follows polls SSM for the
+/// name, with no command to flush.
+async fn tag_hostname(r: TagHostname, ctx: &Context) -> Result<Value, HandlerError> {
+    let name = sysprep::hostname::Hostname::parse(&r.hostname).map_err(|e| {
+        HandlerError::new(
+            errors::INVALID_INPUT,
+            format!("tag_hostname: hostname {:?}: {e}", r.hostname),
+        )
+    })?;
+    ctx.cloud
+        .create_tags(
+            std::slice::from_ref(&r.instance_id),
+            &[Tag::new(sysprep::userdata::HOSTNAME_TAG, name.as_str())],
+        )
+        .await
+        .map_err(cloud_err("CreateTags"))?;
+    Ok(json!({"ticket": null, "tag": sysprep::userdata::HOSTNAME_TAG, "hostname": name.as_str()}))
 }
 
 async fn allocate_hostname(r: AllocateHostname, ctx: &Context) -> Result<Value, HandlerError> {
@@ -1607,7 +1682,9 @@ async fn verify_identity(r: VerifyIdentity, _ctx: &Context) -> Result<Value, Han
     let expected = r.expected_name;
     let identity = r.identity;
     let actual = identity.computer_name.unwrap_or_default();
-    if sysprep::hostname::key(&actual) != sysprep::hostname::key(&expected) {
+    // The identity command reports `$env:COMPUTERNAME`; SSM (the `user-data` method's wait)
+    // reports `DNSHostName.Domain`: the host part is the computer name either way.
+    if !sysprep::hostname::ssm_name_matches(&actual, &expected) {
         return Err(HandlerError::new(
             errors::VERIFY_FAILED,
             format!("$env:COMPUTERNAME is {actual:?}, expected the leased name {expected:?}"),
@@ -1919,5 +1996,57 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(bad.error, errors::INVALID_INPUT);
+    }
+
+    /// Issue 10, bug 5: the bake's password step is the agent's own setting, and a report
+    /// that the agent does not randomize fails the bake instead of baking one password in.
+    #[test]
+    fn the_agent_password_step_follows_the_agent_and_checks_its_report() {
+        for agent in sysprep::agent::LaunchAgent::ALL {
+            let (lines, _, _) = command_template(
+                &request(json!({"kind": "agent-password", "agent": agent.as_str()})),
+                &Settings::default(),
+            )
+            .unwrap();
+            let script = lines.join("\n");
+            assert!(script.starts_with("# fleetprep:agent-password\n"));
+            assert!(script.contains(commands::agent_password_script(agent).trim_end()));
+        }
+        let random = interpret(
+            "agent-password",
+            "i-1",
+            "FLEETPREP-PASSWORD:{\"agent\":\"ec2launch-v2\",\"password\":\"random\"}",
+        )
+        .unwrap();
+        assert_eq!(random["password"], "random");
+        let kept = interpret(
+            "agent-password",
+            "i-1",
+            "FLEETPREP-PASSWORD:{\"agent\":\"ec2launch-v1\",\"password\":\"specify\"}",
+        )
+        .unwrap_err();
+        assert_eq!(kept.error, errors::COMMAND_FAILED);
+        assert!(kept.cause.contains("not random"), "{}", kept.cause);
+        // Without an agent nothing can randomize; the bake says so in its output.
+        let none = interpret(
+            "agent-password",
+            "i-1",
+            "FLEETPREP-PASSWORD:{\"agent\":\"none\",\"password\":\"unchanged\"}",
+        )
+        .unwrap();
+        assert_eq!(none["password"], "unchanged");
+    }
+
+    /// Issue 11: only the rename naming mode with the `user-data` method renames from the tag.
+    #[test]
+    fn only_the_user_data_method_renames_from_the_tag() {
+        let with = |naming_mode, rename_method| Settings {
+            naming_mode,
+            rename_method,
+            ..Settings::default()
+        };
+        assert!(with(NamingMode::Rename, RenameMethod::UserData).renames_from_tag());
+        assert!(!with(NamingMode::Sysprep, RenameMethod::UserData).renames_from_tag());
+        assert!(!with(NamingMode::Rename, RenameMethod::RenameComputer).renames_from_tag());
     }
 }

@@ -106,8 +106,9 @@ pub enum NamingMode {
 pub struct Settings {
     pub naming_mode: NamingMode,
     /// What renames the computer when `naming_mode` is [`NamingMode::Rename`]:
-    /// `rename-computer` (any launch agent) or `ec2launch-set-host-name` (EC2Launch v2's
-    /// `setHostName` task, kept in the agent's config so it holds the name on every boot).
+    /// `rename-computer` (any launch agent), `ec2launch-set-host-name` (EC2Launch v2's
+    /// `setHostName` task, kept in the agent's config so it holds the name on every boot) or
+    /// `user-data` (the launch template's user data renames from the instance's tag).
     /// Ignored in [`NamingMode::Sysprep`], where the unattend file names the computer.
     pub rename_method: RenameMethod,
     /// Seconds the launch hook waits without a heartbeat (the hook's HeartbeatTimeout).
@@ -118,6 +119,15 @@ pub struct Settings {
     pub ssm_timeout_seconds: u64,
     /// CloudWatch namespace for metrics.
     pub metric_namespace: String,
+}
+
+impl Settings {
+    /// Whether instances rename themselves from their `fleetprep:hostname` tag
+    /// ([`sysprep::userdata::HOSTNAME_TAG`]): the `user-data` rename method in the rename
+    /// naming mode. The name workflow then only tags the instance and waits for the name.
+    pub fn renames_from_tag(&self) -> bool {
+        self.naming_mode == NamingMode::Rename && self.rename_method == RenameMethod::UserData
+    }
 }
 
 impl Default for Settings {

@@ -84,7 +84,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
         .map(str::to_string);
 
     // 2. Scale out: every instance is named by the launch hook.
-    fleet.sim().create_group(config.simulated_group());
+    config.create_simulated_group(fleet.sim());
     let scaled_at = clock.now();
     fleet
         .sim()

@@ -70,7 +70,7 @@ pub async fn simulate_report(args: &SimulateArgs) -> anyhow::Result<serde_json::
         session::simulated_fleet(&config, scenario, pattern, Some(store), !args.no_batching)
             .await?;
     let started = clock.now();
-    fleet.sim().create_group(config.simulated_group());
+    config.create_simulated_group(fleet.sim());
     fleet
         .sim()
         .set_desired_capacity(&config.group.name, args.instances)?;

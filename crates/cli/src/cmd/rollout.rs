@@ -62,7 +62,7 @@ async fn rollout(args: Args) -> anyhow::Result<ExitCode> {
             true,
         )
         .await?;
-        fleet.sim().create_group(config.simulated_group());
+        config.create_simulated_group(fleet.sim());
         fleet
             .sim()
             .set_desired_capacity(&config.group.name, args.instances)?;

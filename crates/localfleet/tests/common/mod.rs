@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use clock::VirtualClock;
+use cloud::Cloud as _;
 use cloud::sim::{GroupSpec, Scenario};
 use engine::{ExecutionSummary, Status};
 use localfleet::{FleetOptions, LocalFleet};
@@ -60,6 +61,30 @@ pub fn rollout_input(group: &str, image_id: &str) -> serde_json::Value {
     .input()
 }
 
+/// Settings for the `user-data` rename method (instances rename themselves from their tag).
+pub fn user_data_settings() -> Settings {
+    Settings {
+        rename_method: workflows::RenameMethod::UserData,
+        ..Settings::default()
+    }
+}
+
+/// Gives the fleet's launch template the user data that renames from the `fleetprep:hostname`
+/// tag (`fleetprep userdata render --rename user-data`), with instance tags in instance
+/// metadata on or off.
+pub fn user_data_template(fleet: &LocalFleet, instance_metadata_tags: bool) {
+    fleet.sim().set_launch_template_data(
+        "lt-fleet",
+        cloud::sim::LaunchTemplateData {
+            user_data: Some(sysprep::userdata::render(
+                sysprep::userdata::Format::Ec2LaunchV2,
+                true,
+            )),
+            instance_metadata_tags,
+        },
+    );
+}
+
 pub fn group(fleet: &LocalFleet, hook_timeout: u64) {
     fleet.sim().create_group(GroupSpec {
         name: "web".into(),
@@ -102,13 +127,69 @@ pub fn failed_metrics(fleet: &LocalFleet, workflow: &str) -> usize {
         .count()
 }
 
-pub fn statuses(fleet: &LocalFleet, workflow: &str) -> Vec<(Status, Option<String>)> {
+/// The label line (`# fleetprep:<kind>`) of every command sent, in order.
+pub fn command_kinds(fleet: &LocalFleet) -> Vec<String> {
+    fleet
+        .sim()
+        .sent_commands()
+        .iter()
+        .filter_map(|c| c.commands.first().cloned())
+        .collect()
+}
+
+/// Each execution of `workflow` with the names of the states it exited.
+pub fn exited_states(
+    fleet: &LocalFleet,
+    workflow: &str,
+) -> Vec<(String, std::collections::BTreeSet<String>)> {
+    executions(fleet, workflow)
+        .into_iter()
+        .map(|e| {
+            let exited = fleet
+                .engine()
+                .history(&e.execution_arn)
+                .expect("history")
+                .into_iter()
+                .filter_map(|event| event.state_exited_event_details.map(|d| d.name))
+                .collect();
+            (e.name, exited)
+        })
+        .collect()
+}
+
+/// Every execution of `workflow`.
+pub fn executions(fleet: &LocalFleet, workflow: &str) -> Vec<ExecutionSummary> {
     fleet
         .engine()
         .list_executions(None)
         .expect("list")
         .into_iter()
         .filter(|e| e.state_machine == workflow)
+        .collect()
+}
+
+pub fn statuses(fleet: &LocalFleet, workflow: &str) -> Vec<(Status, Option<String>)> {
+    executions(fleet, workflow)
+        .into_iter()
         .map(|e| (e.status, e.error))
         .collect()
+}
+
+/// Asserts every instance in `in_service` has the name its lease holds, and returns the
+/// leases by instance.
+pub async fn assert_named_by_lease(
+    fleet: &LocalFleet,
+    in_service: &[cloud::sim::SimInstanceView],
+) -> std::collections::BTreeMap<String, String> {
+    let leases = fleet.sim().name_pool().list().await.expect("leases");
+    let mut names = std::collections::BTreeMap::new();
+    for instance in in_service {
+        let lease = leases
+            .iter()
+            .find(|l| l.instance_id == instance.instance_id)
+            .unwrap_or_else(|| panic!("no lease for {}", instance.instance_id));
+        assert_eq!(instance.computer_name, lease.name.as_str(), "{instance:?}");
+        names.insert(instance.instance_id.clone(), lease.name.as_str().to_owned());
+    }
+    names
 }
