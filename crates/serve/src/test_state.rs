@@ -8,9 +8,12 @@
 //! and the history says where it went. A Task's answer is the request's `mock` (`result`, or
 //! `errorOutput`); without a mock a Task fails, as the server calls no real service.
 //!
-//! What the history cannot show is left out: `inspectionData` has `input`,
-//! `afterParameters` (a Task's rendered parameters), `result` and `afterResultPath` (the
-//! state's output), not the intermediate `afterInputPath` and `afterResultSelector`.
+//! `inspectionData` has `input`, `afterParameters` (a Task's rendered parameters), `result` and
+//! `afterResultPath` (the state's output) from that history. The intermediate values the
+//! history does not record, `afterInputPath` and `afterResultSelector` (JSONPath states), come
+//! from the same engine: a `Pass` state with the state's `InputPath` run on the input, and one
+//! with its `ResultSelector` as `Parameters` run on the result, so no second implementation of
+//! either field's semantics exists.
 
 use std::sync::Arc;
 
@@ -155,7 +158,83 @@ pub fn test_state(request: &Value, account: &str, region: &str) -> Result<Value,
     };
     let machine = format!("arn:aws:states:{region}:{account}:stateMachine:TestState");
     let history = run(&machine, &text, input.clone(), Mocked(mock))?;
-    Ok(answer(&name, &history, &input, level, is_terminal))
+    let mut out = answer(&name, &history, &input, level, is_terminal);
+    if let Some(data) = out.get_mut("inspectionData")
+        && !is_jsonata(&def, &name)
+    {
+        intermediate_data(data, &def["States"][&name], &input, &machine)?;
+    }
+    Ok(out)
+}
+
+/// Whether the state under test uses JSONata (its own `QueryLanguage`, else the top level's).
+fn is_jsonata(def: &Value, name: &str) -> bool {
+    def["States"][name]
+        .get("QueryLanguage")
+        .or_else(|| def.get("QueryLanguage"))
+        .and_then(Value::as_str)
+        == Some("JSONata")
+}
+
+/// `afterInputPath` and, for a state with a result, `afterResultSelector` (API Reference,
+/// "InspectionData"): each is what a `Pass` state with just that field makes of the value, on
+/// the same engine.
+fn intermediate_data(
+    data: &mut Value,
+    state: &Value,
+    input: &Value,
+    machine: &str,
+) -> Result<(), ApiError> {
+    let after_input_path = match state.get("InputPath") {
+        Some(path) => pass_output(machine, "InputPath", path, input.clone())?,
+        None => Some(input.clone()),
+    };
+    if let Some(v) = after_input_path {
+        data["afterInputPath"] = json!(v.to_string());
+    }
+    let result = data
+        .get("result")
+        .and_then(Value::as_str)
+        .and_then(|r| serde_json::from_str::<Value>(r).ok());
+    if let Some(result) = result {
+        let selected = match state.get("ResultSelector") {
+            Some(selector) => pass_output(machine, "Parameters", selector, result)?,
+            None => Some(result),
+        };
+        if let Some(v) = selected {
+            data["afterResultSelector"] = json!(v.to_string());
+        }
+    }
+    Ok(())
+}
+
+/// The output of a one-state `Pass` machine with `field` set to `value`, run on `input`
+/// (`None` when the field fails on this input, e.g. a path that matches nothing).
+fn pass_output(
+    machine: &str,
+    field: &str,
+    value: &Value,
+    input: Value,
+) -> Result<Option<Value>, ApiError> {
+    let definition = json!({
+        "StartAt": "P",
+        "States": {"P": {"Type": "Pass", field: value, "End": true}},
+    })
+    .to_string();
+    let never_called = Mocked(Err(TaskError::new(
+        "States.Runtime",
+        "a Pass state has no task",
+    )));
+    let history = run(
+        &format!("{machine}-{field}"),
+        &definition,
+        input,
+        never_called,
+    )?;
+    Ok(history
+        .iter()
+        .find_map(|e| e.execution_succeeded_event_details.as_ref())
+        .and_then(|d| parse(&d.output)))
 }
 
 /// Runs the one-state machine on its own engine (a virtual clock: a Wait answers at once).

@@ -370,6 +370,17 @@ def test_test_state():
     assert json.loads(r["output"]) == {"a": 1, "r": {"body": {"ok": True}}}, r
     assert json.loads(r["inspectionData"]["input"]) == {"a": 1}
     assert json.loads(r["inspectionData"]["afterParameters"]) == {"FunctionName": "f", "Payload": {"a": 1}}
+    assert json.loads(r["inspectionData"]["afterInputPath"]) == {"a": 1}
+    assert json.loads(r["inspectionData"]["result"]) == {"StatusCode": 200, "Payload": {"ok": True}}
+    assert json.loads(r["inspectionData"]["afterResultSelector"]) == {"body": {"ok": True}}
+    assert json.loads(r["inspectionData"]["afterResultPath"]) == {"a": 1, "r": {"body": {"ok": True}}}
+    narrowed = dict(task, InputPath="$.inner")
+    r = sfn.test_state(definition=json.dumps(narrowed), roleArn=ROLE,
+                       input='{"inner": {"b": 2}, "other": 3}', inspectionLevel="DEBUG",
+                       mock={"result": json.dumps({"Payload": 7})})
+    assert json.loads(r["inspectionData"]["afterInputPath"]) == {"b": 2}, r
+    assert json.loads(r["inspectionData"]["afterParameters"])["Payload"] == {"b": 2}, r
+    assert json.loads(r["inspectionData"]["afterResultSelector"]) == {"body": 7}, r
     r = sfn.test_state(definition=json.dumps(task), roleArn=ROLE, input="{}",
                        mock={"errorOutput": {"error": "Boom", "cause": "bad"}})
     assert (r["status"], r["error"], r["nextState"]) == ("CAUGHT_ERROR", "Boom", "Handler"), r
