@@ -216,11 +216,9 @@ fn pass_output(
     value: &Value,
     input: Value,
 ) -> Result<Option<Value>, ApiError> {
-    let definition = json!({
-        "StartAt": "P",
-        "States": {"P": {"Type": "Pass", field: value, "End": true}},
-    })
-    .to_string();
+    let mut pass = json!({"Type": "Pass", "End": true});
+    pass[field] = value.clone();
+    let definition = json!({"StartAt": "P", "States": {"P": pass}}).to_string();
     let never_called = Mocked(Err(TaskError::new(
         "States.Runtime",
         "a Pass state has no task",
