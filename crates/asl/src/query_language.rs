@@ -7,7 +7,9 @@ use serde_json::Value;
 /// The query language of a definition or state (ASL `QueryLanguage`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum QueryLanguage {
+    /// `JSONPath`: paths, payload templates (`"key.$"`) and intrinsic functions.
     JsonPath,
+    /// `JSONata`: `{% %}` expressions in `Arguments`, `Output`, `Assign` and the like.
     Jsonata,
 }
 

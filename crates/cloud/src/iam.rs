@@ -66,39 +66,63 @@ macro_rules! operations {
 
 operations! {
     // ------------------------------------------------------------------ EC2
+    /// [`Cloud::run_instances`]: EC2 RunInstances (launches a bake's builder).
     RunInstances = "run_instances" => ["ec2:RunInstances", "ec2:CreateTags", "iam:PassRole"],
+    /// [`Cloud::describe_instances`]: EC2 DescribeInstances.
     DescribeInstances = "describe_instances" => ["ec2:DescribeInstances"],
+    /// [`Cloud::start_instances`]: EC2 StartInstances.
     StartInstances = "start_instances" => ["ec2:StartInstances"],
+    /// [`Cloud::stop_instances`]: EC2 StopInstances (the builder after Sysprep).
     StopInstances = "stop_instances" => ["ec2:StopInstances"],
+    /// [`Cloud::terminate_instances`]: EC2 TerminateInstances (a failed bake's builder).
     TerminateInstances = "terminate_instances" => ["ec2:TerminateInstances"],
+    /// [`Cloud::get_console_output`]: EC2 GetConsoleOutput (failure diagnostics).
     GetConsoleOutput = "get_console_output" => ["ec2:GetConsoleOutput"],
+    /// [`Cloud::create_image`]: EC2 CreateImage.
+    ///
     /// CreateImage has no idempotency token: a repeated request finds the image by name.
     CreateImage = "create_image" => ["ec2:CreateImage", "ec2:DescribeImages", "ec2:CreateTags"],
+    /// [`Cloud::describe_images`]: EC2 DescribeImages (polling a new AMI).
     DescribeImages = "describe_images" => ["ec2:DescribeImages"],
+    /// [`Cloud::deregister_image`]: EC2 DeregisterImage (a failed bake's AMI).
     DeregisterImage = "deregister_image" => ["ec2:DeregisterImage"],
+    /// [`Cloud::create_tags`]: EC2 CreateTags (tagging the finished AMI).
     CreateTags = "create_tags" => ["ec2:CreateTags"],
+    /// [`Cloud::create_launch_template_version`]: EC2 CreateLaunchTemplateVersion.
     CreateLaunchTemplateVersion = "create_launch_template_version" =>
         ["ec2:CreateLaunchTemplateVersion"],
+    /// [`Cloud::set_default_launch_template_version`]: EC2 ModifyLaunchTemplate `DefaultVersion`.
     SetDefaultLaunchTemplateVersion = "set_default_launch_template_version" =>
         ["ec2:ModifyLaunchTemplate", "ec2:DescribeLaunchTemplateVersions"],
+    /// [`Cloud::describe_default_launch_template_version`]: EC2 DescribeLaunchTemplateVersions `$Default`.
     DescribeDefaultLaunchTemplateVersion = "describe_default_launch_template_version" =>
         ["ec2:DescribeLaunchTemplateVersions"],
     // ------------------------------------------------------------------ SSM
+    /// [`Cloud::describe_instance_information`]: SSM DescribeInstanceInformation (agent online?).
     DescribeInstanceInformation = "describe_instance_information" =>
         ["ssm:DescribeInstanceInformation"],
+    /// [`Cloud::send_command`]: SSM SendCommand.
     SendCommand = "send_command" => ["ssm:SendCommand"],
+    /// [`Cloud::get_command_invocation`]: SSM GetCommandInvocation.
     GetCommandInvocation = "get_command_invocation" => ["ssm:GetCommandInvocation"],
     // ------------------------------------------------------------------ Auto Scaling
+    /// [`Cloud::complete_lifecycle_action`]: Auto Scaling CompleteLifecycleAction.
     CompleteLifecycleAction = "complete_lifecycle_action" =>
         ["autoscaling:CompleteLifecycleAction"],
+    /// [`Cloud::record_lifecycle_action_heartbeat`]: Auto Scaling RecordLifecycleActionHeartbeat.
     RecordLifecycleActionHeartbeat = "record_lifecycle_action_heartbeat" =>
         ["autoscaling:RecordLifecycleActionHeartbeat"],
+    /// [`Cloud::start_instance_refresh`]: Auto Scaling StartInstanceRefresh.
     StartInstanceRefresh = "start_instance_refresh" => ["autoscaling:StartInstanceRefresh"],
+    /// [`Cloud::describe_instance_refresh`]: Auto Scaling DescribeInstanceRefreshes.
     DescribeInstanceRefresh = "describe_instance_refresh" =>
         ["autoscaling:DescribeInstanceRefreshes"],
     // ------------------------------------------------------------------ CloudWatch
+    /// [`Cloud::put_metric_data`]: CloudWatch PutMetricData.
     PutMetricData = "put_metric_data" => ["cloudwatch:PutMetricData"],
     // ------------------------------------------------------------------ name pool (DynamoDB)
+    /// `NamePool::allocate`: leases a hostname to a launching instance.
+    ///
     /// Two conditional puts in one transaction, a lookup of the instance's lease, the rollback
     /// of a lost race, expired-lease reclamation.
     NamePoolAllocate = "name_pool.allocate" => [
@@ -108,13 +132,20 @@ operations! {
         "dynamodb:DeleteItem",
         "dynamodb:Query",
     ],
+    /// `NamePool::confirm`: makes an instance's lease permanent once it took the name.
     NamePoolConfirm = "name_pool.confirm" => ["dynamodb:GetItem", "dynamodb:UpdateItem"],
+    /// `NamePool::release`: frees a terminated instance's hostname.
     NamePoolRelease = "name_pool.release" =>
         ["dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:UpdateItem"],
+    /// `NamePool::get_by_instance`: the lease an instance holds.
     NamePoolGetByInstance = "name_pool.get_by_instance" => ["dynamodb:GetItem"],
+    /// `NamePool::get_by_name`: the lease on a hostname.
     NamePoolGetByName = "name_pool.get_by_name" => ["dynamodb:GetItem"],
+    /// `NamePool::list`: every lease of the pool.
     NamePoolList = "name_pool.list" => ["dynamodb:Query"],
     // ------------------------------------------------------------------ secrets
+    /// [`Cloud::check_secret`]: proves a referenced secret exists.
+    ///
     /// A Secrets Manager secret or an SSM SecureString parameter: metadata only, never the value.
     CheckSecret = "check_secret" =>
         ["secretsmanager:DescribeSecret", "ssm:DescribeParameters"],
@@ -208,6 +239,7 @@ pub struct RecordingCloud {
 }
 
 impl RecordingCloud {
+    /// Wraps `inner`, appending every operation called to `log`.
     pub fn new(inner: Arc<dyn Cloud>, log: Arc<OperationLog>) -> Self {
         Self { inner, log }
     }

@@ -231,9 +231,11 @@ pub enum ErrorKind {
 /// An error from a [`Cloud`] call: the kind, the AWS error code verbatim, and the message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub struct CloudError {
+    /// The class of failure the workflows map to an error name.
     pub kind: ErrorKind,
     /// The AWS error code, e.g. `RequestLimitExceeded`, `InvalidInstanceID.NotFound`.
     pub code: String,
+    /// The error message as the API returns it (or the implementation's own, naming the fix).
     pub message: String,
 }
 
@@ -244,6 +246,7 @@ impl fmt::Display for CloudError {
 }
 
 impl CloudError {
+    /// An error of `kind` with the AWS error `code` and `message`.
     pub fn new(kind: ErrorKind, code: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             kind,
@@ -251,21 +254,27 @@ impl CloudError {
             message: message.into(),
         }
     }
+    /// An [`ErrorKind::Throttled`] error (`RequestLimitExceeded`, `ThrottlingException`).
     pub fn throttled(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Throttled, code, message)
     }
+    /// An [`ErrorKind::NotFound`] error (`InvalidInstanceID.NotFound`, …).
     pub fn not_found(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::NotFound, code, message)
     }
+    /// An [`ErrorKind::IncorrectState`] error (`IncorrectInstanceState`, …).
     pub fn incorrect_state(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::IncorrectState, code, message)
     }
+    /// An [`ErrorKind::InvalidParameter`] error (`InvalidParameterValue`, …).
     pub fn invalid_parameter(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::InvalidParameter, code, message)
     }
+    /// An [`ErrorKind::LimitExceeded`] error (`InstanceLimitExceeded`, …).
     pub fn limit_exceeded(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::LimitExceeded, code, message)
     }
+    /// An [`ErrorKind::Unavailable`] error (a 5xx answer, a timeout, no connection).
     pub fn unavailable(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Unavailable, code, message)
     }
@@ -305,11 +314,14 @@ pub fn check_send_command_limits(request: &SendCommandRequest) -> Result<(), Clo
 /// A resource tag.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Tag {
+    /// The tag key (at most 128 characters; the `aws:` prefix is reserved).
     pub key: String,
+    /// The tag value (at most 256 characters; may be empty).
     pub value: String,
 }
 
 impl Tag {
+    /// A tag `key` = `value`.
     pub fn new(key: impl Into<String>, value: impl Into<String>) -> Self {
         Self {
             key: key.into(),
@@ -322,11 +334,17 @@ impl Tag {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum InstanceState {
+    /// `pending`: launching or starting, not yet running.
     Pending,
+    /// `running`: up (which says nothing about Windows having booted or the SSM agent).
     Running,
+    /// `shutting-down`: being terminated.
     ShuttingDown,
+    /// `terminated`: gone for good; still described for a while after termination.
     Terminated,
+    /// `stopping`: shutting down to `stopped` (Sysprep's shutdown, or StopInstances).
     Stopping,
+    /// `stopped`: shut down, its volumes kept; an image can be created from it.
     Stopped,
 }
 
@@ -347,6 +365,7 @@ impl InstanceState {
 /// Which launch template (and version) to launch from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LaunchTemplateRef {
+    /// The launch template's ID (`lt-...`).
     pub launch_template_id: String,
     /// A version number, `$Latest` or `$Default`.
     pub version: String,
@@ -355,61 +374,88 @@ pub struct LaunchTemplateRef {
 /// EC2 RunInstances input (the subset fleetprep uses).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunInstancesRequest {
+    /// The AMI to launch (`ami-...`).
     pub image_id: String,
+    /// The EC2 instance type (`m5.large`, …).
     pub instance_type: String,
+    /// How many instances to launch (RunInstances' `MinCount` and `MaxCount`).
     pub count: u32,
+    /// The subnet to launch in; `None` for the default VPC's default subnet.
     pub subnet_id: Option<String>,
+    /// Security group IDs (`sg-...`); empty for the VPC's default group.
     pub security_group_ids: Vec<String>,
     /// Instance profile name or ARN (the builder needs SSM permissions).
     pub iam_instance_profile: Option<String>,
+    /// User data as plain text (base64-encoded on the way to the API).
     pub user_data: Option<String>,
+    /// Tags applied to the instances at launch (`TagSpecifications`, resource type `instance`).
     pub tags: Vec<Tag>,
     /// Idempotency token: at most 64 ASCII characters.
     pub client_token: String,
+    /// Launch from this template; the request's other fields override its values.
     pub launch_template: Option<LaunchTemplateRef>,
 }
 
 /// One EC2 instance as DescribeInstances reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
+    /// The instance ID (`i-...`).
     pub instance_id: String,
+    /// The AMI it was launched from.
     pub image_id: String,
+    /// The EC2 instance type (`m5.large`, …).
     pub instance_type: String,
+    /// Instance state as DescribeInstances reports it (`State.Name`).
     pub state: InstanceState,
     /// `StateReason.Code`, e.g. `Client.UserInitiatedShutdown`.
     pub state_reason: Option<String>,
+    /// When the instance was last launched or started (`LaunchTime`).
     pub launch_time: SystemTime,
     /// `windows` for Windows instances.
     pub platform: Option<String>,
+    /// The private DNS name EC2 assigned (`ip-10-0-0-1.ec2.internal`), when it has one.
     pub private_dns_name: Option<String>,
+    /// The instance's tags.
     pub tags: Vec<Tag>,
 }
 
 /// One instance's state transition from Start/Stop/TerminateInstances.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceStateChange {
+    /// The instance ID (`i-...`).
     pub instance_id: String,
+    /// The state before the call.
     pub previous_state: InstanceState,
+    /// The state right after the call (e.g. `stopping`, not yet `stopped`).
     pub current_state: InstanceState,
 }
 
 /// EC2 GetConsoleOutput (decoded).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsoleOutput {
+    /// The instance ID (`i-...`).
     pub instance_id: String,
+    /// The console text (the most recent 64 KB EC2 keeps), decoded from base64.
     pub output: String,
+    /// When the output was last updated; `None` when nothing was captured yet.
     pub timestamp: Option<SystemTime>,
 }
 
 /// EC2 CreateImage input.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateImageRequest {
+    /// The instance to image (fleetprep's builder, stopped after Sysprep).
     pub instance_id: String,
     /// Unique per account and region.
     pub name: String,
+    /// The AMI's description.
     pub description: Option<String>,
+    /// `NoReboot`: image a running instance without shutting it down first (false: EC2 may
+    /// reboot it for a consistent file system).
     pub no_reboot: bool,
+    /// Tags applied to the new AMI (and its snapshots).
     pub tags: Vec<Tag>,
+    /// Makes retries return the same image (see [`Cloud::create_image`]).
     pub client_token: String,
 }
 
@@ -417,46 +463,68 @@ pub struct CreateImageRequest {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ImageState {
+    /// `pending`: being created; not yet usable.
     Pending,
+    /// `available`: registered and can launch instances.
     Available,
+    /// `invalid`: the AMI is not valid.
     Invalid,
+    /// `deregistered`: deregistered; no longer usable.
     Deregistered,
+    /// `transient`: temporarily unavailable while EC2 works on it.
     Transient,
+    /// `failed`: creation failed (see `state_reason`).
     Failed,
+    /// `error`: an error occurred with the AMI.
     Error,
+    /// `disabled`: disabled (DisableImage); cannot launch instances until re-enabled.
     Disabled,
 }
 
 /// One image as DescribeImages reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Image {
+    /// The AMI ID (`ami-...`).
     pub image_id: String,
+    /// The AMI name, unique per account and region.
     pub name: String,
+    /// Image state as DescribeImages reports it.
     pub state: ImageState,
     /// `StateReason.Message` when the image failed.
     pub state_reason: Option<String>,
+    /// The instance the image was created from (`SourceInstanceId`), when EC2 reports it.
     pub source_instance_id: Option<String>,
+    /// When the image was created (`CreationDate`).
     pub creation_date: SystemTime,
+    /// The AMI's tags.
     pub tags: Vec<Tag>,
 }
 
 /// EC2 CreateLaunchTemplateVersion input.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateLaunchTemplateVersionRequest {
+    /// The launch template (`lt-...`).
     pub launch_template_id: String,
     /// The version to copy from (number, `$Latest` or `$Default`).
     pub source_version: String,
+    /// The AMI the new version launches (`LaunchTemplateData.ImageId`).
     pub image_id: String,
+    /// The version's description.
     pub version_description: Option<String>,
+    /// Idempotency token: a repeated request returns the version created the first time.
     pub client_token: String,
 }
 
 /// One launch template version.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LaunchTemplateVersion {
+    /// The launch template (`lt-...`).
     pub launch_template_id: String,
+    /// The version number (1 for a template's first version).
     pub version_number: i64,
+    /// The AMI this version launches.
     pub image_id: String,
+    /// Whether this is the template's default version (what `$Default` resolves to).
     pub default_version: bool,
 }
 
@@ -465,22 +533,30 @@ pub struct LaunchTemplateVersion {
 /// SSM `PingStatus`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum PingStatus {
+    /// The agent is connected and answering: commands can be sent.
     Online,
+    /// The agent stopped pinging Systems Manager (instance rebooting, agent stopped, no route).
     ConnectionLost,
+    /// The instance is not running (stopped or terminated).
     Inactive,
 }
 
 /// One managed instance as DescribeInstanceInformation reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceInformation {
+    /// The managed instance's ID (`i-...`).
     pub instance_id: String,
+    /// Whether the agent is reachable now.
     pub ping_status: PingStatus,
+    /// When the agent last pinged Systems Manager (`LastPingDateTime`).
     pub last_ping: SystemTime,
     /// `Windows`, `Linux`, ...
     pub platform_type: String,
     /// e.g. `Microsoft Windows Server 2022 Datacenter`.
     pub platform_name: String,
+    /// The OS version (`10.0.20348` for Windows Server 2022).
     pub platform_version: String,
+    /// The SSM agent's version.
     pub agent_version: String,
     /// The NetBIOS computer name the agent reports.
     pub computer_name: String,
@@ -491,6 +567,7 @@ pub struct InstanceInformation {
 pub struct SendCommandRequest {
     /// At most [`SEND_COMMAND_MAX_INSTANCES`].
     pub instance_ids: Vec<String>,
+    /// The SSM document to run (`AWS-RunPowerShellScript`, `AWS-InstallWindowsUpdates`).
     pub document_name: String,
     /// The document's `commands` parameter: script lines (`AWS-RunPowerShellScript`).
     pub commands: Vec<String>,
@@ -500,19 +577,28 @@ pub struct SendCommandRequest {
     pub parameters: std::collections::BTreeMap<String, Vec<String>>,
     /// The document's `executionTimeout` parameter, seconds.
     pub execution_timeout_seconds: Option<u32>,
+    /// SendCommand's `Comment` (at most 100 characters), shown in the console and history.
     pub comment: Option<String>,
 }
 
 /// SSM command invocation status (`GetCommandInvocation.Status`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum CommandStatus {
+    /// Not yet delivered to the instance's agent.
     Pending,
+    /// The agent is running the command.
     InProgress,
+    /// Delivery failed and is being retried (the agent was unreachable).
     Delayed,
+    /// The command ran and exited with code 0. Terminal.
     Success,
+    /// The command was cancelled before it completed. Terminal.
     Cancelled,
+    /// Delivery or execution exceeded its timeout (`StatusDetails` says which). Terminal.
     TimedOut,
+    /// The command ran and failed (non-zero exit code), or could not be delivered. Terminal.
     Failed,
+    /// A cancel request is being processed.
     Cancelling,
 }
 
@@ -529,14 +615,20 @@ impl CommandStatus {
 /// SSM GetCommandInvocation output.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandInvocation {
+    /// The command's ID, as SendCommand returned it.
     pub command_id: String,
+    /// The instance this invocation ran on (`i-...`).
     pub instance_id: String,
+    /// Where the invocation stands.
     pub status: CommandStatus,
     /// `StatusDetails`, e.g. `Undeliverable`, `DeliveryTimedOut`, `ExecutionTimedOut`.
     pub status_details: String,
     /// Script exit code; -1 while running or when the agent was cut off.
     pub response_code: i32,
+    /// Standard output (`StandardOutputContent`; the API keeps at most the first 24,000
+    /// characters).
     pub stdout: String,
+    /// Standard error (`StandardErrorContent`; at most the first 8,000 characters).
     pub stderr: String,
 }
 
@@ -545,8 +637,11 @@ pub struct CommandInvocation {
 /// Identifies one pending lifecycle action.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LifecycleHookRef {
+    /// The Auto Scaling group's name.
     pub auto_scaling_group_name: String,
+    /// The lifecycle hook holding the instance.
     pub lifecycle_hook_name: String,
+    /// The instance in `Pending:Wait` or `Terminating:Wait` (`i-...`).
     pub instance_id: String,
     /// The token from the lifecycle event, when there is one.
     pub lifecycle_action_token: Option<String>,
@@ -556,53 +651,80 @@ pub struct LifecycleHookRef {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum LifecycleActionResult {
+    /// `CONTINUE`: proceed: a launching instance goes in service, a terminating one terminates.
     Continue,
+    /// `ABANDON`: a launching instance is terminated and replaced; a terminating one
+    /// terminates anyway (other hooks are skipped).
     Abandon,
 }
 
 /// Auto Scaling CompleteLifecycleAction input.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompleteLifecycleActionRequest {
+    /// The lifecycle action to complete.
     pub hook: LifecycleHookRef,
+    /// What the group does with the instance next.
     pub result: LifecycleActionResult,
 }
 
 /// Auto Scaling StartInstanceRefresh input (the preferences fleetprep sets).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StartInstanceRefreshRequest {
+    /// The Auto Scaling group to refresh.
     pub auto_scaling_group_name: String,
     /// `DesiredConfiguration.LaunchTemplate`; None refreshes onto the group's current template.
     pub launch_template: Option<LaunchTemplateRef>,
+    /// `Preferences.MinHealthyPercentage`: the share of desired capacity (0–100) that stays
+    /// in service while instances are replaced.
     pub min_healthy_percentage: u32,
+    /// `Preferences.InstanceWarmup`: seconds after a new instance is in service before it
+    /// counts as healthy.
     pub instance_warmup_seconds: u32,
     /// Ascending percentages ending at 100, or empty for no checkpoints.
     pub checkpoint_percentages: Vec<u32>,
+    /// `Preferences.CheckpointDelay`: seconds to wait at each checkpoint.
     pub checkpoint_delay_seconds: u32,
 }
 
 /// Instance refresh status (`InstanceRefreshStatus`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum InstanceRefreshStatus {
+    /// The request was created but the refresh has not started.
     Pending,
+    /// Instances are being replaced.
     InProgress,
+    /// Every instance was replaced. Terminal.
     Successful,
+    /// The refresh failed (see `status_reason`). Terminal.
     Failed,
+    /// A cancellation (CancelInstanceRefresh) is in progress.
     Cancelling,
+    /// The refresh was cancelled. Terminal.
     Cancelled,
+    /// A rollback to the previous configuration is in progress.
     RollbackInProgress,
+    /// The rollback failed. Terminal.
     RollbackFailed,
+    /// The rollback completed. Terminal.
     RollbackSuccessful,
+    /// Replacement is done and the refresh waits out its bake time before it succeeds.
     Baking,
 }
 
 /// One instance refresh as DescribeInstanceRefreshes reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceRefresh {
+    /// The refresh's ID, as StartInstanceRefresh returned it.
     pub instance_refresh_id: String,
+    /// The group being refreshed.
     pub auto_scaling_group_name: String,
+    /// Where the refresh stands.
     pub status: InstanceRefreshStatus,
+    /// Why it is in its status (`StatusReason`), e.g. why it failed.
     pub status_reason: Option<String>,
+    /// Percentage (0–100) of instances replaced so far.
     pub percentage_complete: u32,
+    /// Instances still to be replaced.
     pub instances_to_update: u32,
 }
 
@@ -611,18 +733,24 @@ pub struct InstanceRefresh {
 /// One metric dimension.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dimension {
+    /// The dimension's name (`Workflow`, `Outcome`, `Category`).
     pub name: String,
+    /// The dimension's value for this datum.
     pub value: String,
 }
 
 /// One CloudWatch metric datum.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MetricDatum {
+    /// The metric's name (`Duration`, `Succeeded`, `Failed`).
     pub metric_name: String,
+    /// The value, in `unit`.
     pub value: f64,
     /// CloudWatch unit name: `Seconds`, `Count`, `Milliseconds`, ...
     pub unit: String,
+    /// The dimensions that identify the metric (at most 30).
     pub dimensions: Vec<Dimension>,
+    /// When the value was observed.
     pub timestamp: SystemTime,
 }
 
@@ -633,17 +761,25 @@ pub struct MetricDatum {
 #[serde(tag = "source", rename_all = "kebab-case")]
 pub enum SecretRef {
     /// A Secrets Manager secret by name or ARN.
-    SecretsManager { secret_id: String },
+    SecretsManager {
+        /// The secret's name or ARN (`SecretId`).
+        secret_id: String,
+    },
     /// An SSM Parameter Store parameter that must be a SecureString.
-    SsmParameter { name: String },
+    SsmParameter {
+        /// The parameter's name (`/fleet/join`) or ARN.
+        name: String,
+    },
 }
 
 /// What a secret check proves (metadata only).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecretMetadata {
+    /// The reference that was checked.
     pub reference: SecretRef,
     /// ARN of the secret or parameter.
     pub arn: String,
+    /// When the value last changed (`LastChangedDate` / `LastModifiedDate`), when known.
     pub last_changed: Option<SystemTime>,
 }
 

@@ -97,7 +97,9 @@ pub enum FaultTarget {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Fault {
+    /// What goes wrong.
     pub kind: FaultKind,
+    /// Which instances it hits (default all).
     #[serde(default)]
     pub target: FaultTarget,
     /// ThrottleStorm: how long the storm lasts from the start of the run.
@@ -131,8 +133,11 @@ pub struct Fault {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
+    /// Seeds every random draw (timings, machine SIDs), so a run with the same seed and faults
+    /// repeats exactly.
     #[serde(default)]
     pub seed: u64,
+    /// The `[[fault]]` tables, in file order (the first matching one applies).
     #[serde(default, rename = "fault")]
     pub faults: Vec<Fault>,
     /// What should happen under these faults (the scenario tests check it; the simulator
@@ -156,6 +161,7 @@ pub struct Expect {
     /// The remedy the self-healing bake applied, and how many rounds it took.
     #[serde(default)]
     pub remedy: Option<String>,
+    /// How many remediation rounds the self-healing bake ran.
     #[serde(default)]
     pub remediation_rounds: Option<u32>,
     /// Fleet runs: how many instances are launched.
@@ -170,7 +176,9 @@ pub struct Expect {
 #[derive(Debug, thiserror::Error)]
 #[error("{origin}: {message}")]
 pub struct ScenarioError {
+    /// The file name, with `:LINE` when the TOML parser located the problem.
     pub origin: String,
+    /// What is wrong and, where it can, how to fix it.
     pub message: String,
 }
 
@@ -227,13 +235,21 @@ impl Scenario {
 /// Realistic durations (seconds) as ranges; one value per instance is drawn from the seed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Timings {
+    /// From launch (or start) to `running`.
     pub pending_to_running: (u64, u64),
+    /// From `running` until the SSM agent is `Online` (Windows boot and agent start).
     pub ssm_online_after_running: (u64, u64),
+    /// How long Sysprep generalizes before the instance shuts down.
     pub sysprep: (u64, u64),
+    /// From `stopping` to `stopped`.
     pub stopping: (u64, u64),
+    /// From CreateImage until the AMI is `available`.
     pub create_image: (u64, u64),
+    /// How long an SSM command script runs.
     pub command: (u64, u64),
+    /// A Windows reboot, until the SSM agent is back online.
     pub reboot: (u64, u64),
+    /// From `shutting-down` to `terminated`.
     pub shutting_down: (u64, u64),
 }
 
@@ -260,15 +276,22 @@ impl Default for Timings {
 pub struct LifecycleEvent {
     /// `autoscaling:EC2_INSTANCE_LAUNCHING` or `autoscaling:EC2_INSTANCE_TERMINATING`.
     pub lifecycle_transition: String,
+    /// The group the instance belongs to.
     pub auto_scaling_group_name: String,
+    /// The hook that holds the instance.
     pub lifecycle_hook_name: String,
+    /// Identifies this lifecycle action to CompleteLifecycleAction.
     pub lifecycle_action_token: String,
+    /// The instance launching or terminating (`i-...`).
     pub instance_id: String,
+    /// When the group put the instance in the wait state (the event's `time`).
     pub time: SystemTime,
 }
 
 impl LifecycleEvent {
+    /// The transition of a hook on launch (the instance waits in `Pending:Wait`).
     pub const LAUNCHING: &'static str = "autoscaling:EC2_INSTANCE_LAUNCHING";
+    /// The transition of a hook on termination (the instance waits in `Terminating:Wait`).
     pub const TERMINATING: &'static str = "autoscaling:EC2_INSTANCE_TERMINATING";
 
     /// The EventBridge event `detail` object, shaped as AWS sends it.
@@ -286,8 +309,11 @@ impl LifecycleEvent {
 /// An Auto Scaling group definition for the simulator.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupSpec {
+    /// The group's name.
     pub name: String,
+    /// The launch template (`lt-...`) the group launches from.
     pub launch_template_id: String,
+    /// The EC2 instance type of its instances.
     pub instance_type: String,
     /// Launch hook timeout (HeartbeatTimeout), seconds.
     pub launch_hook_timeout_seconds: u64,
@@ -298,24 +324,34 @@ pub struct GroupSpec {
 /// One Windows instance's identity, as the sim sees it (for checks and the demo summary).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimInstanceView {
+    /// The instance ID (`i-...`).
     pub instance_id: String,
+    /// The EC2 instance state.
     pub state: InstanceState,
+    /// The Auto Scaling group it belongs to; `None` for builders.
     pub group: Option<String>,
     /// `Pending:Wait`, `InService`, `Terminating:Wait`, ...
     pub lifecycle_state: Option<String>,
+    /// The Windows computer name (NetBIOS) it currently has.
     pub computer_name: String,
+    /// The Windows machine SID; Sysprep generalize gives a new one.
     pub machine_sid: String,
+    /// The AMI it was launched from.
     pub image_id: String,
 }
 
 /// A SendCommand the sim accepted, as sent (for tests and the CLI to inspect what ran).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SentCommand {
+    /// The command ID SendCommand returned.
     pub command_id: String,
+    /// The instances it was sent to (at most 50).
     pub instance_ids: Vec<String>,
+    /// The SSM document it ran.
     pub document_name: String,
     /// The `commands` parameter, one entry per line as sent.
     pub commands: Vec<String>,
+    /// SendCommand's `Comment`.
     pub comment: Option<String>,
 }
 
@@ -331,6 +367,7 @@ pub struct Leftovers {
 }
 
 impl Leftovers {
+    /// True when nothing is left over: the workflow cleaned up after itself.
     pub fn is_empty(&self) -> bool {
         self.builder_instances.is_empty()
             && self.half_made_images.is_empty()
@@ -625,10 +662,12 @@ impl SimCloud {
         self
     }
 
+    /// The fault scenario the fleet runs under.
     pub fn scenario(&self) -> &Scenario {
         &self.scenario
     }
 
+    /// The clock the fleet's timings run on (a virtual clock in tests and demos).
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }

@@ -51,8 +51,12 @@ pub struct Scope {
 /// One statement's worth of scope for some actions.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Grant {
+    /// The policy statement's `Sid`; actions with the same grant share one statement.
     pub sid: &'static str,
+    /// The statement's `Resource` ARNs (CloudFormation `Fn::Sub`/`Fn::GetAtt` values, or `"*"`
+    /// for actions that support no resource-level permission).
     pub resources: Vec<Value>,
+    /// The statement's `Condition` block (e.g. a resource-tag match), if any.
     pub condition: Option<Value>,
 }
 

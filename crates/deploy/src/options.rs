@@ -9,9 +9,11 @@ use serde::{Deserialize, Serialize};
 /// The Lambda's instruction set (`Architectures` of `AWS::Lambda::Function`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Arch {
+    /// 64-bit x86 (`x86_64`), Lambda's default architecture.
     #[default]
     #[serde(rename = "x86_64")]
     X86_64,
+    /// 64-bit ARM, AWS Graviton (`arm64`).
     #[serde(rename = "arm64")]
     Arm64,
 }
@@ -166,16 +168,28 @@ impl StackOptions {
 /// The stack's parameter values (CloudFormation `Parameters`), from the rest of the config.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StackParameters {
+    /// `FunctionCodeBucket`: the S3 bucket holding the bootstrap zip.
     pub function_code_bucket: String,
+    /// `FunctionCodeKey`: the S3 key of the zip (with `bootstrap` at its root).
     pub function_code_key: String,
+    /// `AutoScalingGroupName`: the existing group whose instances fleetprep names.
     pub auto_scaling_group_name: String,
+    /// `LaunchTemplateId`: the group's launch template (`lt-...`), whose versions rollouts create.
     pub launch_template_id: String,
+    /// `HostnamePattern`: the naming pattern (`{prefix}`, `{seq:N}`, `{hash:N}`).
     pub hostname_pattern: String,
+    /// `HostnamePrefix`: what `{prefix}` expands to in the pattern.
     pub hostname_prefix: String,
+    /// `NamingMode`: `rename` (rename and reboot) or `sysprep` (unattend `ComputerName`).
     pub naming_mode: String,
+    /// `RenameMethod`: `rename-computer` or `ec2launch-set-host-name` (EC2Launch v2's
+    /// `setHostName` task), used with naming mode `rename`.
     pub rename_method: String,
+    /// `HookHeartbeatTimeout`: seconds a lifecycle action waits for fleetprep (60 to 7200).
     pub hook_heartbeat_timeout: u64,
+    /// `AlarmEmail`: address subscribed to the alarm topic; empty for no subscription.
     pub alarm_email: String,
+    /// `Tracing`: whether X-Ray tracing is on.
     pub tracing: bool,
     /// The builder's existing role, when the stack does not create one.
     pub builder_role_arn: Option<String>,

@@ -24,6 +24,7 @@ pub const AL2023_GLIBC: (u32, u32) = (2, 34);
 /// What the check found out about a binary.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BootstrapInfo {
+    /// The architecture the ELF header declares.
     pub arch: Arch,
     /// The newest `GLIBC_x.y` symbol version the binary needs (None: no glibc, e.g. static).
     pub newest_glibc: Option<(u32, u32)>,
@@ -32,37 +33,68 @@ pub struct BootstrapInfo {
 /// Why a binary cannot be the function's `bootstrap`.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PackageError {
+    /// The file (path) is not an ELF binary at all (a macOS or Windows build, a script).
     #[error("{0}: not an ELF file (build the Lambda for Linux: scripts/build-lambda)")]
     NotElf(String),
+    /// The file (path) is 32-bit ELF, or ELF the parser rejects (the reason).
     #[error("{0}: a 32-bit or unreadable ELF file: {1}")]
     BadElf(String, String),
+    /// The ELF file is a shared library, object file or core dump rather than an executable.
     #[error("{path}: an ELF {kind}, not an executable (build the `bootstrap` binary)")]
-    NotExecutable { path: String, kind: String },
+    NotExecutable {
+        /// The file checked.
+        path: String,
+        /// The ELF file type found (`shared library`, `relocatable object`, …).
+        kind: String,
+    },
+    /// The binary is built for another machine than the function's architecture.
     #[error(
         "{path}: built for {found}, but the function runs on {wanted} (pass --arch {found_arch} or build for {target})"
     )]
     WrongArch {
+        /// The file checked.
         path: String,
+        /// The binary's architecture (`x86_64`, `arm64`, or `machine N` for another ELF
+        /// `e_machine`).
         found: String,
+        /// The `--arch` value that matches the binary (`?` when none does).
         found_arch: String,
+        /// The function's architecture (`x86_64`, `arm64`).
         wanted: String,
+        /// The Rust target to build for the function's architecture.
         target: String,
     },
+    /// The binary links against a newer glibc than Amazon Linux 2023 ships ([`AL2023_GLIBC`]).
     #[error(
         "{path}: needs GLIBC_{}.{} but Amazon Linux 2023 has glibc {}.{}; build on an older glibc or for a musl target",
         needed.0, needed.1, AL2023_GLIBC.0, AL2023_GLIBC.1
     )]
-    GlibcTooNew { path: String, needed: (u32, u32) },
+    GlibcTooNew {
+        /// The file checked.
+        path: String,
+        /// The newest `GLIBC_major.minor` symbol version the binary needs.
+        needed: (u32, u32),
+    },
+    /// Writing the zip archive failed (the zip library's message).
     #[error("cannot write the zip: {0}")]
     Zip(String),
+    /// A `--package` file that is not a zip archive, or whose `bootstrap` entry cannot be read.
     #[error(
         "{path}: not a readable zip archive ({reason}); build one with `fleetprep deploy package`"
     )]
-    NotZip { path: String, reason: String },
+    NotZip {
+        /// The zip file checked.
+        path: String,
+        /// The zip library's message.
+        reason: String,
+    },
+    /// The zip (path) has no `bootstrap` entry at its root, so the runtime finds nothing to run.
     #[error(
         "{0}: no `bootstrap` file at the zip's root (the provided.al2023 runtime runs the file named bootstrap in the package root); build one with `fleetprep deploy package`"
     )]
     NoBootstrap(String),
+    /// The zip's (path) `bootstrap` entry carries a Unix mode (octal) without the owner's
+    /// execute bit.
     #[error(
         "{0}: `bootstrap` is not executable in the zip (mode {1:o}); Lambda needs it executable: build the zip with `fleetprep deploy package`, or `chmod 755 bootstrap` before zipping"
     )]

@@ -44,6 +44,7 @@ const LIFECYCLE: [(&str, &str, &str, &str, &str); 2] = [
 /// A rendered template.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Template {
+    /// The template document (`AWSTemplateFormatVersion`, `Parameters`, `Resources`, …) as JSON.
     pub body: Value,
 }
 

@@ -84,22 +84,33 @@ pub enum EngineError {
     /// one, kept whole so callers (and `{:#}` chains) see the original.
     #[error("store: {context}")]
     Store {
+        /// What the store was doing when it failed (the operation and its key).
         context: String,
+        /// The underlying error; `None` for failures detected by the engine itself (a corrupt
+        /// record, a stopped store thread).
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// No stored state machine has this name (Step Functions' `StateMachineDoesNotExist`).
     #[error("state machine \"{0}\" does not exist; create it with create_state_machine")]
     NoStateMachine(String),
+    /// No execution has this ARN (Step Functions' `ExecutionDoesNotExist`).
     #[error("execution \"{0}\" does not exist")]
     NoExecution(String),
+    /// An execution with this ARN (state machine and execution name) was started before
+    /// (Step Functions' `ExecutionAlreadyExists`).
     #[error("execution \"{0}\" already exists")]
     ExecutionExists(String),
+    /// The definition given to `create_state_machine` (or stored) is not a valid state machine.
     #[error("state machine \"{name}\": {source}")]
     Definition {
+        /// The state machine's name.
         name: String,
+        /// Why the definition was rejected: every diagnostic of the ASL validator.
         #[source]
         source: asl::model::DefinitionError,
     },
+    /// The execution (by ARN) has already ended, so it cannot be stopped or sent events.
     #[error("execution \"{0}\" is not running")]
     NotRunning(String),
     /// RedriveExecution refused: the reason, as DescribeExecution's `redriveStatusReason`
@@ -110,7 +121,9 @@ pub enum EngineError {
     /// runtime, not in the state machine); the execution did not change.
     #[error("execution \"{execution}\": {source}")]
     UnexpectedEvent {
+        /// The execution's ARN.
         execution: String,
+        /// The event and what the token waited for instead.
         #[source]
         source: asl::interp::UnexpectedEvent,
     },
@@ -119,7 +132,12 @@ pub enum EngineError {
     #[error(
         "ValidationException: the execution input is {bytes} bytes; StartExecution accepts at most {limit} bytes (UTF-8 JSON). Pass a reference (an S3 key, an id) instead of the data"
     )]
-    InputTooLarge { bytes: usize, limit: usize },
+    InputTooLarge {
+        /// Size of the serialized input, in bytes of UTF-8 JSON.
+        bytes: usize,
+        /// The quota it exceeds: [`MAX_INPUT_BYTES`].
+        limit: usize,
+    },
 }
 
 impl EngineError {
@@ -155,11 +173,15 @@ pub const REDRIVABLE_PERIOD: std::time::Duration = std::time::Duration::from_sec
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[error("{error}: {cause}")]
 pub struct TaskError {
+    /// The error name (`States.TaskFailed`, `Cloud.Throttled`, …) that a
+    /// Retry's or Catch's `ErrorEquals` is compared with.
     pub error: String,
+    /// Human-readable explanation, recorded as the failure event's `cause`.
     pub cause: String,
 }
 
 impl TaskError {
+    /// A failure named `error` (what Retry/Catch match) explained by `cause`.
     pub fn new(error: impl Into<String>, cause: impl Into<String>) -> Self {
         TaskError {
             error: error.into(),
@@ -172,7 +194,9 @@ impl TaskError {
 /// ([`TaskContext::heartbeat`]).
 #[derive(Clone, Debug)]
 pub struct TaskContext {
+    /// ARN of the execution the task belongs to (`$$.Execution.Id`).
     pub execution_arn: String,
+    /// Name of the Task state being run (`$$.State.Name`).
     pub state_name: String,
     /// The state's `Resource` as written.
     pub resource: String,
@@ -283,6 +307,8 @@ impl TaskContext {
 /// Runs one kind of task. Must be idempotent: after a crash a task may run again.
 #[async_trait]
 pub trait TaskHandler: Send + Sync {
+    /// Runs the task on the state's effective input (after Parameters/Arguments) and
+    /// returns its result, or the named error Retry/Catch see.
     async fn invoke(&self, input: Value, ctx: TaskContext) -> Result<Value, TaskError>;
 
     /// Whether [`TaskHandler::invoke`] returns the integration's whole service response
@@ -322,6 +348,8 @@ where
 pub struct EngineConfig {
     /// SQLite file; `None` = in-memory (nothing survives the process).
     pub store: Option<PathBuf>,
+    /// Where time comes from: a `VirtualClock` lets the engine jump to the next timer, a
+    /// `SystemClock` makes it sleep.
     pub clock: Arc<dyn Clock>,
 }
 
@@ -341,24 +369,35 @@ impl EngineConfig {
 /// One history event of one execution, as broadcast to subscribers.
 #[derive(Clone, Debug)]
 pub struct Progress {
+    /// ARN of the execution the event belongs to.
     pub execution_arn: String,
+    /// The event, as GetExecutionHistory will return it.
     pub event: HistoryEvent,
 }
 
 /// DescribeExecution, locally.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExecutionSummary {
+    /// The execution's ARN (`executionArn`).
     pub execution_arn: String,
+    /// The execution's name, given at start or generated (`name`).
     pub name: String,
+    /// Name (or ARN, when registered under one) of the state machine it runs.
     pub state_machine: String,
+    /// RUNNING, SUCCEEDED, FAILED, TIMED_OUT or ABORTED.
     pub status: Status,
+    /// The execution input, as given to StartExecution.
     pub input: Value,
+    /// The final output; `Some` only once the execution SUCCEEDED.
     pub output: Option<Value>,
     /// DescribeExecution's `error`/`cause`: set for FAILED and ABORTED, `None` for TIMED_OUT
     /// (AWS omits both there; the history's `ExecutionTimedOut` event carries States.Timeout).
     pub error: Option<String>,
+    /// Explanation of `error`, when the failure gave one.
     pub cause: Option<String>,
+    /// When the execution started, on the engine's clock (virtual time under a virtual clock).
     pub start_date: SystemTime,
+    /// When it ended, on the engine's clock; `None` while RUNNING.
     pub stop_date: Option<SystemTime>,
     /// How often it was redriven, and when last.
     pub redrive_count: u64,

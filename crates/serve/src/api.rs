@@ -183,6 +183,7 @@ impl Api {
         })
     }
 
+    /// The engine the operations run on (for the server's driver and admin calls).
     pub fn engine(&self) -> &Engine {
         &self.engine
     }

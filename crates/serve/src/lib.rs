@@ -71,13 +71,19 @@ pub struct Server {
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The engine could not open or resume its store.
     #[error("{0}")]
     Engine(#[from] engine::EngineError),
+    /// Binding the listening socket failed (address in use, no permission).
     #[error("cannot listen on {addr}: {source}")]
     Listen {
+        /// The address asked for.
         addr: SocketAddr,
+        /// The operating system's error.
         source: std::io::Error,
     },
+    /// A bad option (mock configuration, Lambda endpoint, account) or a runtime that could
+    /// not start; the message names the option and the fix.
     #[error("{0}")]
     Config(String),
 }

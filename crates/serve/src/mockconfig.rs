@@ -54,6 +54,7 @@ pub struct MockError {
     pub file: String,
     /// JSON pointer into the file (`""` for the whole document).
     pub pointer: String,
+    /// What is wrong there and how to fix it.
     pub message: String,
 }
 
@@ -94,7 +95,12 @@ pub enum Outcome {
     /// The task succeeds with this whole service response.
     Return(Value),
     /// The task fails with this error and cause.
-    Throw { error: String, cause: String },
+    Throw {
+        /// The error name Retry/Catch match on (the mock's `Throw.Error`).
+        error: String,
+        /// The explanation recorded with it (the mock's `Throw.Cause`).
+        cause: String,
+    },
 }
 
 /// A mocked response: outcomes by inclusive attempt range, sorted, contiguous from 0.
@@ -598,6 +604,7 @@ pub struct MockHandler {
 }
 
 impl MockHandler {
+    /// A handler answering from `case`, with no invocation counted yet.
     pub fn new(case: TestCase) -> MockHandler {
         MockHandler {
             case,

@@ -24,8 +24,12 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 /// An error answer: the `__type` the SDKs map to an exception, its message, its status.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
+    /// The error type as the API Reference names it (`ExecutionDoesNotExist`,
+    /// `ValidationException`, …); sent as `__type`.
     pub kind: &'static str,
+    /// Human-readable detail, sent as `message`.
     pub message: String,
+    /// The HTTP status code: 400 for client errors, 500 for `InternalFailure`.
     pub status: u16,
 }
 
@@ -53,6 +57,7 @@ impl ApiError {
         ApiError::client("ValidationException", message)
     }
 
+    /// The JSON 1.0 error body: `{"__type": kind, "message": message}`.
     pub fn body(&self) -> Value {
         json!({"__type": self.kind, "message": self.message})
     }

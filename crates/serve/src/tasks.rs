@@ -70,6 +70,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Tasks {
+    /// Task routing for a server: `mocks` answers mocked executions, `lambda_endpoint` (an
+    /// `http://` Lambda Invoke API URL) runs Lambda tasks. Fails with a message naming
+    /// `--lambda-endpoint` when the URL is not `http://HOST[:PORT]`.
     pub fn new(mocks: Option<MockConfig>, lambda_endpoint: Option<&str>) -> Result<Tasks, String> {
         let lambda = lambda_endpoint.map(Lambda::new).transpose()?;
         Ok(Tasks {

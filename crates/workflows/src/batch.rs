@@ -35,9 +35,14 @@ pub const DOCUMENT: &str = "AWS-RunPowerShellScript";
 /// instance's value for the table.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct CommandSpec {
+    /// The script's lines, with the table line where the per-instance values go; commands
+    /// with the same template (and timeout) share one SendCommand.
     pub template: Vec<String>,
+    /// This instance's row of the table (a hostname for `rename`).
     pub value: String,
+    /// SendCommand's `executionTimeout` for the script, in seconds.
     pub execution_timeout_seconds: u32,
+    /// SendCommand's `Comment` (`fleetprep <kind>`).
     pub comment: String,
 }
 
@@ -77,6 +82,7 @@ impl Batcher {
     /// How long a partial batch (< 50 instances) may wait for company before it is sent.
     pub const WINDOW_SECONDS: u64 = 30;
 
+    /// A batcher with nothing queued and no instance snapshot.
     pub fn new() -> Self {
         Self::default()
     }

@@ -86,11 +86,14 @@ pub const RETRYABLE: &[&str] = &[THROTTLED, TRANSIENT];
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{error}: {cause}")]
 pub struct HandlerError {
+    /// The error name Retry/Catch match on (`Fleetprep.Timeout`, …; see the constants above).
     pub error: String,
+    /// Human-readable explanation, naming the instance, call or field involved.
     pub cause: String,
 }
 
 impl HandlerError {
+    /// A failure named `error` (one of this module's constants) explained by `cause`.
     pub fn new(error: &str, cause: impl Into<String>) -> Self {
         Self {
             error: error.to_string(),
@@ -118,6 +121,7 @@ impl HandlerError {
         )
     }
 
+    /// Whether the state machines retry this error with backoff ([`RETRYABLE`]).
     pub fn is_retryable(&self) -> bool {
         RETRYABLE.contains(&self.error.as_str())
     }

@@ -261,6 +261,7 @@ fn respond(response: impl Serialize) -> Result<Value, HandlerError> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceRequest {
+    /// The EC2 instance ID (`i-...`).
     pub instance_id: String,
 }
 
@@ -273,8 +274,11 @@ pub struct NoRequest {}
 /// fields are read (the rest, such as `done` and `output`, is ignored on purpose).
 #[derive(Debug, Default, Deserialize)]
 pub struct WaitState {
+    /// RFC 3339 time the wait started; deadlines count from it.
     pub since: Option<String>,
+    /// RFC 3339 time of the last lifecycle-action heartbeat sent (default `since`).
     pub last_heartbeat: Option<String>,
+    /// Whether a forced stop was already issued (`check_stopped`), so it is sent only once.
     pub forced: Option<bool>,
 }
 
@@ -292,10 +296,14 @@ impl WaitState {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Hook {
+    /// `AutoScalingGroupName`: the group the instance belongs to.
     pub auto_scaling_group_name: String,
+    /// `LifecycleHookName`: the hook holding the instance in `Pending:Wait` or `Terminating:Wait`.
     pub lifecycle_hook_name: String,
+    /// `EC2InstanceId`: the instance the action is for.
     #[serde(rename = "EC2InstanceId")]
     pub ec2_instance_id: String,
+    /// `LifecycleActionToken`: identifies this lifecycle action to CompleteLifecycleAction.
     pub lifecycle_action_token: Option<String>,
 }
 
@@ -310,27 +318,46 @@ impl Hook {
     }
 }
 
+/// `launch_builder`: starts the bake's builder instance from the base AMI.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LaunchBuilder {
+    /// The bake's configuration (base AMI, instance type, network, instance profile).
     pub config: BakeConfig,
 }
 
+/// `check_ssm_online`: one poll for the instance's SSM agent to report `Online`
+/// (optionally under an expected computer name).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckSsmOnline {
+    /// The EC2 instance ID (`i-...`).
     pub instance_id: String,
+    /// The lifecycle hook the instance waits on, if any: heartbeats keep it alive while
+    /// the poll waits.
     pub hook: Option<Hook>,
+    /// The ticket of a batched command this wait follows (a rename's reboot), sent now if
+    /// still queued.
     pub ticket: Option<String>,
+    /// The computer name the agent must report (after a rename); `None` accepts any.
     pub expected_name: Option<String>,
+    /// Seconds from the first poll before the wait fails (default the settings'
+    /// `ssm_timeout_seconds`).
     pub timeout_seconds: Option<u64>,
+    /// The previous poll's answer (absent on the first poll, when the wait starts now).
     pub wait: Option<WaitState>,
 }
 
+/// `send_command`: runs one of fleetprep's PowerShell commands on an instance through SSM
+/// (batched with other instances' commands when a batcher is present).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SendCommand {
+    /// The EC2 instance ID (`i-...`).
     pub instance_id: String,
+    /// Which command: `rename`, `generalize`, `identity`, `detect-agent`, `preflight`,
+    /// `sysprep`, `customization`, `cleanup`, `image-state`, `panther`, `secrets-check`,
+    /// `remedy` or `windows-updates`.
     pub kind: String,
     /// The instance's table value (a hostname for `rename`/`generalize`).
     pub value: Option<String>,
@@ -344,46 +371,68 @@ pub struct SendCommand {
     pub plan: Option<Value>,
 }
 
+/// `check_command`: one poll of a command `send_command` started.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckCommand {
+    /// The EC2 instance ID (`i-...`) the command runs on.
     pub instance_id: String,
+    /// What `send_command` answered: `ssm:COMMAND_ID`, or a batcher's ticket.
     pub ticket: String,
+    /// The command's kind, as given to `send_command` (for messages and output parsing).
     pub kind: String,
+    /// The lifecycle hook the instance waits on, if any: heartbeats keep it alive while
+    /// the poll waits.
     pub hook: Option<Hook>,
+    /// Seconds from the first poll before the wait fails with `Fleetprep.Timeout` (default 1800).
     pub timeout_seconds: Option<u64>,
+    /// The previous poll's answer (absent on the first poll, when the wait starts now).
     pub wait: Option<WaitState>,
 }
 
+/// `check_secrets`: checks that every secret a bake's scripts read exists, without reading it.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckSecrets {
+    /// The secrets to check, by reference.
     #[serde(default)]
     pub secrets: Vec<SecretRef>,
 }
 
+/// `check_stopped`: one poll for the builder to reach `stopped` after Sysprep.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckStopped {
+    /// The builder's EC2 instance ID (`i-...`).
     pub instance_id: String,
+    /// The Sysprep command's ticket: while the instance runs, a failed command fails the
+    /// wait with `Fleetprep.SysprepFailed`.
     pub ticket: Option<String>,
+    /// Seconds of `stopping` after which a forced StopInstances is sent once (default 1500).
     pub force_after_seconds: Option<u64>,
+    /// Seconds from the first poll before the wait fails with `Fleetprep.Timeout` (default 3600).
     pub timeout_seconds: Option<u64>,
+    /// The previous poll's answer (absent on the first poll, when the wait starts now).
     pub wait: Option<WaitState>,
 }
 
+/// `create_image`: creates the AMI from the stopped builder (idempotent per attempt).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateImage {
+    /// The stopped builder's EC2 instance ID.
     pub instance_id: String,
+    /// The AMI name prefix (default `fleetprep`); a suffix from the client token makes it unique.
     pub name: Option<String>,
     /// The retry of a failed image (Client.InternalError): a new image, new token and name.
     pub attempt: Option<u64>,
 }
 
+/// `plan_remedy`: decides the next remediation round of a self-healing bake.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlanRemedy {
+    /// The failure the bake caught.
     pub error: Option<CaughtError>,
     /// The `panther` command's answer (`stdout`).
     pub panther: Option<Value>,
@@ -393,55 +442,79 @@ pub struct PlanRemedy {
     pub settings: Option<Value>,
 }
 
+/// `check_image`: one poll for the new AMI to become `available`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckImage {
+    /// The AMI ID (`ami-...`).
     pub image_id: String,
+    /// Seconds from the first poll before the wait fails with `Fleetprep.Timeout` (default 3600).
     pub timeout_seconds: Option<u64>,
+    /// The previous poll's answer (absent on the first poll, when the wait starts now).
     pub wait: Option<WaitState>,
 }
 
+/// `tag_image`: marks the finished AMI `fleetprep:state=available` and adds the bake's tags.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TagImage {
+    /// The AMI ID (`ami-...`).
     pub image_id: String,
+    /// Extra tags, key to value (non-string values are tagged as their JSON text).
     pub tags: Option<serde_json::Map<String, Value>>,
 }
 
 /// A Catch's error output (`{"Error": ..., "Cause": ...}`).
 #[derive(Debug, Default, Deserialize)]
 pub struct CaughtError {
+    /// The error name (`Fleetprep.Timeout`, `States.TaskFailed`, …).
     #[serde(rename = "Error")]
     pub error: Option<String>,
+    /// The cause text; for Lambda failures a JSON `{"errorMessage", "errorType"}` object.
     #[serde(rename = "Cause")]
     pub cause: Option<String>,
 }
 
+/// `collect_diagnostics`: classifies a failed bake or hook from its error, Sysprep's Panther
+/// log and the instance's console output.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CollectDiagnostics {
+    /// The failure the state machine caught.
     pub error: Option<CaughtError>,
+    /// The instance whose console output to read, if it still exists.
     pub instance_id: Option<String>,
     /// The `panther` command's answer (`stdout`).
     pub panther: Option<Value>,
 }
 
+/// `cleanup_bake`: terminates a failed bake's builder and deregisters its unfinished AMI
+/// (either may already be gone).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CleanupBake {
+    /// The builder to terminate, if one was launched.
     pub instance_id: Option<String>,
+    /// The AMI to deregister, if one was created.
     pub image_id: Option<String>,
 }
 
+/// `publish_outcome`: puts a workflow's outcome and duration to CloudWatch metrics.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishOutcome {
+    /// The state machine: `bake`, `name-on-launch`, `release-on-terminate` or `rollout`.
     pub workflow: String,
+    /// `succeeded` or `failed`.
     pub outcome: String,
+    /// The failure category (from `collect_diagnostics`, or the error name), when failed.
     pub category: Option<String>,
+    /// RFC 3339 start of the execution (`$$.Execution.StartTime`); the duration counts from it.
     pub started: Option<String>,
 }
 
+/// `allocate_hostname`: leases a unique hostname for a launching instance (idempotent per
+/// instance).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TagHostname {
@@ -452,66 +525,99 @@ pub struct TagHostname {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AllocateHostname {
+    /// The EC2 instance ID the lease is keyed on.
     pub instance_id: String,
+    /// The instance's Availability Zone, for patterns that name the zone.
     pub availability_zone: Option<String>,
 }
 
 /// What the identity command reported.
 #[derive(Debug, Default, Deserialize)]
 pub struct Identity {
+    /// `$env:COMPUTERNAME` on the instance.
     pub computer_name: Option<String>,
+    /// The machine SID (`S-1-5-21-...`).
     pub machine_sid: Option<String>,
 }
 
+/// `verify_identity`: checks that the instance took its leased name (and, after Sysprep, a
+/// new machine SID).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyIdentity {
+    /// The leased hostname the computer must now carry (compared case-insensitively).
     pub expected_name: String,
+    /// What the `identity` command reported after the rename.
     pub identity: Identity,
+    /// The naming mode: `sysprep` also requires the SID to have changed.
     pub mode: Option<String>,
+    /// The machine SID before generalizing.
     pub before_sid: Option<String>,
 }
 
+/// `complete_lifecycle`: ends the instance's lifecycle action (CompleteLifecycleAction).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteLifecycle {
+    /// The lifecycle action to complete.
     pub hook: Hook,
+    /// `CONTINUE` (put the instance in service, or let it terminate) or `ABANDON`.
     pub result: String,
 }
 
+/// `create_template_version`: creates a launch template version with the new AMI from the
+/// default version and makes it the default.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTemplateVersion {
+    /// The launch template (`lt-...`).
     pub launch_template_id: String,
+    /// The AMI the new version launches (`ami-...`).
     pub image_id: String,
 }
 
+/// `start_refresh`: starts an instance refresh of the group onto a launch template version.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StartRefresh {
+    /// The Auto Scaling group's name.
     pub group: String,
+    /// The launch template (`lt-...`) the refresh moves the group to.
     pub launch_template_id: String,
     /// A version number or `$Latest`/`$Default`.
     pub version: Value,
+    /// Percentage of the group's capacity that must stay healthy during the refresh (default 90).
     pub min_healthy_percentage: Option<u32>,
+    /// Seconds a new instance warms up before counting as healthy (default 300).
     pub instance_warmup_seconds: Option<u32>,
+    /// Percentages of replaced instances at which the refresh pauses (default none).
     pub checkpoint_percentages: Option<Vec<u32>>,
+    /// Seconds the refresh waits at each checkpoint (default 0).
     pub checkpoint_delay_seconds: Option<u32>,
 }
 
+/// `check_refresh`: one poll of an instance refresh's status.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckRefresh {
+    /// The Auto Scaling group's name.
     pub group: String,
+    /// The `InstanceRefreshId` `start_refresh` answered.
     pub refresh_id: String,
+    /// Seconds from the first poll before the wait fails with `Fleetprep.Timeout` (default 6 hours).
     pub timeout_seconds: Option<u64>,
+    /// The previous poll's answer (absent on the first poll, when the wait starts now).
     pub wait: Option<WaitState>,
 }
 
+/// `rollback_template`: makes the previous launch template version the default again.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackTemplate {
+    /// The launch template (`lt-...`).
     pub launch_template_id: String,
+    /// The version number to restore as default (what `create_template_version` answered
+    /// as `previous_version`).
     pub previous_version: i64,
 }
 

@@ -104,6 +104,7 @@ pub enum NamingMode {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
+    /// How a launching instance takes its leased name (rename, or Sysprep with unattend).
     pub naming_mode: NamingMode,
     /// What renames the computer when `naming_mode` is [`NamingMode::Rename`]:
     /// `rename-computer` (any launch agent), `ec2launch-set-host-name` (EC2Launch v2's
@@ -146,8 +147,11 @@ impl Default for Settings {
 /// Everything a handler may use. Cheap to clone.
 #[derive(Clone)]
 pub struct Context {
+    /// The AWS seam: the SDK-backed cloud on Lambda, the simulated fleet locally.
     pub cloud: Arc<dyn Cloud>,
+    /// Where handlers read the time (poll deadlines, heartbeats, metric timestamps).
     pub clock: Arc<dyn Clock>,
+    /// Deployment settings that are not in the execution input.
     pub settings: Settings,
     /// Coalesces SendCommand and describe calls across executions sharing this process.
     pub batcher: Option<Arc<batch::Batcher>>,
@@ -160,13 +164,16 @@ pub struct Context {
 /// (`$$.Execution.Id`, `$$.State.Name`) next to `action`: the payload's envelope.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct Task {
+    /// `$$.Execution.Id`: the execution's ARN (empty when the payload has none).
     #[serde(default)]
     pub execution: String,
+    /// `$$.State.Name`: the Task state's name (empty when the payload has none).
     #[serde(default)]
     pub state: String,
 }
 
 impl Context {
+    /// A context on `cloud` and `clock` with default settings, no batcher and no task.
     pub fn new(cloud: Arc<dyn Cloud>, clock: Arc<dyn Clock>) -> Self {
         Self {
             cloud,
@@ -177,11 +184,15 @@ impl Context {
         }
     }
 
+    /// The same context with `settings` instead of the defaults.
     pub fn with_settings(mut self, settings: Settings) -> Self {
         self.settings = settings;
         self
     }
 
+    /// The same context with a fresh [`batch::Batcher`], so that SendCommand and
+    /// DescribeInstanceInformation calls of concurrent executions are coalesced (a
+    /// long-lived process running many executions).
     pub fn with_batcher(mut self) -> Self {
         self.batcher = Some(Arc::new(batch::Batcher::new()));
         self
@@ -235,8 +246,11 @@ pub struct BakeConfig {
     pub name: String,
     /// The Windows base AMI to start from.
     pub image_id: String,
+    /// The builder's EC2 instance type (default `m5.large`).
     pub instance_type: String,
+    /// The subnet to launch the builder in; `None` for the default VPC's.
     pub subnet_id: Option<String>,
+    /// Security groups of the builder; empty for the VPC's default group.
     pub security_group_ids: Vec<String>,
     /// Instance profile with AmazonSSMManagedInstanceCore.
     pub instance_profile: Option<String>,
@@ -246,9 +260,13 @@ pub struct BakeConfig {
     pub secrets: Vec<cloud::SecretRef>,
     /// Tags for the finished image.
     pub tags: std::collections::BTreeMap<String, String>,
+    /// Seconds to wait for the builder's SSM agent to come online (default 1200).
     pub ssm_timeout_seconds: u64,
+    /// Seconds to wait for the builder to stop after Sysprep (default 3600).
     pub stop_timeout_seconds: u64,
+    /// Seconds in `stopping` after which the builder is force-stopped (default 1500).
     pub force_stop_after_seconds: u64,
+    /// Seconds to wait for the AMI to become `available` (default 3600).
     pub image_timeout_seconds: u64,
     /// Install Windows updates before pre-flight, through the SSM document AWS uses for it
     /// (AWS-InstallWindowsUpdates, as AWS-UpdateWindowsAmi does), rebooting as they need.
@@ -290,12 +308,19 @@ impl BakeConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RolloutConfig {
+    /// The Auto Scaling group to refresh.
     pub group: String,
+    /// The group's launch template (`lt-...`), which gets a version with the new AMI.
     pub launch_template_id: String,
+    /// The AMI to roll out (`ami-...`).
     pub image_id: String,
+    /// Percentage of capacity that must stay healthy during the refresh (default 90).
     pub min_healthy_percentage: u32,
+    /// Seconds a new instance warms up before counting as healthy (default 300).
     pub instance_warmup_seconds: u32,
+    /// Percentages of replaced instances at which the refresh pauses (default none).
     pub checkpoint_percentages: Vec<u32>,
+    /// Seconds before the rollout gives up waiting for the refresh (default 6 hours).
     pub timeout_seconds: u64,
 }
 

@@ -14,12 +14,15 @@ use serde_json::{Value, json};
 /// One execution outcome to publish.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Outcome {
+    /// The state machine (`bake`, `name-on-launch`, …): the `Workflow` dimension.
     pub workflow: String,
     /// `succeeded` or `failed`.
     pub outcome: String,
     /// The failure category (`validation-failed`, ...), empty on success.
     pub category: String,
+    /// Seconds from the execution's start to the outcome: the `Duration` metric.
     pub duration_seconds: f64,
+    /// When the outcome was recorded (the EMF `Timestamp`).
     pub timestamp: SystemTime,
 }
 

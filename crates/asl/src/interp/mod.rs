@@ -104,10 +104,15 @@ use task::LambdaKind;
 /// Identity of one execution, as the context object (`$$.Execution`, `$$.StateMachine`) shows it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ExecutionInfo {
+    /// `$$.Execution.Id`: the execution's ARN.
     pub execution_arn: String,
+    /// `$$.Execution.Name`: the name given at StartExecution (or generated).
     pub execution_name: String,
+    /// `$$.StateMachine.Id`: the state machine's ARN.
     pub state_machine_arn: String,
+    /// `$$.StateMachine.Name`.
     pub state_machine_name: String,
+    /// `$$.Execution.RoleArn`: the IAM role the execution runs as.
     pub role_arn: String,
 }
 
@@ -132,10 +137,15 @@ impl ExecutionInfo {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
+    /// `RUNNING`: started and not yet ended.
     Running,
+    /// `SUCCEEDED`: ended in a Succeed state or an `End` state; has an output.
     Succeeded,
+    /// `FAILED`: ended by an uncaught error or a Fail state.
     Failed,
+    /// `TIMED_OUT`: ran longer than the definition's `TimeoutSeconds`.
     TimedOut,
+    /// `ABORTED`: stopped by StopExecution.
     Aborted,
 }
 
@@ -168,36 +178,62 @@ impl Status {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum Event {
     /// The task scheduled with `token` returned `output`.
-    TaskSucceeded { token: u64, output: Value },
+    TaskSucceeded {
+        /// The token of the `ScheduleTask` command answered.
+        token: u64,
+        /// The task's result.
+        output: Value,
+    },
     /// The task scheduled with `token` returned the integration's whole service response,
     /// which becomes the state's result as is: for `arn:aws:states:::lambda:invoke` the
     /// Invoke API response (`StatusCode`, `Payload`, …) instead of a payload the decider
     /// wraps in that envelope. The same as [`Event::TaskSucceeded`] for every other resource.
     /// Mocked responses (`fleetprep states exec --mock-config`) give the whole response, as
     /// Step Functions Local's mock files do.
-    TaskResponded { token: u64, output: Value },
+    TaskResponded {
+        /// The token of the `ScheduleTask` command answered.
+        token: u64,
+        /// The whole service response.
+        output: Value,
+    },
     /// The task scheduled with `token` failed.
     TaskFailed {
+        /// The token of the `ScheduleTask` command answered.
         token: u64,
+        /// The error name Retry/Catch match on.
         error: String,
+        /// Human-readable explanation of the error.
         cause: Option<String>,
     },
     /// The callback task (`.waitForTaskToken`) scheduled with `token` handed its task token
     /// to the integration, which answered `output` (the `TaskSubmitted` event); the task now
     /// waits for its callback (SendTaskSuccess/SendTaskFailure), which comes as
     /// [`Event::TaskSucceeded`]/[`Event::TaskResponded`]/[`Event::TaskFailed`].
-    TaskSubmitted { token: u64, output: Value },
+    TaskSubmitted {
+        /// The token of the `ScheduleTask` command answered.
+        token: u64,
+        /// The integration's response, recorded in `TaskSubmitted`.
+        output: Value,
+    },
     /// The timer started with `token` fired.
-    TimerFired { token: u64 },
+    TimerFired {
+        /// The token of the `StartTimer` command.
+        token: u64,
+    },
     /// The task scheduled with `token` reported progress (SendTaskHeartbeat): its
     /// HeartbeatSeconds clock starts again. Records no history event (as on AWS).
-    TaskHeartbeat { token: u64 },
+    TaskHeartbeat {
+        /// The token of the running task's `ScheduleTask` command.
+        token: u64,
+    },
     /// Run the ended (FAILED, TIMED_OUT or ABORTED) execution again from its unsuccessful
     /// states (RedriveExecution; see [`Execution::redrive`]).
     Redrive,
     /// Stop the execution (StopExecution).
     Abort {
+        /// StopExecution's `error`, recorded in `ExecutionAborted`.
         error: Option<String>,
+        /// StopExecution's `cause`, recorded in `ExecutionAborted`.
         cause: Option<String>,
     },
 }
@@ -236,6 +272,8 @@ impl Event {
 pub enum Command {
     /// Invoke the handler for `target` with `input`; answer with `TaskSucceeded`/`TaskFailed`.
     ScheduleTask {
+        /// Identifies this task attempt; the answering event carries it back. Unique
+        /// within the execution.
         token: u64,
         /// The state that runs the task.
         state: String,
@@ -244,20 +282,37 @@ pub enum Command {
         /// What to dispatch on: the Lambda function (ARN or name) for Lambda resources,
         /// otherwise the resource ARN.
         target: String,
+        /// The task's effective input (after InputPath and Parameters/Arguments).
         input: Value,
+        /// The resolved `TimeoutSeconds`, for the runtime's information; the decider arms
+        /// the timeout timer itself.
         timeout_seconds: Option<u64>,
+        /// The resolved `HeartbeatSeconds`, for the runtime's information; the decider
+        /// arms the heartbeat timer itself.
         heartbeat_seconds: Option<u64>,
     },
     /// Fire `TimerFired{token}` at `fire_at`.
-    StartTimer { token: u64, fire_at: SystemTime },
+    StartTimer {
+        /// Identifies the timer; `TimerFired` carries it back.
+        token: u64,
+        /// The instant (on the runtime's clock) the timer is due.
+        fire_at: SystemTime,
+    },
     /// Forget the timer started with `token` (a task finished before its timeout, or a
     /// heartbeat replaced its heartbeat timer).
-    CancelTimer { token: u64 },
+    CancelTimer {
+        /// The token of the `StartTimer` command to cancel.
+        token: u64,
+    },
     /// The execution finished.
     Complete {
+        /// The final status (never `Running`).
         status: Status,
+        /// The execution output, when it SUCCEEDED.
         output: Option<Value>,
+        /// The error name, when it FAILED or was ABORTED.
         error: Option<String>,
+        /// The cause of `error`, when one was given.
         cause: Option<String>,
     },
 }
@@ -265,7 +320,9 @@ pub enum Command {
 /// The result of one decider step.
 #[derive(Debug, Default)]
 pub struct Step {
+    /// The history events the step recorded, in order (empty when history is off).
     pub history: Vec<HistoryEvent>,
+    /// What the runtime must do now, in order.
     pub commands: Vec<Command>,
 }
 
@@ -273,13 +330,17 @@ pub struct Step {
 /// (pass the same [`Definition`] to every call).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Execution {
+    /// The execution's identity (ARNs, names, role).
     pub info: ExecutionInfo,
+    /// Where the execution stands.
     pub status: Status,
+    /// The output, once SUCCEEDED.
     pub output: Option<Value>,
     /// The failure of a FAILED or ABORTED execution, as DescribeExecution reports it. `None`
     /// for TIMED_OUT: AWS reports no error or cause there (States.Timeout is only in the
     /// `ExecutionTimedOut` history event).
     pub error: Option<String>,
+    /// The cause of `error`, when one was given.
     pub cause: Option<String>,
     input: Value,
     start_time: String,
@@ -450,14 +511,17 @@ enum Produced {
 /// Reasons an event could not be applied.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DecideError {
+    /// The execution has ended (its status, e.g. `SUCCEEDED`); events are ignored.
     #[error("the execution is not running (status {0})")]
     NotRunning(&'static str),
+    /// The token names no pending task or timer (already answered, cancelled, or never issued).
     #[error("no task or timer is waiting for token {0}")]
     UnknownToken(u64),
     /// RedriveExecution's `ExecutionNotRedrivable`, with the reason as DescribeExecution's
     /// `redriveStatusReason` words it.
     #[error("{0}")]
     NotRedrivable(String),
+    /// The token is pending, but for another kind of event.
     #[error(transparent)]
     UnexpectedEvent(#[from] UnexpectedEvent),
 }
@@ -476,6 +540,7 @@ pub enum DecideError {
 pub struct UnexpectedEvent {
     /// The event's kind, as [`Event`] names it (`TaskSucceeded`, `TimerFired`, ...).
     pub event: &'static str,
+    /// The token the event was for.
     pub token: u64,
     /// The state waiting on the token; `None` for the execution's own timeout timer.
     pub state: Option<String>,

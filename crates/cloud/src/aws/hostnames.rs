@@ -59,6 +59,7 @@ pub struct DynamoHostnames {
 }
 
 impl DynamoHostnames {
+    /// The lease table `table` (name or ARN), reached through `client`.
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self {
             client,
@@ -66,6 +67,7 @@ impl DynamoHostnames {
         }
     }
 
+    /// The table's name, as given to [`DynamoHostnames::new`].
     pub fn table(&self) -> &str {
         &self.table
     }
@@ -149,7 +151,9 @@ pub struct DynamoNamePool {
 /// How an allocation went: the lease and how many conditional writes lost a race first.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Allocation {
+    /// The lease the instance now holds.
     pub lease: Lease,
+    /// How many conditional writes failed because another writer took the name first.
     pub conflicts: u32,
 }
 
@@ -160,6 +164,7 @@ enum Claim {
 }
 
 impl DynamoNamePool {
+    /// The compiled naming pattern the pool makes names from.
     pub fn policy(&self) -> &HostnamePolicy {
         &self.policy
     }

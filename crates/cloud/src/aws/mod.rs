@@ -83,9 +83,13 @@ pub struct AwsCloud {
 /// (one per Auto Scaling group in practice), the naming policy and lease options.
 #[derive(Clone, Debug)]
 pub struct HostnameStore {
+    /// The DynamoDB table's name.
     pub table: String,
+    /// The pool's partition key in the table; names are unique within it.
     pub namespace: String,
+    /// The naming pattern and its parameters.
     pub policy: HostnamePolicy,
+    /// Lease options (how long an unconfirmed lease lives).
     pub options: PoolOptions,
 }
 

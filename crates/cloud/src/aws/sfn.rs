@@ -27,16 +27,25 @@ pub struct StepFunctions {
 /// What DescribeExecution reports, in plain types.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExecutionDescription {
+    /// The execution's ARN.
     pub execution_arn: String,
+    /// The ARN of the state machine it runs.
     pub state_machine_arn: String,
+    /// The execution's name.
     pub name: String,
     /// `RUNNING`, `SUCCEEDED`, `FAILED`, `TIMED_OUT`, `ABORTED`, `PENDING_REDRIVE`.
     pub status: String,
+    /// The execution input, as JSON text (absent when the caller may not see it).
     pub input: Option<String>,
+    /// The output, as JSON text, once SUCCEEDED.
     pub output: Option<String>,
+    /// The error name of a FAILED or ABORTED execution.
     pub error: Option<String>,
+    /// The cause of `error`, when given.
     pub cause: Option<String>,
+    /// When the execution started.
     pub start_date: SystemTime,
+    /// When it ended; `None` while RUNNING.
     pub stop_date: Option<SystemTime>,
 }
 
@@ -50,7 +59,9 @@ impl ExecutionDescription {
 /// One page of history events (GetExecutionHistory JSON shape) and the token for the next.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HistoryPage {
+    /// The page's events, each a GetExecutionHistory `HistoryEvent` object.
     pub events: Vec<Value>,
+    /// `nextToken` for the following page; `None` on the last page.
     pub next_token: Option<String>,
 }
 
