@@ -67,20 +67,29 @@ pub async fn simulated_fleet(
     batching: bool,
 ) -> anyhow::Result<(LocalFleet, Arc<clock::VirtualClock>)> {
     let clock = virtual_clock_now();
-    let fleet = LocalFleet::simulated(
-        localfleet::FleetOptions {
-            scenario,
-            settings: config.naming.settings(),
-            hostname_pattern,
-            hostname_prefix: config.naming.prefix.clone(),
-            engine_store,
-            batching,
-            ..localfleet::FleetOptions::default()
-        },
-        clock.clone(),
-    )
-    .await?;
+    let options = fleet_options(config, scenario, hostname_pattern, engine_store, batching);
+    let fleet = LocalFleet::simulated(options, clock.clone()).await?;
     Ok((fleet, clock))
+}
+
+/// The local fleet the config describes (its naming settings and hostname prefix), with the
+/// caller's scenario, hostname pattern, engine store and batching (see [`simulated_fleet`]).
+pub fn fleet_options(
+    config: &crate::fleetconfig::FleetConfig,
+    scenario: cloud::sim::Scenario,
+    hostname_pattern: String,
+    engine_store: Option<PathBuf>,
+    batching: bool,
+) -> localfleet::FleetOptions {
+    localfleet::FleetOptions {
+        scenario,
+        settings: config.naming.settings(),
+        hostname_pattern,
+        hostname_prefix: config.naming.prefix.clone(),
+        engine_store,
+        batching,
+        ..localfleet::FleetOptions::default()
+    }
 }
 
 /// A seed from the wall clock when none is given, so repeated runs get fresh instance ids.

@@ -22,9 +22,14 @@ impl Drop for Serve {
 }
 
 fn start(store: &std::path::Path) -> Serve {
+    start_serving(&["--store".as_ref(), store.as_os_str()])
+}
+
+/// `fleetprep serve --port 0` with `args`, once it listens.
+fn start_serving(args: &[&std::ffi::OsStr]) -> Serve {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fleetprep"))
-        .args(["serve", "--port", "0", "--store"])
-        .arg(store)
+        .args(["serve", "--port", "0"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -335,29 +340,143 @@ fn executions_history_engine_aws_reads_from_the_server() {
         assert!(Instant::now() < deadline, "still running");
         std::thread::sleep(Duration::from_millis(20));
     }
+    let stdout = fleetprep_aws(port, &["executions", "history", &arn]);
+    for event in ["ExecutionStarted", "PassStateEntered", "ExecutionSucceeded"] {
+        assert!(stdout.contains(event), "{event} missing:\n{stdout}");
+    }
+}
+
+/// `fleetprep ARGS --engine aws` against the server on `port` (aws-sdk-sfn over HTTP, with
+/// dummy credentials from the environment); its stdout, once it succeeded.
+#[cfg(feature = "aws")]
+fn fleetprep_aws(port: u16, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_fleetprep"))
-        .args([
-            "executions",
-            "history",
-            &arn,
-            "--engine",
-            "aws",
-            "--region",
-            "us-east-1",
-        ])
+        .args(args)
+        .args(["--engine", "aws", "--region", "us-east-1"])
         .arg("--endpoint-url")
         .arg(format!("http://127.0.0.1:{port}"))
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
         .output()
         .expect("fleetprep runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "{stdout}\n{}",
+        "fleetprep {args:?} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for event in ["ExecutionStarted", "PassStateEntered", "ExecutionSucceeded"] {
-        assert!(stdout.contains(event), "{event} missing:\n{stdout}");
-    }
+    stdout
+}
+
+/// `fleetprep serve --fleet simulated` serves fleetprep's own workflows as state machines
+/// `fleetprep-<workflow>`: a whole bake runs over HTTP through aws-sdk-sfn (`bake --engine
+/// aws`), its tasks handled in process against the simulated fleet, and `executions
+/// list|show|history --engine aws` read it back.
+#[cfg(feature = "aws")]
+#[test]
+fn bake_engine_aws_runs_on_serve_fleet_simulated() {
+    let args = ["--fleet", "simulated", "--seed", "7", "--instances", "2"];
+    let server = start_serving(&args.map(std::ffi::OsStr::new));
+    let port = server.port;
+    let machines = ok(port, "ListStateMachines", json!({}))["stateMachines"].clone();
+    let mut names: Vec<&str> = machines
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "fleetprep-bake",
+            "fleetprep-name-on-launch",
+            "fleetprep-release-on-terminate",
+            "fleetprep-rollout"
+        ]
+    );
+    let bake = ok(
+        port,
+        "DescribeStateMachine",
+        json!({"stateMachineArn": "arn:aws:states:us-east-1:123456789012:stateMachine:fleetprep-bake"}),
+    );
+    let definition = bake["definition"].as_str().expect("the definition");
+    assert!(
+        definition.contains("arn:aws:lambda:us-east-1:123456789012:function:fleetprep")
+            && !definition.contains("${FleetprepFunctionArn}"),
+        "the function ARN is substituted: {definition}"
+    );
+
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/fleetprep.toml");
+    let summary = fleetprep_aws(port, &["bake", "--config", config, "--poll-seconds", "1"]);
+    let field = |name: &str| {
+        summary
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no {name:?} line in:\n{summary}"))
+            .to_owned()
+    };
+    assert_eq!(field("status"), "SUCCEEDED", "{summary}");
+    let image = field("image");
+    assert!(image.starts_with("ami-"), "{summary}");
+    let arn = field("execution");
+    assert!(
+        arn.starts_with("arn:aws:states:us-east-1:123456789012:execution:fleetprep-bake:"),
+        "{arn}"
+    );
+
+    // The bake, and one name-on-launch execution per instance the group launched at start
+    // (their launch hooks, as EventBridge would start them).
+    let listed: Value = serde_json::from_str(&fleetprep_aws(
+        port,
+        &["executions", "list", "--output", "json"],
+    ))
+    .expect("JSON");
+    let executions = listed["executions"].as_array().expect("executions");
+    let of = |workflow: &str| -> Vec<&Value> {
+        executions
+            .iter()
+            .filter(|e| e["stateMachine"] == workflow)
+            .collect()
+    };
+    let bakes = of("bake");
+    assert_eq!(bakes.len(), 1, "{listed}");
+    assert_eq!(bakes[0]["executionArn"], arn.as_str());
+    assert_eq!(bakes[0]["status"], "SUCCEEDED");
+    let launches = of("name-on-launch");
+    assert_eq!(launches.len(), 2, "{listed}");
+    assert!(
+        launches.iter().all(|e| e["status"] == "SUCCEEDED"),
+        "{listed}"
+    );
+    assert_eq!(executions.len(), 3, "{listed}");
+
+    let name = arn.rsplit(':').next().expect("a name");
+    let shown: Value = serde_json::from_str(&fleetprep_aws(
+        port,
+        &["executions", "show", name, "--output", "json"],
+    ))
+    .expect("JSON");
+    assert_eq!(shown["executionArn"], arn.as_str());
+    assert_eq!(shown["output"]["image_id"], image.as_str());
+
+    let history: Value = serde_json::from_str(&fleetprep_aws(
+        port,
+        &["executions", "history", &arn, "--output", "json"],
+    ))
+    .expect("JSON");
+    let events = history["events"].as_array().expect("events");
+    let types: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(types.first(), Some(&"ExecutionStarted"), "{types:?}");
+    assert_eq!(types.last(), Some(&"ExecutionSucceeded"), "{types:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["taskScheduledEventDetails"]["parameters"]
+                .as_str()
+                .is_some_and(|p| p.contains("function:fleetprep"))),
+        "the bake's tasks invoke the served function: {types:?}"
+    );
 }

@@ -46,6 +46,7 @@
 //! ```
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use clock::Clock;
@@ -127,6 +128,40 @@ pub struct LocalFleet {
     sim: Arc<SimCloud>,
     context: Context,
     waiting: Arc<Mutex<Vec<LifecycleEvent>>>,
+    deployed: Arc<Deployed>,
+}
+
+/// Where the workflows run in the engine: the function their tasks call and the state
+/// machine each one is deployed as.
+#[derive(Clone, Debug)]
+pub struct Deployed {
+    /// The function ARN substituted for `${FleetprepFunctionArn}` (the definitions' Task
+    /// states call it); the fleet registers its function under it.
+    pub function_arn: String,
+    /// The engine's name of each workflow's state machine, by workflow name; a workflow
+    /// missing here runs under its own name.
+    pub state_machines: BTreeMap<String, String>,
+}
+
+impl Deployed {
+    /// The engine's name of `workflow`'s state machine.
+    pub fn state_machine<'a>(&'a self, workflow: &'a str) -> &'a str {
+        self.state_machines
+            .get(workflow)
+            .map(String::as_str)
+            .unwrap_or(workflow)
+    }
+}
+
+/// Who starts the hook executions a handler call causes (see the crate docs).
+#[derive(Clone)]
+enum Starter {
+    /// The engine [`LocalFleet::run_until_idle`] drives on this thread, else the fleet's
+    /// queue.
+    Driving,
+    /// This engine, at once: a fleet serving an engine someone else drives
+    /// ([`LocalFleet::serving`]).
+    Engine(Engine),
 }
 
 /// The Lambda function as the engine invokes it: [`dispatch`], except that the actions a
@@ -169,39 +204,31 @@ impl LocalFleet {
         options: FleetOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, FleetError> {
-        let scenario = options.scenario.clone();
-        // NamePoolExhausted: a pool with only `pool_capacity` names ({seq:1} holds 9 or 10).
-        let pattern = match scenario.any(FaultKind::NamePoolExhausted) {
-            Some(_) => "{prefix}-{seq:1}".to_string(),
-            None => options.hostname_pattern.clone(),
-        };
-        let policy =
-            HostnamePolicy::from_pattern(&pattern, &options.hostname_prefix).map_err(|source| {
-                FleetError::Pattern {
-                    pattern: pattern.clone(),
-                    source,
-                }
-            })?;
-        let pool = SqliteNamePool::in_memory(policy, clock.clone(), PoolOptions::default())?;
-        let pool: Arc<dyn NamePool> = Arc::new(pool);
-        if let Some(fault) = scenario.any(FaultKind::ConcurrentAllocationConflict) {
-            // Another writer (a second fleet, a manual allocation) already holds names.
-            for n in 0..fault.preallocated.unwrap_or(3) {
-                pool.allocate(&names::AllocationRequest::new(format!("i-foreign{n:010}")))
-                    .await?;
-            }
-        }
-        let sim = Arc::new(SimCloud::new(clock.clone(), pool, scenario.clone()));
         let engine = Engine::open(EngineConfig {
             store: options.engine_store.clone(),
             clock: clock.clone(),
         })?;
-        let mut context = Context::new(sim.clone(), clock).with_settings(options.settings.clone());
-        if options.batching {
-            context = context.with_batcher();
-        }
+        let (sim, context) = simulate(&options, clock).await?;
         let timeout = Duration::from_secs(options.lambda_timeout_seconds);
         Ok(Self::deploy(engine, sim, context, timeout)?)
+    }
+
+    /// The simulated fleet (on `engine`'s clock) behind workflows already deployed in
+    /// `engine` as `deployed` says, by someone who drives that engine itself: a server
+    /// (`fleetprep serve --fleet simulated`) that deployed them as its own state machines
+    /// and runs its driver forever. The fleet registers its function under
+    /// `deployed.function_arn` and starts the hook executions at once, so its function holds
+    /// `engine`: the engine then lives as long as the process, as a server's does.
+    /// [`FleetOptions::engine_store`] is not used (the engine is open already).
+    pub async fn serving(
+        options: FleetOptions,
+        engine: Engine,
+        deployed: Deployed,
+    ) -> Result<Self, FleetError> {
+        let (sim, context) = simulate(&options, engine.clock()).await?;
+        let timeout = Duration::from_secs(options.lambda_timeout_seconds);
+        let starter = Starter::Engine(engine.clone());
+        Ok(Self::wire(engine, sim, context, timeout, deployed, starter))
     }
 
     /// Deploys the workflows into `engine` and registers the function: [`dispatch`] with
@@ -218,12 +245,37 @@ impl LocalFleet {
                 .map_err(|e| EngineError::store(format!("workflow {name}"), e))?;
             engine.create_state_machine(name, &text)?;
         }
+        let deployed = Deployed {
+            function_arn: LOCAL_FUNCTION_ARN.into(),
+            state_machines: BTreeMap::new(),
+        };
+        Ok(Self::wire(
+            engine,
+            sim,
+            context,
+            lambda_timeout,
+            deployed,
+            Starter::Driving,
+        ))
+    }
+
+    /// Registers the function for workflows deployed as `deployed` says.
+    fn wire(
+        engine: Engine,
+        sim: Arc<SimCloud>,
+        context: Context,
+        lambda_timeout: Duration,
+        deployed: Deployed,
+        starter: Starter,
+    ) -> Self {
         let waiting: Arc<Mutex<Vec<LifecycleEvent>>> = Arc::default();
+        let deployed = Arc::new(deployed);
         let fleet = LocalFleet {
             engine: engine.clone(),
             sim: sim.clone(),
             context: context.clone(),
             waiting: waiting.clone(),
+            deployed: deployed.clone(),
         };
         let function = Arc::new(LocalFunction {
             hanging_actions: sim
@@ -236,24 +288,35 @@ impl LocalFleet {
             context,
             timeout: lambda_timeout,
         });
+        let function_arn = deployed.function_arn.clone();
         engine.register(
-            LOCAL_FUNCTION_ARN,
+            &function_arn,
             handler_fn(move |payload: Value, _task| {
                 let function = function.clone();
                 let sim = sim.clone();
                 let waiting = waiting.clone();
+                let deployed = deployed.clone();
+                let starter = starter.clone();
                 async move {
                     let result = function.invoke(payload).await;
                     // The call may have made the fleet launch or terminate instances.
                     let events = sim.drain_lifecycle_events();
                     if !events.is_empty() {
-                        let started = DRIVING.with(|driving| match driving.borrow().as_ref() {
-                            Some(engine) => {
-                                start_all(engine, events.clone());
+                        let started = match &starter {
+                            Starter::Engine(engine) => {
+                                start_all(engine, &deployed, events.clone());
                                 true
                             }
-                            None => false,
-                        });
+                            Starter::Driving => {
+                                DRIVING.with(|driving| match driving.borrow().as_ref() {
+                                    Some(engine) => {
+                                        start_all(engine, &deployed, events.clone());
+                                        true
+                                    }
+                                    None => false,
+                                })
+                            }
+                        };
                         if !started {
                             waiting
                                 .lock()
@@ -265,7 +328,7 @@ impl LocalFleet {
                 }
             }),
         );
-        Ok(fleet)
+        fleet
     }
 
     /// The engine the workflows are deployed in.
@@ -289,7 +352,7 @@ impl LocalFleet {
         let mut events =
             std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|p| p.into_inner()));
         events.extend(self.sim.drain_lifecycle_events());
-        start_all(&self.engine, events)
+        start_all(&self.engine, &self.deployed, events)
     }
 
     /// Drives every execution until nothing can make progress, starting hook executions as
@@ -313,9 +376,45 @@ impl LocalFleet {
     }
 }
 
+/// The simulated fleet on `clock` (with the scenario's faults and an in-memory SQLite name
+/// pool) and the handler context its function dispatches with.
+async fn simulate(
+    options: &FleetOptions,
+    clock: Arc<dyn Clock>,
+) -> Result<(Arc<SimCloud>, Context), FleetError> {
+    let scenario = options.scenario.clone();
+    // NamePoolExhausted: a pool with only `pool_capacity` names ({seq:1} holds 9 or 10).
+    let pattern = match scenario.any(FaultKind::NamePoolExhausted) {
+        Some(_) => "{prefix}-{seq:1}".to_string(),
+        None => options.hostname_pattern.clone(),
+    };
+    let policy =
+        HostnamePolicy::from_pattern(&pattern, &options.hostname_prefix).map_err(|source| {
+            FleetError::Pattern {
+                pattern: pattern.clone(),
+                source,
+            }
+        })?;
+    let pool = SqliteNamePool::in_memory(policy, clock.clone(), PoolOptions::default())?;
+    let pool: Arc<dyn NamePool> = Arc::new(pool);
+    if let Some(fault) = scenario.any(FaultKind::ConcurrentAllocationConflict) {
+        // Another writer (a second fleet, a manual allocation) already holds names.
+        for n in 0..fault.preallocated.unwrap_or(3) {
+            pool.allocate(&names::AllocationRequest::new(format!("i-foreign{n:010}")))
+                .await?;
+        }
+    }
+    let sim = Arc::new(SimCloud::new(clock.clone(), pool, scenario));
+    let mut context = Context::new(sim.clone(), clock).with_settings(options.settings.clone());
+    if options.batching {
+        context = context.with_batcher();
+    }
+    Ok((sim, context))
+}
+
 /// EventBridge: one execution per lifecycle event, named after the instance. A burst of
 /// events (a scale-out of thousands) starts with one engine commit.
-fn start_all(engine: &Engine, events: Vec<LifecycleEvent>) -> Vec<String> {
+fn start_all(engine: &Engine, deployed: &Deployed, events: Vec<LifecycleEvent>) -> Vec<String> {
     let mut requests = Vec::with_capacity(events.len());
     for event in events {
         let (workflow, prefix) = if event.lifecycle_transition == LifecycleEvent::LAUNCHING {
@@ -334,7 +433,8 @@ fn start_all(engine: &Engine, events: Vec<LifecycleEvent>) -> Vec<String> {
             "source": "aws.autoscaling",
             "detail": event.detail(),
         });
-        requests.push((workflow.to_string(), Some(name), input));
+        let machine = deployed.state_machine(workflow).to_string();
+        requests.push((machine, Some(name), input));
     }
     let results = match engine.start_executions(requests) {
         Ok(results) => results,

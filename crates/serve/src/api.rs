@@ -188,6 +188,19 @@ impl Api {
         &self.engine
     }
 
+    /// The account in its ARNs.
+    pub fn account(&self) -> &str {
+        &self.account
+    }
+
+    /// The ARN of state machine `name` in `region`.
+    pub(crate) fn machine_arn(&self, region: &str, name: &str) -> String {
+        format!(
+            "arn:aws:states:{region}:{}:stateMachine:{name}",
+            self.account
+        )
+    }
+
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -285,10 +298,7 @@ impl Api {
             )));
         }
         asl::model::Definition::parse(definition).map_err(|e| invalid_definition(&e))?;
-        let arn = format!(
-            "arn:aws:states:{region}:{}:stateMachine:{name}",
-            self.account
-        );
+        let arn = self.machine_arn(region, name);
         if let Some(existing) = self.registry().machines.get(&arn) {
             if existing.definition == definition
                 && existing.role_arn == role_arn

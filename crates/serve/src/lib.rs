@@ -71,6 +71,15 @@ pub struct Server {
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// [`Server::start_with`]'s setup failed.
+    #[error("{context}")]
+    Setup {
+        /// What was being set up.
+        context: String,
+        /// Why it failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The engine could not open or resume its store.
     #[error("{0}")]
     Engine(#[from] engine::EngineError),
@@ -93,15 +102,19 @@ impl Server {
     /// and listens. Must be called inside a multi-threaded tokio runtime; the server runs
     /// until the runtime ends.
     pub async fn start(config: Config) -> Result<Server, ServeError> {
-        Self::start_with(config, |_| {}).await
+        Self::start_with(config, |_| async { Ok(()) }).await
     }
 
-    /// [`Server::start`], with `setup` registering extra task handlers on the engine before
-    /// any execution resumes (`--fleet simulated`).
-    pub async fn start_with(
-        config: Config,
-        setup: impl FnOnce(&engine::Engine),
-    ) -> Result<Server, ServeError> {
+    /// [`Server::start`], with `setup` run on the opened engine before its driver starts, so
+    /// that no execution resumes before it is done: it registers task handlers of its own and
+    /// deploys state machines through [`Setup::deploy_state_machine`] (`fleetprep serve
+    /// --fleet simulated` wires the simulated fleet in this way, so this crate does not
+    /// depend on it). An error of `setup` stops the start.
+    pub async fn start_with<F, Fut>(config: Config, setup: F) -> Result<Server, ServeError>
+    where
+        F: FnOnce(Setup) -> Fut,
+        Fut: std::future::Future<Output = Result<(), ServeError>>,
+    {
         let mocks = match &config.mock_config {
             Some(path) => Some(
                 mockconfig::MockConfig::load(path)
@@ -124,7 +137,6 @@ impl Server {
             clock,
         })?;
         engine.register_fallback(Arc::new(Router(tasks.clone())));
-        setup(&engine);
         tasks.attach(engine.clone());
         let account = config
             .account
@@ -133,6 +145,7 @@ impl Server {
         let api = Arc::new(
             Api::new(engine.clone(), account, tasks).map_err(|e| ServeError::Config(e.message))?,
         );
+        setup(Setup { api: api.clone() }).await?;
         spawn_driver(engine)?;
         let addr = config
             .listen
@@ -155,6 +168,60 @@ impl Server {
     /// The engine behind it.
     pub fn engine(&self) -> &engine::Engine {
         self.api.engine()
+    }
+}
+
+/// What [`Server::start_with`]'s setup works on: the server's engine before its driver
+/// starts, and its API.
+#[derive(Clone)]
+pub struct Setup {
+    api: Arc<Api>,
+}
+
+impl Setup {
+    /// The server's engine (its clock is the server's: virtual with `--virtual-clock`).
+    pub fn engine(&self) -> &engine::Engine {
+        self.api.engine()
+    }
+
+    /// The account in the server's ARNs.
+    pub fn account(&self) -> &str {
+        self.api.account()
+    }
+
+    /// Deploys `definition` as the STANDARD state machine `name` in `region`, as
+    /// CreateStateMachine does (so DescribeStateMachine and ListStateMachines show it), or, when
+    /// the store already has a machine of that name with another definition or role (a
+    /// restart after an upgrade), as UpdateStateMachine does. Answers its ARN, which is also
+    /// the engine's name for it.
+    pub async fn deploy_state_machine(
+        &self,
+        region: &str,
+        name: &str,
+        definition: &str,
+        role_arn: &str,
+    ) -> Result<String, ServeError> {
+        let failed = |e: ApiError| {
+            ServeError::Config(format!("state machine {name:?}: {}: {}", e.kind, e.message))
+        };
+        let request = json!({"name": name, "definition": definition, "roleArn": role_arn});
+        match self.api.call("CreateStateMachine", region, request).await {
+            Ok(created) => Ok(created["stateMachineArn"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()),
+            Err(e) if e.kind == "StateMachineAlreadyExists" => {
+                let arn = self.api.machine_arn(region, name);
+                let update =
+                    json!({"stateMachineArn": arn, "definition": definition, "roleArn": role_arn});
+                self.api
+                    .call("UpdateStateMachine", region, update)
+                    .await
+                    .map_err(failed)?;
+                Ok(arn)
+            }
+            Err(e) => Err(failed(e)),
+        }
     }
 }
 

@@ -13,9 +13,14 @@
 use std::time::SystemTime;
 
 use asl::history::HistoryEvent;
+use engine::{ExecutionSummary, Status};
 use serde_json::Value;
 
 use crate::report::LiveProgress;
+
+/// What `--state-machine-prefix` is unless given: `fleetprep serve --fleet simulated` names
+/// its state machines with it, so `--engine aws --endpoint-url` finds them without flags.
+pub const DEFAULT_STATE_MACHINE_PREFIX: &str = "fleetprep-";
 
 /// Where the deployed state machines are.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -34,7 +39,7 @@ pub struct AwsArgs {
     pub stack: Option<String>,
     /// Without --stack: state machines named `<prefix><workflow>` (the stack names them
     /// `<stack>-<workflow>`).
-    #[arg(long, default_value = "fleetprep-")]
+    #[arg(long, default_value = DEFAULT_STATE_MACHINE_PREFIX)]
     pub state_machine_prefix: String,
     /// Seconds between history polls while an execution runs.
     #[arg(long, default_value_t = 2)]
@@ -81,7 +86,7 @@ mod imp {
     use super::*;
     use anyhow::Context as _;
     use cloud::aws::AwsConfig;
-    use cloud::aws::sfn::StepFunctions;
+    use cloud::aws::sfn::{ExecutionDescription, StepFunctions};
     use std::time::Duration;
 
     /// Converts GetExecutionHistory JSON (from `cloud::aws::sfn`) into the shared event type.
@@ -117,15 +122,30 @@ mod imp {
         progress: &mut LiveProgress,
     ) -> anyhow::Result<Finished> {
         let sfn = connect(args).await;
+        let arn = state_machine_arn(&sfn, args, workflow).await?;
+        let execution = sfn
+            .start_execution(&arn, execution_name, input)
+            .await
+            .with_context(|| format!("starting {arn}"))?;
+        follow(&sfn, args, &execution, progress).await
+    }
+
+    /// The deployed state machine of `workflow`: the stack's output with --stack, else the
+    /// one named `<prefix><workflow>`.
+    async fn state_machine_arn(
+        sfn: &StepFunctions,
+        args: &AwsArgs,
+        workflow: &str,
+    ) -> anyhow::Result<String> {
         let machine = format!("{}{workflow}", args.state_machine_prefix);
-        let arn = match &args.stack {
+        match &args.stack {
             Some(stack) => {
                 let connection = crate::cmd::deploy::Connection {
                     region: args.region.clone(),
                     profile: args.profile.clone(),
                     endpoint_url: args.endpoint_url.clone(),
                 };
-                crate::cmd::deploy::state_machine_arn(&connection, stack, workflow).await?
+                crate::cmd::deploy::state_machine_arn(&connection, stack, workflow).await
             }
             None => sfn
                 .find_state_machine(&machine)
@@ -136,13 +156,94 @@ mod imp {
                         "no state machine named {machine:?} in this account and region; \
                          deploy with `fleetprep deploy` and pass --stack NAME"
                     )
-                })?,
+                }),
+        }
+    }
+
+    /// A described or listed AWS execution as the local engine describes one, `workflow`
+    /// being its state machine's workflow.
+    fn summary(
+        description: ExecutionDescription,
+        workflow: &str,
+    ) -> anyhow::Result<ExecutionSummary> {
+        // PENDING_REDRIVE: redriven, about to run again.
+        let status = match description.status.as_str() {
+            "PENDING_REDRIVE" => Status::Running,
+            other => Status::parse(other).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "execution {} has status {other:?}, which fleetprep does not know",
+                    description.execution_arn
+                )
+            })?,
         };
-        let execution = sfn
-            .start_execution(&arn, execution_name, input)
+        let json = |text: Option<String>| text.and_then(|t| serde_json::from_str(&t).ok());
+        Ok(ExecutionSummary {
+            execution_arn: description.execution_arn,
+            name: description.name,
+            state_machine: workflow.to_owned(),
+            status,
+            input: json(description.input).unwrap_or(Value::Null),
+            output: json(description.output),
+            error: description.error,
+            cause: description.cause,
+            start_date: description.start_date,
+            stop_date: description.stop_date,
+            redrive_count: 0,
+            redrive_date: None,
+        })
+    }
+
+    pub(super) async fn list_executions(
+        args: &AwsArgs,
+        workflows: &[&str],
+        status: Option<Status>,
+    ) -> anyhow::Result<Vec<ExecutionSummary>> {
+        let sfn = connect(args).await;
+        let mut executions = Vec::new();
+        for workflow in workflows {
+            let arn = state_machine_arn(&sfn, args, workflow).await?;
+            let listed = sfn
+                .list_executions(&arn, status.map(Status::as_str))
+                .await
+                .with_context(|| format!("listing the executions of {arn}"))?;
+            for item in listed {
+                // A list item has no error; an execution that did not succeed gets described.
+                let item = match Status::parse(&item.status) {
+                    Some(Status::Failed | Status::Aborted) => sfn
+                        .describe_execution(&item.execution_arn)
+                        .await
+                        .with_context(|| format!("describing {}", item.execution_arn))?,
+                    _ => item,
+                };
+                executions.push(summary(item, workflow)?);
+            }
+        }
+        executions.sort_by_key(|e| e.start_date);
+        Ok(executions)
+    }
+
+    pub(super) async fn describe(
+        args: &AwsArgs,
+        execution_arn: &str,
+    ) -> anyhow::Result<ExecutionSummary> {
+        let sfn = connect(args).await;
+        let description = sfn
+            .describe_execution(execution_arn)
             .await
-            .with_context(|| format!("starting {machine}"))?;
-        follow(&sfn, args, &execution, progress).await
+            .with_context(|| format!("describing {execution_arn}"))?;
+        let machine = description
+            .state_machine_arn
+            .rsplit(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        // The stack names its machines `<stack>-<workflow>` (see `state_machine_prefix`).
+        let prefix = match &args.stack {
+            Some(stack) => format!("{stack}-"),
+            None => args.state_machine_prefix.clone(),
+        };
+        let workflow = machine.strip_prefix(&prefix).unwrap_or(&machine);
+        summary(description, workflow)
     }
 
     pub(super) async fn follow(
@@ -235,6 +336,21 @@ mod imp {
     ) -> anyhow::Result<Vec<HistoryEvent>> {
         Err(unavailable())
     }
+
+    pub(super) async fn list_executions(
+        _args: &AwsArgs,
+        _workflows: &[&str],
+        _status: Option<Status>,
+    ) -> anyhow::Result<Vec<ExecutionSummary>> {
+        Err(unavailable())
+    }
+
+    pub(super) async fn describe(
+        _args: &AwsArgs,
+        _execution_arn: &str,
+    ) -> anyhow::Result<ExecutionSummary> {
+        Err(unavailable())
+    }
 }
 
 /// Starts the deployed `<prefix><workflow>` state machine with `input` (optionally under an
@@ -253,6 +369,22 @@ pub async fn run_execution(
 /// The whole history of an AWS execution.
 pub async fn history(args: &AwsArgs, execution_arn: &str) -> anyhow::Result<Vec<HistoryEvent>> {
     imp::history(args, execution_arn).await
+}
+
+/// The executions of the deployed state machines of `workflows` (ListExecutions, those that
+/// failed or were aborted described for their error), oldest first, as the local engine
+/// describes its own: `state_machine` is the workflow.
+pub async fn list_executions(
+    args: &AwsArgs,
+    workflows: &[&str],
+    status: Option<Status>,
+) -> anyhow::Result<Vec<ExecutionSummary>> {
+    imp::list_executions(args, workflows, status).await
+}
+
+/// DescribeExecution of an AWS execution, as the local engine describes its own.
+pub async fn describe(args: &AwsArgs, execution_arn: &str) -> anyhow::Result<ExecutionSummary> {
+    imp::describe(args, execution_arn).await
 }
 
 #[cfg(test)]

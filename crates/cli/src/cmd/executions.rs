@@ -1,4 +1,5 @@
-//! `fleetprep executions list|show|history ID`: executions stored by the embedded engine.
+//! `fleetprep executions list|show|history ID`: executions stored by the embedded engine, or
+//! (`--engine aws`) those of the deployed state machines, printed the same way.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,13 +56,53 @@ pub enum Command {
 }
 
 fn open(common: &Common) -> anyhow::Result<Engine> {
-    if common.engine == EngineKind::Aws {
-        anyhow::bail!(
-            "with --engine aws only `executions history ARN` is available; list and describe \
-             executions with the Step Functions console or `aws stepfunctions`"
-        );
-    }
     open_store(common.store.clone())
+}
+
+/// A runtime for the `--engine aws` calls.
+fn aws_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// The executions (of `workflow`, else of every workflow) with `status`, oldest first.
+fn list(
+    common: &Common,
+    status: Option<Status>,
+    workflow: Option<&str>,
+) -> anyhow::Result<Vec<ExecutionSummary>> {
+    let keep = |e: &ExecutionSummary| workflow.is_none_or(|w| e.state_machine == w);
+    if common.engine == EngineKind::Aws {
+        let names = match workflow {
+            Some(w) => vec![w],
+            None => workflows::WORKFLOWS.to_vec(),
+        };
+        return aws_runtime()?.block_on(aws_engine::list_executions(&common.aws, &names, status));
+    }
+    Ok(open(common)?
+        .list_executions(status)?
+        .into_iter()
+        .filter(keep)
+        .collect())
+}
+
+/// The execution `id` (an ARN, or a name unique among the listed executions).
+fn find_execution(common: &Common, id: &str) -> anyhow::Result<ExecutionSummary> {
+    if common.engine != EngineKind::Aws {
+        return find(&open(common)?, id);
+    }
+    let runtime = aws_runtime()?;
+    if id.starts_with("arn:") {
+        return runtime.block_on(aws_engine::describe(&common.aws, id));
+    }
+    let listed = runtime.block_on(aws_engine::list_executions(
+        &common.aws,
+        &workflows::WORKFLOWS,
+        None,
+    ))?;
+    let found = only_match(listed, id)?;
+    runtime.block_on(aws_engine::describe(&common.aws, &found.execution_arn))
 }
 
 fn open_store(store: Option<PathBuf>) -> anyhow::Result<Engine> {
@@ -82,8 +123,12 @@ fn find(engine: &Engine, id: &str) -> anyhow::Result<ExecutionSummary> {
     if let Ok(found) = engine.describe(id) {
         return Ok(found);
     }
-    let matches: Vec<ExecutionSummary> = engine
-        .list_executions(None)?
+    only_match(engine.list_executions(None)?, id)
+}
+
+/// The one execution of `executions` named `id` (or whose ARN ends in `:id`).
+fn only_match(executions: Vec<ExecutionSummary>, id: &str) -> anyhow::Result<ExecutionSummary> {
+    let matches: Vec<ExecutionSummary> = executions
         .into_iter()
         .filter(|e| e.name == id || e.execution_arn.ends_with(&format!(":{id}")))
         .collect();
@@ -118,7 +163,6 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             workflow,
             common,
         } => {
-            let engine = open(&common)?;
             let status = match status {
                 Some(s) => Some(Status::parse(&s.to_ascii_uppercase()).ok_or_else(|| {
                     anyhow::anyhow!(
@@ -127,11 +171,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 })?),
                 None => None,
             };
-            let executions: Vec<ExecutionSummary> = engine
-                .list_executions(status)?
-                .into_iter()
-                .filter(|e| workflow.as_ref().is_none_or(|w| &e.state_machine == w))
-                .collect();
+            let executions = list(&common, status, workflow.as_deref())?;
             if common.output == OutputFormat::Json {
                 let list: Vec<Value> = executions.iter().map(describe_json).collect();
                 println!(
@@ -159,8 +199,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Show { id, common } => {
-            let engine = open(&common)?;
-            let e = find(&engine, &id)?;
+            let e = find_execution(&common, &id)?;
             if common.output == OutputFormat::Json {
                 println!("{}", serde_json::to_string_pretty(&describe_json(&e))?);
             } else {
@@ -188,10 +227,12 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::History { id, common } => {
             let events = if common.engine == EngineKind::Aws {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                runtime.block_on(aws_engine::history(&common.aws, &id))?
+                let arn = if id.starts_with("arn:") {
+                    id
+                } else {
+                    find_execution(&common, &id)?.execution_arn
+                };
+                aws_runtime()?.block_on(aws_engine::history(&common.aws, &arn))?
             } else {
                 let engine = open(&common)?;
                 let e = find(&engine, &id)?;

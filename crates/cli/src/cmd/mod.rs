@@ -137,6 +137,26 @@ mod tests {
             panic!("not bake")
         };
         assert_sim(&bake.sim);
+        let Command::Serve(served) = parse(
+            &[
+                &["serve", "--fleet", "simulated"],
+                &config[..],
+                &SIM_FLAGS[..],
+            ]
+            .concat(),
+        ) else {
+            panic!("not serve")
+        };
+        assert_eq!(served.fleet, Some(crate::cmd::serve::FleetKind::Simulated));
+        assert_eq!(
+            served.fleet_config.config,
+            Some(PathBuf::from("fleetprep.toml"))
+        );
+        assert_sim(&served.fleet_config.sim);
+        // `--fleet-region` only means something with `--fleet`.
+        assert!(
+            Cli::try_parse_from(["fleetprep", "serve", "--fleet-region", "eu-west-1"]).is_err()
+        );
         // `bake` alone requires its config.
         assert!(Cli::try_parse_from(["fleetprep", "bake"]).is_err());
     }

@@ -160,6 +160,42 @@ impl StepFunctions {
         })
     }
 
+    /// ListExecutions of one state machine (all pages, newest first as Step Functions lists
+    /// them), optionally only those with `status` (`RUNNING`, `SUCCEEDED`, …). A list item has
+    /// no input, output, error or cause: those are `None` (DescribeExecution has them).
+    pub async fn list_executions(
+        &self,
+        state_machine_arn: &str,
+        status: Option<&str>,
+    ) -> Result<Vec<ExecutionDescription>, CloudError> {
+        let items = self
+            .client
+            .list_executions()
+            .state_machine_arn(state_machine_arn)
+            .set_status_filter(status.map(aws_sdk_sfn::types::ExecutionStatus::from))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| from_sdk("states:ListExecutions", e))?;
+        Ok(items
+            .into_iter()
+            .map(|item| ExecutionDescription {
+                execution_arn: item.execution_arn().to_owned(),
+                state_machine_arn: item.state_machine_arn().to_owned(),
+                name: item.name().to_owned(),
+                status: item.status().as_str().to_owned(),
+                input: None,
+                output: None,
+                error: None,
+                cause: None,
+                start_date: system_time(item.start_date()),
+                stop_date: item.stop_date().map(system_time),
+            })
+            .collect())
+    }
+
     /// One page of GetExecutionHistory (oldest first), for following a running execution.
     pub async fn history_page(
         &self,
