@@ -88,6 +88,7 @@ operations! {
         ["ssm:DescribeInstanceInformation"],
     SendCommand = "send_command" => ["ssm:SendCommand"],
     GetCommandInvocation = "get_command_invocation" => ["ssm:GetCommandInvocation"],
+    ListCommandInvocations = "list_command_invocations" => ["ssm:ListCommandInvocations"],
     // ------------------------------------------------------------------ Auto Scaling
     CompleteLifecycleAction = "complete_lifecycle_action" =>
         ["autoscaling:CompleteLifecycleAction"],
@@ -333,6 +334,14 @@ impl Cloud for RecordingCloud {
         self.inner
             .get_command_invocation(command_id, instance_id)
             .await
+    }
+
+    async fn list_command_invocations(
+        &self,
+        command_id: &str,
+    ) -> Result<Vec<CommandInvocation>, CloudError> {
+        self.log.record(Operation::ListCommandInvocations);
+        self.inner.list_command_invocations(command_id).await
     }
 
     async fn complete_lifecycle_action(

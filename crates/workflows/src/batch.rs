@@ -12,6 +12,18 @@
 //! - *Describes*: an SSM-online check registers its instance as watched and answers from a
 //!   snapshot refreshed at most every [`Batcher::REFRESH_SECONDS`] of clock time, one call per
 //!   50 watched instances.
+//! - *Status*: a command-status check answers from one ListCommandInvocations of the whole
+//!   command (up to 50 instances), refreshed at most every [`Batcher::REFRESH_SECONDS`];
+//!   GetCommandInvocation is called only for a finished invocation whose listed output is
+//!   not the whole of it (a failure's standard error, or output cut at
+//!   [`cloud::LIST_COMMAND_OUTPUT_MAX_CHARS`]).
+//!
+//! Throttling is absorbed here, never passed on: a throttled send stays queued, a throttled
+//! refresh keeps what it had (the rest of the watched instances are refreshed first next
+//! time) and a throttled status listing reads "not visible yet"; the state machines poll
+//! again after their Wait. After a throttled call the batcher makes no call of that kind for
+//! [`Batcher::THROTTLE_PAUSE_SECONDS`], so a wave of checks at one instant costs one throttled
+//! call, not one per check.
 //!
 //! Tickets live in this process only: a batched ticket does not survive a restart (the local
 //! engine re-sends on a fresh run). Lambda invocations never share a process, so there the
@@ -22,8 +34,8 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use cloud::{
-    Cloud, CloudError, CommandInvocation, InstanceInformation, SEND_COMMAND_MAX_INSTANCES,
-    SendCommandRequest,
+    Cloud, CloudError, CommandInvocation, CommandStatus, ErrorKind, InstanceInformation,
+    LIST_COMMAND_OUTPUT_MAX_CHARS, SEND_COMMAND_MAX_INSTANCES, SendCommandRequest,
 };
 
 use crate::scripts;
@@ -57,10 +69,38 @@ struct State {
     queued: HashSet<String>,
     sent: HashMap<String, Result<(String, String), CloudError>>,
     watched: BTreeSet<String>,
-    snapshot_at: Option<SystemTime>,
-    snapshot: HashMap<String, InstanceInformation>,
-    // The ids the last refresh asked about (absent from `snapshot` = not registered yet).
-    covered: BTreeSet<String>,
+    // Per watched instance: when a refresh last asked about it, and the answer (None = not
+    // registered yet).
+    described: HashMap<String, (SystemTime, Option<InstanceInformation>)>,
+    // Where the next refresh starts, so a refresh cut short by throttling resumes there.
+    describe_cursor: Option<String>,
+    // Per command id: when it was last listed, and its invocations by instance id.
+    listed: HashMap<String, (SystemTime, HashMap<String, CommandInvocation>)>,
+    // No call of a kind before this time: the last one was throttled.
+    paused_until: HashMap<Kind, SystemTime>,
+}
+
+/// The kinds of call the batcher makes, for pausing after throttling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kind {
+    Send,
+    Describe,
+    List,
+}
+
+impl State {
+    fn paused(&self, kind: Kind, now: SystemTime) -> bool {
+        self.paused_until
+            .get(&kind)
+            .is_some_and(|until| now < *until)
+    }
+
+    fn pause(&mut self, kind: Kind, now: SystemTime) {
+        self.paused_until.insert(
+            kind,
+            now + Duration::from_secs(Batcher::THROTTLE_PAUSE_SECONDS),
+        );
+    }
 }
 
 /// See the module docs.
@@ -76,6 +116,8 @@ impl Batcher {
     pub const REFRESH_SECONDS: u64 = 10;
     /// How long a partial batch (< 50 instances) may wait for company before it is sent.
     pub const WINDOW_SECONDS: u64 = 30;
+    /// After a throttled call, how long to make no other call of its kind.
+    pub const THROTTLE_PAUSE_SECONDS: u64 = 1;
 
     pub fn new() -> Self {
         Self::default()
@@ -107,6 +149,9 @@ impl Batcher {
         let mut ready = Vec::new();
         {
             let mut state = self.state();
+            if state.paused(Kind::Send, now) {
+                return;
+            }
             for (key, entries) in state.pending.iter_mut() {
                 let due = force
                     || entries
@@ -128,8 +173,14 @@ impl Batcher {
                 }
             }
         }
+        let mut throttled = false;
         for ((template, timeout), entries) in ready {
             for chunk in entries.chunks(SEND_COMMAND_MAX_INSTANCES) {
+                if throttled {
+                    // Back in the queue, in order, for the next flush.
+                    self.requeue(&template, timeout, chunk);
+                    continue;
+                }
                 let table: Vec<(String, String)> = chunk
                     .iter()
                     .map(|(_, id, value, _)| (id.clone(), value.clone()))
@@ -142,6 +193,14 @@ impl Batcher {
                     comment: Some(format!("fleetprep batch of {}", chunk.len())),
                 };
                 let result = cloud.send_command(request).await;
+                if let Err(error) = &result
+                    && error.kind == ErrorKind::Throttled
+                {
+                    throttled = true;
+                    self.state().pause(Kind::Send, now);
+                    self.requeue(&template, timeout, chunk);
+                    continue;
+                }
                 let mut state = self.state();
                 for (ticket, id, _, _) in chunk {
                     let entry = match &result {
@@ -152,6 +211,19 @@ impl Batcher {
                 }
             }
         }
+    }
+
+    /// Puts a chunk whose send was throttled back at the front of its queue.
+    fn requeue(&self, template: &[String], timeout: u32, chunk: &[Queued]) {
+        let mut state = self.state();
+        for (ticket, _, _, _) in chunk {
+            state.queued.insert(ticket.clone());
+        }
+        let queue = state
+            .pending
+            .entry((template.to_vec(), timeout))
+            .or_default();
+        queue.splice(0..0, chunk.iter().cloned());
     }
 
     fn is_queued(&self, ticket: &str) -> bool {
@@ -205,63 +277,158 @@ impl Batcher {
         let Some(Ok((command_id, instance_id))) = sent else {
             return Ok(None);
         };
+        let Some(listed) = self.listed(cloud, &command_id, &instance_id, now).await? else {
+            return Ok(None);
+        };
+        // The listing shows the plugin's Output, cut at 2,500 characters and with standard
+        // error folded in: a finished invocation that needs more is read whole.
+        let partial = listed.status.is_terminal()
+            && (listed.status != CommandStatus::Success
+                || listed.stdout.chars().count() >= LIST_COMMAND_OUTPUT_MAX_CHARS);
+        if !partial {
+            return Ok(Some(listed));
+        }
         match cloud
             .get_command_invocation(&command_id, &instance_id)
             .await
         {
             // Finished tickets stay answerable: several states may read the same command.
             Ok(invocation) => Ok(Some(invocation)),
-            Err(error) if error.code == "InvocationDoesNotExist" => Ok(None),
+            // Throttled: the listed invocation, read whole on the next poll.
+            Err(error) if error.kind == ErrorKind::Throttled => Ok(None),
             Err(error) => Err(error),
         }
     }
 
-    /// The SSM view of `instance_id` from a snapshot no older than [`Self::REFRESH_SECONDS`];
-    /// refreshing covers every watched instance, 50 per call.
+    /// The invocation of `command_id` on `instance_id` from a listing of the whole command no
+    /// older than [`Self::REFRESH_SECONDS`]; `Ok(None)` while it is not visible, or while the
+    /// listing is throttled.
+    async fn listed(
+        &self,
+        cloud: &dyn Cloud,
+        command_id: &str,
+        instance_id: &str,
+        now: SystemTime,
+    ) -> Result<Option<CommandInvocation>, CloudError> {
+        let cached = |state: &State| {
+            state.listed.get(command_id).and_then(|(at, invocations)| {
+                let fresh = now.duration_since(*at).unwrap_or_default()
+                    < Duration::from_secs(Self::REFRESH_SECONDS);
+                // A finished invocation does not change: no need to list it again.
+                let answer = invocations.get(instance_id);
+                (fresh || answer.is_some_and(|i| i.status.is_terminal())).then(|| answer.cloned())
+            })
+        };
+        if let Some(answer) = cached(&self.state()) {
+            return Ok(answer);
+        }
+        // Let every execution woken at this instant ask first: one listing serves them all.
+        tokio::task::yield_now().await;
+        let _guard = self.flush_lock.lock().await;
+        {
+            let state = self.state();
+            if let Some(answer) = cached(&state) {
+                return Ok(answer);
+            }
+            if state.paused(Kind::List, now) {
+                return Ok(None);
+            }
+        }
+        let invocations = match cloud.list_command_invocations(command_id).await {
+            Ok(invocations) => invocations,
+            Err(error) if error.kind == ErrorKind::Throttled => {
+                self.state().pause(Kind::List, now);
+                return Ok(None);
+            }
+            Err(error) => return Err(error),
+        };
+        let by_instance: HashMap<String, CommandInvocation> = invocations
+            .into_iter()
+            .map(|i| (i.instance_id.clone(), i))
+            .collect();
+        let answer = by_instance.get(instance_id).cloned();
+        self.state()
+            .listed
+            .insert(command_id.to_string(), (now, by_instance));
+        Ok(answer)
+    }
+
+    /// The SSM view of `instance_id` from a refresh no older than [`Self::REFRESH_SECONDS`];
+    /// refreshing covers every watched instance, 50 per call, resuming where a throttled
+    /// refresh stopped. `Ok(None)` also while its refresh is held back by throttling.
     pub async fn instance_information(
         &self,
         cloud: &dyn Cloud,
         now: SystemTime,
         instance_id: &str,
     ) -> Result<Option<InstanceInformation>, CloudError> {
-        let fresh = |state: &State| {
-            state.snapshot_at.is_some_and(|at| {
-                now.duration_since(at).unwrap_or_default()
-                    < Duration::from_secs(Self::REFRESH_SECONDS)
-            }) && state.covered.contains(instance_id)
+        let cached = |state: &State| {
+            state.described.get(instance_id).and_then(|(at, info)| {
+                (now.duration_since(*at).unwrap_or_default()
+                    < Duration::from_secs(Self::REFRESH_SECONDS))
+                .then(|| info.clone())
+            })
         };
         {
             let mut state = self.state();
             state.watched.insert(instance_id.to_string());
-            if fresh(&state) {
-                return Ok(state.snapshot.get(instance_id).cloned());
+            if let Some(answer) = cached(&state) {
+                return Ok(answer);
             }
         }
         // Let every execution woken at this instant register first: one refresh serves all.
         tokio::task::yield_now().await;
         let _guard = self.flush_lock.lock().await;
-        let watched = {
+        let order = {
             let state = self.state();
-            if fresh(&state) {
-                return Ok(state.snapshot.get(instance_id).cloned());
+            if let Some(answer) = cached(&state) {
+                return Ok(answer);
             }
-            state.watched.iter().cloned().collect::<Vec<_>>()
+            if state.paused(Kind::Describe, now) {
+                return Ok(None);
+            }
+            // From the cursor to the end, then from the start: the least recently refreshed
+            // first.
+            let cursor = state.describe_cursor.clone().unwrap_or_default();
+            state
+                .watched
+                .range(cursor.clone()..)
+                .chain(state.watched.range(..cursor))
+                .cloned()
+                .collect::<Vec<_>>()
         };
-        let mut snapshot = HashMap::new();
-        for chunk in watched.chunks(50) {
-            for info in cloud.describe_instance_information(chunk).await? {
-                snapshot.insert(info.instance_id.clone(), info);
+        for chunk in order.chunks(50) {
+            let infos = match cloud.describe_instance_information(chunk).await {
+                Ok(infos) => infos,
+                Err(error) if error.kind == ErrorKind::Throttled => {
+                    let mut state = self.state();
+                    state.pause(Kind::Describe, now);
+                    state.describe_cursor = chunk.first().cloned();
+                    break;
+                }
+                Err(error) => return Err(error),
+            };
+            let mut by_id: HashMap<String, InstanceInformation> = infos
+                .into_iter()
+                .map(|info| (info.instance_id.clone(), info))
+                .collect();
+            let mut state = self.state();
+            for id in chunk {
+                // Only instances still watched: an unwatched one is done with.
+                if state.watched.contains(id) {
+                    let info = by_id.remove(id);
+                    state.described.insert(id.clone(), (now, info));
+                }
             }
+            state.describe_cursor = None;
         }
-        let mut state = self.state();
-        state.snapshot = snapshot;
-        state.snapshot_at = Some(now);
-        state.covered = watched.into_iter().collect();
-        Ok(state.snapshot.get(instance_id).cloned())
+        Ok(cached(&self.state()).flatten())
     }
 
     /// Stops watching an instance (it is online, or its workflow ended).
     pub fn unwatch(&self, instance_id: &str) {
-        self.state().watched.remove(instance_id);
+        let mut state = self.state();
+        state.watched.remove(instance_id);
+        state.described.remove(instance_id);
     }
 }

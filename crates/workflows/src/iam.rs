@@ -28,6 +28,9 @@ pub const HANDLER_ACTIONS: &[(&str, &[Operation])] = &[
         &[
             // With batching, checking a ticket flushes the batch it is in.
             SendCommand,
+            // A batched command's status comes from one listing of the whole command; a
+            // finished invocation whose listed output is partial is read whole.
+            ListCommandInvocations,
             GetCommandInvocation,
             RecordLifecycleActionHeartbeat,
         ],
@@ -42,6 +45,7 @@ pub const HANDLER_ACTIONS: &[(&str, &[Operation])] = &[
             // Sysprep's own command is checked while the instance still runs (batched: a
             // check flushes the batch it is in).
             GetCommandInvocation,
+            ListCommandInvocations,
             SendCommand,
         ],
     ),
