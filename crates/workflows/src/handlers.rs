@@ -188,11 +188,13 @@ impl Wait {
         {
             return Ok(());
         }
-        ctx.cloud
-            .record_lifecycle_action_heartbeat(hook)
-            .await
-            .map_err(lifecycle_err("RecordLifecycleActionHeartbeat"))?;
-        self.last_heartbeat = self.now;
+        match ctx.cloud.record_lifecycle_action_heartbeat(hook).await {
+            Ok(()) => self.last_heartbeat = self.now,
+            // Throttled: the hook still has half its timeout left, and the next poll (30 s
+            // on) tries again; failing the poll for it would be the only real harm.
+            Err(error) if error.kind == cloud::ErrorKind::Throttled => {}
+            Err(error) => return Err(lifecycle_err("RecordLifecycleActionHeartbeat")(error)),
+        }
         Ok(())
     }
 }
@@ -940,12 +942,8 @@ async fn publish_outcome(p: &Value, ctx: &Context) -> Result<Value, HandlerError
             .as_secs_f64(),
         timestamp: now,
     };
-    let namespace = ctx.settings.metric_namespace.clone();
-    ctx.cloud
-        .put_metric_data(&namespace, &outcome.data())
-        .await
-        .map_err(cloud_err("PutMetricData"))?;
-    Ok(json!({"emf": outcome.emf(&namespace).to_string()}))
+    let line = ctx.emf.write(&outcome, &ctx.settings.metric_namespace);
+    Ok(json!({"emf": line}))
 }
 
 // ==================================================================== naming

@@ -143,6 +143,8 @@ pub struct Context {
     /// The Lambda function timeout a hanging action runs into (must stay below the Task
     /// states' TimeoutSeconds of 120).
     pub lambda_timeout_seconds: u64,
+    /// Where outcome metrics go, as EMF lines ([`metrics::EmfLog`]).
+    pub emf: Arc<metrics::EmfLog>,
 }
 
 impl Context {
@@ -154,6 +156,7 @@ impl Context {
             batcher: None,
             hanging_actions: Vec::new(),
             lambda_timeout_seconds: 60,
+            emf: Arc::new(metrics::EmfLog::counting()),
         }
     }
 

@@ -112,6 +112,8 @@ pub async fn simulate_report(args: &SimulateArgs) -> anyhow::Result<serde_json::
         "collisions": collisions,
         "api_calls": calls,
         "api_calls_total": calls.values().sum::<u64>(),
+        // The outcome metrics the Lambda would write to its log (no API call).
+        "emf_lines": fleet.context.emf.lines(),
         "throttled_calls": fleet.sim.throttled_calls(),
         "throttling_failures": throttling_failures,
         "send_command_calls_per_50_instances":
@@ -152,6 +154,10 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
                 println!("  {operation:<40} {count}");
             }
         }
+        println!(
+            "  {:<40} {}",
+            "(EMF log lines, no API call)", report["emf_lines"]
+        );
         println!(
             "\nSendCommand calls per 50 instances: {:.2}",
             report["send_command_calls_per_50_instances"]
