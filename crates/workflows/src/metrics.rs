@@ -105,8 +105,11 @@ impl Outcome {
 pub struct EmfLog {
     lines: AtomicU64,
     tally: std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>>,
-    sink: Option<Box<dyn Fn(&str) + Send + Sync>>,
+    sink: Option<Box<LineSink>>,
 }
+
+/// Writes one EMF line somewhere (the Lambda: its standard output).
+type LineSink = dyn Fn(&str) + Send + Sync;
 
 impl EmfLog {
     /// Counts lines and writes them nowhere.
