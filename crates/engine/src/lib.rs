@@ -91,6 +91,14 @@ pub enum EngineError {
     },
     #[error("execution \"{0}\" is not running")]
     NotRunning(String),
+    /// The runtime delivered an event of another kind than its token waits for (a bug in the
+    /// runtime, not in the state machine); the execution did not change.
+    #[error("execution \"{execution}\": {source}")]
+    UnexpectedEvent {
+        execution: String,
+        #[source]
+        source: asl::interp::UnexpectedEvent,
+    },
     /// AWS rejects such a StartExecution with a `ValidationException` (the API's `input`
     /// length constraint) before the execution exists.
     #[error(
@@ -752,6 +760,12 @@ impl Engine {
                 return Ok(());
             }
             Err(DecideError::NotRunning(_)) => return Err(EngineError::NotRunning(arn.to_owned())),
+            Err(DecideError::UnexpectedEvent(source)) => {
+                return Err(EngineError::UnexpectedEvent {
+                    execution: arn.to_owned(),
+                    source,
+                });
+            }
         };
         live.seq += 1;
         let seq = live.seq;
