@@ -1,6 +1,6 @@
 //! Arbitrary bytes as a state machine definition: JSON parsing, static validation and model
-//! building must never panic, and the two entry points must agree (`Definition::parse` accepts
-//! exactly what `validate` finds nothing wrong with, unless the model builder names a reason).
+//! building must never panic, and the two entry points must agree (they are one pass:
+//! `Definition::parse` rejects a definition with exactly the diagnostics `validate` returns).
 //! Run: `scripts/fuzz asl_definition`.
 #![no_main]
 
@@ -31,6 +31,7 @@ fuzz_target!(|data: &[u8]| {
                 !found.is_empty(),
                 "an invalid definition must name a problem"
             );
+            assert_eq!(found, diags, "parse and validate are one pass");
             let _ = DefinitionError::Invalid(found).to_string();
         }
         Err(DefinitionError::Json(e)) => panic!("valid JSON reported as unreadable: {e}"),

@@ -13,7 +13,8 @@
 //!   as instants; `StringMatches` supports `*` and the escapes `\*` and `\\`.
 //! - JSONata rules: `{"Condition": "{% ... %}", "Next": ...}`; the condition must yield a
 //!   boolean, otherwise `States.QueryEvaluationError`.
-//! - [`parse_timestamp`]: RFC 3339 → nanoseconds since the Unix epoch (Wait states use it).
+//! - Timestamps are read by `clock::parse_rfc3339_nanos`, the one RFC 3339 parser (Step
+//!   Functions' rules), which Wait states and JSONata use too.
 //!
 //! Source: "Choice workflow state" in the Step Functions developer guide.
 
@@ -22,8 +23,9 @@ use std::cmp::Ordering;
 use serde_json::Value;
 
 use crate::error::{Diagnostic, StatesError};
-use crate::jsonata::{Expression, is_expression};
+use crate::jsonata_template::{evaluate_field, parse_expression};
 use crate::jsonpath::{EvalContext, JsonPath};
+use jsonata::{Expression, is_expression};
 
 /// A comparison operator family and direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,7 +223,9 @@ impl ChoiceRule {
                     TypeTest::Numeric => v.is_number(),
                     TypeTest::String => v.is_string(),
                     TypeTest::Boolean => v.is_boolean(),
-                    TypeTest::Timestamp => v.as_str().and_then(parse_timestamp).is_some(),
+                    TypeTest::Timestamp => {
+                        v.as_str().and_then(clock::parse_rfc3339_nanos).is_some()
+                    }
                     TypeTest::Present => true,
                 };
                 Ok(is == *expected)
@@ -244,7 +248,7 @@ impl ChoiceRule {
                 Ok(compare(*kind, *cmp, &left, &right))
             }
             ChoiceRule::Condition(expr) => {
-                let v = expr.evaluate_field(ctx, "Condition")?;
+                let v = evaluate_field(expr, ctx, "Condition")?;
                 match v {
                     Value::Bool(b) => Ok(b),
                     other => Err(StatesError::query(format!(
@@ -276,8 +280,8 @@ fn compare(kind: Kind, cmp: Cmp, left: &Value, right: &Value) -> bool {
             _ => None,
         },
         Kind::Timestamp => match (
-            left.as_str().and_then(parse_timestamp),
-            right.as_str().and_then(parse_timestamp),
+            left.as_str().and_then(clock::parse_rfc3339_nanos),
+            right.as_str().and_then(clock::parse_rfc3339_nanos),
         ) {
             (Some(a), Some(b)) => Some(a.cmp(&b)),
             _ => None,
@@ -348,15 +352,6 @@ pub fn string_matches(text: &str, pattern: &str) -> bool {
         pi += 1;
     }
     pi == toks.len()
-}
-
-/// Parses an RFC 3339 timestamp (`2016-03-14T01:59:00Z`, `...T01:59:00.123+02:00`) to
-/// nanoseconds since the Unix epoch. `None` when it is not one (Step Functions requires an
-/// uppercase `T` and, when no offset is given, an uppercase `Z`). The one parser is
-/// `clock::parse_rfc3339_nanos`: Choice comparisons, Wait states (`history::parse_timestamp`)
-/// and the history all follow the same Step Functions rule, so they share it.
-pub fn parse_timestamp(s: &str) -> Option<i128> {
-    clock::parse_rfc3339_nanos(s)
 }
 
 fn parse_rule(
@@ -485,10 +480,10 @@ fn parse_rule(
                 ));
             }
             match operand {
-                Value::Bool(b) => Expression::parse(if *b { "true" } else { "false" })
+                Value::Bool(b) => parse_expression(if *b { "true" } else { "false" })
                     .ok()
                     .map(ChoiceRule::Condition),
-                Value::String(s) if is_expression(s) => match Expression::parse(s) {
+                Value::String(s) if is_expression(s) => match parse_expression(s) {
                     Ok(e) => Some(ChoiceRule::Condition(e)),
                     Err(e) => {
                         diags.push(Diagnostic::new(here, e.to_string()));
@@ -576,7 +571,10 @@ fn parse_rule(
                     Kind::String => operand.is_string(),
                     Kind::Numeric => operand.is_number(),
                     Kind::Boolean => operand.is_boolean(),
-                    Kind::Timestamp => operand.as_str().and_then(parse_timestamp).is_some(),
+                    Kind::Timestamp => operand
+                        .as_str()
+                        .and_then(clock::parse_rfc3339_nanos)
+                        .is_some(),
                 };
                 if !ok {
                     let want = match kind {

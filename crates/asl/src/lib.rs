@@ -7,8 +7,9 @@
 //!
 //! Main types:
 //! - [`model::Definition`]: a whole definition, parsed and *fully validated* before anything
-//!   runs ([`validate::validate`] reports every problem as an [`error::Diagnostic`] with the
-//!   JSON path and state name). Expressions are compiled once here.
+//!   runs, in one pass that compiles every expression once and reports every problem as an
+//!   [`error::Diagnostic`] with the JSON path and state name
+//!   ([`model::Definition::parse_with_diagnostics`]; [`validate::validate`] is its diagnostics).
 //! - [`interp::Execution`]: the decider. `start`/`handle` take an [`interp::Event`] (task
 //!   result, timer fired, abort) and return an [`interp::Step`]: the
 //!   [`history::HistoryEvent`]s recorded and the [`interp::Command`]s for the runtime
@@ -16,7 +17,8 @@
 //! - [`history::HistoryEvent`]: `GetExecutionHistory`'s event shape (serde camelCase), shared
 //!   by the local engine, the CLI and the AWS mode.
 //! - The expression layer: [`jsonpath`], [`template`] (Parameters/ResultSelector/ItemSelector),
-//!   [`intrinsics`], [`jsonata`], [`choice`], with [`error::StatesError`] as AWS raises it.
+//!   [`intrinsics`], [`jsonata_template`] (JSONata-mode fields on the `jsonata` crate),
+//!   [`choice`], with [`error::StatesError`] as AWS raises it.
 //!
 //! Deliberately not here: storage, timers, task dispatch, concurrency (crate `engine`);
 //! distributed Map, activities and callback (`.waitForTaskToken`) patterns (a clear runtime
@@ -40,11 +42,12 @@ pub mod error;
 // Expression layer: JSONPath, payload templates, intrinsic functions, JSONata, Choice rules.
 pub mod choice;
 pub mod intrinsics;
-pub mod jsonata;
+pub mod jsonata_template;
 pub mod jsonpath;
 pub mod template;
 // Definitions and execution: model, validation, interpreter, history events.
 pub mod history;
 pub mod interp;
 pub mod model;
+pub mod query_language;
 pub mod validate;

@@ -3,9 +3,9 @@
 
 use asl::choice::ChoiceRule;
 use asl::intrinsics::IntrinsicCall;
-use asl::jsonata::Expression;
 use asl::jsonpath::{EvalContext, JsonPath, ReferencePath, SplitMix64};
 use asl::template::PayloadExpr;
+use jsonata::Expression;
 use proptest::prelude::*;
 use serde_json::json;
 

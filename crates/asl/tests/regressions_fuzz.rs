@@ -4,7 +4,7 @@
 //! parsing is linear in the input, so the whole file runs in well under a second.
 
 use asl::intrinsics::IntrinsicCall;
-use asl::jsonata::Expression;
+use asl::jsonata_template::{evaluate_field, parse_expression};
 use asl::jsonpath::{EvalContext, JsonPath, SplitMix64};
 use serde_json::json;
 
@@ -31,11 +31,11 @@ fn jsonata(text: String) -> Result<serde_json::Value, String> {
         let vars = serde_json::Map::new();
         let mut entropy = SplitMix64(0);
         let mut ctx = EvalContext::new(&input, &context, &vars, &mut entropy);
-        let e = Expression::parse(&text).map_err(|e| e.to_string())?;
+        let e = parse_expression(&text).map_err(|e| e.to_string())?;
         // Clone and drop the tree too: both recurse over it.
         let copy = e.clone();
         drop(copy);
-        e.evaluate_field(&mut ctx, "Output").map_err(|e| e.cause)
+        evaluate_field(&e, &mut ctx, "Output").map_err(|e| e.cause)
     })
 }
 

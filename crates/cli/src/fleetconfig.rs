@@ -19,6 +19,8 @@ pub struct FleetConfig {
     pub naming: Naming,
     pub group: Group,
     pub rollout: Rollout,
+    /// `[deploy]`: the CloudFormation stack (`fleetprep deploy`).
+    pub deploy: deploy::StackOptions,
 }
 
 /// `[naming]`: how launched instances get their hostnames.
@@ -166,6 +168,14 @@ impl FleetConfig {
                     self.rollout.min_healthy_percentage
                 ),
             );
+        }
+        if let Err(message) = self.deploy.check() {
+            let key = message
+                .split_whitespace()
+                .next()
+                .unwrap_or("deploy")
+                .to_owned();
+            return fail(key.trim_end_matches(':'), message);
         }
         if self.bake.force_stop_after_seconds >= self.bake.stop_timeout_seconds {
             return fail(

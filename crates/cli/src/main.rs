@@ -61,6 +61,8 @@ enum Command {
     Demo(cmd::demo::Args),
     /// Bake a golden AMI from a config file.
     Bake(cmd::bake::Args),
+    /// Roll an image out to the group (launch-template version + instance refresh).
+    Rollout(cmd::rollout::Args),
     /// Drive the simulated fleet.
     #[command(subcommand)]
     Fleet(cmd::fleet::Command),
@@ -78,12 +80,19 @@ enum Command {
     /// Render unattend.xml answer files.
     #[command(subcommand)]
     Unattend(cmd::unattend::Command),
+    /// Launch-template user data for fleet instances (SSM agent running, IMDSv2 only).
+    #[command(subcommand)]
+    Userdata(cmd::userdata::Command),
     /// Check hostnames against the Windows rules.
     #[command(subcommand)]
     Hostname(cmd::hostname::Command),
+    /// Deploy to AWS with CloudFormation; render the template; package the Lambda.
+    Deploy(cmd::deploy::Args),
     /// Benchmarks that print figures (never timed assertions).
     #[command(subcommand)]
     Bench(cmd::bench::Command),
+    /// Serve the embedded engine as a Step Functions API endpoint (AWS CLI, SDKs).
+    Serve(cmd::serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -94,13 +103,17 @@ fn main() -> ExitCode {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Bake(args) => cmd::bake::run(args),
         Command::Fleet(command) => cmd::fleet::run(command),
+        Command::Rollout(args) => cmd::rollout::run(args),
         Command::Executions(command) => cmd::executions::run(command),
         Command::Graph(args) => cmd::graph::run(args),
         Command::States(command) => cmd::states::run(command),
         Command::Sysprep(command) => cmd::sysprep::run(command),
         Command::Unattend(command) => cmd::unattend::run(command),
         Command::Hostname(command) => cmd::hostname::run(command),
+        Command::Userdata(command) => cmd::userdata::run(command),
         Command::Bench(command) => cmd::bench::run(command),
+        Command::Deploy(args) => cmd::deploy::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
     };
     match result {
         Ok(code) => code,

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use asl::history::{EventType, HistoryEvent};
 use clock::{Clock, SystemClock};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use workflows::local::LocalFleet;
+use localfleet::LocalFleet;
 
 /// Where executions run: the embedded engine (default) or AWS Step Functions.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -142,7 +142,7 @@ pub async fn drive(fleet: &LocalFleet, progress: &mut LiveProgress) -> anyhow::R
         fleet.run_until_idle().await?;
         return Ok(());
     }
-    let mut events = fleet.engine.subscribe();
+    let mut events = fleet.engine().subscribe();
     let run = fleet.run_until_idle();
     tokio::pin!(run);
     let result = loop {
@@ -286,13 +286,14 @@ pub async fn simulated_fleet(
 ) -> anyhow::Result<(LocalFleet, Arc<clock::VirtualClock>)> {
     let clock = virtual_clock_now();
     let fleet = LocalFleet::simulated(
-        workflows::local::FleetOptions {
+        localfleet::FleetOptions {
             scenario,
             settings: config.naming.settings(),
             hostname_pattern,
             hostname_prefix: config.naming.prefix.clone(),
             engine_store,
             batching,
+            ..localfleet::FleetOptions::default()
         },
         clock.clone(),
     )
@@ -301,6 +302,21 @@ pub async fn simulated_fleet(
 }
 
 /// A seed from the wall clock when none is given, so repeated runs get fresh instance ids.
+/// An execution name not yet used in the store: `{prefix}-{n}` with the smallest free `n`.
+/// Execution names are unique per state machine (StartExecution: "ExecutionAlreadyExists"),
+/// and one store keeps every run, so a second run with the same seed needs a new name.
+pub fn fresh_execution_name(engine: &engine::Engine, prefix: &str) -> anyhow::Result<String> {
+    let taken: std::collections::BTreeSet<String> = engine
+        .list_executions(None)?
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    Ok((0u64..)
+        .map(|n| format!("{prefix}-{n}"))
+        .find(|name| !taken.contains(name))
+        .unwrap_or_else(|| prefix.to_owned()))
+}
+
 pub fn seed_or_now(seed: Option<u64>) -> u64 {
     seed.unwrap_or_else(|| {
         SystemClock

@@ -98,7 +98,11 @@ fn demo_bakes_names_and_rolls_out_and_stores_executions() {
 fn bake_with_a_fault_scenario_reports_the_category_and_fails() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = dir.path().join("appx.toml");
-    std::fs::write(&scenario, "[[fault]]\nkind = \"preflight-appx-blocker\"\n").unwrap();
+    std::fs::write(
+        &scenario,
+        "[[fault]]\nkind = \"preflight-appx-blocker\"\nrecurs = true\n",
+    )
+    .unwrap();
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/fleetprep.toml");
     let store = dir.path().join("engine.sqlite3");
     let output = fleetprep(&[
@@ -173,4 +177,70 @@ fn graph_draws_every_workflow_in_both_formats() {
     }
     let missing = fleetprep(&["graph", "nope"]);
     assert_eq!(missing.status.code(), Some(2));
+}
+
+#[test]
+fn rollout_refreshes_the_group_onto_a_given_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("engine.sqlite3");
+    let store = store.to_str().unwrap();
+    let output = fleetprep(&[
+        "rollout",
+        "--image",
+        "ami-0new",
+        "--instances",
+        "3",
+        "--seed",
+        "5",
+        "--store",
+        store,
+        "--output",
+        "json",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary = json(&output);
+    assert_eq!(summary["status"], "SUCCEEDED");
+    assert_eq!(summary["image_id"], "ami-0new");
+    let bad = fleetprep(&["rollout", "--image", "not-an-ami", "--store", store]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not an AMI id"));
+}
+
+/// Issue 10: a second `fleetprep bake` in the same store used to fail with
+/// `execution "…:bake:bake-0" already exists`; every run gets a fresh execution name.
+#[test]
+fn a_second_bake_in_the_same_store_gets_a_fresh_execution_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let config = root.join("examples/fleetprep.toml");
+    let scenario = root.join("examples/scenarios/ssm-never-online.toml");
+    let store = dir.path().join("engine.sqlite3");
+    let mut arns = Vec::new();
+    for _ in 0..2 {
+        let output = fleetprep(&[
+            "bake",
+            "--config",
+            config.to_str().unwrap(),
+            "--scenario",
+            scenario.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+            "--output",
+            "json",
+        ]);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let summary = json(&output);
+        assert_eq!(summary["error"], "agent-unreachable");
+        arns.push(summary["execution_arn"].as_str().unwrap().to_owned());
+    }
+    assert_ne!(arns[0], arns[1]);
 }

@@ -63,11 +63,29 @@ fn diagnose_uses_console_and_context() {
         "diagnose",
         "--console",
         &fixture("agent-unreachable", "console.txt"),
+        "--agent-offline",
         "--output",
         "json",
     ]);
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
     assert_eq!(json["category"], "agent-unreachable");
+
+    // Issue 10, bug 2: the healthy EC2Launch v2 console ("Troubleshoot EC2Launch v2", sample
+    // console output) prints IMAGE_STATE_UNDEPLOYABLE; with a time-out that is `timeout`.
+    let output = fleetprep(&[
+        "sysprep",
+        "diagnose",
+        "--console",
+        &repo("crates/sysprep/tests/data/console/ec2launch-v2-healthy.txt")
+            .display()
+            .to_string(),
+        "--timed-out",
+    ]);
+    assert!(
+        stdout(&output).starts_with("category: timeout (retriable)"),
+        "{}",
+        stdout(&output)
+    );
 
     let output = fleetprep(&[
         "sysprep",
@@ -82,6 +100,18 @@ fn diagnose_uses_console_and_context() {
         "{}",
         stdout(&output)
     );
+}
+
+#[test]
+fn diagnose_help_lists_every_category() {
+    let output = fleetprep(&["sysprep", "diagnose", "--help"]);
+    let help = stdout(&output);
+    for category in sysprep::diagnose::Category::ALL {
+        assert!(
+            help.contains(category.as_str()),
+            "{category} missing:\n{help}"
+        );
+    }
 }
 
 #[test]
@@ -127,7 +157,8 @@ fn rename_offers_rename_computer_and_set_host_name() {
     assert!(output.status.success(), "{output:?}");
     let text = stdout(&output);
     assert!(text.contains("$desired = 'WEB-001'"), "{text}");
-    assert!(text.contains("Rename-Computer -NewName $desired -Force\n    exit 3010"));
+    assert!(text.contains("Rename-Computer -NewName $desired -Force\n"));
+    assert!(text.contains("status --block | Out-Null }\n    exit 3010"));
 
     let output = fleetprep(&[
         "sysprep",
@@ -209,12 +240,36 @@ fn unattend_render_never_prints_the_password_source_in_the_xml() {
     assert!(output.status.success(), "{output:?}");
     let xml = stdout(&output);
     assert!(xml.starts_with("<?xml"));
-    assert!(xml.contains("<SkipRearm>1</SkipRearm>"));
+    assert!(xml.contains("<SkipRearm>0</SkipRearm>"));
     assert!(!xml.contains("AdministratorPassword") && !xml.contains("secretsmanager"));
     let output = fleetprep(&["unattend", "render", "--config", &config, "--script"]);
     let script = stdout(&output);
     assert!(script.contains("Get-SECSecretValue"));
     assert!(script.contains(r"C:\ProgramData\Amazon\EC2Launch\sysprep\unattend.xml"));
+    // Issue 10, bug 4: on the builder the agent's own file is merged into, not replaced.
+    assert!(script.contains("$answer.Load($destination)"));
+}
+
+/// Issue 10, bug 4: `--base AGENT_FILE` merges into the agent's answer file offline and
+/// keeps what it carries (the specialize command that turns RDP back on).
+#[test]
+fn unattend_render_merges_into_the_agent_file() {
+    let config = repo("examples/unattend-secrets-manager.toml")
+        .display()
+        .to_string();
+    let base = repo("crates/sysprep/tests/data/agents/ec2launch-v2-unattend.xml")
+        .display()
+        .to_string();
+    let output = fleetprep(&["unattend", "render", "--config", &config, "--base", &base]);
+    assert!(output.status.success(), "{output:?}");
+    let xml = stdout(&output);
+    assert!(
+        xml.contains("fDenyTSConnections /t REG_DWORD /d 0"),
+        "{xml}"
+    );
+    assert!(xml.contains("<DoNotCleanUpNonPresentDevices>true</DoNotCleanUpNonPresentDevices>"));
+    assert!(xml.contains("<RegisteredOwner>Platform Team</RegisteredOwner>"));
+    assert!(!xml.contains("AdministratorPassword"));
 }
 
 #[test]

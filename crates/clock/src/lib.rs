@@ -398,4 +398,28 @@ mod tests {
             UNIX_EPOCH.checked_sub(Duration::from_secs(1))
         );
     }
+
+    #[test]
+    fn the_system_time_form_is_the_same_parse() {
+        for text in [
+            "2023-11-14T22:13:20.123Z",
+            "2023-11-14T23:13:20+01:00",
+            "1969-12-31T23:59:59Z",
+            "2023-11-14t22:13:20Z",
+            "2023-11-14T22:13:20z",
+            "2023-02-30T00:00:00Z",
+            "2023-11-14T22:13:20.1234567891Z",
+        ] {
+            let nanos = parse_rfc3339_nanos(text);
+            let time = parse_rfc3339(text);
+            assert_eq!(nanos.is_some(), time.is_some(), "{text}");
+            if let (Some(nanos), Some(time)) = (nanos, time) {
+                let since = match time.duration_since(UNIX_EPOCH) {
+                    Ok(after) => after.as_nanos() as i128,
+                    Err(before) => -(before.duration().as_nanos() as i128),
+                };
+                assert_eq!(since, nanos, "{text}");
+            }
+        }
+    }
 }

@@ -2,9 +2,9 @@
 //!
 //! Workflow task handlers only ever talk to a [`Cloud`]. Two implementations exist:
 //!
-//! - [`sim::SimCloud`], the simulated fleet: EC2, SSM, Auto Scaling and CloudWatch behaviour on a
-//!   [`clock::Clock`] (virtual in the demo and tests), seeded and deterministic, with fault
-//!   injection from a TOML scenario.
+//! - `sim::SimCloud` (cargo feature `sim`), the simulated fleet: EC2, SSM, Auto Scaling and
+//!   CloudWatch behaviour on a [`clock::Clock`] (virtual in the demo and tests), seeded and
+//!   deterministic, with fault injection from a TOML scenario. The Lambda builds without it.
 //! - `aws::AwsCloud` (cargo feature `aws`), the same operations on the official AWS SDK.
 //!
 //! [`iam::Operation`] names every operation of the trait once, with the IAM actions it needs
@@ -38,6 +38,7 @@
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod iam;
+#[cfg(feature = "sim")]
 pub mod sim;
 
 use std::fmt;
@@ -60,6 +61,10 @@ pub const LIST_COMMAND_OUTPUT_MAX_CHARS: usize = 2500;
 /// The line the SSM agent writes between standard output and standard error in a plugin's
 /// `Output`.
 pub const PLUGIN_OUTPUT_ERROR_LINE: &str = "----------ERROR-------";
+
+/// The hostname table's TTL attribute (epoch seconds): written by the DynamoDB name pool
+/// (`aws::hostnames`), declared by the deploy template (outside the `aws` feature).
+pub const HOSTNAME_TTL_ATTRIBUTE: &str = "ttl";
 
 /// The one seam to AWS. Object-safe: workflows hold an `Arc<dyn Cloud>`.
 #[async_trait]
@@ -508,8 +513,12 @@ pub struct SendCommandRequest {
     /// At most [`SEND_COMMAND_MAX_INSTANCES`].
     pub instance_ids: Vec<String>,
     pub document_name: String,
-    /// The document's `commands` parameter: script lines.
+    /// The document's `commands` parameter: script lines (`AWS-RunPowerShellScript`).
     pub commands: Vec<String>,
+    /// Parameters of any other document (e.g. `AWS-InstallWindowsUpdates`: `Action`,
+    /// `AllowReboot`), sent as given.
+    #[serde(default)]
+    pub parameters: std::collections::BTreeMap<String, Vec<String>>,
     /// The document's `executionTimeout` parameter, seconds.
     pub execution_timeout_seconds: Option<u32>,
     pub comment: Option<String>,

@@ -21,7 +21,7 @@
 //! changes are queued as events and applied lazily whenever the simulation is touched at a later
 //! time; nothing runs in the background.
 //!
-//! Faults come from a TOML [`Scenario`] (see [`FaultKind`] for the twelve kinds). The simulator
+//! Faults come from a TOML [`Scenario`] (see [`FaultKind`] for the kinds). The simulator
 //! does not run any workflow itself: that is the engine's job. It also keeps API-call counters
 //! per operation ([`SimCloud::api_calls`]) so the scale benchmark can report them.
 
@@ -47,8 +47,15 @@ mod quotas;
 pub enum FaultKind {
     /// The SSM agent never comes online on the target instances.
     SsmNeverOnline,
-    /// The pre-flight script reports AppX packages installed for a user but not provisioned.
+    /// An AppX package is installed for a user but not provisioned: pre-flight reports it and
+    /// Sysprep's AppX provider fails on it. Removing it for all users fixes it, unless
+    /// `recurs = true` (it comes back, as a Store app that reinstalls itself).
     PreflightAppxBlocker,
+    /// A reboot is pending (Component Based Servicing) until the builder reboots.
+    PendingReboot,
+    /// BitLocker protects the OS volume until it is turned off and decrypted
+    /// (`duration_seconds`, default 1800).
+    BitlockerEnabled,
     /// Sysprep fails validation ("Sysprep was not able to validate your Windows installation").
     SysprepValidationFailure,
     /// The instance is terminated (by someone else) while Sysprep runs.
@@ -57,7 +64,8 @@ pub enum FaultKind {
     StuckStopping,
     /// Every EC2 call is throttled (`RequestLimitExceeded`) for `duration_seconds`.
     ThrottleStorm,
-    /// CreateImage ends in state `failed`.
+    /// CreateImage ends in state `failed` (`Client.InternalError`); with `times = N` only the
+    /// first N images fail, a transient failure.
     CreateImageFails,
     /// CreateImage never leaves `pending`.
     ImageStuckPending,
@@ -106,6 +114,12 @@ pub struct Fault {
     /// ConcurrentAllocationConflict: names held by another writer.
     #[serde(default)]
     pub preallocated: Option<u64>,
+    /// PreflightAppxBlocker: the blocker comes back after every removal.
+    #[serde(default)]
+    pub recurs: bool,
+    /// CreateImageFails: how many images fail before one succeeds (default: all).
+    #[serde(default)]
+    pub times: Option<u32>,
 }
 
 /// A scenario file: a seed and faults.
@@ -123,6 +137,35 @@ pub struct Scenario {
     pub seed: u64,
     #[serde(default, rename = "fault")]
     pub faults: Vec<Fault>,
+    /// What should happen under these faults (the scenario tests check it; the simulator
+    /// ignores it).
+    #[serde(default)]
+    pub expect: Option<Expect>,
+}
+
+/// The terminal state a scenario file promises, checked by the tests that run every file in
+/// `examples/scenarios/`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// `bake` (through `fleetprep bake`) or `fleet` (through `fleetprep fleet simulate`).
+    pub run: String,
+    /// The execution's terminal status: `SUCCEEDED` or `FAILED`.
+    pub status: String,
+    /// The failure category (a failed bake's Fail error).
+    #[serde(default)]
+    pub category: Option<String>,
+    /// The remedy the self-healing bake applied, and how many rounds it took.
+    #[serde(default)]
+    pub remedy: Option<String>,
+    #[serde(default)]
+    pub remediation_rounds: Option<u32>,
+    /// Fleet runs: how many instances are launched.
+    #[serde(default)]
+    pub instances: Option<u32>,
+    /// Fleet runs: how many instances end in service.
+    #[serde(default)]
+    pub in_service: Option<u32>,
 }
 
 /// A scenario file that could not be read, with its location.
@@ -338,6 +381,7 @@ struct World {
     throttled: BTreeMap<String, u64>,
     buckets: HashMap<&'static str, quotas::Bucket>,
     sent: Vec<SentCommand>,
+    failed_images: u64,
     // Command id -> the instances it targets (ListCommandInvocations without a scan).
     command_targets: HashMap<String, Vec<String>>,
 }
@@ -378,6 +422,16 @@ struct SimInstance {
     machine_sid: String,
     generalized: bool,
     sysprep_running: bool,
+    // `HKLM\...\Setup\State\ImageState`.
+    image_state: sysprep::agent::ImageState,
+    // Panther logs on the instance's disk: (path, content), as Sysprep leaves them.
+    panther: Vec<(String, String)>,
+    // What pre-flight and Sysprep find on this instance (from the scenario's faults).
+    appx_blocker: bool,
+    reboot_pending: bool,
+    // BitLocker on the OS volume: None when off; Some(None) until turned off, then the
+    // time decryption finishes.
+    bitlocker: Option<Option<SystemTime>>,
     console: String,
     generation: u64,
 }
@@ -432,11 +486,30 @@ enum Effect {
     Rename(String, RenameBy),
     /// The script runs again after the reboot its exit code 3010 asked for.
     Rerun,
+    /// `sysprep::remedy::reboot_script`: exits 3010 once, then reports on the rerun.
+    RebootRemedy,
+    /// The reboot remedy's second run, after the reboot.
+    RebootRemedyDone,
     Sysprep {
-        reboot: bool,
+        after: SysprepAfter,
         name: Option<String>,
     },
-    SysprepFails,
+    /// Sysprep fails validation; `attached` when the command waits for it (the no-shutdown
+    /// form), so the command itself reports the failure and the builder keeps running.
+    SysprepFails {
+        attached: bool,
+        exit_code: i32,
+        panther: &'static str,
+    },
+}
+
+/// What Windows does when Sysprep finishes, as the command asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SysprepAfter {
+    Shutdown,
+    Reboot,
+    /// The no-shutdown form: the command returns when Sysprep is done, the instance stays up.
+    Quit,
 }
 
 /// What a rename script uses, which decides how many reboots the name takes.
@@ -615,9 +688,12 @@ impl SimCloud {
                     && instance.state == InstanceState::Pending
                 {
                     instance.state = InstanceState::Running;
+                    // What a healthy EC2Launch v2 boot prints ("Troubleshoot EC2Launch v2",
+                    // sample console log output): UNDEPLOYABLE while Windows is configured.
                     instance.console.push_str(&format!(
-                        "{} EC2Launch: Windows is being configured. SysprepState=IMAGE_STATE_COMPLETE\n",
-                        clock::format_rfc3339_seconds(at)
+                        "{}: Windows is being configured. SysprepState=IMAGE_STATE_UNDEPLOYABLE\n{}: Message: Windows is Ready to use\n",
+                        console_time(at),
+                        console_time(at)
                     ));
                     let never_online = self
                         .scenario
@@ -627,11 +703,6 @@ impl SimCloud {
                         let delay =
                             self.draw(&format!("ssm/{id}"), self.timings.ssm_online_after_running);
                         Self::schedule(world, at + delay, Event::SsmOnline(id));
-                    } else {
-                        instance.console.push_str(&format!(
-                            "{} Amazon SSM Agent: failed to register: unable to retrieve instance identity (IMAGE_STATE_UNDEPLOYABLE)\n",
-                            clock::format_rfc3339_seconds(at)
-                        ));
                     }
                 }
             }
@@ -645,21 +716,59 @@ impl SimCloud {
             }
             Event::CommandDone(command_id, instance_id) => {
                 let key = (command_id.clone(), instance_id.clone());
+                // An instance that went away mid-command never reports: its invocation stays
+                // in progress until SSM times it out.
+                let gone = world
+                    .instances
+                    .get(&instance_id)
+                    .is_none_or(|i| i.state != InstanceState::Running);
                 let effect = match world.commands.get_mut(&key) {
-                    Some(invocation) if !invocation.status.is_terminal() => {
+                    Some(invocation) if !invocation.status.is_terminal() && !gone => {
                         let effect = invocation.effect.clone();
                         match effect {
-                            Effect::SysprepFails => {
-                                invocation.status = CommandStatus::Failed;
-                                invocation.details = "Failed".into();
-                                invocation.code = 1;
-                                invocation.stderr = PANTHER_VALIDATION_FAILED.into();
+                            Effect::SysprepFails {
+                                attached: false, ..
+                            } => {
+                                // Detached (Start-Process), the command reported success long
+                                // before Sysprep failed: only the Panther logs and the running
+                                // builder tell.
+                                invocation.status = CommandStatus::Success;
+                                invocation.details = "Success".into();
+                                invocation.code = 0;
+                            }
+                            Effect::SysprepFails {
+                                attached: true,
+                                exit_code,
+                                ..
+                            } => {
+                                // The command sees the failure; the evidence is in Panther.
+                                let (status, details) = if exit_code == 0 {
+                                    (CommandStatus::Success, "Success")
+                                } else {
+                                    (CommandStatus::Failed, "Failed")
+                                };
+                                invocation.status = status;
+                                invocation.details = details.into();
+                                invocation.code = exit_code;
+                                if exit_code != 0 {
+                                    invocation.stderr = format!(
+                                        "sysprep failed with exit code {exit_code}; see the Panther logs"
+                                    );
+                                }
+                            }
+                            Effect::Sysprep {
+                                after: SysprepAfter::Quit,
+                                ..
+                            } => {
+                                invocation.status = CommandStatus::Success;
+                                invocation.details = "Success".into();
+                                invocation.code = 0;
                             }
                             Effect::Sysprep { .. } => {
                                 // Cut off by the shutdown: the agent never reports completion.
                             }
-                            Effect::Rename(..) => {
-                                // Decided below, once the instance's current name is known.
+                            Effect::Rename(..) | Effect::RebootRemedy => {
+                                // Decided below, once the instance's state is known.
                             }
                             _ => {
                                 invocation.status = CommandStatus::Success;
@@ -709,33 +818,75 @@ impl SimCloud {
                             invocation.stdout = stdout;
                         }
                     }
-                    Effect::Sysprep { reboot, name } => {
+                    Effect::SysprepFails { panther, .. } => {
+                        // A failed Sysprep leaves Windows running with its Panther logs
+                        // ("Troubleshoot Sysprep with Amazon EC2 Windows instances").
+                        instance.sysprep_running = false;
+                        instance.panther = panther_logs(at, panther);
+                    }
+                    Effect::RebootRemedy => {
+                        // exit 3010: SSM reboots the instance and runs the script again
+                        // ("Handling reboots when running commands").
+                        instance.ssm_online = false;
+                        instance.rerun_command = Some(command_id.clone());
+                        let delay = self.draw(
+                            &format!("reboot/{command_id}/{instance_id}"),
+                            self.timings.reboot,
+                        );
+                        Self::schedule(world, at + delay, Event::RebootUp(instance_id));
+                    }
+                    Effect::RebootRemedyDone => {
+                        if let Some(invocation) = world.commands.get_mut(&key) {
+                            invocation.status = CommandStatus::Success;
+                            invocation.details = "Success".into();
+                            invocation.code = 0;
+                            invocation.stdout = format!(
+                                "{}{}",
+                                sysprep::remedy::REMEDY_MARKER,
+                                serde_json::json!({"remedy": "reboot", "done": true})
+                            );
+                        }
+                    }
+                    Effect::Sysprep { after, name } => {
                         instance.sysprep_running = false;
                         instance.generalized = true;
+                        instance.image_state = sysprep::agent::ImageState::GeneralizeResealToOobe;
+                        instance.panther = panther_logs(at, PANTHER_GENERALIZED);
                         instance.machine_sid =
                             sid(self.scenario.seed, &format!("{instance_id}/{command_id}"));
-                        instance.console.push_str(&format!(
-                            "{} Windows sysprep configuration complete.\n",
-                            clock::format_rfc3339_seconds(at)
-                        ));
-                        instance.ssm_online = false;
-                        if reboot {
-                            instance.pending_name = Some(name.unwrap_or_else(|| {
-                                format!("WIN-{}", &sid_hex(self.scenario.seed, &instance_id)[..11])
-                            }));
-                            let delay = self.draw(&format!("oobe/{instance_id}"), (180, 420));
-                            Self::schedule(world, at + delay, Event::RebootUp(instance_id));
-                        } else {
-                            instance.state = InstanceState::Stopping;
-                            instance.state_reason = Some("Client.InstanceInitiatedShutdown".into());
-                            let stuck = self
-                                .scenario
-                                .fault(FaultKind::StuckStopping, instance.from_group.is_some())
-                                .is_some();
-                            if !stuck {
-                                let delay = self
-                                    .draw(&format!("stop/{instance_id}"), self.timings.stopping);
-                                Self::schedule(world, at + delay, Event::Stopped(instance_id));
+                        match after {
+                            SysprepAfter::Quit => {}
+                            SysprepAfter::Reboot => {
+                                instance.ssm_online = false;
+                                instance.console.push_str(&format!(
+                                    "{}: Windows sysprep configuration complete.\n",
+                                    console_time(at)
+                                ));
+                                instance.pending_name = Some(name.unwrap_or_else(|| {
+                                    format!(
+                                        "WIN-{}",
+                                        &sid_hex(self.scenario.seed, &instance_id)[..11]
+                                    )
+                                }));
+                                let delay = self.draw(&format!("oobe/{instance_id}"), (180, 420));
+                                Self::schedule(world, at + delay, Event::RebootUp(instance_id));
+                            }
+                            SysprepAfter::Shutdown => {
+                                instance.ssm_online = false;
+                                instance.state = InstanceState::Stopping;
+                                instance.state_reason =
+                                    Some("Client.InstanceInitiatedShutdown".into());
+                                let stuck = self
+                                    .scenario
+                                    .fault(FaultKind::StuckStopping, instance.from_group.is_some())
+                                    .is_some();
+                                if !stuck {
+                                    let delay = self.draw(
+                                        &format!("stop/{instance_id}"),
+                                        self.timings.stopping,
+                                    );
+                                    Self::schedule(world, at + delay, Event::Stopped(instance_id));
+                                }
                             }
                         }
                     }
@@ -765,6 +916,8 @@ impl SimCloud {
                     if let Some(name) = instance.pending_name.take() {
                         instance.computer_name = name;
                     }
+                    // Any reboot completes pending servicing.
+                    instance.reboot_pending = false;
                     let rerun = instance.rerun_command.take();
                     if self
                         .scenario
@@ -777,7 +930,10 @@ impl SimCloud {
                         if let Some(invocation) =
                             world.commands.get_mut(&(command_id.clone(), id.clone()))
                         {
-                            invocation.effect = Effect::Rerun;
+                            invocation.effect = match invocation.effect {
+                                Effect::RebootRemedy => Effect::RebootRemedyDone,
+                                _ => Effect::Rerun,
+                            };
                         }
                         let delay =
                             self.draw(&format!("rerun/{command_id}/{id}"), self.timings.command);
@@ -877,6 +1033,7 @@ impl SimCloud {
             &sid_hex(self.scenario.seed, &id)[..7].to_uppercase()
         );
         let sid = sid(self.scenario.seed, &format!("{image_id}/base"));
+        let from_group = group.is_some();
         world.instances.insert(
             id.clone(),
             SimInstance {
@@ -900,12 +1057,21 @@ impl SimCloud {
                 machine_sid: sid,
                 generalized: false,
                 sysprep_running: false,
-                console: format!(
-                    "{} Instance {} launching from {}\n",
-                    clock::format_rfc3339_seconds(now),
-                    id,
-                    image_id
-                ),
+                image_state: sysprep::agent::ImageState::Complete,
+                panther: Vec::new(),
+                appx_blocker: self
+                    .scenario
+                    .fault(FaultKind::PreflightAppxBlocker, from_group)
+                    .is_some(),
+                reboot_pending: self
+                    .scenario
+                    .fault(FaultKind::PendingReboot, from_group)
+                    .is_some(),
+                bitlocker: self
+                    .scenario
+                    .fault(FaultKind::BitlockerEnabled, from_group)
+                    .map(|_| None),
+                console: String::new(),
                 generation: 0,
             },
         );
@@ -1461,8 +1627,14 @@ impl Cloud for SimCloud {
                     instance.ssm_online = false;
                     instance.sysprep_running = false;
                     instance.state_reason = Some("Client.UserInitiatedShutdown".into());
-                    let delay = self.draw(&format!("stop/{id}"), self.timings.stopping);
-                    Self::schedule(world, now + delay, Event::Stopped(id.to_string()));
+                    let stuck = self
+                        .scenario
+                        .fault(FaultKind::StuckStopping, instance.from_group.is_some())
+                        .is_some();
+                    if !stuck {
+                        let delay = self.draw(&format!("stop/{id}"), self.timings.stopping);
+                        Self::schedule(world, now + delay, Event::Stopped(id.to_string()));
+                    }
                 }
                 InstanceState::Stopping if force => {
                     // A forced stop cuts a hung shutdown short (EC2 StopInstances Force=true).
@@ -1548,10 +1720,14 @@ impl Cloud for SimCloud {
                 &format!("image/{}", request.client_token)
             )
         );
+        // `times = N`: only the first N images fail (a transient Client.InternalError).
         let fails = self
             .scenario
             .fault(FaultKind::CreateImageFails, from_group)
-            .is_some();
+            .is_some_and(|f| f.times.is_none_or(|n| world.failed_images < u64::from(n)));
+        if fails {
+            world.failed_images += 1;
+        }
         let stuck = self
             .scenario
             .fault(FaultKind::ImageStuckPending, from_group)
@@ -1782,7 +1958,10 @@ impl Cloud for SimCloud {
                 platform_name: "Microsoft Windows Server 2022 Datacenter".into(),
                 platform_version: "10.0.20348".into(),
                 agent_version: "3.3.1142.0".into(),
-                computer_name: i.computer_name.clone(),
+                // The agent reports `DNSHostName.Domain`, and `Domain` is the workgroup off a
+                // domain (amazon-ssm-agent source, platform code for Windows,
+                // `fullyQualifiedDomainName`); simulated instances are in WORKGROUP.
+                computer_name: format!("{}.WORKGROUP", i.computer_name),
             })
             .collect())
     }
@@ -1826,36 +2005,136 @@ impl Cloud for SimCloud {
             // The `sysprep` crate's report scripts are recognised by the output markers they
             // print (stable constants), checked first: their text mentions Sysprep and the
             // launch agents too.
-            if script.contains(sysprep::preflight::PREFLIGHT_MARKER) {
-                stdout = if self
+            if request.document_name == "AWS-InstallWindowsUpdates" {
+                // The document installs the updates and reboots as they need (AllowReboot):
+                // tens of minutes, and no reboot is left pending afterwards.
+                delay = self.draw(&format!("updates/{id}"), (20 * 60, 40 * 60));
+                if let Some(instance) = world.instances.get_mut(id) {
+                    instance.reboot_pending = false;
+                }
+                stdout = "Windows updates installed.".into();
+            } else if script.contains(sysprep::preflight::PREFLIGHT_MARKER) {
+                stdout = preflight_json(&world.instances[id], now);
+            } else if script.contains(sysprep::remedy::REMEDY_MARKER) {
+                let recurs = self
                     .scenario
                     .fault(FaultKind::PreflightAppxBlocker, from_group)
-                    .is_some()
-                {
-                    PREFLIGHT_APPX.into()
-                } else {
-                    PREFLIGHT_CLEAN.into()
+                    .is_some_and(|f| f.recurs);
+                let bitlocker_seconds = self
+                    .scenario
+                    .fault(FaultKind::BitlockerEnabled, from_group)
+                    .and_then(|f| f.duration_seconds)
+                    .unwrap_or(1800);
+                let Some(instance) = world.instances.get_mut(id) else {
+                    continue;
                 };
+                if lower.contains("remedy = 'appx'") {
+                    let removed: Vec<&str> = if instance.appx_blocker {
+                        vec![APPX_BLOCKER]
+                    } else {
+                        vec![]
+                    };
+                    // A recurring blocker is back by the next pre-flight.
+                    instance.appx_blocker = instance.appx_blocker && recurs;
+                    stdout = format!(
+                        "{}{}",
+                        sysprep::remedy::REMEDY_MARKER,
+                        serde_json::json!({"remedy": "appx", "done": true, "removed": removed})
+                    );
+                } else if lower.contains("remedy = 'reboot'") {
+                    effect = Effect::RebootRemedy;
+                } else if lower.contains("remedy = 'bitlocker'") {
+                    let decrypted_at = match instance.bitlocker {
+                        None => None,
+                        Some(Some(at)) => Some(at),
+                        Some(None) => Some(now + Duration::from_secs(bitlocker_seconds)),
+                    };
+                    instance.bitlocker = decrypted_at.map(Some);
+                    let done = decrypted_at.is_none_or(|at| at <= now);
+                    stdout = format!(
+                        "{}{}",
+                        sysprep::remedy::REMEDY_MARKER,
+                        serde_json::json!({
+                            "remedy": "bitlocker",
+                            "done": done,
+                            "volumeStatus": if done { "FullyDecrypted" } else { "DecryptionInProgress" },
+                        })
+                    );
+                }
             } else if script.contains(sysprep::agent::DETECT_MARKER) {
                 stdout = serde_json::json!({"agent": "ec2launch-v2", "version": "2.0.2107.0"})
                     .to_string();
+            } else if script.contains(sysprep::secrets::SECRETS_MARKER) {
+                // The builder reads each secret: readable when the simulated account has it.
+                let mut checks: Vec<serde_json::Value> = Vec::new();
+                for reference in script.split("@{ reference = '").skip(1) {
+                    let name = reference.split('\'').next().unwrap_or_default();
+                    if checks.iter().any(|c| c["reference"] == name) {
+                        continue;
+                    }
+                    let readable = world.secrets.contains_key(name);
+                    checks.push(serde_json::json!({
+                        "reference": name,
+                        "readable": readable,
+                        "error": (!readable).then_some("ResourceNotFoundException: Secrets Manager can't find the specified secret."),
+                    }));
+                }
+                stdout = format!(
+                    "{}{}",
+                    sysprep::secrets::SECRETS_MARKER,
+                    serde_json::Value::Array(checks)
+                );
+            } else if script.contains(sysprep::agent::IMAGE_STATE_MARKER) {
+                stdout = format!(
+                    "{}{}",
+                    sysprep::agent::IMAGE_STATE_MARKER,
+                    serde_json::json!({"imageState": world.instances[id].image_state.as_str()})
+                );
+            } else if script.contains(sysprep::panther::PANTHER_MARKER) {
+                stdout = panther_output(&world.instances[id].panther);
             } else if lower.contains("sysprep")
                 && (lower.contains("/generalize")
                     || (lower.contains("ec2launch") && lower.contains(" sysprep"))
                     || lower.contains("sysprepinstance.ps1")
                     || lower.contains("-sysprep"))
             {
-                if self
-                    .scenario
-                    .fault(FaultKind::SysprepValidationFailure, from_group)
-                    .is_some()
+                let instance = &world.instances[id];
+                // What Sysprep finds first: the AppX provider, BitLocker, then validation
+                // (a pending reboot fails it too).
+                let failure = if instance.appx_blocker {
+                    Some(PANTHER_APPX_FAILED)
+                } else if instance
+                    .bitlocker
+                    .is_some_and(|at| at.is_none_or(|at| at > now))
                 {
-                    effect = Effect::SysprepFails;
+                    Some(PANTHER_BITLOCKER_FAILED)
+                } else if instance.reboot_pending
+                    || self
+                        .scenario
+                        .fault(FaultKind::SysprepValidationFailure, from_group)
+                        .is_some()
+                {
+                    Some(PANTHER_VALIDATION_FAILED)
+                } else {
+                    None
+                };
+                if let Some(panther) = failure {
+                    let attached = !lower.contains("start-process");
+                    // SysprepInstance.ps1 reports nothing; the native programs exit non-zero.
+                    let exit_code = if lower.contains("sysprepinstance.ps1") {
+                        0
+                    } else {
+                        1
+                    };
+                    effect = Effect::SysprepFails {
+                        attached,
+                        exit_code,
+                        panther,
+                    };
                     delay = Duration::from_secs(90);
                 } else {
-                    let reboot = lower.contains("/reboot") && !lower.contains("/shutdown");
                     effect = Effect::Sysprep {
-                        reboot,
+                        after: sysprep_after(&lower),
                         name: rename_target(&script, id).or_else(|| {
                             extract_between(&script, "<ComputerName>", "</ComputerName>")
                         }),
@@ -1893,7 +2172,11 @@ impl Cloud for SimCloud {
                 status_failed = true;
             }
             let effect = if status_failed {
-                Effect::SysprepFails
+                Effect::SysprepFails {
+                    attached: false,
+                    exit_code: 1,
+                    panther: "",
+                }
             } else {
                 effect
             };
@@ -2211,6 +2494,79 @@ impl Cloud for SimCloud {
     }
 }
 
+/// What a Sysprep command asks Windows to do afterwards, per agent ("Create a standardized
+/// Amazon Machine Image (AMI) using Sysprep"): `ec2launch sysprep` shuts down only with
+/// `--shutdown`, `SysprepInstance.ps1` unless `-NoShutdown`, `ec2config.exe -sysprep` always,
+/// and `sysprep.exe` as its `/shutdown`, `/reboot` or `/quit` says.
+fn sysprep_after(lower: &str) -> SysprepAfter {
+    if lower.contains("/reboot") {
+        SysprepAfter::Reboot
+    } else if lower.contains("/shutdown")
+        || lower.contains("--shutdown")
+        || lower.contains("-sysprep'")
+        || (lower.contains("sysprepinstance.ps1") && !lower.contains("-noshutdown"))
+    {
+        SysprepAfter::Shutdown
+    } else {
+        SysprepAfter::Quit
+    }
+}
+
+/// The Panther logs a Sysprep run leaves: `setupact.log` with every line and `setuperr.log`
+/// with the errors, in `%WINDIR%\System32\Sysprep\Panther` ("Troubleshoot Sysprep with Amazon
+/// EC2 Windows instances").
+fn panther_logs(at: SystemTime, lines: &str) -> Vec<(String, String)> {
+    let stamp = clock::format_rfc3339_seconds(at).replace('T', " ");
+    let stamp = stamp.trim_end_matches('Z');
+    let restamp = |text: &str| -> String {
+        text.lines()
+            .map(|line| match line.split_once(", ") {
+                Some((_, rest)) if line.as_bytes().first().is_some_and(u8::is_ascii_digit) => {
+                    format!("{stamp}, {rest}\n")
+                }
+                _ => format!("{line}\n"),
+            })
+            .collect()
+    };
+    let act = restamp(lines);
+    let err: String = act
+        .lines()
+        .filter(|l| l.contains(", Error"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let folder = r"C:\Windows\System32\Sysprep\Panther";
+    vec![
+        (format!(r"{folder}\setupact.log"), act),
+        (format!(r"{folder}\setuperr.log"), err),
+    ]
+}
+
+/// What `sysprep::panther::collection_script` prints for these logs: a marked header and the
+/// bounded tail of each.
+fn panther_output(logs: &[(String, String)]) -> String {
+    let mut out = String::new();
+    for (path, content) in logs {
+        let bytes = content.len() as u64;
+        let start = content
+            .len()
+            .saturating_sub(sysprep::panther::TAIL_BYTES as usize);
+        let start = (start..=content.len())
+            .find(|&i| content.is_char_boundary(i))
+            .unwrap_or(content.len());
+        let tail = &content[start..];
+        out.push_str(sysprep::panther::PANTHER_MARKER);
+        out.push_str(
+            &serde_json::json!({"path": path, "bytes": bytes, "tailBytes": tail.len()}).to_string(),
+        );
+        out.push('\n');
+        out.push_str(tail);
+        if !tail.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// What the fleetprep identity snippet prints on this instance.
 fn identity_json(instance: &SimInstance) -> String {
     serde_json::json!({
@@ -2219,6 +2575,13 @@ fn identity_json(instance: &SimInstance) -> String {
         "Generalized": instance.generalized,
     })
     .to_string()
+}
+
+/// The console's timestamp format (`2020/08/13 17:25:12Z`, "Troubleshoot EC2Launch v2").
+fn console_time(at: SystemTime) -> String {
+    clock::format_rfc3339_seconds(at)
+        .replacen('-', "/", 2)
+        .replace('T', " ")
 }
 
 /// EC2's answer for an instance id it does not know.
@@ -2322,12 +2685,11 @@ fn extract_between(text: &str, open: &str, close: &str) -> Option<String> {
 /// A stable 64-bit hash of (seed, key): splitmix64 over FNV-1a. Deterministic across runs and
 /// platforms, unlike `std`'s randomly keyed hasher.
 fn mix(seed: u64, key: &str) -> u64 {
-    let mut hash = 0xcbf2_9ce4_8422_2325u64 ^ seed;
-    for byte in key.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    let mut z = hash.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    // FNV-1a from the standard offset basis xor the seed.
+    use std::hash::Hasher as _;
+    let mut fnv = fnv::FnvHasher::with_key(0xcbf2_9ce4_8422_2325 ^ seed);
+    fnv.write(key.as_bytes());
+    let mut z = fnv.finish().wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
@@ -2347,11 +2709,60 @@ fn sid(seed: u64, key: &str) -> String {
 /// setupact.log lines (Panther) for a validation failure, in the real format.
 const PANTHER_VALIDATION_FAILED: &str = "2026-11-26 15:04:11, Error                 SYSPRP Sysprep_Clean_Validate_Opk: There are one or more Windows updates that require a reboot.\n2026-11-26 15:04:11, Error                 SYSPRP ActionPlatform::LaunchModule: Failure occurred while executing 'Sysprep_Clean_Validate_Opk' from C:\\Windows\\System32\\spopk.dll; dwRet = 0x3cf2\n2026-11-26 15:04:11, Error                 SYSPRP SysprepSession::Validate: Error in validating actions from C:\\Windows\\System32\\Sysprep\\ActionFiles\\Cleanup.xml; dwRet = 0x3cf2\n2026-11-26 15:04:11, Error      [0x0f0070] SYSPRP RunDlls:An error occurred while running registry sysprep DLLs, halting sysprep execution. dwRet = 0x3cf2\nSysprep was not able to validate your Windows installation.\n";
 
-/// Pre-flight script output with no findings.
-const PREFLIGHT_CLEAN: &str = r#"{"appx_not_provisioned":[],"reboot_pending":{"cbs":false,"windows_update":false,"pending_file_rename":false},"rearm_count":1001,"skip_rearm":0,"bitlocker_os_volume":"FullyDecrypted","agent_run_once":false,"copy_profile":false,"domain_joined":false,"free_disk_gb":42.5}"#;
+/// setupact.log lines (Panther) of a generalize that succeeded.
+const PANTHER_GENERALIZED: &str = "2026-11-26 15:04:11, Info                  SYSPRP ========================================================\n2026-11-26 15:04:11, Info                  SYSPRP ===          Beginning of a new sysprep run          ===\n2026-11-26 15:04:12, Info       [0x0f004d] SYSPRP WinMain:Processing 'generalize' internal provider...\n2026-11-26 15:09:40, Info                  SYSPRP ActionPlatform::LaunchModule: Successfully executed 'Sysprep_Generalize_Bcd' from C:\\Windows\\System32\\spbcd.dll\n2026-11-26 15:10:02, Info       [0x0f0052] SYSPRP WinMain:Sysprep successfully completed\n";
 
-/// Pre-flight script output with an AppX package installed for a user but not provisioned.
-const PREFLIGHT_APPX: &str = r#"{"appx_not_provisioned":["Microsoft.BingWeather_4.53.51922.0_x64__8wekyb3d8bbwe"],"reboot_pending":{"cbs":false,"windows_update":false,"pending_file_rename":false},"rearm_count":1001,"skip_rearm":0,"bitlocker_os_volume":"FullyDecrypted","agent_run_once":false,"copy_profile":false,"domain_joined":false,"free_disk_gb":42.5}"#;
+/// The per-user package the AppX fault installs.
+const APPX_BLOCKER: &str = "Microsoft.BingWeather_4.53.51922.0_x64__8wekyb3d8bbwe";
+
+/// What `sysprep::preflight::preflight_script` prints on this instance.
+fn preflight_json(instance: &SimInstance, now: SystemTime) -> String {
+    let bitlocker_on = instance
+        .bitlocker
+        .is_some_and(|at| at.is_none_or(|at| at > now));
+    let blockers: Vec<serde_json::Value> = if instance.appx_blocker {
+        vec![serde_json::json!({
+            "packageFullName": APPX_BLOCKER,
+            "packageFamilyName": "Microsoft.BingWeather_8wekyb3d8bbwe",
+            "version": "4.53.51922.0",
+            "provisionedVersion": "4.25.20211.0",
+            "signatureKind": "Store",
+            "users": ["Administrator"],
+        })]
+    } else {
+        vec![]
+    };
+    let report = serde_json::json!({
+        "appxBlockers": blockers,
+        "upgradedOs": false,
+        "pendingReboot": {
+            "cbsRebootPending": instance.reboot_pending,
+            "windowsUpdateRebootRequired": false,
+            "pendingFileRenameOperations": false,
+        },
+        "rearmCount": 1001,
+        "bitlocker": if bitlocker_on {
+            serde_json::json!({"protectionStatus": "On", "volumeStatus": "FullyEncrypted"})
+        } else {
+            serde_json::json!({"protectionStatus": "Off", "volumeStatus": "FullyDecrypted"})
+        },
+        "agent": "ec2launch-v2",
+        "agentRunOnceRecorded": false,
+        "copyProfile": false,
+        "domain": {"partOfDomain": false, "domain": "WORKGROUP"},
+        "systemDrive": "C:",
+        "freeDiskBytes": 45_634_027_520u64,
+        "errors": [],
+    });
+    format!("{}{report}", sysprep::preflight::PREFLIGHT_MARKER)
+}
+
+/// setupact.log lines for the AppX provider's failure (KB2769827).
+const PANTHER_APPX_FAILED: &str = "2026-11-26 15:04:11, Error                 SYSPRP Package Microsoft.BingWeather_4.53.51922.0_x64__8wekyb3d8bbwe was installed for a user, but not provisioned for all users. This package will not function properly in the sysprep image.\n2026-11-26 15:04:11, Error                 SYSPRP Failed to remove apps for the current user: 0x80073cf2.\n2026-11-26 15:04:11, Error      [0x0f0082] SYSPRP ActionPlatform::LaunchModule: Failure occurred while executing 'SysprepGeneralizeValidate' from C:\\Windows\\System32\\AppxSysprep.dll; dwRet = 0x3cf2\n";
+
+/// setupact.log lines for BitLocker on the OS volume ("Troubleshoot Sysprep with Amazon EC2
+/// Windows instances").
+const PANTHER_BITLOCKER_FAILED: &str = "2026-11-26 15:04:11, Error      [0x0f0082] SYSPRP ActionPlatform::LaunchModule: Failure occurred while executing 'ValidateBitLockerState' from C:\\Windows\\System32\\BdeSysprep.dll; dwRet = 0x80310039\n2026-11-26 15:04:11, Error      [0x0f0070] SYSPRP RunExternalDlls:An error occurred while running registry sysprep DLLs, halting sysprep execution. dwRet = 0x80310039\n";
 
 /// The Panther line Sysprep writes for an AppX blocker (for console/diagnostics).
 pub const PANTHER_APPX_LINE: &str = "2026-11-26 15:04:11, Error                 SYSPRP Package Microsoft.BingWeather_4.53.51922.0_x64__8wekyb3d8bbwe was installed for a user, but not provisioned for all users. This package will not function properly in the sysprep image.";

@@ -498,6 +498,7 @@ async fn ssm_send_command_and_poll() {
             commands: vec!["$env:COMPUTERNAME".to_owned()],
             execution_timeout_seconds: Some(600),
             comment: Some("fleetprep test".to_owned()),
+            ..Default::default()
         })
         .await
         .expect("send_command");

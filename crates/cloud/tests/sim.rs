@@ -759,3 +759,340 @@ async fn ssm_and_auto_scaling_calls_are_throttled_by_their_own_buckets() {
     cloud.describe_instance_information(&ids).await.unwrap();
     assert!(cloud.throttled_calls()["ssm:DescribeInstanceInformation"] >= 1);
 }
+
+/// Issue 10, bug 3: the SSM agent reports `ComputerName` as `DNSHostName.Domain`, with the
+/// workgroup as the domain off a domain (amazon-ssm-agent source, platform code for Windows,
+/// `fullyQualifiedDomainName`); the simulator reports it the same way.
+#[tokio::test]
+async fn ssm_reports_the_computer_name_fully_qualified() {
+    let (clock, cloud) = sim(Scenario::default());
+    let id = launch_builder(&cloud, "fqdn").await;
+    advance(&clock, 400);
+    let info = cloud
+        .describe_instance_information(std::slice::from_ref(&id))
+        .await
+        .unwrap();
+    let netbios = cloud
+        .instances()
+        .into_iter()
+        .find(|i| i.instance_id == id)
+        .unwrap()
+        .computer_name;
+    assert_eq!(info[0].computer_name, format!("{netbios}.WORKGROUP"));
+    assert!(sysprep::hostname::ssm_name_matches(
+        &info[0].computer_name,
+        &netbios
+    ));
+}
+
+/// Runs the no-shutdown Sysprep form for `agent` and waits long enough for any Sysprep.
+async fn sysprep_without_shutdown(
+    clock: &VirtualClock,
+    cloud: &SimCloud,
+    id: &str,
+    agent: sysprep::agent::LaunchAgent,
+) -> CommandInvocation {
+    let script = sysprep::commands::sysprep_commands(
+        agent,
+        &sysprep::commands::SysprepOptions::no_shutdown(),
+    )
+    .unwrap()
+    .script();
+    let command = cloud
+        .send_command(SendCommandRequest {
+            instance_ids: vec![id.to_string()],
+            document_name: "AWS-RunPowerShellScript".into(),
+            commands: script.lines().map(str::to_string).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    advance(clock, 21 * 60);
+    cloud.get_command_invocation(&command, id).await.unwrap()
+}
+
+/// Issue 10, bug 1: Sysprep without shutdown (AWS-UpdateWindowsAmi) returns in the command;
+/// the image state is sealed and the builder keeps running until it is stopped through the
+/// API.
+#[tokio::test]
+async fn sysprep_without_shutdown_seals_the_image_and_keeps_the_builder_running() {
+    for agent in sysprep::agent::LaunchAgent::ALL {
+        let (clock, cloud) = sim(Scenario::default());
+        let id = launch_builder(&cloud, "no-shutdown").await;
+        advance(&clock, 400);
+        let done = sysprep_without_shutdown(&clock, &cloud, &id, agent).await;
+        assert_eq!(done.status, CommandStatus::Success, "{agent}: {done:?}");
+        assert_eq!(state(&cloud, &id).await, InstanceState::Running, "{agent}");
+        let image_state =
+            run_script(&clock, &cloud, &id, sysprep::agent::image_state_script()).await;
+        assert_eq!(
+            sysprep::agent::confirm_sealed(&image_state.stdout),
+            Ok(sysprep::agent::ImageState::GeneralizeResealToOobe),
+            "{agent}"
+        );
+        cloud
+            .stop_instances(std::slice::from_ref(&id), false)
+            .await
+            .unwrap();
+        advance(&clock, 61);
+        assert_eq!(state(&cloud, &id).await, InstanceState::Stopped, "{agent}");
+    }
+}
+
+/// Issue 10, bug 1: a failed Sysprep leaves Windows running with its Panther logs
+/// ("Troubleshoot Sysprep with Amazon EC2 Windows instances"), which the collection script
+/// fetches over SSM and the diagnosis classifies.
+#[tokio::test]
+async fn a_failed_sysprep_leaves_the_builder_running_with_panther_logs() {
+    let (clock, cloud) = sim(scenario(
+        "[[fault]]\nkind = \"sysprep-validation-failure\"\n",
+    ));
+    let id = launch_builder(&cloud, "panther").await;
+    advance(&clock, 400);
+    let done = sysprep_without_shutdown(
+        &clock,
+        &cloud,
+        &id,
+        sysprep::agent::LaunchAgent::Ec2LaunchV2,
+    )
+    .await;
+    assert_eq!(done.status, CommandStatus::Failed, "{done:?}");
+    assert!(
+        !done.stderr.contains("SYSPRP"),
+        "the evidence is on disk: {done:?}"
+    );
+    assert_eq!(state(&cloud, &id).await, InstanceState::Running);
+    let info = cloud
+        .describe_instance_information(std::slice::from_ref(&id))
+        .await
+        .unwrap();
+    assert_eq!(info[0].ping_status, PingStatus::Online);
+    let image_state = run_script(&clock, &cloud, &id, sysprep::agent::image_state_script()).await;
+    assert!(sysprep::agent::confirm_sealed(&image_state.stdout).is_err());
+    let logs = run_script(&clock, &cloud, &id, sysprep::panther::collection_script()).await;
+    assert_eq!(logs.status, CommandStatus::Success);
+    let tails = sysprep::panther::parse_output(&logs.stdout);
+    assert!(
+        tails
+            .iter()
+            .any(|t| t.path.ends_with(r"Sysprep\Panther\setupact.log"))
+    );
+    assert!(
+        tails
+            .iter()
+            .any(|t| t.path.ends_with(r"Sysprep\Panther\setuperr.log"))
+    );
+    let diagnosis = sysprep::panther::diagnose_output(
+        &logs.stdout,
+        "",
+        &sysprep::diagnose::DiagnosisContext::default(),
+    );
+    assert_eq!(
+        diagnosis.category,
+        sysprep::diagnose::Category::ValidationFailed
+    );
+}
+
+async fn preflight(clock: &VirtualClock, cloud: &SimCloud, id: &str) -> Vec<String> {
+    let output = run_script(clock, cloud, id, sysprep::preflight::preflight_script(None)).await;
+    sysprep::preflight::check_output(&output.stdout)
+        .unwrap()
+        .findings
+        .into_iter()
+        .filter(|f| f.severity == sysprep::preflight::Severity::Block)
+        .map(|f| f.check)
+        .collect()
+}
+
+/// The self-healing bake's remedies act on the simulated Windows: AppX removal fixes the
+/// blocker unless it recurs, and Sysprep fails on whatever is left with the Panther lines
+/// Windows writes for it.
+#[tokio::test]
+async fn remedies_fix_the_blockers_they_target() {
+    use sysprep::remedy::{appx_removal_script, parse_remedy_output, reboot_script};
+    for recurs in [false, true] {
+        let text = format!("[[fault]]\nkind = \"preflight-appx-blocker\"\nrecurs = {recurs}\n");
+        let (clock, cloud) = sim(scenario(&text));
+        let id = launch_builder(&cloud, "appx").await;
+        advance(&clock, 400);
+        assert_eq!(
+            preflight(&clock, &cloud, &id).await,
+            ["appx-not-provisioned"]
+        );
+        let removal = run_script(
+            &clock,
+            &cloud,
+            &id,
+            appx_removal_script(&["Microsoft.BingWeather_4.53.51922.0_x64__8wekyb3d8bbwe".into()]),
+        )
+        .await;
+        let report = parse_remedy_output(&removal.stdout).unwrap();
+        assert_eq!(report.removed.len(), 1);
+        let after = preflight(&clock, &cloud, &id).await;
+        assert_eq!(after.is_empty(), !recurs, "recurs = {recurs}: {after:?}");
+        if recurs {
+            let done = sysprep_without_shutdown(
+                &clock,
+                &cloud,
+                &id,
+                sysprep::agent::LaunchAgent::Ec2LaunchV2,
+            )
+            .await;
+            assert_eq!(done.status, CommandStatus::Failed);
+            let logs = run_script(&clock, &cloud, &id, sysprep::panther::collection_script()).await;
+            let diagnosis = sysprep::panther::diagnose_output(
+                &logs.stdout,
+                "",
+                &sysprep::diagnose::DiagnosisContext::default(),
+            );
+            assert_eq!(
+                diagnosis.category,
+                sysprep::diagnose::Category::AppxNotProvisioned
+            );
+        }
+    }
+
+    // A pending reboot clears once the reboot remedy has rebooted (exit 3010, rerun).
+    let (clock, cloud) = sim(scenario("[[fault]]\nkind = \"pending-reboot\"\n"));
+    let id = launch_builder(&cloud, "reboot").await;
+    advance(&clock, 400);
+    assert_eq!(preflight(&clock, &cloud, &id).await, ["pending-reboot"]);
+    let command = cloud
+        .send_command(SendCommandRequest {
+            instance_ids: vec![id.clone()],
+            document_name: "AWS-RunPowerShellScript".into(),
+            commands: vec![reboot_script("bake/1")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    advance(&clock, 40);
+    let info = cloud
+        .describe_instance_information(std::slice::from_ref(&id))
+        .await
+        .unwrap();
+    assert_eq!(info[0].ping_status, PingStatus::ConnectionLost, "rebooting");
+    advance(&clock, 300);
+    let done = cloud.get_command_invocation(&command, &id).await.unwrap();
+    assert_eq!(done.status, CommandStatus::Success, "{done:?}");
+    assert!(parse_remedy_output(&done.stdout).unwrap().done);
+    assert!(preflight(&clock, &cloud, &id).await.is_empty());
+}
+
+#[tokio::test]
+async fn bitlocker_decrypts_over_time_once_turned_off() {
+    let (clock, cloud) = sim(scenario(
+        "[[fault]]\nkind = \"bitlocker-enabled\"\nduration_seconds = 600\n",
+    ));
+    let id = launch_builder(&cloud, "bitlocker").await;
+    advance(&clock, 400);
+    assert_eq!(preflight(&clock, &cloud, &id).await, ["bitlocker"]);
+    let script = sysprep::remedy::bitlocker_off_script();
+    let first = run_script(&clock, &cloud, &id, script.clone()).await;
+    assert!(
+        !sysprep::remedy::parse_remedy_output(&first.stdout)
+            .unwrap()
+            .done
+    );
+    advance(&clock, 600);
+    let second = run_script(&clock, &cloud, &id, script).await;
+    assert!(
+        sysprep::remedy::parse_remedy_output(&second.stdout)
+            .unwrap()
+            .done
+    );
+    assert!(preflight(&clock, &cloud, &id).await.is_empty());
+}
+
+/// `times = 1`: the first image fails with Client.InternalError, the next one succeeds.
+#[tokio::test]
+async fn a_transient_create_image_failure_fails_only_the_first_image() {
+    let (clock, cloud) = sim(scenario(
+        "[[fault]]\nkind = \"create-image-fails\"\ntimes = 1\n",
+    ));
+    let id = launch_builder(&cloud, "image").await;
+    advance(&clock, 400);
+    let mut states = Vec::new();
+    for token in ["first", "second"] {
+        let image = cloud
+            .create_image(CreateImageRequest {
+                instance_id: id.clone(),
+                name: format!("golden-{token}"),
+                client_token: token.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        advance(&clock, 31 * 60);
+        let described = cloud.describe_images(&[image]).await.unwrap();
+        states.push((described[0].state, described[0].state_reason.clone()));
+    }
+    assert_eq!(states[0].0, ImageState::Failed);
+    assert!(
+        states[0]
+            .1
+            .as_deref()
+            .unwrap()
+            .starts_with("Client.InternalError")
+    );
+    assert_eq!(states[1].0, ImageState::Available);
+}
+
+/// `examples/scenarios/` has a file for every fault the simulator can inject, each with the
+/// terminal state it promises (the bake and fleet tests run them).
+#[test]
+fn every_fault_kind_has_an_example_scenario() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/scenarios");
+    let mut kinds = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let scenario = Scenario::from_toml(&text, &path.display().to_string()).unwrap();
+        let expect = scenario.expect.as_ref().unwrap_or_else(|| {
+            panic!("{}: no [expect] table", path.display());
+        });
+        assert!(["bake", "fleet"].contains(&expect.run.as_str()), "{path:?}");
+        assert!(
+            ["SUCCEEDED", "FAILED"].contains(&expect.status.as_str()),
+            "{path:?}"
+        );
+        for fault in &scenario.faults {
+            kinds.insert(format!("{:?}", fault.kind));
+        }
+    }
+    // Exhaustive: a new fault kind does not compile here until it has a scenario.
+    let all = |kind: FaultKind| match kind {
+        FaultKind::SsmNeverOnline
+        | FaultKind::PreflightAppxBlocker
+        | FaultKind::PendingReboot
+        | FaultKind::BitlockerEnabled
+        | FaultKind::SysprepValidationFailure
+        | FaultKind::TerminatedMidSysprep
+        | FaultKind::StuckStopping
+        | FaultKind::ThrottleStorm
+        | FaultKind::CreateImageFails
+        | FaultKind::ImageStuckPending
+        | FaultKind::HandlerTimeout
+        | FaultKind::LifecycleHeartbeatTimeout
+        | FaultKind::NamePoolExhausted
+        | FaultKind::ConcurrentAllocationConflict => format!("{kind:?}"),
+    };
+    for kind in [
+        FaultKind::SsmNeverOnline,
+        FaultKind::PreflightAppxBlocker,
+        FaultKind::PendingReboot,
+        FaultKind::BitlockerEnabled,
+        FaultKind::SysprepValidationFailure,
+        FaultKind::TerminatedMidSysprep,
+        FaultKind::StuckStopping,
+        FaultKind::ThrottleStorm,
+        FaultKind::CreateImageFails,
+        FaultKind::ImageStuckPending,
+        FaultKind::HandlerTimeout,
+        FaultKind::LifecycleHeartbeatTimeout,
+        FaultKind::NamePoolExhausted,
+        FaultKind::ConcurrentAllocationConflict,
+    ] {
+        assert!(kinds.contains(&all(kind)), "no scenario for {kind:?}");
+    }
+}

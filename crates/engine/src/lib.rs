@@ -59,7 +59,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use asl::history::HistoryEvent;
-use asl::interp::{Command, DecideError, Event, Execution, ExecutionInfo, Options};
+use asl::interp::{Command, DecideError, Event, Execution, Options};
 use asl::model::Definition;
 use async_trait::async_trait;
 use clock::Clock;
@@ -67,7 +67,7 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 
-pub use asl::interp::Status;
+pub use asl::interp::{ExecutionInfo, Status};
 
 use store::{NewExecution, Outcome, StepRecord, Store};
 use writer::StoreThread;
@@ -75,8 +75,14 @@ use writer::StoreThread;
 /// Errors of the engine API. Task failures are not errors here: they are execution events.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("store: {0}")]
-    Store(String),
+    /// The store failed. `source` is the SQLite, JSON or I/O error underneath, when there is
+    /// one, kept whole so callers (and `{:#}` chains) see the original.
+    #[error("store: {context}")]
+    Store {
+        context: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     #[error("state machine \"{0}\" does not exist; create it with create_state_machine")]
     NoStateMachine(String),
     #[error("execution \"{0}\" does not exist")]
@@ -105,6 +111,27 @@ pub enum EngineError {
         "ValidationException: the execution input is {bytes} bytes; StartExecution accepts at most {limit} bytes (UTF-8 JSON). Pass a reference (an S3 key, an id) instead of the data"
     )]
     InputTooLarge { bytes: usize, limit: usize },
+}
+
+impl EngineError {
+    /// A store failure caused by `source` (SQLite, JSON, I/O).
+    pub fn store(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        EngineError::Store {
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// A store failure with no underlying error (a corrupt record, a stopped thread).
+    pub fn store_message(context: impl Into<String>) -> Self {
+        EngineError::Store {
+            context: context.into(),
+            source: None,
+        }
+    }
 }
 
 /// The largest execution input StartExecution accepts: 262,144 bytes of UTF-8 JSON (Step
@@ -136,6 +163,9 @@ pub struct TaskContext {
     pub state_name: String,
     /// The state's `Resource` as written.
     pub resource: String,
+    /// What the task runs: the resource, or for `arn:aws:states:::lambda:invoke` the
+    /// function named by its `FunctionName` parameter (what handlers are looked up by).
+    pub target: String,
     /// Unique per scheduled attempt within the execution.
     pub token: u64,
     /// `execution ARN + "/" + state name`: stable across retries and crash re-dispatch; use it
@@ -171,6 +201,7 @@ impl TaskContext {
             execution_arn: execution_arn.to_owned(),
             state_name: state_name.to_owned(),
             resource: resource.to_owned(),
+            target: resource.to_owned(),
             token,
             idempotency_key: format!("{execution_arn}/{state_name}"),
             beats: None,
@@ -323,6 +354,11 @@ struct Inner {
     // is never visible before it is durable.
     deferred: Mutex<Vec<Progress>>,
     grouping: std::sync::atomic::AtomicBool,
+    // Wakes a driver that runs forever (`run_forever`) when work arrives from outside it: a
+    // started or stopped execution, a moved clock.
+    wake: tokio::sync::Notify,
+    // Counts committed rounds, so `wait_until_complete` re-checks only when something changed.
+    committed: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Clone)]
@@ -418,9 +454,39 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn seed_of(arn: &str) -> u64 {
     // FNV-1a: a stable seed per execution, so replays draw the same jitter/UUIDs.
-    arn.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    use std::hash::Hasher as _;
+    let mut fnv = fnv::FnvHasher::default();
+    fnv.write(arn.as_bytes());
+    fnv.finish()
+}
+
+/// The ARNs an execution sees (`$$.Execution.Id`, `$$.StateMachine.Id`, …). A state machine
+/// registered under its Step Functions ARN (`arn:PARTITION:states:REGION:ACCOUNT:stateMachine:NAME`,
+/// as an API front end does) gives its executions ARNs in that partition, region and account
+/// (`…:execution:NAME:EXECUTION`, the format of the Step Functions API Reference's
+/// StartExecution); any other name is local (`ExecutionInfo::local`).
+pub fn execution_info(state_machine: &str, execution: &str) -> ExecutionInfo {
+    let parts: Vec<&str> = state_machine.splitn(7, ':').collect();
+    match parts.as_slice() {
+        [
+            "arn",
+            partition,
+            "states",
+            region,
+            account,
+            "stateMachine",
+            name,
+        ] => ExecutionInfo {
+            execution_arn: format!(
+                "arn:{partition}:states:{region}:{account}:execution:{name}:{execution}"
+            ),
+            execution_name: execution.to_owned(),
+            state_machine_arn: state_machine.to_owned(),
+            state_machine_name: (*name).to_owned(),
+            role_arn: format!("arn:{partition}:iam::{account}:role/fleetprep-local"),
+        },
+        _ => ExecutionInfo::local(state_machine, execution),
+    }
 }
 
 fn lambda_function_name(target: &str) -> Option<&str> {
@@ -454,6 +520,8 @@ impl Engine {
                 defs: Mutex::new(HashMap::new()),
                 deferred: Mutex::new(Vec::new()),
                 grouping: std::sync::atomic::AtomicBool::new(false),
+                wake: tokio::sync::Notify::new(),
+                committed: tokio::sync::watch::Sender::new(0),
             }),
         };
         Ok(engine)
@@ -635,7 +703,7 @@ impl Engine {
                 format!("exec-{nanos:x}-{}", rt.names)
             }
         };
-        let info = ExecutionInfo::local(state_machine, &name);
+        let info = execution_info(state_machine, &name);
         let arn = info.execution_arn.clone();
         if lock(&self.inner.rt).live.contains_key(&arn) || {
             let arn = arn.clone();
@@ -646,8 +714,8 @@ impl Engine {
             return Err(EngineError::ExecutionExists(arn));
         }
         let seed = seed_of(&arn);
-        let input_text = serde_json::to_string(&input)
-            .map_err(|e| EngineError::Store(format!("execution input: {e}")))?;
+        let input_text =
+            serde_json::to_string(&input).map_err(|e| EngineError::store("execution input", e))?;
         let options = Options {
             record_history: self.recording(),
             ..Options::default()
@@ -672,6 +740,11 @@ impl Engine {
         let mut rt = lock(&self.inner.rt);
         rt.live.insert(arn.clone(), Live { def, exec, seq: 0 });
         self.effects(&mut rt, &arn, step.history, step.commands);
+        drop(rt);
+        if durable {
+            self.committed();
+        }
+        self.inner.wake.notify_one();
         Ok(arn)
     }
 
@@ -702,7 +775,80 @@ impl Engine {
         for p in deferred {
             let _ = self.inner.progress.send(p);
         }
+        self.committed();
         Ok(())
+    }
+
+    /// A receiver that changes whenever steps were committed (a round of the driver, a start
+    /// or a stop): a front end that holds tasks open for outside answers re-checks
+    /// [`Engine::task_pending`] then, and lets go of the tasks that are over.
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.committed.subscribe()
+    }
+
+    /// Tells `wait_until_complete` callers that steps were committed.
+    fn committed(&self) {
+        self.inner.committed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Wakes a driver running [`Engine::run_forever`] to look for work: call it after moving
+    /// the clock from outside (an admin call advancing a virtual clock).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Waits until `arn` is no longer running (driven by someone else, e.g.
+    /// [`Engine::run_forever`]), then describes it.
+    pub async fn wait_until_complete(&self, arn: &str) -> Result<ExecutionSummary, EngineError> {
+        let mut changes = self.inner.committed.subscribe();
+        loop {
+            let summary = self.describe(arn)?;
+            if summary.status != Status::Running {
+                return Ok(summary);
+            }
+            if changes.changed().await.is_err() {
+                return Ok(summary);
+            }
+        }
+    }
+
+    /// Deletes a state machine (DeleteStateMachine): no new execution can start; the ones
+    /// running keep their definition (each execution references the text it started with).
+    /// False when it did not exist.
+    pub fn delete_state_machine(&self, name: &str) -> Result<bool, EngineError> {
+        lock(&self.inner.defs).remove(name);
+        let name = name.to_owned();
+        self.inner
+            .store
+            .call(move |store| store.delete_state_machine(&name))
+    }
+
+    /// Sets (`Some`) or removes (`None`) a front end's metadata entry (JSON), kept in the
+    /// store beside the executions so that it survives restarts with them.
+    pub fn put_metadata(
+        &self,
+        kind: &str,
+        key: &str,
+        value: Option<&Value>,
+    ) -> Result<(), EngineError> {
+        let (kind, key) = (kind.to_owned(), key.to_owned());
+        let text = value.map(Value::to_string);
+        self.inner
+            .store
+            .call(move |store| store.put_metadata(&kind, &key, text.as_deref()))
+    }
+
+    /// Every metadata entry of one kind, by key.
+    pub fn metadata(&self, kind: &str) -> Result<Vec<(String, Value)>, EngineError> {
+        let kind = kind.to_owned();
+        let rows = self.inner.store.call(move |store| store.metadata(&kind))?;
+        rows.into_iter()
+            .map(|(k, v)| {
+                serde_json::from_str(&v)
+                    .map(|v| (k, v))
+                    .map_err(|e| EngineError::store("corrupt metadata JSON", e))
+            })
+            .collect()
     }
 
     fn effects(
@@ -750,7 +896,7 @@ impl Engine {
         let def = live.def.clone();
         // Serialised before the decider consumes the event (no clone of a task's output).
         let logged = serde_json::to_string(&event)
-            .map_err(|e| EngineError::Store(format!("execution {arn}: event: {e}")))?;
+            .map_err(|e| EngineError::store(format!("execution {arn}: event"), e))?;
         live.exec.set_record_history(self.recording());
         let step = match live.exec.handle(&def, event, now) {
             Ok(s) => s,
@@ -809,7 +955,10 @@ impl Engine {
                 cause: cause.map(str::to_owned),
             },
             true,
-        )
+        )?;
+        self.committed();
+        self.inner.wake.notify_one();
+        Ok(())
     }
 
     /// Drives until `arn` is no longer running, then describes it.
@@ -823,9 +972,20 @@ impl Engine {
         self.drive(None).await
     }
 
+    /// Drives every execution, for as long as the engine lives: a server's driver. Work that
+    /// arrives from outside (a started or stopped execution, [`Engine::wake`]) wakes it; with
+    /// a virtual clock it still jumps to the next timer as soon as no task is running. While
+    /// it runs, `run_until_*` wait for it, so a server uses [`Engine::wait_until_complete`].
+    pub async fn run_forever(&self) -> Result<(), EngineError> {
+        let mut beats = self.inner.driver.lock().await;
+        let result = self.drive_locked(None, true, &mut beats).await;
+        let flushed = self.flush();
+        result.and(flushed)
+    }
+
     async fn drive(&self, target: Option<&str>) -> Result<(), EngineError> {
         let mut beats = self.inner.driver.lock().await;
-        let result = self.drive_locked(target, &mut beats).await;
+        let result = self.drive_locked(target, false, &mut beats).await;
         // Whatever happened, commit what was decided (a failed step was rolled back alone).
         let flushed = self.flush();
         result.and(flushed)
@@ -846,8 +1006,18 @@ impl Engine {
     async fn drive_locked(
         &self,
         target: Option<&str>,
+        forever: bool,
         beats: &mut tokio::sync::mpsc::UnboundedReceiver<HeartbeatRequest>,
     ) -> Result<(), EngineError> {
+        // Outside work wakes only a driver that runs forever; one that runs until a target
+        // completes is driven by whoever started that work.
+        let woken = || async {
+            if forever {
+                self.inner.wake.notified().await
+            } else {
+                std::future::pending().await
+            }
+        };
         let mut tasks: JoinSet<(String, u64, bool, Result<Value, TaskError>)> = JoinSet::new();
         // Reused every round: a round of 10,000 executions would otherwise allocate (and the
         // allocator fetch zeroed from the OS) megabytes for these lists each time.
@@ -895,6 +1065,7 @@ impl Engine {
                     execution_arn: arn.clone(),
                     state_name: state.clone(),
                     resource: resource.clone(),
+                    target: what.clone(),
                     token,
                     beats: Some(self.inner.beats.clone()),
                 };
@@ -957,6 +1128,7 @@ impl Engine {
                     tokio::select! {
                         j = tasks.join_next() => Woke::Task(j),
                         b = beats.recv() => Woke::Beat(b),
+                        _ = woken() => Woke::Timer,
                     }
                 } else {
                     let wait = next_timer
@@ -968,6 +1140,7 @@ impl Engine {
                         j = tasks.join_next() => Woke::Task(j),
                         b = beats.recv() => Woke::Beat(b),
                         _ = sleep => Woke::Timer,
+                        _ = woken() => Woke::Timer,
                     }
                 };
                 match woke {
@@ -998,7 +1171,23 @@ impl Engine {
                         self.inner.clock.advance_to(at);
                     } else if let Ok(wait) = at.duration_since(now) {
                         #[allow(clippy::disallowed_methods)] // the engine's real-time timer
-                        tokio::time::sleep(wait).await;
+                        let sleep = tokio::time::sleep(wait);
+                        tokio::select! {
+                            _ = sleep => {}
+                            _ = woken() => {}
+                        }
+                    }
+                }
+                None if forever => {
+                    // A heartbeat can still arrive for a task that just ended: answer it.
+                    tokio::select! {
+                        _ = woken() => {}
+                        b = beats.recv() => {
+                            if let Some(b) = b {
+                                self.begin_group()?;
+                                acks.push(self.heartbeat(b)?);
+                            }
+                        }
                     }
                 }
                 None => return Ok(()),
@@ -1086,6 +1275,15 @@ impl Engine {
         }
     }
 
+    /// Whether task `token` of execution `arn` still waits for its result (a callback front end
+    /// answers `TaskTimedOut` to a result for a task that is over).
+    pub fn task_pending(&self, arn: &str, token: u64) -> bool {
+        lock(&self.inner.rt)
+            .live
+            .get(arn)
+            .is_some_and(|l| l.exec.task_heartbeat_monitored(token).is_some())
+    }
+
     /// DescribeExecution.
     pub fn describe(&self, arn: &str) -> Result<ExecutionSummary, EngineError> {
         let key = arn.to_owned();
@@ -1119,6 +1317,18 @@ impl Engine {
                 .execution(&arn)?
                 .ok_or_else(|| EngineError::NoExecution(arn.clone()))?;
             Ok(replay(store, &row, true)?.history)
+        })
+    }
+
+    /// The definition text an execution runs (DescribeStateMachineForExecution): the one it
+    /// started with, whatever its state machine became since.
+    pub fn execution_definition(&self, arn: &str) -> Result<String, EngineError> {
+        let arn = arn.to_owned();
+        self.inner.store.call(move |store| {
+            if !store.execution_exists(&arn)? {
+                return Err(EngineError::NoExecution(arn));
+            }
+            store.definition_of(&arn)
         })
     }
 
@@ -1189,7 +1399,7 @@ fn replay(store: &Store, row: &store::ExecutionRow, record: bool) -> Result<Repl
         name: row.state_machine.clone(),
         source,
     })?;
-    let info = ExecutionInfo::local(&row.state_machine, &row.name);
+    let info = execution_info(&row.state_machine, &row.name);
     let options = Options {
         record_history: record,
         ..Options::default()

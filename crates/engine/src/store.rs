@@ -65,11 +65,11 @@ pub(crate) fn from_nanos(n: i64) -> SystemTime {
 }
 
 fn sql(e: rusqlite::Error) -> EngineError {
-    EngineError::Store(e.to_string())
+    EngineError::store("SQLite", e)
 }
 
 fn js(e: serde_json::Error) -> EngineError {
-    EngineError::Store(format!("corrupt JSON in store: {e}"))
+    EngineError::store("corrupt JSON in store", e)
 }
 
 impl Store {
@@ -78,11 +78,11 @@ impl Store {
             Some(p) => {
                 if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).map_err(|e| {
-                        EngineError::Store(format!("cannot create {}: {e}", dir.display()))
+                        EngineError::store(format!("cannot create {}", dir.display()), e)
                     })?;
                 }
                 Connection::open(p)
-                    .map_err(|e| EngineError::Store(format!("cannot open {}: {e}", p.display())))?
+                    .map_err(|e| EngineError::store(format!("cannot open {}", p.display()), e))?
             }
             None => Connection::open_in_memory().map_err(sql)?,
         };
@@ -102,7 +102,7 @@ impl Store {
             .map_err(sql)?;
         if has_tables && version != STORE_FORMAT {
             let Some(p) = path else {
-                return Err(EngineError::Store(format!(
+                return Err(EngineError::store_message(format!(
                     "{} is in store format {version}, expected {STORE_FORMAT}",
                     where_()
                 )));
@@ -121,12 +121,15 @@ impl Store {
                 if from.exists() {
                     std::fs::rename(&from, aside(&format!(".format{version}{extra}"))).map_err(
                         |e| {
-                            EngineError::Store(format!(
-                                "{} is in store format {version} (this fleetprep writes format \
-                                 {STORE_FORMAT}) and could not be moved aside: {e}; move or \
-                                 delete it, or choose another store file",
-                                from.display()
-                            ))
+                            EngineError::store(
+                                format!(
+                                    "{} is in store format {version} (this fleetprep writes \
+                                     format {STORE_FORMAT}) and could not be moved aside (move \
+                                     or delete it, or choose another store file)",
+                                    from.display()
+                                ),
+                                e,
+                            )
                         },
                     )?;
                 }
@@ -180,6 +183,15 @@ impl Store {
              CREATE TABLE IF NOT EXISTS definitions (
                  id INTEGER PRIMARY KEY,
                  definition TEXT NOT NULL UNIQUE
+             );
+             -- What a front end keeps beside the engine's own records (an API server's state
+             -- machine types, tags, activities): opaque JSON by kind and key. Added without a
+             -- format change: older stores simply gain the empty table.
+             CREATE TABLE IF NOT EXISTS metadata (
+                 kind TEXT NOT NULL,
+                 key TEXT NOT NULL,
+                 value TEXT NOT NULL,
+                 PRIMARY KEY (kind, key)
              );",
         )
         .map_err(sql)?;
@@ -206,6 +218,48 @@ impl Store {
             )
             .map_err(sql)?;
         Ok(())
+    }
+
+    pub(crate) fn delete_state_machine(&self, name: &str) -> Result<bool, EngineError> {
+        let n = self
+            .conn
+            .execute("DELETE FROM state_machines WHERE name = ?1", params![name])
+            .map_err(sql)?;
+        Ok(n > 0)
+    }
+
+    /// Sets (`Some`) or removes (`None`) one metadata entry.
+    pub(crate) fn put_metadata(
+        &self,
+        kind: &str,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<(), EngineError> {
+        match value {
+            Some(v) => self.conn.execute(
+                "INSERT INTO metadata(kind, key, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(kind, key) DO UPDATE SET value = excluded.value",
+                params![kind, key, v],
+            ),
+            None => self.conn.execute(
+                "DELETE FROM metadata WHERE kind = ?1 AND key = ?2",
+                params![kind, key],
+            ),
+        }
+        .map_err(sql)?;
+        Ok(())
+    }
+
+    /// Every metadata entry of one kind, by key.
+    pub(crate) fn metadata(&self, kind: &str) -> Result<Vec<(String, String)>, EngineError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT key, value FROM metadata WHERE kind = ?1 ORDER BY key")
+            .map_err(sql)?;
+        let rows = st
+            .query_map(params![kind], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(sql)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sql)
     }
 
     pub(crate) fn state_machine(&self, name: &str) -> Result<Option<String>, EngineError> {
@@ -259,7 +313,7 @@ impl Store {
         match text.strip_prefix(DEFINITION_REF) {
             Some(id) => {
                 let id: i64 = id.parse().map_err(|_| {
-                    EngineError::Store(format!(
+                    EngineError::store_message(format!(
                         "execution {arn}: corrupt definition reference {text:?}"
                     ))
                 })?;

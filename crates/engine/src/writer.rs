@@ -49,7 +49,7 @@ pub(crate) struct StoreThread {
 const BATCH: usize = 128;
 
 fn stopped() -> EngineError {
-    EngineError::Store("the store thread stopped (a previous store operation panicked)".into())
+    EngineError::store_message("the store thread stopped (a previous store operation panicked)")
 }
 
 impl StoreThread {
@@ -67,7 +67,7 @@ impl StoreThread {
                     job(&mut writer);
                 }
             })
-            .map_err(|e| EngineError::Store(format!("cannot start the store thread: {e}")))?;
+            .map_err(|e| EngineError::store("cannot start the store thread", e))?;
         Ok(StoreThread {
             jobs: Mutex::new(Some(jobs)),
             thread: Mutex::new(Some(thread)),

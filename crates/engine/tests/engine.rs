@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
-use asl::history::{EventType, parse_timestamp};
+use asl::history::EventType;
 use engine::{Engine, EngineConfig, Status, TaskError, handler_fn};
 use serde_json::{Value, json};
 
@@ -63,8 +63,8 @@ async fn virtual_clock_jumps_over_waits_and_timestamps_advance() {
         e.clock().now().duration_since(start).unwrap(),
         Duration::from_secs(3600)
     );
-    let entered = parse_timestamp(&h[1].timestamp).unwrap();
-    let exited = parse_timestamp(&h[2].timestamp).unwrap();
+    let entered = clock::parse_rfc3339(&h[1].timestamp).unwrap();
+    let exited = clock::parse_rfc3339(&h[2].timestamp).unwrap();
     assert_eq!(h[2].event_type, EventType::WaitStateExited);
     assert_eq!(
         exited.duration_since(entered).unwrap(),
@@ -109,7 +109,7 @@ async fn task_retry_with_backoff_then_success() {
     let scheduled: Vec<_> = h
         .iter()
         .filter(|e| e.event_type == EventType::LambdaFunctionScheduled)
-        .map(|e| parse_timestamp(&e.timestamp).unwrap())
+        .map(|e| clock::parse_rfc3339(&e.timestamp).unwrap())
         .collect();
     assert_eq!(scheduled.len(), 3);
     assert_eq!(
@@ -565,7 +565,7 @@ async fn a_wait_centuries_ahead_times_out_at_the_one_year_maximum() {
         let d = h[2].execution_timed_out_event_details.as_deref().unwrap();
         assert_eq!(d.error.as_deref(), Some("States.Timeout"));
         assert_eq!(
-            parse_timestamp(&h[2].timestamp),
+            clock::parse_rfc3339(&h[2].timestamp),
             Some(start + year),
             "{}",
             h[2].timestamp

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use asl::history::{EventType, HistoryEvent, parse_timestamp};
+use asl::history::{EventType, HistoryEvent};
 use engine::{Engine, EngineConfig, ExecutionSummary, Status, TaskContext, TaskError, handler_fn};
 use serde_json::{Value, json};
 
@@ -85,7 +85,7 @@ fn at(h: &[HistoryEvent], ty: EventType) -> SystemTime {
         .iter()
         .find(|e| e.event_type == ty)
         .expect("event present");
-    parse_timestamp(&e.timestamp).expect("timestamp")
+    clock::parse_rfc3339(&e.timestamp).expect("timestamp")
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 //!
 //! - [`NamePool`] is the object-safe async trait (`Arc<dyn NamePool>`) the workflows call. It
 //!   is async because the DynamoDB implementation (in the `cloud` crate) is.
-//! - [`SqliteNamePool`] is the local implementation: one SQLite file (WAL), a unique
+//! - `SqliteNamePool` (cargo feature `sqlite`, on by default) is the local implementation: one SQLite file (WAL), a unique
 //!   constraint on the case-folded name, every allocation in a `BEGIN IMMEDIATE` transaction,
 //!   so it is collision-free across threads, tasks and processes.
 //! - `contract` (always in this crate's tests, public behind the `contract-tests` feature) is
@@ -43,6 +43,7 @@
 
 #[cfg(any(test, feature = "contract-tests"))]
 pub mod contract;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 use std::time::{Duration, SystemTime};
@@ -50,6 +51,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use sysprep::hostname::{Hostname, PolicyError};
 
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteNamePool;
 
 /// What the workflow asks for when an instance launches.

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 pub const DETECT_MARKER: &str = "FLEETPREP-DETECT:";
 /// The marker the identity script prints before its JSON.
 pub const IDENTITY_MARKER: &str = "FLEETPREP-IDENTITY:";
+/// The marker the image-state script prints before its JSON.
+pub const IMAGE_STATE_MARKER: &str = "FLEETPREP-IMAGESTATE:";
 
 /// A Windows launch agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -289,6 +291,65 @@ Write-Output ('{DETECT_MARKER}' + ($report | ConvertTo-Json -Compress))
     )
 }
 
+/// Prints `ImageState` from `HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Setup\State`
+/// as one marked JSON line. After Sysprep without shutdown it confirms that the image is
+/// sealed (`IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE`) before the instance is stopped through the
+/// API, as AWS-UpdateWindowsAmi does.
+pub fn image_state_script() -> String {
+    format!(
+        r#"# fleetprep: report the Windows image state after Sysprep.
+$ErrorActionPreference = 'Stop'
+$setupState = Get-ItemProperty -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Setup\State' -ErrorAction SilentlyContinue
+$state = [ordered]@{{ imageState = $null }}
+if ($null -ne $setupState) {{ $state.imageState = [string]$setupState.ImageState }}
+Write-Output ('{IMAGE_STATE_MARKER}' + ($state | ConvertTo-Json -Compress))
+"#
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ImageStateReport {
+    #[serde(default, alias = "ImageState")]
+    image_state: Option<ImageState>,
+}
+
+/// Why a Sysprep run is not confirmed sealed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    /// The output could not be read.
+    #[error(transparent)]
+    Unreadable(#[from] DetectError),
+    /// The registry value is missing.
+    #[error(
+        "ImageState is missing under HKLM\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Setup\\State: Sysprep did not record a state; read the Panther logs"
+    )]
+    Missing,
+    /// Sysprep finished without sealing the image.
+    #[error(
+        "ImageState is {0}, not IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE: Sysprep did not generalize the image; read the Panther logs"
+    )]
+    NotSealed(String),
+}
+
+/// Reads the image-state script's output and confirms the image is generalized and sealed
+/// to OOBE, the state a captured image must be in.
+pub fn confirm_sealed(output: &str) -> Result<ImageState, SealError> {
+    let (line, json) = find_marked(output, IMAGE_STATE_MARKER)?;
+    let report: ImageStateReport =
+        serde_json::from_str(json).map_err(|e| DetectError::InvalidJson {
+            marker: IMAGE_STATE_MARKER,
+            line,
+            message: e.to_string(),
+        })?;
+    match report.image_state {
+        Some(ImageState::GeneralizeResealToOobe) => Ok(ImageState::GeneralizeResealToOobe),
+        Some(ImageState::Other(empty)) if empty.is_empty() => Err(SealError::Missing),
+        Some(other) => Err(SealError::NotSealed(other.as_str().to_owned())),
+        None => Err(SealError::Missing),
+    }
+}
+
 /// After a rename or a generalize-and-specialize, the machine's identity as one marked JSON
 /// line: the computer name and the machine SID (the account-domain part of a local account's
 /// SID, which Sysprep's generalize pass regenerates).
@@ -405,6 +466,35 @@ mod tests {
             parse_identity_output("{\"ComputerName\":\"WEB-001\",\"MachineSid\":\"S-1-5-21-9\"}")
                 .unwrap();
         assert_eq!(id.machine_sid, "S-1-5-21-9");
+    }
+
+    /// Issue 10, bug 1: success is confirmed by the registry's ImageState, as
+    /// AWS-UpdateWindowsAmi does before it stops the instance.
+    #[test]
+    fn sealed_only_when_generalized_to_oobe() {
+        let script = image_state_script();
+        assert!(script.contains(r"HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Setup\State"));
+        assert!(script.contains("$setupState.ImageState"));
+        assert_eq!(
+            confirm_sealed(
+                "FLEETPREP-IMAGESTATE:{\"imageState\":\"IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE\"}"
+            ),
+            Ok(ImageState::GeneralizeResealToOobe)
+        );
+        let failed =
+            confirm_sealed("FLEETPREP-IMAGESTATE:{\"imageState\":\"IMAGE_STATE_COMPLETE\"}");
+        assert_eq!(
+            failed,
+            Err(SealError::NotSealed("IMAGE_STATE_COMPLETE".into()))
+        );
+        assert_eq!(
+            confirm_sealed("FLEETPREP-IMAGESTATE:{\"imageState\":null}"),
+            Err(SealError::Missing)
+        );
+        assert!(matches!(
+            confirm_sealed("nothing"),
+            Err(SealError::Unreadable(_))
+        ));
     }
 
     #[test]

@@ -51,7 +51,8 @@ pub struct SysprepOptions {
     /// [`LaunchAgent::unattend_path`]).
     pub unattend_path: Option<String>,
     /// Plain `sysprep.exe` `/mode:vm` (skips hardware re-detection; only for the same
-    /// hypervisor and instance family).
+    /// hypervisor and instance family). Microsoft allows only `/generalize /oobe` and one of
+    /// `/reboot`, `/shutdown`, `/quit` with it, so it takes no `unattend_path`.
     pub mode_vm: bool,
 }
 
@@ -64,6 +65,22 @@ impl Default for SysprepOptions {
             detach: true,
             unattend_path: None,
             mode_vm: false,
+        }
+    }
+}
+
+impl SysprepOptions {
+    /// Sysprep without shutdown, waited for in the command: what AWS-UpdateWindowsAmi does
+    /// ("AWS-UpdateWindowsAmi" runbook: Sysprep, then stop the instance through the API), so a
+    /// failure is seen while SSM is still online. Per agent ("Create a standardized Amazon
+    /// Machine Image (AMI) using Sysprep"): `ec2launch sysprep` without `--shutdown`,
+    /// `SysprepInstance.ps1 -NoShutdown`, and `sysprep.exe /quit` with the agent's answer file
+    /// for EC2Config and plain Sysprep.
+    pub fn no_shutdown() -> Self {
+        Self {
+            after: AfterSysprep::Quit,
+            detach: false,
+            ..Self::default()
         }
     }
 }
@@ -250,15 +267,15 @@ pub fn sysprep_commands(
                 },
             ]
         }
-        LaunchAgent::Ec2Config => {
-            if options.after != AfterSysprep::Shutdown {
+        LaunchAgent::Ec2Config => match options.after {
+            AfterSysprep::Reboot => {
                 return Err(unsupported(
-                    "ec2config.exe -sysprep always shuts down; use agent none for /reboot or /quit",
+                    "ec2config.exe -sysprep always shuts down; use agent none for /reboot",
                 ));
             }
             // --clean/--block are EC2Launch v2 flags with no EC2Config equivalent; they are
             // ignored rather than rejected so the defaults work for every agent.
-            vec![Step {
+            AfterSysprep::Shutdown => vec![Step {
                 description: "EC2Config: run Sysprep with sysprep2008.xml and shut down".into(),
                 script: run_native(
                     "ec2config.exe -sysprep",
@@ -266,8 +283,33 @@ pub fn sysprep_commands(
                     &["-sysprep".to_owned()],
                     options.detach,
                 ),
-            }]
-        }
+            }],
+            // `ec2config.exe -sysprep` cannot stay up, so the no-shutdown form runs sysprep.exe
+            // with EC2Config's own answer file, after doing what the BundleConfig setting
+            // SetPasswordAfterSysprep makes EC2Config do first: enable Ec2SetPassword so the
+            // first boot randomizes the administrator password (EC2Config service).
+            AfterSysprep::Quit => vec![
+                Step {
+                    description: "EC2Config: randomize the administrator password at first boot (Ec2SetPassword)".into(),
+                    script: ec2config_set_password_script(),
+                },
+                Step {
+                    description: "Sysprep: generalize, OOBE, quit, with EC2Config's sysprep2008.xml".into(),
+                    script: run_native(
+                        "sysprep.exe",
+                        SYSPREP_EXE,
+                        &[
+                            "/generalize".to_owned(),
+                            "/oobe".to_owned(),
+                            "/quit".to_owned(),
+                            "/quiet".to_owned(),
+                            format!("/unattend:{}", LaunchAgent::Ec2Config.unattend_path()),
+                        ],
+                        options.detach,
+                    ),
+                },
+            ],
+        },
         LaunchAgent::None => {
             let unattend = options
                 .unattend_path
@@ -287,14 +329,28 @@ pub fn sysprep_commands(
                 AfterSysprep::Reboot => "/reboot",
                 AfterSysprep::Quit => "/quit",
             };
-            let mut args: Vec<String> = ["/generalize", "/oobe", after, "/quiet"]
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect();
-            if options.mode_vm {
-                args.push("/mode:vm".to_owned());
-            }
-            args.push(format!("/unattend:{unattend}"));
+            let args: Vec<String> = if options.mode_vm {
+                // Microsoft "Sysprep Command-Line Options": `Sysprep /generalize /oobe
+                // /mode:vm`, and "the only additional switches that apply to VM mode are
+                // /reboot, /shutdown, and /quit" (no /quiet, no /unattend): Windows then finds
+                // the answer file by its implicit search, which includes the Sysprep folder.
+                if options.unattend_path.is_some() {
+                    return Err(unsupported(
+                        "/mode:vm takes no /unattend (Sysprep Command-Line Options: only /reboot, /shutdown and /quit go with it); leave unattend_path unset so Windows finds C:\\Windows\\System32\\Sysprep\\unattend.xml itself",
+                    ));
+                }
+                ["/generalize", "/oobe", "/mode:vm", after]
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect()
+            } else {
+                let mut args: Vec<String> = ["/generalize", "/oobe", after, "/quiet"]
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect();
+                args.push(format!("/unattend:{unattend}"));
+                args
+            };
             vec![Step {
                 description: "Sysprep: generalize, OOBE, with the answer file".into(),
                 script: run_native("sysprep.exe", SYSPREP_EXE, &args, options.detach),
@@ -306,6 +362,72 @@ pub fn sysprep_commands(
         steps,
         detached: options.detach,
     })
+}
+
+/// Enables EC2Config's `Ec2SetPassword` plugin in `Settings\Config.xml`, the agent's own way
+/// to give every instance a new random administrator password at first boot (EC2Config
+/// service, `SetPasswordAfterSysprep`).
+pub fn ec2config_set_password_script() -> String {
+    format!(
+        r#"$ec2configSettings = {EC2CONFIG_SETTINGS}
+[xml]$ec2configXml = Get-Content -LiteralPath $ec2configSettings -Raw
+$setPassword = $ec2configXml.SelectSingleNode("//Plugin[Name='Ec2SetPassword']")
+if ($null -eq $setPassword) {{ throw ('{{0}} has no Ec2SetPassword plugin' -f $ec2configSettings) }}
+if ([string]$setPassword.State -ne 'Enabled') {{
+    $setPassword.State = 'Enabled'
+    $ec2configXml.Save($ec2configSettings)
+}}
+"#
+    )
+}
+
+/// Makes the launch agent randomize the administrator password at each new instance's first
+/// boot, by the agent's own setting, so no password ever needs to be in the image
+/// ("Create a standardized Amazon Machine Image (AMI) using Sysprep", password settings):
+/// EC2Launch v2 `setAdminAccount` with a random password (EC2Launch v2 settings), EC2Launch v1
+/// `adminPasswordType` `Random` in `LaunchConfig.json` (Configure EC2Launch), EC2Config's
+/// `Ec2SetPassword` (EC2Config service). Without an agent there is nothing to set.
+pub fn agent_password_script(agent: LaunchAgent) -> String {
+    match agent {
+        LaunchAgent::Ec2LaunchV2 => format!(
+            r#"$agentProgram = {EC2LAUNCH_V2}
+$agentConfigPath = {EC2LAUNCH_V2_CONFIG}
+{read}$accounts = @($agentStages | ForEach-Object {{ $_.tasks }} | Where-Object {{ $null -ne $_ -and $_.task -eq 'setAdminAccount' }})
+$random = @($accounts | Where-Object {{ [string]$_.inputs.password.type -eq 'random' }})
+if ($random.Count -eq 0) {{
+    $task = [pscustomobject]@{{ task = 'setAdminAccount'; inputs = [pscustomobject]@{{ name = 'Administrator'; password = [pscustomobject]@{{ type = 'random' }} }} }}
+    $preReady = $null
+    foreach ($stage in $agentStages) {{
+        $kept = @($stage.tasks | Where-Object {{ $null -ne $_ -and $_.task -ne 'setAdminAccount' }})
+        $stage | Add-Member -NotePropertyName 'tasks' -NotePropertyValue $kept -Force
+        if ($stage.stage -eq 'preReady') {{ $preReady = $stage }}
+    }}
+    if ($null -eq $preReady) {{
+        $agentStages = $agentStages + @([pscustomobject]@{{ stage = 'preReady'; tasks = @($task) }})
+    }} else {{
+        $preReady.tasks = @($preReady.tasks) + @($task)
+    }}
+    $agentConfig | Add-Member -NotePropertyName 'config' -NotePropertyValue $agentStages -Force
+{save}}}
+"#,
+            read = read_agent_config(""),
+            save = save_agent_config("    ", "setAdminAccount with a random password"),
+        ),
+        LaunchAgent::Ec2LaunchV1 => format!(
+            r#"$launchConfigPath = {EC2LAUNCH_V1_LAUNCH_CONFIG}
+$launchConfig = Get-Content -LiteralPath $launchConfigPath -Raw | ConvertFrom-Json
+if ([string]$launchConfig.adminPasswordType -ne 'Random') {{
+    $launchConfig | Add-Member -NotePropertyName 'adminPasswordType' -NotePropertyValue 'Random' -Force
+    $launchConfig | ConvertTo-Json -Depth 8 | Out-File -Encoding UTF8 -FilePath $launchConfigPath
+}}
+"#
+        ),
+        LaunchAgent::Ec2Config => ec2config_set_password_script(),
+        LaunchAgent::None => {
+            "Write-Verbose 'no launch agent: nothing randomizes the administrator password at launch'\n"
+                .to_owned()
+        }
+    }
 }
 
 /// How the rename takes effect.
@@ -386,17 +508,118 @@ pub enum RenameMethod {
     Ec2LaunchSetHostName,
 }
 
-/// `Rename-Computer`, then the restart.
-fn rename_computer_block(restart: RenameRestart) -> &'static str {
-    match restart {
-        RenameRestart::SsmExit3010 => {
-            "    Rename-Computer -NewName $desired -Force\n    exit 3010\n"
-        }
-        RenameRestart::RestartComputer => {
-            "    Rename-Computer -NewName $desired -Force -Restart\n    exit 0\n"
-        }
-    }
+/// The restart that applies a new name, after EC2Launch v2 (when installed) has finished its
+/// own run: rebooting while the agent is mid-run would cut its tasks short (EC2Launch v2
+/// settings, `ec2launch status --block` waits for the service to finish). `exit 3010` asks
+/// SSM Run Command to reboot and run the script again ("Handling reboots when running
+/// commands").
+fn restart_block(restart: RenameRestart) -> String {
+    let restart = match restart {
+        RenameRestart::SsmExit3010 => "    exit 3010\n",
+        RenameRestart::RestartComputer => "    Restart-Computer -Force\n    exit 0\n",
+    };
+    format!(
+        "    $agentProgram = {EC2LAUNCH_V2}\n    if (Test-Path -LiteralPath $agentProgram) {{ & $agentProgram status --block | Out-Null }}\n{restart}"
+    )
 }
+
+/// `Rename-Computer` after switching off the launch agents' own renamers, then the restart.
+fn rename_computer_block(restart: RenameRestart) -> String {
+    format!(
+        "{}    Rename-Computer -NewName $desired -Force\n{}",
+        agent_renamers_block(),
+        restart_block(restart)
+    )
+}
+
+/// Writes `$agentConfig` back to `$agentConfigPath` as JSON (JSON is YAML), checks it with
+/// `ec2launch validate` and puts the previous file back when validation fails; `what` names
+/// the change in the error. The one way fleetprep edits EC2Launch v2's `agent-config.yml`.
+fn save_agent_config(indent: &str, what: &str) -> String {
+    let lines = [
+        "$agentBackup = $agentConfigPath + '.fleetprep-backup'".to_owned(),
+        "Copy-Item -LiteralPath $agentConfigPath -Destination $agentBackup -Force".to_owned(),
+        "# Windows PowerShell 5.1's type data for arrays makes ConvertTo-Json write some".to_owned(),
+        "# arrays as {\"value\": [...], \"Count\": n}; without it they stay arrays.".to_owned(),
+        "Remove-TypeData -TypeName System.Array -ErrorAction SilentlyContinue".to_owned(),
+        "$agentConfig | ConvertTo-Json -Depth 16 | Out-File -Encoding UTF8 -FilePath $agentConfigPath".to_owned(),
+        "& $agentProgram validate".to_owned(),
+        "if ($LASTEXITCODE -ne 0) {".to_owned(),
+        "    $code = $LASTEXITCODE".to_owned(),
+        "    Copy-Item -LiteralPath $agentBackup -Destination $agentConfigPath -Force".to_owned(),
+        format!("    throw ('ec2launch validate rejected {what} (exit code {{0}}): the EC2Launch v2 version may predate it; agent-config.yml was restored' -f $code)"),
+        "}".to_owned(),
+    ];
+    lines
+        .iter()
+        .map(|line| format!("{indent}{line}\n"))
+        .collect()
+}
+
+/// Reads EC2Launch v2's configuration into `$agentConfig` and its non-empty stages into
+/// `$agentStages` (the CLI reference's `get-agent-config --format json`).
+fn read_agent_config(indent: &str) -> String {
+    [
+        "$agentJson = & $agentProgram get-agent-config --format json | Out-String",
+        "if ($LASTEXITCODE -ne 0) { throw ('ec2launch get-agent-config failed with exit code {0}' -f $LASTEXITCODE) }",
+        "$agentConfig = $agentJson | ConvertFrom-Json",
+        "$agentStages = @($agentConfig.config | Where-Object { $null -ne $_ })",
+    ]
+    .iter()
+    .map(|line| format!("{indent}{line}\n"))
+    .collect()
+}
+
+/// Switches off the launch agents' own renamers, which would put their name back at the next
+/// boot: an EC2Launch v2 `setHostName` task for another name (EC2Launch v2 settings: the task
+/// runs with frequency always), EC2Config's `Ec2SetComputerName` plugin in
+/// `Settings\Config.xml` (EC2Config service), and EC2Launch v1's `setComputerName` in
+/// `LaunchConfig.json` (Configure EC2Launch). Each is only touched when present and on, so
+/// running it again changes nothing. Shared by every `Rename-Computer` script (SSM and
+/// user-data renames alike).
+pub fn agent_renamers_block() -> String {
+    format!(
+        r#"    # The launch agents' own renamers would undo this name at the next boot.
+    $agentProgram = {EC2LAUNCH_V2}
+    if (Test-Path -LiteralPath $agentProgram) {{
+        $agentConfigPath = {EC2LAUNCH_V2_CONFIG}
+        & $agentProgram status --block | Out-Null
+{read}        $otherNames = @($agentStages | ForEach-Object {{ $_.tasks }} | Where-Object {{ $null -ne $_ -and $_.task -eq 'setHostName' -and [string]$_.inputs.hostName -ne $desired }})
+        if ($otherNames.Count -gt 0) {{
+            foreach ($stage in $agentStages) {{
+                $kept = @($stage.tasks | Where-Object {{ $null -ne $_ -and $_.task -ne 'setHostName' }})
+                $stage | Add-Member -NotePropertyName 'tasks' -NotePropertyValue $kept -Force
+            }}
+            $agentConfig | Add-Member -NotePropertyName 'config' -NotePropertyValue $agentStages -Force
+{save}        }}
+    }}
+    $ec2configSettings = {EC2CONFIG_SETTINGS}
+    if (Test-Path -LiteralPath $ec2configSettings) {{
+        [xml]$ec2configXml = Get-Content -LiteralPath $ec2configSettings -Raw
+        $renamer = $ec2configXml.SelectSingleNode("//Plugin[Name='Ec2SetComputerName']")
+        if ($null -ne $renamer -and [string]$renamer.State -ne 'Disabled') {{
+            $renamer.State = 'Disabled'
+            $ec2configXml.Save($ec2configSettings)
+        }}
+    }}
+    $launchConfigPath = {EC2LAUNCH_V1_LAUNCH_CONFIG}
+    if (Test-Path -LiteralPath $launchConfigPath) {{
+        $launchConfig = Get-Content -LiteralPath $launchConfigPath -Raw | ConvertFrom-Json
+        if ($launchConfig.setComputerName -eq $true) {{
+            $launchConfig.setComputerName = $false
+            $launchConfig | ConvertTo-Json -Depth 8 | Out-File -Encoding UTF8 -FilePath $launchConfigPath
+        }}
+    }}
+"#,
+        read = read_agent_config("        "),
+        save = save_agent_config("            ", "removing setHostName"),
+    )
+}
+
+const EC2CONFIG_SETTINGS: &str =
+    "Join-Path $env:ProgramFiles 'Amazon\\Ec2ConfigService\\Settings\\Config.xml'";
+const EC2LAUNCH_V1_LAUNCH_CONFIG: &str =
+    "Join-Path $env:ProgramData 'Amazon\\EC2-Windows\\Launch\\Config\\LaunchConfig.json'";
 
 const EC2LAUNCH_V2_CONFIG: &str =
     "Join-Path $env:ProgramData 'Amazon\\EC2Launch\\config\\agent-config.yml'";
@@ -420,33 +643,25 @@ const EC2LAUNCH_V2_AGENT_LOG: &str =
 /// reboot) right now; a rename it made shows as the pending name, and then only the restart
 /// is left.
 fn set_host_name_block(restart: RenameRestart) -> String {
-    let restart = match restart {
-        RenameRestart::SsmExit3010 => "    exit 3010\n",
-        RenameRestart::RestartComputer => "    Restart-Computer -Force\n    exit 0\n",
-    };
     format!(
-        r#"    $program = {EC2LAUNCH_V2}
-    $configPath = {EC2LAUNCH_V2_CONFIG}
-    & $program status --block | Out-Null
+        r#"    $agentProgram = {EC2LAUNCH_V2}
+    $agentConfigPath = {EC2LAUNCH_V2_CONFIG}
+    & $agentProgram status --block | Out-Null
     # The name the next boot applies: already $desired when the agent renamed during this boot
     # and its own reboot has not happened yet, so only the restart is left.
     $pending = [string](Get-ItemProperty -LiteralPath 'HKLM:\SYSTEM\CurrentControlSet\Control\ComputerName\ComputerName').ComputerName
     if ($pending -ne $desired) {{
-        $json = & $program get-agent-config --format json | Out-String
-        if ($LASTEXITCODE -ne 0) {{ throw ('ec2launch get-agent-config failed with exit code {{0}}' -f $LASTEXITCODE) }}
-        $config = $json | ConvertFrom-Json
-        $stages = @($config.config | Where-Object {{ $null -ne $_ }})
-        $current = @($stages | ForEach-Object {{ $_.tasks }} | Where-Object {{ $null -ne $_ -and $_.task -eq 'setHostName' }})
+{read}        $current = @($agentStages | ForEach-Object {{ $_.tasks }} | Where-Object {{ $null -ne $_ -and $_.task -eq 'setHostName' }})
         $configured = $current.Count -eq 1 -and [string]$current[0].inputs.hostName -eq $desired -and $current[0].inputs.reboot -eq $true
         if ($configured) {{
             $booted = (Get-CimInstance -ClassName Win32_OperatingSystem).LastBootUpTime
-            if ((Get-Item -LiteralPath $configPath).LastWriteTime -lt $booted) {{
+            if ((Get-Item -LiteralPath $agentConfigPath).LastWriteTime -lt $booted) {{
                 throw ('EC2Launch v2 ran setHostName {{0}} on this boot but the computer is still {{1}}; see {{2}}' -f $desired, $env:COMPUTERNAME, ({EC2LAUNCH_V2_AGENT_LOG}))
             }}
         }} else {{
             $task = [pscustomobject]@{{ task = 'setHostName'; inputs = [pscustomobject]@{{ hostName = $desired; reboot = $true }} }}
             $postReady = $null
-            foreach ($stage in $stages) {{
+            foreach ($stage in $agentStages) {{
                 $kept = @($stage.tasks | Where-Object {{ $null -ne $_ -and $_.task -ne 'setHostName' }})
                 $stage | Add-Member -NotePropertyName 'tasks' -NotePropertyValue $kept -Force
                 if ($stage.stage -eq 'postReady') {{ $postReady = $stage }}
@@ -454,26 +669,17 @@ fn set_host_name_block(restart: RenameRestart) -> String {
             # First in postReady: the rename reboot comes before startSsm, so SSM resumes this
             # command only once the name is in place.
             if ($null -eq $postReady) {{
-                $stages = $stages + @([pscustomobject]@{{ stage = 'postReady'; tasks = @($task) }})
+                $agentStages = $agentStages + @([pscustomobject]@{{ stage = 'postReady'; tasks = @($task) }})
             }} else {{
                 $postReady.tasks = @($task) + @($postReady.tasks)
             }}
-            $config | Add-Member -NotePropertyName 'config' -NotePropertyValue $stages -Force
-            $backup = $configPath + '.fleetprep-backup'
-            Copy-Item -LiteralPath $configPath -Destination $backup -Force
-            # Windows PowerShell 5.1's type data for arrays makes ConvertTo-Json write some
-            # arrays as {{"value": [...], "Count": n}}; without it they stay arrays.
-            Remove-TypeData -TypeName System.Array -ErrorAction SilentlyContinue
-            $config | ConvertTo-Json -Depth 16 | Out-File -Encoding UTF8 -FilePath $configPath
-            & $program validate
-            if ($LASTEXITCODE -ne 0) {{
-                $code = $LASTEXITCODE
-                Copy-Item -LiteralPath $backup -Destination $configPath -Force
-                throw ('ec2launch validate rejected setHostName {{0}} (exit code {{1}}): the EC2Launch v2 version may predate the hostName input; agent-config.yml was restored' -f $desired, $code)
-            }}
-        }}
+            $agentConfig | Add-Member -NotePropertyName 'config' -NotePropertyValue $agentStages -Force
+{save}        }}
     }}
-{restart}"#
+{restart}"#,
+        read = read_agent_config("        "),
+        save = save_agent_config("            ", "setHostName with the hostName input"),
+        restart = restart_block(restart),
     )
 }
 
@@ -487,7 +693,7 @@ pub fn rename_commands_with(
     let (agent, rename, how) = match method {
         RenameMethod::RenameComputer => (
             LaunchAgent::None,
-            rename_computer_block(restart).to_owned(),
+            rename_computer_block(restart),
             "Rename-Computer",
         ),
         RenameMethod::Ec2LaunchSetHostName => (
@@ -642,6 +848,93 @@ mod tests {
         ));
     }
 
+    /// Issue 10, bug 1: the no-shutdown form each agent documents ("Create a standardized
+    /// Amazon Machine Image (AMI) using Sysprep"; "AWS-UpdateWindowsAmi"), run inside the
+    /// command so its exit code and the Panther logs are seen while SSM is online.
+    #[test]
+    fn no_shutdown_sysprep_per_agent() {
+        let options = SysprepOptions::no_shutdown();
+        let v2 = script(LaunchAgent::Ec2LaunchV2, &options);
+        assert!(v2.contains("& $program 'sysprep' '--block'\n"), "{v2}");
+        assert!(!v2.contains("--shutdown") && !v2.contains("Start-Process"));
+        let v1 = script(LaunchAgent::Ec2LaunchV1, &options);
+        assert!(v1.contains("'SysprepInstance.ps1') -NoShutdown"), "{v1}");
+        assert!(!v1.contains("Start-Process"));
+        let ec2config = script(LaunchAgent::Ec2Config, &options);
+        let password = ec2config.find("$setPassword.State = 'Enabled'").unwrap();
+        let quit = ec2config
+            .find(r"'/generalize' '/oobe' '/quit' '/quiet' '/unattend:C:\Program Files\Amazon\Ec2ConfigService\sysprep2008.xml'")
+            .expect("sysprep.exe /quit with EC2Config's answer file");
+        assert!(password < quit);
+        assert!(!ec2config.contains("-sysprep"));
+        let plain = script(LaunchAgent::None, &options);
+        assert!(plain.contains("'/quit'") && !plain.contains("'/shutdown'"));
+        // Native programs' exit codes are checked; SysprepInstance.ps1 is PowerShell and
+        // reports nothing, which is why the bake confirms ImageState afterwards either way.
+        for agent in LaunchAgent::ALL {
+            let sequence = sysprep_commands(agent, &options).unwrap();
+            assert!(!sequence.detached, "{agent}");
+            assert_eq!(
+                sequence.script().contains("$LASTEXITCODE"),
+                agent != LaunchAgent::Ec2LaunchV1,
+                "{agent}"
+            );
+        }
+    }
+
+    /// Issue 10, bug 5: each agent's own password setting, never a password in the image.
+    #[test]
+    fn the_agents_randomize_the_password_by_their_own_setting() {
+        let v2 = agent_password_script(LaunchAgent::Ec2LaunchV2);
+        assert!(v2.contains("task = 'setAdminAccount'"));
+        assert!(v2.contains("password = [pscustomobject]@{ type = 'random' }"));
+        assert!(v2.contains("& $agentProgram validate"));
+        let v1 = agent_password_script(LaunchAgent::Ec2LaunchV1);
+        assert!(v1.contains("'adminPasswordType' -NotePropertyValue 'Random'"));
+        let ec2config = agent_password_script(LaunchAgent::Ec2Config);
+        assert!(ec2config.contains("//Plugin[Name='Ec2SetPassword']"));
+        for agent in LaunchAgent::ALL {
+            assert!(!agent_password_script(agent).contains("AdministratorPassword"));
+        }
+    }
+
+    /// Issue 10, point 9: Microsoft "Sysprep Command-Line Options": "the only additional
+    /// switches that apply to VM mode are /reboot, /shutdown, and /quit".
+    #[test]
+    fn mode_vm_only_takes_the_flags_microsoft_allows() {
+        for (after, flag) in [
+            (AfterSysprep::Shutdown, "/shutdown"),
+            (AfterSysprep::Reboot, "/reboot"),
+            (AfterSysprep::Quit, "/quit"),
+        ] {
+            let s = script(
+                LaunchAgent::None,
+                &SysprepOptions {
+                    after,
+                    mode_vm: true,
+                    detach: false,
+                    ..SysprepOptions::default()
+                },
+            );
+            let call = s.lines().find(|l| l.starts_with("& $program")).unwrap();
+            assert_eq!(
+                call,
+                format!("& $program '/generalize' '/oobe' '/mode:vm' '{flag}'")
+            );
+        }
+        let error = sysprep_commands(
+            LaunchAgent::None,
+            &SysprepOptions {
+                mode_vm: true,
+                unattend_path: Some(r"C:\x\unattend.xml".into()),
+                ..SysprepOptions::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("/mode:vm takes no /unattend"), "{error}");
+    }
+
     #[test]
     fn unsupported_combinations_say_why() {
         let reboot = SysprepOptions {
@@ -722,8 +1015,8 @@ mod tests {
             "task = 'setHostName'; inputs = [pscustomobject]@{ hostName = $desired; reboot = $true }",
         );
         let write =
-            s.find("ConvertTo-Json -Depth 16 | Out-File -Encoding UTF8 -FilePath $configPath");
-        let validate = s.find("& $program validate");
+            s.find("ConvertTo-Json -Depth 16 | Out-File -Encoding UTF8 -FilePath $agentConfigPath");
+        let validate = s.find("& $agentProgram validate");
         let restart = s.find("    exit 3010");
         let order = [Some(guard), pending, read, task, write, validate, restart];
         assert!(order.iter().all(Option::is_some), "{s}");
@@ -732,7 +1025,7 @@ mod tests {
             "steps out of order:\n{s}"
         );
         assert!(s.contains("agent-config.yml"));
-        assert!(s.contains("Copy-Item -LiteralPath $backup -Destination $configPath"));
+        assert!(s.contains("Copy-Item -LiteralPath $agentBackup -Destination $agentConfigPath"));
         // Any earlier setHostName task is replaced, not duplicated.
         assert!(s.contains("$_.task -ne 'setHostName'"));
         // The loop guard: a task that predates this boot and did not rename is an error.
@@ -748,6 +1041,52 @@ mod tests {
         .script();
         assert!(outside_ssm.contains("    Restart-Computer -Force\n    exit 0\n"));
         assert!(!outside_ssm.contains("exit 3010"));
+    }
+
+    /// Issue 10, bug 8: the launch agents' own renamers (EC2Launch v2 `setHostName` for another
+    /// name, EC2Config `Ec2SetComputerName`, EC2Launch v1 `setComputerName`) are switched off
+    /// before Rename-Computer, and the restart waits for `ec2launch status --block` (EC2Launch
+    /// v2 settings; EC2Config service; Configure EC2Launch).
+    #[test]
+    fn rename_computer_disables_the_agents_renamers_and_waits_for_the_agent() {
+        let name = Hostname::parse("APP-0042").unwrap();
+        for restart in [RenameRestart::SsmExit3010, RenameRestart::RestartComputer] {
+            let s = rename_commands(&name, restart).script();
+            let v2 = s
+                .find("$_.task -eq 'setHostName' -and [string]$_.inputs.hostName -ne $desired")
+                .expect("v2 setHostName check");
+            let v2_removed = s.find("$_.task -ne 'setHostName'").expect("removes it");
+            let validate = s.find("& $agentProgram validate").expect("validated");
+            let ec2config = s
+                .find("//Plugin[Name='Ec2SetComputerName']")
+                .expect("EC2Config renamer");
+            let disabled = s.find("$renamer.State = 'Disabled'").expect("disabled");
+            let v1 = s
+                .find("$launchConfig.setComputerName = $false")
+                .expect("v1");
+            let rename = s
+                .find("Rename-Computer -NewName $desired -Force\n")
+                .unwrap();
+            let wait = s.rfind("& $agentProgram status --block").unwrap();
+            let exit = match restart {
+                RenameRestart::SsmExit3010 => s.find("exit 3010").unwrap(),
+                RenameRestart::RestartComputer => s.find("Restart-Computer -Force").unwrap(),
+            };
+            let order = [
+                v2, v2_removed, validate, ec2config, disabled, v1, rename, wait, exit,
+            ];
+            assert!(order.windows(2).all(|w| w[0] < w[1]), "{restart:?}\n{s}");
+            assert!(!s.contains("-Restart\n"), "the restart waits for the agent");
+        }
+        // The setHostName method waits for the agent before its restart too.
+        let s = rename_commands_with(
+            NameSource::Literal(&name),
+            RenameMethod::Ec2LaunchSetHostName,
+            RenameRestart::SsmExit3010,
+        )
+        .script();
+        let wait = s.rfind("& $agentProgram status --block").unwrap();
+        assert!(wait < s.find("exit 3010").unwrap());
     }
 
     #[test]

@@ -42,7 +42,12 @@ pub enum Category {
     ValidationFailed,
     /// A Windows or third-party Sysprep provider failed (licensing, Defender cleanup, ...).
     ProviderFailure,
-    /// The SSM agent never came (back) online, e.g. the image is IMAGE_STATE_UNDEPLOYABLE.
+    /// BitLocker protects the OS volume: `ValidateBitLockerState` in BdeSysprep.dll fails with
+    /// 0x80310039 ("Troubleshoot Sysprep with Amazon EC2 Windows instances").
+    BitlockerEnabled,
+    /// Sysprep could not parse or process the answer file (0x80220005).
+    UnattendInvalid,
+    /// The SSM agent never came (back) online.
     AgentUnreachable,
     /// Sysprep did not finish in time and the logs show no cause.
     Timeout,
@@ -52,12 +57,14 @@ pub enum Category {
 
 impl Category {
     /// Every category, in the order the issue lists them.
-    pub const ALL: [Category; 8] = [
+    pub const ALL: [Category; 10] = [
         Category::AppxNotProvisioned,
         Category::CopyprofileFailed,
         Category::RearmLimit,
         Category::ProviderFailure,
         Category::ValidationFailed,
+        Category::BitlockerEnabled,
+        Category::UnattendInvalid,
         Category::AgentUnreachable,
         Category::Timeout,
         Category::Unknown,
@@ -71,18 +78,18 @@ impl Category {
             Category::RearmLimit => "rearm-limit",
             Category::ProviderFailure => "provider-failure",
             Category::ValidationFailed => "validation-failed",
+            Category::BitlockerEnabled => "bitlocker-enabled",
+            Category::UnattendInvalid => "unattend-invalid",
             Category::AgentUnreachable => "agent-unreachable",
             Category::Timeout => "timeout",
             Category::Unknown => "unknown",
         }
     }
 
-    /// Whether baking again from the same source can succeed without a fix.
+    /// Whether baking again from the same source can succeed without a fix. A provider
+    /// failure is not: its remedy is updating or removing the software that registered it.
     pub fn retriable(self) -> bool {
-        matches!(
-            self,
-            Category::ProviderFailure | Category::AgentUnreachable | Category::Timeout
-        )
+        matches!(self, Category::AgentUnreachable | Category::Timeout)
     }
 
     /// What to do about it.
@@ -95,7 +102,7 @@ impl Category {
                 "set copy_profile = false, or clean the administrator profile before Sysprep (no per-user AppX state, no redirected folders)"
             }
             Category::RearmLimit => {
-                "set SkipRearm=1 in the generalize pass of the answer file, or rebuild the builder from a fresh AWS AMI"
+                "no Windows rearms are left (0xC004D307): rebuild the builder from a fresh AWS AMI; SkipRearm=1 is only for images that are not for production (KB929828)"
             }
             Category::ProviderFailure => {
                 "a Sysprep provider DLL failed (see the evidence): update or remove the software that registered it (antivirus, licensing agents), then bake again"
@@ -103,8 +110,14 @@ impl Category {
             Category::ValidationFailed => {
                 "Sysprep refused this installation: reboot to finish pending updates, do not Sysprep an in-place-upgraded OS, and check setuperr.log for the failed check"
             }
+            Category::BitlockerEnabled => {
+                "BitLocker protects the OS volume and Sysprep cannot generalize it: decrypt it (Disable-BitLocker -MountPoint $env:SystemDrive), wait for FullyDecrypted, then bake again (or enable [bake.remediation] bitlocker)"
+            }
+            Category::UnattendInvalid => {
+                "Sysprep could not parse or process the answer file: check it with `fleetprep unattend render --base` against the agent's file, and look in setupact.log for the setting it rejected"
+            }
             Category::AgentUnreachable => {
-                "the instance never reported back: check the console output and the SSM agent; an IMAGE_STATE_UNDEPLOYABLE image cannot be reused, launch a fresh builder"
+                "the instance never reported back: check the console output, the SSM agent and the builder's instance profile and network path to SSM, then bake again"
             }
             Category::Timeout => {
                 "Sysprep did not finish in time: raise the bake deadline for large images, or fetch the Panther logs from the volume to find where it stopped"
@@ -118,9 +131,11 @@ impl Category {
     /// Higher wins when several categories match: the most specific cause first.
     fn priority(self) -> u8 {
         match self {
-            Category::AppxNotProvisioned => 6,
-            Category::RearmLimit => 5,
-            Category::CopyprofileFailed => 4,
+            Category::AppxNotProvisioned => 8,
+            Category::BitlockerEnabled => 7,
+            Category::RearmLimit => 6,
+            Category::CopyprofileFailed => 5,
+            Category::UnattendInvalid => 4,
             Category::ValidationFailed => 3,
             Category::ProviderFailure => 2,
             Category::AgentUnreachable | Category::Timeout | Category::Unknown => 0,
@@ -288,6 +303,16 @@ fn classify_log_line(line: &PantherLine<'_>) -> Option<Category> {
     {
         return Some(Category::AppxNotProvisioned);
     }
+    // "Troubleshoot Sysprep with Amazon EC2 Windows instances": BitLocker on the OS volume
+    // fails the BdeSysprep.dll provider's ValidateBitLockerState with 0x80310039.
+    if has("0x80310039") || (failing && (has("validatebitlockerstate") || has("bdesysprep.dll"))) {
+        return Some(Category::BitlockerEnabled);
+    }
+    // The HRESULT decides: "could not parse or process unattend answer file" is also what a
+    // failed specialize setting (CopyProfile, 0x80070005) leaves behind.
+    if has("0x80220005") {
+        return Some(Category::UnattendInvalid);
+    }
     if has("0xc004d307")
         || (failing && has("slrearmwindows"))
         || has("maximum allowed number of re-arms")
@@ -425,8 +450,10 @@ impl Diagnoser {
         let (category, evidence) = match decisive {
             Some((category, lines)) => (category, lines),
             None => {
-                let undeployable = self.progress.image_state == Some(ImageState::Undeployable);
-                if context.agent_online == Some(false) || undeployable {
+                // `SysprepState=IMAGE_STATE_UNDEPLOYABLE` is what every healthy EC2Launch v2 boot
+                // prints while Windows is being configured ("Troubleshoot EC2Launch v2", sample
+                // console output), so the console state alone decides nothing.
+                if context.agent_online == Some(false) {
                     (Category::AgentUnreachable, self.console_evidence)
                 } else if context.timed_out {
                     // Where Sysprep stopped is the most useful thing to show.
@@ -597,12 +624,13 @@ mod tests {
             ),
             Category::AgentUnreachable
         );
+        // Printed by every healthy EC2Launch v2 boot ("Troubleshoot EC2Launch v2").
         assert_eq!(
             finish(
                 DiagnosisContext::default(),
-                "2024/03/12 14:30:00Z: SysprepState=IMAGE_STATE_UNDEPLOYABLE"
+                "2024/03/12 14:30:00Z: Windows is being configured. SysprepState=IMAGE_STATE_UNDEPLOYABLE"
             ),
-            Category::AgentUnreachable
+            Category::Unknown
         );
     }
 
@@ -626,6 +654,8 @@ mod tests {
                 "rearm-limit",
                 "provider-failure",
                 "validation-failed",
+                "bitlocker-enabled",
+                "unattend-invalid",
                 "agent-unreachable",
                 "timeout",
                 "unknown"

@@ -151,6 +151,23 @@ pub fn key(name: &str) -> String {
     name.to_ascii_lowercase()
 }
 
+/// The host part of the computer name SSM reports. The SSM agent reports a fully qualified
+/// name: Win32_ComputerSystem `DNSHostName` + "." + `Domain`, where `Domain` is the workgroup
+/// off a domain (amazon-ssm-agent source, platform code for Windows,
+/// `fullyQualifiedDomainName`): `APP-0042.WORKGROUP`, `APP-0042.corp.example.com`. Falls back
+/// to the whole value when it has no dot (the agent's `os.Hostname()` fallback).
+pub fn ssm_host_part(computer_name: &str) -> &str {
+    computer_name
+        .split_once('.')
+        .map_or(computer_name, |(host, _)| host)
+}
+
+/// Whether the computer name SSM reports is `expected`: the host part compared the way
+/// Windows compares names (ignoring case).
+pub fn ssm_name_matches(ssm_computer_name: &str, expected: &str) -> bool {
+    key(ssm_host_part(ssm_computer_name)) == key(ssm_host_part(expected))
+}
+
 impl TryFrom<String> for Hostname {
     type Error = HostnameError;
     fn try_from(value: String) -> Result<Self, Self::Error> {
@@ -596,11 +613,10 @@ fn zone_letter(context: &NameContext<'_>) -> Result<char, PolicyError> {
 /// moves them when only the last characters differ (ids ending in a counter, and the `#k`
 /// rehash suffix): 10,000 such ids gave 804 distinct `{hash:4}` names instead of ~9,270.
 fn short_hash(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in bytes {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
+    use std::hash::Hasher as _;
+    let mut fnv = fnv::FnvHasher::default();
+    fnv.write(bytes);
+    let mut hash = fnv.finish();
     hash ^= hash >> 33;
     hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
     hash ^= hash >> 33;
@@ -611,6 +627,21 @@ fn short_hash(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 10, bug 3: SSM reports `DNSHostName.Domain` (amazon-ssm-agent, platform code for
+    /// Windows), so the sysprep naming mode must compare the host part or it always times out.
+    #[test]
+    fn ssm_computer_name_is_compared_by_host_part() {
+        assert!(ssm_name_matches("APP-0042.WORKGROUP", "APP-0042"));
+        assert!(ssm_name_matches("app-0042.corp.example.com", "APP-0042"));
+        assert!(ssm_name_matches("APP-0042", "app-0042"));
+        assert!(!ssm_name_matches("APP-0043.WORKGROUP", "APP-0042"));
+        assert!(!ssm_name_matches("APP-00421.corp.example.com", "APP-0042"));
+        assert_eq!(
+            ssm_host_part("EC2AMAZ-A1B2C3D.WORKGROUP"),
+            "EC2AMAZ-A1B2C3D"
+        );
+    }
 
     fn check(name: &str, expected: Result<(), HostnameError>) {
         assert_eq!(validate(name), expected, "name {name:?}");

@@ -39,8 +39,13 @@ pub struct PreflightReport {
     pub rearm_count: Option<i64>,
     /// `SkipRearm` from the answer file, when present.
     pub skip_rearm: Option<i64>,
+    /// Per-user AppX packages that block Sysprep, with what decided it.
+    pub appx_blockers: Option<Vec<AppxBlocker>>,
     /// BitLocker state of the OS volume.
     pub bitlocker: Option<BitLocker>,
+    /// Windows was upgraded in place (`HKLM\SYSTEM\Setup\Upgrade` exists): Sysprep refuses
+    /// ("Sysprep will not run on an upgraded OS").
+    pub upgraded_os: Option<bool>,
     /// The launch agent found.
     pub agent: Option<LaunchAgent>,
     /// The agent has recorded its run-once work as done: EC2Launch v2's `.run-once` state
@@ -59,6 +64,30 @@ pub struct PreflightReport {
     /// Checks that could not run, with their error.
     #[serde(deserialize_with = "one_or_many_vec")]
     pub errors: Vec<String>,
+}
+
+/// One AppX package installed for a user in a way Sysprep's AppX provider rejects: not
+/// provisioned for all users, or installed in another version than the provisioned one
+/// (KB2769827: Sysprep fails after Store apps are updated; error 0x80073cf2). Packages are
+/// compared by `PackageFamilyName` plus version, since a provisioned package's full name (a
+/// bundle, `_neutral_~_`) never equals an installed one's (`_x64__`). System-signed packages
+/// are not skipped: KB4057974 shows one blocking Sysprep.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AppxBlocker {
+    /// `PackageFullName` (what `Remove-AppxPackage -AllUsers` takes).
+    pub package_full_name: String,
+    /// `PackageFamilyName` (name plus publisher id).
+    pub package_family_name: String,
+    /// The installed version.
+    pub version: String,
+    /// The provisioned version of the same family, when there is one.
+    pub provisioned_version: Option<String>,
+    /// `SignatureKind` (`Store`, `System`, `Developer`...).
+    pub signature_kind: Option<String>,
+    /// Users it is installed for (from `PackageUserInformation`).
+    #[serde(deserialize_with = "one_or_many_vec")]
+    pub users: Vec<String>,
 }
 
 /// Pending-reboot markers (any one blocks Sysprep).
@@ -179,6 +208,19 @@ pub fn parse_preflight_output(output: &str) -> Result<PreflightReport, Preflight
     })
 }
 
+/// The diagnosis category a blocking finding stands for, so a bake stopped by pre-flight
+/// reports the same category Sysprep itself would have failed with.
+pub fn category_of(check: &str) -> Option<crate::diagnose::Category> {
+    use crate::diagnose::Category;
+    match check {
+        "appx-not-provisioned" => Some(Category::AppxNotProvisioned),
+        "rearm-limit" => Some(Category::RearmLimit),
+        "bitlocker" => Some(Category::BitlockerEnabled),
+        "pending-reboot" | "upgraded-os" => Some(Category::ValidationFailed),
+        _ => None,
+    }
+}
+
 /// Parses and evaluates in one go.
 pub fn check_output(output: &str) -> Result<PreflightResult, PreflightError> {
     Ok(evaluate(&parse_preflight_output(output)?))
@@ -203,9 +245,14 @@ fn finding(
 /// Turns a report into findings, blocking ones first.
 pub fn evaluate(report: &PreflightReport) -> PreflightResult {
     let mut findings = Vec::new();
-    if let Some(packages) = &report.appx_not_provisioned
-        && !packages.is_empty()
-    {
+    let mut appx: Vec<String> = report.appx_not_provisioned.clone().unwrap_or_default();
+    for blocker in report.appx_blockers.iter().flatten() {
+        if !appx.contains(&blocker.package_full_name) {
+            appx.push(blocker.package_full_name.clone());
+        }
+    }
+    let packages = &appx;
+    if !packages.is_empty() {
         findings.push(finding(
             "appx-not-provisioned",
             Severity::Block,
@@ -245,7 +292,7 @@ pub fn evaluate(report: &PreflightReport) -> PreflightResult {
                 "rearm-limit",
                 Severity::Block,
                 format!("the remaining Windows rearm count is {rearm}; generalize would fail with 0xC004D307"),
-                "set SkipRearm=1 in the answer file's generalize pass (Microsoft-Windows-Security-SPP) or rebuild from a fresh AMI",
+                "rebuild the builder from a fresh AWS AMI; SkipRearm=1 (generalize pass, Microsoft-Windows-Security-SPP) is only for images that are not for production (KB929828)",
                 vec![format!("RemainingWindowsReArmCount={rearm}")],
             ));
         } else if rearm == 1 && !skip {
@@ -253,7 +300,7 @@ pub fn evaluate(report: &PreflightReport) -> PreflightResult {
                 "rearm-limit",
                 Severity::Warn,
                 "only one Windows rearm is left: this image can be generalized once more".into(),
-                "set SkipRearm=1 in the answer file so repeated bakes do not use up rearms",
+                "bake from a fresh AWS AMI rather than re-baking a baked image; SkipRearm=1 is only for images that are not for production (KB929828)",
                 vec![format!("RemainingWindowsReArmCount={rearm}")],
             ));
         }
@@ -280,6 +327,15 @@ pub fn evaluate(report: &PreflightReport) -> PreflightResult {
                 )],
             ));
         }
+    }
+    if report.upgraded_os == Some(true) {
+        findings.push(finding(
+            "upgraded-os",
+            Severity::Block,
+            "Windows on the builder was upgraded in place; Sysprep will not run on an upgraded OS".into(),
+            "bake from a fresh AWS AMI of the target Windows version instead of an in-place-upgraded builder",
+            vec![r"HKLM\SYSTEM\Setup\Upgrade".to_owned()],
+        ));
     }
     if report.agent_run_once_recorded == Some(true) {
         findings.push(finding(
@@ -371,12 +427,35 @@ $result = [ordered]@{{}}
 $errors = New-Object System.Collections.Generic.List[string]
 
 try {{
-    $provisioned = @(Get-AppxProvisionedPackage -Online | ForEach-Object {{ $_.PackageName }})
-    $notProvisioned = @(Get-AppxPackage -AllUsers |
-        Where-Object {{ -not $_.IsFramework -and $_.SignatureKind -ne 'System' -and ($provisioned -notcontains $_.PackageFullName) }} |
-        ForEach-Object {{ $_.PackageFullName }} | Sort-Object -Unique)
-    $result.appxNotProvisioned = $notProvisioned
+    # KB2769827: compare by PackageFamilyName plus version (a provisioned package's full name
+    # is its bundle's); KB4057974: system-signed packages block Sysprep too, so none is skipped.
+    $provisioned = @{{}}
+    foreach ($package in @(Get-AppxProvisionedPackage -Online)) {{
+        $provisioned[('{{0}}_{{1}}' -f $package.DisplayName, $package.PublisherId)] = [string]$package.Version
+    }}
+    $blockers = New-Object System.Collections.Generic.List[object]
+    foreach ($package in @(Get-AppxPackage -AllUsers)) {{
+        if ($package.IsFramework -or $package.IsResourcePackage) {{ continue }}
+        $users = @($package.PackageUserInformation | Where-Object {{ [string]$_.InstallState -eq 'Installed' }} | ForEach-Object {{ [string]$_.UserSecurityId.Username }})
+        if ($users.Count -eq 0) {{ continue }}
+        $family = [string]$package.PackageFamilyName
+        $provisionedVersion = $provisioned[$family]
+        if ($null -ne $provisionedVersion -and $provisionedVersion -eq [string]$package.Version) {{ continue }}
+        $blockers.Add([ordered]@{{
+            packageFullName = [string]$package.PackageFullName
+            packageFamilyName = $family
+            version = [string]$package.Version
+            provisionedVersion = $provisionedVersion
+            signatureKind = [string]$package.SignatureKind
+            users = $users
+        }})
+    }}
+    $result.appxBlockers = @($blockers)
 }} catch {{ $errors.Add('appx: ' + $_.Exception.Message) }}
+
+try {{
+    $result.upgradedOs = Test-Path -LiteralPath 'HKLM:\SYSTEM\Setup\Upgrade'
+}} catch {{ $errors.Add('upgraded os: ' + $_.Exception.Message) }}
 
 try {{
     $sessionManager = Get-ItemProperty -Path 'HKLM:\SYSTEM\CurrentControlSet\Control\Session Manager' -ErrorAction SilentlyContinue
@@ -537,6 +616,57 @@ FLEETPREP-PREFLIGHT:{"appxNotProvisioned":"Microsoft.BingWeather_4.53.51922.0_x6
             result.findings[0]
                 .remediation
                 .contains("InitializeInstance.ps1 -Schedule")
+        );
+    }
+
+    /// Issue 10, point 6 (KB2769827, KB4057974): packages are compared by family and version,
+    /// their users come from PackageUserInformation, and system-signed ones are not hidden.
+    #[test]
+    fn appx_is_checked_by_family_and_version_without_hiding_system_packages() {
+        let script = preflight_script(None);
+        assert!(script.contains("$package.PackageFamilyName"));
+        assert!(script.contains("$package.PackageUserInformation"));
+        assert!(script.contains("'{0}_{1}' -f $package.DisplayName, $package.PublisherId"));
+        assert!(script.contains("$provisionedVersion -eq [string]$package.Version"));
+        assert!(!script.contains("SignatureKind -ne 'System'"));
+        assert!(!script.contains("$provisioned -notcontains $_.PackageFullName"));
+        let output = r#"FLEETPREP-PREFLIGHT:{"appxBlockers":[{"packageFullName":"Microsoft.Windows.SecHealthUI_10.0.19041.1_neutral__cw5n1h2txyewy","packageFamilyName":"Microsoft.Windows.SecHealthUI_cw5n1h2txyewy","version":"10.0.19041.1","provisionedVersion":null,"signatureKind":"System","users":"EC2AMAZ-1\\Administrator"},{"packageFullName":"Microsoft.BingWeather_4.53.51922.0_x64__8wekyb3d8bbwe","packageFamilyName":"Microsoft.BingWeather_8wekyb3d8bbwe","version":"4.53.51922.0","provisionedVersion":"4.25.20211.0","signatureKind":"Store","users":["EC2AMAZ-1\\Administrator"]}],"upgradedOs":false}"#;
+        let result = check_output(output).unwrap();
+        assert!(result.blocked);
+        assert_eq!(result.findings.len(), 1);
+        assert_eq!(
+            result.findings[0].evidence,
+            [
+                "Microsoft.Windows.SecHealthUI_10.0.19041.1_neutral__cw5n1h2txyewy",
+                "Microsoft.BingWeather_4.53.51922.0_x64__8wekyb3d8bbwe"
+            ]
+        );
+        assert_eq!(
+            category_of(&result.findings[0].check),
+            Some(crate::diagnose::Category::AppxNotProvisioned)
+        );
+    }
+
+    /// Issue 10, point 7: BitLocker on the OS volume and an in-place-upgraded OS block, each
+    /// with the category Sysprep itself would fail with.
+    #[test]
+    fn bitlocker_and_an_upgraded_os_block() {
+        let result = check_output(
+            r#"FLEETPREP-PREFLIGHT:{"bitlocker":{"protectionStatus":"On","volumeStatus":"FullyEncrypted"},"upgradedOs":true}"#,
+        )
+        .unwrap();
+        let checks: Vec<&str> = result.findings.iter().map(|f| f.check.as_str()).collect();
+        assert_eq!(checks, ["bitlocker", "upgraded-os"]);
+        assert_eq!(
+            category_of("bitlocker"),
+            Some(crate::diagnose::Category::BitlockerEnabled)
+        );
+        assert_eq!(
+            category_of("upgraded-os"),
+            Some(crate::diagnose::Category::ValidationFailed)
+        );
+        assert!(
+            preflight_script(None).contains(r"Test-Path -LiteralPath 'HKLM:\SYSTEM\Setup\Upgrade'")
         );
     }
 

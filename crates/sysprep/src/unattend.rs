@@ -26,7 +26,7 @@ pub const UNATTEND_NS: &str = "urn:schemas-microsoft-com:unattend";
 const WCM_NS: &str = "http://schemas.microsoft.com/WMIConfig/2002/State";
 const XSI_NS: &str = "http://www.w3.org/2001/XMLSchema-instance";
 /// Microsoft's public key token for inbox components.
-const PUBLIC_KEY_TOKEN: &str = "31bf3856ad364e35";
+pub(crate) const PUBLIC_KEY_TOKEN: &str = "31bf3856ad364e35";
 /// The marker the writer script prints (with the path, never the content).
 pub const UNATTEND_MARKER: &str = "FLEETPREP-UNATTEND:";
 
@@ -311,8 +311,9 @@ pub struct UnattendConfig {
     /// a frequent cause of specialize failures).
     #[serde(default)]
     pub copy_profile: bool,
-    /// Keep the licensing state instead of spending one of the limited rearms.
-    #[serde(default = "default_true")]
+    /// Keep the licensing state instead of spending one of the limited rearms. Off by default:
+    /// Microsoft KB929828 reserves SkipRearm for images that are not for production.
+    #[serde(default)]
     pub skip_rearm: bool,
     /// Keep drivers across generalize (the AWS launch agents' default).
     #[serde(default = "default_true")]
@@ -333,7 +334,7 @@ impl Default for UnattendConfig {
             registered_owner: None,
             registered_organization: None,
             copy_profile: false,
-            skip_rearm: true,
+            skip_rearm: false,
             persist_all_device_installs: true,
             processor_architecture: Architecture::Amd64,
             admin_password: None,
@@ -360,8 +361,8 @@ pub fn render(config: &UnattendConfig) -> Result<Rendered, UnattendError> {
     if config.copy_profile {
         warnings.push("copy_profile = true: the builder's administrator profile becomes the default profile; CopyProfile failures are a common cause of specialize errors".to_owned());
     }
-    if !config.skip_rearm {
-        warnings.push("skip_rearm = false: every bake spends one of Windows' limited rearms (see the rearm-limit diagnosis)".to_owned());
+    if config.skip_rearm {
+        warnings.push("skip_rearm = true: Microsoft KB929828 allows SkipRearm only for images that are not for production; production images should rearm".to_owned());
     }
     let arch = config.processor_architecture.as_str();
     let mut writer = Writer::new_with_indent(Vec::new(), b' ', 2);
@@ -485,7 +486,9 @@ fn local(name: &str) -> String {
     }
 }
 
-fn resolve_entity(entity: &quick_xml::events::BytesRef<'_>) -> Result<String, UnattendError> {
+pub(crate) fn resolve_entity(
+    entity: &quick_xml::events::BytesRef<'_>,
+) -> Result<String, UnattendError> {
     if entity.is_char_ref() {
         return match entity.resolve_char_ref() {
             Ok(Some(ch)) => Ok(ch.to_string()),
@@ -664,7 +667,16 @@ pub fn parse(xml: &str) -> Result<UnattendConfig, UnattendError> {
 /// PowerShell, preinstalled on AWS Windows AMIs: `Get-SECSecretValue`, `Get-SSMParameter`),
 /// and saves it to `destination`. It prints only the destination.
 pub fn writer_script(config: &UnattendConfig, destination: &str) -> Result<String, UnattendError> {
-    writer(config, destination, None)
+    writer(config, destination, None, false)
+}
+
+/// The builder's side of [`crate::merge::merge`]: loads the launch agent's own answer file at
+/// `destination`, sets the same [`crate::merge::managed_settings`], removes any
+/// `AdministratorPassword`, adds the configured password source if any (as
+/// [`writer_script`] does) and saves the file in place. Everything else the agent put in the
+/// file (RDP commands, locales, device settings) stays.
+pub fn merge_script(config: &UnattendConfig, destination: &str) -> Result<String, UnattendError> {
+    writer(config, destination, None, true)
 }
 
 /// [`writer_script`] for a name known only on the instance: `prelude` (PowerShell) runs first
@@ -683,25 +695,88 @@ pub fn writer_script_with_name(
             reason: "must be set (e.g. to \"*\") for the instance's name to replace it".into(),
         });
     }
-    writer(config, destination, Some((prelude, name_expr)))
+    writer(config, destination, Some((prelude, name_expr)), false)
 }
+
+/// Applies [`crate::merge::managed_settings`] to `$answer` in PowerShell, creating the pass,
+/// component or element where the file has none, and removes every administrator password.
+fn merge_settings_script(config: &UnattendConfig) -> String {
+    let mut script = format!(
+        r#"$u = {ns}
+$mergeNs = New-Object System.Xml.XmlNamespaceManager($answer.NameTable)
+$mergeNs.AddNamespace('u', $u)
+function Set-AnswerValue([string]$Pass, [string]$Component, [string]$Element, [string]$Value) {{
+    $settings = $answer.DocumentElement.SelectSingleNode(("u:settings[@pass='{{0}}']" -f $Pass), $mergeNs)
+    if ($null -eq $settings) {{
+        $settings = $answer.CreateElement('settings', $u)
+        $settings.SetAttribute('pass', $Pass)
+        [void]$answer.DocumentElement.AppendChild($settings)
+    }}
+    $component = $settings.SelectSingleNode(("u:component[@name='{{0}}']" -f $Component), $mergeNs)
+    if ($null -eq $component) {{
+        $component = $answer.CreateElement('component', $u)
+        $component.SetAttribute('name', $Component)
+        $component.SetAttribute('processorArchitecture', {arch})
+        $component.SetAttribute('publicKeyToken', {token})
+        $component.SetAttribute('language', 'neutral')
+        $component.SetAttribute('versionScope', 'nonSxS')
+        [void]$settings.AppendChild($component)
+    }}
+    $node = $component.SelectSingleNode(('u:{{0}}' -f $Element), $mergeNs)
+    if ($null -eq $node) {{
+        $node = $answer.CreateElement($Element, $u)
+        [void]$component.AppendChild($node)
+    }}
+    $node.InnerText = $Value
+}}
+"#,
+        ns = quote(UNATTEND_NS),
+        arch = quote(config.processor_architecture.as_str()),
+        token = quote(PUBLIC_KEY_TOKEN),
+    );
+    for setting in crate::merge::managed_settings(config) {
+        script.push_str(&format!(
+            "Set-AnswerValue {} {} {} {}\n",
+            quote(setting.pass),
+            quote(setting.component),
+            quote(setting.element),
+            quote(&setting.value)
+        ));
+    }
+    script.push_str(REMOVE_PASSWORDS);
+    script
+}
+
+/// Removes every `AdministratorPassword` from `$answer` (no password stays in an image:
+/// Microsoft "Hide Sensitive Data in an Answer File": it is only obfuscated).
+const REMOVE_PASSWORDS: &str = "foreach ($secret in @($answer.SelectNodes(\"//*[local-name()='AdministratorPassword']\"))) { [void]$secret.ParentNode.RemoveChild($secret) }\n";
 
 fn writer(
     config: &UnattendConfig,
     destination: &str,
     name: Option<(&str, &str)>,
+    merge_on_disk: bool,
 ) -> Result<String, UnattendError> {
     check_windows_path("destination", destination).map_err(|e| UnattendError::InvalidValue {
         key: "destination",
         reason: e.to_string(),
     })?;
-    let rendered = render(config)?;
-    let encoded = base64(rendered.xml.as_bytes());
-    let mut script = format!(
-        "# fleetprep: write unattend.xml; the administrator password is read here, on the instance.\n$ErrorActionPreference = 'Stop'\n$destination = {}\n$xmlText = [System.Text.Encoding]::UTF8.GetString([System.Convert]::FromBase64String({}))\n$answer = New-Object System.Xml.XmlDocument\n$answer.PreserveWhitespace = $false\n$answer.LoadXml($xmlText)\n",
-        quote(destination),
-        quote(&encoded)
-    );
+    let mut script = if merge_on_disk {
+        render(config)?;
+        format!(
+            "# fleetprep: merge fleetprep's settings into the launch agent's answer file; the administrator password, if any, is read here, on the instance.\n$ErrorActionPreference = 'Stop'\n$destination = {}\nif (-not (Test-Path -LiteralPath $destination)) {{ throw ('the launch agent''s answer file {{0}} is missing: reinstall the agent or set the answer file explicitly' -f $destination) }}\n$answer = New-Object System.Xml.XmlDocument\n$answer.PreserveWhitespace = $false\n$answer.Load($destination)\n{}",
+            quote(destination),
+            merge_settings_script(config)
+        )
+    } else {
+        let rendered = render(config)?;
+        let encoded = base64(rendered.xml.as_bytes());
+        format!(
+            "# fleetprep: write unattend.xml; the administrator password is read here, on the instance.\n$ErrorActionPreference = 'Stop'\n$destination = {}\n$xmlText = [System.Text.Encoding]::UTF8.GetString([System.Convert]::FromBase64String({}))\n$answer = New-Object System.Xml.XmlDocument\n$answer.PreserveWhitespace = $false\n$answer.LoadXml($xmlText)\n",
+            quote(destination),
+            quote(&encoded)
+        )
+    };
     if let Some((prelude, name_expr)) = name {
         script.push_str(prelude);
         if !prelude.ends_with('\n') {
@@ -762,12 +837,61 @@ Remove-Variable -Name password
 "#,
             ns = quote(UNATTEND_NS)
         ));
+        script.push_str(&first_boot_password_removal());
     }
     script.push_str(&format!(
         "[void](New-Item -ItemType Directory -Force -Path (Split-Path -Parent $destination))\n$answer.Save($destination)\nWrite-Output ({} + $destination)\n",
         quote(UNATTEND_MARKER)
     ));
     Ok(script)
+}
+
+/// Every answer-file location on an instance: each agent's, and the copies Windows Setup keeps
+/// in `%WINDIR%\Panther` (Microsoft "Deployment Troubleshooting and Log Files").
+pub const ANSWER_FILE_LOCATIONS: [&str; 6] = [
+    r"C:\ProgramData\Amazon\EC2Launch\sysprep\unattend.xml",
+    r"C:\ProgramData\Amazon\EC2-Windows\Launch\Sysprep\Unattend.xml",
+    r"C:\Program Files\Amazon\Ec2ConfigService\sysprep2008.xml",
+    r"C:\Windows\System32\Sysprep\unattend.xml",
+    r"C:\Windows\Panther\unattend.xml",
+    r"C:\Windows\Panther\Unattend\unattend.xml",
+];
+
+/// The PowerShell that removes every `AdministratorPassword` from every answer file on disk.
+pub fn password_scrub_script() -> String {
+    let paths: Vec<String> = ANSWER_FILE_LOCATIONS.iter().map(|p| quote(p)).collect();
+    format!(
+        "foreach ($path in @({})) {{\n    if (Test-Path -LiteralPath $path) {{\n        $answer = New-Object System.Xml.XmlDocument\n        $answer.Load($path)\n        {}        $answer.Save($path)\n    }}\n}}\n",
+        paths.join(", "),
+        REMOVE_PASSWORDS
+    )
+}
+
+/// When a user insists on an answer-file password: the first boot removes it from every
+/// answer file on disk once Windows Setup is done, through `SetupComplete.cmd`, which Setup
+/// runs as SYSTEM after OOBE and before anyone logs on (Microsoft "Add a Custom Script to
+/// Windows Setup"). The line is appended (EC2Config's own SetupComplete.cmd keeps its line) and
+/// only once. The scrub runs as `-EncodedCommand` so cmd.exe quoting cannot change it.
+fn first_boot_password_removal() -> String {
+    let utf16: Vec<u8> = password_scrub_script()
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    let line = format!(
+        "powershell.exe -NoProfile -NonInteractive -ExecutionPolicy Bypass -EncodedCommand {} & REM fleetprep-password-scrub",
+        base64(&utf16)
+    );
+    format!(
+        r#"# A password in an answer file is only obfuscated (Hide Sensitive Data in an Answer File):
+# the first boot removes it from every answer file on disk.
+$setupComplete = Join-Path $env:WINDIR 'Setup\Scripts\SetupComplete.cmd'
+[void](New-Item -ItemType Directory -Force -Path (Split-Path -Parent $setupComplete))
+if (-not ((Test-Path -LiteralPath $setupComplete) -and (Select-String -LiteralPath $setupComplete -SimpleMatch 'fleetprep-password-scrub' -Quiet))) {{
+    Add-Content -LiteralPath $setupComplete -Value {} -Encoding ASCII
+}}
+"#,
+        quote(&line)
+    )
 }
 
 /// Standard base64 (RFC 4648) for embedding the XML in the script.
@@ -805,7 +929,7 @@ mod tests {
             ),
             registered_organization: Some(XmlText::new("Example 'Corp'\nLine two").unwrap()),
             copy_profile: true,
-            skip_rearm: false,
+            skip_rearm: true,
             persist_all_device_installs: false,
             processor_architecture: Architecture::Arm64,
             admin_password: None,
@@ -818,6 +942,16 @@ mod tests {
             let rendered = render(&config).unwrap();
             assert_eq!(parse(&rendered.xml).unwrap(), config, "{}", rendered.xml);
         }
+    }
+
+    /// Issue 10, point 9: KB929828 reserves SkipRearm for non-production images, so it is off
+    /// unless asked for, and asking for it warns.
+    #[test]
+    fn skip_rearm_is_off_by_default() {
+        let config = crate::config::load_unattend("[unattend]\n", "u.toml").unwrap();
+        assert!(!config.skip_rearm);
+        let xml = render(&config).unwrap().xml;
+        assert!(xml.contains("<SkipRearm>0</SkipRearm>"), "{xml}");
     }
 
     #[test]
@@ -865,6 +999,17 @@ mod tests {
         assert!(!xml.contains("secretsmanager"));
         let script = writer_script(&config, r"C:\Windows\Panther\unattend.xml").unwrap();
         assert!(script.contains("Get-SECSecretValue -SecretId 'arn:aws:secretsmanager"));
+        // Issue 10, bug 5: the first boot removes the password from every answer file.
+        assert!(script.contains(r"Setup\Scripts\SetupComplete.cmd"));
+        assert!(script.contains("fleetprep-password-scrub"));
+        let scrub = password_scrub_script();
+        for path in ANSWER_FILE_LOCATIONS {
+            assert!(scrub.contains(&quote(path)), "{path}");
+        }
+        assert!(scrub.contains("RemoveChild($secret)"));
+        // Without a password source nothing is scheduled.
+        let plain = writer_script(&UnattendConfig::default(), r"C:\x\u.xml").unwrap();
+        assert!(!plain.contains("SetupComplete"));
         assert!(script.contains("Properties['password']"));
         assert!(script.contains("Remove-Variable -Name password"));
         let ssm = UnattendConfig {

@@ -122,3 +122,25 @@ fn a_huge_log_is_streamed() {
     assert_eq!(diagnosis.category, Category::RearmLimit);
     assert_eq!(diagnosis.evidence.len(), 1);
 }
+
+/// Issue 10, bug 2: every healthy EC2Launch v2 boot prints
+/// `SysprepState=IMAGE_STATE_UNDEPLOYABLE` while Windows is being configured ("Troubleshoot
+/// EC2Launch v2", the sample console log output, used verbatim as test data). A healthy
+/// console plus a time-out is `timeout`, and without one nothing is decided by it.
+#[test]
+fn a_healthy_ec2launch_v2_console_is_not_an_unreachable_agent() {
+    let console =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/console/ec2launch-v2-healthy.txt");
+    let classify = |context: DiagnosisContext| {
+        diagnose(None::<&[u8]>, open(&console), &context)
+            .expect("read console")
+            .category
+    };
+    let timed_out = DiagnosisContext {
+        timed_out: true,
+        agent_online: None,
+    };
+    assert_eq!(classify(timed_out), Category::Timeout);
+    assert!(Category::Timeout.retriable());
+    assert_eq!(classify(DiagnosisContext::default()), Category::Unknown);
+}

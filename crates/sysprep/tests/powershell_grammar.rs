@@ -54,6 +54,49 @@ fn assert_parses(what: &str, script: &str) {
 fn detection_and_identity_scripts_parse() {
     assert_parses("detection", &detection_script());
     assert_parses("identity", &identity_script());
+    assert_parses("image state", &sysprep::agent::image_state_script());
+    assert_parses("panther", &sysprep::panther::collection_script());
+    let references = [
+        sysprep::unattend::PasswordRef::SecretsManager {
+            secret_id: "it's $(admin)".into(),
+            json_key: None,
+        },
+        sysprep::unattend::PasswordRef::SsmParameter {
+            name: "/fleet/admin".into(),
+        },
+    ];
+    assert_parses(
+        "secret check",
+        &sysprep::secrets::secret_check_script(&references),
+    );
+    assert_parses(
+        "secret check (none)",
+        &sysprep::secrets::secret_check_script(&[]),
+    );
+    assert_parses(
+        "remedy appx",
+        &sysprep::remedy::appx_removal_script(&["it's $(x)".into(), "B_1_x64__b".into()]),
+    );
+    assert_parses(
+        "remedy appx (none)",
+        &sysprep::remedy::appx_removal_script(&[]),
+    );
+    assert_parses("remedy reboot", &sysprep::remedy::reboot_script("exec/1"));
+    assert_parses("remedy bitlocker", &sysprep::remedy::bitlocker_off_script());
+    assert_parses(
+        "password scrub",
+        &sysprep::unattend::password_scrub_script(),
+    );
+    for agent in LaunchAgent::ALL {
+        assert_parses(
+            &format!("agent password {agent}"),
+            &sysprep::commands::agent_password_script(agent),
+        );
+    }
+    assert_parses(
+        "ec2config set password",
+        &sysprep::commands::ec2config_set_password_script(),
+    );
 }
 
 #[test]
@@ -94,8 +137,9 @@ fn every_sysprep_command_combination_parses() {
             }
         }
     }
-    // v2: 2 afters x 8; v1: 2 x 8; ec2config: 1 x 8; none: 3 x 8 x 2 x 2.
-    assert_eq!(generated, 16 + 16 + 8 + 96);
+    // v2: 2 afters x 8; v1: 2 x 8; ec2config: 2 x 8 (shutdown, quit); none: 3 x 8 x (2
+    // paths without /mode:vm + 1 with it, which takes no /unattend).
+    assert_eq!(generated, 16 + 16 + 16 + 72);
 }
 
 #[test]
@@ -274,6 +318,9 @@ fn unattend_writer_scripts_parse() {
         for agent in LaunchAgent::ALL {
             let script = writer_script(&config, agent.unattend_path()).expect("writer script");
             assert_parses(&format!("writer {source:?} {agent}"), &script);
+            let merge = sysprep::unattend::merge_script(&config, agent.unattend_path())
+                .expect("merge script");
+            assert_parses(&format!("merge {source:?} {agent}"), &merge);
         }
     }
 }
@@ -286,7 +333,14 @@ fn unattend_writer_scripts_parse() {
 fn hostile_values_cannot_change_a_generated_script() {
     use sysprep::unattend::{PasswordRef, UnattendConfig, writer_script};
     type Generator = fn(&str) -> Option<String>;
-    let generators: [(&str, Generator); 5] = [
+    let generators: [(&str, Generator); 6] = [
+        ("merge registered owner", |v| {
+            let config = UnattendConfig {
+                registered_owner: Some(sysprep::unattend::XmlText::new(v).ok()?),
+                ..UnattendConfig::default()
+            };
+            sysprep::unattend::merge_script(&config, r"C:\Windows\Panther\unattend.xml").ok()
+        }),
         ("preflight answer file", |v| {
             Some(sysprep::preflight::preflight_script(Some(v)))
         }),
@@ -340,5 +394,18 @@ fn hostile_values_cannot_change_a_generated_script() {
         }
     }
     // Every generator took some hostile values (the two path generators reject a few).
-    assert!(compared >= 3 * 9 + 2 * 5, "only {compared} comparisons");
+    assert!(compared >= 4 * 9 + 2 * 5, "only {compared} comparisons");
+}
+
+#[test]
+fn user_data_script_parses() {
+    let script = sysprep::userdata::script();
+    assert_parses("user data", &script);
+    // The `<powershell>` envelope's body is the same script.
+    let tagged = sysprep::userdata::powershell_tags(&script);
+    let body = tagged
+        .strip_prefix("<powershell>\n")
+        .and_then(|rest| rest.split("</powershell>").next())
+        .unwrap();
+    assert_parses("user data in <powershell>", body);
 }

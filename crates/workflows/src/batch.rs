@@ -191,6 +191,7 @@ impl Batcher {
                     commands: scripts::render(&template, &table),
                     execution_timeout_seconds: Some(timeout),
                     comment: Some(format!("fleetprep batch of {}", chunk.len())),
+                    ..SendCommandRequest::default()
                 };
                 let result = cloud.send_command(request).await;
                 if let Err(error) = &result

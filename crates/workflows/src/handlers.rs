@@ -1,4 +1,5 @@
-//! The task handlers: one async fn per `action`, each `(payload, &Context) -> Result<Value>`.
+//! The task handlers: one async fn per `action`, each `(Request, &Context) -> Result<Response>`
+//! with a serde request type, listed once in [`ACTIONS`] with the Cloud operations it may call.
 //!
 //! Polling handlers (`check_*`) never loop: they look once and answer `{"done": bool, ...}`;
 //! the state machine's Wait + Choice loop calls them again. They receive a `wait` object
@@ -14,93 +15,506 @@ use cloud::{
     LaunchTemplateRef, LifecycleActionResult, LifecycleHookRef, PingStatus, RunInstancesRequest,
     SecretRef, SendCommandRequest, StartInstanceRefreshRequest, Tag,
 };
+use std::future::Future;
+use std::pin::Pin;
+
+use cloud::iam::Operation::{self, *};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::batch::{CommandSpec, DOCUMENT};
 use crate::errors::{self, HandlerError};
 use crate::metrics::Outcome;
-use crate::{Context, NamingMode, Settings, scripts};
+use crate::{BakeConfig, Context, NamingMode, Settings, scripts, shape};
 use sysprep::agent::LaunchAgent;
 use sysprep::commands::{self, NameSource, RenameRestart, SysprepOptions};
 use sysprep::diagnose::{Category, DiagnosisContext};
 
-/// Every action [`call`] knows, in the order of [`crate::iam::HANDLER_ACTIONS`].
-pub fn actions() -> impl Iterator<Item = &'static str> {
-    crate::iam::HANDLER_ACTIONS.iter().map(|(name, _)| *name)
+/// The SSM document that installs Windows updates (AWS-UpdateWindowsAmi's update step). A
+/// deployment's `ssm:SendCommand` permission must name it beside `AWS-RunPowerShellScript`.
+pub const WINDOWS_UPDATES_DOCUMENT: &str = "AWS-InstallWindowsUpdates";
+
+/// One action of the function: its name (the ASL `Payload.action`), its request type, its
+/// handler and the Cloud operations it may call.
+pub struct Action {
+    /// The `action` field of the payload.
+    pub name: &'static str,
+    /// The Cloud operations the handler may call; its IAM actions (and the deployed role's
+    /// policy) derive from these through `cloud::iam` ([`crate::iam`]).
+    pub operations: &'static [Operation],
+    /// The request type's Rust name, for messages.
+    pub request_type: &'static str,
+    /// The request type's field names as serde reads them.
+    pub request_fields: fn() -> &'static [&'static str],
+    /// Whether a payload building exactly these fields (besides the envelope) deserializes into
+    /// the request type; the error is serde's and names the field. Checks names, not values.
+    pub check_fields: fn(&[&str]) -> Result<(), String>,
+    call: for<'a> fn(Value, &'a Context) -> Pending<'a>,
 }
 
-/// Routes to the handler named `action`.
-pub async fn call(action: &str, p: Value, ctx: &Context) -> Result<Value, HandlerError> {
-    match action {
-        "launch_builder" => launch_builder(&p, ctx).await,
-        "check_ssm_online" => check_ssm_online(&p, ctx).await,
-        "send_command" => send_command(&p, ctx).await,
-        "check_command" => check_command(&p, ctx).await,
-        "check_secrets" => check_secrets(&p, ctx).await,
-        "check_stopped" => check_stopped(&p, ctx).await,
-        "create_image" => create_image(&p, ctx).await,
-        "check_image" => check_image(&p, ctx).await,
-        "tag_image" => tag_image(&p, ctx).await,
-        "terminate_instance" => terminate_instance(&p, ctx).await,
-        "collect_diagnostics" => collect_diagnostics(&p, ctx).await,
-        "cleanup_bake" => cleanup_bake(&p, ctx).await,
-        "publish_outcome" => publish_outcome(&p, ctx).await,
-        "naming_settings" => naming_settings(&p, ctx).await,
-        "allocate_hostname" => allocate_hostname(&p, ctx).await,
-        "confirm_hostname" => confirm_hostname(&p, ctx).await,
-        "release_hostname" => release_hostname(&p, ctx).await,
-        "verify_identity" => verify_identity(&p, ctx).await,
-        "complete_lifecycle" => complete_lifecycle(&p, ctx).await,
-        "create_template_version" => create_template_version(&p, ctx).await,
-        "start_refresh" => start_refresh(&p, ctx).await,
-        "check_refresh" => check_refresh(&p, ctx).await,
-        "rollback_template" => rollback_template(&p, ctx).await,
-        other => Err(HandlerError::new(
-            errors::INVALID_INPUT,
-            format!(
-                "unknown action {other:?}; known actions: {}",
-                actions().collect::<Vec<_>>().join(", ")
-            ),
-        )),
+type Pending<'a> = Pin<Box<dyn Future<Output = Result<Value, HandlerError>> + Send + 'a>>;
+
+impl Action {
+    /// Runs the handler on a payload whose envelope (`action`, `execution`, `state`) is gone.
+    pub(crate) fn call<'a>(&self, request: Value, context: &'a Context) -> Pending<'a> {
+        (self.call)(request, context)
     }
+}
+
+/// The payload fields every task sends besides its request: which action, and the execution
+/// and state the client tokens derive from ([`crate::Task`]).
+pub const ENVELOPE: [&str; 3] = ["action", "execution", "state"];
+
+/// One table row: the handler is `async fn(Request, &Context) -> Result<impl Serialize, _>`.
+macro_rules! action {
+    ($name:literal, $request:ty, $handler:path, [$($operation:ident),* $(,)?]) => {
+        Action {
+            name: $name,
+            operations: &[$($operation),*],
+            request_type: stringify!($request),
+            request_fields: shape::fields::<$request>,
+            check_fields: shape::check::<$request>,
+            call: {
+                fn call<'a>(request: Value, ctx: &'a Context) -> Pending<'a> {
+                    Box::pin(async move {
+                        let request: $request = parse($name, request)?;
+                        respond($handler(request, ctx).await?)
+                    })
+                }
+                call
+            },
+        }
+    };
+}
+
+/// Every action, its request type, its handler and the Cloud operations it may call: the one
+/// table [`crate::dispatch`], [`crate::iam`] (and so the deployed IAM policy) and the Lambda
+/// read, and the one the ASL contract test checks every Task's payload against.
+pub static ACTIONS: &[Action] = &[
+    action!(
+        "launch_builder",
+        LaunchBuilder,
+        launch_builder,
+        [RunInstances]
+    ),
+    action!(
+        "check_ssm_online",
+        CheckSsmOnline,
+        check_ssm_online,
+        [
+            DescribeInstanceInformation,
+            // With batching, a poll first makes sure the batched SendCommand went out.
+            SendCommand,
+            RecordLifecycleActionHeartbeat,
+        ]
+    ),
+    action!("send_command", SendCommand, send_command, [SendCommand]),
+    action!(
+        "check_command",
+        CheckCommand,
+        check_command,
+        [
+            // With batching, checking a ticket flushes the batch it is in.
+            SendCommand,
+            // A batched command's status comes from one listing of the whole command; a
+            // finished invocation whose listed output is partial is read whole.
+            ListCommandInvocations,
+            GetCommandInvocation,
+            RecordLifecycleActionHeartbeat,
+            // A builder terminated during Sysprep never reports its command's end.
+            DescribeInstances,
+        ]
+    ),
+    action!("check_secrets", CheckSecrets, check_secrets, [CheckSecret]),
+    action!(
+        "check_stopped",
+        CheckStopped,
+        check_stopped,
+        [
+            DescribeInstances,
+            // A shutdown stuck in `stopping` is forced.
+            StopInstances,
+            // Sysprep's own command is checked while the instance still runs (batched: a
+            // check flushes the batch it is in).
+            GetCommandInvocation,
+            ListCommandInvocations,
+            SendCommand,
+        ]
+    ),
+    action!(
+        "stop_instance",
+        InstanceRequest,
+        stop_instance,
+        [StopInstances]
+    ),
+    // Pure: decides the next remediation round from the failure, no cloud call.
+    action!("plan_remedy", PlanRemedy, plan_remedy, []),
+    action!("create_image", CreateImage, create_image, [CreateImage]),
+    action!("check_image", CheckImage, check_image, [DescribeImages]),
+    action!("tag_image", TagImage, tag_image, [CreateTags]),
+    action!(
+        "terminate_instance",
+        InstanceRequest,
+        terminate_instance,
+        [TerminateInstances]
+    ),
+    action!(
+        "collect_diagnostics",
+        CollectDiagnostics,
+        collect_diagnostics,
+        [GetConsoleOutput]
+    ),
+    action!(
+        "cleanup_bake",
+        CleanupBake,
+        cleanup_bake,
+        [TerminateInstances, DeregisterImage]
+    ),
+    action!(
+        "publish_outcome",
+        PublishOutcome,
+        publish_outcome,
+        // EMF lines in the function's log: no API call.
+        []
+    ),
+    action!("naming_settings", NoRequest, naming_settings, []),
+    action!(
+        "allocate_hostname",
+        AllocateHostname,
+        allocate_hostname,
+        [NamePoolAllocate]
+    ),
+    action!(
+        "confirm_hostname",
+        InstanceRequest,
+        confirm_hostname,
+        [NamePoolConfirm]
+    ),
+    action!(
+        "release_hostname",
+        InstanceRequest,
+        release_hostname,
+        [NamePoolRelease]
+    ),
+    action!("verify_identity", VerifyIdentity, verify_identity, []),
+    action!(
+        "complete_lifecycle",
+        CompleteLifecycle,
+        complete_lifecycle,
+        [CompleteLifecycleAction]
+    ),
+    action!(
+        "create_template_version",
+        CreateTemplateVersion,
+        create_template_version,
+        [
+            DescribeDefaultLaunchTemplateVersion,
+            CreateLaunchTemplateVersion,
+            SetDefaultLaunchTemplateVersion,
+        ]
+    ),
+    action!(
+        "start_refresh",
+        StartRefresh,
+        start_refresh,
+        [StartInstanceRefresh]
+    ),
+    action!(
+        "check_refresh",
+        CheckRefresh,
+        check_refresh,
+        [DescribeInstanceRefresh]
+    ),
+    action!(
+        "rollback_template",
+        RollbackTemplate,
+        rollback_template,
+        [SetDefaultLaunchTemplateVersion]
+    ),
+];
+
+/// The table row of `name`, or None for an unknown action.
+pub fn action(name: &str) -> Option<&'static Action> {
+    ACTIONS.iter().find(|action| action.name == name)
+}
+
+/// Every action name, in table order.
+pub fn actions() -> impl Iterator<Item = &'static str> {
+    ACTIONS.iter().map(|action| action.name)
+}
+
+fn parse<T: DeserializeOwned>(action: &str, request: Value) -> Result<T, HandlerError> {
+    serde_json::from_value(request).map_err(|error| {
+        HandlerError::new(
+            errors::INVALID_INPUT,
+            format!("action {action:?}: payload: {error}"),
+        )
+    })
+}
+
+fn respond(response: impl Serialize) -> Result<Value, HandlerError> {
+    serde_json::to_value(response)
+        .map_err(|error| HandlerError::new(errors::INVALID_INPUT, format!("response: {error}")))
+}
+
+// ==================================================================== request types
+
+/// A request naming one instance.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceRequest {
+    pub instance_id: String,
+}
+
+/// A request with no fields (besides the envelope).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoRequest {}
+
+/// The polling state a `check_*` state hands back: the previous answer, of which only these
+/// fields are read (the rest, such as `done` and `output`, is ignored on purpose).
+#[derive(Debug, Default, Deserialize)]
+pub struct WaitState {
+    pub since: Option<String>,
+    pub last_heartbeat: Option<String>,
+    pub forced: Option<bool>,
+}
+
+impl WaitState {
+    /// No previous poll: the wait starts now.
+    const EMPTY: WaitState = WaitState {
+        since: None,
+        last_heartbeat: None,
+        forced: None,
+    };
+}
+
+/// The lifecycle hook an instance waits on: the EventBridge event's `detail` (Auto Scaling user
+/// guide, "Amazon EventBridge events for Amazon EC2 Auto Scaling"); other detail fields pass.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Hook {
+    pub auto_scaling_group_name: String,
+    pub lifecycle_hook_name: String,
+    #[serde(rename = "EC2InstanceId")]
+    pub ec2_instance_id: String,
+    pub lifecycle_action_token: Option<String>,
+}
+
+impl Hook {
+    fn reference(&self) -> LifecycleHookRef {
+        LifecycleHookRef {
+            auto_scaling_group_name: self.auto_scaling_group_name.clone(),
+            lifecycle_hook_name: self.lifecycle_hook_name.clone(),
+            instance_id: self.ec2_instance_id.clone(),
+            lifecycle_action_token: self.lifecycle_action_token.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchBuilder {
+    pub config: BakeConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSsmOnline {
+    pub instance_id: String,
+    pub hook: Option<Hook>,
+    pub ticket: Option<String>,
+    pub expected_name: Option<String>,
+    pub timeout_seconds: Option<u64>,
+    pub wait: Option<WaitState>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendCommand {
+    pub instance_id: String,
+    pub kind: String,
+    /// The instance's table value (a hostname for `rename`/`generalize`).
+    pub value: Option<String>,
+    /// `sysprep`: the builder's launch agent as `detect-agent` reported it.
+    pub agent: Option<String>,
+    /// `customization`/`cleanup`: the PowerShell to run.
+    pub script: Option<String>,
+    /// `secrets-check`: the secrets the builder must be able to read.
+    pub secrets: Option<Vec<SecretRef>>,
+    /// `remedy`: the plan `plan_remedy` answered.
+    pub plan: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckCommand {
+    pub instance_id: String,
+    pub ticket: String,
+    pub kind: String,
+    pub hook: Option<Hook>,
+    pub timeout_seconds: Option<u64>,
+    pub wait: Option<WaitState>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSecrets {
+    #[serde(default)]
+    pub secrets: Vec<SecretRef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckStopped {
+    pub instance_id: String,
+    pub ticket: Option<String>,
+    pub force_after_seconds: Option<u64>,
+    pub timeout_seconds: Option<u64>,
+    pub wait: Option<WaitState>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateImage {
+    pub instance_id: String,
+    pub name: Option<String>,
+    /// The retry of a failed image (Client.InternalError): a new image, new token and name.
+    pub attempt: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanRemedy {
+    pub error: Option<CaughtError>,
+    /// The `panther` command's answer (`stdout`).
+    pub panther: Option<Value>,
+    /// The rounds already run (`rounds`, `history`).
+    pub remediation: Option<Value>,
+    /// The `[bake.remediation]` toggles.
+    pub settings: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckImage {
+    pub image_id: String,
+    pub timeout_seconds: Option<u64>,
+    pub wait: Option<WaitState>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TagImage {
+    pub image_id: String,
+    pub tags: Option<serde_json::Map<String, Value>>,
+}
+
+/// A Catch's error output (`{"Error": ..., "Cause": ...}`).
+#[derive(Debug, Default, Deserialize)]
+pub struct CaughtError {
+    #[serde(rename = "Error")]
+    pub error: Option<String>,
+    #[serde(rename = "Cause")]
+    pub cause: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectDiagnostics {
+    pub error: Option<CaughtError>,
+    pub instance_id: Option<String>,
+    /// The `panther` command's answer (`stdout`).
+    pub panther: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CleanupBake {
+    pub instance_id: Option<String>,
+    pub image_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishOutcome {
+    pub workflow: String,
+    pub outcome: String,
+    pub category: Option<String>,
+    pub started: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllocateHostname {
+    pub instance_id: String,
+    pub availability_zone: Option<String>,
+}
+
+/// What the identity command reported.
+#[derive(Debug, Default, Deserialize)]
+pub struct Identity {
+    pub computer_name: Option<String>,
+    pub machine_sid: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyIdentity {
+    pub expected_name: String,
+    pub identity: Identity,
+    pub mode: Option<String>,
+    pub before_sid: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteLifecycle {
+    pub hook: Hook,
+    pub result: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTemplateVersion {
+    pub launch_template_id: String,
+    pub image_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartRefresh {
+    pub group: String,
+    pub launch_template_id: String,
+    /// A version number or `$Latest`/`$Default`.
+    pub version: Value,
+    pub min_healthy_percentage: Option<u32>,
+    pub instance_warmup_seconds: Option<u32>,
+    pub checkpoint_percentages: Option<Vec<u32>>,
+    pub checkpoint_delay_seconds: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRefresh {
+    pub group: String,
+    pub refresh_id: String,
+    pub timeout_seconds: Option<u64>,
+    pub wait: Option<WaitState>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackTemplate {
+    pub launch_template_id: String,
+    pub previous_version: i64,
 }
 
 // ==================================================================== payload helpers
 
-fn field<'a>(p: &'a Value, name: &str) -> Result<&'a Value, HandlerError> {
-    p.get(name).filter(|v| !v.is_null()).ok_or_else(|| {
-        HandlerError::new(
-            errors::INVALID_INPUT,
-            format!(
-                "action {:?}: payload field {name:?} is missing",
-                p.get("action").and_then(Value::as_str).unwrap_or("?")
-            ),
-        )
-    })
-}
-
-fn string(p: &Value, name: &str) -> Result<String, HandlerError> {
-    field(p, name)?.as_str().map(str::to_string).ok_or_else(|| {
-        HandlerError::new(
-            errors::INVALID_INPUT,
-            format!("payload field {name:?} must be a string"),
-        )
-    })
-}
-
-fn opt_string(p: &Value, name: &str) -> Option<String> {
-    p.get(name).and_then(Value::as_str).map(str::to_string)
-}
-
-fn number(p: &Value, name: &str, default: u64) -> u64 {
-    p.get(name).and_then(Value::as_u64).unwrap_or(default)
-}
-
-fn time_of(value: Option<&Value>, fallback: SystemTime) -> SystemTime {
-    value
-        .and_then(Value::as_str)
-        .and_then(asl::history::parse_timestamp)
-        .unwrap_or(fallback)
+fn time_of(value: Option<&str>, fallback: SystemTime) -> SystemTime {
+    value.and_then(clock::parse_rfc3339).unwrap_or(fallback)
 }
 
 fn ts(time: SystemTime) -> String {
@@ -108,9 +522,8 @@ fn ts(time: SystemTime) -> String {
 }
 
 /// A stable idempotency token (≤ 64 chars) from the execution id and the state name.
-fn client_token(p: &Value, purpose: &str) -> String {
-    let execution = opt_string(p, "execution").unwrap_or_default();
-    let state = opt_string(p, "state").unwrap_or_default();
+fn client_token(ctx: &Context, purpose: &str) -> String {
+    let (execution, state) = (&ctx.task.execution, &ctx.task.state);
     format!(
         "fp-{purpose}-{:016x}",
         stable_hash(&format!("{execution}|{state}|{purpose}"))
@@ -118,12 +531,10 @@ fn client_token(p: &Value, purpose: &str) -> String {
 }
 
 fn stable_hash(text: &str) -> u64 {
-    let mut hash = 0xcbf2_9ce4_8422_2325u64;
-    for byte in text.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
+    use std::hash::Hasher as _;
+    let mut fnv = fnv::FnvHasher::default();
+    fnv.write(text.as_bytes());
+    fnv.finish()
 }
 
 fn cloud_err(context: &str) -> impl FnOnce(CloudError) -> HandlerError + '_ {
@@ -139,15 +550,15 @@ struct Wait {
 }
 
 impl Wait {
-    fn from(p: &Value, ctx: &Context) -> Self {
+    fn from(wait: Option<&WaitState>, ctx: &Context) -> Self {
         let now = ctx.clock.now();
-        let wait = p.get("wait").cloned().unwrap_or(Value::Null);
-        let since = time_of(wait.get("since"), now);
+        let wait = wait.unwrap_or(&WaitState::EMPTY);
+        let since = time_of(wait.since.as_deref(), now);
         Wait {
             now,
             since,
-            last_heartbeat: time_of(wait.get("last_heartbeat"), since),
-            forced: wait.get("forced").and_then(Value::as_bool).unwrap_or(false),
+            last_heartbeat: time_of(wait.last_heartbeat.as_deref(), since),
+            forced: wait.forced.unwrap_or(false),
         }
     }
 
@@ -155,8 +566,8 @@ impl Wait {
         self.now.duration_since(self.since).unwrap_or_default()
     }
 
-    fn expired(&self, p: &Value, default_seconds: u64) -> bool {
-        self.elapsed() >= Duration::from_secs(number(p, "timeout_seconds", default_seconds))
+    fn expired(&self, timeout_seconds: Option<u64>, default_seconds: u64) -> bool {
+        self.elapsed() >= Duration::from_secs(timeout_seconds.unwrap_or(default_seconds))
     }
 
     fn answer(&self, done: bool, extra: Value) -> Value {
@@ -175,8 +586,8 @@ impl Wait {
     }
 
     /// Records a lifecycle heartbeat when half the hook timeout has passed since the last one.
-    async fn heartbeat(&mut self, p: &Value, ctx: &Context) -> Result<(), HandlerError> {
-        let Some(hook) = hook_ref(p) else {
+    async fn heartbeat(&mut self, hook: Option<&Hook>, ctx: &Context) -> Result<(), HandlerError> {
+        let Some(hook) = hook.map(Hook::reference) else {
             return Ok(());
         };
         let every = Duration::from_secs((ctx.settings.hook_timeout_seconds / 2).max(30));
@@ -199,19 +610,6 @@ impl Wait {
     }
 }
 
-fn hook_ref(p: &Value) -> Option<LifecycleHookRef> {
-    let hook = p.get("hook").filter(|h| h.is_object())?;
-    Some(LifecycleHookRef {
-        auto_scaling_group_name: hook.get("AutoScalingGroupName")?.as_str()?.to_string(),
-        lifecycle_hook_name: hook.get("LifecycleHookName")?.as_str()?.to_string(),
-        instance_id: hook.get("EC2InstanceId")?.as_str()?.to_string(),
-        lifecycle_action_token: hook
-            .get("LifecycleActionToken")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-    })
-}
-
 fn lifecycle_err(call: &str) -> impl FnOnce(CloudError) -> HandlerError + '_ {
     move |error| {
         if error.code == "ValidationError" && error.message.contains("No active Lifecycle Action") {
@@ -230,33 +628,27 @@ fn lifecycle_err(call: &str) -> impl FnOnce(CloudError) -> HandlerError + '_ {
 
 // ==================================================================== bake
 
-async fn launch_builder(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
-    let config = field(p, "config")?;
-    let image_id = string(config, "image_id")?;
-    let instance_type = opt_string(config, "instance_type").unwrap_or_else(|| "m5.large".into());
-    let name = opt_string(config, "name").unwrap_or_else(|| "fleetprep-builder".into());
+async fn launch_builder(r: LaunchBuilder, ctx: &Context) -> Result<Value, HandlerError> {
+    let config = r.config;
+    if config.image_id.is_empty() {
+        return Err(HandlerError::new(
+            errors::INVALID_INPUT,
+            "action \"launch_builder\": payload field \"config.image_id\" is missing",
+        ));
+    }
     let request = RunInstancesRequest {
-        image_id,
-        instance_type,
+        image_id: config.image_id,
+        instance_type: config.instance_type,
         count: 1,
-        subnet_id: opt_string(config, "subnet_id"),
-        security_group_ids: config
-            .get("security_group_ids")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default(),
-        iam_instance_profile: opt_string(config, "instance_profile"),
+        subnet_id: config.subnet_id,
+        security_group_ids: config.security_group_ids,
+        iam_instance_profile: config.instance_profile,
         user_data: None,
         tags: vec![
-            Tag::new("Name", format!("{name}-builder")),
+            Tag::new("Name", format!("{}-builder", config.name)),
             Tag::new("fleetprep:role", "builder"),
         ],
-        client_token: client_token(p, "launch"),
+        client_token: client_token(ctx, "launch"),
         launch_template: None,
     };
     let instances = ctx
@@ -270,11 +662,11 @@ async fn launch_builder(p: &Value, ctx: &Context) -> Result<Value, HandlerError>
     Ok(json!({"instance_id": instance.instance_id}))
 }
 
-async fn check_ssm_online(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
-    let instance_id = string(p, "instance_id")?;
-    let mut wait = Wait::from(p, ctx);
-    wait.heartbeat(p, ctx).await?;
-    if let (Some(batcher), Some(ticket)) = (&ctx.batcher, opt_string(p, "ticket")) {
+async fn check_ssm_online(r: CheckSsmOnline, ctx: &Context) -> Result<Value, HandlerError> {
+    let instance_id = r.instance_id;
+    let mut wait = Wait::from(r.wait.as_ref(), ctx);
+    wait.heartbeat(r.hook.as_ref(), ctx).await?;
+    if let (Some(batcher), Some(ticket)) = (&ctx.batcher, r.ticket) {
         // The command this wait follows may still be queued: send it now.
         batcher
             .ensure_sent(ctx.cloud.as_ref(), &ticket, wait.now)
@@ -294,13 +686,13 @@ async fn check_ssm_online(p: &Value, ctx: &Context) -> Result<Value, HandlerErro
             .into_iter()
             .next(),
     };
-    let expected = opt_string(p, "expected_name");
+    let expected = r.expected_name;
     let online = info
         .as_ref()
         .is_some_and(|i| i.ping_status == PingStatus::Online);
     let name_ok = match (&expected, &info) {
         (Some(expected), Some(info)) => {
-            sysprep::hostname::key(&info.computer_name) == sysprep::hostname::key(expected)
+            sysprep::hostname::ssm_name_matches(&info.computer_name, expected)
         }
         (Some(_), None) => false,
         (None, _) => true,
@@ -312,7 +704,7 @@ async fn check_ssm_online(p: &Value, ctx: &Context) -> Result<Value, HandlerErro
         }
         return Ok(wait.answer(true, json!({"computer_name": computer_name})));
     }
-    if wait.expired(p, ctx.settings.ssm_timeout_seconds) {
+    if wait.expired(r.timeout_seconds, ctx.settings.ssm_timeout_seconds) {
         if let Some(batcher) = &ctx.batcher {
             batcher.unwatch(&instance_id);
         }
@@ -341,16 +733,26 @@ async fn check_ssm_online(p: &Value, ctx: &Context) -> Result<Value, HandlerErro
 /// The script template for a command `kind`, the instance's table value and the execution
 /// timeout. `settings` picks how a rename is done ([`Settings::rename_method`]); the batcher
 /// groups by the rendered template, so commands of different methods never share a send.
+#[cfg(test)]
 fn command_template(
-    p: &Value,
+    r: &SendCommand,
     settings: &Settings,
 ) -> Result<(Vec<String>, String, u32), HandlerError> {
-    let kind = string(p, "kind")?;
-    let value = opt_string(p, "value").unwrap_or_default();
+    command_template_in(r, settings, "")
+}
+
+/// [`command_template`] within an execution (a reboot remedy's marker names it).
+fn command_template_in(
+    r: &SendCommand,
+    settings: &Settings,
+    execution: &str,
+) -> Result<(Vec<String>, String, u32), HandlerError> {
+    let kind = &r.kind;
+    let value = r.value.clone().unwrap_or_default();
     let invalid = |what: String| HandlerError::new(errors::INVALID_INPUT, what);
     let lines = match kind.as_str() {
         "rename" => scripts::per_instance(
-            &kind,
+            kind,
             &commands::rename_commands_with(
                 NameSource::PerInstance,
                 settings.rename_method,
@@ -362,44 +764,110 @@ fn command_template(
             let sequence =
                 commands::generalize_with_name_from(NameSource::PerInstance, &Default::default())
                     .map_err(|e| invalid(format!("send_command generalize: {e}")))?;
-            scripts::per_instance(&kind, &sequence.script())
+            scripts::per_instance(kind, &sequence.script())
         }
-        "identity" => scripts::labelled(&kind, &sysprep::agent::identity_script()),
-        "detect-agent" => scripts::labelled(&kind, &sysprep::agent::detection_script()),
-        "preflight" => scripts::labelled(&kind, &sysprep::preflight::preflight_script(None)),
+        "identity" => scripts::labelled(kind, &sysprep::agent::identity_script()),
+        "detect-agent" => scripts::labelled(kind, &sysprep::agent::detection_script()),
+        "preflight" => scripts::labelled(kind, &sysprep::preflight::preflight_script(None)),
         "sysprep" => {
             // The builder's agent as detect-agent reported it; none means plain sysprep.exe.
-            let agent: LaunchAgent = match opt_string(p, "agent") {
+            let agent: LaunchAgent = match &r.agent {
                 Some(agent) => agent
                     .parse()
                     .map_err(|e| invalid(format!("send_command sysprep: field \"agent\": {e}")))?,
                 None => LaunchAgent::None,
             };
-            let sequence = commands::sysprep_commands(agent, &SysprepOptions::default())
+            // Without shutdown, waited for in the command, as AWS-UpdateWindowsAmi does: a
+            // failure is seen while SSM is online, and the bake stops the builder itself.
+            let sequence = commands::sysprep_commands(agent, &SysprepOptions::no_shutdown())
                 .map_err(|e| invalid(format!("send_command sysprep: {e}")))?;
-            scripts::labelled(&kind, &sequence.script())
+            scripts::labelled(kind, &sequence.script())
         }
-        "customization" | "cleanup" => scripts::user_script(&kind, &string(p, "script")?),
+        "customization" | "cleanup" => {
+            let script = r.script.as_deref().ok_or_else(|| {
+                invalid(format!(
+                    "send_command {kind}: payload field \"script\" is missing"
+                ))
+            })?;
+            scripts::user_script(kind, script)
+        }
+        "image-state" => scripts::labelled(kind, &sysprep::agent::image_state_script()),
+        "panther" => scripts::labelled(kind, &sysprep::panther::collection_script()),
+        "secrets-check" => {
+            let references: Vec<sysprep::unattend::PasswordRef> = r
+                .secrets
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| match r {
+                    SecretRef::SecretsManager { secret_id } => {
+                        sysprep::unattend::PasswordRef::SecretsManager {
+                            secret_id,
+                            json_key: None,
+                        }
+                    }
+                    SecretRef::SsmParameter { name } => {
+                        sysprep::unattend::PasswordRef::SsmParameter { name }
+                    }
+                })
+                .collect();
+            scripts::labelled(kind, &sysprep::secrets::secret_check_script(&references))
+        }
+        "remedy" => {
+            let plan = r.plan.clone().unwrap_or(Value::Null);
+            let script = match plan.get("remedy").and_then(Value::as_str) {
+                Some("appx") => {
+                    let packages: Vec<String> = plan
+                        .get("packages")
+                        .and_then(Value::as_array)
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(Value::as_str)
+                                .map(str::to_owned)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    sysprep::remedy::appx_removal_script(&packages)
+                }
+                Some("reboot") => sysprep::remedy::reboot_script(&format!(
+                    "{}-{}",
+                    execution,
+                    plan.get("round").and_then(Value::as_u64).unwrap_or(0)
+                )),
+                Some("bitlocker") => sysprep::remedy::bitlocker_off_script(),
+                other => {
+                    return Err(invalid(format!(
+                        "send_command remedy: plan.remedy {other:?} must be appx, reboot or bitlocker"
+                    )));
+                }
+            };
+            scripts::labelled(kind, &script)
+        }
+        // Sent as the AWS-InstallWindowsUpdates document (see send_command), not a script.
+        "windows-updates" => Vec::new(),
         other => {
             return Err(HandlerError::new(
                 errors::INVALID_INPUT,
                 format!(
-                    "send_command: unknown kind {other:?}; expected rename, generalize, identity, detect-agent, preflight, sysprep, customization or cleanup"
+                    "send_command: unknown kind {other:?}; expected rename, generalize, identity, detect-agent, preflight, sysprep, image-state, panther, secrets-check, remedy, customization or cleanup"
                 ),
             ));
         }
     };
     let timeout = match kind.as_str() {
         "sysprep" | "generalize" => 3600,
+        // BitLocker's remedy only starts the decryption; a reboot comes back through SSM.
+        "remedy" => 3600,
         _ => 1800,
     };
     Ok((lines, value, timeout))
 }
 
-async fn send_command(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
-    let instance_id = string(p, "instance_id")?;
-    let kind = string(p, "kind")?;
-    let (template, value, timeout) = command_template(p, &ctx.settings)?;
+async fn send_command(r: SendCommand, ctx: &Context) -> Result<Value, HandlerError> {
+    let (template, value, timeout) = command_template_in(&r, &ctx.settings, &ctx.task.execution)?;
+    let SendCommand {
+        instance_id, kind, ..
+    } = r;
     // Only the per-instance fleet commands are batched; a bake's builder is alone, and holding
     // its commands for company would only delay it.
     let batchable = matches!(
@@ -419,16 +887,34 @@ async fn send_command(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
         );
         return Ok(json!({"ticket": ticket}));
     }
-    let commands = scripts::render(&template, &[(instance_id.clone(), value)]);
-    let command_id = ctx
-        .cloud
-        .send_command(SendCommandRequest {
+    let request = if kind == "windows-updates" {
+        // The SSM document AWS-UpdateWindowsAmi uses: it installs the updates and reboots as
+        // they need (AllowReboot), resuming after each reboot.
+        SendCommandRequest {
             instance_ids: vec![instance_id],
+            document_name: WINDOWS_UPDATES_DOCUMENT.into(),
+            parameters: [
+                ("Action".to_owned(), vec!["Install".to_owned()]),
+                ("AllowReboot".to_owned(), vec!["True".to_owned()]),
+            ]
+            .into_iter()
+            .collect(),
+            comment: Some(format!("fleetprep {kind}")),
+            ..SendCommandRequest::default()
+        }
+    } else {
+        SendCommandRequest {
+            instance_ids: vec![instance_id.clone()],
             document_name: DOCUMENT.into(),
-            commands,
+            commands: scripts::render(&template, &[(instance_id, value)]),
             execution_timeout_seconds: Some(timeout),
             comment: Some(format!("fleetprep {kind}")),
-        })
+            ..SendCommandRequest::default()
+        }
+    };
+    let command_id = ctx
+        .cloud
+        .send_command(request)
         .await
         .map_err(cloud_err("SendCommand"))?;
     Ok(json!({"ticket": format!("ssm:{command_id}")}))
@@ -463,14 +949,17 @@ async fn invocation(
     }
 }
 
-async fn check_command(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
-    let instance_id = string(p, "instance_id")?;
-    let ticket = string(p, "ticket")?;
-    let kind = string(p, "kind")?;
-    let mut wait = Wait::from(p, ctx);
-    wait.heartbeat(p, ctx).await?;
-    let Some(invocation) = invocation(ctx, &ticket, &instance_id).await? else {
-        if wait.expired(p, 1800) {
+async fn check_command(r: CheckCommand, ctx: &Context) -> Result<Value, HandlerError> {
+    let CheckCommand {
+        instance_id,
+        ticket,
+        kind,
+        ..
+    } = &r;
+    let mut wait = Wait::from(r.wait.as_ref(), ctx);
+    wait.heartbeat(r.hook.as_ref(), ctx).await?;
+    let Some(invocation) = invocation(ctx, ticket, instance_id).await? else {
+        if wait.expired(r.timeout_seconds, 1800) {
             return Err(HandlerError::new(
                 errors::TIMEOUT,
                 format!("{kind} command on {instance_id} never started (ticket {ticket})"),
@@ -480,7 +969,7 @@ async fn check_command(p: &Value, ctx: &Context) -> Result<Value, HandlerError> 
     };
     match invocation.status {
         CommandStatus::Success => {
-            let parsed = interpret(&kind, &instance_id, &invocation.stdout)?;
+            let parsed = interpret(kind, instance_id, &invocation.stdout)?;
             Ok(wait.answer(true, json!({"status": "Success", "output": parsed})))
         }
         CommandStatus::Failed | CommandStatus::TimedOut | CommandStatus::Cancelled => {
@@ -500,7 +989,11 @@ async fn check_command(p: &Value, ctx: &Context) -> Result<Value, HandlerError> 
                 ),
             ))
         }
-        _ if wait.expired(p, 1800) => Err(HandlerError::new(
+        _ if kind == "sysprep" && builder_gone(ctx, instance_id).await? => Err(HandlerError::new(
+            errors::INSTANCE_GONE,
+            format!("builder {instance_id} was terminated during Sysprep"),
+        )),
+        _ if wait.expired(r.timeout_seconds, 1800) => Err(HandlerError::new(
             errors::TIMEOUT,
             format!(
                 "{kind} command on {instance_id} still {:?} after {} s",
@@ -510,6 +1003,22 @@ async fn check_command(p: &Value, ctx: &Context) -> Result<Value, HandlerError> 
         )),
         _ => Ok(wait.answer(false, json!({"status": format!("{:?}", invocation.status)}))),
     }
+}
+
+/// Whether the instance is shutting down or terminated: an instance that goes away while
+/// Sysprep runs never reports its command's end.
+async fn builder_gone(ctx: &Context, instance_id: &str) -> Result<bool, HandlerError> {
+    let instances = ctx
+        .cloud
+        .describe_instances(&[instance_id.to_owned()])
+        .await
+        .map_err(cloud_err("DescribeInstances"))?;
+    Ok(instances.first().is_none_or(|i| {
+        matches!(
+            i.state,
+            InstanceState::ShuttingDown | InstanceState::Terminated
+        )
+    }))
 }
 
 /// Turns a finished command's stdout into workflow data (and pre-flight blockers into errors),
@@ -570,20 +1079,43 @@ fn interpret(kind: &str, instance_id: &str, stdout: &str) -> Result<Value, Handl
             }
             Ok(json!({"findings": result.findings}))
         }
+        "image-state" => {
+            // A Sysprep that returned without sealing the image failed, whatever its exit code
+            // said (SysprepInstance.ps1 reports nothing).
+            let state = sysprep::agent::confirm_sealed(stdout).map_err(|e| {
+                HandlerError::new(
+                    errors::SYSPREP_FAILED,
+                    format!("Sysprep on {instance_id} did not seal the image: {e}"),
+                )
+            })?;
+            Ok(json!({"image_state": state.as_str()}))
+        }
+        "secrets-check" => {
+            let checks = sysprep::secrets::parse_secret_check(stdout)
+                .map_err(|e| unreadable("secret check", &e))?;
+            let problems = sysprep::secrets::unreadable(&checks);
+            if !problems.is_empty() {
+                return Err(HandlerError::new(
+                    errors::SECRET_MISSING,
+                    format!(
+                        "builder {instance_id} cannot read its secrets: {}",
+                        problems.join("; ")
+                    ),
+                ));
+            }
+            Ok(json!({"checked": checks.len()}))
+        }
+        "remedy" => {
+            let report = sysprep::remedy::parse_remedy_output(stdout)
+                .map_err(|e| unreadable("remedy", &e))?;
+            serde_json::to_value(report).map_err(|e| unreadable("remedy", &e))
+        }
         _ => Ok(json!({"stdout": stdout})),
     }
 }
 
-async fn check_secrets(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
-    let references: Vec<SecretRef> = serde_json::from_value(
-        p.get("secrets").cloned().unwrap_or_else(|| json!([])),
-    )
-    .map_err(|e| {
-        HandlerError::new(
-            errors::INVALID_INPUT,
-            format!("secrets: {e}; expected [{{\"source\": \"secrets-manager\", \"secret_id\": ...}} or {{\"source\": \"ssm-parameter\", \"name\": ...}}]"),
-        )
-    })?;
+async fn check_secrets(r: CheckSecrets, ctx: &Context) -> Result<Value, HandlerError> {
+    let references = r.secrets;
     let mut arns = Vec::new();
     for reference in &references {
         match ctx.cloud.check_secret(reference).await {
@@ -600,12 +1132,12 @@ async fn check_secrets(p: &Value, ctx: &Context) -> Result<Value, HandlerError> 
     Ok(json!({"checked": arns}))
 }
 
-async fn check_stopped(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
-    let instance_id = string(p, "instance_id")?;
-    let mut wait = Wait::from(p, ctx);
+async fn check_stopped(r: CheckStopped, ctx: &Context) -> Result<Value, HandlerError> {
+    let instance_id = &r.instance_id;
+    let mut wait = Wait::from(r.wait.as_ref(), ctx);
     let instance = ctx
         .cloud
-        .describe_instances(std::slice::from_ref(&instance_id))
+        .describe_instances(std::slice::from_ref(instance_id))
         .await
         .map_err(cloud_err("DescribeInstances"))?
         .into_iter()
@@ -628,11 +1160,11 @@ async fn check_stopped(p: &Value, ctx: &Context) -> Result<Value, HandlerError> 
             ));
         }
         InstanceState::Stopping => {
-            let force_after = Duration::from_secs(number(p, "force_after_seconds", 1500));
+            let force_after = Duration::from_secs(r.force_after_seconds.unwrap_or(1500));
             if wait.elapsed() >= force_after && !wait.forced {
                 // A shutdown that hangs in `stopping` is cut short with a forced stop.
                 ctx.cloud
-                    .stop_instances(std::slice::from_ref(&instance_id), true)
+                    .stop_instances(std::slice::from_ref(instance_id), true)
                     .await
                     .map_err(cloud_err("StopInstances"))?;
                 wait.forced = true;
@@ -640,8 +1172,8 @@ async fn check_stopped(p: &Value, ctx: &Context) -> Result<Value, HandlerError> 
         }
         InstanceState::Running | InstanceState::Pending => {
             // Still generalizing; if Sysprep failed, its command says so before any shutdown.
-            if let Some(ticket) = opt_string(p, "ticket")
-                && let Some(invocation) = invocation(ctx, &ticket, &instance_id).await?
+            if let Some(ticket) = &r.ticket
+                && let Some(invocation) = invocation(ctx, ticket, instance_id).await?
                 && matches!(
                     invocation.status,
                     CommandStatus::Failed | CommandStatus::TimedOut | CommandStatus::Cancelled
@@ -658,7 +1190,7 @@ async fn check_stopped(p: &Value, ctx: &Context) -> Result<Value, HandlerError> 
             }
         }
     }
-    if wait.expired(p, 3600) {
+    if wait.expired(r.timeout_seconds, 3600) {
         return Err(HandlerError::new(
             errors::TIMEOUT,
             format!(
@@ -671,10 +1203,84 @@ async fn check_stopped(p: &Value, ctx: &Context) -> Result<Value, HandlerError> 
     Ok(wait.answer(false, json!({"state": instance.state.as_str()})))
 }
 
-async fn create_image(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
-    let instance_id = string(p, "instance_id")?;
-    let base = opt_string(p, "name").unwrap_or_else(|| "fleetprep".into());
-    let token = client_token(p, "image");
+/// Stops the builder through the EC2 API once Sysprep has sealed the image (the
+/// AWS-UpdateWindowsAmi sequence: Sysprep without shutdown, then stop the instance).
+async fn stop_instance(r: InstanceRequest, ctx: &Context) -> Result<Value, HandlerError> {
+    let instance_id = r.instance_id;
+    let changes = ctx
+        .cloud
+        .stop_instances(std::slice::from_ref(&instance_id), false)
+        .await
+        .map_err(cloud_err("StopInstances"))?;
+    let state = changes
+        .first()
+        .map(|c| c.current_state.as_str())
+        .unwrap_or("unknown");
+    Ok(json!({"state": state}))
+}
+
+/// Decides the next remediation round of a self-healing bake from the failure (`error`), the
+/// rounds already run (`remediation`) and the `[bake.remediation]` toggles (`settings`): the
+/// remedy to apply, or none, which ends the bake with the failure as it is (a remedy that did
+/// not help ends with the original category). Pure: no cloud call.
+async fn plan_remedy(r: PlanRemedy, _ctx: &Context) -> Result<Value, HandlerError> {
+    let error = r.error.unwrap_or_default();
+    let error_name = error.error.as_deref().unwrap_or("");
+    let cause = cause_text(&error);
+    let panther = panther_stdout(r.panther.as_ref());
+    let settings = crate::remediation::RemediationSettings::from_payload(r.settings.as_ref());
+    let previous = r.remediation.unwrap_or(Value::Null);
+    let rounds = previous.get("rounds").and_then(Value::as_u64).unwrap_or(0);
+    let plan = crate::remediation::plan(error_name, &cause, panther, rounds, &settings);
+    let mut history: Vec<Value> = previous
+        .get("history")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let remedy = plan.as_ref().map(|(remedy, _)| remedy.as_str());
+    if let Some(remedy) = remedy {
+        history.push(json!(remedy));
+    }
+    Ok(json!({
+        "remedy": remedy,
+        "packages": plan.map(|(_, packages)| packages).unwrap_or_default(),
+        "round": rounds + u64::from(remedy.is_some()),
+        "rounds": rounds + u64::from(remedy.is_some()),
+        "history": history,
+        "max_rounds": settings.max_rounds,
+    }))
+}
+
+/// The cause of a caught error, unwrapped from Lambda's `{"errorMessage": ...}` envelope.
+fn cause_text(error: &CaughtError) -> String {
+    let raw = error.cause.clone().unwrap_or_default();
+    serde_json::from_str::<Value>(&raw)
+        .ok()
+        .and_then(|v| {
+            v.get("errorMessage")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or(raw)
+}
+
+/// The `stdout` of the `panther` command's answer, or nothing.
+fn panther_stdout(panther: Option<&Value>) -> &str {
+    panther
+        .and_then(|v| v.get("stdout"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+async fn create_image(r: CreateImage, ctx: &Context) -> Result<Value, HandlerError> {
+    let instance_id = r.instance_id;
+    let base = r.name.unwrap_or_else(|| "fleetprep".into());
+    // A retry after a failed image (Client.InternalError) is a new image: a new token and
+    // name, while a repeated call of one attempt stays idempotent.
+    let token = match r.attempt.unwrap_or(0) {
+        0 => client_token(ctx, "image"),
+        attempt => client_token(ctx, &format!("image-{attempt}")),
+    };
     // AMI names are unique per region; the execution-derived suffix keeps retries idempotent.
     let name = format!("{base}-{}", &token[token.len() - 8..]);
     let image_id = ctx
@@ -692,9 +1298,9 @@ async fn create_image(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
     Ok(json!({"image_id": image_id, "name": name}))
 }
 
-async fn check_image(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
-    let image_id = string(p, "image_id")?;
-    let wait = Wait::from(p, ctx);
+async fn check_image(r: CheckImage, ctx: &Context) -> Result<Value, HandlerError> {
+    let image_id = r.image_id;
+    let wait = Wait::from(r.wait.as_ref(), ctx);
     let image = ctx
         .cloud
         .describe_images(std::slice::from_ref(&image_id))
@@ -706,7 +1312,7 @@ async fn check_image(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
     match image.state {
         ImageState::Available => Ok(wait.answer(true, json!({"state": "available"}))),
         ImageState::Pending | ImageState::Transient => {
-            if wait.expired(p, 3600) {
+            if wait.expired(r.timeout_seconds, 3600) {
                 Err(HandlerError::new(
                     errors::TIMEOUT,
                     format!(
@@ -728,10 +1334,10 @@ async fn check_image(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
     }
 }
 
-async fn tag_image(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
-    let image_id = string(p, "image_id")?;
+async fn tag_image(r: TagImage, ctx: &Context) -> Result<Value, HandlerError> {
+    let image_id = r.image_id;
     let mut tags = vec![Tag::new("fleetprep:state", "available")];
-    if let Some(extra) = p.get("tags").and_then(Value::as_object) {
+    if let Some(extra) = &r.tags {
         for (key, value) in extra {
             tags.push(Tag::new(
                 key.clone(),
@@ -749,8 +1355,8 @@ async fn tag_image(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
     Ok(json!({"tagged": tags.len()}))
 }
 
-async fn terminate_instance(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
-    let instance_id = string(p, "instance_id")?;
+async fn terminate_instance(r: InstanceRequest, ctx: &Context) -> Result<Value, HandlerError> {
+    let instance_id = r.instance_id;
     match ctx
         .cloud
         .terminate_instances(std::slice::from_ref(&instance_id))
@@ -771,6 +1377,7 @@ async fn terminate_instance(p: &Value, ctx: &Context) -> Result<Value, HandlerEr
 pub fn classify(
     error_name: &str,
     cause: &str,
+    panther: &[String],
     console: &str,
 ) -> (String, bool, Vec<String>, String) {
     let timed_out = [
@@ -786,6 +1393,9 @@ pub fn classify(
     };
     let mut diagnoser = sysprep::diagnose::Diagnoser::new();
     cause.lines().for_each(|line| diagnoser.feed_log_line(line));
+    panther
+        .iter()
+        .for_each(|line| diagnoser.feed_log_line(line));
     console
         .lines()
         .for_each(|line| diagnoser.feed_console_line(line));
@@ -829,7 +1439,7 @@ pub fn classify(
     let category = match error_name {
         _ if decisive => diagnosis.category,
         errors::PREFLIGHT_BLOCKED => blocking_findings(cause)
-            .find_map(|name| Category::ALL.into_iter().find(|c| c.as_str() == name))
+            .find_map(sysprep::preflight::category_of)
             .unwrap_or(Category::ProviderFailure),
         errors::SYSPREP_FAILED if diagnosis.category == Category::Unknown => {
             Category::ProviderFailure
@@ -853,8 +1463,16 @@ pub fn classify(
     )
 }
 
+/// The lines of the Panther log tails the `panther` command printed.
+pub fn panther_lines(stdout: &str) -> Vec<String> {
+    sysprep::panther::parse_output(stdout)
+        .into_iter()
+        .flat_map(|log| log.lines)
+        .collect()
+}
+
 /// The finding names of a [`errors::PREFLIGHT_BLOCKED`] cause (`... blocked by [a, b]: ...`).
-fn blocking_findings(cause: &str) -> impl Iterator<Item = &str> {
+pub(crate) fn blocking_findings(cause: &str) -> impl Iterator<Item = &str> {
     cause
         .split_once("blocked by [")
         .and_then(|(_, rest)| rest.split_once(']'))
@@ -864,28 +1482,17 @@ fn blocking_findings(cause: &str) -> impl Iterator<Item = &str> {
         .filter(|name| !name.is_empty())
 }
 
-async fn collect_diagnostics(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
-    let error = p.get("error").cloned().unwrap_or(Value::Null);
+async fn collect_diagnostics(r: CollectDiagnostics, ctx: &Context) -> Result<Value, HandlerError> {
+    let error = r.error.unwrap_or_default();
     let error_name = error
-        .get("Error")
-        .and_then(Value::as_str)
-        .unwrap_or("States.Runtime")
-        .to_string();
-    let cause_raw = error
-        .get("Cause")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+        .error
+        .clone()
+        .unwrap_or_else(|| "States.Runtime".into());
     // Lambda failures wrap the cause as {"errorMessage": ..., "errorType": ...}.
-    let cause = serde_json::from_str::<Value>(&cause_raw)
-        .ok()
-        .and_then(|v| {
-            v.get("errorMessage")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
-        .unwrap_or(cause_raw);
-    let console = match opt_string(p, "instance_id") {
+    let cause = cause_text(&error);
+    // Panther log tails fetched over SSM while the failed builder was still up.
+    let panther = panther_stdout(r.panther.as_ref());
+    let console = match r.instance_id {
         Some(id) => ctx
             .cloud
             .get_console_output(&id)
@@ -894,7 +1501,8 @@ async fn collect_diagnostics(p: &Value, ctx: &Context) -> Result<Value, HandlerE
             .unwrap_or_default(),
         None => String::new(),
     };
-    let (category, retriable, evidence, remediation) = classify(&error_name, &cause, &console);
+    let (category, retriable, evidence, remediation) =
+        classify(&error_name, &cause, &panther_lines(panther), &console);
     Ok(json!({
         "error": error_name,
         "cause": cause,
@@ -905,10 +1513,10 @@ async fn collect_diagnostics(p: &Value, ctx: &Context) -> Result<Value, HandlerE
     }))
 }
 
-async fn cleanup_bake(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
+async fn cleanup_bake(r: CleanupBake, ctx: &Context) -> Result<Value, HandlerError> {
     let mut terminated = Value::Null;
     let mut deregistered = Value::Null;
-    if let Some(id) = opt_string(p, "instance_id") {
+    if let Some(id) = r.instance_id {
         match ctx
             .cloud
             .terminate_instances(std::slice::from_ref(&id))
@@ -919,7 +1527,7 @@ async fn cleanup_bake(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
             Err(e) => return Err(HandlerError::from_cloud("TerminateInstances", e)),
         }
     }
-    if let Some(image) = opt_string(p, "image_id") {
+    if let Some(image) = r.image_id {
         match ctx.cloud.deregister_image(&image).await {
             Ok(()) => deregistered = json!(image),
             Err(e) if e.kind == cloud::ErrorKind::NotFound => {}
@@ -929,13 +1537,13 @@ async fn cleanup_bake(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
     Ok(json!({"terminated": terminated, "deregistered": deregistered}))
 }
 
-async fn publish_outcome(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
+async fn publish_outcome(r: PublishOutcome, ctx: &Context) -> Result<Value, HandlerError> {
     let now = ctx.clock.now();
-    let started = time_of(p.get("started"), now);
+    let started = time_of(r.started.as_deref(), now);
     let outcome = Outcome {
-        workflow: string(p, "workflow")?,
-        outcome: string(p, "outcome")?,
-        category: opt_string(p, "category").unwrap_or_default(),
+        workflow: r.workflow,
+        outcome: r.outcome,
+        category: r.category.unwrap_or_default(),
         duration_seconds: now
             .duration_since(started)
             .unwrap_or_default()
@@ -948,7 +1556,7 @@ async fn publish_outcome(p: &Value, ctx: &Context) -> Result<Value, HandlerError
 
 // ==================================================================== naming
 
-async fn naming_settings(_p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
+async fn naming_settings(_: NoRequest, ctx: &Context) -> Result<Value, HandlerError> {
     let s = &ctx.settings;
     Ok(json!({
         "mode": match s.naming_mode { NamingMode::Rename => "rename", NamingMode::Sysprep => "sysprep" },
@@ -959,10 +1567,9 @@ async fn naming_settings(_p: &Value, ctx: &Context) -> Result<Value, HandlerErro
     }))
 }
 
-async fn allocate_hostname(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
-    let instance_id = string(p, "instance_id")?;
-    let mut request = names::AllocationRequest::new(instance_id);
-    if let Some(zone) = opt_string(p, "availability_zone") {
+async fn allocate_hostname(r: AllocateHostname, ctx: &Context) -> Result<Value, HandlerError> {
+    let mut request = names::AllocationRequest::new(r.instance_id);
+    if let Some(zone) = r.availability_zone {
         request = request.in_zone(zone);
     }
     let lease = ctx
@@ -974,8 +1581,8 @@ async fn allocate_hostname(p: &Value, ctx: &Context) -> Result<Value, HandlerErr
     Ok(json!({"hostname": lease.name.as_str(), "sequence": lease.sequence}))
 }
 
-async fn confirm_hostname(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
-    let instance_id = string(p, "instance_id")?;
+async fn confirm_hostname(r: InstanceRequest, ctx: &Context) -> Result<Value, HandlerError> {
+    let instance_id = r.instance_id;
     let lease = ctx
         .cloud
         .name_pool()
@@ -985,8 +1592,8 @@ async fn confirm_hostname(p: &Value, ctx: &Context) -> Result<Value, HandlerErro
     Ok(json!({"hostname": lease.name.as_str()}))
 }
 
-async fn release_hostname(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
-    let instance_id = string(p, "instance_id")?;
+async fn release_hostname(r: InstanceRequest, ctx: &Context) -> Result<Value, HandlerError> {
+    let instance_id = r.instance_id;
     let released = ctx
         .cloud
         .name_pool()
@@ -999,19 +1606,19 @@ async fn release_hostname(p: &Value, ctx: &Context) -> Result<Value, HandlerErro
     }))
 }
 
-async fn verify_identity(p: &Value, _ctx: &Context) -> Result<Value, HandlerError> {
-    let expected = string(p, "expected_name")?;
-    let identity = field(p, "identity")?;
-    let actual = opt_string(identity, "computer_name").unwrap_or_default();
+async fn verify_identity(r: VerifyIdentity, _ctx: &Context) -> Result<Value, HandlerError> {
+    let expected = r.expected_name;
+    let identity = r.identity;
+    let actual = identity.computer_name.unwrap_or_default();
     if sysprep::hostname::key(&actual) != sysprep::hostname::key(&expected) {
         return Err(HandlerError::new(
             errors::VERIFY_FAILED,
             format!("$env:COMPUTERNAME is {actual:?}, expected the leased name {expected:?}"),
         ));
     }
-    let sid = opt_string(identity, "machine_sid").unwrap_or_default();
-    if opt_string(p, "mode").as_deref() == Some("sysprep") {
-        let before = opt_string(p, "before_sid").unwrap_or_default();
+    let sid = identity.machine_sid.unwrap_or_default();
+    if r.mode.as_deref() == Some("sysprep") {
+        let before = r.before_sid.unwrap_or_default();
         if sid.is_empty() || sid == before {
             return Err(HandlerError::new(
                 errors::VERIFY_FAILED,
@@ -1022,14 +1629,9 @@ async fn verify_identity(p: &Value, _ctx: &Context) -> Result<Value, HandlerErro
     Ok(json!({"computer_name": actual, "machine_sid": sid}))
 }
 
-async fn complete_lifecycle(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
-    let hook = hook_ref(p).ok_or_else(|| {
-        HandlerError::new(
-            errors::INVALID_INPUT,
-            "complete_lifecycle: payload field \"hook\" must be the lifecycle event detail (AutoScalingGroupName, LifecycleHookName, EC2InstanceId, LifecycleActionToken)",
-        )
-    })?;
-    let result = match string(p, "result")?.as_str() {
+async fn complete_lifecycle(r: CompleteLifecycle, ctx: &Context) -> Result<Value, HandlerError> {
+    let hook = r.hook.reference();
+    let result = match r.result.as_str() {
         "CONTINUE" => LifecycleActionResult::Continue,
         "ABANDON" => LifecycleActionResult::Abandon,
         other => {
@@ -1043,14 +1645,17 @@ async fn complete_lifecycle(p: &Value, ctx: &Context) -> Result<Value, HandlerEr
         .complete_lifecycle_action(CompleteLifecycleActionRequest { hook, result })
         .await
         .map_err(lifecycle_err("CompleteLifecycleAction"))?;
-    Ok(json!({"result": string(p, "result")?}))
+    Ok(json!({"result": r.result}))
 }
 
 // ==================================================================== rollout
 
-async fn create_template_version(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
-    let template = string(p, "launch_template_id")?;
-    let image_id = string(p, "image_id")?;
+async fn create_template_version(
+    r: CreateTemplateVersion,
+    ctx: &Context,
+) -> Result<Value, HandlerError> {
+    let template = r.launch_template_id;
+    let image_id = r.image_id;
     let previous = ctx
         .cloud
         .describe_default_launch_template_version(&template)
@@ -1063,7 +1668,7 @@ async fn create_template_version(p: &Value, ctx: &Context) -> Result<Value, Hand
             source_version: previous.version_number.to_string(),
             image_id,
             version_description: Some("fleetprep rollout".into()),
-            client_token: client_token(p, "ltv"),
+            client_token: client_token(ctx, "ltv"),
         })
         .await
         .map_err(cloud_err("CreateLaunchTemplateVersion"))?;
@@ -1078,23 +1683,19 @@ async fn create_template_version(p: &Value, ctx: &Context) -> Result<Value, Hand
     }))
 }
 
-async fn start_refresh(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
-    let group = string(p, "group")?;
-    let template = string(p, "launch_template_id")?;
-    let version = field(p, "version")?
-        .to_string()
-        .trim_matches('"')
-        .to_string();
-    let checkpoints = p
-        .get("checkpoint_percentages")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_u64)
-                .map(|v| v as u32)
-                .collect()
-        })
-        .unwrap_or_default();
+async fn start_refresh(r: StartRefresh, ctx: &Context) -> Result<Value, HandlerError> {
+    let group = r.group;
+    let template = r.launch_template_id;
+    let version = match r.version {
+        Value::String(version) => version,
+        Value::Null => {
+            return Err(HandlerError::new(
+                errors::INVALID_INPUT,
+                "action \"start_refresh\": payload field \"version\" is missing",
+            ));
+        }
+        other => other.to_string(),
+    };
     let refresh_id = ctx
         .cloud
         .start_instance_refresh(StartInstanceRefreshRequest {
@@ -1103,20 +1704,20 @@ async fn start_refresh(p: &Value, ctx: &Context) -> Result<Value, HandlerError> 
                 launch_template_id: template,
                 version,
             }),
-            min_healthy_percentage: number(p, "min_healthy_percentage", 90) as u32,
-            instance_warmup_seconds: number(p, "instance_warmup_seconds", 300) as u32,
-            checkpoint_percentages: checkpoints,
-            checkpoint_delay_seconds: number(p, "checkpoint_delay_seconds", 0) as u32,
+            min_healthy_percentage: r.min_healthy_percentage.unwrap_or(90),
+            instance_warmup_seconds: r.instance_warmup_seconds.unwrap_or(300),
+            checkpoint_percentages: r.checkpoint_percentages.unwrap_or_default(),
+            checkpoint_delay_seconds: r.checkpoint_delay_seconds.unwrap_or(0),
         })
         .await
         .map_err(cloud_err("StartInstanceRefresh"))?;
     Ok(json!({"refresh_id": refresh_id}))
 }
 
-async fn check_refresh(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
-    let group = string(p, "group")?;
-    let refresh_id = string(p, "refresh_id")?;
-    let wait = Wait::from(p, ctx);
+async fn check_refresh(r: CheckRefresh, ctx: &Context) -> Result<Value, HandlerError> {
+    let group = r.group;
+    let refresh_id = r.refresh_id;
+    let wait = Wait::from(r.wait.as_ref(), ctx);
     let refresh = ctx
         .cloud
         .describe_instance_refresh(&group, &refresh_id)
@@ -1130,7 +1731,7 @@ async fn check_refresh(p: &Value, ctx: &Context) -> Result<Value, HandlerError> 
         InstanceRefreshStatus::Pending
         | InstanceRefreshStatus::InProgress
         | InstanceRefreshStatus::Baking => {
-            if wait.expired(p, 6 * 3600) {
+            if wait.expired(r.timeout_seconds, 6 * 3600) {
                 Err(HandlerError::new(
                     errors::TIMEOUT,
                     format!(
@@ -1155,11 +1756,9 @@ async fn check_refresh(p: &Value, ctx: &Context) -> Result<Value, HandlerError> 
     }
 }
 
-async fn rollback_template(p: &Value, ctx: &Context) -> Result<Value, HandlerError> {
-    let template = string(p, "launch_template_id")?;
-    let previous = field(p, "previous_version")?.as_i64().ok_or_else(|| {
-        HandlerError::new(errors::INVALID_INPUT, "previous_version must be an integer")
-    })?;
+async fn rollback_template(r: RollbackTemplate, ctx: &Context) -> Result<Value, HandlerError> {
+    let template = r.launch_template_id;
+    let previous = r.previous_version;
     ctx.cloud
         .set_default_launch_template_version(&template, previous)
         .await
@@ -1172,16 +1771,23 @@ mod tests {
     use super::*;
     use crate::RenameMethod;
 
+    /// A `send_command` request for instance i-1 with `fields`.
+    fn request(mut fields: Value) -> SendCommand {
+        fields["instance_id"] = json!("i-1");
+        serde_json::from_value(fields).expect("a send_command request")
+    }
+
     const PANTHER_APPX: &str = "2026-11-26 15:04:11, Error                 SYSPRP Package Microsoft.BingWeather_4.53.51922.0_x64__8wekyb3d8bbwe was installed for a user, but not provisioned for all users. This package will not function properly in the sysprep image.";
 
     #[test]
     fn windows_failures_are_classified_by_sysprep_diagnose() {
-        let (category, retriable, evidence, _) = classify(errors::SYSPREP_FAILED, PANTHER_APPX, "");
+        let (category, retriable, evidence, _) =
+            classify(errors::SYSPREP_FAILED, PANTHER_APPX, &[], "");
         assert_eq!(category, "appx-not-provisioned");
         assert!(!retriable);
         assert!(evidence[0].contains("BingWeather"));
         // Log evidence beats the error name, even an AWS-side one.
-        let (category, ..) = classify(errors::INSTANCE_GONE, PANTHER_APPX, "");
+        let (category, ..) = classify(errors::INSTANCE_GONE, PANTHER_APPX, &[], "");
         assert_eq!(category, "appx-not-provisioned");
     }
 
@@ -1198,18 +1804,15 @@ mod tests {
             ("States.Runtime", "unknown"),
         ];
         for (name, expected) in cases {
-            let (category, _, evidence, remediation) = classify(name, "it went wrong", "");
+            let (category, _, evidence, remediation) = classify(name, "it went wrong", &[], "");
             assert_eq!(category, expected, "{name}");
             assert_eq!(evidence, ["it went wrong"], "{name}");
             assert!(!remediation.is_empty(), "{name}");
         }
-        // IMAGE_STATE_UNDEPLOYABLE on the console means the agent can never come back.
-        let console =
-            "2026-11-26T15:00:00Z Amazon SSM Agent: failed to register (IMAGE_STATE_UNDEPLOYABLE)";
-        assert_eq!(
-            classify(errors::TIMEOUT, "", console).0,
-            "agent-unreachable"
-        );
+        // Issue 10, bug 2: every healthy EC2Launch v2 boot prints IMAGE_STATE_UNDEPLOYABLE
+        // ("Troubleshoot EC2Launch v2", sample console output): with a time-out it is `timeout`.
+        let console = "2020/08/13 17:25:12Z: Windows is being configured. SysprepState=IMAGE_STATE_UNDEPLOYABLE\n2020/08/13 17:28:13Z: Message: Windows is Ready to use";
+        assert_eq!(classify(errors::TIMEOUT, "", &[], console).0, "timeout");
     }
 
     #[test]
@@ -1226,13 +1829,14 @@ mod tests {
         );
         assert!(error.cause.contains("Contoso.App"));
         assert_eq!(
-            classify(errors::PREFLIGHT_BLOCKED, &error.cause, "").0,
+            classify(errors::PREFLIGHT_BLOCKED, &error.cause, &[], "").0,
             "appx-not-provisioned"
         );
         let reboot_only = "pre-flight on i-1 blocked by [pending-reboot]: reboot first";
         assert_eq!(
-            classify(errors::PREFLIGHT_BLOCKED, reboot_only, "").0,
-            "provider-failure"
+            classify(errors::PREFLIGHT_BLOCKED, reboot_only, &[], "").0,
+            // Sysprep refuses to validate with a reboot pending (preflight::category_of).
+            "validation-failed"
         );
     }
 
@@ -1267,13 +1871,18 @@ mod tests {
                 rename_method: method,
                 ..Settings::default()
             };
-            command_template(&json!({"kind": "rename", "value": "WEB-001"}), &settings).unwrap()
+            command_template(
+                &request(json!({"kind": "rename", "value": "WEB-001"})),
+                &settings,
+            )
+            .unwrap()
         };
         let (computer, value, timeout) = template(RenameMethod::RenameComputer);
         let computer = computer.join("\n");
         assert_eq!((value.as_str(), timeout), ("WEB-001", 1800));
         assert!(computer.contains("Rename-Computer -NewName $desired"));
-        assert!(!computer.contains("setHostName"));
+        // It only removes other names' setHostName tasks (issue 10, point 8), never adds one.
+        assert!(!computer.contains("task = 'setHostName'"));
         let (agent, value, _) = template(RenameMethod::Ec2LaunchSetHostName);
         let agent = agent.join("\n");
         assert_eq!(value, "WEB-001");
@@ -1287,7 +1896,7 @@ mod tests {
         }
         // The default is Rename-Computer.
         let (default, _, _) =
-            command_template(&json!({"kind": "rename"}), &Settings::default()).unwrap();
+            command_template(&request(json!({"kind": "rename"})), &Settings::default()).unwrap();
         assert_eq!(default.join("\n"), computer);
     }
 
@@ -1295,7 +1904,7 @@ mod tests {
     fn sysprep_commands_follow_the_detected_agent() {
         let template = |agent: &str| {
             command_template(
-                &json!({"kind": "sysprep", "agent": agent}),
+                &request(json!({"kind": "sysprep", "agent": agent})),
                 &Settings::default(),
             )
             .unwrap()
@@ -1304,10 +1913,11 @@ mod tests {
         };
         assert!(template("ec2launch-v2").contains("'ec2launch sysprep'"));
         assert!(template("ec2launch-v1").contains("SysprepInstance.ps1"));
-        assert!(template("ec2config").contains("-sysprep"));
+        // EC2Config's no-shutdown form: sysprep.exe /quit with its own answer file.
+        assert!(template("ec2config").contains("sysprep2008.xml"));
         assert!(template("none").contains("/generalize"));
         let bad = command_template(
-            &json!({"kind": "sysprep", "agent": "ec2launch-v9"}),
+            &request(json!({"kind": "sysprep", "agent": "ec2launch-v9"})),
             &Settings::default(),
         )
         .unwrap_err();

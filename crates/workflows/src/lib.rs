@@ -7,8 +7,9 @@
 //! `Payload` of `{"action": "...", ...}`. [`definition`] loads one with the placeholders
 //! substituted, for the embedded engine.
 //!
-//! Handlers are plain async functions of `(input, &Context)`; [`dispatch`] routes a payload to
-//! one by its `action`. The Lambda function and the embedded engine call the same [`dispatch`],
+//! Handlers are plain async functions of `(Request, &Context)`, each request a serde struct;
+//! [`handlers::ACTIONS`] is the one table of action name, request type, handler and the Cloud
+//! operations it may call, and [`dispatch`] routes a payload through it by its `action`. The Lambda function and the embedded engine call the same [`dispatch`],
 //! so handlers never know where they run. Handlers only talk to AWS through
 //! [`cloud::Cloud`], only read time through [`clock::Clock`], and are idempotent: client tokens
 //! are derived from the execution id and state name the payload carries.
@@ -19,8 +20,9 @@
 //! calls from many concurrent executions when they share one process (the local fleet);
 //! on Lambda every invocation sends its own.
 //!
-//! [`local::LocalFleet`] wires the embedded engine, the simulated fleet and [`dispatch`] the way
-//! AWS wires Step Functions, Lambda and EventBridge, for the demo, the CLI and the tests.
+//! The `localfleet` crate wires the embedded engine, the simulated fleet and [`dispatch`] the
+//! way AWS wires Step Functions, Lambda and EventBridge; this crate knows neither the engine
+//! nor the simulator, so the Lambda links only what runs in Lambda.
 //!
 //! Polling handlers (`check_*`) answer `{"done": ..}` once and never loop; deadlines come from a
 //! `wait.since` timestamp the state machine carries, so handlers hold no state between calls.
@@ -38,9 +40,10 @@ pub mod batch;
 pub mod errors;
 pub mod handlers;
 pub mod iam;
-pub mod local;
 pub mod metrics;
+pub mod remediation;
 pub mod scripts;
+pub mod shape;
 
 use std::sync::Arc;
 
@@ -138,13 +141,21 @@ pub struct Context {
     pub settings: Settings,
     /// Coalesces SendCommand and describe calls across executions sharing this process.
     pub batcher: Option<Arc<batch::Batcher>>,
-    /// Actions whose Lambda hangs until the function timeout (fault injection).
-    pub hanging_actions: Vec<String>,
-    /// The Lambda function timeout a hanging action runs into (must stay below the Task
-    /// states' TimeoutSeconds of 120).
-    pub lambda_timeout_seconds: u64,
+    /// The task being run ([`dispatch`] sets it from the payload's envelope).
+    pub task: Task,
     /// Where outcome metrics go, as EMF lines ([`metrics::EmfLog`]).
     pub emf: Arc<metrics::EmfLog>,
+}
+
+/// Which task a payload runs: the execution and state the client tokens derive from, so a
+/// retried or resumed task repeats its side effects idempotently. Every Task state sends them
+/// (`$$.Execution.Id`, `$$.State.Name`) next to `action`: the payload's envelope.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct Task {
+    #[serde(default)]
+    pub execution: String,
+    #[serde(default)]
+    pub state: String,
 }
 
 impl Context {
@@ -154,8 +165,7 @@ impl Context {
             clock,
             settings: Settings::default(),
             batcher: None,
-            hanging_actions: Vec::new(),
-            lambda_timeout_seconds: 60,
+            task: Task::default(),
             emf: Arc::new(metrics::EmfLog::counting()),
         }
     }
@@ -174,35 +184,39 @@ impl Context {
 /// Routes `{"action": "...", ...}` to its handler. The one entry point for the Lambda and the
 /// embedded engine.
 pub async fn dispatch(payload: Value, context: &Context) -> Result<Value, HandlerError> {
-    let action = payload
-        .get("action")
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            HandlerError::new(
-                errors::INVALID_INPUT,
-                "payload has no string field \"action\"; expected {\"action\": \"<handler>\", ...}",
-            )
-        })?
-        .to_string();
-    if context.hanging_actions.iter().any(|a| a == &action) {
-        // Fault injection: a Lambda that hangs burns its whole function timeout and is then
-        // killed by the Lambda service, which reports `Sandbox.Timedout`. On a virtual clock
-        // the burnt time is simulated by moving the clock; on a real one it is waited out.
-        let timeout = std::time::Duration::from_secs(context.lambda_timeout_seconds);
-        if context.clock.is_virtual() {
-            context.clock.advance_to(context.clock.now() + timeout);
-        } else {
-            std::future::pending::<()>().await;
-        }
-        return Err(HandlerError::new(
-            errors::LAMBDA_TIMEOUT,
-            format!(
-                "Task timed out after {}.00 seconds (action {action})",
-                context.lambda_timeout_seconds
-            ),
-        ));
-    }
-    handlers::call(&action, payload, context).await
+    let invalid = |what: String| HandlerError::new(errors::INVALID_INPUT, what);
+    let Value::Object(mut request) = payload else {
+        return Err(invalid(format!(
+            "payload must be an object {{\"action\": \"<handler>\", ...}}, got {payload}"
+        )));
+    };
+    let name = request.remove("action");
+    let name = name.as_ref().and_then(Value::as_str).ok_or_else(|| {
+        invalid(
+            "payload has no string field \"action\"; expected {\"action\": \"<handler>\", ...}"
+                .into(),
+        )
+    })?;
+    let action = handlers::action(name).ok_or_else(|| {
+        invalid(format!(
+            "unknown action {name:?}; known actions: {}",
+            handlers::actions().collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    let field = |request: &mut serde_json::Map<String, Value>, key: &str| match request.remove(key)
+    {
+        Some(Value::String(text)) => Ok(text),
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(other) => Err(invalid(format!(
+            "action {name:?}: payload field {key:?} must be a string, got {other}"
+        ))),
+    };
+    let mut context = context.clone();
+    context.task = Task {
+        execution: field(&mut request, "execution")?,
+        state: field(&mut request, "state")?,
+    };
+    action.call(Value::Object(request), &context).await
 }
 
 /// What a bake needs; serialised as the `bake` execution input (`{"config": ...}`). Every field
@@ -229,6 +243,11 @@ pub struct BakeConfig {
     pub stop_timeout_seconds: u64,
     pub force_stop_after_seconds: u64,
     pub image_timeout_seconds: u64,
+    /// Install Windows updates before pre-flight, through the SSM document AWS uses for it
+    /// (AWS-InstallWindowsUpdates, as AWS-UpdateWindowsAmi does), rebooting as they need.
+    pub windows_updates: bool,
+    /// `[bake.remediation]`: which fixes the self-healing bake may apply, and how often.
+    pub remediation: remediation::RemediationSettings,
 }
 
 impl Default for BakeConfig {
@@ -247,6 +266,8 @@ impl Default for BakeConfig {
             stop_timeout_seconds: 3600,
             force_stop_after_seconds: 1500,
             image_timeout_seconds: 3600,
+            windows_updates: false,
+            remediation: remediation::RemediationSettings::default(),
         }
     }
 }

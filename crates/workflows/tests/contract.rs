@@ -1,9 +1,9 @@
 //! The contracts the state machines and the Lambda rely on: error names, actions, ASL shape,
 //! IAM coverage.
 
-mod common;
-
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::Value;
 use workflows::{WORKFLOWS, errors, handlers, iam};
@@ -16,7 +16,112 @@ fn states_of(machine: &Value, out: &mut Vec<(String, Value)>) {
                 states_of(inner, out);
             }
         }
+        for branch in state["Branches"].as_array().into_iter().flatten() {
+            states_of(branch, out);
+        }
     }
+}
+
+/// The action a Task invokes and the payload fields it builds: the keys of
+/// `Parameters.Payload` (JSONPath; a `.$` suffix only says the value is a path) or of
+/// `Arguments.Payload` (JSONata), envelope fields excluded.
+fn task_payload(state: &Value) -> Option<(String, Vec<String>)> {
+    let payload = state["Parameters"]["Payload"]
+        .as_object()
+        .or_else(|| state["Arguments"]["Payload"].as_object())?;
+    let action = payload
+        .get("action")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_default();
+    let fields = payload
+        .keys()
+        .map(|key| key.strip_suffix(".$").unwrap_or(key).to_owned())
+        .filter(|key| !handlers::ENVELOPE.contains(&key.as_str()))
+        .collect();
+    Some((action, fields))
+}
+
+/// Problems with one Task's payload against its action's request type, as messages.
+fn check_task(at: &str, action: &str, fields: &[String]) -> Vec<String> {
+    let Some(row) = handlers::action(action) else {
+        return vec![format!("{at}: unknown action {action:?}")];
+    };
+    let declared = (row.request_fields)();
+    let mut problems: Vec<String> = fields
+        .iter()
+        .filter(|field| !declared.contains(&field.as_str()))
+        .map(|field| {
+            format!(
+                "{at}: payload field {field:?} is not a field of {} ({declared:?}); rename it in \
+                 the ASL or the request type",
+                row.request_type
+            )
+        })
+        .collect();
+    if problems.is_empty() {
+        let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+        if let Err(error) = (row.check_fields)(&fields) {
+            problems.push(format!(
+                "{at}: the payload does not make a {}: {error}",
+                row.request_type
+            ));
+        }
+    }
+    problems
+}
+
+#[test]
+fn every_task_payload_builds_exactly_its_request_type() {
+    let mut problems = Vec::new();
+    let mut checked = BTreeSet::new();
+    for workflow in WORKFLOWS {
+        for (name, state) in all_states(workflow) {
+            if state["Type"] != "Task" {
+                continue;
+            }
+            let at = format!("{workflow}.asl.json: state {name:?}");
+            let Some((action, fields)) = task_payload(&state) else {
+                problems.push(format!("{at}: no Payload object"));
+                continue;
+            };
+            problems.extend(check_task(&at, &action, &fields));
+            checked.insert(action);
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // Every action in the table is invoked by some state machine.
+    let unused: Vec<&str> = handlers::actions()
+        .filter(|action| !checked.contains(*action))
+        .collect();
+    assert!(unused.is_empty(), "no Task invokes {unused:?}");
+}
+
+#[test]
+fn the_payload_check_catches_renamed_missing_and_extra_fields() {
+    let at = "test";
+    // What the ASL builds for terminate_instance today passes.
+    assert_eq!(
+        check_task(at, "terminate_instance", &["instance_id".into()]),
+        Vec::<String>::new()
+    );
+    // A field renamed on one side only.
+    let renamed = check_task(at, "terminate_instance", &["instance".into()]);
+    assert!(
+        renamed[0].contains("\"instance\" is not a field of InstanceRequest"),
+        "{renamed:?}"
+    );
+    // A required field left out; optional ones may be.
+    let missing = check_task(at, "check_image", &["wait".into()]);
+    assert!(
+        missing[0].contains("missing field `image_id`"),
+        "{missing:?}"
+    );
+    assert!(check_task(at, "check_image", &["image_id".into()]).is_empty());
+    // Nested request types with required fields of their own still deserialize.
+    assert!(check_task(at, "complete_lifecycle", &["hook".into(), "result".into()]).is_empty());
+    assert!(check_task(at, "launch_builder", &["config".into()]).is_empty());
+    assert!(check_task(at, "launch_rockets", &[])[0].contains("unknown action"));
 }
 
 fn all_states(workflow: &str) -> Vec<(String, Value)> {
@@ -49,7 +154,11 @@ fn error_names_are_stable_and_unique() {
 #[test]
 fn every_definition_parses_and_validates() {
     for workflow in WORKFLOWS {
-        let text = workflows::definition(workflow, workflows::local::LOCAL_FUNCTION_ARN).unwrap();
+        let text = workflows::definition(
+            workflow,
+            "arn:aws:lambda:us-east-1:123456789012:function:fleetprep",
+        )
+        .unwrap();
         asl::model::Definition::parse(&text).unwrap_or_else(|e| panic!("{workflow}.asl.json: {e}"));
     }
 }
@@ -115,44 +224,49 @@ fn every_action_declares_its_iam_actions() {
     assert!(iam::all_actions().contains(&"ec2:RunInstances"));
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn every_api_call_the_workflows_make_is_in_the_iam_list() {
-    let fleet = common::fleet("").await;
-    common::group(&fleet, 900);
-    fleet.sim.set_desired_capacity("web", 3).unwrap();
-    fleet.run_until_idle().await.unwrap();
-    common::bake(&fleet).await;
-    fleet.sim.set_desired_capacity("web", 1).unwrap();
-    fleet.run_until_idle().await.unwrap();
-    let allowed: BTreeSet<&str> = iam::all_actions().into_iter().collect();
-    for operation in fleet.sim.api_calls().keys() {
-        if operation == "autoscaling:SetDesiredCapacity" {
-            continue; // the test's own scaling call, not a workflow's
-        }
-        assert!(
-            allowed.contains(operation.as_str()),
-            "{operation} is not in workflows::iam"
-        );
-    }
+/// A handler context on the simulated fleet (no engine: handlers are called directly).
+fn context() -> workflows::Context {
+    let clock: Arc<dyn clock::Clock> = Arc::new(clock::VirtualClock::new(
+        UNIX_EPOCH + Duration::from_secs(1_790_000_000),
+    ));
+    let policy = sysprep::hostname::HostnamePolicy::from_pattern("{prefix}-{seq:3}", "WEB")
+        .expect("pattern");
+    let pool =
+        names::SqliteNamePool::in_memory(policy, clock.clone(), Default::default()).expect("pool");
+    let sim = cloud::sim::SimCloud::new(clock.clone(), Arc::new(pool), Default::default());
+    workflows::Context::new(Arc::new(sim), clock)
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn dispatch_rejects_bad_payloads_with_invalid_input() {
-    let fleet = common::fleet("").await;
-    let error = workflows::dispatch(serde_json::json!({"no": "action"}), &fleet.context)
+    let context = context();
+    let error = workflows::dispatch(serde_json::json!({"no": "action"}), &context)
         .await
         .unwrap_err();
     assert_eq!(error.error, errors::INVALID_INPUT);
-    let error = workflows::dispatch(serde_json::json!({"action": "explode"}), &fleet.context)
+    let error = workflows::dispatch(serde_json::json!({"action": "explode"}), &context)
         .await
         .unwrap_err();
     assert_eq!(error.error, errors::INVALID_INPUT);
     assert!(error.cause.contains("known actions"), "{}", error.cause);
     let error = workflows::dispatch(
         serde_json::json!({"action": "terminate_instance"}),
-        &fleet.context,
+        &context,
     )
     .await
     .unwrap_err();
-    assert!(error.cause.contains("\"instance_id\""), "{}", error.cause);
+    assert!(error.cause.contains("instance_id"), "{}", error.cause);
+    // A field the request type does not have is an error too, not silently ignored.
+    let error = workflows::dispatch(
+        serde_json::json!({"action": "terminate_instance", "instance_id": "i-1", "instance": "i-2"}),
+        &context,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(error.error, errors::INVALID_INPUT);
+    assert!(
+        error.cause.contains("unknown field `instance`"),
+        "{}",
+        error.cause
+    );
 }

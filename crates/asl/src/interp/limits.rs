@@ -18,7 +18,6 @@ use serde_json::{Map, Value};
 
 use super::Failure;
 use crate::error;
-use crate::history;
 
 /// Step Functions' payload limit for state input/output and results (256 KiB).
 pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
@@ -163,7 +162,7 @@ fn serialized_len_at_most(v: &Value, limit: usize) -> bool {
 /// Start time + [`MAX_EXECUTION_DURATION`]; `start` is the execution's recorded start time
 /// (`now` stands in should it not parse, which the formatter never produces).
 pub(super) fn execution_cap(start: &str, now: SystemTime) -> SystemTime {
-    let start = history::parse_timestamp(start).unwrap_or(now);
+    let start = clock::parse_rfc3339(start).unwrap_or(now);
     start.checked_add(MAX_EXECUTION_DURATION).unwrap_or(start)
 }
 

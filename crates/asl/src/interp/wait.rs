@@ -10,7 +10,6 @@ use super::dataflow::{effective_input, jsonata_assign_and_output, render_assign,
 use super::thread::next_of;
 use super::{Command, Failure, Phase, Produced, Run, Thread, Work, json_text};
 use crate::error::StatesError;
-use crate::history;
 use crate::jsonpath::EvalContext;
 use crate::model::{Expr, PathField, State, WaitFor};
 
@@ -123,7 +122,7 @@ fn wait_until(
     };
     let stamp = |v: &Value, what: &str| -> Result<SystemTime, StatesError> {
         v.as_str()
-            .and_then(history::parse_timestamp)
+            .and_then(clock::parse_rfc3339)
             .ok_or_else(|| {
                 StatesError::runtime(format!(
                     "The {what} parameter does not reference a valid ISO-8601 extended offset date-time format string: {}",
@@ -176,7 +175,7 @@ fn wait_until(
                 .ok_or_else(|| p.not_found_invalid_path())?
                 .into_owned();
             v.as_str()
-                .and_then(history::parse_timestamp)
+                .and_then(clock::parse_rfc3339)
                 .map(Some)
                 .ok_or_else(|| {
                     StatesError::runtime(format!(

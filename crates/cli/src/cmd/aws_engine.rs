@@ -29,7 +29,11 @@ pub struct AwsArgs {
     /// One endpoint for every AWS service (a local endpoint, or a VPC endpoint).
     #[arg(long)]
     pub endpoint_url: Option<String>,
-    /// Deployed state machines are named `<prefix><workflow>` (the deploy template's naming).
+    /// The fleetprep stack (`fleetprep deploy --stack`) whose outputs name the state machines.
+    #[arg(long)]
+    pub stack: Option<String>,
+    /// Without --stack: state machines named `<prefix><workflow>` (the stack names them
+    /// `<stack>-<workflow>`).
     #[arg(long, default_value = "fleetprep-")]
     pub state_machine_prefix: String,
     /// Seconds between history polls while an execution runs.
@@ -98,16 +102,26 @@ mod imp {
     ) -> anyhow::Result<Finished> {
         let sfn = connect(args).await;
         let machine = format!("{}{workflow}", args.state_machine_prefix);
-        let arn = sfn
-            .find_state_machine(&machine)
-            .await
-            .with_context(|| format!("listing state machines to find {machine:?}"))?
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "no state machine named {machine:?} in this account and region; deploy \
-                     deploy/fleetprep.yaml or pass --state-machine-prefix"
-                )
-            })?;
+        let arn = match &args.stack {
+            Some(stack) => {
+                let connection = crate::cmd::deploy::Connection {
+                    region: args.region.clone(),
+                    profile: args.profile.clone(),
+                    endpoint_url: args.endpoint_url.clone(),
+                };
+                crate::cmd::deploy::state_machine_arn(&connection, stack, workflow).await?
+            }
+            None => sfn
+                .find_state_machine(&machine)
+                .await
+                .with_context(|| format!("listing state machines to find {machine:?}"))?
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "no state machine named {machine:?} in this account and region; \
+                         deploy with `fleetprep deploy` and pass --stack NAME"
+                    )
+                })?,
+        };
         let execution = sfn
             .start_execution(&arn, execution_name, input)
             .await

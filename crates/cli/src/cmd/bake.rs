@@ -60,16 +60,19 @@ async fn bake(args: Args) -> anyhow::Result<ExitCode> {
     .await?;
     let mut input = config.bake.clone();
     if input.image_id.is_empty() {
-        input.image_id = fleet.sim.base_image_id().into();
+        input.image_id = fleet.sim().base_image_id().into();
     }
-    let name = format!("bake-{:x}", fleet.sim.scenario().seed & 0xffff_ffff);
+    let name = report::fresh_execution_name(
+        fleet.engine(),
+        &format!("bake-{:x}", fleet.sim().scenario().seed & 0xffff_ffff),
+    )?;
     let arn = fleet
-        .engine
+        .engine()
         .start_execution("bake", Some(&name), input.input())?;
     let mut progress = LiveProgress::new(true, args.output == OutputFormat::Json);
     report::drive(&fleet, &mut progress).await?;
     progress.finish();
-    let done = fleet.engine.describe(&arn)?;
+    let done = fleet.engine().describe(&arn)?;
     // The local execution in the terms an AWS one ends in, so both print through one summary.
     let finished = Finished {
         execution_arn: done.execution_arn,
@@ -79,7 +82,7 @@ async fn bake(args: Args) -> anyhow::Result<ExitCode> {
         cause: done.cause,
         started: done.start_date,
         stopped: Some(done.stop_date.unwrap_or_else(|| clock.now())),
-        events: Vec::new(),
+        events: fleet.engine().history(&arn)?,
     };
     print_summary(&finished, Timing::Simulated, &wall, args.output)
 }
@@ -129,12 +132,34 @@ fn print_summary(
     })
 }
 
+/// The self-healing loop as the history records it: every remedy `PlanRemedy` chose, in
+/// order, and the rounds run; None when no remedy ran.
+fn remediation(events: &[asl::history::HistoryEvent]) -> Option<serde_json::Value> {
+    let last = events
+        .iter()
+        .rev()
+        .filter_map(|e| e.state_exited_event_details.as_deref())
+        .filter(|d| d.name == "PlanRemedy")
+        .filter_map(|d| d.output.as_deref())
+        .filter_map(|output| serde_json::from_str::<serde_json::Value>(output).ok())
+        .find_map(|output| output.get("remediation").cloned())?;
+    let remedies = last.get("history").cloned().unwrap_or_else(|| json!([]));
+    if remedies.as_array().is_none_or(|a| a.is_empty()) {
+        return None;
+    }
+    Some(json!({
+        "remedies": remedies,
+        "rounds": last.get("rounds").cloned().unwrap_or(json!(0)),
+    }))
+}
+
 fn render_summary(
     done: &Finished,
     timing: Timing,
     wall_seconds: f64,
     format: OutputFormat,
 ) -> anyhow::Result<String> {
+    let remediation = remediation(&done.events);
     let seconds = done
         .stopped
         .map(|s| report::seconds_between(done.started, s))
@@ -146,6 +171,7 @@ fn render_summary(
             "output": done.output,
             "error": done.error,
             "cause": done.cause,
+            "remediation": remediation,
         });
         let key = match timing {
             Timing::Simulated => "simulated_seconds",
@@ -169,6 +195,18 @@ fn render_summary(
         text += &format!(
             "category   {error}\ncause      {}\n",
             done.cause.as_deref().unwrap_or_default()
+        );
+    }
+    if let Some(remediation) = &remediation {
+        let remedies: Vec<&str> = remediation["remedies"]
+            .as_array()
+            .map(|a| a.iter().filter_map(serde_json::Value::as_str).collect())
+            .unwrap_or_default();
+        let rounds = remediation["rounds"].as_u64().unwrap_or(0);
+        text += &format!(
+            "remediation {} ({rounds} round{})\n",
+            remedies.join(", "),
+            if rounds == 1 { "" } else { "s" }
         );
     }
     let took = report::human(std::time::Duration::from_secs_f64(seconds));

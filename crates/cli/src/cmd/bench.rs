@@ -24,6 +24,10 @@ pub enum Command {
     /// Targets: init < 30 ms, stripped size < 20 MB. `scripts/bench-lambda` builds the release
     /// bootstrap first.
     Lambda(LambdaArgs),
+    /// `fleetprep serve` against moto's server over loopback HTTP: executions/s (10-state
+    /// Pass chain, 100-item Map) and DescribeExecution p50/p99 under 16 concurrent clients.
+    /// Targets: >= 50x moto, p99 < 5 ms. Run from the repository root (moto's script).
+    Serve(crate::cmd::bench_serve::ServeArgs),
 }
 
 #[derive(clap::Args)]
@@ -47,6 +51,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Engine(args) => engine_bench(&args),
         Command::Fleet(args) => crate::cmd::fleet::bench(args),
         Command::Lambda(args) => lambda_bench(&args),
+        Command::Serve(args) => crate::cmd::bench_serve::run(&args),
     }
 }
 
@@ -58,7 +63,8 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     (r, t.elapsed())
 }
 
-fn pass_chain(n: usize) -> Value {
+/// A chain of `n` Pass states (the engine and serve benchmarks both run it).
+pub(crate) fn pass_chain(n: usize) -> Value {
     let mut states = serde_json::Map::new();
     for i in 0..n {
         let mut s = json!({"Type": "Pass"});
@@ -72,7 +78,8 @@ fn pass_chain(n: usize) -> Value {
     json!({"StartAt": "P0", "States": states})
 }
 
-fn inline_map() -> Value {
+/// An inline Map of one Pass state over `$.items`.
+pub(crate) fn inline_map() -> Value {
     json!({"StartAt": "M", "States": {"M": {"Type": "Map", "ItemsPath": "$.items",
         "ItemProcessor": {"ProcessorConfig": {"Mode": "INLINE"}, "StartAt": "Item",
             "States": {"Item": {"Type": "Pass", "Parameters": {"n.$": "$"}, "End": true}}},

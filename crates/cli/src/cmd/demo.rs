@@ -60,22 +60,22 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     let started = clock.now();
     let quiet = args.output == OutputFormat::Json;
     let mut progress = LiveProgress::new(true, quiet);
-    let run_id = format!("{:x}", fleet.sim.scenario().seed & 0xffff_ffff);
+    let run_id = format!("{:x}", fleet.sim().scenario().seed & 0xffff_ffff);
 
     // 1. Bake.
     let mut bake = config.bake.clone();
     if bake.image_id.is_empty() {
-        bake.image_id = fleet.sim.base_image_id().into();
+        bake.image_id = fleet.sim().base_image_id().into();
     }
     if bake.customization_scripts.is_empty() {
         bake.customization_scripts = vec!["Install-WindowsFeature Web-Server".into()];
     }
-    let bake_arn =
-        fleet
-            .engine
-            .start_execution("bake", Some(&format!("demo-bake-{run_id}")), bake.input())?;
+    let bake_name = report::fresh_execution_name(fleet.engine(), &format!("demo-bake-{run_id}"))?;
+    let bake_arn = fleet
+        .engine()
+        .start_execution("bake", Some(&bake_name), bake.input())?;
     report::drive(&fleet, &mut progress).await?;
-    let baked = fleet.engine.describe(&bake_arn)?;
+    let baked = fleet.engine().describe(&bake_arn)?;
     let image_id = baked
         .output
         .as_ref()
@@ -83,10 +83,10 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
         .map(str::to_string);
 
     // 2. Scale out: every instance is named by the launch hook.
-    fleet.sim.create_group(config.simulated_group());
+    fleet.sim().create_group(config.simulated_group());
     let scaled_at = clock.now();
     fleet
-        .sim
+        .sim()
         .set_desired_capacity(&config.group.name, args.instances)?;
     report::drive(&fleet, &mut progress).await?;
     let scaled_took = report::seconds_between(scaled_at, clock.now());
@@ -95,20 +95,20 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     let mut rollout = None;
     if let (Status::Succeeded, Some(image_id)) = (baked.status, image_id.as_deref()) {
         let input = config.rollout_input(image_id).input();
-        let arn = fleet.engine.start_execution(
+        let arn = fleet.engine().start_execution(
             "rollout",
             Some(&format!("demo-rollout-{run_id}")),
             input,
         )?;
         report::drive(&fleet, &mut progress).await?;
-        rollout = Some(fleet.engine.describe(&arn)?);
+        rollout = Some(fleet.engine().describe(&arn)?);
     }
     progress.finish();
 
     // Summary.
     let simulated = report::seconds_between(started, clock.now());
     let wall_seconds = wall.elapsed().as_secs_f64();
-    let executions = fleet.engine.list_executions(None)?;
+    let executions = fleet.engine().list_executions(None)?;
     let mut launches = std::collections::HashMap::new();
     for e in executions
         .iter()
@@ -123,7 +123,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
             (took, e.status),
         );
     }
-    let mut instances = fleet.sim.in_service(&config.group.name);
+    let mut instances = fleet.sim().in_service(&config.group.name);
     instances.sort_by(|a, b| a.computer_name.cmp(&b.computer_name));
     let mut by_status: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>> =
         Default::default();
@@ -181,7 +181,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
             "collisions": collisions,
             "simulated_seconds": simulated,
             "wall_seconds": wall_seconds,
-            "api_calls": fleet.sim.api_calls(),
+            "api_calls": fleet.sim().api_calls(),
             "store": store.map(|p| p.display().to_string()),
         });
         println!("{}", serde_json::to_string_pretty(&summary)?);

@@ -69,9 +69,9 @@ pub async fn simulate_report(args: &SimulateArgs) -> anyhow::Result<serde_json::
     let (fleet, clock) =
         report::simulated_fleet(&config, scenario, pattern, Some(store), !args.no_batching).await?;
     let started = clock.now();
-    fleet.sim.create_group(config.simulated_group());
+    fleet.sim().create_group(config.simulated_group());
     fleet
-        .sim
+        .sim()
         .set_desired_capacity(&config.group.name, args.instances)?;
     let mut progress = LiveProgress::new(false, args.output == OutputFormat::Json);
     report::drive(&fleet, &mut progress).await?;
@@ -79,7 +79,7 @@ pub async fn simulate_report(args: &SimulateArgs) -> anyhow::Result<serde_json::
     let wall_seconds = wall.elapsed().as_secs_f64();
     let simulated = report::seconds_between(started, clock.now());
 
-    let executions = fleet.engine.list_executions(None)?;
+    let executions = fleet.engine().list_executions(None)?;
     let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     for e in &executions {
@@ -90,13 +90,13 @@ pub async fn simulate_report(args: &SimulateArgs) -> anyhow::Result<serde_json::
                 .or_default() += 1;
         }
     }
-    let in_service = fleet.sim.in_service(&config.group.name);
+    let in_service = fleet.sim().in_service(&config.group.name);
     let names: BTreeSet<String> = in_service
         .iter()
         .map(|i| i.computer_name.to_ascii_uppercase())
         .collect();
     let collisions = in_service.len() - names.len();
-    let calls = fleet.sim.api_calls();
+    let calls = fleet.sim().api_calls();
     let send_commands = calls.get("ssm:SendCommand").copied().unwrap_or(0);
     let throttling_failures = errors
         .get(workflows::errors::THROTTLED)
@@ -113,8 +113,8 @@ pub async fn simulate_report(args: &SimulateArgs) -> anyhow::Result<serde_json::
         "api_calls": calls,
         "api_calls_total": calls.values().sum::<u64>(),
         // The outcome metrics the Lambda would write to its log (no API call).
-        "emf_lines": fleet.context.emf.lines(),
-        "throttled_calls": fleet.sim.throttled_calls(),
+        "emf_lines": fleet.context().emf.lines(),
+        "throttled_calls": fleet.sim().throttled_calls(),
         "throttling_failures": throttling_failures,
         "send_command_calls_per_50_instances":
             send_commands as f64 * 50.0 / args.instances.max(1) as f64,

@@ -4,14 +4,19 @@
 pub mod aws_engine;
 pub mod bake;
 pub mod bench;
+pub mod bench_serve;
 pub mod demo;
+pub mod deploy;
 pub mod executions;
 pub mod fleet;
 pub mod graph;
 pub mod hostname;
+pub mod rollout;
+pub mod serve;
 pub mod states;
 pub mod sysprep;
 pub mod unattend;
+pub mod userdata;
 
 use std::path::PathBuf;
 

@@ -3,7 +3,7 @@
 //! `exec --mock-config FILE --test-case NAME` answers Task states from a Step Functions Local
 //! mock configuration file (module `mockconfig`), so a definition runs without handlers.
 
-mod mockconfig;
+use serve::mockconfig;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

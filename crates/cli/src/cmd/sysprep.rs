@@ -11,7 +11,7 @@ use sysprep::commands::{
     AfterSysprep, NameSource, RenameMethod, RenameRestart, SysprepOptions, rename_commands_with,
     sysprep_commands,
 };
-use sysprep::diagnose::{Diagnoser, DiagnosisContext};
+use sysprep::diagnose::{Category, Diagnoser, DiagnosisContext};
 use sysprep::hostname::Hostname;
 use sysprep::preflight::{Severity, check_output, preflight_script};
 
@@ -20,6 +20,7 @@ use crate::output::OutputFormat;
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// Classify a Sysprep failure from Panther logs and EC2 console output.
+    #[command(after_help = categories_help())]
     Diagnose(DiagnoseArgs),
     /// Print the pre-flight check script (PowerShell; prints one JSON line).
     PreflightScript(PreflightScriptArgs),
@@ -131,6 +132,23 @@ pub struct RenameArgs {
     restart: Restart,
     #[arg(long, value_enum, default_value_t)]
     output: OutputFormat,
+}
+
+/// Every category `diagnose` can answer, with whether a new bake can succeed without a fix.
+fn categories_help() -> String {
+    let mut help = String::from("Categories:\n");
+    for category in Category::ALL {
+        help.push_str(&format!(
+            "  {:<22} {}\n",
+            category.as_str(),
+            if category.retriable() {
+                "retriable"
+            } else {
+                "needs a fix"
+            }
+        ));
+    }
+    help
 }
 
 fn parse_agent(value: &str) -> Result<LaunchAgent, String> {

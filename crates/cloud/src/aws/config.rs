@@ -56,7 +56,7 @@ impl AwsConfig {
 
     /// Resolves the SDK config (credential chain, region, endpoint) once; every service client
     /// is built from the result.
-    pub(crate) async fn load(&self) -> aws_config::SdkConfig {
+    pub async fn load(&self) -> aws_config::SdkConfig {
         // One HTTPS client for every service: hyper 1 with rustls on the `ring` provider (no
         // aws-lc C build, no legacy hyper 0.14), which keeps the clean build small.
         let http_client = aws_smithy_http_client::Builder::new()

@@ -49,7 +49,7 @@ const COUNTER_TRIES: u32 = 8;
 const COUNTER_KEY: &str = "meta#next";
 
 /// The table's TTL attribute (epoch seconds).
-pub const TTL_ATTRIBUTE: &str = "ttl";
+pub const TTL_ATTRIBUTE: &str = crate::HOSTNAME_TTL_ATTRIBUTE;
 
 /// A DynamoDB table that holds hostname leases for any number of pools.
 #[derive(Clone, Debug)]
@@ -736,9 +736,10 @@ fn truncate_millis(time: SystemTime) -> SystemTime {
 /// FNV-1a: a stable hash (unlike std's randomised one) so an instance probes the same names
 /// on every retry.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
-        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    use std::hash::Hasher as _;
+    let mut fnv = fnv::FnvHasher::default();
+    fnv.write(bytes);
+    fnv.finish()
 }
 
 #[cfg(test)]

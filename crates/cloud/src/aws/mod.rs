@@ -31,8 +31,9 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use aws_sdk_autoscaling::types::{DesiredConfiguration, RefreshPreferences};
 use aws_sdk_ec2::types::{
-    Filter, IamInstanceProfileSpecification, LaunchTemplateSpecification,
-    RequestLaunchTemplateData, ResourceType, TagSpecification,
+    Filter, HttpTokensState, IamInstanceProfileSpecification, InstanceMetadataEndpointState,
+    InstanceMetadataOptionsRequest, LaunchTemplateSpecification, RequestLaunchTemplateData,
+    ResourceType, TagSpecification,
 };
 use aws_sdk_ssm::types::{InstanceInformationStringFilter, ParameterStringFilter};
 use clock::Clock;
@@ -190,6 +191,18 @@ impl Cloud for AwsCloud {
         if let Some(user_data) = &request.user_data {
             // The API wants base64; the request carries the script text.
             call = call.user_data(aws_smithy_types::base64::encode(user_data));
+        }
+        if request.launch_template.is_none() {
+            // Instances launched without a template (the bake's builders) answer instance
+            // metadata over IMDSv2 only; the deploy template's role may require it with the
+            // `ec2:MetadataHttpTokens` condition ("Configure the instance metadata options for
+            // new instances", EC2 User Guide). A template keeps its own metadata options.
+            call = call.metadata_options(
+                InstanceMetadataOptionsRequest::builder()
+                    .http_tokens(HttpTokensState::Required)
+                    .http_endpoint(InstanceMetadataEndpointState::Enabled)
+                    .build(),
+            );
         }
         if let Some(template) = &request.launch_template {
             call = call.launch_template(
@@ -498,8 +511,14 @@ impl Cloud for AwsCloud {
             .send_command()
             .set_instance_ids(Some(request.instance_ids.clone()))
             .document_name(&request.document_name)
-            .parameters("commands", request.commands.clone())
             .set_comment(request.comment.clone());
+        // AWS-RunPowerShellScript takes `commands`; other documents take their own parameters.
+        if !request.commands.is_empty() {
+            call = call.parameters("commands", request.commands.clone());
+        }
+        for (name, values) in &request.parameters {
+            call = call.parameters(name, values.clone());
+        }
         if let Some(seconds) = request.execution_timeout_seconds {
             call = call.parameters("executionTimeout", vec![seconds.to_string()]);
         }
