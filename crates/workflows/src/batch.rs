@@ -9,21 +9,25 @@
 //!   (which the state machine makes after its Wait, when every execution of the wave has queued
 //!   its request) flushes the queue, grouping identical script templates and filling each group's
 //!   per-instance lookup table ([`crate::scripts::TABLE_LINE`]) with up to 50 instances.
-//! - *Describes*: an SSM-online check registers its instance as watched and answers from a
-//!   snapshot refreshed at most every [`Batcher::REFRESH_SECONDS`] of clock time, one call per
-//!   50 watched instances.
+//! - *Describes*: an SSM-online check answers from a snapshot of its instance no older than
+//!   [`Batcher::REFRESH_SECONDS`] of clock time; the checks made at one instant whose
+//!   snapshots are older are refreshed together, one call per 50 of them; the last call's
+//!   spare places go to other watched instances (round robin), whose own checks then find a
+//!   fresh answer.
 //! - *Status*: a command-status check answers from one ListCommandInvocations of the whole
 //!   command (up to 50 instances), refreshed at most every [`Batcher::REFRESH_SECONDS`];
 //!   GetCommandInvocation is called only for a finished invocation whose listed output is
 //!   not the whole of it (a failure's standard error, or output cut at
 //!   [`cloud::LIST_COMMAND_OUTPUT_MAX_CHARS`]).
 //!
-//! Throttling is absorbed here, never passed on: a throttled send stays queued, a throttled
-//! refresh keeps what it had (the rest of the watched instances are refreshed first next
-//! time) and a throttled status listing reads "not visible yet"; the state machines poll
-//! again after their Wait. After a throttled call the batcher makes no call of that kind for
-//! [`Batcher::THROTTLE_PAUSE_SECONDS`], so a wave of checks at one instant costs one throttled
-//! call, not one per check.
+//! Throttling costs one call, not one per check: after a throttled call the batcher makes no
+//! call of that kind for [`Batcher::THROTTLE_PAUSE_SECONDS`], and a throttled send stays
+//! queued. A check whose answer throttling held back fails with the throttling error, so the
+//! poll's Retry (full jitter) tries again at a random later instant. Answering "not yet" and
+//! polling after the usual Wait would not do: a fleet launched at once polls in step, at
+//! instants each of which a bucket admits only its burst of (20 DescribeInstanceInformation
+//! calls cover 1,000 of 100,000 instances), while retries spread over time draw on the
+//! bucket's refill as well.
 //!
 //! Tickets live in this process only: a batched ticket does not survive a restart (the local
 //! engine re-sends on a fresh run). Lambda invocations never share a process, so there the
@@ -68,12 +72,15 @@ struct State {
     // instance, which must not scan 10,000 queued requests.
     queued: HashSet<String>,
     sent: HashMap<String, Result<(String, String), CloudError>>,
+    // Instances whose check found no fresh snapshot: the next refresh covers them.
+    asking: BTreeSet<String>,
+    // Every instance an SSM-online check is waiting for, and where the next refresh's
+    // padding resumes (see `instance_information`).
     watched: BTreeSet<String>,
-    // Per watched instance: when a refresh last asked about it, and the answer (None = not
+    describe_cursor: String,
+    // Per instance: when a refresh last asked about it, and the answer (None = not
     // registered yet).
     described: HashMap<String, (SystemTime, Option<InstanceInformation>)>,
-    // Where the next refresh starts, so a refresh cut short by throttling resumes there.
-    describe_cursor: Option<String>,
     // Per command id: when it was last listed, and its invocations by instance id.
     listed: HashMap<String, (SystemTime, HashMap<String, CommandInvocation>)>,
     // No call of a kind before this time: the last one was throttled.
@@ -93,6 +100,45 @@ impl State {
         self.paused_until
             .get(&kind)
             .is_some_and(|until| now < *until)
+    }
+
+    /// Up to `spare` watched instances, not asking and without a fresh snapshot, in round
+    /// robin from where the last padding stopped.
+    fn padding(&mut self, spare: usize, now: SystemTime) -> Vec<String> {
+        let fresh = |at: &SystemTime| {
+            now.duration_since(*at).unwrap_or_default()
+                < Duration::from_secs(Batcher::REFRESH_SECONDS)
+        };
+        let mut out = Vec::with_capacity(spare);
+        let cursor = std::mem::take(&mut self.describe_cursor);
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let after = self
+            .watched
+            .range::<str, _>((Excluded(cursor.as_str()), Unbounded));
+        let before = self
+            .watched
+            .range::<str, _>((Unbounded, Included(cursor.as_str())));
+        // Bounded work per refresh however many instances are watched and fresh.
+        for id in after.chain(before).take(spare * 4) {
+            if out.len() >= spare {
+                break;
+            }
+            let described_fresh = self.described.get(id).is_some_and(|(at, _)| fresh(at));
+            if self.asking.contains(id) || described_fresh {
+                continue;
+            }
+            out.push(id.clone());
+        }
+        self.describe_cursor = out.last().cloned().unwrap_or(cursor);
+        out
+    }
+
+    /// The error a check gets while calls of `kind` are paused.
+    fn throttled(&self, kind: Kind) -> CloudError {
+        CloudError::throttled(
+            "ThrottlingException",
+            format!("Rate exceeded ({kind:?} calls paused after throttling; poll again later)"),
+        )
     }
 
     fn pause(&mut self, kind: Kind, now: SystemTime) {
@@ -252,6 +298,10 @@ impl Batcher {
                 state.sent.remove(ticket);
                 Err(error)
             }
+            // Held back by throttling, not waiting for company: poll again later.
+            None if state.queued.contains(ticket) && state.paused(Kind::Send, now) => {
+                Err(state.throttled(Kind::Send))
+            }
             None if state.queued.contains(ticket) => Ok(false),
             None => Err(CloudError::not_found(
                 "InvocationDoesNotExist",
@@ -295,15 +345,12 @@ impl Batcher {
         {
             // Finished tickets stay answerable: several states may read the same command.
             Ok(invocation) => Ok(Some(invocation)),
-            // Throttled: the listed invocation, read whole on the next poll.
-            Err(error) if error.kind == ErrorKind::Throttled => Ok(None),
             Err(error) => Err(error),
         }
     }
 
     /// The invocation of `command_id` on `instance_id` from a listing of the whole command no
-    /// older than [`Self::REFRESH_SECONDS`]; `Ok(None)` while it is not visible, or while the
-    /// listing is throttled.
+    /// older than [`Self::REFRESH_SECONDS`]; `Ok(None)` while it is not visible.
     async fn listed(
         &self,
         cloud: &dyn Cloud,
@@ -332,14 +379,14 @@ impl Batcher {
                 return Ok(answer);
             }
             if state.paused(Kind::List, now) {
-                return Ok(None);
+                return Err(state.throttled(Kind::List));
             }
         }
         let invocations = match cloud.list_command_invocations(command_id).await {
             Ok(invocations) => invocations,
             Err(error) if error.kind == ErrorKind::Throttled => {
                 self.state().pause(Kind::List, now);
-                return Ok(None);
+                return Err(error);
             }
             Err(error) => return Err(error),
         };
@@ -355,8 +402,8 @@ impl Batcher {
     }
 
     /// The SSM view of `instance_id` from a refresh no older than [`Self::REFRESH_SECONDS`];
-    /// refreshing covers every watched instance, 50 per call, resuming where a throttled
-    /// refresh stopped. `Ok(None)` also while its refresh is held back by throttling.
+    /// a refresh covers every instance asked about at this instant without a fresh answer,
+    /// 50 per call. The throttling error when throttling held its refresh back.
     pub async fn instance_information(
         &self,
         cloud: &dyn Cloud,
@@ -372,39 +419,34 @@ impl Batcher {
         };
         {
             let mut state = self.state();
-            state.watched.insert(instance_id.to_string());
             if let Some(answer) = cached(&state) {
                 return Ok(answer);
             }
+            state.asking.insert(instance_id.to_string());
+            state.watched.insert(instance_id.to_string());
         }
-        // Let every execution woken at this instant register first: one refresh serves all.
+        // Let every execution woken at this instant ask first: one refresh serves all.
         tokio::task::yield_now().await;
         let _guard = self.flush_lock.lock().await;
         let order = {
-            let state = self.state();
+            let mut state = self.state();
             if let Some(answer) = cached(&state) {
                 return Ok(answer);
             }
             if state.paused(Kind::Describe, now) {
-                return Ok(None);
+                return Err(state.throttled(Kind::Describe));
             }
-            // From the cursor to the end, then from the start: the least recently refreshed
-            // first.
-            let cursor = state.describe_cursor.clone().unwrap_or_default();
-            state
-                .watched
-                .range(cursor.clone()..)
-                .chain(state.watched.range(..cursor))
-                .cloned()
-                .collect::<Vec<_>>()
+            let mut order = state.asking.iter().cloned().collect::<Vec<_>>();
+            let spare = (50 - order.len() % 50) % 50;
+            let padding = state.padding(spare, now);
+            order.extend(padding);
+            order
         };
         for chunk in order.chunks(50) {
             let infos = match cloud.describe_instance_information(chunk).await {
                 Ok(infos) => infos,
                 Err(error) if error.kind == ErrorKind::Throttled => {
-                    let mut state = self.state();
-                    state.pause(Kind::Describe, now);
-                    state.describe_cursor = chunk.first().cloned();
+                    self.state().pause(Kind::Describe, now);
                     break;
                 }
                 Err(error) => return Err(error),
@@ -415,20 +457,25 @@ impl Batcher {
                 .collect();
             let mut state = self.state();
             for id in chunk {
-                // Only instances still watched: an unwatched one is done with.
+                // Only instances still watched: one unwatched meanwhile is done with.
+                state.asking.remove(id);
                 if state.watched.contains(id) {
                     let info = by_id.remove(id);
                     state.described.insert(id.clone(), (now, info));
                 }
             }
-            state.describe_cursor = None;
         }
-        Ok(cached(&self.state()).flatten())
+        let state = self.state();
+        match cached(&state) {
+            Some(answer) => Ok(answer),
+            None => Err(state.throttled(Kind::Describe)),
+        }
     }
 
     /// Stops watching an instance (it is online, or its workflow ended).
     pub fn unwatch(&self, instance_id: &str) {
         let mut state = self.state();
+        state.asking.remove(instance_id);
         state.watched.remove(instance_id);
         state.described.remove(instance_id);
     }

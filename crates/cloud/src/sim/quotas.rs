@@ -24,6 +24,11 @@ pub(crate) struct Quota {
     pub message: &'static str,
 }
 
+/// Auto Scaling's shared bucket: its burst (our choice, see [`quota`]).
+pub(crate) const AUTO_SCALING_BURST: f64 = 200.0;
+/// Auto Scaling's shared bucket: tokens added per second (our choice, see [`quota`]).
+pub(crate) const AUTO_SCALING_PER_SECOND: f64 = 100.0;
+
 /// The quota an operation (`service:Action`) is throttled by, if the simulation limits it.
 pub(crate) fn quota(operation: &str) -> Option<Quota> {
     let (service, action) = operation.split_once(':')?;
@@ -71,15 +76,24 @@ pub(crate) fn quota(operation: &str) -> Option<Quota> {
                 message: "Rate exceeded",
             })
         }
-        // Amazon EC2 Auto Scaling throttles "based on a shared API bucket" for all its
-        // operations (API reference, "Welcome", API request rate; "My Auto Scaling API calls
-        // are throttled", AWS Knowledge Center) and publishes neither its size nor its refill
-        // rate. NOT MODELLED YET, deliberately: the workflows' polls of a fleet launched at
-        // once fall due in the same instant (their Waits are aligned), so a whole cohort's
-        // lifecycle heartbeats and completions meet one bucket at once. With 200 tokens
-        // refilled at 100 per second a 10,000-instance scale-out had 26% of its hooks expire
-        // (LifecycleActionExpired) even with throttled heartbeats skipped and a long jittered
-        // retry on CompleteLifecycleAction; the polls must be spread first.
+        // Amazon EC2 Auto Scaling "uses the token bucket algorithm to implement API
+        // throttling" and "throttles API requests based on a shared API bucket" for all its
+        // operations (Amazon EC2 Auto Scaling API Reference, "Welcome", API request rate; "My
+        // Auto Scaling API calls are throttled", AWS Knowledge Center). It publishes neither
+        // the bucket's size nor its refill rate: OUR CHOICE is one bucket of
+        // AUTO_SCALING_BURST tokens refilled at AUTO_SCALING_PER_SECOND, the size of EC2's
+        // mutating class ("Request throttling for the Amazon EC2 API": 200 tokens), shared
+        // by every action as Auto Scaling's is. Throttled calls fail with Throttling, "Rate
+        // exceeded", as Auto Scaling answers. The workflows stay within it by pacing themselves: lifecycle
+        // heartbeats are spread per instance (`workflows::handlers`) and a throttled
+        // CompleteLifecycleAction is retried with a long, jittered backoff.
+        "autoscaling" => Some(Quota {
+            class: "autoscaling",
+            capacity: AUTO_SCALING_BURST,
+            refill_per_second: AUTO_SCALING_PER_SECOND,
+            error_code: "Throttling",
+            message: "Rate exceeded",
+        }),
         _ => None,
     }
 }
@@ -136,7 +150,7 @@ mod tests {
     }
 
     #[test]
-    fn ec2_and_ssm_are_limited_with_their_own_error_codes() {
+    fn ec2_ssm_and_auto_scaling_are_limited_with_their_own_error_codes() {
         assert_eq!(
             quota("ec2:DescribeInstances").unwrap().error_code,
             "RequestLimitExceeded"
@@ -145,6 +159,11 @@ mod tests {
             quota("ssm:ListCommandInvocations").unwrap().error_code,
             "ThrottlingException"
         );
+        // One bucket for every Auto Scaling operation.
+        let complete = quota("autoscaling:CompleteLifecycleAction").unwrap();
+        let heartbeat = quota("autoscaling:RecordLifecycleActionHeartbeat").unwrap();
+        assert_eq!(complete.class, heartbeat.class);
+        assert_eq!(complete.error_code, "Throttling");
         assert_eq!(quota("cloudwatch:PutMetricData"), None);
     }
 }
