@@ -758,6 +758,37 @@ async fn ssm_and_auto_scaling_calls_are_throttled_by_their_own_buckets() {
     advance(&clock, 5);
     cloud.describe_instance_information(&ids).await.unwrap();
     assert!(cloud.throttled_calls()["ssm:DescribeInstanceInformation"] >= 1);
+
+    // Auto Scaling: one bucket for every operation. A burst of heartbeats (for no active
+    // action: the bucket is drawn from before the request is looked at) empties it, and a
+    // CompleteLifecycleAction right after is throttled too.
+    let hook = LifecycleHookRef {
+        auto_scaling_group_name: "web".into(),
+        lifecycle_hook_name: "launch".into(),
+        instance_id: ids[0].clone(),
+        lifecycle_action_token: None,
+    };
+    let mut answers = Vec::new();
+    for _ in 0..400 {
+        answers.push(cloud.record_lifecycle_action_heartbeat(hook.clone()).await);
+    }
+    let throttled_heartbeats = answers
+        .iter()
+        .filter(|a| a.as_ref().is_err_and(|e| e.kind == ErrorKind::Throttled))
+        .count();
+    assert!(
+        (1..400).contains(&throttled_heartbeats),
+        "{throttled_heartbeats} of 400 heartbeats throttled"
+    );
+    let error = cloud
+        .complete_lifecycle_action(CompleteLifecycleActionRequest {
+            hook,
+            result: LifecycleActionResult::Continue,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Throttled);
+    assert_eq!(error.code, "Throttling");
 }
 
 /// Issue 10, bug 3: the SSM agent reports `ComputerName` as `DNSHostName.Domain`, with the

@@ -275,6 +275,15 @@ async fn the_default_rename_method_sends_rename_computer() {
     }
 }
 
+/// The calls to Systems Manager among calls counted by operation (`service:Action`).
+fn ssm_total(calls: &std::collections::BTreeMap<String, u64>) -> u64 {
+    calls
+        .iter()
+        .filter(|(op, _)| op.starts_with("ssm:"))
+        .map(|(_, n)| n)
+        .sum()
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_scale_out_beyond_the_ssm_rate_limits_is_throttled_and_absorbed() {
     // 2,000 instances launched at once: their describes, sends and status listings meet the
@@ -284,11 +293,7 @@ async fn a_scale_out_beyond_the_ssm_rate_limits_is_throttled_and_absorbed() {
     let named = common::scale_out_and_name(&fleet, 900, instances).await;
     assert_eq!(named, instances);
     let throttled = fleet.sim().throttled_calls();
-    let ssm_throttled: u64 = throttled
-        .iter()
-        .filter(|(op, _)| op.starts_with("ssm:"))
-        .map(|(_, n)| n)
-        .sum();
+    let ssm_throttled = ssm_total(&throttled);
     assert!(
         ssm_throttled > 0,
         "no SSM call was throttled: {throttled:?}"
@@ -302,11 +307,7 @@ async fn a_scale_out_beyond_the_ssm_rate_limits_is_throttled_and_absorbed() {
     // Status is polled per command, not per instance: all SSM calls together stay under 0.6
     // per instance, and GetCommandInvocation is only for partial listings (none here).
     let calls = fleet.sim().api_calls();
-    let ssm_calls: u64 = calls
-        .iter()
-        .filter(|(op, _)| op.starts_with("ssm:"))
-        .map(|(_, n)| n)
-        .sum();
+    let ssm_calls = ssm_total(&calls);
     assert!(
         (ssm_calls as f64) / (instances as f64) <= 0.6,
         "{ssm_calls} SSM calls for {instances} instances: {calls:?}"
