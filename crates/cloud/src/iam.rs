@@ -105,6 +105,7 @@ operations! {
     SendCommand = "send_command" => ["ssm:SendCommand"],
     /// [`Cloud::get_command_invocation`]: SSM GetCommandInvocation.
     GetCommandInvocation = "get_command_invocation" => ["ssm:GetCommandInvocation"],
+    ListCommandInvocations = "list_command_invocations" => ["ssm:ListCommandInvocations"],
     // ------------------------------------------------------------------ Auto Scaling
     /// [`Cloud::complete_lifecycle_action`]: Auto Scaling CompleteLifecycleAction.
     CompleteLifecycleAction = "complete_lifecycle_action" =>
@@ -365,6 +366,14 @@ impl Cloud for RecordingCloud {
         self.inner
             .get_command_invocation(command_id, instance_id)
             .await
+    }
+
+    async fn list_command_invocations(
+        &self,
+        command_id: &str,
+    ) -> Result<Vec<CommandInvocation>, CloudError> {
+        self.log.record(Operation::ListCommandInvocations);
+        self.inner.list_command_invocations(command_id).await
     }
 
     async fn complete_lifecycle_action(

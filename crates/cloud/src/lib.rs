@@ -53,6 +53,15 @@ use serde::{Deserialize, Serialize};
 /// `InstanceIds`: "You can specify a maximum of 50 IDs").
 pub const SEND_COMMAND_MAX_INSTANCES: usize = 50;
 
+/// The most characters of a command's output ListCommandInvocations returns per plugin (AWS
+/// API reference, CommandPlugin, `Output`: "Length Constraints: Maximum length of 2500"); the
+/// rest is read with GetCommandInvocation.
+pub const LIST_COMMAND_OUTPUT_MAX_CHARS: usize = 2500;
+
+/// The line the SSM agent writes between standard output and standard error in a plugin's
+/// `Output`.
+pub const PLUGIN_OUTPUT_ERROR_LINE: &str = "----------ERROR-------";
+
 /// The hostname table's TTL attribute (epoch seconds): written by the DynamoDB name pool
 /// (`aws::hostnames`), declared by the deploy template (outside the `aws` feature).
 pub const HOSTNAME_TTL_ATTRIBUTE: &str = "ttl";
@@ -155,6 +164,18 @@ pub trait Cloud: Send + Sync {
         command_id: &str,
         instance_id: &str,
     ) -> Result<CommandInvocation, CloudError>;
+
+    /// SSM ListCommandInvocations for one command with `Details`: the invocation on every
+    /// instance the command targets, in one call (a SendCommand targets at most
+    /// [`SEND_COMMAND_MAX_INSTANCES`], which one page of results holds). Invocations not
+    /// visible yet are absent. With `Details` the output is the plugin's `Output`, at most
+    /// [`LIST_COMMAND_OUTPUT_MAX_CHARS`] characters (standard error included after the
+    /// agent's `----------ERROR-------` line); GetCommandInvocation has the whole of both
+    /// (AWS API reference, ListCommandInvocations and CommandPlugin).
+    async fn list_command_invocations(
+        &self,
+        command_id: &str,
+    ) -> Result<Vec<CommandInvocation>, CloudError>;
 
     // ---------------------------------------------------------------- Auto Scaling
     /// Auto Scaling CompleteLifecycleAction (CONTINUE or ABANDON).

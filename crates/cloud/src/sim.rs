@@ -37,6 +37,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::*;
 
+mod quotas;
+
 // ==================================================================== scenario
 
 /// A fault to inject (the issue-4 list).
@@ -414,9 +416,11 @@ struct World {
     secrets: BTreeMap<String, SecretMetadata>,
     calls: BTreeMap<String, u64>,
     throttled: BTreeMap<String, u64>,
-    buckets: HashMap<&'static str, Bucket>,
+    buckets: HashMap<&'static str, quotas::Bucket>,
     sent: Vec<SentCommand>,
     failed_images: u64,
+    // Command id -> the instances it targets (ListCommandInvocations without a scan).
+    command_targets: HashMap<String, Vec<String>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -504,6 +508,39 @@ struct SimInvocation {
     visible_at: SystemTime,
 }
 
+impl SimInvocation {
+    /// As GetCommandInvocation shows it: output only once the invocation has finished.
+    fn view(&self, command_id: &str, instance_id: &str) -> CommandInvocation {
+        CommandInvocation {
+            command_id: command_id.to_string(),
+            instance_id: instance_id.to_string(),
+            status: self.status,
+            status_details: self.details.clone(),
+            response_code: self.code,
+            stdout: if self.status.is_terminal() {
+                self.stdout.clone()
+            } else {
+                String::new()
+            },
+            stderr: self.stderr.clone(),
+        }
+    }
+
+    /// As ListCommandInvocations with Details shows it: the plugin's `Output` is standard
+    /// output, then the agent's error line and standard error, cut to
+    /// [`LIST_COMMAND_OUTPUT_MAX_CHARS`] characters.
+    fn listed(&self, command_id: &str, instance_id: &str) -> CommandInvocation {
+        let mut view = self.view(command_id, instance_id);
+        let mut output = std::mem::take(&mut view.stdout);
+        if !view.stderr.is_empty() {
+            output.push_str(&format!("\n{PLUGIN_OUTPUT_ERROR_LINE}\n{}", view.stderr));
+        }
+        view.stdout = output.chars().take(LIST_COMMAND_OUTPUT_MAX_CHARS).collect();
+        view.stderr = String::new();
+        view
+    }
+}
+
 #[derive(Clone, Debug)]
 enum Effect {
     None,
@@ -571,14 +608,6 @@ struct SimRefresh {
     old_instances: Vec<String>,
     replaced: usize,
     batch: Vec<String>,
-}
-
-#[derive(Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    capacity: f64,
-    refill_per_second: f64,
-    at: SystemTime,
 }
 
 const WINDOWS_AMI: &str = "ami-0windows2022base";
@@ -1061,56 +1090,36 @@ impl SimCloud {
         *world.calls.entry(operation.to_string()).or_default() += 1;
     }
 
-    /// Counts the call and applies EC2 throttling (token buckets per API class, refilled on
-    /// the clock; sizes from the EC2 API throttling documentation).
-    fn ec2_call(&self, world: &mut World, operation: &str) -> Result<(), CloudError> {
+    /// Counts the call and applies the API's rate limit ([`quotas`]: token buckets refilled on
+    /// the clock) and, for EC2, the throttle-storm fault.
+    fn api_call(&self, world: &mut World, operation: &str) -> Result<(), CloudError> {
         self.count(world, operation);
         let now = self.clock.now();
-        if let Some(fault) = self.scenario.any(FaultKind::ThrottleStorm) {
-            let until =
-                self.started_at + Duration::from_secs(fault.duration_seconds.unwrap_or(600));
-            if now < until {
-                *world.throttled.entry(operation.to_string()).or_default() += 1;
-                return Err(CloudError::throttled(
-                    "RequestLimitExceeded",
-                    format!("Request limit exceeded ({operation})."),
-                ));
-            }
-        }
-        let class: &'static str =
-            if operation.starts_with("ec2:Describe") || operation.starts_with("ec2:Get") {
-                "non-mutating"
-            } else if operation == "ec2:RunInstances" {
-                "run-instances"
-            } else {
-                "mutating"
-            };
-        let (capacity, refill) = match class {
-            "non-mutating" => (100.0, 20.0),
-            "run-instances" => (1000.0, 2.0),
-            _ => (200.0, 5.0),
+        let storm = operation.starts_with("ec2:")
+            && self
+                .scenario
+                .any(FaultKind::ThrottleStorm)
+                .is_some_and(|fault| {
+                    now < self.started_at
+                        + Duration::from_secs(fault.duration_seconds.unwrap_or(600))
+                });
+        let Some(quota) = quotas::quota(operation) else {
+            return Ok(());
         };
-        let bucket = world.buckets.entry(class).or_insert(Bucket {
-            tokens: capacity,
-            capacity,
-            refill_per_second: refill,
-            at: now,
-        });
-        let elapsed = now
-            .duration_since(bucket.at)
-            .unwrap_or_default()
-            .as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * bucket.refill_per_second).min(bucket.capacity);
-        bucket.at = now;
-        if bucket.tokens < 1.0 {
-            *world.throttled.entry(operation.to_string()).or_default() += 1;
-            return Err(CloudError::throttled(
-                "RequestLimitExceeded",
-                format!("Request limit exceeded ({operation})."),
-            ));
+        let admitted = !storm
+            && world
+                .buckets
+                .entry(quota.class)
+                .or_insert_with(|| quotas::Bucket::full(&quota, now))
+                .take(&quota, now);
+        if admitted {
+            return Ok(());
         }
-        bucket.tokens -= 1.0;
-        Ok(())
+        *world.throttled.entry(operation.to_string()).or_default() += 1;
+        Err(CloudError::throttled(
+            quota.error_code,
+            format!("{} ({operation})", quota.message),
+        ))
     }
 
     fn new_instance_id(&self, world: &mut World, salt: &str) -> String {
@@ -1608,7 +1617,7 @@ impl Cloud for SimCloud {
         request: RunInstancesRequest,
     ) -> Result<Vec<Instance>, CloudError> {
         let mut world = self.lock();
-        self.ec2_call(&mut world, "ec2:RunInstances")?;
+        self.api_call(&mut world, "ec2:RunInstances")?;
         if request.client_token.is_empty() || request.client_token.len() > 64 {
             return Err(CloudError::invalid_parameter(
                 "InvalidParameterValue",
@@ -1687,7 +1696,7 @@ impl Cloud for SimCloud {
         instance_ids: &[String],
     ) -> Result<Vec<Instance>, CloudError> {
         let mut world = self.lock();
-        self.ec2_call(&mut world, "ec2:DescribeInstances")?;
+        self.api_call(&mut world, "ec2:DescribeInstances")?;
         let mut out = Vec::new();
         for id in instance_ids {
             match world.instances.get(id) {
@@ -1810,7 +1819,7 @@ impl Cloud for SimCloud {
 
     async fn get_console_output(&self, instance_id: &str) -> Result<ConsoleOutput, CloudError> {
         let mut world = self.lock();
-        self.ec2_call(&mut world, "ec2:GetConsoleOutput")?;
+        self.api_call(&mut world, "ec2:GetConsoleOutput")?;
         let instance = world
             .instances
             .get(instance_id)
@@ -1824,7 +1833,7 @@ impl Cloud for SimCloud {
 
     async fn create_image(&self, request: CreateImageRequest) -> Result<String, CloudError> {
         let mut world = self.lock();
-        self.ec2_call(&mut world, "ec2:CreateImage")?;
+        self.api_call(&mut world, "ec2:CreateImage")?;
         if let Some(id) = world.image_tokens.get(&request.client_token) {
             return Ok(id.clone());
         }
@@ -1902,7 +1911,7 @@ impl Cloud for SimCloud {
 
     async fn describe_images(&self, image_ids: &[String]) -> Result<Vec<Image>, CloudError> {
         let mut world = self.lock();
-        self.ec2_call(&mut world, "ec2:DescribeImages")?;
+        self.api_call(&mut world, "ec2:DescribeImages")?;
         let mut out = Vec::new();
         for id in image_ids {
             match world.images.get(id) {
@@ -1922,7 +1931,7 @@ impl Cloud for SimCloud {
 
     async fn deregister_image(&self, image_id: &str) -> Result<(), CloudError> {
         let mut world = self.lock();
-        self.ec2_call(&mut world, "ec2:DeregisterImage")?;
+        self.api_call(&mut world, "ec2:DeregisterImage")?;
         match world.images.get_mut(image_id) {
             Some(image) if image.image.state != ImageState::Deregistered => {
                 image.image.state = ImageState::Deregistered;
@@ -1937,7 +1946,7 @@ impl Cloud for SimCloud {
 
     async fn create_tags(&self, resource_ids: &[String], tags: &[Tag]) -> Result<(), CloudError> {
         let mut world = self.lock();
-        self.ec2_call(&mut world, "ec2:CreateTags")?;
+        self.api_call(&mut world, "ec2:CreateTags")?;
         for id in resource_ids {
             let target: Option<&mut Vec<Tag>> = if id.starts_with("ami-") {
                 world.images.get_mut(id).map(|i| &mut i.image.tags)
@@ -1981,7 +1990,7 @@ impl Cloud for SimCloud {
         request: CreateLaunchTemplateVersionRequest,
     ) -> Result<LaunchTemplateVersion, CloudError> {
         let mut world = self.lock();
-        self.ec2_call(&mut world, "ec2:CreateLaunchTemplateVersion")?;
+        self.api_call(&mut world, "ec2:CreateLaunchTemplateVersion")?;
         let token_key = format!("{}/{}", request.launch_template_id, request.client_token);
         let template = world
             .templates
@@ -2031,7 +2040,7 @@ impl Cloud for SimCloud {
         version: i64,
     ) -> Result<i64, CloudError> {
         let mut world = self.lock();
-        self.ec2_call(&mut world, "ec2:ModifyLaunchTemplate")?;
+        self.api_call(&mut world, "ec2:ModifyLaunchTemplate")?;
         let template = world.templates.get_mut(launch_template_id).ok_or_else(|| {
             CloudError::not_found(
                 "InvalidLaunchTemplateId.NotFound",
@@ -2063,7 +2072,7 @@ impl Cloud for SimCloud {
         launch_template_id: &str,
     ) -> Result<LaunchTemplateVersion, CloudError> {
         let mut world = self.lock();
-        self.ec2_call(&mut world, "ec2:DescribeLaunchTemplateVersions")?;
+        self.api_call(&mut world, "ec2:DescribeLaunchTemplateVersions")?;
         let template = world.templates.get(launch_template_id).ok_or_else(|| {
             CloudError::not_found(
                 "InvalidLaunchTemplateId.NotFound",
@@ -2088,7 +2097,7 @@ impl Cloud for SimCloud {
         instance_ids: &[String],
     ) -> Result<Vec<InstanceInformation>, CloudError> {
         let mut world = self.lock();
-        self.count(&mut world, "ssm:DescribeInstanceInformation");
+        self.api_call(&mut world, "ssm:DescribeInstanceInformation")?;
         if instance_ids.len() > 50 {
             return Err(CloudError::invalid_parameter(
                 "InvalidInstanceInformationFilterValue",
@@ -2125,7 +2134,7 @@ impl Cloud for SimCloud {
 
     async fn send_command(&self, request: SendCommandRequest) -> Result<String, CloudError> {
         let mut world = self.lock();
-        self.count(&mut world, "ssm:SendCommand");
+        self.api_call(&mut world, "ssm:SendCommand")?;
         check_send_command_limits(&request)?;
         let now = self.clock.now();
         for id in &request.instance_ids {
@@ -2374,6 +2383,9 @@ impl Cloud for SimCloud {
                 Event::CommandDone(command_id.clone(), id.clone()),
             );
         }
+        world
+            .command_targets
+            .insert(command_id.clone(), request.instance_ids.clone());
         world.sent.push(SentCommand {
             command_id: command_id.clone(),
             instance_ids: request.instance_ids,
@@ -2390,7 +2402,7 @@ impl Cloud for SimCloud {
         instance_id: &str,
     ) -> Result<CommandInvocation, CloudError> {
         let mut world = self.lock();
-        self.count(&mut world, "ssm:GetCommandInvocation");
+        self.api_call(&mut world, "ssm:GetCommandInvocation")?;
         let now = self.clock.now();
         let invocation = world
             .commands
@@ -2402,19 +2414,28 @@ impl Cloud for SimCloud {
                     format!("no invocation of command {command_id} on {instance_id} (yet)"),
                 )
             })?;
-        Ok(CommandInvocation {
-            command_id: command_id.to_string(),
-            instance_id: instance_id.to_string(),
-            status: invocation.status,
-            status_details: invocation.details.clone(),
-            response_code: invocation.code,
-            stdout: if invocation.status.is_terminal() {
-                invocation.stdout.clone()
-            } else {
-                String::new()
-            },
-            stderr: invocation.stderr.clone(),
-        })
+        Ok(invocation.view(command_id, instance_id))
+    }
+
+    async fn list_command_invocations(
+        &self,
+        command_id: &str,
+    ) -> Result<Vec<CommandInvocation>, CloudError> {
+        let mut world = self.lock();
+        self.api_call(&mut world, "ssm:ListCommandInvocations")?;
+        let now = self.clock.now();
+        let Some(targets) = world.command_targets.get(command_id) else {
+            // An unknown command id lists nothing (ListCommandInvocations does not fail).
+            return Ok(Vec::new());
+        };
+        Ok(targets
+            .iter()
+            .filter_map(|instance_id| {
+                let key = (command_id.to_string(), instance_id.clone());
+                let invocation = world.commands.get(&key).filter(|i| i.visible_at <= now)?;
+                Some(invocation.listed(command_id, instance_id))
+            })
+            .collect())
     }
 
     async fn complete_lifecycle_action(
@@ -2422,7 +2443,7 @@ impl Cloud for SimCloud {
         request: CompleteLifecycleActionRequest,
     ) -> Result<(), CloudError> {
         let mut world = self.lock();
-        self.count(&mut world, "autoscaling:CompleteLifecycleAction");
+        self.api_call(&mut world, "autoscaling:CompleteLifecycleAction")?;
         let now = self.clock.now();
         let hook = &request.hook;
         let instance = world.instances.get_mut(&hook.instance_id);
@@ -2461,7 +2482,7 @@ impl Cloud for SimCloud {
         hook: LifecycleHookRef,
     ) -> Result<(), CloudError> {
         let mut world = self.lock();
-        self.count(&mut world, "autoscaling:RecordLifecycleActionHeartbeat");
+        self.api_call(&mut world, "autoscaling:RecordLifecycleActionHeartbeat")?;
         let now = self.clock.now();
         let lost = self
             .scenario
@@ -2508,7 +2529,7 @@ impl Cloud for SimCloud {
         request: StartInstanceRefreshRequest,
     ) -> Result<String, CloudError> {
         let mut world = self.lock();
-        self.count(&mut world, "autoscaling:StartInstanceRefresh");
+        self.api_call(&mut world, "autoscaling:StartInstanceRefresh")?;
         if !world.groups.contains_key(&request.auto_scaling_group_name) {
             return Err(CloudError::invalid_parameter(
                 "ValidationError",
@@ -2583,7 +2604,7 @@ impl Cloud for SimCloud {
         instance_refresh_id: &str,
     ) -> Result<InstanceRefresh, CloudError> {
         let mut world = self.lock();
-        self.count(&mut world, "autoscaling:DescribeInstanceRefreshes");
+        self.api_call(&mut world, "autoscaling:DescribeInstanceRefreshes")?;
         world
             .refreshes
             .get(instance_refresh_id)
@@ -2772,7 +2793,7 @@ fn change_instance_states(
     mut apply: impl FnMut(&mut World, &str, InstanceState, SystemTime),
 ) -> Result<Vec<InstanceStateChange>, CloudError> {
     let mut world = sim.lock();
-    sim.ec2_call(&mut world, operation)?;
+    sim.api_call(&mut world, operation)?;
     let now = sim.clock.now();
     let mut missing: Vec<&str> = Vec::new();
     for id in instance_ids {

@@ -678,6 +678,119 @@ async fn an_instance_that_never_ran_cannot_be_stopped_but_a_restarting_one_can()
     );
 }
 
+#[tokio::test]
+async fn list_command_invocations_shows_every_instance_of_a_command_in_one_call() {
+    let (clock, cloud) = sim(scenario(""));
+    let a = launch_builder(&cloud, "list-a").await;
+    let b = launch_builder(&cloud, "list-b").await;
+    advance(&clock, 400);
+    let identity = sysprep::agent::identity_script();
+    let command = cloud
+        .send_command(SendCommandRequest {
+            instance_ids: vec![a.clone(), b.clone()],
+            document_name: "AWS-RunPowerShellScript".into(),
+            commands: identity.lines().map(str::to_string).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Right after SendCommand the invocations are not visible yet: an empty list, no error.
+    assert!(
+        cloud
+            .list_command_invocations(&command)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    advance(&clock, 20 * 60);
+    let before = cloud.api_calls();
+    let listed = cloud.list_command_invocations(&command).await.unwrap();
+    let mut ids: Vec<&str> = listed.iter().map(|i| i.instance_id.as_str()).collect();
+    ids.sort();
+    let mut expected = vec![a.as_str(), b.as_str()];
+    expected.sort();
+    assert_eq!(ids, expected);
+    for invocation in &listed {
+        assert_eq!(invocation.status, CommandStatus::Success, "{invocation:?}");
+        // The same output GetCommandInvocation gives for a short, successful script.
+        let whole = cloud
+            .get_command_invocation(&command, &invocation.instance_id)
+            .await
+            .unwrap();
+        assert_eq!(invocation.stdout, whole.stdout);
+        sysprep::agent::parse_identity_output(&invocation.stdout).unwrap();
+    }
+    let after = cloud.api_calls();
+    assert_eq!(
+        after["ssm:ListCommandInvocations"]
+            - before
+                .get("ssm:ListCommandInvocations")
+                .copied()
+                .unwrap_or(0),
+        1
+    );
+    assert!(
+        cloud
+            .list_command_invocations("unknown")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn ssm_and_auto_scaling_calls_are_throttled_by_their_own_buckets() {
+    let (clock, cloud) = sim(scenario(""));
+    let ids = vec!["i-0000000000000000a".to_string()];
+    let mut throttled = None;
+    for _ in 0..200 {
+        if let Err(error) = cloud.describe_instance_information(&ids).await {
+            throttled = Some(error);
+            break;
+        }
+    }
+    let error = throttled.expect("a burst of 200 DescribeInstanceInformation calls is throttled");
+    assert_eq!(error.kind, ErrorKind::Throttled);
+    assert_eq!(error.code, "ThrottlingException");
+    // EC2's buckets are separate: DescribeInstances still answers.
+    cloud.describe_instances(&[]).await.unwrap();
+    // The bucket refills on the clock.
+    advance(&clock, 5);
+    cloud.describe_instance_information(&ids).await.unwrap();
+    assert!(cloud.throttled_calls()["ssm:DescribeInstanceInformation"] >= 1);
+
+    // Auto Scaling: one bucket for every operation. A burst of heartbeats (for no active
+    // action: the bucket is drawn from before the request is looked at) empties it, and a
+    // CompleteLifecycleAction right after is throttled too.
+    let hook = LifecycleHookRef {
+        auto_scaling_group_name: "web".into(),
+        lifecycle_hook_name: "launch".into(),
+        instance_id: ids[0].clone(),
+        lifecycle_action_token: None,
+    };
+    let mut answers = Vec::new();
+    for _ in 0..400 {
+        answers.push(cloud.record_lifecycle_action_heartbeat(hook.clone()).await);
+    }
+    let throttled_heartbeats = answers
+        .iter()
+        .filter(|a| a.as_ref().is_err_and(|e| e.kind == ErrorKind::Throttled))
+        .count();
+    assert!(
+        (1..400).contains(&throttled_heartbeats),
+        "{throttled_heartbeats} of 400 heartbeats throttled"
+    );
+    let error = cloud
+        .complete_lifecycle_action(CompleteLifecycleActionRequest {
+            hook,
+            result: LifecycleActionResult::Continue,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Throttled);
+    assert_eq!(error.code, "Throttling");
+}
+
 /// Issue 10, bug 3: the SSM agent reports `ComputerName` as `DNSHostName.Domain`, with the
 /// workgroup as the domain off a domain (amazon-ssm-agent source, platform code for Windows,
 /// `fullyQualifiedDomainName`); the simulator reports it the same way.

@@ -107,6 +107,7 @@ pub fn grants(action: &str, scope: &Scope) -> Result<Vec<Grant>, String> {
         | "ec2:DescribeLaunchTemplateVersions"
         | "ssm:DescribeInstanceInformation"
         | "ssm:GetCommandInvocation"
+        | "ssm:ListCommandInvocations"
         | "ssm:DescribeParameters"
         | "autoscaling:DescribeInstanceRefreshes" => vec![read_only()],
         // Metadata of the secrets the bake checks (never the value): any secret the config

@@ -57,7 +57,7 @@
 mod store;
 mod writer;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -746,7 +746,7 @@ impl Engine {
         name: Option<&str>,
         input: Value,
     ) -> Result<String, EngineError> {
-        self.start(state_machine, name, input, true)
+        self.start(state_machine, name, input, true, None)
     }
 
     /// Starts several executions with ONE commit (EventBridge delivering a burst of events);
@@ -758,13 +758,25 @@ impl Engine {
         if requests.len() <= 1 {
             return Ok(requests
                 .into_iter()
-                .map(|(sm, name, input)| self.start(&sm, name.as_deref(), input, true))
+                .map(|(sm, name, input)| self.start(&sm, name.as_deref(), input, true, None))
                 .collect());
         }
+        // Which of the named executions the store already has, in one trip to the store
+        // thread for the whole burst instead of one per start.
+        let named: Vec<String> = requests
+            .iter()
+            .filter_map(|(sm, name, _)| {
+                name.as_deref().map(|n| execution_info(sm, n).execution_arn)
+            })
+            .collect();
+        let stored = self
+            .inner
+            .store
+            .call(move |store| store.existing_executions(&named))?;
         self.begin_group()?;
         let out = requests
             .into_iter()
-            .map(|(sm, name, input)| self.start(&sm, name.as_deref(), input, false))
+            .map(|(sm, name, input)| self.start(&sm, name.as_deref(), input, false, Some(&stored)))
             .collect();
         self.flush()?;
         Ok(out)
@@ -776,6 +788,8 @@ impl Engine {
         name: Option<&str>,
         input: Value,
         durable: bool,
+        // The stored executions among a burst's names, when the caller looked them up at once.
+        stored: Option<&HashSet<String>>,
     ) -> Result<String, EngineError> {
         // Checked before anything is recorded: AWS never creates the execution.
         let bytes = serde_json::to_string(&input)
@@ -801,12 +815,16 @@ impl Engine {
         };
         let info = execution_info(state_machine, &name);
         let arn = info.execution_arn.clone();
-        if lock(&self.inner.rt).live.contains_key(&arn) || {
-            let arn = arn.clone();
-            self.inner
-                .store
-                .call(move |store| store.execution_exists(&arn))?
-        } {
+        let in_store = match stored {
+            Some(stored) => stored.contains(&arn),
+            None => {
+                let arn = arn.clone();
+                self.inner
+                    .store
+                    .call(move |store| store.execution_exists(&arn))?
+            }
+        };
+        if in_store || lock(&self.inner.rt).live.contains_key(&arn) {
             return Err(EngineError::ExecutionExists(arn));
         }
         let seed = seed_of(&arn);

@@ -381,11 +381,25 @@ impl Store {
     const COLS: &'static str = "arn, name, state_machine, status, input, output, error, cause, start_nanos, stop_nanos, seed, redrive_count, redrive_nanos";
 
     pub(crate) fn execution_exists(&self, arn: &str) -> Result<bool, EngineError> {
-        self.conn
+        Ok(!self.existing_executions(&[arn.to_owned()])?.is_empty())
+    }
+
+    /// Which of `arns` are stored executions.
+    pub(crate) fn existing_executions(
+        &self,
+        arns: &[String],
+    ) -> Result<std::collections::HashSet<String>, EngineError> {
+        let mut exists = self
+            .conn
             .prepare_cached("SELECT 1 FROM executions WHERE arn = ?1")
-            .map_err(sql)?
-            .exists(params![arn])
-            .map_err(sql)
+            .map_err(sql)?;
+        let mut found = std::collections::HashSet::new();
+        for arn in arns {
+            if exists.exists(params![arn]).map_err(sql)? {
+                found.insert(arn.clone());
+            }
+        }
+        Ok(found)
     }
 
     pub(crate) fn execution(&self, arn: &str) -> Result<Option<ExecutionRow>, EngineError> {

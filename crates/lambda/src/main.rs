@@ -53,8 +53,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     };
     let namespace = config.settings.metric_namespace.clone();
     let function = Function {
-        context: workflows::Context::new(Arc::new(cloud), clock.clone())
-            .with_settings(config.settings),
+        context: workflows::Context {
+            // Outcome metrics are EMF lines in the function's log, like the invocation line.
+            emf: Arc::new(workflows::metrics::EmfLog::to(|line| {
+                let _ = writeln!(std::io::stdout().lock(), "{line}");
+            })),
+            ..workflows::Context::new(Arc::new(cloud), clock.clone()).with_settings(config.settings)
+        },
         starter,
     };
     let function = &function;

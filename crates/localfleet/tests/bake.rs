@@ -44,13 +44,14 @@ async fn bake_produces_an_available_tagged_image_and_leaves_nothing_running() {
         .duration_since(done.start_date)
         .unwrap();
     assert!(took.as_secs() > 20 * 60, "{took:?}");
-    let succeeded = fleet
-        .sim()
-        .metrics()
-        .iter()
-        .filter(|(_, d)| d.metric_name == "Succeeded")
-        .count();
-    assert_eq!(succeeded, 1);
+    assert_eq!(fleet.context().emf.count("bake", "Succeeded"), 1);
+    // Metrics are EMF lines in the log, not API calls.
+    assert!(
+        !fleet
+            .sim()
+            .api_calls()
+            .contains_key("cloudwatch:PutMetricData")
+    );
     // Issue 10, bug 1: Sysprep without shutdown, ImageState confirmed, then one stop through
     // the API (AWS-UpdateWindowsAmi), never a forced one.
     assert_eq!(fleet.sim().api_calls().get("ec2:StopInstances"), Some(&1));

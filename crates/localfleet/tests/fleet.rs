@@ -333,3 +333,49 @@ async fn the_user_data_method_without_metadata_tags_fails_clearly() {
     assert!(fleet.sim().name_pool().list().await.unwrap().is_empty());
     assert!(fleet.sim().in_service("web").is_empty());
 }
+
+/// The calls to Systems Manager among calls counted by operation (`service:Action`).
+fn ssm_total(calls: &std::collections::BTreeMap<String, u64>) -> u64 {
+    calls
+        .iter()
+        .filter(|(op, _)| op.starts_with("ssm:"))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_scale_out_beyond_the_ssm_rate_limits_is_throttled_and_absorbed() {
+    // 2,000 instances launched at once: their describes, sends and status listings meet the
+    // simulator's SSM token buckets in the same instants, and are throttled.
+    let fleet = common::fleet_with("", "{prefix}-{seq:4}", Settings::default()).await;
+    let instances = 2_000;
+    let named = common::scale_out_and_name(&fleet, 900, instances).await;
+    assert_eq!(named, instances);
+    let throttled = fleet.sim().throttled_calls();
+    let ssm_throttled = ssm_total(&throttled);
+    assert!(
+        ssm_throttled > 0,
+        "no SSM call was throttled: {throttled:?}"
+    );
+    // Absorbed: every execution succeeded (checked by scale_out_and_name), every instance is
+    // in service under its own name.
+    let in_service = fleet.sim().in_service("web");
+    assert_eq!(in_service.len(), instances);
+    let names: BTreeSet<String> = in_service.iter().map(|i| i.computer_name.clone()).collect();
+    assert_eq!(names.len(), instances);
+    // Status is polled per command, not per instance: all SSM calls together stay under 0.6
+    // per instance, and GetCommandInvocation is only for partial listings (none here).
+    let calls = fleet.sim().api_calls();
+    let ssm_calls = ssm_total(&calls);
+    assert!(
+        (ssm_calls as f64) / (instances as f64) <= 0.6,
+        "{ssm_calls} SSM calls for {instances} instances: {calls:?}"
+    );
+    assert!(!calls.contains_key("ssm:GetCommandInvocation"), "{calls:?}");
+    // Outcome metrics are EMF lines, not PutMetricData calls.
+    assert_eq!(
+        fleet.context().emf.count("name-on-launch", "Succeeded"),
+        instances as u64
+    );
+    assert!(!calls.contains_key("cloudwatch:PutMetricData"), "{calls:?}");
+}

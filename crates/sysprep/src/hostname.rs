@@ -612,7 +612,7 @@ fn zone_letter(context: &NameContext<'_>) -> Result<char, PolicyError> {
 /// Why the finalizer: `{hash:N}` keeps the *leading* hex digits, and plain FNV-1a barely
 /// moves them when only the last characters differ (ids ending in a counter, and the `#k`
 /// rehash suffix): 10,000 such ids gave 804 distinct `{hash:4}` names instead of ~9,270.
-fn short_hash(bytes: &[u8]) -> u64 {
+pub fn short_hash(bytes: &[u8]) -> u64 {
     use std::hash::Hasher as _;
     let mut fnv = fnv::FnvHasher::default();
     fnv.write(bytes);

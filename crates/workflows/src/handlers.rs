@@ -117,6 +117,9 @@ pub static ACTIONS: &[Action] = &[
         [
             // With batching, checking a ticket flushes the batch it is in.
             SendCommand,
+            // A batched command's status comes from one listing of the whole command; a
+            // finished invocation whose listed output is partial is read whole.
+            ListCommandInvocations,
             GetCommandInvocation,
             RecordLifecycleActionHeartbeat,
             // A builder terminated during Sysprep never reports its command's end.
@@ -135,6 +138,7 @@ pub static ACTIONS: &[Action] = &[
             // Sysprep's own command is checked while the instance still runs (batched: a
             // check flushes the batch it is in).
             GetCommandInvocation,
+            ListCommandInvocations,
             SendCommand,
         ]
     ),
@@ -171,7 +175,8 @@ pub static ACTIONS: &[Action] = &[
         "publish_outcome",
         PublishOutcome,
         publish_outcome,
-        [PutMetricData]
+        // EMF lines in the function's log: no API call.
+        []
     ),
     action!("naming_settings", NoRequest, naming_settings, []),
     action!(
@@ -695,12 +700,13 @@ impl Wait {
         out
     }
 
-    /// Records a lifecycle heartbeat when half the hook timeout has passed since the last one.
+    /// Records a lifecycle heartbeat once [`heartbeat_interval`] has passed since the last one.
     async fn heartbeat(&mut self, hook: Option<&Hook>, ctx: &Context) -> Result<(), HandlerError> {
-        let Some(hook) = hook.map(Hook::reference) else {
+        let Some(hook) = hook else {
             return Ok(());
         };
-        let every = Duration::from_secs((ctx.settings.hook_timeout_seconds / 2).max(30));
+        let every = heartbeat_interval(ctx.settings.hook_timeout_seconds, &hook.ec2_instance_id);
+        let hook = hook.reference();
         if self
             .now
             .duration_since(self.last_heartbeat)
@@ -709,6 +715,10 @@ impl Wait {
         {
             return Ok(());
         }
+        // Throttled fails the poll with Fleetprep.Throttled: its Retry (full jitter) spreads
+        // the fleet's next attempts over time. Skipping it until the next poll would not: the
+        // polls of a fleet launched at once come at the same instants, each of which Auto
+        // Scaling's bucket admits only its burst of.
         ctx.cloud
             .record_lifecycle_action_heartbeat(hook)
             .await
@@ -716,6 +726,23 @@ impl Wait {
         self.last_heartbeat = self.now;
         Ok(())
     }
+}
+
+/// How long after its last heartbeat an instance's hook gets the next one: between a half
+/// and three quarters of the hook timeout, at a point fixed per instance. Auto Scaling has
+/// one throttling bucket for the whole account, and a fleet launched at once polls in step
+/// (the same Waits from the same start): with one interval for all, every heartbeat of the
+/// fleet would fall on the same poll. Spread over a quarter of the timeout, they fall on the
+/// several polls in that window instead; a throttled one fails its poll, whose jittered
+/// Retry tries again with at least a quarter of the timeout still to go. Not earlier than
+/// half: a workflow that ends within it needs no heartbeat at all.
+fn heartbeat_interval(hook_timeout_seconds: u64, instance_id: &str) -> Duration {
+    let quarter = hook_timeout_seconds / 4;
+    let offset = match quarter {
+        0 => 0,
+        q => sysprep::hostname::short_hash(instance_id.as_bytes()) % q,
+    };
+    Duration::from_secs((2 * quarter + offset).max(30))
 }
 
 fn lifecycle_err(call: &str) -> impl FnOnce(CloudError) -> HandlerError + '_ {
@@ -1700,12 +1727,8 @@ async fn publish_outcome(r: PublishOutcome, ctx: &Context) -> Result<Value, Hand
             .as_secs_f64(),
         timestamp: now,
     };
-    let namespace = ctx.settings.metric_namespace.clone();
-    ctx.cloud
-        .put_metric_data(&namespace, &outcome.data())
-        .await
-        .map_err(cloud_err("PutMetricData"))?;
-    Ok(json!({"emf": outcome.emf(&namespace).to_string()}))
+    let line = ctx.emf.write(&outcome, &ctx.settings.metric_namespace);
+    Ok(json!({"emf": line}))
 }
 
 // ==================================================================== naming
@@ -1950,6 +1973,27 @@ async fn rollback_template(r: RollbackTemplate, ctx: &Context) -> Result<Value, 
 mod tests {
     use super::*;
     use crate::RenameMethod;
+
+    #[test]
+    fn heartbeats_of_a_fleet_spread_over_the_third_quarter_of_the_hook_timeout() {
+        let intervals: Vec<u64> = (0..1000)
+            .map(|n| heartbeat_interval(900, &format!("i-{n:017x}")).as_secs())
+            .collect();
+        assert!(
+            intervals.iter().all(|s| (450..675).contains(s)),
+            "{intervals:?}"
+        );
+        // Spread: the 30 s polls in that window each get a share, not one poll all of them.
+        let polls: std::collections::BTreeSet<u64> = intervals.iter().map(|s| s / 30).collect();
+        assert!(polls.len() >= 7, "{polls:?}");
+        // Fixed per instance, so a retried poll asks for the same heartbeat.
+        assert_eq!(
+            heartbeat_interval(900, "i-0123456789abcdef0"),
+            heartbeat_interval(900, "i-0123456789abcdef0")
+        );
+        // Short timeouts keep the 30 s floor.
+        assert_eq!(heartbeat_interval(40, "i-1"), Duration::from_secs(30));
+    }
 
     /// A `send_command` request for instance i-1 with `fields`.
     fn request(mut fields: Value) -> SendCommand {

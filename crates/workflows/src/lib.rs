@@ -157,6 +157,8 @@ pub struct Context {
     pub batcher: Option<Arc<batch::Batcher>>,
     /// The task being run ([`dispatch`] sets it from the payload's envelope).
     pub task: Task,
+    /// Where outcome metrics go, as EMF lines ([`metrics::EmfLog`]).
+    pub emf: Arc<metrics::EmfLog>,
 }
 
 /// Which task a payload runs: the execution and state the client tokens derive from, so a
@@ -181,6 +183,7 @@ impl Context {
             settings: Settings::default(),
             batcher: None,
             task: Task::default(),
+            emf: Arc::new(metrics::EmfLog::counting()),
         }
     }
 

@@ -1,11 +1,14 @@
-//! Execution metrics: CloudWatch Embedded Metric Format (EMF) lines and PutMetricData data.
+//! Execution metrics: CloudWatch Embedded Metric Format (EMF) lines.
 //!
 //! Every execution ends by publishing `Duration` (seconds) and `Succeeded`/`Failed` (count)
 //! with dimensions `Workflow` and `Outcome`; failures also carry the `Category`. The EMF line
-//! is what the Lambda writes to its log (CloudWatch extracts the metrics from it); the same data
-//! goes through `Cloud::put_metric_data` so the simulated fleet (and accounts without log
-//! extraction) see them too. Spec: "Specification: Embedded metric format", CloudWatch docs.
+//! is what the Lambda writes to its log, and CloudWatch extracts the metrics from it: no
+//! PutMetricData call, so no API rate to share with a fleet-wide burst of outcomes. Locally the
+//! [`EmfLog`] counts the lines instead of printing them. Spec: "Specification: Embedded metric
+//! format", CloudWatch docs. ([`Outcome::data`] is the same figures as PutMetricData data, for
+//! callers that publish through the API; `cloud::aws` batches those to the API's limits.)
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use cloud::{Dimension, MetricDatum};
@@ -27,6 +30,15 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The count metric this outcome carries.
+    pub fn count_name(&self) -> &'static str {
+        if self.outcome == "succeeded" {
+            "Succeeded"
+        } else {
+            "Failed"
+        }
+    }
+
     fn dimensions(&self) -> Vec<Dimension> {
         vec![
             Dimension {
@@ -42,11 +54,7 @@ impl Outcome {
 
     /// The PutMetricData data for this outcome.
     pub fn data(&self) -> Vec<MetricDatum> {
-        let count_name = if self.outcome == "succeeded" {
-            "Succeeded"
-        } else {
-            "Failed"
-        };
+        let count_name = self.count_name();
         vec![
             MetricDatum {
                 metric_name: "Duration".into(),
@@ -72,11 +80,7 @@ impl Outcome {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis() as u64;
-        let count_name = if self.outcome == "succeeded" {
-            "Succeeded"
-        } else {
-            "Failed"
-        };
+        let count_name = self.count_name();
         json!({
             "_aws": {
                 "Timestamp": millis,
@@ -95,6 +99,70 @@ impl Outcome {
             "Duration": self.duration_seconds,
             count_name: 1
         })
+    }
+}
+
+/// Where EMF lines go: the Lambda's log (each line written by the sink), or nowhere but a
+/// count (the local run, which must not print a line per execution). Either way it tallies
+/// the count metric of each line by workflow (`Succeeded`/`Failed`), for reports and tests.
+pub struct EmfLog {
+    lines: AtomicU64,
+    tally: std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>>,
+    sink: Option<Box<LineSink>>,
+}
+
+/// Writes one EMF line somewhere (the Lambda: its standard output).
+type LineSink = dyn Fn(&str) + Send + Sync;
+
+impl EmfLog {
+    /// Counts lines and writes them nowhere.
+    pub fn counting() -> Self {
+        Self {
+            lines: AtomicU64::new(0),
+            tally: Default::default(),
+            sink: None,
+        }
+    }
+
+    /// Counts lines and hands each to `sink` (the Lambda writes them to standard output, which
+    /// is its CloudWatch log).
+    pub fn to(sink: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        Self {
+            lines: AtomicU64::new(0),
+            tally: Default::default(),
+            sink: Some(Box::new(sink)),
+        }
+    }
+
+    /// Writes the EMF line of `outcome`; returns it.
+    pub fn write(&self, outcome: &Outcome, namespace: &str) -> String {
+        let line = outcome.emf(namespace).to_string();
+        self.lines.fetch_add(1, Ordering::Relaxed);
+        *self
+            .tally
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((outcome.workflow.clone(), outcome.count_name().to_string()))
+            .or_default() += 1;
+        if let Some(sink) = &self.sink {
+            sink(&line);
+        }
+        line
+    }
+
+    /// How many lines of `workflow` carried the count metric `metric` (`Succeeded`/`Failed`).
+    pub fn count(&self, workflow: &str, metric: &str) -> u64 {
+        self.tally
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(workflow.to_string(), metric.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Lines written so far.
+    pub fn lines(&self) -> u64 {
+        self.lines.load(Ordering::Relaxed)
     }
 }
 

@@ -14,9 +14,11 @@ pub enum Command {
     /// through the SQLite engine), a 10,000-item inline Map, peak memory, and moto's Step
     /// Functions engine on the same definitions when moto is installed.
     Engine(EngineArgs),
-    /// Simulated fleet: N instances launched at once through the lifecycle hooks, with and
-    /// without the SSM batching layer (figures and ratios, see `fleet simulate`).
-    Fleet(crate::cmd::fleet::SimulateArgs),
+    /// Simulated fleet: N instances launched at once through the lifecycle hooks, for each of
+    /// `--sizes` (default 1,000, 10,000 and 100,000) in a child process of its own: wall time,
+    /// peak memory, time per instance and its growth from one size to the next, SSM calls per
+    /// instance (see `fleet simulate`).
+    Fleet(crate::cmd::fleet::BenchArgs),
     /// The Lambda `bootstrap`: cold-start init time against a local fake Runtime API and the
     /// stripped binary size, with process creation (`true`) as the baseline in the same run.
     /// Targets: init < 30 ms, stripped size < 20 MB. `scripts/bench-lambda` builds the release
@@ -124,7 +126,21 @@ fn decider_rate(
     Ok((runs, total))
 }
 
-fn peak_rss_kib() -> Option<u64> {
+/// CPU time this process has used so far, user plus system, every thread (from
+/// `/proc/self/stat`, in clock ticks of 1/100 s as Linux reports them to user space). On a
+/// shared machine it varies less than wall time.
+pub fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may contain spaces; the fields after it are plain numbers.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15, i.e. 11 and 12 after the state (field 3).
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+/// This process's peak resident set size (VmHWM), in KiB.
+pub fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
         .lines()

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clock::Clock;
 use engine::Status;
 use serde_json::json;
@@ -113,11 +114,17 @@ pub async fn simulate_report(args: &SimulateArgs) -> anyhow::Result<serde_json::
         "collisions": collisions,
         "api_calls": calls,
         "api_calls_total": calls.values().sum::<u64>(),
+        // The outcome metrics the Lambda would write to its log (no API call).
+        "emf_lines": fleet.context().emf.lines(),
         "throttled_calls": fleet.sim().throttled_calls(),
         "throttling_failures": throttling_failures,
         "send_command_calls_per_50_instances":
             send_commands as f64 * 50.0 / args.instances.max(1) as f64,
         "batching": !args.no_batching,
+        // This process's peak resident set: `bench fleet` runs each size in a child process
+        // of its own so the figure belongs to one size.
+        "peak_memory_mib": crate::cmd::bench::peak_rss_kib().map(|k| k as f64 / 1024.0),
+        "cpu_seconds": crate::cmd::bench::cpu_seconds(),
     }))
 }
 
@@ -150,6 +157,10 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             }
         }
         println!(
+            "  {:<40} {}",
+            "(EMF log lines, no API call)", report["emf_lines"]
+        );
+        println!(
             "\nSendCommand calls per 50 instances: {:.2}",
             report["send_command_calls_per_50_instances"]
                 .as_f64()
@@ -164,88 +175,209 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// `bench fleet`: the same launch wave with and without batching, in one run, printed as
-/// figures and ratios (no assertions: targets are read off the output).
-pub fn bench(args: SimulateArgs) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let batched = runtime.block_on(simulate_report(&SimulateArgs {
-        no_batching: false,
-        ..args.clone()
-    }))?;
-    let unbatched = runtime.block_on(simulate_report(&SimulateArgs {
-        no_batching: true,
-        ..args.clone()
-    }))?;
-    let figure =
-        |report: &serde_json::Value, op: &str| report["api_calls"][op].as_u64().unwrap_or(0);
-    let ratio = |a: u64, b: u64| {
-        if a == 0 {
-            f64::NAN
-        } else {
-            b as f64 / a as f64
-        }
-    };
-    let rows = [
-        (
-            "wall seconds",
-            batched["wall_seconds"].as_f64().unwrap_or(0.0),
-            unbatched["wall_seconds"].as_f64().unwrap_or(0.0),
-        ),
-        (
-            "simulated seconds",
-            batched["simulated_seconds"].as_f64().unwrap_or(0.0),
-            unbatched["simulated_seconds"].as_f64().unwrap_or(0.0),
-        ),
-        (
-            "API calls",
-            batched["api_calls_total"].as_f64().unwrap_or(0.0),
-            unbatched["api_calls_total"].as_f64().unwrap_or(0.0),
-        ),
-    ];
-    let report = json!({
-        "instances": args.instances,
-        "batched": batched,
-        "unbatched": unbatched,
-        "send_command_reduction": ratio(figure(&batched, "ssm:SendCommand"), figure(&unbatched, "ssm:SendCommand")),
-        "describe_reduction": ratio(
-            figure(&batched, "ssm:DescribeInstanceInformation"),
-            figure(&unbatched, "ssm:DescribeInstanceInformation"),
-        ),
-    });
-    if args.output == OutputFormat::Json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!("fleet bench: {} instances launched at once", args.instances);
-        println!("{:<22} {:>14} {:>14}", "", "batched", "unbatched");
-        for (name, a, b) in rows {
-            println!("{name:<22} {a:>14.2} {b:>14.2}");
-        }
-        for op in [
-            "ssm:SendCommand",
-            "ssm:DescribeInstanceInformation",
-            "ssm:GetCommandInvocation",
-        ] {
-            println!(
-                "{op:<40} {:>8} {:>8}",
-                figure(&batched, op),
-                figure(&unbatched, op)
+/// `bench fleet`'s arguments.
+#[derive(clap::Args, Clone)]
+pub struct BenchArgs {
+    /// Fleet sizes to launch, comma-separated; each runs in a child process of its own, so
+    /// its peak memory is its own.
+    #[arg(long, value_delimiter = ',', default_values_t = [1_000usize, 10_000, 100_000])]
+    pub sizes: Vec<usize>,
+    #[command(flatten)]
+    pub fleet: SimulatedFleetArgs,
+    /// Also launch the smallest size with every command sent on its own (what batching saves).
+    #[arg(long)]
+    pub compare_batching: bool,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// Runs `fleet simulate` for one size in a child process (this same binary) and returns its
+/// JSON report: a fresh process per size, so peak memory and allocator state do not carry
+/// over from one size to the next.
+fn simulate_in_child(
+    args: &BenchArgs,
+    instances: usize,
+    batching: bool,
+) -> anyhow::Result<serde_json::Value> {
+    let exe = std::env::current_exe().context("locating the fleetprep binary to re-run")?;
+    let mut command = std::process::Command::new(&exe);
+    command.args(["fleet", "simulate", "--output", "json", "--instances"]);
+    command.arg(instances.to_string());
+    if let Some(config) = &args.fleet.config {
+        command.arg("--config").arg(config);
+    }
+    if let Some(scenario) = &args.fleet.sim.scenario {
+        command.arg("--scenario").arg(scenario);
+    }
+    if let Some(seed) = args.fleet.sim.seed {
+        command.arg("--seed").arg(seed.to_string());
+    }
+    if !batching {
+        command.arg("--no-batching");
+    }
+    let out = command
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {} fleet simulate", exe.display()))?;
+    // Exit code 1 means collisions or throttling failures: still a report to print.
+    serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "fleet simulate --instances {instances} printed no report (exit status {})",
+            out.status
+        )
+    })
+}
+
+/// `bench fleet`: the launch wave at each size, one child process per size, printed as
+/// figures and ratios between sizes (no assertions: targets are read off the output).
+pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        !args.sizes.is_empty() && args.sizes.iter().all(|&n| n > 0),
+        "--sizes needs at least one size, each at least 1 (e.g. --sizes 1000,10000,100000)"
+    );
+    let mut rows = Vec::new();
+    for &size in &args.sizes {
+        let report = simulate_in_child(&args, size, true)?;
+        if args.output == OutputFormat::Text {
+            eprintln!(
+                "  {size} instances: {:.2} s",
+                report["wall_seconds"].as_f64().unwrap_or(f64::NAN)
             );
         }
+        rows.push(report);
+    }
+    let unbatched = match (args.compare_batching, args.sizes.iter().min()) {
+        (true, Some(&smallest)) => Some(simulate_in_child(&args, smallest, false)?),
+        _ => None,
+    };
+    let number = |report: &serde_json::Value, key: &str| report[key].as_f64().unwrap_or(f64::NAN);
+    let per_instance_ms =
+        |r: &serde_json::Value| number(r, "wall_seconds") * 1000.0 / number(r, "instances");
+    let cpu_per_instance_ms =
+        |r: &serde_json::Value| number(r, "cpu_seconds") * 1000.0 / number(r, "instances");
+    let ssm_calls = |r: &serde_json::Value| -> f64 {
+        r["api_calls"]
+            .as_object()
+            .map(|calls| {
+                calls
+                    .iter()
+                    .filter(|(op, _)| op.starts_with("ssm:"))
+                    .filter_map(|(_, n)| n.as_u64())
+                    .sum::<u64>() as f64
+            })
+            .unwrap_or(f64::NAN)
+            / number(r, "instances")
+    };
+    let summary: Vec<serde_json::Value> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            // Growth against the previous size: time per instance at this size over that at
+            // the one before (1.0 = linear).
+            let growth = i.checked_sub(1).map(|p| {
+                json!({
+                    "wall": per_instance_ms(r) / per_instance_ms(&rows[p]),
+                    "cpu": cpu_per_instance_ms(r) / cpu_per_instance_ms(&rows[p]),
+                })
+            });
+            json!({
+                "instances": r["instances"],
+                "wall_seconds": r["wall_seconds"],
+                "cpu_seconds": r["cpu_seconds"],
+                "cpu_ms_per_instance": number(r, "cpu_seconds") * 1000.0 / number(r, "instances"),
+                "peak_memory_mib": r["peak_memory_mib"],
+                "ms_per_instance": per_instance_ms(r),
+                "per_instance_vs_previous_size": growth,
+                "ssm_calls_per_instance": ssm_calls(r),
+                "throttled_calls": r["throttled_calls"],
+                "throttling_failures": r["throttling_failures"],
+                "collisions": r["collisions"],
+                "executions": r["executions"],
+            })
+        })
+        .collect();
+    if args.output == OutputFormat::Json {
+        let report = json!({"sizes": summary, "runs": rows, "unbatched": unbatched});
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("fleet bench: N instances launched at once, one child process per size");
+    println!(
+        "{:>9} {:>8} {:>8} {:>9} {:>8} {:>8} {:>13} {:>9} {:>9} {:>10}",
+        "instances",
+        "wall s",
+        "CPU s",
+        "peak MiB",
+        "ms/inst",
+        "CPU ms",
+        "vs prev w/cpu",
+        "SSM/inst",
+        "throttled",
+        "collisions"
+    );
+    for row in &summary {
+        let growth = &row["per_instance_vs_previous_size"];
+        let growth = match (growth["wall"].as_f64(), growth["cpu"].as_f64()) {
+            (Some(w), Some(c)) => format!("{w:.2}x/{c:.2}x"),
+            _ => "-".into(),
+        };
+        let throttled: u64 = row["throttled_calls"]
+            .as_object()
+            .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
+            .unwrap_or(0);
         println!(
-            "SendCommand calls: {:.1}x fewer with batching; DescribeInstanceInformation: {:.1}x fewer",
-            report["send_command_reduction"]
-                .as_f64()
-                .unwrap_or(f64::NAN),
-            report["describe_reduction"].as_f64().unwrap_or(f64::NAN)
+            "{:>9} {:>8.2} {:>8.2} {:>9.1} {:>8.3} {:>8.3} {:>13} {:>9.3} {:>9} {:>10}",
+            row["instances"],
+            row["wall_seconds"].as_f64().unwrap_or(f64::NAN),
+            row["cpu_seconds"].as_f64().unwrap_or(f64::NAN),
+            row["peak_memory_mib"].as_f64().unwrap_or(f64::NAN),
+            row["ms_per_instance"].as_f64().unwrap_or(f64::NAN),
+            row["cpu_ms_per_instance"].as_f64().unwrap_or(f64::NAN),
+            growth,
+            row["ssm_calls_per_instance"].as_f64().unwrap_or(f64::NAN),
+            throttled,
+            row["collisions"],
         );
+    }
+    if let (Some(first), Some(last)) = (summary.first(), summary.last())
+        && summary.len() > 1
+    {
+        let ratio = |key: &str| {
+            last[key].as_f64().unwrap_or(f64::NAN) / first[key].as_f64().unwrap_or(f64::NAN)
+        };
         println!(
-            "SendCommand calls per 50 instances (batched): {:.2}; collisions: {}",
-            batched["send_command_calls_per_50_instances"]
-                .as_f64()
-                .unwrap_or(0.0),
-            batched["collisions"]
+            "time per instance at {} over that at {}: wall {:.2}x, CPU {:.2}x (1.00 = linear)",
+            last["instances"],
+            first["instances"],
+            ratio("ms_per_instance"),
+            ratio("cpu_ms_per_instance")
+        );
+    }
+    if let Some(largest) = rows.last() {
+        println!(
+            "\nAPI calls at {} instances (per instance):",
+            largest["instances"]
+        );
+        if let Some(calls) = largest["api_calls"].as_object() {
+            for (operation, count) in calls {
+                let n = count.as_f64().unwrap_or(0.0);
+                println!(
+                    "  {operation:<40} {:>10} {:>8.3}",
+                    count,
+                    n / number(largest, "instances")
+                );
+            }
+        }
+    }
+    if let (Some(unbatched), Some(batched)) = (
+        &unbatched,
+        rows.iter().min_by_key(|r| r["instances"].as_u64()),
+    ) {
+        println!(
+            "\nbatching at {} instances: {:.2} SSM calls per instance batched, {:.2} unbatched",
+            batched["instances"],
+            ssm_calls(batched),
+            ssm_calls(unbatched)
         );
     }
     Ok(ExitCode::SUCCESS)

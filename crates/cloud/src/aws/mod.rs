@@ -50,7 +50,7 @@ use crate::{
     Cloud, CloudError, CommandInvocation, CompleteLifecycleActionRequest, ConsoleOutput,
     CreateImageRequest, CreateLaunchTemplateVersionRequest, Image, Instance, InstanceInformation,
     InstanceRefresh, InstanceStateChange, LaunchTemplateVersion, LifecycleHookRef, MetricDatum,
-    RunInstancesRequest, SecretMetadata, SecretRef, SendCommandRequest,
+    RunInstancesRequest, SEND_COMMAND_MAX_INSTANCES, SecretMetadata, SecretRef, SendCommandRequest,
     StartInstanceRefreshRequest, Tag, check_send_command_limits,
 };
 
@@ -570,6 +570,49 @@ impl Cloud for AwsCloud {
                 .unwrap_or_default()
                 .to_owned(),
         })
+    }
+
+    async fn list_command_invocations(
+        &self,
+        command_id: &str,
+    ) -> Result<Vec<CommandInvocation>, CloudError> {
+        // One page holds every invocation of a command (SendCommand targets at most 50
+        // instances; MaxResults is at most 50); the NextToken loop is only a safeguard.
+        let mut out = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let page = self
+                .ssm
+                .list_command_invocations()
+                .command_id(command_id)
+                .details(true)
+                .max_results(SEND_COMMAND_MAX_INSTANCES as i32)
+                .set_next_token(next.take())
+                .send()
+                .await
+                .map_err(|e| from_sdk("ssm:ListCommandInvocations", e))?;
+            for invocation in page.command_invocations() {
+                // AWS-RunPowerShellScript has one plugin (aws:runPowerShellScript): its
+                // Output and ResponseCode are the script's.
+                let plugin = invocation.command_plugins().first();
+                out.push(CommandInvocation {
+                    command_id: invocation.command_id().unwrap_or(command_id).to_owned(),
+                    instance_id: invocation.instance_id().unwrap_or_default().to_owned(),
+                    status: command_status(invocation.status()),
+                    status_details: invocation.status_details().unwrap_or_default().to_owned(),
+                    response_code: plugin.map_or(-1, |p| p.response_code()),
+                    stdout: plugin
+                        .and_then(|p| p.output())
+                        .unwrap_or_default()
+                        .to_owned(),
+                    stderr: String::new(),
+                });
+            }
+            match page.next_token() {
+                Some(token) if !token.is_empty() => next = Some(token.to_owned()),
+                _ => return Ok(out),
+            }
+        }
     }
 
     async fn complete_lifecycle_action(

@@ -112,19 +112,9 @@ pub async fn scale_out_and_name(fleet: &LocalFleet, hook_timeout: u64, desired: 
     statuses.len()
 }
 
-/// How many `Failed` metric data the workflow published.
+/// How many `Failed` EMF metric lines the workflow wrote.
 pub fn failed_metrics(fleet: &LocalFleet, workflow: &str) -> usize {
-    fleet
-        .sim()
-        .metrics()
-        .iter()
-        .filter(|(_, d)| {
-            d.metric_name == "Failed"
-                && d.dimensions
-                    .iter()
-                    .any(|x| x.name == "Workflow" && x.value == workflow)
-        })
-        .count()
+    fleet.context().emf.count(workflow, "Failed") as usize
 }
 
 /// The label line (`# fleetprep:<kind>`) of every command sent, in order.
