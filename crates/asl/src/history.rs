@@ -83,6 +83,7 @@ pub struct HistoryEvent {
     /// SendTaskSuccess/SendTaskFailure. Same members as `taskSucceededEventDetails`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_submitted_event_details: Option<Box<TaskSucceededEventDetails>>,
+    /// Set on `LambdaFunctionScheduled`: the function, its input and timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lambda_function_scheduled_event_details: Option<Box<LambdaFunctionScheduledEventDetails>>,
     /// Set on `LambdaFunctionSucceeded`: the function's result.
@@ -329,6 +330,7 @@ pub struct TaskSucceededEventDetails {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecutionRedrivenEventDetails {
+    /// How many times the execution has been redriven, this redrive included.
     pub redrive_count: u64,
 }
 

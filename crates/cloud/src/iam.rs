@@ -105,6 +105,8 @@ operations! {
     SendCommand = "send_command" => ["ssm:SendCommand"],
     /// [`Cloud::get_command_invocation`]: SSM GetCommandInvocation.
     GetCommandInvocation = "get_command_invocation" => ["ssm:GetCommandInvocation"],
+    /// [`Cloud::list_command_invocations`]: SSM ListCommandInvocations (one command's
+    /// invocations on up to 50 instances, polled per command).
     ListCommandInvocations = "list_command_invocations" => ["ssm:ListCommandInvocations"],
     // ------------------------------------------------------------------ Auto Scaling
     /// [`Cloud::complete_lifecycle_action`]: Auto Scaling CompleteLifecycleAction.

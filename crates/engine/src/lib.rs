@@ -116,7 +116,12 @@ pub enum EngineError {
     /// RedriveExecution refused: the reason, as DescribeExecution's `redriveStatusReason`
     /// words it.
     #[error("execution \"{execution}\" cannot be redriven: {reason}")]
-    NotRedrivable { execution: String, reason: String },
+    NotRedrivable {
+        /// The execution's ARN.
+        execution: String,
+        /// Why it cannot be redriven.
+        reason: String,
+    },
     /// The runtime delivered an event of another kind than its token waits for (a bug in the
     /// runtime, not in the state machine); the execution did not change.
     #[error("execution \"{execution}\": {source}")]
@@ -399,8 +404,9 @@ pub struct ExecutionSummary {
     pub start_date: SystemTime,
     /// When it ended, on the engine's clock; `None` while RUNNING.
     pub stop_date: Option<SystemTime>,
-    /// How often it was redriven, and when last.
+    /// How often it was redriven (RedriveExecution), 0 if never.
     pub redrive_count: u64,
+    /// When it was last redriven, on the engine's clock; `None` if never.
     pub redrive_date: Option<SystemTime>,
 }
 

@@ -518,15 +518,20 @@ pub struct PublishOutcome {
     pub started: Option<String>,
 }
 
-/// `allocate_hostname`: leases a unique hostname for a launching instance (idempotent per
-/// instance).
+/// `tag_hostname`: tags a launching instance with its leased hostname (`fleetprep:hostname`),
+/// which its user data reads from instance metadata and renames itself to (the `user-data`
+/// rename method).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TagHostname {
+    /// The EC2 instance ID to tag.
     pub instance_id: String,
+    /// The hostname leased to it (`allocate_hostname`'s answer).
     pub hostname: String,
 }
 
+/// `allocate_hostname`: leases a unique hostname for a launching instance (idempotent per
+/// instance).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AllocateHostname {
