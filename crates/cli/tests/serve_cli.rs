@@ -409,7 +409,20 @@ fn bake_engine_aws_runs_on_serve_fleet_simulated() {
     );
 
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/fleetprep.toml");
-    let summary = fleetprep_aws(port, &["bake", "--config", config, "--poll-seconds", "1"]);
+    // The example config names a deployed stack (`[deploy] stack`); the prefix says the state
+    // machines are the server's own instead.
+    let summary = fleetprep_aws(
+        port,
+        &[
+            "bake",
+            "--config",
+            config,
+            "--poll-seconds",
+            "1",
+            "--state-machine-prefix",
+            "fleetprep-",
+        ],
+    );
     let field = |name: &str| {
         summary
             .lines()

@@ -38,9 +38,10 @@ pub struct AwsArgs {
     #[arg(long)]
     pub stack: Option<String>,
     /// Without --stack: state machines named `<prefix><workflow>` (the stack names them
-    /// `<stack>-<workflow>`).
-    #[arg(long, default_value = DEFAULT_STATE_MACHINE_PREFIX)]
-    pub state_machine_prefix: String,
+    /// `<stack>-<workflow>`) [default: fleetprep-, as `fleetprep serve --fleet simulated`
+    /// names them]. Given, the config's `[deploy] stack` is not used.
+    #[arg(long)]
+    pub state_machine_prefix: Option<String>,
     /// Seconds between history polls while an execution runs.
     #[arg(long, default_value_t = 2)]
     pub poll_seconds: u64,
@@ -55,15 +56,27 @@ impl AwsArgs {
     /// The config's `[deploy]` section fills what the command line left out: its region and
     /// its stack (the stack `fleetprep deploy` created), so `--engine aws` reaches the stack
     /// the same config deployed without repeating `--region`/`--stack`.
+    ///
+    /// An explicit `--state-machine-prefix` says where the state machines are instead (for
+    /// one, `fleetprep serve --fleet simulated`, which speaks only the Step Functions API and
+    /// so has no stack outputs to read), so the config's stack is then left out.
     pub fn with_deploy_defaults(&self, options: &deploy::StackOptions) -> AwsArgs {
         let mut args = self.clone();
         if args.region.is_none() {
             args.region = options.region.clone();
         }
-        if args.stack.is_none() {
+        if args.stack.is_none() && args.state_machine_prefix.is_none() {
             args.stack = options.stack.clone();
         }
         args
+    }
+
+    /// The prefix of the state machines' names without `--stack`: `--state-machine-prefix`,
+    /// else [`DEFAULT_STATE_MACHINE_PREFIX`].
+    pub fn machine_prefix(&self) -> &str {
+        self.state_machine_prefix
+            .as_deref()
+            .unwrap_or(DEFAULT_STATE_MACHINE_PREFIX)
     }
 }
 
@@ -137,7 +150,7 @@ mod imp {
         args: &AwsArgs,
         workflow: &str,
     ) -> anyhow::Result<String> {
-        let machine = format!("{}{workflow}", args.state_machine_prefix);
+        let machine = format!("{}{workflow}", args.machine_prefix());
         match &args.stack {
             Some(stack) => {
                 let connection = crate::cmd::deploy::Connection {
@@ -240,7 +253,7 @@ mod imp {
         // The stack names its machines `<stack>-<workflow>` (see `state_machine_prefix`).
         let prefix = match &args.stack {
             Some(stack) => format!("{stack}-"),
-            None => args.state_machine_prefix.clone(),
+            None => args.machine_prefix().to_owned(),
         };
         let workflow = machine.strip_prefix(&prefix).unwrap_or(&machine);
         summary(description, workflow)
@@ -409,6 +422,20 @@ mod defaults_tests {
         let kept = given.with_deploy_defaults(&options);
         assert_eq!(kept.stack.as_deref(), Some("other"));
         assert_eq!(kept.region.as_deref(), Some("us-west-2"));
+        // An explicit prefix names the state machines (e.g. `fleetprep serve --fleet
+        // simulated`, which has no stack outputs): the config's stack stays out.
+        let by_prefix = AwsArgs {
+            state_machine_prefix: Some("fleetprep-".into()),
+            ..AwsArgs::default()
+        }
+        .with_deploy_defaults(&options);
+        assert_eq!(by_prefix.stack, None);
+        assert_eq!(by_prefix.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(by_prefix.machine_prefix(), "fleetprep-");
+        assert_eq!(
+            AwsArgs::default().machine_prefix(),
+            DEFAULT_STATE_MACHINE_PREFIX
+        );
     }
 }
 
@@ -444,7 +471,7 @@ mod tests {
         let args = AwsArgs {
             endpoint_url: Some(endpoint.clone()),
             region: Some("us-east-1".into()),
-            state_machine_prefix: format!("fleetprep-cli-{}-", std::process::id()),
+            state_machine_prefix: Some(format!("fleetprep-cli-{}-", std::process::id())),
             poll_seconds: 1,
             dummy_credentials: true,
             ..AwsArgs::default()
@@ -458,17 +485,14 @@ mod tests {
         let config = cloud::aws::AwsConfig::local_endpoint(&endpoint);
         let sfn = cloud::aws::sfn::StepFunctions::connect(&config).await;
         sfn.create_state_machine(
-            &format!("{}release-on-terminate", args.state_machine_prefix),
+            &format!("{}release-on-terminate", args.machine_prefix()),
             &definition,
             "arn:aws:iam::123456789012:role/fleetprep-states",
         )
         .await
         .expect("deploy the checked-in ASL");
         let machine = sfn
-            .find_state_machine(&format!(
-                "{}release-on-terminate",
-                args.state_machine_prefix
-            ))
+            .find_state_machine(&format!("{}release-on-terminate", args.machine_prefix()))
             .await
             .expect("list")
             .expect("deployed");

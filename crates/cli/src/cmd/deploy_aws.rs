@@ -634,9 +634,18 @@ pub async fn state_machine_arn(
     workflow: &str,
 ) -> anyhow::Result<String> {
     let clients = connect(connection, None).await;
-    let current = describe(&clients.cfn, stack).await?.ok_or_else(|| {
-        anyhow::anyhow!("stack {stack} does not exist; deploy it with fleetprep deploy")
-    })?;
+    let current = describe(&clients.cfn, stack)
+        .await
+        .with_context(|| {
+            format!(
+                "finding the state machines of stack {stack} (--stack, or [deploy] stack in \
+                 the config); an endpoint without CloudFormation, such as `fleetprep serve`, \
+                 needs --state-machine-prefix instead"
+            )
+        })?
+        .ok_or_else(|| {
+            anyhow::anyhow!("stack {stack} does not exist; deploy it with fleetprep deploy")
+        })?;
     let key = deploy::Template::state_machine_output(workflow);
     current
         .outputs()
