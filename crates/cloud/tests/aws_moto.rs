@@ -527,6 +527,18 @@ async fn ssm_send_command_and_poll() {
     // workflows poll again shortly after SendCommand instead of failing.
     assert_eq!(missing.kind, ErrorKind::NotFound, "{missing}");
 
+    // One ListCommandInvocations (Details) answers for every instance the command targets:
+    // how the workflows poll a batch per command instead of per instance.
+    let listed = env.cloud.list_command_invocations(&command_id).await;
+    env.covered("list_command_invocations");
+    // FIXME(#5): moto 5.2.1 has no ListCommandInvocations (its server raises
+    // NotImplementedError and answers HTTP 500 with an HTML page). The request is still built,
+    // signed and sent over HTTP; the answer maps to a retryable, named error. The simulator's
+    // ListCommandInvocations (cloud::sim) is what the fleet tests poll.
+    let gap = listed.expect_err("moto 5.2.1 does not implement ListCommandInvocations");
+    assert_eq!(gap.code, "HttpStatus500", "{gap}");
+    assert_eq!(gap.kind, ErrorKind::Unavailable, "{gap}");
+
     let too_many = env
         .cloud
         .send_command(SendCommandRequest {
