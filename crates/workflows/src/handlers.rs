@@ -733,21 +733,20 @@ impl Wait {
     }
 }
 
-/// How long after its last heartbeat an instance's hook gets the next one: between a half
-/// and three quarters of the hook timeout, at a point fixed per instance. Auto Scaling has
-/// one throttling bucket for the whole account, and a fleet launched at once polls in step
-/// (the same Waits from the same start): with one interval for all, every heartbeat of the
-/// fleet would fall on the same poll. Spread over a quarter of the timeout, they fall on the
-/// several polls in that window instead; a throttled one fails its poll, whose jittered
-/// Retry tries again with at least a quarter of the timeout still to go. Not earlier than
-/// half: a workflow that ends within it needs no heartbeat at all.
+/// How long after its last heartbeat an instance's hook gets the next one: between a quarter
+/// and a half of the hook timeout, at a point fixed per instance. Auto Scaling has one
+/// throttling bucket for the whole account, and a fleet launched at once polls in step (the
+/// same Waits from the same start): with one interval for all, every heartbeat of the fleet
+/// would fall on the same poll. Spread over a quarter of the timeout, they fall on the
+/// several polls in that window instead; a throttled one is tried again at the next poll,
+/// with a quarter of the timeout still to go.
 fn heartbeat_interval(hook_timeout_seconds: u64, instance_id: &str) -> Duration {
     let quarter = hook_timeout_seconds / 4;
     let offset = match quarter {
         0 => 0,
         q => sysprep::hostname::short_hash(instance_id.as_bytes()) % q,
     };
-    Duration::from_secs((2 * quarter + offset).max(30))
+    Duration::from_secs((quarter + offset).max(30))
 }
 
 fn lifecycle_err(call: &str) -> impl FnOnce(CloudError) -> HandlerError + '_ {
@@ -1980,12 +1979,12 @@ mod tests {
     use crate::RenameMethod;
 
     #[test]
-    fn heartbeats_of_a_fleet_spread_over_the_third_quarter_of_the_hook_timeout() {
+    fn heartbeats_of_a_fleet_spread_over_a_quarter_of_the_hook_timeout() {
         let intervals: Vec<u64> = (0..1000)
             .map(|n| heartbeat_interval(900, &format!("i-{n:017x}")).as_secs())
             .collect();
         assert!(
-            intervals.iter().all(|s| (450..675).contains(s)),
+            intervals.iter().all(|s| (225..450).contains(s)),
             "{intervals:?}"
         );
         // Spread: the 30 s polls in that window each get a share, not one poll all of them.
@@ -1997,7 +1996,7 @@ mod tests {
             heartbeat_interval(900, "i-0123456789abcdef0")
         );
         // Short timeouts keep the 30 s floor.
-        assert_eq!(heartbeat_interval(40, "i-1"), Duration::from_secs(30));
+        assert_eq!(heartbeat_interval(60, "i-1"), Duration::from_secs(30));
     }
 
     /// A `send_command` request for instance i-1 with `fields`.
