@@ -25,7 +25,7 @@ use names::{AllocationRequest, Lease, NamePool, PoolError};
 use crate::{
     Cloud, CloudError, CommandInvocation, CompleteLifecycleActionRequest, ConsoleOutput,
     CreateImageRequest, CreateLaunchTemplateVersionRequest, Image, Instance, InstanceInformation,
-    InstanceRefresh, InstanceStateChange, LaunchTemplateVersion, LifecycleHookRef, MetricDatum,
+    InstanceRefresh, InstanceStateChange, LaunchTemplateVersion, LifecycleHookRef,
     RunInstancesRequest, SecretMetadata, SecretRef, SendCommandRequest,
     StartInstanceRefreshRequest, Tag,
 };
@@ -120,9 +120,6 @@ operations! {
     /// [`Cloud::describe_instance_refresh`]: Auto Scaling DescribeInstanceRefreshes.
     DescribeInstanceRefresh = "describe_instance_refresh" =>
         ["autoscaling:DescribeInstanceRefreshes"],
-    // ------------------------------------------------------------------ CloudWatch
-    /// [`Cloud::put_metric_data`]: CloudWatch PutMetricData.
-    PutMetricData = "put_metric_data" => ["cloudwatch:PutMetricData"],
     // ------------------------------------------------------------------ name pool (DynamoDB)
     /// `NamePool::allocate`: leases a hostname to a launching instance.
     ///
@@ -411,15 +408,6 @@ impl Cloud for RecordingCloud {
         self.inner
             .describe_instance_refresh(auto_scaling_group_name, instance_refresh_id)
             .await
-    }
-
-    async fn put_metric_data(
-        &self,
-        namespace: &str,
-        data: &[MetricDatum],
-    ) -> Result<(), CloudError> {
-        self.log.record(Operation::PutMetricData);
-        self.inner.put_metric_data(namespace, data).await
     }
 
     fn name_pool(&self) -> Arc<dyn NamePool> {

@@ -203,14 +203,6 @@ pub trait Cloud: Send + Sync {
         instance_refresh_id: &str,
     ) -> Result<InstanceRefresh, CloudError>;
 
-    // ---------------------------------------------------------------- CloudWatch
-    /// CloudWatch PutMetricData.
-    async fn put_metric_data(
-        &self,
-        namespace: &str,
-        data: &[MetricDatum],
-    ) -> Result<(), CloudError>;
-
     // ---------------------------------------------------------------- hostname store
     /// The hostname lease store ([`names::NamePool`]): SQLite for the simulated fleet,
     /// DynamoDB on AWS. The naming pattern is configured when the implementation is built.
@@ -750,30 +742,6 @@ pub struct InstanceRefresh {
 }
 
 // ==================================================================== CloudWatch types
-
-/// One metric dimension.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Dimension {
-    /// The dimension's name (`Workflow`, `Outcome`, `Category`).
-    pub name: String,
-    /// The dimension's value for this datum.
-    pub value: String,
-}
-
-/// One CloudWatch metric datum.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct MetricDatum {
-    /// The metric's name (`Duration`, `Succeeded`, `Failed`).
-    pub metric_name: String,
-    /// The value, in `unit`.
-    pub value: f64,
-    /// CloudWatch unit name: `Seconds`, `Count`, `Milliseconds`, ...
-    pub unit: String,
-    /// The dimensions that identify the metric (at most 30).
-    pub dimensions: Vec<Dimension>,
-    /// When the value was observed.
-    pub timestamp: SystemTime,
-}
 
 // ==================================================================== secrets
 

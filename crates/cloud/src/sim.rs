@@ -412,7 +412,6 @@ struct World {
     groups: BTreeMap<String, SimGroup>,
     refreshes: BTreeMap<String, SimRefresh>,
     lifecycle_queue: Vec<LifecycleEvent>,
-    metrics: Vec<(String, MetricDatum)>,
     secrets: BTreeMap<String, SecretMetadata>,
     calls: BTreeMap<String, u64>,
     throttled: BTreeMap<String, u64>,
@@ -1461,16 +1460,6 @@ impl SimCloud {
     /// Calls rejected with RequestLimitExceeded, per operation.
     pub fn throttled_calls(&self) -> BTreeMap<String, u64> {
         self.lock().throttled.clone()
-    }
-
-    /// Every PutMetricData datum received, with its namespace.
-    pub fn metrics(&self) -> Vec<(String, MetricDatum)> {
-        self.lock().metrics.clone()
-    }
-
-    /// Records a metric without counting an API call (EMF lines parsed by the driver).
-    pub fn record_metric(&self, namespace: &str, datum: MetricDatum) {
-        self.lock().metrics.push((namespace.to_string(), datum));
     }
 
     /// Anything still running or half-made outside Auto Scaling groups.
@@ -2622,25 +2611,6 @@ impl Cloud for SimCloud {
                     format!("instance refresh {instance_refresh_id} not found"),
                 )
             })
-    }
-
-    async fn put_metric_data(
-        &self,
-        namespace: &str,
-        data: &[MetricDatum],
-    ) -> Result<(), CloudError> {
-        let mut world = self.lock();
-        self.count(&mut world, "cloudwatch:PutMetricData");
-        if data.len() > 1000 {
-            return Err(CloudError::invalid_parameter(
-                "InvalidParameterValue",
-                "at most 1000 metric data per PutMetricData call",
-            ));
-        }
-        for datum in data {
-            world.metrics.push((namespace.to_string(), datum.clone()));
-        }
-        Ok(())
     }
 
     fn name_pool(&self) -> Arc<dyn NamePool> {

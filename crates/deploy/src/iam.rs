@@ -13,8 +13,6 @@
 //!   account in their ARN ("Setting up identity based policies examples", SSM User Guide).
 //! - Auto Scaling actions on the group ARN: "Actions, resources, and condition keys for
 //!   Amazon EC2 Auto Scaling"; `DescribeInstanceRefreshes` takes no resource.
-//! - `cloudwatch:PutMetricData` takes no resource; `cloudwatch:namespace` scopes it
-//!   ("Actions, resources, and condition keys for Amazon CloudWatch").
 //! - `iam:PassRole` with `iam:PassedToService` ("Granting a user permissions to pass a role to
 //!   an AWS service", IAM User Guide).
 
@@ -42,8 +40,6 @@ pub struct Scope {
     pub table_arn: Value,
     /// The builder role's ARN (a `Ref` or `Fn::GetAtt`).
     pub builder_role_arn: Value,
-    /// The namespace the function publishes metrics to (`Fn::Sub` string).
-    pub metric_namespace: Value,
     /// Require IMDSv2 on builders (a condition on RunInstances).
     pub require_imdsv2: bool,
 }
@@ -234,13 +230,6 @@ pub fn grants(action: &str, scope: &Scope) -> Result<Vec<Grant>, String> {
             resources: vec![group_arn],
             condition: None,
         }],
-        "cloudwatch:PutMetricData" => vec![Grant {
-            sid: "OwnMetricNamespace",
-            resources: vec![json!("*")],
-            condition: Some(json!({"StringEquals": {
-                "cloudwatch:namespace": scope.metric_namespace
-            }})),
-        }],
         "iam:PassRole" => vec![Grant {
             sid: "PassBuilderRoleToEc2",
             resources: vec![scope.builder_role_arn.clone()],
@@ -328,7 +317,6 @@ mod tests {
         Scope {
             table_arn: json!({"Fn::GetAtt": ["HostnameTable", "Arn"]}),
             builder_role_arn: json!({"Ref": "BuilderRoleArn"}),
-            metric_namespace: json!({"Fn::Sub": "Fleetprep/${AWS::StackName}"}),
             require_imdsv2: true,
         }
     }

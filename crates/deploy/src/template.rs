@@ -152,7 +152,7 @@ fn sub(text: &str) -> Value {
     json!({"Fn::Sub": text})
 }
 
-/// The metric namespace of one stack: the function's EMF lines and its PutMetricData.
+/// The metric namespace of one stack: the namespace of the function's EMF lines.
 const METRIC_NAMESPACE: &str = "Fleetprep/${AWS::StackName}";
 const STATES_LOG_GROUP: &str = "/aws/vendedlogs/states/${AWS::StackName}";
 const FUNCTION_NAME: &str = "${AWS::StackName}-handlers";
@@ -343,7 +343,6 @@ pub fn render(options: &StackOptions, bake_input: Option<&Value>) -> Result<Temp
     let scope = iam::Scope {
         table_arn: get_att("HostnameTable", "Arn"),
         builder_role_arn,
-        metric_namespace: sub(METRIC_NAMESPACE),
         require_imdsv2: options.require_imdsv2_on_builders,
     };
     let mut statements = iam::statements(workflows::iam::all_actions().iter().copied(), &scope)?;

@@ -5,13 +5,12 @@
 //! is what the Lambda writes to its log, and CloudWatch extracts the metrics from it: no
 //! PutMetricData call, so no API rate to share with a fleet-wide burst of outcomes. Locally the
 //! [`EmfLog`] counts the lines instead of printing them. Spec: "Specification: Embedded metric
-//! format", CloudWatch docs. ([`Outcome::data`] is the same figures as PutMetricData data, for
-//! callers that publish through the API; `cloud::aws` batches those to the API's limits.)
+//! format", CloudWatch docs. The function therefore needs no `cloudwatch:PutMetricData`
+//! permission and links no CloudWatch client.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use cloud::{Dimension, MetricDatum};
 use serde_json::{Value, json};
 
 /// One execution outcome to publish.
@@ -37,40 +36,6 @@ impl Outcome {
         } else {
             "Failed"
         }
-    }
-
-    fn dimensions(&self) -> Vec<Dimension> {
-        vec![
-            Dimension {
-                name: "Workflow".into(),
-                value: self.workflow.clone(),
-            },
-            Dimension {
-                name: "Outcome".into(),
-                value: self.outcome.clone(),
-            },
-        ]
-    }
-
-    /// The PutMetricData data for this outcome.
-    pub fn data(&self) -> Vec<MetricDatum> {
-        let count_name = self.count_name();
-        vec![
-            MetricDatum {
-                metric_name: "Duration".into(),
-                value: self.duration_seconds,
-                unit: "Seconds".into(),
-                dimensions: self.dimensions(),
-                timestamp: self.timestamp,
-            },
-            MetricDatum {
-                metric_name: count_name.into(),
-                value: 1.0,
-                unit: "Count".into(),
-                dimensions: self.dimensions(),
-                timestamp: self.timestamp,
-            },
-        ]
     }
 
     /// The EMF document (one log line when serialised).
@@ -188,6 +153,5 @@ mod tests {
             assert!(emf.get(name).is_some(), "EMF member {name} missing");
         }
         assert_eq!(emf["Failed"], 1);
-        assert_eq!(outcome.data()[1].metric_name, "Failed");
     }
 }

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use crate::{
     CloudError, CommandStatus, Image, ImageState, Instance, InstanceInformation, InstanceRefresh,
     InstanceRefreshStatus, InstanceState, InstanceStateChange, LaunchTemplateVersion,
-    LifecycleActionResult, MetricDatum, PingStatus, Tag,
+    LifecycleActionResult, PingStatus, Tag,
 };
 
 fn time(value: Option<&aws_smithy_types::DateTime>) -> Option<SystemTime> {
@@ -225,27 +225,6 @@ pub(crate) fn instance_refresh(
             .and_then(|p| u32::try_from(p).ok())
             .unwrap_or(0),
     }
-}
-
-pub(crate) fn metric_datum(datum: &MetricDatum) -> aws_sdk_cloudwatch::types::MetricDatum {
-    aws_sdk_cloudwatch::types::MetricDatum::builder()
-        .metric_name(&datum.metric_name)
-        .value(datum.value)
-        .unit(datum.unit.as_str().into())
-        .timestamp(aws_smithy_types::DateTime::from(datum.timestamp))
-        .set_dimensions(Some(
-            datum
-                .dimensions
-                .iter()
-                .map(|d| {
-                    aws_sdk_cloudwatch::types::Dimension::builder()
-                        .name(&d.name)
-                        .value(&d.value)
-                        .build()
-                })
-                .collect(),
-        ))
-        .build()
 }
 
 #[cfg(test)]

@@ -49,7 +49,7 @@ pub use iam::CallRecorder;
 use crate::{
     Cloud, CloudError, CommandInvocation, CompleteLifecycleActionRequest, ConsoleOutput,
     CreateImageRequest, CreateLaunchTemplateVersionRequest, Image, Instance, InstanceInformation,
-    InstanceRefresh, InstanceStateChange, LaunchTemplateVersion, LifecycleHookRef, MetricDatum,
+    InstanceRefresh, InstanceStateChange, LaunchTemplateVersion, LifecycleHookRef,
     RunInstancesRequest, SEND_COMMAND_MAX_INSTANCES, SecretMetadata, SecretRef, SendCommandRequest,
     StartInstanceRefreshRequest, Tag, check_send_command_limits,
 };
@@ -62,8 +62,6 @@ pub const DESCRIBE_INSTANCE_INFORMATION_BATCH: usize = 50;
 /// CreateTags: "Constraints: Up to 1000 resource IDs. We recommend breaking up this request
 /// into smaller batches." (EC2 API reference, CreateTags.)
 pub const CREATE_TAGS_BATCH: usize = 1000;
-/// PutMetricData takes at most 1,000 metric data per call.
-pub const PUT_METRIC_DATA_BATCH: usize = 1000;
 /// The tag CreateImage puts on the image to remember the request's client token.
 pub const CLIENT_TOKEN_TAG: &str = "fleetprep:client-token";
 
@@ -73,7 +71,6 @@ pub struct AwsCloud {
     ec2: aws_sdk_ec2::Client,
     ssm: aws_sdk_ssm::Client,
     autoscaling: aws_sdk_autoscaling::Client,
-    cloudwatch: aws_sdk_cloudwatch::Client,
     secrets: aws_sdk_secretsmanager::Client,
     hostnames: DynamoHostnames,
     name_pool: Arc<DynamoNamePool>,
@@ -124,7 +121,6 @@ impl AwsCloud {
             ec2: client!(aws_sdk_ec2, &sdk, config),
             ssm: client!(aws_sdk_ssm, &sdk, config),
             autoscaling: client!(aws_sdk_autoscaling, &sdk, config),
-            cloudwatch: client!(aws_sdk_cloudwatch, &sdk, config),
             secrets: client!(aws_sdk_secretsmanager, &sdk, config),
             hostnames: table,
             name_pool,
@@ -723,23 +719,6 @@ impl Cloud for AwsCloud {
             )
         })?;
         Ok(instance_refresh(refresh, auto_scaling_group_name))
-    }
-
-    async fn put_metric_data(
-        &self,
-        namespace: &str,
-        data: &[MetricDatum],
-    ) -> Result<(), CloudError> {
-        for batch in data.chunks(PUT_METRIC_DATA_BATCH) {
-            self.cloudwatch
-                .put_metric_data()
-                .namespace(namespace)
-                .set_metric_data(Some(batch.iter().map(metric_datum).collect()))
-                .send()
-                .await
-                .map_err(|e| from_sdk("cloudwatch:PutMetricData", e))?;
-        }
-        Ok(())
     }
 
     fn name_pool(&self) -> Arc<dyn NamePool> {

@@ -164,6 +164,6 @@ mod tests {
         let heartbeat = quota("autoscaling:RecordLifecycleActionHeartbeat").unwrap();
         assert_eq!(complete.class, heartbeat.class);
         assert_eq!(complete.error_code, "Throttling");
-        assert_eq!(quota("cloudwatch:PutMetricData"), None);
+        assert_eq!(quota("dynamodb:GetItem"), None);
     }
 }
