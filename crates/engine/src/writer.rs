@@ -48,6 +48,25 @@ pub(crate) struct StoreThread {
 /// Steps per hand-over to the store thread.
 const BATCH: usize = 128;
 
+/// Polls before blocking: how many times [`recv_spinning`] looks for a message.
+const SPINS: u32 = 1 << 12;
+
+/// The next message of `queue`, looked for a few microseconds before blocking. The driver and
+/// this thread hand work back and forth once per round (a round's commit waits for its
+/// answer); blocking at once put each side to sleep and made the other wake it through the
+/// kernel (a futex wake per hand-over), which cost more than the work handed over. A side that
+/// is still polling when the message comes needs no wake-up.
+fn recv_spinning<T>(queue: &mpsc::Receiver<T>) -> Result<T, mpsc::RecvError> {
+    for _ in 0..SPINS {
+        match queue.try_recv() {
+            Ok(message) => return Ok(message),
+            Err(mpsc::TryRecvError::Disconnected) => return Err(mpsc::RecvError),
+            Err(mpsc::TryRecvError::Empty) => std::hint::spin_loop(),
+        }
+    }
+    queue.recv()
+}
+
 fn stopped() -> EngineError {
     EngineError::store_message("the store thread stopped (a previous store operation panicked)")
 }
@@ -63,7 +82,7 @@ impl StoreThread {
                     failed: None,
                 };
                 // Ends when the engine drops the sender, after draining what was queued.
-                while let Ok(job) = queue.recv() {
+                while let Ok(job) = recv_spinning(&queue) {
                     job(&mut writer);
                 }
             })
@@ -115,7 +134,7 @@ impl StoreThread {
         self.send(Box::new(move |w| {
             let _ = reply.send(f(w));
         }))?;
-        answer.recv().map_err(|_| stopped())?
+        recv_spinning(&answer).map_err(|_| stopped())?
     }
 
     /// Runs `f` on the store after everything handed over before, and returns its result.

@@ -72,7 +72,8 @@ impl AwsArgs {
     }
 
     /// The prefix of the state machines' names without `--stack`: `--state-machine-prefix`,
-    /// else [`DEFAULT_STATE_MACHINE_PREFIX`].
+    /// else [`DEFAULT_STATE_MACHINE_PREFIX`]. Only the AWS implementation looks machines up.
+    #[cfg_attr(not(feature = "aws"), allow(dead_code))]
     pub fn machine_prefix(&self) -> &str {
         self.state_machine_prefix
             .as_deref()

@@ -105,7 +105,9 @@ pub struct StackArgs {
 
 impl StackArgs {
     /// The stack name and the connection, the config's `[deploy]` stack and region filling
-    /// what the command line left out.
+    /// what the command line left out. Only the AWS implementation reads a stack (a build
+    /// without the `aws` feature answers how to get it).
+    #[cfg_attr(not(feature = "aws"), allow(dead_code))]
     pub fn resolve(&self) -> anyhow::Result<(String, Connection)> {
         let config = load_config(self.config.as_deref())?;
         let stack = stack_name(self.stack.as_deref(), &config.deploy)?;
