@@ -133,6 +133,69 @@ fn machine_of_execution(arn: &str) -> Result<String, ApiError> {
     }
 }
 
+/// The execution id of an EXPRESS execution's ARN: a UUID derived from the engine's ARN, so the
+/// same execution always has the same API ARN (across restarts too).
+fn express_execution_id(engine_arn: &str) -> String {
+    use std::hash::Hasher;
+    let half = |salt: &[u8]| {
+        let mut hasher = fnv::FnvHasher::default();
+        hasher.write(salt);
+        hasher.write(engine_arn.as_bytes());
+        hasher.finish()
+    };
+    let bits = (u128::from(half(b"high")) << 64) | u128::from(half(b"low"));
+    let hex = format!("{bits:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+/// The API ARN of an EXPRESS execution the engine names `engine_arn`
+/// (`arn:aws:states:REGION:ACCOUNT:execution:MACHINE:NAME`): AWS names those
+/// `arn:aws:states:REGION:ACCOUNT:express:MACHINE:NAME:ID` (API Reference,
+/// "StartSyncExecution", `executionArn`; "Standard vs. Express Workflows", Step Functions
+/// Developer Guide). `None` for an ARN that is not an engine execution ARN.
+fn express_arn(engine_arn: &str) -> Option<String> {
+    let parts: Vec<&str> = engine_arn.split(':').collect();
+    (parts.len() == 8 && parts[5] == "execution").then(|| {
+        format!(
+            "arn:{}:states:{}:{}:express:{}:{}:{}",
+            parts[1],
+            parts[3],
+            parts[4],
+            parts[6],
+            parts[7],
+            express_execution_id(engine_arn)
+        )
+    })
+}
+
+/// The engine's ARN of an EXPRESS execution given by its API ARN (see [`express_arn`]);
+/// `None` when `arn` is not in the EXPRESS form. An id that is not the execution's is
+/// `ExecutionDoesNotExist`, as AWS answers for an unknown execution.
+fn engine_arn_of_express(arn: &str) -> Result<Option<String>, ApiError> {
+    let parts: Vec<&str> = arn.split(':').collect();
+    if parts.len() != 9 || parts[0] != "arn" || parts[2] != "states" || parts[5] != "express" {
+        return Ok(None);
+    }
+    let engine_arn = format!(
+        "arn:{}:states:{}:{}:execution:{}:{}",
+        parts[1], parts[3], parts[4], parts[6], parts[7]
+    );
+    if express_execution_id(&engine_arn) != parts[8] {
+        return Err(ApiError::client(
+            "ExecutionDoesNotExist",
+            format!("Execution Does Not Exist: '{arn}'"),
+        ));
+    }
+    Ok(Some(engine_arn))
+}
+
 fn invalid_arn(arn: &str) -> ApiError {
     ApiError::client("InvalidArn", format!("Invalid Arn: '{arn}'"))
 }
@@ -237,6 +300,44 @@ impl Api {
                 "the request body must be a JSON object",
             ));
         }
+        // EXPRESS executions have ARNs of their own form on the API; the engine its one form.
+        let mut request = request;
+        if let Some(arn) = request.get("executionArn").and_then(Value::as_str)
+            && let Some(engine_arn) = engine_arn_of_express(arn)?
+        {
+            request["executionArn"] = Value::String(engine_arn);
+        }
+        let mut response = self.dispatch(op, region, request).await?;
+        self.express_arns_in(&mut response);
+        Ok(response)
+    }
+
+    /// Gives the EXPRESS executions in a response their API ARNs ([`express_arn`]): the
+    /// `executionArn` of a started or described execution, and of each listed one.
+    fn express_arns_in(&self, response: &mut Value) {
+        let express = |engine_arn: &str| {
+            machine_of_execution(engine_arn).is_ok_and(|machine| {
+                self.registry()
+                    .machines
+                    .get(&machine)
+                    .is_some_and(|m| m.kind == "EXPRESS")
+            })
+        };
+        let rewrite = |value: &mut Value| {
+            if let Some(arn) = value.get("executionArn").and_then(Value::as_str)
+                && express(arn)
+                && let Some(api_arn) = express_arn(arn)
+            {
+                value["executionArn"] = Value::String(api_arn);
+            }
+        };
+        rewrite(response);
+        if let Some(items) = response.get_mut("executions").and_then(Value::as_array_mut) {
+            items.iter_mut().for_each(rewrite);
+        }
+    }
+
+    async fn dispatch(&self, op: &str, region: &str, request: Value) -> Result<Value, ApiError> {
         match op {
             "CreateStateMachine" => self.create_state_machine(region, &request),
             "DescribeStateMachine" => self.describe_state_machine(&request),

@@ -4,6 +4,7 @@ non-zero when any fails. Run a subset with: python3 test_api.py test_activities 
 """
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -197,8 +198,22 @@ def test_region_comes_from_the_signature():
 
 def test_express_sync_execution():
     arn = machine(PASS_CHAIN, kind="EXPRESS")
-    r = sfn.start_sync_execution(stateMachineArn=arn, input='{"y": 2}')
+    r = sfn.start_sync_execution(stateMachineArn=arn, input='{"y": 2}', name="sync-1")
     assert r["status"] == "SUCCEEDED" and json.loads(r["output"]) == {"y": 2, "a": {"n": 1}}, r
+    # An EXPRESS execution's ARN is arn:aws:states:REGION:ACCOUNT:express:MACHINE:NAME:ID
+    # (API Reference, StartSyncExecution), and the same ARN describes it again.
+    parts = r["executionArn"].split(":")
+    machine_name = arn.split(":")[-1]
+    assert len(parts) == 9 and parts[5] == "express" and parts[6:8] == [machine_name, "sync-1"], r
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", parts[8]), r
+    d = sfn.describe_execution(executionArn=r["executionArn"])
+    assert d["executionArn"] == r["executionArn"] and d["status"] == "SUCCEEDED", d
+    started = sfn.start_execution(stateMachineArn=arn)["executionArn"]
+    assert started.split(":")[5] == "express", started
+    assert started in {e["executionArn"] for e in sfn.list_executions(stateMachineArn=arn)["executions"]}
+    wrong_id = ":".join(parts[:8] + ["00000000-0000-0000-0000-000000000000"])
+    code, _, _ = error_of(sfn.describe_execution, executionArn=wrong_id)
+    assert code == "ExecutionDoesNotExist", code
     failing = machine({"StartAt": "F", "States": {"F": {"Type": "Fail", "Error": "E", "Cause": "C"}}},
                       kind="EXPRESS")
     r = sfn.start_sync_execution(stateMachineArn=failing)
