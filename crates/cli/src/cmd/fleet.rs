@@ -293,6 +293,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 "throttling_failures": r["throttling_failures"],
                 "collisions": r["collisions"],
                 "executions": r["executions"],
+                "failures_by_error": r["failures_by_error"],
             })
         })
         .collect();
@@ -303,8 +304,9 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     println!("fleet bench: N instances launched at once, one child process per size");
     println!(
-        "{:>9} {:>8} {:>8} {:>9} {:>8} {:>8} {:>13} {:>9} {:>9} {:>10}",
+        "{:>9} {:>9} {:>8} {:>8} {:>9} {:>8} {:>8} {:>13} {:>9} {:>9} {:>10}",
         "instances",
+        "succeeded",
         "wall s",
         "CPU s",
         "peak MiB",
@@ -326,8 +328,9 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
             .unwrap_or(0);
         println!(
-            "{:>9} {:>8.2} {:>8.2} {:>9.1} {:>8.3} {:>8.3} {:>13} {:>9.3} {:>9} {:>10}",
+            "{:>9} {:>9} {:>8.2} {:>8.2} {:>9.1} {:>8.3} {:>8.3} {:>13} {:>9.3} {:>9} {:>10}",
             row["instances"],
+            row["executions"]["SUCCEEDED"].as_u64().unwrap_or(0),
             row["wall_seconds"].as_f64().unwrap_or(f64::NAN),
             row["cpu_seconds"].as_f64().unwrap_or(f64::NAN),
             row["peak_memory_mib"].as_f64().unwrap_or(f64::NAN),
@@ -338,6 +341,19 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             throttled,
             row["collisions"],
         );
+    }
+    // A size whose launches failed is not a fast run: say so beside the figures.
+    for row in &summary {
+        let failed = row["failures_by_error"]
+            .as_object()
+            .filter(|failures| !failures.is_empty());
+        if let Some(failures) = failed {
+            println!(
+                "at {} instances, executions that did not succeed, by error: {}",
+                row["instances"],
+                serde_json::Value::Object(failures.clone())
+            );
+        }
     }
     if let (Some(first), Some(last)) = (summary.first(), summary.last())
         && summary.len() > 1
