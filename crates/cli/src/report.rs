@@ -1,6 +1,9 @@
 //! Live progress and summaries for executions, built only from `asl::history::HistoryEvent`s
 //! (the GetExecutionHistory shape), so the local engine and AWS Step Functions share one
-//! reporting path: feed [`LiveProgress::on_event`] events from either.
+//! reporting path: feed [`LiveProgress::on_event`] events from either. [`drive`] runs a local
+//! fleet while feeding it; the rest are the helpers reports share: an ARN's workflow and
+//! name, durations in words, a stopwatch, plain-text tables. A run's setup (store, clock,
+//! simulated fleet, execution names) is `crate::session`'s.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
