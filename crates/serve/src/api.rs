@@ -157,9 +157,10 @@ fn express_execution_id(engine_arn: &str) -> String {
 
 /// The API ARN of an EXPRESS execution the engine names `engine_arn`
 /// (`arn:aws:states:REGION:ACCOUNT:execution:MACHINE:NAME`): AWS names those
-/// `arn:aws:states:REGION:ACCOUNT:express:MACHINE:NAME:ID` (API Reference,
-/// "StartSyncExecution", `executionArn`; "Standard vs. Express Workflows", Step Functions
-/// Developer Guide). `None` for an ARN that is not an engine execution ARN.
+/// `arn:aws:states:REGION:ACCOUNT:express:MACHINE:NAME:ID` (Service Authorization
+/// Reference, "Actions, resources, and condition keys for AWS Step Functions", resource type
+/// `express`: `arn:${Partition}:states:${Region}:${Account}:express:${StateMachineName}:
+/// ${ExecutionId}:${ExpressId}`). `None` for an ARN that is not an engine execution ARN.
 fn express_arn(engine_arn: &str) -> Option<String> {
     let parts: Vec<&str> = engine_arn.split(':').collect();
     (parts.len() == 8 && parts[5] == "execution").then(|| {
