@@ -55,8 +55,15 @@ pub fn virtual_clock_now() -> Arc<clock::VirtualClock> {
     Arc::new(clock::VirtualClock::new(SystemClock.now()))
 }
 
+/// The time step of the simulated fleet's clock: timers due within one second fire together
+/// (see [`clock::VirtualClock::ticking`]). Every poll of the workflows waits whole seconds,
+/// so only jittered retries are moved, by less than a second, and a large fleet's run stops at
+/// one instant per simulated second instead of one per retry.
+pub const SIMULATION_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The simulated fleet the local subcommands (`demo`, `bake`, `fleet simulate`) run on: the
-/// embedded engine with the config's naming policy, on a virtual clock starting now. The
+/// embedded engine with the config's naming policy, on a virtual clock starting now and
+/// stepping in [`SIMULATION_TICK`]s. The
 /// caller picks the hostname pattern (`fleet simulate` widens it for large groups), the
 /// engine store (`None` keeps executions in memory) and whether commands are batched.
 pub async fn simulated_fleet(
@@ -66,7 +73,10 @@ pub async fn simulated_fleet(
     engine_store: Option<PathBuf>,
     batching: bool,
 ) -> anyhow::Result<(LocalFleet, Arc<clock::VirtualClock>)> {
-    let clock = virtual_clock_now();
+    let clock = Arc::new(clock::VirtualClock::ticking(
+        SystemClock.now(),
+        SIMULATION_TICK,
+    ));
     let options = fleet_options(config, scenario, hostname_pattern, engine_store, batching);
     let fleet = LocalFleet::simulated(options, clock.clone()).await?;
     Ok((fleet, clock))

@@ -6,7 +6,9 @@
 //! - [`SystemClock`] reads the operating system's wall clock.
 //! - [`VirtualClock`] holds a time that only moves when told to. The engine advances it to the
 //!   next timer whenever every execution is waiting, so a 15-minute Sysprep takes milliseconds
-//!   while history timestamps still advance by 15 minutes.
+//!   while history timestamps still advance by 15 minutes. A ticking one
+//!   ([`VirtualClock::ticking`]) stops only on whole ticks: the time step of the simulated
+//!   fleet, whose thousands of jittered retries would otherwise each be an instant of their own.
 //!
 //! The clock deliberately knows nothing about timers or sleeping: deciding *when* to jump is
 //! the engine's job, and sleeping on a real clock is the engine's runtime's job. This crate
@@ -67,18 +69,53 @@ pub struct VirtualClock {
     // Invariant: only ever increased. Held as a `SystemTime` (not u64 nanoseconds, which
     // saturate in 2554) so every time the OS type can represent is reachable exactly.
     now: Mutex<SystemTime>,
+    // Zero: `advance_to` reaches the time asked for exactly. Otherwise it stops only at
+    // whole multiples of the tick since the epoch (see `ticking`).
+    tick: Duration,
 }
 
 impl VirtualClock {
     /// A virtual clock that reads `start` until advanced. Times before the epoch clamp to it.
     pub fn new(start: SystemTime) -> Self {
+        Self::ticking(start, Duration::ZERO)
+    }
+
+    /// A virtual clock that [`Clock::advance_to`] moves in whole ticks: asked to go to a
+    /// time between two multiples of `tick` (counted from the epoch), it goes to the later
+    /// one, so everything due within one tick becomes due at once, at most one tick late.
+    ///
+    /// This is the time step of a discrete-time simulation. A fleet whose retries are
+    /// jittered asks for a different instant per attempt, and the engine spends a round (a
+    /// store commit) per instant it stops at: with a tick, the instants a run stops at are
+    /// bounded by its simulated time over the tick, not by its number of timers. A zero tick
+    /// is [`VirtualClock::new`].
+    pub fn ticking(start: SystemTime, tick: Duration) -> Self {
         Self {
             now: Mutex::new(start.max(UNIX_EPOCH)),
+            tick,
         }
     }
 
-    /// Moves the clock forward by `by`; a move past the latest representable time leaves the
-    /// clock where it is (saturating, never panicking).
+    /// `time` rounded up to the next whole tick (itself when it is one, or with no tick).
+    fn on_tick(&self, time: SystemTime) -> SystemTime {
+        let tick = self.tick.as_nanos();
+        if tick == 0 {
+            return time;
+        }
+        let since = time
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let late = (tick - since % tick) % tick;
+        // Nanoseconds of less than one tick: a u64 holds any tick a Duration does not overflow.
+        time.checked_add(Duration::from_nanos(
+            u64::try_from(late).unwrap_or(u64::MAX),
+        ))
+        .unwrap_or(time)
+    }
+
+    /// Moves the clock forward by exactly `by`, tick or not; a move past the latest
+    /// representable time leaves the clock where it is (saturating, never panicking).
     pub fn advance_by(&self, by: Duration) {
         let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(later) = now.checked_add(by) {
@@ -97,6 +134,7 @@ impl Clock for VirtualClock {
     }
 
     fn advance_to(&self, until: SystemTime) {
+        let until = self.on_tick(until);
         let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
         if until > *now {
             *now = until;
@@ -295,6 +333,27 @@ mod tests {
         let before = clock.now();
         clock.advance_by(Duration::MAX);
         assert_eq!(clock.now(), before);
+    }
+
+    #[test]
+    fn a_ticking_clock_stops_only_on_whole_ticks() {
+        let start = UNIX_EPOCH + Duration::from_millis(100_250);
+        let clock = VirtualClock::ticking(start, Duration::from_secs(1));
+        // Reads its start as given, whatever the tick.
+        assert_eq!(clock.now(), start);
+        // Two timers within one second: both reach the same instant, the second's end.
+        clock.advance_to(UNIX_EPOCH + Duration::from_millis(100_300));
+        assert_eq!(clock.now(), UNIX_EPOCH + Duration::from_secs(101));
+        clock.advance_to(UNIX_EPOCH + Duration::from_millis(100_900));
+        assert_eq!(clock.now(), UNIX_EPOCH + Duration::from_secs(101));
+        // A whole tick is reached exactly, never a tick later.
+        clock.advance_to(UNIX_EPOCH + Duration::from_secs(160));
+        assert_eq!(clock.now(), UNIX_EPOCH + Duration::from_secs(160));
+        clock.advance_to(UNIX_EPOCH + Duration::from_nanos(160_000_000_001));
+        assert_eq!(clock.now(), UNIX_EPOCH + Duration::from_secs(161));
+        // advance_by is exact: only the jumps to a timer are stepped.
+        clock.advance_by(Duration::from_millis(1));
+        assert_eq!(clock.now(), UNIX_EPOCH + Duration::from_millis(161_001));
     }
 
     #[test]

@@ -204,7 +204,7 @@ pub static ACTIONS: &[Action] = &[
         "complete_lifecycle",
         CompleteLifecycle,
         complete_lifecycle,
-        [CompleteLifecycleAction]
+        [CompleteLifecycleAction, RecordLifecycleActionHeartbeat]
     ),
     action!(
         "create_template_version",
@@ -351,6 +351,9 @@ pub struct CheckSsmOnline {
     pub timeout_seconds: Option<u64>,
     /// The previous poll's answer (absent on the first poll, when the wait starts now).
     pub wait: Option<WaitState>,
+    /// The longest the execution can go from this poll to its next one that may record a
+    /// heartbeat (the Waits on the way); see [`heartbeat_due`].
+    pub next_poll_within_seconds: Option<u64>,
 }
 
 /// `send_command`: runs one of fleetprep's PowerShell commands on an instance through SSM
@@ -393,6 +396,9 @@ pub struct CheckCommand {
     pub timeout_seconds: Option<u64>,
     /// The previous poll's answer (absent on the first poll, when the wait starts now).
     pub wait: Option<WaitState>,
+    /// The longest the execution can go from this poll to its next one that may record a
+    /// heartbeat (the Waits on the way); see [`heartbeat_due`].
+    pub next_poll_within_seconds: Option<u64>,
 }
 
 /// `check_secrets`: checks that every secret a bake's scripts read exists, without reading it.
@@ -566,6 +572,12 @@ pub struct VerifyIdentity {
 }
 
 /// `complete_lifecycle`: ends the instance's lifecycle action (CompleteLifecycleAction).
+///
+/// With `wait` it is a poll of its own (`name-on-launch`'s `Continue` loop): a throttled call
+/// answers `done: false` and the seconds to wait before the next attempt (`retry_seconds`,
+/// a jittered backoff that grows with the time spent in the loop), and records a heartbeat
+/// when the hook could otherwise time out before that attempt. Without `wait`, throttling
+/// fails the task with `Fleetprep.Throttled` for the state's Retry.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteLifecycle {
@@ -573,6 +585,8 @@ pub struct CompleteLifecycle {
     pub hook: Hook,
     /// `CONTINUE` (put the instance in service, or let it terminate) or `ABANDON`.
     pub result: String,
+    /// The previous attempt's answer; present, the task paces itself (see above).
+    pub wait: Option<WaitState>,
 }
 
 /// `create_template_version`: creates a launch template version with the new AMI from the
@@ -705,21 +719,28 @@ impl Wait {
         out
     }
 
-    /// Records a lifecycle heartbeat once [`heartbeat_interval`] has passed since the last one.
-    async fn heartbeat(&mut self, hook: Option<&Hook>, ctx: &Context) -> Result<(), HandlerError> {
-        let Some(hook) = hook else {
-            return Ok(());
-        };
-        let every = heartbeat_interval(ctx.settings.hook_timeout_seconds, &hook.ec2_instance_id);
-        let hook = hook.reference();
-        if self
-            .now
+    fn since_last_heartbeat(&self) -> Duration {
+        self.now
             .duration_since(self.last_heartbeat)
             .unwrap_or_default()
-            < every
-        {
-            return Ok(());
+    }
+
+    /// Records a lifecycle heartbeat when [`heartbeat_due`] says the hook could time out
+    /// before the next chance to record one, `next_chance_within` from now; true when it did.
+    async fn heartbeat(
+        &mut self,
+        hook: Option<&Hook>,
+        ctx: &Context,
+        next_chance_within: Duration,
+    ) -> Result<bool, HandlerError> {
+        let Some(hook) = hook else {
+            return Ok(false);
+        };
+        let timeout = Duration::from_secs(ctx.settings.hook_timeout_seconds);
+        if !heartbeat_due(self.since_last_heartbeat(), timeout, next_chance_within) {
+            return Ok(false);
         }
+        let hook = hook.reference();
         // Throttled fails the poll with Fleetprep.Throttled: its Retry (full jitter) spreads
         // the fleet's next attempts over time. Skipping it until the next poll would not: the
         // polls of a fleet launched at once come at the same instants, each of which Auto
@@ -729,24 +750,75 @@ impl Wait {
             .await
             .map_err(lifecycle_err("RecordLifecycleActionHeartbeat"))?;
         self.last_heartbeat = self.now;
-        Ok(())
+        Ok(true)
     }
 }
 
-/// How long after its last heartbeat an instance's hook gets the next one: between a quarter
-/// and a half of the hook timeout, at a point fixed per instance. Auto Scaling has one
-/// throttling bucket for the whole account, and a fleet launched at once polls in step (the
-/// same Waits from the same start): with one interval for all, every heartbeat of the fleet
-/// would fall on the same poll. Spread over a quarter of the timeout, they fall on the
-/// several polls in that window instead; a throttled one is tried again at the next poll,
-/// with a quarter of the timeout still to go.
-fn heartbeat_interval(hook_timeout_seconds: u64, instance_id: &str) -> Duration {
-    let quarter = hook_timeout_seconds / 4;
-    let offset = match quarter {
-        0 => 0,
-        q => sysprep::hostname::short_hash(instance_id.as_bytes()) % q,
-    };
-    Duration::from_secs((quarter + offset).max(30))
+/// What a throttled poll can lose before it runs again: two attempts at the longest delay of
+/// the poll states' `Fleetprep.Throttled` Retry (`MaxDelaySeconds` 120).
+const RETRY_ALLOWANCE: Duration = Duration::from_secs(240);
+
+/// The margin of a poll that does not say when its next poll comes: the longest Wait before a
+/// poll in the workflows (`name-on-launch`'s `InitialRenamedWait`).
+const LONGEST_WAIT_BEFORE_A_POLL: Duration = Duration::from_secs(300);
+
+/// Whether to record a lifecycle heartbeat now: only when the hook could time out before the
+/// next chance to record one (`next_chance_within` from now: for a poll, the Waits before the
+/// next poll plus [`RETRY_ALLOWANCE`]; for the completion loop, [`COMPLETION_LEAD`]), and
+/// never within a quarter of the timeout of the last one.
+///
+/// Auto Scaling has one throttling bucket for the whole account (`cloud::sim::quotas`), and
+/// every heartbeat is a token a CompleteLifecycleAction does not get: an instance whose
+/// naming ends well inside the hook timeout records none. A heartbeat on a fixed interval
+/// instead (a quarter to a half of the timeout) cost 100,000 instances launched at once more
+/// than one heartbeat each, more than the bucket refills, and launches expired.
+fn heartbeat_due(since_last: Duration, timeout: Duration, next_chance_within: Duration) -> bool {
+    since_last >= timeout / 4 && since_last + next_chance_within >= timeout
+}
+
+/// How close to its hook's timeout the completion loop records a heartbeat rather than only
+/// trying to complete: its attempts then come 1 to 4 s apart (see [`completion_retry`]), a
+/// dozen or more chances at a bucket that admits a share of a contended second's attempts.
+const COMPLETION_LEAD: Duration = Duration::from_secs(60);
+
+/// The longest `Continue` waits between two attempts of a throttled CompleteLifecycleAction.
+const COMPLETION_BACKOFF_CAP: Duration = Duration::from_secs(300);
+
+/// The wait before the next attempt of a throttled CompleteLifecycleAction ("Exponential
+/// Backoff And Jitter", AWS Architecture Blog: full jitter): uniform over 1 s to a window of
+/// twice the time already spent trying (at least 4 s, at most [`COMPLETION_BACKOFF_CAP`]), so
+/// the window doubles with each attempt, as a Retry's BackoffRate 2 would, and the attempts
+/// of a fleet that finished naming at once spread over Auto Scaling's refill. The draw is a
+/// hash of the execution and the attempt's time: the same attempt asks for the same wait.
+fn completion_backoff(execution: &str, tried_for: Duration) -> Duration {
+    let window = (tried_for * 2).clamp(Duration::from_secs(4), COMPLETION_BACKOFF_CAP);
+    let draw = stable_hash(&format!("{execution}|{}", tried_for.as_millis()));
+    Duration::from_secs(1 + draw % window.as_secs())
+}
+
+/// When a poll has its next chance to record a heartbeat: its `next_poll_within_seconds` (or
+/// [`LONGEST_WAIT_BEFORE_A_POLL`] when it gives none) plus [`RETRY_ALLOWANCE`].
+fn next_chance_after_poll(seconds: Option<u64>) -> Duration {
+    seconds.map_or(LONGEST_WAIT_BEFORE_A_POLL, Duration::from_secs) + RETRY_ALLOWANCE
+}
+
+/// The wait before the completion loop's next attempt after a throttled one: the
+/// [`completion_backoff`], but never past half the [`COMPLETION_LEAD`] before the hook times
+/// out (`remaining`), so the loop is there to record the heartbeat in time; within the lead,
+/// a heartbeat that was throttled too is tried again 1 to 4 s later.
+fn completion_retry(
+    execution: &str,
+    tried_for: Duration,
+    remaining: Duration,
+    heartbeat_throttled: bool,
+) -> Duration {
+    if heartbeat_throttled {
+        return completion_backoff(execution, Duration::ZERO);
+    }
+    let latest = remaining.saturating_sub(COMPLETION_LEAD / 2);
+    completion_backoff(execution, tried_for)
+        .min(latest)
+        .max(Duration::from_secs(1))
 }
 
 fn lifecycle_err(call: &str) -> impl FnOnce(CloudError) -> HandlerError + '_ {
@@ -804,7 +876,12 @@ async fn launch_builder(r: LaunchBuilder, ctx: &Context) -> Result<Value, Handle
 async fn check_ssm_online(r: CheckSsmOnline, ctx: &Context) -> Result<Value, HandlerError> {
     let instance_id = r.instance_id;
     let mut wait = Wait::from(r.wait.as_ref(), ctx);
-    wait.heartbeat(r.hook.as_ref(), ctx).await?;
+    wait.heartbeat(
+        r.hook.as_ref(),
+        ctx,
+        next_chance_after_poll(r.next_poll_within_seconds),
+    )
+    .await?;
     if let (Some(batcher), Some(ticket)) = (&ctx.batcher, r.ticket) {
         // The command this wait follows may still be queued: send it now.
         batcher
@@ -1124,7 +1201,12 @@ async fn check_command(r: CheckCommand, ctx: &Context) -> Result<Value, HandlerE
         ..
     } = &r;
     let mut wait = Wait::from(r.wait.as_ref(), ctx);
-    wait.heartbeat(r.hook.as_ref(), ctx).await?;
+    wait.heartbeat(
+        r.hook.as_ref(),
+        ctx,
+        next_chance_after_poll(r.next_poll_within_seconds),
+    )
+    .await?;
     let Some(invocation) = invocation(ctx, ticket, instance_id).await? else {
         if wait.expired(r.timeout_seconds, 1800) {
             return Err(HandlerError::new(
@@ -1848,11 +1930,42 @@ async fn complete_lifecycle(r: CompleteLifecycle, ctx: &Context) -> Result<Value
             ));
         }
     };
-    ctx.cloud
+    let Some(state) = r.wait.as_ref() else {
+        ctx.cloud
+            .complete_lifecycle_action(CompleteLifecycleActionRequest { hook, result })
+            .await
+            .map_err(lifecycle_err("CompleteLifecycleAction"))?;
+        return Ok(json!({"result": r.result}));
+    };
+    let mut wait = Wait::from(Some(state), ctx);
+    match ctx
+        .cloud
         .complete_lifecycle_action(CompleteLifecycleActionRequest { hook, result })
         .await
-        .map_err(lifecycle_err("CompleteLifecycleAction"))?;
-    Ok(json!({"result": r.result}))
+    {
+        Ok(()) => Ok(wait.answer(true, json!({"result": r.result, "retry_seconds": 0}))),
+        Err(error) if error.kind == cloud::ErrorKind::Throttled => {
+            let heartbeat_throttled =
+                match wait.heartbeat(Some(&r.hook), ctx, COMPLETION_LEAD).await {
+                    Ok(_) => false,
+                    Err(e) if e.error == errors::THROTTLED => true,
+                    Err(e) => return Err(e),
+                };
+            let timeout = Duration::from_secs(ctx.settings.hook_timeout_seconds);
+            let remaining = timeout.saturating_sub(wait.since_last_heartbeat());
+            let retry = completion_retry(
+                &ctx.task.execution,
+                wait.elapsed(),
+                remaining,
+                heartbeat_throttled,
+            );
+            Ok(wait.answer(
+                false,
+                json!({"result": r.result, "retry_seconds": retry.as_secs()}),
+            ))
+        }
+        Err(error) => Err(lifecycle_err("CompleteLifecycleAction")(error)),
+    }
 }
 
 // ==================================================================== rollout
@@ -1979,24 +2092,71 @@ mod tests {
     use crate::RenameMethod;
 
     #[test]
-    fn heartbeats_of_a_fleet_spread_over_a_quarter_of_the_hook_timeout() {
-        let intervals: Vec<u64> = (0..1000)
-            .map(|n| heartbeat_interval(900, &format!("i-{n:017x}")).as_secs())
-            .collect();
-        assert!(
-            intervals.iter().all(|s| (225..450).contains(s)),
-            "{intervals:?}"
-        );
-        // Spread: the 30 s polls in that window each get a share, not one poll all of them.
-        let polls: std::collections::BTreeSet<u64> = intervals.iter().map(|s| s / 30).collect();
-        assert!(polls.len() >= 7, "{polls:?}");
-        // Fixed per instance, so a retried poll asks for the same heartbeat.
+    fn a_heartbeat_is_due_only_when_the_hook_could_expire_before_the_next_poll() {
+        let s = Duration::from_secs;
+        let hook = s(900);
+        let poll = |seconds| next_chance_after_poll(Some(seconds));
+        // A 30 s poll loop: no heartbeat until 900 - 30 - 240 = 630 s after the last one.
+        assert!(!heartbeat_due(s(629), hook, poll(30)));
+        assert!(heartbeat_due(s(630), hook, poll(30)));
+        // Ahead of the 300 s wait, from 360 s.
+        assert!(!heartbeat_due(s(359), hook, poll(300)));
+        assert!(heartbeat_due(s(360), hook, poll(300)));
+        // A hook shorter than the margin: at every poll, but not within a quarter of the
+        // timeout of the last heartbeat.
+        assert!(!heartbeat_due(s(59), s(240), poll(120)));
+        assert!(heartbeat_due(s(60), s(240), poll(120)));
+        // A poll that does not say gets the longest wait's margin.
         assert_eq!(
-            heartbeat_interval(900, "i-0123456789abcdef0"),
-            heartbeat_interval(900, "i-0123456789abcdef0")
+            next_chance_after_poll(None),
+            LONGEST_WAIT_BEFORE_A_POLL + RETRY_ALLOWANCE
         );
-        // Short timeouts keep the 30 s floor.
-        assert_eq!(heartbeat_interval(60, "i-1"), Duration::from_secs(30));
+        // The completion loop: only within its lead of the timeout.
+        assert!(!heartbeat_due(s(839), hook, COMPLETION_LEAD));
+        assert!(heartbeat_due(s(840), hook, COMPLETION_LEAD));
+    }
+
+    #[test]
+    fn the_completion_backoff_doubles_its_window_up_to_the_cap_and_is_spread() {
+        let s = Duration::from_secs;
+        for (tried_for, window) in [(s(0), 4), (s(10), 20), (s(100), 200), (s(1000), 300)] {
+            let waits: Vec<u64> = (0..500)
+                .map(|n| completion_backoff(&format!("exec-{n}"), tried_for).as_secs())
+                .collect();
+            assert!(
+                waits.iter().all(|w| (1..=window).contains(w)),
+                "{tried_for:?}: {waits:?}"
+            );
+            // Full jitter: the draws cover the window, not one instant.
+            let distinct: std::collections::BTreeSet<u64> = waits.iter().copied().collect();
+            assert!(distinct.len() as u64 >= window.min(100) / 2, "{distinct:?}");
+        }
+        // The same attempt asks for the same wait.
+        assert_eq!(
+            completion_backoff("exec-1", s(37)),
+            completion_backoff("exec-1", s(37))
+        );
+    }
+
+    #[test]
+    fn the_completion_loop_comes_back_before_the_hook_times_out() {
+        let s = Duration::from_secs;
+        for n in 0..200 {
+            let execution = format!("exec-{n}");
+            // Far from the timeout: the backoff as drawn.
+            assert_eq!(
+                completion_retry(&execution, s(200), s(800), false),
+                completion_backoff(&execution, s(200))
+            );
+            // Near it: back no later than half the lead before it, to record the heartbeat.
+            let near = completion_retry(&execution, s(200), s(100), false);
+            assert!(near <= s(70), "{near:?}");
+            // Past the point of waiting: at once (1 s), never zero.
+            assert_eq!(completion_retry(&execution, s(200), s(20), false), s(1));
+            // A heartbeat throttled within the lead: 1 to 4 s.
+            let soon = completion_retry(&execution, s(200), s(40), true);
+            assert!((s(1)..=s(4)).contains(&soon), "{soon:?}");
+        }
     }
 
     /// A `send_command` request for instance i-1 with `fields`.

@@ -216,6 +216,68 @@ fn every_task_outside_the_failure_path_is_caught() {
     }
 }
 
+/// Whether a state is a poll that may record a lifecycle heartbeat: a Task handed the hook and
+/// the wait.
+fn records_heartbeats(state: &Value) -> bool {
+    let payload = &state["Parameters"]["Payload"];
+    state["Type"] == "Task" && payload["hook.$"].is_string() && payload["wait.$"].is_string()
+}
+
+/// The most seconds of Wait on any path (Next, Choices, Default; a Catch leaves for the
+/// failure path) from `name` to the next poll that may record a heartbeat, or to the end.
+fn longest_wait_to_next_poll(states: &Value, name: &str, seen: &mut Vec<String>) -> u64 {
+    let state = &states[name];
+    if records_heartbeats(state) || seen.iter().any(|s| s == name) {
+        return 0;
+    }
+    seen.push(name.to_string());
+    let own = state["Seconds"].as_u64().unwrap_or(0);
+    let mut next: Vec<&str> = Vec::new();
+    next.extend(state["Next"].as_str());
+    next.extend(state["Default"].as_str());
+    for choice in state["Choices"].as_array().into_iter().flatten() {
+        next.extend(choice["Next"].as_str());
+    }
+    let longest = next
+        .into_iter()
+        .map(|n| longest_wait_to_next_poll(states, n, seen))
+        .max()
+        .unwrap_or(0);
+    seen.pop();
+    own + longest
+}
+
+#[test]
+fn every_poll_that_heartbeats_knows_how_soon_its_next_poll_comes() {
+    // A poll records a heartbeat only when the hook could time out before the next one
+    // (`handlers::heartbeat_due`): a poll that claimed less than the Waits ahead of it would
+    // let the hook expire. The completion loop computes its own wait (`retry_seconds`).
+    let mut polls = 0;
+    for workflow in WORKFLOWS {
+        let definition: Value =
+            serde_json::from_str(workflows::raw_definition(workflow).unwrap()).unwrap();
+        let states = &definition["States"];
+        for (name, state) in states.as_object().expect("States") {
+            let payload = &state["Parameters"]["Payload"];
+            if !records_heartbeats(state) || payload["action"] == "complete_lifecycle" {
+                continue;
+            }
+            polls += 1;
+            let longest = state["Next"].as_str().map_or(0, |n| {
+                longest_wait_to_next_poll(states, n, &mut vec![name.clone()])
+            });
+            let declared = payload["next_poll_within_seconds"].as_u64();
+            assert_eq!(
+                declared,
+                Some(longest),
+                "{workflow}: {name} must declare next_poll_within_seconds = {longest}, the \
+                 longest Wait before the next poll that may record a heartbeat"
+            );
+        }
+    }
+    assert!(polls >= 7, "{polls}");
+}
+
 #[test]
 fn every_action_declares_its_iam_actions() {
     for action in handlers::actions() {

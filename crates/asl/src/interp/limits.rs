@@ -130,7 +130,7 @@ fn json_len(v: &Value) -> usize {
 /// Whether `v` certainly serialises to at most `limit` bytes, judged from an upper bound that
 /// costs no allocation (every state output is checked; serialising each one to measure it
 /// was a visible share of a big run). `false` means "maybe larger": measure exactly.
-fn serialized_len_at_most(v: &Value, limit: usize) -> bool {
+pub(super) fn serialized_len_at_most(v: &Value, limit: usize) -> bool {
     fn take(left: &mut usize, n: usize) -> bool {
         match left.checked_sub(n) {
             Some(rest) => {

@@ -84,9 +84,10 @@ pub(crate) fn quota(operation: &str) -> Option<Quota> {
         // AUTO_SCALING_BURST tokens refilled at AUTO_SCALING_PER_SECOND, the size of EC2's
         // mutating class ("Request throttling for the Amazon EC2 API": 200 tokens), shared
         // by every action as Auto Scaling's is. Throttled calls fail with Throttling, "Rate
-        // exceeded", as Auto Scaling answers. The workflows stay within it by pacing themselves: lifecycle
-        // heartbeats are spread per instance (`workflows::handlers`) and a throttled
-        // CompleteLifecycleAction is retried with a long, jittered backoff.
+        // exceeded", as Auto Scaling answers. The workflows stay within it by pacing themselves: a
+        // lifecycle heartbeat only when the hook could time out before the next poll, and a
+        // throttled CompleteLifecycleAction waits a jittered backoff that grows with the time
+        // spent trying (`workflows::handlers::heartbeat_due`, `completion_backoff`).
         "autoscaling" => Some(Quota {
             class: "autoscaling",
             capacity: AUTO_SCALING_BURST,
