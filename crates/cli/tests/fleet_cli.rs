@@ -166,6 +166,36 @@ fn fleet_simulate_reports_calls_and_no_collisions() {
     );
 }
 
+/// A hook too short for the fleet's size is said up front, with the setting that fixes it;
+/// `--hook-timeout-seconds` overrides the config for one run.
+#[test]
+fn fleet_simulate_says_when_the_hook_is_too_short_for_the_fleet() {
+    let output = fleetprep(&[
+        "fleet",
+        "simulate",
+        "--instances",
+        "40",
+        "--hook-timeout-seconds",
+        "600",
+        "--output",
+        "json",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr
+            .contains("hooks need about 900 s; with 600 s expect Fleetprep.LifecycleActionExpired")
+            && stderr.contains("hook_timeout_seconds (or --hook-timeout-seconds) to at least 900"),
+        "{stderr}"
+    );
+    let report = json(&output);
+    assert_eq!(report["hook_timeout_seconds"], 600);
+    // The default hook is long enough for a small fleet: nothing to say.
+    let output = fleetprep(&["fleet", "simulate", "--instances", "5", "--output", "json"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("hook_timeout_seconds"), "{stderr}");
+    assert_eq!(json(&output)["hook_timeout_seconds"], 900);
+}
+
 /// Issue 11: the `user-data` rename method on the simulated fleet: every instance is named
 /// from its tag, and no SSM command is sent for naming.
 #[test]

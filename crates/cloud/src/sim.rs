@@ -39,6 +39,10 @@ use crate::*;
 
 mod quotas;
 
+/// Tokens per second of the simulated Auto Scaling bucket (our choice: AWS publishes none; see
+/// `quotas`): the pace at which a scale-out's lifecycle actions complete once it is throttled.
+pub const AUTO_SCALING_REQUESTS_PER_SECOND: f64 = quotas::AUTO_SCALING_PER_SECOND;
+
 // ==================================================================== scenario
 
 /// A fault to inject (the issue-4 list).

@@ -777,8 +777,8 @@ fn heartbeat_due(since_last: Duration, timeout: Duration, next_chance_within: Du
 }
 
 /// How close to its hook's timeout the completion loop records a heartbeat rather than only
-/// trying to complete: its attempts then come 1 to 4 s apart (see [`completion_retry`]), a
-/// dozen or more chances at a bucket that admits a share of a contended second's attempts.
+/// trying to complete: a throttled one is tried again within half the time left (see
+/// [`completion_retry`]), about six chances spread over the last minute.
 const COMPLETION_LEAD: Duration = Duration::from_secs(60);
 
 /// The longest `Continue` waits between two attempts of a throttled CompleteLifecycleAction.
@@ -792,8 +792,14 @@ const COMPLETION_BACKOFF_CAP: Duration = Duration::from_secs(300);
 /// hash of the execution and the attempt's time: the same attempt asks for the same wait.
 fn completion_backoff(execution: &str, tried_for: Duration) -> Duration {
     let window = (tried_for * 2).clamp(Duration::from_secs(4), COMPLETION_BACKOFF_CAP);
+    full_jitter(execution, tried_for, window)
+}
+
+/// Uniform over 1 s to `window` (whole seconds, at least 1 s), drawn from a hash of the
+/// execution and the attempt's time (`tried_for`): the same attempt asks for the same wait.
+fn full_jitter(execution: &str, tried_for: Duration, window: Duration) -> Duration {
     let draw = stable_hash(&format!("{execution}|{}", tried_for.as_millis()));
-    Duration::from_secs(1 + draw % window.as_secs())
+    Duration::from_secs(1 + draw % window.as_secs().max(1))
 }
 
 /// When a poll has its next chance to record a heartbeat: its `next_poll_within_seconds` (or
@@ -805,7 +811,9 @@ fn next_chance_after_poll(seconds: Option<u64>) -> Duration {
 /// The wait before the completion loop's next attempt after a throttled one: the
 /// [`completion_backoff`], but never past half the [`COMPLETION_LEAD`] before the hook times
 /// out (`remaining`), so the loop is there to record the heartbeat in time; within the lead,
-/// a heartbeat that was throttled too is tried again 1 to 4 s later.
+/// a heartbeat that was throttled too is tried again within half the time left. Trying every
+/// second or two instead adds no tokens: when tens of thousands of hooks near their timeouts
+/// at once, it only multiplied the attempts (and the run's time) while as many expired.
 fn completion_retry(
     execution: &str,
     tried_for: Duration,
@@ -813,7 +821,7 @@ fn completion_retry(
     heartbeat_throttled: bool,
 ) -> Duration {
     if heartbeat_throttled {
-        return completion_backoff(execution, Duration::ZERO);
+        return full_jitter(execution, tried_for, remaining / 2);
     }
     let latest = remaining.saturating_sub(COMPLETION_LEAD / 2);
     completion_backoff(execution, tried_for)
@@ -2153,9 +2161,10 @@ mod tests {
             assert!(near <= s(70), "{near:?}");
             // Past the point of waiting: at once (1 s), never zero.
             assert_eq!(completion_retry(&execution, s(200), s(20), false), s(1));
-            // A heartbeat throttled within the lead: 1 to 4 s.
+            // A heartbeat throttled within the lead: within half the time left.
             let soon = completion_retry(&execution, s(200), s(40), true);
-            assert!((s(1)..=s(4)).contains(&soon), "{soon:?}");
+            assert!((s(1)..=s(20)).contains(&soon), "{soon:?}");
+            assert_eq!(completion_retry(&execution, s(200), s(1), true), s(1));
         }
     }
 

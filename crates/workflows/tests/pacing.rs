@@ -115,7 +115,7 @@ async fn a_throttled_completion_waits_and_heartbeats_only_near_the_hook_timeout(
     assert_eq!(answer["last_heartbeat"], clock::format_rfc3339(start));
 
     // Within the last minute before the timeout the attempt records a heartbeat; the bucket
-    // is empty, so it is tried again 1 to 4 s later.
+    // is empty, so it is tried again within half the 50 s left.
     clock.advance_to(start + Duration::from_secs(850));
     empty_the_bucket(&sim, &event).await;
     let heartbeats = calls(&sim, "autoscaling:RecordLifecycleActionHeartbeat");
@@ -126,7 +126,7 @@ async fn a_throttled_completion_waits_and_heartbeats_only_near_the_hook_timeout(
         "the attempt tried a heartbeat"
     );
     let retry = answer["retry_seconds"].as_u64().expect("retry_seconds");
-    assert!((1..=4).contains(&retry), "{answer}");
+    assert!((1..=25).contains(&retry), "{answer}");
     assert_eq!(answer["last_heartbeat"], clock::format_rfc3339(start));
 
     // Refilled: the completion goes through, and the instance goes in service.

@@ -33,6 +33,10 @@ pub struct SimulateArgs {
     /// Send every command on its own (measures what batching saves).
     #[arg(long)]
     pub no_batching: bool,
+    /// The group's lifecycle hook timeout for this run (default: the config's `[naming]
+    /// hook_timeout_seconds`); `bench fleet` sets it to what each size needs.
+    #[arg(long)]
+    pub hook_timeout_seconds: Option<u64>,
     /// Engine store for the run (default: a temporary file, removed afterwards; a file store
     /// keeps SQLite's page cache bounded, which an in-memory store of 10,000 histories is not).
     #[arg(long)]
@@ -51,7 +55,23 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 /// The report `fleet simulate` prints (also used by `bench fleet`).
 pub async fn simulate_report(args: &SimulateArgs) -> anyhow::Result<serde_json::Value> {
-    let config = args.fleet.config()?;
+    let mut config = args.fleet.config()?;
+    if let Some(seconds) = args.hook_timeout_seconds {
+        config.naming.hook_timeout_seconds = seconds;
+    }
+    let needed = hook_timeout_needed(args.instances);
+    if config.naming.hook_timeout_seconds < needed {
+        eprintln!(
+            "fleet simulate: {} instances launched at once complete their launches at Auto \
+             Scaling's simulated rate ({} per second) after about {} s of naming, so their \
+             hooks need about {needed} s; with {} s expect Fleetprep.LifecycleActionExpired. \
+             Set [naming] hook_timeout_seconds (or --hook-timeout-seconds) to at least {needed}.",
+            args.instances,
+            cloud::sim::AUTO_SCALING_REQUESTS_PER_SECOND,
+            NAMING_SECONDS,
+            config.naming.hook_timeout_seconds
+        );
+    }
     // Seed 1 unless given, so runs compare.
     let scenario = args.fleet.sim.load(Some(1))?;
     // Enough digits for the whole group.
@@ -106,6 +126,7 @@ pub async fn simulate_report(args: &SimulateArgs) -> anyhow::Result<serde_json::
         .unwrap_or(0);
     Ok(json!({
         "instances": args.instances,
+        "hook_timeout_seconds": config.naming.hook_timeout_seconds,
         "in_service": in_service.len(),
         "wall_seconds": wall_seconds,
         "simulated_seconds": simulated,
@@ -175,6 +196,20 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Simulated seconds from launch to a named instance when nothing is throttled (what a
+/// 1,000-instance run takes).
+const NAMING_SECONDS: u64 = 600;
+
+/// The launch hook timeout `instances` launched at once need: the naming, plus one and a half
+/// times the completions at Auto Scaling's simulated rate (the bucket sets the pace of a large
+/// scale-out: 100,000 instances need 1,000 s of CompleteLifecycleAction alone, longer than the
+/// default 900 s hook, and every heartbeat that keeps a hook alive meanwhile is a token a
+/// completion does not get). Never below the 900 s default.
+pub fn hook_timeout_needed(instances: usize) -> u64 {
+    let completions = instances as f64 / cloud::sim::AUTO_SCALING_REQUESTS_PER_SECOND;
+    (NAMING_SECONDS + (completions * 1.5).ceil() as u64).max(900)
+}
+
 /// `bench fleet`'s arguments.
 #[derive(clap::Args, Clone)]
 pub struct BenchArgs {
@@ -215,6 +250,12 @@ fn simulate_in_child(
     if !batching {
         command.arg("--no-batching");
     }
+    // A size whose launches expire measures its failure path, not a scale-out: each size gets
+    // the hook timeout it needs, or the config's when that is longer.
+    let configured = args.fleet.config()?.naming.hook_timeout_seconds;
+    command
+        .arg("--hook-timeout-seconds")
+        .arg(configured.max(hook_timeout_needed(instances)).to_string());
     let out = command
         .stderr(std::process::Stdio::inherit())
         .output()
@@ -286,6 +327,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 "cpu_seconds": r["cpu_seconds"],
                 "cpu_ms_per_instance": number(r, "cpu_seconds") * 1000.0 / number(r, "instances"),
                 "peak_memory_mib": r["peak_memory_mib"],
+                "hook_timeout_seconds": r["hook_timeout_seconds"],
                 "ms_per_instance": per_instance_ms(r),
                 "per_instance_vs_previous_size": growth,
                 "ssm_calls_per_instance": ssm_calls(r),
@@ -342,6 +384,14 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             row["collisions"],
         );
     }
+    let hooks: Vec<String> = summary
+        .iter()
+        .map(|row| format!("{} at {}", row["hook_timeout_seconds"], row["instances"]))
+        .collect();
+    println!(
+        "launch hook timeout (s) per size, what the size needs or the config's if longer: {}",
+        hooks.join(", ")
+    );
     // A size whose launches failed is not a fast run: say so beside the figures.
     for row in &summary {
         let failed = row["failures_by_error"]
@@ -397,4 +447,18 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hook_a_size_needs_grows_with_the_completions_at_auto_scalings_rate() {
+        // Small fleets complete within the default hook.
+        assert_eq!(hook_timeout_needed(1_000), 900);
+        assert_eq!(hook_timeout_needed(10_000), 900);
+        // 100,000 at 100 per second: 1,000 s of completions, half as much again, plus naming.
+        assert_eq!(hook_timeout_needed(100_000), 600 + 1_500);
+    }
 }
