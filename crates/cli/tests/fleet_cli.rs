@@ -170,30 +170,42 @@ fn fleet_simulate_reports_calls_and_no_collisions() {
 /// `--hook-timeout-seconds` overrides the config for one run.
 #[test]
 fn fleet_simulate_says_when_the_hook_is_too_short_for_the_fleet() {
+    // 400 launches complete in 4 s at Auto Scaling's simulated rate: more than half of a 10 s
+    // hook.
     let output = fleetprep(&[
         "fleet",
         "simulate",
         "--instances",
-        "40",
+        "400",
         "--hook-timeout-seconds",
-        "600",
+        "10",
         "--output",
         "json",
     ]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr
-            .contains("hooks need about 900 s; with 600 s expect Fleetprep.LifecycleActionExpired")
-            && stderr.contains("hook_timeout_seconds (or --hook-timeout-seconds) to at least 900"),
+        stderr.contains("which takes a large share of their 10 s hooks")
+            && stderr.contains("hook_timeout_seconds (or --hook-timeout-seconds) to it"),
         "{stderr}"
     );
     let report = json(&output);
-    assert_eq!(report["hook_timeout_seconds"], 600);
-    // The default hook is long enough for a small fleet: nothing to say.
-    let output = fleetprep(&["fleet", "simulate", "--instances", "5", "--output", "json"]);
+    assert_eq!(report["hook_timeout_seconds"], 10);
+    // A short hook on a small fleet: heartbeats keep it alive, nothing to say.
+    let output = fleetprep(&[
+        "fleet",
+        "simulate",
+        "--instances",
+        "5",
+        "--hook-timeout-seconds",
+        "240",
+        "--output",
+        "json",
+    ]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains("hook_timeout_seconds"), "{stderr}");
-    assert_eq!(json(&output)["hook_timeout_seconds"], 900);
+    let report = json(&output);
+    assert_eq!(report["hook_timeout_seconds"], 240);
+    assert_eq!(report["in_service"], 5, "{report}");
 }
 
 /// Issue 11: the `user-data` rename method on the simulated fleet: every instance is named

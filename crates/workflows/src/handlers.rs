@@ -754,8 +754,11 @@ impl Wait {
     }
 }
 
-/// What a throttled poll can lose before it runs again: two attempts at the longest delay of
-/// the poll states' `Fleetprep.Throttled` Retry (`MaxDelaySeconds` 120).
+/// What throttling can add between two polls besides their Waits: two attempts at the longest
+/// delay of the poll states' `Fleetprep.Throttled` Retry (`MaxDelaySeconds` 120), or four at
+/// that of the tasks between polls (a send, `ConfirmName`: 60). It bounds what a run of
+/// throttled attempts costs on average, not the worst case (ten attempts at their caps): a
+/// call throttled that often in a row fails its state anyway.
 const RETRY_ALLOWANCE: Duration = Duration::from_secs(240);
 
 /// The margin of a poll that does not say when its next poll comes: the longest Wait before a
@@ -820,6 +823,12 @@ fn completion_retry(
     remaining: Duration,
     heartbeat_throttled: bool,
 ) -> Duration {
+    if remaining.is_zero() {
+        // Past the hook's timeout there is nothing left to keep alive: back off as usual
+        // (not every second) until an attempt gets a token and learns the hook's fate
+        // (`Fleetprep.LifecycleActionExpired` if it did time out).
+        return completion_backoff(execution, tried_for);
+    }
     if heartbeat_throttled {
         return full_jitter(execution, tried_for, remaining / 2);
     }
@@ -2165,6 +2174,11 @@ mod tests {
             let soon = completion_retry(&execution, s(200), s(40), true);
             assert!((s(1)..=s(20)).contains(&soon), "{soon:?}");
             assert_eq!(completion_retry(&execution, s(200), s(1), true), s(1));
+            // Past the timeout: the ordinary backoff, not an attempt every second.
+            assert_eq!(
+                completion_retry(&execution, s(200), s(0), true),
+                completion_backoff(&execution, s(200))
+            );
         }
     }
 

@@ -105,7 +105,7 @@ async fn a_throttled_completion_waits_and_heartbeats_only_near_the_hook_timeout(
     );
 
     // 10 minutes of trying later, still 5 minutes from the timeout: a longer backoff, but
-    // back no later than half a minute before the timeout's last minute.
+    // back no later than half a minute before the timeout (270 s from now).
     clock.advance_to(start + Duration::from_secs(600));
     empty_the_bucket(&sim, &event).await;
     let answer = attempt(&context, &event, start, start).await;

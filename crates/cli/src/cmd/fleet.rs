@@ -59,16 +59,15 @@ pub async fn simulate_report(args: &SimulateArgs) -> anyhow::Result<serde_json::
     if let Some(seconds) = args.hook_timeout_seconds {
         config.naming.hook_timeout_seconds = seconds;
     }
-    let needed = hook_timeout_needed(args.instances);
-    if config.naming.hook_timeout_seconds < needed {
+    if let Some(needed) = hook_too_short(args.instances, config.naming.hook_timeout_seconds) {
         eprintln!(
             "fleet simulate: {} instances launched at once complete their launches at Auto \
-             Scaling's simulated rate ({} per second) after about {} s of naming, so their \
-             hooks need about {needed} s; with {} s expect Fleetprep.LifecycleActionExpired. \
-             Set [naming] hook_timeout_seconds (or --hook-timeout-seconds) to at least {needed}.",
+             Scaling's simulated rate ({} per second), which takes a large share of their {} s \
+             hooks: hooks may time out (Fleetprep.LifecycleActionExpired) while heartbeats and \
+             completions wait for the same tokens. A hook of about {needed} s needs no \
+             heartbeat: set [naming] hook_timeout_seconds (or --hook-timeout-seconds) to it.",
             args.instances,
             cloud::sim::AUTO_SCALING_REQUESTS_PER_SECOND,
-            NAMING_SECONDS,
             config.naming.hook_timeout_seconds
         );
     }
@@ -208,6 +207,17 @@ const NAMING_SECONDS: u64 = 600;
 pub fn hook_timeout_needed(instances: usize) -> u64 {
     let completions = instances as f64 / cloud::sim::AUTO_SCALING_REQUESTS_PER_SECOND;
     (NAMING_SECONDS + (completions * 1.5).ceil() as u64).max(900)
+}
+
+/// The hook timeout to suggest when `hook_timeout_seconds` is too short for `instances`
+/// launched at once: when completing them at Auto Scaling's rate (half as much again) takes
+/// more than half the hook. A shorter hook on a small fleet is fine: heartbeats keep it alive,
+/// and there are tokens for them.
+fn hook_too_short(instances: usize, hook_timeout_seconds: u64) -> Option<u64> {
+    let completions = instances as f64 / cloud::sim::AUTO_SCALING_REQUESTS_PER_SECOND * 1.5;
+    let needed = hook_timeout_needed(instances);
+    (hook_timeout_seconds < needed && completions > hook_timeout_seconds as f64 / 2.0)
+        .then_some(needed)
 }
 
 /// `bench fleet`'s arguments.
@@ -460,5 +470,10 @@ mod tests {
         assert_eq!(hook_timeout_needed(10_000), 900);
         // 100,000 at 100 per second: 1,000 s of completions, half as much again, plus naming.
         assert_eq!(hook_timeout_needed(100_000), 600 + 1_500);
+        // Said only where the completions take a large share of the hook.
+        assert_eq!(hook_too_short(100_000, 900), Some(2_100));
+        assert_eq!(hook_too_short(100_000, 2_100), None);
+        assert_eq!(hook_too_short(10_000, 900), None);
+        assert_eq!(hook_too_short(5, 240), None);
     }
 }
