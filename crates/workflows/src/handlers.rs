@@ -725,6 +725,11 @@ impl Wait {
             .unwrap_or_default()
     }
 
+    /// How long the hook has left from the last heartbeat (zero once it may have timed out).
+    fn until_hook_timeout(&self, ctx: &Context) -> Duration {
+        hook_timeout(ctx).saturating_sub(self.since_last_heartbeat())
+    }
+
     /// Records a lifecycle heartbeat when [`heartbeat_due`] says the hook could time out
     /// before the next chance to record one, `next_chance_within` from now; true when it did.
     async fn heartbeat(
@@ -736,8 +741,11 @@ impl Wait {
         let Some(hook) = hook else {
             return Ok(false);
         };
-        let timeout = Duration::from_secs(ctx.settings.hook_timeout_seconds);
-        if !heartbeat_due(self.since_last_heartbeat(), timeout, next_chance_within) {
+        if !heartbeat_due(
+            self.since_last_heartbeat(),
+            hook_timeout(ctx),
+            next_chance_within,
+        ) {
             return Ok(false);
         }
         let hook = hook.reference();
@@ -752,6 +760,11 @@ impl Wait {
         self.last_heartbeat = self.now;
         Ok(true)
     }
+}
+
+/// The lifecycle hook's heartbeat timeout, as the settings give it.
+fn hook_timeout(ctx: &Context) -> Duration {
+    Duration::from_secs(ctx.settings.hook_timeout_seconds)
 }
 
 /// What throttling can add between two polls besides their Waits: two attempts at the longest
@@ -1947,19 +1960,16 @@ async fn complete_lifecycle(r: CompleteLifecycle, ctx: &Context) -> Result<Value
             ));
         }
     };
+    let completed = ctx
+        .cloud
+        .complete_lifecycle_action(CompleteLifecycleActionRequest { hook, result })
+        .await;
     let Some(state) = r.wait.as_ref() else {
-        ctx.cloud
-            .complete_lifecycle_action(CompleteLifecycleActionRequest { hook, result })
-            .await
-            .map_err(lifecycle_err("CompleteLifecycleAction"))?;
+        completed.map_err(lifecycle_err("CompleteLifecycleAction"))?;
         return Ok(json!({"result": r.result}));
     };
     let mut wait = Wait::from(Some(state), ctx);
-    match ctx
-        .cloud
-        .complete_lifecycle_action(CompleteLifecycleActionRequest { hook, result })
-        .await
-    {
+    match completed {
         Ok(()) => Ok(wait.answer(true, json!({"result": r.result, "retry_seconds": 0}))),
         Err(error) if error.kind == cloud::ErrorKind::Throttled => {
             let heartbeat_throttled =
@@ -1968,12 +1978,10 @@ async fn complete_lifecycle(r: CompleteLifecycle, ctx: &Context) -> Result<Value
                     Err(e) if e.error == errors::THROTTLED => true,
                     Err(e) => return Err(e),
                 };
-            let timeout = Duration::from_secs(ctx.settings.hook_timeout_seconds);
-            let remaining = timeout.saturating_sub(wait.since_last_heartbeat());
             let retry = completion_retry(
                 &ctx.task.execution,
                 wait.elapsed(),
-                remaining,
+                wait.until_hook_timeout(ctx),
                 heartbeat_throttled,
             );
             Ok(wait.answer(

@@ -205,8 +205,13 @@ const NAMING_SECONDS: u64 = 600;
 /// default 900 s hook, and every heartbeat that keeps a hook alive meanwhile is a token a
 /// completion does not get). Never below the 900 s default.
 pub fn hook_timeout_needed(instances: usize) -> u64 {
-    let completions = instances as f64 / cloud::sim::AUTO_SCALING_REQUESTS_PER_SECOND;
-    (NAMING_SECONDS + (completions * 1.5).ceil() as u64).max(900)
+    (NAMING_SECONDS + completion_seconds(instances).ceil() as u64).max(900)
+}
+
+/// The seconds `instances` completions take at Auto Scaling's simulated rate, half as much
+/// again for the heartbeats and the throttled attempts beside them.
+fn completion_seconds(instances: usize) -> f64 {
+    instances as f64 / cloud::sim::AUTO_SCALING_REQUESTS_PER_SECOND * 1.5
 }
 
 /// The hook timeout to suggest when `hook_timeout_seconds` is too short for `instances`
@@ -214,9 +219,9 @@ pub fn hook_timeout_needed(instances: usize) -> u64 {
 /// more than half the hook. A shorter hook on a small fleet is fine: heartbeats keep it alive,
 /// and there are tokens for them.
 fn hook_too_short(instances: usize, hook_timeout_seconds: u64) -> Option<u64> {
-    let completions = instances as f64 / cloud::sim::AUTO_SCALING_REQUESTS_PER_SECOND * 1.5;
     let needed = hook_timeout_needed(instances);
-    (hook_timeout_seconds < needed && completions > hook_timeout_seconds as f64 / 2.0)
+    (hook_timeout_seconds < needed
+        && completion_seconds(instances) > hook_timeout_seconds as f64 / 2.0)
         .then_some(needed)
 }
 
@@ -241,6 +246,7 @@ pub struct BenchArgs {
 /// over from one size to the next.
 fn simulate_in_child(
     args: &BenchArgs,
+    configured_hook_seconds: u64,
     instances: usize,
     batching: bool,
 ) -> anyhow::Result<serde_json::Value> {
@@ -262,10 +268,11 @@ fn simulate_in_child(
     }
     // A size whose launches expire measures its failure path, not a scale-out: each size gets
     // the hook timeout it needs, or the config's when that is longer.
-    let configured = args.fleet.config()?.naming.hook_timeout_seconds;
-    command
-        .arg("--hook-timeout-seconds")
-        .arg(configured.max(hook_timeout_needed(instances)).to_string());
+    command.arg("--hook-timeout-seconds").arg(
+        configured_hook_seconds
+            .max(hook_timeout_needed(instances))
+            .to_string(),
+    );
     let out = command
         .stderr(std::process::Stdio::inherit())
         .output()
@@ -286,9 +293,10 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         !args.sizes.is_empty() && args.sizes.iter().all(|&n| n > 0),
         "--sizes needs at least one size, each at least 1 (e.g. --sizes 1000,10000,100000)"
     );
+    let configured_hook = args.fleet.config()?.naming.hook_timeout_seconds;
     let mut rows = Vec::new();
     for &size in &args.sizes {
-        let report = simulate_in_child(&args, size, true)?;
+        let report = simulate_in_child(&args, configured_hook, size, true)?;
         if args.output == OutputFormat::Text {
             eprintln!(
                 "  {size} instances: {:.2} s",
@@ -298,7 +306,9 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         rows.push(report);
     }
     let unbatched = match (args.compare_batching, args.sizes.iter().min()) {
-        (true, Some(&smallest)) => Some(simulate_in_child(&args, smallest, false)?),
+        (true, Some(&smallest)) => {
+            Some(simulate_in_child(&args, configured_hook, smallest, false)?)
+        }
         _ => None,
     };
     let number = |report: &serde_json::Value, key: &str| report[key].as_f64().unwrap_or(f64::NAN);
