@@ -356,20 +356,7 @@ pub struct Execution {
     /// for benchmarks and callers that never read history.
     record_history: bool,
     history_limit: i64,
-    /// The context object's execution part (`$$.Execution`, `$$.StateMachine`), built on
-    /// first use in a step; kept across steps only when `keep_context` says so.
-    #[serde(skip)]
-    context: Option<Value>,
-    /// Whether the input is large enough (more than [`KEEP_CONTEXT_INPUT_BYTES`]) that the
-    /// context, which holds a copy of it, is worth keeping between steps: rebuilding it
-    /// then costs more than the copy's memory. A small input's context is rebuilt each step
-    /// instead: kept, it was a fifth of the memory of 10,000 executions waiting at once.
-    #[serde(skip)]
-    keep_context: bool,
 }
-
-/// See [`Execution`]'s `keep_context`.
-const KEEP_CONTEXT_INPUT_BYTES: usize = 16 * 1024;
 
 /// Per-execution switches.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
@@ -580,7 +567,9 @@ struct Work<'w> {
 struct Run<'a> {
     def: &'a Definition,
     info: &'a ExecutionInfo,
-    exec_input: &'a Value,
+    /// The execution's input, lent to the context object (`$$.Execution.Input`) while the
+    /// step runs and given back at its end (see [`Run::context`]).
+    exec_input: &'a mut Value,
     start_time: &'a str,
     now: SystemTime,
     now_text: String,
@@ -597,6 +586,8 @@ struct Run<'a> {
     limit: i64,
     step: Step,
     ctx_cache: Option<Value>,
+    /// The input is in the context object, not in `exec_input`.
+    input_lent: bool,
 }
 
 impl Execution {
@@ -611,7 +602,6 @@ impl Execution {
     ) -> (Execution, Step) {
         let now_text = history::format_timestamp(now);
         let root = Thread::new(Vec::new(), &def.machine, 0, Map::new(), None, input.clone());
-        let keep_context = !limits::serialized_len_at_most(&input, KEEP_CONTEXT_INPUT_BYTES);
         let mut ex = Execution {
             info,
             status: Status::Running,
@@ -628,19 +618,17 @@ impl Execution {
             redrive_count: 0,
             record_history: options.record_history,
             history_limit: options.history_limit,
-            context: None,
-            keep_context,
         };
         let mut step = Step::default();
         ex.with_run(
             def,
             now,
-            |run, root, ex_input| {
+            |run, root| {
                 let mut e = run.event(EventType::ExecutionStarted, 0);
                 if let Some(e) = e.as_mut() {
                     e.execution_started_event_details =
                         Some(Box::new(history::ExecutionStartedEventDetails {
-                            input: Some(json_text(ex_input)),
+                            input: Some(json_text(run.execution_input())),
                             input_details: Some(history::DataDetails::default()),
                             role_arn: Some(run.info.role_arn.clone()),
                         }));
@@ -704,7 +692,7 @@ impl Execution {
                 self.with_run(
                     def,
                     now,
-                    |run, _root, _| {
+                    |run, _root| {
                         let mut e = run.event(EventType::ExecutionTimedOut, 0);
                         if let Some(e) = e.as_mut() {
                             e.execution_timed_out_event_details =
@@ -733,7 +721,7 @@ impl Execution {
                 let delivery = self.with_run(
                     def,
                     now,
-                    |run, root, _| run.deliver(root, &mut other),
+                    |run, root| run.deliver(root, &mut other),
                     &mut step,
                 );
                 match delivery? {
@@ -782,14 +770,12 @@ impl Execution {
         self.error = None;
         self.cause = None;
         self.redrive_count += 1;
-        // `$$.Execution.RedriveCount` changed: the cached context object is stale.
-        self.context = None;
         let count = self.redrive_count;
         let mut step = Step::default();
         self.with_run(
             def,
             now,
-            |run, root, _| {
+            |run, root| {
                 let last = run.last_id();
                 let mut e = run.event(EventType::ExecutionRedriven, last);
                 if let Some(e) = e.as_mut() {
@@ -939,7 +925,7 @@ impl Execution {
         self.with_run(
             def,
             now,
-            |run, _root, _| {
+            |run, _root| {
                 let mut e = run.event(event_type, *run.next_event_id - 1);
                 if let Some(e) = e.as_mut() {
                     *details(e) = Some(Box::new(history::ErrorCauseDetails {
@@ -980,13 +966,13 @@ impl Execution {
         &mut self,
         def: &Definition,
         now: SystemTime,
-        f: impl FnOnce(&mut Run<'_>, &mut Thread, &Value) -> R,
+        f: impl FnOnce(&mut Run<'_>, &mut Thread) -> R,
         out: &mut Step,
     ) -> R {
         let mut run = Run {
             def,
             info: &self.info,
-            exec_input: &self.input,
+            exec_input: &mut self.input,
             start_time: &self.start_time,
             now,
             now_text: history::format_timestamp(now),
@@ -999,11 +985,12 @@ impl Execution {
             record: self.record_history,
             limit: self.history_limit,
             step: Step::default(),
-            ctx_cache: self.context.take(),
+            ctx_cache: None,
+            input_lent: false,
         };
-        let result = f(&mut run, &mut self.root, &self.input);
+        let result = f(&mut run, &mut self.root);
         self.entropy = run.entropy.0;
-        self.context = run.ctx_cache.take().filter(|_| self.keep_context);
+        run.return_input();
         let mut step = run.step;
         if out.history.is_empty() && out.commands.is_empty() {
             *out = step;
@@ -1019,7 +1006,7 @@ impl Execution {
         let done = self.with_run(
             def,
             now,
-            |run, root, _| {
+            |run, root| {
                 let mut done = None;
                 run.advance(root, &def.machine);
                 if let Phase::Done(o) = &root.phase {
@@ -1600,35 +1587,58 @@ mod tests {
     }
 
     #[test]
-    fn only_a_large_inputs_context_is_kept_while_the_execution_waits() {
-        // The Task's Parameters read the context, so the start step builds it.
+    fn the_execution_input_lent_to_the_context_comes_back_after_every_step() {
+        // Both Tasks read the input through the context: the first in the start step, the
+        // second in the step of the first one's result. Each step lends the input to the
+        // context and must give it back, or the second payload (and the stored execution)
+        // would lose it.
         let def = Definition::parse(
-            r#"{"StartAt":"T","States":{"T":{"Type":"Task","Resource":"arn:aws:lambda:us-east-1:1:function:f","Parameters":{"id.$":"$$.Execution.Id","in.$":"$$.Execution.Input"},"End":true}}}"#,
+            r#"{"StartAt":"A","States":{
+                "A":{"Type":"Task","Resource":"arn:aws:lambda:us-east-1:1:function:f","Parameters":{"id.$":"$$.Execution.Id","in.$":"$$.Execution.Input"},"ResultPath":null,"Next":"B"},
+                "B":{"Type":"Task","Resource":"arn:aws:lambda:us-east-1:1:function:f","Parameters":{"in.$":"$$.Execution.Input.detail"},"End":true}}}"#,
         )
         .unwrap();
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let start = |input: Value| {
-            let (ex, step) = Execution::start(
-                &def,
-                ExecutionInfo::local("sm", "e"),
-                input,
-                1,
-                now,
-                Options::default(),
-            );
-            let payload = step.commands.iter().find_map(|c| match c {
-                Command::ScheduleTask { input, .. } => Some(input.clone()),
-                _ => None,
-            });
-            (ex, payload.expect("the task was scheduled"))
+        let scheduled = |step: &Step| {
+            step.commands
+                .iter()
+                .find_map(|c| match c {
+                    Command::ScheduleTask { token, input, .. } => Some((*token, input.clone())),
+                    _ => None,
+                })
+                .expect("a task was scheduled")
         };
-        let small = json!({"detail": {"EC2InstanceId": "i-1"}});
-        let (ex, payload) = start(small.clone());
-        assert!(ex.context.is_none());
-        assert_eq!(payload["in"], small);
-        let large = json!({"blob": "x".repeat(KEEP_CONTEXT_INPUT_BYTES)});
-        let (ex, payload) = start(large.clone());
-        assert!(ex.context.is_some());
-        assert_eq!(payload["in"], large);
+        let input = json!({"detail": {"EC2InstanceId": "i-1"}});
+        let (mut ex, step) = Execution::start(
+            &def,
+            ExecutionInfo::local("sm", "e"),
+            input.clone(),
+            1,
+            now,
+            Options::default(),
+        );
+        let started = step.history[0]
+            .execution_started_event_details
+            .as_ref()
+            .and_then(|d| d.input.clone());
+        assert_eq!(
+            started.as_deref(),
+            Some(r#"{"detail":{"EC2InstanceId":"i-1"}}"#)
+        );
+        let (token, payload) = scheduled(&step);
+        assert_eq!(payload["in"], input);
+        assert_eq!(ex.input, input);
+        let step = ex
+            .handle(
+                &def,
+                Event::TaskSucceeded {
+                    token,
+                    output: json!({}),
+                },
+                now,
+            )
+            .unwrap();
+        assert_eq!(scheduled(&step).1["in"], input["detail"]);
+        assert_eq!(ex.input, input);
     }
 }
